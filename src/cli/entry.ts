@@ -1,0 +1,118 @@
+import { loadConfig } from "../config/load";
+import type { Context } from "../context";
+import { ExitCode, WalmgrError, type ExitCodeValue } from "../errors";
+import { Logger } from "../log";
+import { VERSION } from "../version";
+import { parseArgs, type ArgSpec, type ParsedArgs } from "./args";
+
+export interface Program {
+  name: string;
+  help: string;
+  spec?: ArgSpec;
+  /** Minimum positional arguments after CONFIG (for the usage check). */
+  minArgs?: number;
+  run: (ctx: Context, parsed: ParsedArgs) => Promise<ExitCodeValue | void>;
+}
+
+const cleanups = new Set<() => void>();
+
+function runCleanups(): void {
+  for (const fn of [...cleanups].reverse()) {
+    try {
+      fn();
+    } catch {
+      // cleanup must not mask the original failure
+    }
+  }
+  cleanups.clear();
+}
+
+function onSignal(sig: NodeJS.Signals): void {
+  runCleanups();
+  process.removeAllListeners(sig);
+  // Die of the same signal, so callers (PostgreSQL among them) see what really happened.
+  process.kill(process.pid, sig);
+}
+
+/** Formats an error for stderr: what failed, and what to do next. */
+export function describeError(err: unknown): { text: string; code: ExitCodeValue } {
+  if (err instanceof WalmgrError) {
+    return { text: err.message + (err.hint ? `\nHINT: ${err.hint}` : ""), code: err.exitCode };
+  }
+  const e = err as Error;
+  return {
+    text: `internal error: ${e?.stack ?? String(err)}\nHINT: this is a bug in walmgr-ts; please report it with the lines above`,
+    code: ExitCode.INTERNAL,
+  };
+}
+
+/**
+ * The single entry point of every executable: parses arguments, loads CONFIG, runs the command,
+ * and maps what happened to an exit code from the one table in errors.ts.
+ */
+export function main(program: Program, argv = process.argv.slice(2)): void {
+  const log = new Logger({ verbosity: 2, jobName: program.name });
+  let ended = false;
+  const finish = (code: number): void => {
+    if (ended) return;
+    ended = true;
+    runCleanups();
+    log.close();
+    process.exitCode = code;
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  (async (): Promise<number> => {
+    const parsed = parseArgs(argv, program.spec);
+    if (parsed.help) {
+      process.stdout.write(program.help);
+      return ExitCode.OK;
+    }
+    if (parsed.version) {
+      process.stdout.write(`${program.name} (walmgr-ts) ${VERSION}\n`);
+      return ExitCode.OK;
+    }
+    log.configure({ verbosity: parsed.quiet ? 0 : 2 + parsed.verbose });
+    const [configFile, ...rest] = parsed.positional;
+    if (configFile === undefined) {
+      throw new WalmgrError(`${program.name}: missing CONFIG argument`, ExitCode.USAGE, `usage: see ${program.name} --help`);
+    }
+    if (rest.length < (program.minArgs ?? 0)) {
+      throw new WalmgrError(`${program.name}: missing arguments`, ExitCode.USAGE, `usage: see ${program.name} --help`);
+    }
+    const config = loadConfig(configFile);
+    const logfile = config.path("logfile");
+    log.configure({ jobName: config.jobName, ...(logfile ? { logfile } : {}) });
+    for (const w of config.warnings) log.warn(w);
+    const ctx: Context = {
+      config,
+      log,
+      dryRun: parsed.dryRun,
+      json: parsed.json,
+      args: rest,
+      options: parsed.options,
+      out: (text) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`),
+      act: async (what, fn) => {
+        if (parsed.dryRun) {
+          process.stdout.write(`[not really] ${what}\n`);
+          return undefined;
+        }
+        log.debug(what);
+        return await fn();
+      },
+      onCleanup: (fn) => {
+        cleanups.add(fn);
+        return () => cleanups.delete(fn);
+      },
+    };
+    const code = await program.run(ctx, parsed);
+    return code ?? ExitCode.OK;
+  })().then(
+    (code) => finish(code),
+    (err: unknown) => {
+      const { text, code } = describeError(err);
+      log.error(text);
+      finish(code);
+    },
+  );
+}

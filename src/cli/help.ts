@@ -1,0 +1,125 @@
+/* Man-page style help for each executable. Kept as plain strings: --help must be instant. */
+
+const COMMON = `GENERAL OPTIONS
+    -h, --help         show this help and exit
+    -q, --quiet        print errors only (the logfile still gets everything)
+    -v, --verbose      print debug messages too
+    -n, --not-really   print every action that would be taken; change nothing
+        --version      print the version and exit
+`;
+
+const EXIT = `EXIT STATUS
+    0 done   1 not available (no such WAL yet)   2 usage   3 config   4 lock held
+    6 transport (ssh/rsync/network)   7 database   8 archive conflict
+    9 I/O (disk full, permissions, corrupt file)   70 internal error
+`;
+
+export const HELP = {
+  walArchive: `NAME
+    wal-archive - archive one WAL file into the slave directory (archive_command)
+
+SYNOPSIS
+    wal-archive [OPTIONS] CONFIG %p %f
+
+DESCRIPTION
+    Run by PostgreSQL on the master as its archive_command:
+        archive_command = '/path/to/bin/wal-archive /path/to/master.ini %p %f'
+    Copies %p (relative to the data directory) into completed_wals as %f, with a
+    sha256 checksum beside it (.%f.sha256). Exits 0 only once both are durable
+    (temp file, fsync, rename, directory fsync). Archiving identical content again
+    succeeds; other content under an archived name is refused with exit 8 and the
+    archived copy is left untouched. Needs no database connection.
+
+${COMMON}
+${EXIT}`,
+  walRestore: `NAME
+    wal-restore - serve one WAL file to a standby (restore_command)
+
+SYNOPSIS
+    wal-restore [OPTIONS] CONFIG %f %p [%r]
+
+DESCRIPTION
+    Run by PostgreSQL on the slave as its restore_command (wal-ctl restore sets it):
+        restore_command = '/path/to/bin/wal-restore /path/to/slave.ini %f %p %r'
+    Copies %f from completed_wals to %p after checking its checksum; exits 1 when
+    the file is not there yet (the standby retries). While completed_wals/PAUSE
+    exists nothing is served. While completed_wals/STOP exists (made by boot) the
+    in-progress segment from partial_wals is served after the complete ones, and
+    the end of shipped WAL is recorded for boot. With keep_backups = 0 and %r
+    given, WAL older than %r is removed from completed_wals.
+    Never waits: PostgreSQL does the retrying.
+
+${COMMON}
+${EXIT}`,
+  walSync: `NAME
+    wal-sync - ship the in-progress WAL segment to the slave
+
+SYNOPSIS
+    wal-sync [OPTIONS] CONFIG
+
+DESCRIPTION
+    Run on the master. With use_xlog_functions = 1 (record mode) it asks the master
+    for its current WAL position and ships only the bytes written since the last
+    sync (the position is kept in partial_wals/.walmgr-sync-state). With
+    use_xlog_functions = 0 (file mode) it copies the newest segment file of
+    pg_wal. Partial segments are stored full-size (zero-padded), durably.
+
+${COMMON}
+${EXIT}`,
+  walBackup: `NAME
+    wal-backup - take a base backup into the slave directory
+
+SYNOPSIS
+    wal-backup [OPTIONS] CONFIG
+
+DESCRIPTION
+    On the master (CONFIG has [wal-master]): a non-exclusive base backup
+    (pg_backup_start/pg_backup_stop in one session) of master_data into
+    full_backup, with backup_label and tablespace_map written from what
+    pg_backup_stop returns, the files PostgreSQL documents as excluded left out,
+    and completed_wals/BACKUPLOCK held throughout. Waits until the WAL the backup
+    needs is archived. The master's postgresql.conf, pg_hba.conf and pg_ident.conf
+    go to config_backup.
+
+OPTIONS
+        --clear-stale-lock  remove a BACKUPLOCK whose holder process is gone
+
+${COMMON}
+${EXIT}`,
+  walCtl: `NAME
+    wal-ctl - manage WAL shipping, standby replay and restores (walmgr.py's commands)
+
+SYNOPSIS
+    wal-ctl [OPTIONS] CONFIG COMMAND [ARGS]
+
+MASTER COMMANDS
+    setup          set archive_mode, archive_command and wal_level in master_config
+                   (a copy is saved first), restart with master_restart_cmd only when
+                   needed, otherwise reload; create the slave directory layout
+    stop           turn archiving off again (WAL is then no longer shipped!)
+    sync           ship the in-progress WAL segment (see wal-sync)
+    backup         take a base backup (see wal-backup)
+    listbackups    list backup sets in the slave directory
+
+SLAVE COMMANDS
+    setup          create the slave directory layout
+    restore        move the newest backup into slave_data, write the recovery
+                   settings (restore_command, standby.signal) and start the server
+                   with slave_start_cmd
+    pause          hold back new WAL from the standby (creates PAUSE)
+    continue       let WAL reach the standby again (removes PAUSE)
+    boot           replay every complete and the partial segment, then end recovery
+                   and open the standby for writes (creates STOP, promotes)
+    listbackups    list backup sets
+
+INTERNAL COMMANDS (as walmgr.py named them)
+    xarchive %p %f          same as wal-archive
+    xrestore %f %p [%r]     same as wal-restore
+
+OPTIONS
+        --json              machine-readable output where the output is data
+        --timeout SECONDS   boot: how long to wait for replay to finish (default 600)
+
+${COMMON}
+${EXIT}`,
+};

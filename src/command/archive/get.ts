@@ -1,0 +1,129 @@
+import { renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { posix, resolve } from "node:path";
+import type { Context } from "../../context";
+import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../../control";
+import { ExitCode, ioError, type ExitCodeValue } from "../../errors";
+import { isChecksumName, WalArchive } from "../../storage/archive";
+import type { StorageDriver } from "../../storage/driver";
+import { driverFor } from "../../storage/open";
+import { comparePosition, parseWalName, requireWalName } from "../../wal/names";
+
+/**
+ * Writes `data` to `dest` under a temporary name and renames it, so PostgreSQL never finds a
+ * short file at %p (safety rule 3). No fsync: PostgreSQL treats the restored file as a copy.
+ */
+function deliver(dest: string, data: Buffer): void {
+  const tmp = `${dest}.walmgr-tmp`;
+  try {
+    writeFileSync(tmp, data, { mode: 0o600 });
+    renameSync(tmp, dest);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // nothing to clean
+    }
+    throw ioError("cannot write restored WAL to", dest, err);
+  }
+}
+
+/**
+ * restore_command (walmgr's xrestore). Exit 0 with the file at `destPath`, or 1 when it is not
+ * (yet) available, which PostgreSQL in standby mode answers by retrying later. PAUSE holds back
+ * all WAL; STOP serves the partial segment after the complete ones and then records, for
+ * `boot`, that the standby has asked past the end of all WAL there is.
+ */
+export async function restoreGet(
+  ctx: Context,
+  name: string,
+  destPath: string,
+  keepFrom?: string,
+): Promise<ExitCodeValue> {
+  const wal = requireWalName(name);
+  const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
+  const driver = driverFor(loc);
+  const control = new ControlFiles(driver, loc.path);
+  const dir = await driver.stat(loc.path);
+  if (!dir?.isDirectory) {
+    ctx.log.error(`completed_wals ${loc.path} is not there (${ctx.config.where("completed_wals")}): ${name} not available`);
+    return ExitCode.NOT_AVAILABLE;
+  }
+  const stop = await control.exists(STOP);
+  if (!stop && (await control.exists(PAUSE))) {
+    ctx.log.info(`replay is paused (${control.path(PAUSE)} exists): not serving ${name}`);
+    return ExitCode.NOT_AVAILABLE;
+  }
+  const dest = resolve(destPath);
+  const archive = new WalArchive(driver, loc.path);
+  const found = await archive.fetch(wal.name);
+  if (found) {
+    if (ctx.dryRun) {
+      ctx.out(`[not really] restore ${archive.path(wal.name)} to ${dest}`);
+      return ExitCode.OK;
+    }
+    if (!found.verified) ctx.log.warn(`${archive.path(wal.name)} has no checksum file; serving it unverified`);
+    deliver(dest, found.data);
+    ctx.log.info(`restored ${wal.name} from ${loc.path}`);
+    if (keepFrom !== undefined && ctx.config.int("keep_backups") === 0 && wal.kind === "segment") {
+      await cleanupBefore(ctx, driver, archive, keepFrom);
+    }
+    return ExitCode.OK;
+  }
+  if (!stop || wal.kind !== "segment") {
+    ctx.log.debug(`${wal.name} is not in ${loc.path} (yet)`);
+    return ExitCode.NOT_AVAILABLE;
+  }
+  return servePartialUnderStop(ctx, driver, control, wal.name, dest);
+}
+
+async function servePartialUnderStop(
+  ctx: Context,
+  driver: StorageDriver,
+  control: ControlFiles,
+  name: string,
+  dest: string,
+): Promise<ExitCodeValue> {
+  const partialLoc = ctx.config.location("partial_wals");
+  const served = (await control.read(BOOT_PARTIAL_SERVED))?.trim();
+  const partialPath = partialLoc ? posix.join(partialLoc.path, name) : undefined;
+  const partial = partialPath !== undefined && served !== name ? await driver.read(partialPath) : undefined;
+  if (ctx.dryRun) {
+    ctx.out(`[not really] STOP: ${partial ? `serve partial ${partialPath ?? ""}` : "mark the end of WAL for boot"}`);
+    return partial ? ExitCode.OK : ExitCode.NOT_AVAILABLE;
+  }
+  if (partial) {
+    deliver(dest, partial);
+    await control.create(BOOT_PARTIAL_SERVED, `${name}\n`);
+    ctx.log.info(`STOP: served in-progress segment ${name} from ${partialPath ?? ""} (${partial.length} bytes)`);
+    return ExitCode.OK;
+  }
+  const why = served === name ? `the partial segment ${name} has been replayed` : `no ${name} in completed or partial WAL`;
+  await control.create(BOOT_END_OF_WAL, `${JSON.stringify({ requested: name, at: new Date().toISOString() })}\n`);
+  ctx.log.info(`STOP: end of shipped WAL reached (${why}); recovery can end`);
+  return ExitCode.NOT_AVAILABLE;
+}
+
+/**
+ * With keep_backups = 0 the standby's restart point (%r) bounds what anyone needs: remove
+ * complete and partial segments older than it, as pg_archivecleanup would. Never .history,
+ * never .backup files.
+ */
+async function cleanupBefore(ctx: Context, driver: StorageDriver, archive: WalArchive, keepFrom: string): Promise<void> {
+  const keep = parseWalName(keepFrom);
+  if (!keep || keep.kind !== "segment") {
+    ctx.log.warn(`ignoring invalid %r ${JSON.stringify(keepFrom)}: no WAL cleaned up`);
+    return;
+  }
+  const names = (await driver.list(archive.completedDir)) ?? [];
+  let removed = 0;
+  for (const n of names) {
+    if (isChecksumName(n)) continue;
+    const w = parseWalName(n);
+    if (!w || (w.kind !== "segment" && w.kind !== "partial")) continue;
+    if (comparePosition(n, keep.name) < 0) {
+      if (ctx.dryRun) ctx.out(`[not really] remove ${archive.path(n)}`);
+      else if (await archive.remove(n)) removed++;
+    }
+  }
+  if (removed > 0) ctx.log.info(`removed ${removed} WAL file(s) older than ${keep.name} from ${archive.completedDir}`);
+}

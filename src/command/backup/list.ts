@@ -1,0 +1,56 @@
+import { posix } from "node:path";
+import type { Context } from "../../context";
+import { slaveLayout } from "../../layout";
+import { BACKUP_INFO, listSets, type BackupInfo } from "./sets";
+
+interface Row {
+  name: string;
+  path: string;
+  startTime: string;
+  label: string;
+  startWal: string;
+  bytes: number | null;
+}
+
+function fromLabel(text: string): Partial<Row> {
+  const get = (re: RegExp): string | undefined => re.exec(text)?.[1];
+  return {
+    startTime: get(/START TIME: (.*)/) ?? "",
+    label: get(/LABEL: (.*)/) ?? "",
+    startWal: get(/START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/) ?? "",
+  };
+}
+
+/** `listbackups`: the backup sets in the slave directory, newest first. */
+export async function listBackups(ctx: Context): Promise<void> {
+  const layout = slaveLayout(ctx.config, "listbackups");
+  const full = ctx.config.requireLocation("full_backup", "listbackups");
+  const rows: Row[] = [];
+  for (const set of await listSets(layout.driver, full.path)) {
+    const infoRaw = await layout.driver.read(posix.join(set, BACKUP_INFO));
+    const row: Row = { name: posix.basename(set), path: set, startTime: "", label: "", startWal: "", bytes: null };
+    if (infoRaw) {
+      const info = JSON.parse(infoRaw.toString("utf8")) as BackupInfo;
+      Object.assign(row, { startTime: info.startTime, label: info.label, startWal: info.startWal, bytes: info.bytes });
+    } else {
+      const label = await layout.driver.read(posix.join(set, "backup_label"));
+      if (!label) continue; // not a usable set
+      Object.assign(row, fromLabel(label.toString("utf8")));
+    }
+    rows.push(row);
+  }
+  if (ctx.json) {
+    ctx.out(JSON.stringify(rows, null, 2));
+    return;
+  }
+  if (rows.length === 0) {
+    ctx.out(`no backup sets in ${posix.dirname(full.path)}`);
+    return;
+  }
+  const table = [["NAME", "START TIME", "LABEL", "START WAL", "SIZE"]];
+  for (const r of rows) {
+    table.push([r.name, r.startTime, r.label, r.startWal, r.bytes === null ? "?" : `${(r.bytes / 1048576).toFixed(1)} MiB`]);
+  }
+  const widths = (table[0] ?? []).map((_, i) => Math.max(...table.map((row) => (row[i] ?? "").length)));
+  ctx.out(table.map((row) => row.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n"));
+}

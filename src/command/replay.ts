@@ -1,0 +1,103 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { Context } from "../context";
+import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../control";
+import { ExitCode, UsageError, WalmgrError } from "../errors";
+import { slaveLayout } from "../layout";
+import { readPostmaster } from "../pg/server";
+import { writeFileDurable } from "../storage/durable";
+
+function control(ctx: Context, why: string): ControlFiles {
+  const layout = slaveLayout(ctx.config, why);
+  return new ControlFiles(layout.driver, layout.completed.path);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `pause`: creates PAUSE; wal-restore then holds back all WAL from the standby. */
+export async function pause(ctx: Context): Promise<void> {
+  const c = control(ctx, "pause");
+  if (await c.exists(PAUSE)) {
+    ctx.log.info(`replay is already paused (${c.path(PAUSE)} exists)`);
+    return;
+  }
+  await ctx.act(`create ${c.path(PAUSE)}`, () => c.create(PAUSE, `${new Date().toISOString()}\n`));
+  if (!ctx.dryRun) ctx.log.info(`replay paused: ${c.path(PAUSE)} created`);
+}
+
+/** `continue`: removes PAUSE; the standby picks up WAL at its next retry. */
+export async function resume(ctx: Context): Promise<void> {
+  const c = control(ctx, "continue");
+  if (!(await c.exists(PAUSE))) {
+    ctx.log.info(`replay is not paused (no ${c.path(PAUSE)})`);
+    return;
+  }
+  await ctx.act(`remove ${c.path(PAUSE)}`, () => c.remove(PAUSE));
+  if (!ctx.dryRun) ctx.log.info("replay continues: PAUSE removed");
+}
+
+/**
+ * `boot`: creates STOP, so wal-restore serves every complete segment and then the partial one;
+ * waits until the standby has asked past the end of that WAL (wal-restore records it), and
+ * only then promotes. PostgreSQL 12+ ends recovery on promote without asking restore_command
+ * again, so promoting earlier would lose shipped WAL.
+ */
+export async function boot(ctx: Context): Promise<void> {
+  if (ctx.config.role !== "slave") throw new UsageError("boot is a slave command: pass the slave's config file");
+  const c = control(ctx, "boot");
+  const dataDir = ctx.config.requirePath("slave_data", "boot");
+  const timeoutS = Number.parseFloat(ctx.options.get("timeout") ?? "600");
+  if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new UsageError("--timeout takes a number of seconds above zero");
+  const pm = readPostmaster(dataDir);
+  const inRecovery = existsSync(join(dataDir, "standby.signal")) || existsSync(join(dataDir, "recovery.signal"));
+  if (pm && !inRecovery) {
+    ctx.log.info(`${dataDir} is not in recovery: already booted`);
+    return;
+  }
+  await ctx.act(`clear boot markers in ${c.dir}`, async () => {
+    await c.remove(BOOT_END_OF_WAL);
+    await c.remove(BOOT_PARTIAL_SERVED);
+  });
+  await ctx.act(`create ${c.path(STOP)}`, () => c.create(STOP, `${new Date().toISOString()}\n`));
+  if (ctx.dryRun) {
+    ctx.out(`[not really] wait for the standby to replay all shipped WAL, then promote ${dataDir}`);
+    return;
+  }
+  if (!pm) {
+    ctx.log.warn(`no server is running in ${dataDir}: STOP is set; start the server and run boot again to promote it`);
+    return;
+  }
+  ctx.log.info(`STOP created; waiting for the standby (pid ${pm.pid}) to replay all complete and partial WAL`);
+  const deadline = Date.now() + timeoutS * 1000;
+  let lastNote = Date.now();
+  while (!(await c.exists(BOOT_END_OF_WAL))) {
+    if (!readPostmaster(dataDir)) throw new WalmgrError(`the server in ${dataDir} stopped while booting`, ExitCode.DATABASE, "start it again and rerun boot");
+    if (Date.now() > deadline) {
+      throw new WalmgrError(
+        `the standby did not reach the end of the shipped WAL within ${timeoutS} s (STOP stays in place)`,
+        ExitCode.NOT_AVAILABLE,
+        "check the server log for replay errors; rerun boot (with a larger --timeout) to keep waiting",
+      );
+    }
+    if (Date.now() - lastNote > 10_000) {
+      ctx.log.info("still replaying…");
+      lastNote = Date.now();
+    }
+    await sleep(200);
+  }
+  // What pg_ctl promote does, without its refusal to run as root.
+  writeFileDurable(join(dataDir, "promote"), Buffer.alloc(0));
+  process.kill(pm.pid, "SIGUSR1");
+  ctx.log.info(`all shipped WAL replayed; promoting ${dataDir}`);
+  const promoteDeadline = Date.now() + Math.max(60, timeoutS) * 1000;
+  for (;;) {
+    const now = readPostmaster(dataDir);
+    if (!now) throw new WalmgrError(`the server in ${dataDir} stopped while being promoted`, ExitCode.DATABASE, "see its log");
+    if (!existsSync(join(dataDir, "standby.signal")) && now.status === "ready") break;
+    if (Date.now() > promoteDeadline) {
+      throw new WalmgrError(`${dataDir} did not finish promotion in time`, ExitCode.DATABASE, "see the server log");
+    }
+    await sleep(200);
+  }
+  ctx.log.info(`booted: ${dataDir} has left recovery and accepts writes`);
+}

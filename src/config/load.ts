@@ -1,0 +1,217 @@
+import { readFileSync } from "node:fs";
+import { basename, dirname, isAbsolute, resolve } from "node:path";
+import { ConfigError } from "../errors";
+import { IniSyntaxError, InterpolationError, interpolate, parseIni, type RawSection } from "./ini";
+import { IMPLICIT_KEYS, parseBool, SETTINGS, type Role } from "./settings";
+
+/** Where a directory lives: on this machine (`host` undefined) or on `host` over ssh. */
+export interface Location {
+  host?: string;
+  path: string;
+}
+
+/** `host:/path` → remote; `/path`, `./path`, `path` → local (relative to the config file). */
+export function parseLocation(value: string, baseDir: string): Location {
+  const m = /^([^/:\s][^/:]*):(.*)$/.exec(value);
+  if (m && !value.startsWith(".")) {
+    return { host: m[1] ?? "", path: m[2] === "" ? "." : (m[2] ?? ".") };
+  }
+  return { path: isAbsolute(value) ? value : resolve(baseDir, value) };
+}
+
+export function formatLocation(loc: Location): string {
+  return loc.host === undefined ? loc.path : `${loc.host}:${loc.path}`;
+}
+
+const SLAVE_SUBDIRS: Record<string, string> = {
+  completed_wals: "logs.complete",
+  partial_wals: "logs.partial",
+  full_backup: "data.master",
+  config_backup: "config.backup",
+};
+
+/**
+ * A loaded, interpolated, type-checked config file. Values are validated when loaded; a key the
+ * running command needs but the file lacks is reported by `require*` with file, section and key.
+ */
+export class Config {
+  constructor(
+    readonly file: string,
+    readonly section: string,
+    readonly role: Role,
+    private readonly values: Map<string, string>,
+    readonly warnings: string[],
+  ) {}
+
+  get baseDir(): string {
+    return dirname(this.file);
+  }
+
+  /** Where a setting is, for messages: `file [section] key`. */
+  where(key: string): string {
+    return `${this.file} [${this.section}] ${key}`;
+  }
+
+  /** The interpolated value, the default when unset, or undefined. */
+  get(key: string): string | undefined {
+    return this.values.get(key) ?? SETTINGS[key]?.default;
+  }
+
+  has(key: string): boolean {
+    const v = this.values.get(key);
+    return v !== undefined && v !== "";
+  }
+
+  require(key: string, why: string): string {
+    const v = this.get(key);
+    if (v === undefined || v === "") {
+      throw new ConfigError(`${this.where(key)} is missing: ${why} needs it`, `add '${key} = …' to [${this.section}]`);
+    }
+    return v;
+  }
+
+  path(key: string): string | undefined {
+    const v = this.get(key);
+    if (v === undefined || v === "") return undefined;
+    return isAbsolute(v) ? v : resolve(this.baseDir, v);
+  }
+
+  requirePath(key: string, why: string): string {
+    const v = this.require(key, why);
+    return isAbsolute(v) ? v : resolve(this.baseDir, v);
+  }
+
+  location(key: string): Location | undefined {
+    const v = this.get(key);
+    if (v === undefined || v === "") return undefined;
+    return parseLocation(v, this.baseDir);
+  }
+
+  requireLocation(key: string, why: string): Location {
+    return parseLocation(this.require(key, why), this.baseDir);
+  }
+
+  bool(key: string): boolean {
+    return parseBool(this.get(key) ?? "") ?? false;
+  }
+
+  int(key: string): number {
+    return Number.parseInt(this.get(key) ?? "0", 10);
+  }
+
+  float(key: string): number {
+    return Number.parseFloat(this.get(key) ?? "0");
+  }
+
+  /** Job name for log lines: job_name, or the config file's name without extension. */
+  get jobName(): string {
+    return this.get("job_name") ?? basename(this.file).replace(/\.[^.]*$/, "");
+  }
+}
+
+function pickSection(file: string, sections: RawSection[]): { section: RawSection; role: Role } {
+  const byName = (n: string): RawSection | undefined => sections.find((s) => s.name === n);
+  const master = byName("wal-master");
+  const slave = byName("wal-slave");
+  const walmgr = byName("walmgr");
+  const found = [master, slave, walmgr].filter((s) => s !== undefined);
+  if (found.length > 1) {
+    throw new ConfigError(
+      `${file}: has more than one of [wal-master], [wal-slave], [walmgr]`,
+      "use one file per role: master.ini with [wal-master], slave.ini with [wal-slave]",
+    );
+  }
+  if (master) return { section: master, role: "master" };
+  if (slave) return { section: slave, role: "slave" };
+  if (walmgr) return { section: walmgr, role: walmgr.values.has("master_data") ? "master" : "slave" };
+  const names = sections.map((s) => `[${s.name}]`).join(", ") || "none";
+  throw new ConfigError(
+    `${file}: no [wal-master], [wal-slave] or [walmgr] section (sections found: ${names})`,
+    "start the file with [wal-master] on the master or [wal-slave] on the slave",
+  );
+}
+
+/** Reads and validates a config file. Throws ConfigError naming file, section and key. */
+export function loadConfig(file: string): Config {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, "utf8");
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message;
+    throw new ConfigError(`cannot read config file ${abs}: ${reason}`, "pass the path of a walmgr .ini file");
+  }
+  let raw;
+  try {
+    raw = parseIni(text);
+  } catch (err) {
+    if (err instanceof IniSyntaxError) throw new ConfigError(`${abs}:${err.line}: ${err.message}`);
+    throw err;
+  }
+  const { section, role } = pickSection(abs, raw.sections);
+  const lookupRaw = (name: string): string | undefined => {
+    const own = section.values.get(name) ?? raw.defaults.values.get(name);
+    if (own !== undefined) return own;
+    if (name === "job_name") return section.name;
+    if (name === "config_dir") return dirname(abs);
+    return undefined;
+  };
+
+  // Derived defaults: the slave subdirectories follow `slave` (or skytools-3 `walmgr_data`).
+  const base = lookupRaw("slave") ?? lookupRaw("walmgr_data");
+  const values = new Map<string, string>();
+  const keys = new Set([...raw.defaults.values.keys(), ...section.values.keys()]);
+  const warnings: string[] = [];
+  for (const key of keys) {
+    try {
+      values.set(key, interpolate(key, lookupRaw));
+    } catch (err) {
+      if (err instanceof InterpolationError) {
+        throw new ConfigError(`${abs} [${section.name}] ${err.key}: ${err.message}`);
+      }
+      throw err;
+    }
+  }
+  if (base !== undefined) {
+    const expandedBase = values.get("slave") ?? values.get("walmgr_data");
+    for (const [key, sub] of Object.entries(SLAVE_SUBDIRS)) {
+      if (!values.has(key) && expandedBase) values.set(key, `${expandedBase.replace(/\/+$/, "")}/${sub}`);
+    }
+  }
+
+  for (const key of section.values.keys()) {
+    const spec = SETTINGS[key];
+    const line = section.lines.get(key);
+    const at = `${abs}${line ? `:${line}` : ""} [${section.name}] ${key}`;
+    if (!spec) {
+      if (!IMPLICIT_KEYS.has(key)) warnings.push(`${at}: unknown setting '${key}' is ignored (check the spelling)`);
+      continue;
+    }
+    const value = values.get(key) ?? "";
+    if (spec.roles && !spec.roles.includes(role)) {
+      warnings.push(`${at}: '${key}' is a ${spec.roles.join("/")} setting and is ignored in a ${role} config`);
+    }
+    checkType(at, key, value, spec.type);
+  }
+  return new Config(abs, section.name, role, values, warnings);
+}
+
+function checkType(at: string, key: string, value: string, type: string): void {
+  const bad = (what: string): never => {
+    throw new ConfigError(`${at}: '${value}' is not ${what}`, `set ${key} to ${what}`);
+  };
+  switch (type) {
+    case "bool":
+      if (parseBool(value) === undefined) bad("a boolean (1/0, yes/no, true/false, on/off)");
+      break;
+    case "int":
+      if (!/^\s*-?\d+\s*$/.test(value)) bad("a whole number");
+      if (Number.parseInt(value, 10) < 0) bad("a number of zero or more");
+      break;
+    case "float":
+      if (!/^\s*\d+(\.\d*)?\s*$|^\s*\.\d+\s*$/.test(value)) bad("a number of zero or more");
+      break;
+    default:
+      break;
+  }
+}

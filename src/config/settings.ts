@@ -1,0 +1,66 @@
+/**
+ * Every setting of walmgr's manual (plus the few walmgr 2.1/skytools-3 read without listing),
+ * with walmgr's defaults. Keys not listed here draw a warning naming them.
+ */
+export type SettingType = "string" | "path" | "location" | "bool" | "int" | "float" | "command";
+export type Role = "master" | "slave";
+
+export interface SettingSpec {
+  type: SettingType;
+  /** Default as walmgr had it; undefined = unset. */
+  default?: string;
+  /** Which roles read it; both when absent. */
+  roles?: Role[];
+  doc: string;
+}
+
+export const SETTINGS: Record<string, SettingSpec> = {
+  job_name: { type: "string", doc: "Name used in log lines (default: the config file's base name)." },
+  logfile: { type: "path", doc: "File to append the log to (relative to the config file)." },
+  use_skylog: { type: "bool", default: "0", doc: "Accepted for compatibility; skylog is not used." },
+  pidfile: { type: "path", doc: "Pid file for the sync daemon." },
+  master_db: { type: "string", roles: ["master"], doc: "libpq connection string to the master." },
+  master_data: { type: "path", roles: ["master"], doc: "Master data directory." },
+  master_config: { type: "path", roles: ["master"], doc: "Master postgresql.conf (edited by setup/stop)." },
+  master_restart_cmd: { type: "command", roles: ["master"], doc: "Shell command that restarts the master." },
+  master_bin: { type: "path", roles: ["master"], doc: "Directory of the master's PostgreSQL binaries." },
+  slave: { type: "location", doc: "Slave base directory: /path, or host:/path over ssh." },
+  walmgr_data: { type: "location", doc: "skytools-3 name for the slave base directory." },
+  slave_config: { type: "path", roles: ["master"], doc: "Path of the slave's config file." },
+  completed_wals: { type: "location", doc: "Directory of complete WAL and control files." },
+  partial_wals: { type: "location", doc: "Directory of the in-progress WAL segment." },
+  full_backup: { type: "location", doc: "Directory of the newest base backup." },
+  config_backup: { type: "location", doc: "Directory of the master's saved config files." },
+  loop_delay: { type: "float", default: "1.0", roles: ["master"], doc: "Seconds between daemon syncs." },
+  use_xlog_functions: { type: "bool", default: "0", roles: ["master"], doc: "Record-based shipping." },
+  compression: { type: "bool", default: "0", roles: ["master"], doc: "Compress on the wire (rsync -z)." },
+  periodic_command: { type: "command", roles: ["master"], doc: "Shell command run every command_interval s." },
+  command_interval: { type: "float", default: "0", roles: ["master"], doc: "Seconds between periodic runs." },
+  hot_standby: { type: "bool", default: "0", roles: ["master"], doc: "setup sets wal_level for hot standby." },
+  keep_backups: { type: "int", default: "0", doc: "Number of backup sets to keep." },
+  keep_symlinks: { type: "bool", default: "1", doc: "skytools-3: keep symlinks in backups." },
+  archive_command: { type: "command", roles: ["slave"], doc: "Run before the oldest backup is rotated away." },
+  slave_data: { type: "path", roles: ["slave"], doc: "Slave data directory." },
+  slave_config_dir: { type: "path", roles: ["slave"], doc: "Where restore puts the saved config files." },
+  slave_stop_cmd: { type: "command", roles: ["slave"], doc: "Shell command that stops the slave." },
+  slave_start_cmd: { type: "command", roles: ["slave"], doc: "Shell command that starts the slave." },
+  slave_bin: { type: "path", roles: ["slave"], doc: "Directory of PostgreSQL binaries (pg_ctl …)." },
+  slave_pg_xlog: { type: "path", roles: ["slave"], doc: "restore links pg_wal to this directory." },
+  backup_datadir: { type: "bool", default: "1", roles: ["slave"], doc: "restore keeps the old data directory." },
+  primary_conninfo: { type: "string", roles: ["slave"], doc: "Standby also streams from the master." },
+  restore_timeout: { type: "float", default: "10", doc: "Seconds before an unreachable slave counts as not available." },
+};
+
+/** Keys that Python's ConfigParser or skytools add themselves; never warned about. */
+export const IMPLICIT_KEYS = new Set(["service_name", "host_name", "config_dir", "job_name"]);
+
+const TRUE = new Set(["1", "yes", "true", "on"]);
+const FALSE = new Set(["0", "no", "false", "off", ""]);
+
+/** Parses a boolean the way ConfigParser.getboolean does; undefined for anything else. */
+export function parseBool(value: string): boolean | undefined {
+  const v = value.trim().toLowerCase();
+  if (TRUE.has(v)) return true;
+  if (FALSE.has(v)) return false;
+  return undefined;
+}

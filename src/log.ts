@@ -1,0 +1,76 @@
+import { closeSync, openSync, writeSync } from "node:fs";
+
+export type Level = "ERROR" | "WARNING" | "INFO" | "DEBUG";
+const RANK: Record<Level, number> = { ERROR: 0, WARNING: 1, INFO: 2, DEBUG: 3 };
+
+export interface LoggerOptions {
+  /** 0 = errors only (-q), 2 = normal, 3 = debug (-v). */
+  verbosity: number;
+  jobName: string;
+  logfile?: string;
+}
+
+/**
+ * Lines go to stderr (which PostgreSQL puts in its own log for archive/restore commands) and,
+ * when `logfile` is set, are appended to it in full detail regardless of -q. A logfile that
+ * cannot be opened is reported once and otherwise ignored: logging must never fail archiving.
+ */
+export class Logger {
+  private fd: number | undefined;
+  private fileBroken = false;
+
+  constructor(private opts: LoggerOptions) {}
+
+  configure(opts: Partial<LoggerOptions>): void {
+    if (opts.logfile !== this.opts.logfile) this.close();
+    this.opts = { ...this.opts, ...opts };
+  }
+
+  get verbosity(): number {
+    return this.opts.verbosity;
+  }
+
+  error(msg: string): void {
+    this.write("ERROR", msg);
+  }
+  warn(msg: string): void {
+    this.write("WARNING", msg);
+  }
+  info(msg: string): void {
+    this.write("INFO", msg);
+  }
+  debug(msg: string): void {
+    this.write("DEBUG", msg);
+  }
+
+  private write(level: Level, msg: string): void {
+    const now = new Date();
+    const ts = now.toISOString().replace("T", " ").replace("Z", "");
+    const line = `${ts} ${process.pid} ${level} ${this.opts.jobName}: ${msg}\n`;
+    if (RANK[level] <= this.opts.verbosity) process.stderr.write(line);
+    this.toFile(line, level);
+  }
+
+  private toFile(line: string, level: Level): void {
+    if (!this.opts.logfile || this.fileBroken) return;
+    if (level === "DEBUG" && this.opts.verbosity < 3) return;
+    try {
+      this.fd ??= openSync(this.opts.logfile, "a", 0o600);
+      writeSync(this.fd, line);
+    } catch (err) {
+      this.fileBroken = true;
+      process.stderr.write(`WARNING: cannot write logfile ${this.opts.logfile}: ${(err as Error).message}\n`);
+    }
+  }
+
+  close(): void {
+    if (this.fd !== undefined) {
+      try {
+        closeSync(this.fd);
+      } catch {
+        // already closed
+      }
+      this.fd = undefined;
+    }
+  }
+}

@@ -1,0 +1,49 @@
+import { main } from "../cli/entry";
+import { HELP } from "../cli/help";
+import type { Context } from "../context";
+import { UsageError, type ExitCodeValue } from "../errors";
+
+type Command = (ctx: Context) => Promise<ExitCodeValue | void>;
+
+/*
+ * Every walmgr.py command name maps here. Each loads its module only when chosen, so a simple
+ * command does not pay for pg or the backup code.
+ */
+const COMMANDS: Record<string, Command> = {
+  setup: async (ctx) => (await import("../command/setup")).setup(ctx),
+  stop: async (ctx) => (await import("../command/setup")).stopArchiving(ctx),
+  pause: async (ctx) => (await import("../command/replay")).pause(ctx),
+  continue: async (ctx) => (await import("../command/replay")).resume(ctx),
+  boot: async (ctx) => (await import("../command/replay")).boot(ctx),
+  sync: async (ctx) => (await import("../command/sync")).syncOnce(ctx),
+  backup: async (ctx) => (await import("../command/backup/run")).backup(ctx),
+  restore: async (ctx) => (await import("../command/restore")).restore(ctx),
+  listbackups: async (ctx) => (await import("../command/backup/list")).listBackups(ctx),
+  xarchive: async (ctx) => {
+    const [src, name] = ctx.args;
+    if (src === undefined || name === undefined) throw new UsageError("xarchive needs %p %f");
+    return (await import("../command/archive/push")).archivePush(ctx, src, name);
+  },
+  xrestore: async (ctx) => {
+    const [name, dest, keep] = ctx.args;
+    if (name === undefined || dest === undefined) throw new UsageError("xrestore needs %f %p [%r]");
+    return (await import("../command/archive/get")).restoreGet(ctx, name, dest, keep);
+  },
+  xpartialsync: async (ctx) => (await import("../command/sync")).syncOnce(ctx),
+};
+
+main({
+  name: "wal-ctl",
+  help: HELP.walCtl,
+  minArgs: 1,
+  spec: { valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"], flags: ["clear-stale-lock", "target-exclusive"] },
+  run: async (ctx) => {
+    const [name, ...rest] = ctx.args;
+    const cmd = COMMANDS[name ?? ""];
+    if (!cmd) {
+      throw new UsageError(`unknown command ${JSON.stringify(name)}`, `commands: ${Object.keys(COMMANDS).join(", ")}`);
+    }
+    ctx.args = rest;
+    return cmd(ctx);
+  },
+});

@@ -1,0 +1,91 @@
+/**
+ * Edits postgresql.conf the way a DBA would by hand: the last active assignment of a setting is
+ * rewritten in place, every other line and comment is kept, and a setting with no active line
+ * is added after its commented-out default (or at the end).
+ */
+
+export function quoteConfValue(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+function lineRe(key: string): RegExp {
+  return new RegExp(`^\\s*${key}(\\s*=\\s*|\\s+)(.*)$`, "i");
+}
+
+/** The value of an active line's right-hand side: unquoted, comment stripped. */
+export function parseConfValue(rhs: string): string {
+  const s = rhs.trim();
+  if (s.startsWith("'")) {
+    let out = "";
+    for (let i = 1; i < s.length; i++) {
+      const c = s[i];
+      if (c === "'" && s[i + 1] === "'") {
+        out += "'";
+        i++;
+      } else if (c === "\\" && i + 1 < s.length) {
+        out += s[i + 1] ?? "";
+        i++;
+      } else if (c === "'") {
+        break;
+      } else {
+        out += c;
+      }
+    }
+    return out;
+  }
+  const hash = s.indexOf("#");
+  return (hash === -1 ? s : s.slice(0, hash)).trim();
+}
+
+/** The active value of `key` in the file text, or undefined. */
+export function getConfValue(text: string, key: string): string | undefined {
+  const re = lineRe(key);
+  let found: string | undefined;
+  for (const line of text.split("\n")) {
+    const m = re.exec(line);
+    if (m) found = parseConfValue(m[2] ?? "");
+  }
+  return found;
+}
+
+export interface ConfEdit {
+  text: string;
+  /** Keys whose value changed, with the old value (undefined when the key was absent). */
+  changed: { key: string; from: string | undefined; to: string }[];
+}
+
+export function setConfValues(text: string, values: Record<string, string>, marker: string): ConfEdit {
+  const lines = text.split("\n");
+  const changed: ConfEdit["changed"] = [];
+  for (const [key, value] of Object.entries(values)) {
+    const re = lineRe(key);
+    let last = -1;
+    let commented = -1;
+    lines.forEach((line, i) => {
+      if (re.test(line)) last = i;
+      else if (new RegExp(`^\\s*#\\s*${key}\\s*=`, "i").test(line)) commented = i;
+    });
+    const newLine = `${key} = ${quoteConfValue(value)}\t\t# ${marker}`;
+    if (last >= 0) {
+      const m = re.exec(lines[last] ?? "");
+      const old = parseConfValue(m?.[2] ?? "");
+      if (old === value) continue;
+      lines[last] = newLine;
+      changed.push({ key, from: old, to: value });
+    } else {
+      if (commented >= 0) lines.splice(commented + 1, 0, newLine);
+      else {
+        if (lines.length > 0 && lines[lines.length - 1] === "") lines.splice(lines.length - 1, 0, newLine);
+        else lines.push(newLine);
+      }
+      changed.push({ key, from: undefined, to: value });
+    }
+  }
+  return { text: lines.join("\n"), changed };
+}
+
+/** Quotes a word for /bin/sh when it needs it; safe for any content. */
+export function shellQuote(word: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}

@@ -1,0 +1,50 @@
+/**
+ * The transport seam: how files reach the slave directory. Drivers (local directory, ssh, and
+ * later an object store) implement these few verbs; policy (checksums, never overwriting other
+ * content, naming) lives above them in `archive.ts`. Nothing here promises POSIX semantics
+ * beyond what each method's comment says.
+ */
+export interface FileInfo {
+  size: number;
+  mtimeMs: number;
+  isDirectory: boolean;
+}
+
+export interface TreeStats {
+  files: number;
+  bytes: number;
+}
+
+export interface StorageDriver {
+  /** For messages: "local" or "ssh host". */
+  readonly description: string;
+  /**
+   * Publishes `data` at `path` atomically (readers see all of it or none) and durably (it
+   * survives a crash of either side once this resolves). Replaces an existing file unless
+   * `exclusive`, in which case it resolves false and changes nothing when `path` exists.
+   * `padTo` zero-extends the stored file to that many bytes.
+   */
+  publish(path: string, data: Uint8Array, opts?: { exclusive?: boolean; padTo?: number }): Promise<boolean>;
+  /** Durably overwrites bytes of an existing file at `offset` (in-progress WAL segments). */
+  writeAt(path: string, offset: number, data: Uint8Array): Promise<void>;
+  /** The whole file; undefined when it does not exist. */
+  read(path: string): Promise<Buffer | undefined>;
+  /** undefined when it does not exist. */
+  stat(path: string): Promise<FileInfo | undefined>;
+  /** Entry names in a directory; undefined when the directory does not exist. */
+  list(dir: string): Promise<string[] | undefined>;
+  /** Durably removes a file; false when it was not there. */
+  remove(path: string): Promise<boolean>;
+  /** Removes a directory tree (no error when absent). */
+  removeTree(path: string): Promise<void>;
+  /** Creates a directory and its parents, private to the owner (0700). */
+  mkdirp(path: string): Promise<void>;
+  /** Durably renames within the slave directory; fails when `to` exists. */
+  rename(from: string, to: string): Promise<void>;
+  /**
+   * Copies the local tree `src` to `dest` on the slave, keeping only what `keep(rel, isDir)`
+   * accepts. Files that vanish while being copied are skipped (a running database removes
+   * files; WAL replay repairs that). Everything copied is fsynced before this resolves.
+   */
+  putTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): Promise<TreeStats>;
+}

@@ -1,0 +1,161 @@
+import {
+  closeSync,
+  fchownSync,
+  fsyncSync,
+  linkSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { ioError, isErrno } from "../errors";
+
+/** Prefix of every temporary file this project writes; never a WAL-like name. */
+export const TMP_PREFIX = ".walmgr-tmp.";
+
+const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+
+/**
+ * When root writes into a folder owned by someone else (the postgres user, typically), the new
+ * file takes the folder's owner, so the server and the commands it runs can still read it.
+ */
+export function inheritOwner(fd: number, dir: string): void {
+  if (!isRoot) return;
+  const st = statSync(dir);
+  if (st.uid !== 0 || st.gid !== 0) fchownSync(fd, st.uid, st.gid);
+}
+
+/** fsyncs a directory so that a rename or unlink in it survives a crash. */
+export function fsyncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, "r");
+    fsyncSync(fd);
+  } catch (err) {
+    // Some file systems refuse fsync on directories; the rename is then as durable as they allow.
+    if (!isErrno(err, "EINVAL") && !isErrno(err, "EISDIR")) throw ioError("cannot fsync directory", dir, err);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, data: Uint8Array, position: number | null = null): void {
+  let off = 0;
+  while (off < data.length) {
+    const n = writeSync(fd, data, off, data.length - off, position === null ? null : position + off);
+    off += n;
+  }
+}
+
+export function tempNameFor(path: string): string {
+  return join(dirname(path), `${TMP_PREFIX}${basename(path)}.${process.pid}`);
+}
+
+/**
+ * Writes `data` to `path` so that readers see the old content or the new, never a part, and the
+ * new content survives a crash once this returns: temp file, fsync, rename, directory fsync.
+ * `padTo` zero-extends the file to that size (partial WAL segments are stored full-size).
+ * With `exclusive`, fails with EEXIST (returned as false) if `path` exists, atomically.
+ */
+export function writeFileDurable(
+  path: string,
+  data: Uint8Array,
+  opts: { mode?: number; padTo?: number; exclusive?: boolean; syncDir?: boolean } = {},
+): boolean {
+  const dir = dirname(path);
+  const tmp = tempNameFor(path);
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, "w", opts.mode ?? 0o600);
+    inheritOwner(fd, dir);
+    writeAll(fd, data);
+    if (opts.padTo !== undefined && opts.padTo > data.length) {
+      writeAll(fd, Buffer.alloc(opts.padTo - data.length), data.length);
+    }
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    if (opts.exclusive) {
+      // link() fails if the target exists: an atomic create-exclusive of complete content.
+      try {
+        linkSync(tmp, path);
+      } catch (err) {
+        if (isErrno(err, "EEXIST")) return false;
+        throw err;
+      } finally {
+        unlinkSync(tmp);
+      }
+    } else {
+      renameSync(tmp, path);
+    }
+    if (opts.syncDir !== false) fsyncDir(dir);
+    return true;
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // the temp file may not exist
+    }
+    throw ioError("cannot write", path, err);
+  }
+}
+
+/** Writes `data` at `offset` of an existing file and fsyncs it. */
+export function writeAtDurable(path: string, offset: number, data: Uint8Array): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, "r+");
+    writeAll(fd, data, offset);
+    fsyncSync(fd);
+  } catch (err) {
+    throw ioError("cannot write", path, err);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** Removes a file and fsyncs its directory; false when it was not there. */
+export function removeDurable(path: string): boolean {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return false;
+    throw ioError("cannot remove", path, err);
+  }
+  fsyncDir(dirname(path));
+  return true;
+}
+
+/** Removes temp files left in `dir` by killed processes (their pid is gone). */
+export function removeStaleTemps(dir: string, forName?: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  const prefix = forName === undefined ? TMP_PREFIX : `${TMP_PREFIX}${forName}.`;
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue;
+    const pid = Number.parseInt(n.slice(n.lastIndexOf(".") + 1), 10);
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) continue;
+    try {
+      unlinkSync(join(dir, n));
+    } catch {
+      // raced with another cleaner
+    }
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return isErrno(err, "EPERM");
+  }
+}

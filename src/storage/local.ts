@@ -1,0 +1,179 @@
+import {
+  closeSync,
+  copyFileSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  chmodSync,
+  chownSync,
+  existsSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
+import { ioError, isErrno, WalmgrError } from "../errors";
+import type { FileInfo, StorageDriver, TreeStats } from "./driver";
+import { fsyncDir, removeDurable, writeAtDurable, writeFileDurable } from "./durable";
+
+const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+
+/** Creates `dir` and missing parents at 0700; as root, new folders take their parent's owner. */
+export function mkdirPrivate(dir: string): void {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) mkdirPrivate(parent);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if (isErrno(err, "EEXIST")) return;
+    throw ioError("cannot create directory", dir, err);
+  }
+  if (isRoot) {
+    const st = statSync(parent);
+    if (st.uid !== 0) chownSync(dir, st.uid, st.gid);
+  }
+  fsyncDir(parent);
+}
+
+/** The slave directory is on this machine (or a mounted file system). */
+export class LocalDriver implements StorageDriver {
+  readonly description = "local";
+
+  publish(path: string, data: Uint8Array, opts: { exclusive?: boolean; padTo?: number } = {}): Promise<boolean> {
+    return Promise.resolve(writeFileDurable(path, data, opts));
+  }
+
+  writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {
+    writeAtDurable(path, offset, data);
+    return Promise.resolve();
+  }
+
+  read(path: string): Promise<Buffer | undefined> {
+    try {
+      return Promise.resolve(readFileSync(path));
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return Promise.resolve(undefined);
+      throw ioError("cannot read", path, err);
+    }
+  }
+
+  stat(path: string): Promise<FileInfo | undefined> {
+    try {
+      const st = statSync(path);
+      return Promise.resolve({ size: st.size, mtimeMs: st.mtimeMs, isDirectory: st.isDirectory() });
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return Promise.resolve(undefined);
+      throw ioError("cannot stat", path, err);
+    }
+  }
+
+  list(dir: string): Promise<string[] | undefined> {
+    try {
+      return Promise.resolve(readdirSync(dir));
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return Promise.resolve(undefined);
+      throw ioError("cannot list", dir, err);
+    }
+  }
+
+  remove(path: string): Promise<boolean> {
+    return Promise.resolve(removeDurable(path));
+  }
+
+  removeTree(path: string): Promise<void> {
+    try {
+      rmSync(path, { recursive: true, force: true });
+      fsyncDir(dirname(path));
+    } catch (err) {
+      throw ioError("cannot remove", path, err);
+    }
+    return Promise.resolve();
+  }
+
+  mkdirp(path: string): Promise<void> {
+    mkdirPrivate(path);
+    return Promise.resolve();
+  }
+
+  rename(from: string, to: string): Promise<void> {
+    if (existsSync(to)) throw new WalmgrError(`cannot rename ${from} to ${to}: the target exists`, 9);
+    try {
+      renameSync(from, to);
+    } catch (err) {
+      throw ioError(`cannot rename ${from} to`, to, err);
+    }
+    fsyncDir(dirname(to));
+    if (dirname(from) !== dirname(to)) fsyncDir(dirname(from));
+    return Promise.resolve();
+  }
+
+  putTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): Promise<TreeStats> {
+    return Promise.resolve(copyTree(src, dest, keep));
+  }
+}
+
+/** Copies a local tree (following symlinks to directories and files), fsyncing everything. */
+export function copyTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): TreeStats {
+  const stats: TreeStats = { files: 0, bytes: 0 };
+  const walk = (rel: string): void => {
+    const from = rel === "" ? src : join(src, rel);
+    const to = rel === "" ? dest : join(dest, rel);
+    mkdirPrivate(to);
+    let entries: string[];
+    try {
+      entries = readdirSync(from);
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return;
+      throw ioError("cannot list", from, err);
+    }
+    for (const name of entries) {
+      const childRel = rel === "" ? name : `${rel}/${name}`;
+      const childFrom = join(from, name);
+      let st;
+      try {
+        st = statSync(childFrom);
+      } catch (err) {
+        if (isErrno(err, "ENOENT")) continue;
+        throw ioError("cannot stat", childFrom, err);
+      }
+      if (st.isDirectory()) {
+        if (keep(childRel, true)) walk(childRel);
+        continue;
+      }
+      if (!st.isFile() || !keep(childRel, false)) continue;
+      const childTo = join(to, name);
+      try {
+        copyFileSync(childFrom, childTo);
+        chmodSync(childTo, 0o600);
+        const fd = openSync(childTo, "r");
+        if (isRoot) {
+          const owner = statSync(to);
+          if (owner.uid !== 0) chownSync(childTo, owner.uid, owner.gid);
+        }
+        fsyncSync(fd);
+        closeSync(fd);
+      } catch (err) {
+        if (isErrno(err, "ENOENT") && !existsSync(childFrom)) continue;
+        throw ioError("cannot copy", `${childFrom} to ${childTo}`, err);
+      }
+      stats.files++;
+      stats.bytes += st.size;
+    }
+    fsyncDir(to);
+  };
+  walk("");
+  return stats;
+}
+
+/** True when `path` is a symbolic link (not followed). */
+export function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
