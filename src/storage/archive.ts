@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
-import { ArchiveConflictError, IoError } from "../errors";
+import { readFileSync } from "node:fs";
+import { ArchiveConflictError, IoError, ioError } from "../errors";
 import type { WalName } from "../wal/names";
 import type { StorageDriver } from "./driver";
 
@@ -44,31 +45,48 @@ export class WalArchive {
   }
 
   /**
-   * Archives `data` as `wal.name`. Resolves only once the file and its checksum are durable.
-   * Identical content already archived is success ("identical"); other content is an
+   * Archives the local file `src` as `wal.name`. Resolves only once the file and its checksum
+   * are durable (the checksum first: a served file always has one; a checksum without its file
+   * is inert). Identical content already archived is success ("identical"); other content is an
    * ArchiveConflictError and the archived copy is left as it was.
    */
-  async push(wal: WalName, data: Buffer): Promise<PushResult> {
+  async pushFile(wal: WalName, src: string): Promise<{ result: PushResult; bytes: number }> {
+    const dest = this.path(wal.name);
+    if ((await this.driver.stat(dest)) === undefined) {
+      const put = await this.driver.publishFile(dest, src, {
+        exclusive: true,
+        beforeCommit: async (hex) => {
+          await this.driver.publish(this.checksumPath(wal.name), Buffer.from(formatChecksum(hex, wal.name)));
+        },
+      });
+      if (put.stored) return { result: "stored", bytes: put.bytes };
+      // Someone archived the same name meanwhile: judge their file like any existing one.
+    }
+    let data: Buffer;
+    try {
+      data = readFileSync(src);
+    } catch (err) {
+      throw ioError("cannot read WAL file", src, err);
+    }
+    return { result: await this.compareExisting(wal, data), bytes: data.length };
+  }
+
+  private async compareExisting(wal: WalName, data: Buffer): Promise<PushResult> {
     const dest = this.path(wal.name);
     const hex = sha256(data);
     const existing = await this.driver.read(dest);
-    if (existing !== undefined) {
-      if (!existing.equals(data)) {
-        throw new ArchiveConflictError(
-          `${dest} is already archived with other content (${existing.length} bytes, sha256 ${sha256(existing).slice(0, 16)}…; new: ${data.length} bytes, sha256 ${hex.slice(0, 16)}…)`,
-          "two clusters may be archiving into the same directory, or a master was restored without a new timeline; the archived copy was left unchanged",
-        );
-      }
-      const sum = await this.driver.read(this.checksumPath(wal.name));
-      if (sum === undefined || !sum.toString("utf8").startsWith(hex)) {
-        await this.driver.publish(this.checksumPath(wal.name), Buffer.from(formatChecksum(hex, wal.name)));
-      }
-      return "identical";
+    if (existing === undefined) throw new IoError(`${dest} vanished while being compared`, "retry the archive");
+    if (!existing.equals(data)) {
+      throw new ArchiveConflictError(
+        `${dest} is already archived with other content (${existing.length} bytes, sha256 ${sha256(existing).slice(0, 16)}…; new: ${data.length} bytes, sha256 ${hex.slice(0, 16)}…)`,
+        "two clusters may be archiving into the same directory, or a master was restored without a new timeline; the archived copy was left unchanged",
+      );
     }
-    // Checksum first: a served file must always have one; a checksum without its file is inert.
-    await this.driver.publish(this.checksumPath(wal.name), Buffer.from(formatChecksum(hex, wal.name)));
-    await this.driver.publish(dest, data);
-    return "stored";
+    const sum = await this.driver.read(this.checksumPath(wal.name));
+    if (sum === undefined || !sum.toString("utf8").startsWith(hex)) {
+      await this.driver.publish(this.checksumPath(wal.name), Buffer.from(formatChecksum(hex, wal.name)));
+    }
+    return "identical";
   }
 
   /**

@@ -25,6 +25,18 @@ export interface StorageDriver {
    * `padTo` zero-extends the stored file to that many bytes.
    */
   publish(path: string, data: Uint8Array, opts?: { exclusive?: boolean; padTo?: number }): Promise<boolean>;
+  /**
+   * Copies the local file `src` to `path` with the same guarantees as `publish`, streaming (a
+   * 1 GiB segment is never held in memory), and returns the sha256 of what it copied.
+   * `beforeCommit` runs once the copy is durable under a temporary name and before it becomes
+   * visible under `path`; if it throws, nothing becomes visible. With `exclusive`, an existing
+   * file at `path` is never replaced: `stored` is then false and nothing changed.
+   */
+  publishFile(
+    path: string,
+    src: string,
+    opts?: { exclusive?: boolean; beforeCommit?: (sha256: string, bytes: number) => Promise<void> },
+  ): Promise<{ sha256: string; bytes: number; stored: boolean }>;
   /** Durably overwrites bytes of an existing file at `offset` (in-progress WAL segments). */
   writeAt(path: string, offset: number, data: Uint8Array): Promise<void>;
   /** The whole file; undefined when it does not exist. */

@@ -5,11 +5,13 @@ import {
   linkSync,
   openSync,
   readdirSync,
+  readSync,
   renameSync,
   statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
+import { createHash } from "node:crypto";
 import { basename, dirname, join } from "node:path";
 import { ioError, isErrno } from "../errors";
 
@@ -102,6 +104,83 @@ export function writeFileDurable(
     }
     throw ioError("cannot write", path, err);
   }
+}
+
+/**
+ * Streams the local file `src` into a temporary file beside `path`, fsyncs it, hashes it on the
+ * way, and hands back a commit function (rename, or link when `exclusive`, + directory fsync;
+ * false when `exclusive` and the target exists) and an abort function.
+ * Splitting the two lets the caller make something else durable in between.
+ */
+export function stageFileCopy(
+  path: string,
+  src: string,
+): { sha256: string; bytes: number; commit: (exclusive?: boolean) => boolean; abort: () => void } {
+  const dir = dirname(path);
+  const tmp = tempNameFor(path);
+  const hash = createHash("sha256");
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let inFd: number | undefined;
+  let outFd: number | undefined;
+  let bytes = 0;
+  const abort = (): void => {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // already gone
+    }
+  };
+  try {
+    try {
+      inFd = openSync(src, "r");
+    } catch (err) {
+      throw ioError("cannot read", src, err);
+    }
+    outFd = openSync(tmp, "w", 0o600);
+    inheritOwner(outFd, dir);
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(inFd, buf, 0, buf.length, null);
+      } catch (err) {
+        throw ioError("cannot read", src, err);
+      }
+      if (n === 0) break;
+      const chunk = buf.subarray(0, n);
+      hash.update(chunk);
+      writeAll(outFd, chunk);
+      bytes += n;
+    }
+    fsyncSync(outFd);
+  } catch (err) {
+    abort();
+    throw ioError("cannot write", path, err);
+  } finally {
+    if (inFd !== undefined) closeSync(inFd);
+    if (outFd !== undefined) closeSync(outFd);
+  }
+  return {
+    sha256: hash.digest("hex"),
+    bytes,
+    commit: (exclusive = false) => {
+      try {
+        if (exclusive) {
+          // link() refuses an existing target: no window in which another file is replaced.
+          linkSync(tmp, path);
+          unlinkSync(tmp);
+        } else {
+          renameSync(tmp, path);
+        }
+      } catch (err) {
+        abort();
+        if (exclusive && isErrno(err, "EEXIST")) return false;
+        throw ioError("cannot write", path, err);
+      }
+      fsyncDir(dir);
+      return true;
+    },
+    abort,
+  };
 }
 
 /** Writes `data` at `offset` of an existing file and fsyncs it. */

@@ -17,7 +17,7 @@ import {
 import { dirname, join } from "node:path";
 import { ioError, isErrno, WalmgrError } from "../errors";
 import type { FileInfo, StorageDriver, TreeStats } from "./driver";
-import { fsyncDir, removeDurable, writeAtDurable, writeFileDurable } from "./durable";
+import { fsyncDir, removeDurable, stageFileCopy, writeAtDurable, writeFileDurable } from "./durable";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
@@ -45,6 +45,22 @@ export class LocalDriver implements StorageDriver {
 
   publish(path: string, data: Uint8Array, opts: { exclusive?: boolean; padTo?: number } = {}): Promise<boolean> {
     return Promise.resolve(writeFileDurable(path, data, opts));
+  }
+
+  async publishFile(
+    path: string,
+    src: string,
+    opts: { exclusive?: boolean; beforeCommit?: (sha256: string, bytes: number) => Promise<void> } = {},
+  ): Promise<{ sha256: string; bytes: number; stored: boolean }> {
+    const staged = stageFileCopy(path, src);
+    try {
+      if (opts.beforeCommit) await opts.beforeCommit(staged.sha256, staged.bytes);
+    } catch (err) {
+      staged.abort();
+      throw err;
+    }
+    const stored = staged.commit(opts.exclusive);
+    return { sha256: staged.sha256, bytes: staged.bytes, stored };
   }
 
   writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {

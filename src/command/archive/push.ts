@@ -1,7 +1,6 @@
-import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Context } from "../../context";
-import { ioError, IoError } from "../../errors";
+import { IoError } from "../../errors";
 import { WalArchive } from "../../storage/archive";
 import { driverFor } from "../../storage/open";
 import { requireWalName } from "../../wal/names";
@@ -16,12 +15,6 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   const loc = ctx.config.requireLocation("completed_wals", "wal-archive");
   const driver = driverFor(loc);
   const src = resolve(srcPath);
-  let data: Buffer;
-  try {
-    data = readFileSync(src);
-  } catch (err) {
-    throw ioError("cannot read WAL file", src, err);
-  }
   const dir = await driver.stat(loc.path);
   if (!dir?.isDirectory) {
     throw new IoError(
@@ -31,13 +24,13 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   }
   const archive = new WalArchive(driver, loc.path);
   if (ctx.dryRun) {
-    ctx.out(`[not really] archive ${src} (${data.length} bytes) as ${archive.path(wal.name)}`);
+    ctx.out(`[not really] archive ${src} as ${archive.path(wal.name)}`);
     return;
   }
-  const result = await archive.push(wal, data);
+  const { result, bytes } = await archive.pushFile(wal, src);
   ctx.log.info(
     result === "stored"
-      ? `archived ${wal.name} (${data.length} bytes) to ${loc.path}`
+      ? `archived ${wal.name} (${bytes} bytes) to ${loc.path}`
       : `${wal.name} was already archived with identical content in ${loc.path}`,
   );
 }

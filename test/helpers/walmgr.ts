@@ -1,0 +1,72 @@
+/** A master and a slave directory set up the way the walmgr manual's QUICK START describes. */
+import { writeFileSync, chownSync } from "node:fs";
+import { join } from "node:path";
+import { Cluster, freePort } from "./cluster";
+import { makeTempDir, pgBin, RUN_AS } from "./env";
+
+export interface Pair {
+  base: string;
+  master: Cluster;
+  /** Port and log of the restored slave (its data directory is `slaveData`). */
+  slave: Cluster;
+  slaveData: string;
+  slaveDir: string;
+  masterIni: string;
+  slaveIni: string;
+}
+
+export function writeFileAs(path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o644 });
+  if (RUN_AS) chownSync(path, RUN_AS.uid, RUN_AS.gid);
+}
+
+/** Creates and starts a master, and writes master.ini/slave.ini (nothing set up yet). */
+export async function createPair(name: string, extra: { master?: string; slave?: string } = {}): Promise<Pair> {
+  const base = makeTempDir(name);
+  const master = await Cluster.create(base, "master");
+  master.start();
+  const slaveData = join(base, "slave-data");
+  const slave = new Cluster(slaveData, await freePort(), base, join(base, "slave-data.log"));
+  const slaveDir = join(base, "walshipping");
+  const masterIni = join(base, "master.ini");
+  const slaveIni = join(base, "slave.ini");
+  writeFileAs(
+    masterIni,
+    `[wal-master]
+job_name = master
+logfile = master.log
+master_db = ${master.conninfo}
+master_data = ${master.dataDir}
+master_config = ${join(master.dataDir, "postgresql.conf")}
+master_restart_cmd = ${pgBin("pg_ctl")} -D ${master.dataDir} -w -t 120 -l ${master.logFile} restart
+slave = ${slaveDir}
+completed_wals = %(slave)s/logs.complete
+partial_wals = %(slave)s/logs.partial
+full_backup = %(slave)s/data.master
+config_backup = %(slave)s/config.backup
+${extra.master ?? ""}
+`,
+  );
+  writeFileAs(
+    slaveIni,
+    `[wal-slave]
+job_name = slave
+logfile = slave.log
+slave_data = ${slaveData}
+slave_start_cmd = ${slave.startCommand()}
+slave_stop_cmd = ${pgBin("pg_ctl")} -D ${slaveData} -w -m fast stop
+slave = ${slaveDir}
+completed_wals = %(slave)s/logs.complete
+partial_wals = %(slave)s/logs.partial
+full_backup = %(slave)s/data.master
+config_backup = %(slave)s/config.backup
+${extra.slave ?? ""}
+`,
+  );
+  return { base, master, slave, slaveData, slaveDir, masterIni, slaveIni };
+}
+
+export function stopPair(p: Pair): void {
+  p.slave.stop("immediate");
+  p.master.stop("immediate");
+}
