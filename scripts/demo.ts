@@ -56,7 +56,9 @@ async function main(): Promise<void> {
     await p.master.query("INSERT INTO demo (tag) SELECT 'while paused' FROM generate_series(1, 300)");
     await p.master.query("SELECT pg_switch_wal()");
     await sleep(7000);
-    process.stdout.write(`after 7 s the standby sees ${await rows(p.slave, "while paused")} of 300 'while paused' rows\n`);
+    process.stdout.write(
+      `after 7 s the standby sees ${await rows(p.slave, "while paused")} of 300 'while paused' rows\n`,
+    );
     step("wal-ctl", [p.slaveIni, "continue"]);
     await waitFor("replay after continue", async () => (await rows(p.slave, "while paused")) === 300, 60_000);
     process.stdout.write(`after continue the standby sees ${await rows(p.slave, "while paused")} of 300\n`);

@@ -75,7 +75,11 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
     log.configure({ verbosity: parsed.quiet ? 0 : 2 + parsed.verbose });
     const [configFile, ...rest] = parsed.positional;
     if (configFile === undefined) {
-      throw new WalmgrError(`${program.name}: missing CONFIG argument`, ExitCode.USAGE, `usage: see ${program.name} --help`);
+      throw new WalmgrError(
+        `${program.name}: missing CONFIG argument`,
+        ExitCode.USAGE,
+        `usage: see ${program.name} --help`,
+      );
     }
     if (rest.length < (program.minArgs ?? 0)) {
       throw new WalmgrError(`${program.name}: missing arguments`, ExitCode.USAGE, `usage: see ${program.name} --help`);

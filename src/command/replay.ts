@@ -47,7 +47,8 @@ export async function boot(ctx: Context): Promise<void> {
   const c = control(ctx, "boot");
   const dataDir = ctx.config.requirePath("slave_data", "boot");
   const timeoutS = Number.parseFloat(ctx.options.get("timeout") ?? "600");
-  if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new UsageError("--timeout takes a number of seconds above zero");
+  if (!Number.isFinite(timeoutS) || timeoutS <= 0)
+    throw new UsageError("--timeout takes a number of seconds above zero");
   const pm = readPostmaster(dataDir);
   const inRecovery = existsSync(join(dataDir, "standby.signal")) || existsSync(join(dataDir, "recovery.signal"));
   if (pm && !inRecovery) {
@@ -71,7 +72,12 @@ export async function boot(ctx: Context): Promise<void> {
   const deadline = Date.now() + timeoutS * 1000;
   let lastNote = Date.now();
   while (!(await c.exists(BOOT_END_OF_WAL))) {
-    if (!readPostmaster(dataDir)) throw new WalmgrError(`the server in ${dataDir} stopped while booting`, ExitCode.DATABASE, "start it again and rerun boot");
+    if (!readPostmaster(dataDir))
+      throw new WalmgrError(
+        `the server in ${dataDir} stopped while booting`,
+        ExitCode.DATABASE,
+        "start it again and rerun boot",
+      );
     if (Date.now() > deadline) {
       throw new WalmgrError(
         `the standby did not reach the end of the shipped WAL within ${timeoutS} s (STOP stays in place)`,
@@ -92,7 +98,8 @@ export async function boot(ctx: Context): Promise<void> {
   const promoteDeadline = Date.now() + Math.max(60, timeoutS) * 1000;
   for (;;) {
     const now = readPostmaster(dataDir);
-    if (!now) throw new WalmgrError(`the server in ${dataDir} stopped while being promoted`, ExitCode.DATABASE, "see its log");
+    if (!now)
+      throw new WalmgrError(`the server in ${dataDir} stopped while being promoted`, ExitCode.DATABASE, "see its log");
     if (!existsSync(join(dataDir, "standby.signal")) && now.status === "ready") break;
     if (Date.now() > promoteDeadline) {
       throw new WalmgrError(`${dataDir} did not finish promotion in time`, ExitCode.DATABASE, "see the server log");

@@ -43,10 +43,12 @@ export function recoveryTarget(options: Map<string, string>): Record<string, str
     const v = options.get(opt);
     if (v !== undefined) out[setting] = v;
   }
-  if (Object.keys(out).length > 1) throw new UsageError("give at most one of --target-time, --target-lsn, --target-xid, --target-name");
+  if (Object.keys(out).length > 1)
+    throw new UsageError("give at most one of --target-time, --target-lsn, --target-xid, --target-name");
   const action = options.get("target-action");
   if (action !== undefined) {
-    if (!TARGET_ACTIONS.has(action)) throw new UsageError(`--target-action must be promote, pause or shutdown, not ${JSON.stringify(action)}`);
+    if (!TARGET_ACTIONS.has(action))
+      throw new UsageError(`--target-action must be promote, pause or shutdown, not ${JSON.stringify(action)}`);
     if (Object.keys(out).length === 0) throw new UsageError("--target-action needs one of the --target-* options");
   }
   if (Object.keys(out).length > 0) {
@@ -93,7 +95,9 @@ function firstFree(base: string): string {
  */
 export async function restore(ctx: Context): Promise<void> {
   if (ctx.config.role !== "slave") {
-    throw new UsageError("restore from the master's side is not available in this version; run it with the slave's config");
+    throw new UsageError(
+      "restore from the master's side is not available in this version; run it with the slave's config",
+    );
   }
   const [setArg, dstArg] = ctx.args;
   const layout = slaveLayout(ctx.config, "restore");
@@ -107,13 +111,21 @@ export async function restore(ctx: Context): Promise<void> {
   if (setArg === undefined) {
     const newest = sets[0];
     if (newest === undefined) {
-      throw new WalmgrError(`no backup set in ${dirname(full.path)}`, ExitCode.NOT_AVAILABLE, "take one with `wal-backup master.ini`");
+      throw new WalmgrError(
+        `no backup set in ${dirname(full.path)}`,
+        ExitCode.NOT_AVAILABLE,
+        "take one with `wal-backup master.ini`",
+      );
     }
     src = newest;
   } else {
     src = isAbsolute(setArg) || setArg.includes("/") ? resolve(setArg) : join(dirname(full.path), setArg);
     if (!existsSync(join(src, "backup_label"))) {
-      throw new WalmgrError(`${src} is not a backup set (no backup_label)`, ExitCode.NOT_AVAILABLE, `sets: ${sets.map((s) => basename(s)).join(", ") || "none"}`);
+      throw new WalmgrError(
+        `${src} is not a backup set (no backup_label)`,
+        ExitCode.NOT_AVAILABLE,
+        `sets: ${sets.map((s) => basename(s)).join(", ") || "none"}`,
+      );
     }
   }
   const move = setArg === undefined;
@@ -123,7 +135,11 @@ export async function restore(ctx: Context): Promise<void> {
   if (pm) {
     const stopCmd = ctx.config.get("slave_stop_cmd");
     if (!stopCmd) {
-      throw new WalmgrError(`a server (pid ${pm.pid}) is running in ${dst}`, ExitCode.USAGE, "stop it first, or set slave_stop_cmd");
+      throw new WalmgrError(
+        `a server (pid ${pm.pid}) is running in ${dst}`,
+        ExitCode.USAGE,
+        "stop it first, or set slave_stop_cmd",
+      );
     }
     await ctx.act(`stop the server in ${dst} with slave_stop_cmd`, () => runConfigured(ctx, "slave_stop_cmd", stopCmd));
   }
@@ -199,10 +215,17 @@ export async function restore(ctx: Context): Promise<void> {
     writeFileDurable(join(dst, standby ? "standby.signal" : "recovery.signal"), Buffer.alloc(0));
   } else {
     const { archive_mode: _off, ...rec } = settings;
-    const lines = [`# written by walmgr-ts restore ${when}`, ...Object.entries({ ...rec, ...(standby ? { standby_mode: "on" } : {}) }).map(([k, v]) => `${k} = ${quoteConfValue(v)}`)];
+    const lines = [
+      `# written by walmgr-ts restore ${when}`,
+      ...Object.entries({ ...rec, ...(standby ? { standby_mode: "on" } : {}) }).map(
+        ([k, v]) => `${k} = ${quoteConfValue(v)}`,
+      ),
+    ];
     writeFileDurable(join(dst, "recovery.conf"), Buffer.from(`${lines.join("\n")}\n`));
   }
-  ctx.log.info(`recovery settings written to ${dst} (${standby ? "standby" : `point-in-time: ${JSON.stringify(target)}`})`);
+  ctx.log.info(
+    `recovery settings written to ${dst} (${standby ? "standby" : `point-in-time: ${JSON.stringify(target)}`})`,
+  );
 
   // 7. Config files saved from the master.
   const confDir = ctx.config.path("slave_config_dir");
@@ -227,7 +250,9 @@ export async function restore(ctx: Context): Promise<void> {
   const startCmd = ctx.config.get("slave_start_cmd");
   if (dst === slaveData && startCmd) {
     runConfigured(ctx, "slave_start_cmd", startCmd);
-    ctx.log.info(`restored ${basename(src)} into ${dst} and started it: the standby replays WAL from ${layout.completed.path}`);
+    ctx.log.info(
+      `restored ${basename(src)} into ${dst} and started it: the standby replays WAL from ${layout.completed.path}`,
+    );
   } else {
     ctx.log.info(`restored ${basename(src)} into ${dst}; start it with: pg_ctl -D ${shellQuote(dst)} start`);
   }

@@ -72,7 +72,9 @@ async function applyChange(ctx: Context, db: Db | undefined, needRestart: boolea
   if (needRestart) {
     const cmd = ctx.config.get("master_restart_cmd");
     if (cmd) {
-      await ctx.act(`restart the master with master_restart_cmd: ${cmd}`, () => runConfigured(ctx, "master_restart_cmd", cmd));
+      await ctx.act(`restart the master with master_restart_cmd: ${cmd}`, () =>
+        runConfigured(ctx, "master_restart_cmd", cmd),
+      );
     } else {
       ctx.log.warn(
         "the master must be restarted for archive_mode/wal_level to take effect, and master_restart_cmd is not set: restart it by hand",
@@ -89,7 +91,9 @@ async function applyChange(ctx: Context, db: Db | undefined, needRestart: boolea
   if (pm) {
     await ctx.act(`reload the master (SIGHUP to postmaster ${pm.pid})`, () => process.kill(pm.pid, "SIGHUP"));
   } else {
-    ctx.log.warn("could not reload the master (no master_db connection, no running postmaster in master_data): reload it by hand");
+    ctx.log.warn(
+      "could not reload the master (no master_db connection, no running postmaster in master_data): reload it by hand",
+    );
   }
 }
 
@@ -115,7 +119,8 @@ export async function setup(ctx: Context): Promise<void> {
       : getConfValue(current, "wal_level");
     const values: Record<string, string> = { archive_mode: "on", archive_command: archiveCommand };
     if (runningLevel === "minimal" || runningLevel === "archive" || getConfValue(current, "wal_level") === "minimal") {
-      values.wal_level = db && db.serverVersion < 90600 ? (ctx.config.bool("hot_standby") ? "hot_standby" : "archive") : "replica";
+      values.wal_level =
+        db && db.serverVersion < 90600 ? (ctx.config.bool("hot_standby") ? "hot_standby" : "archive") : "replica";
     }
     const edit = await editMasterConfig(ctx, values, "set by walmgr-ts setup");
     if (edit.changed.length === 0) {

@@ -45,7 +45,13 @@ function readRange(path: string, position: number, length: number): Buffer {
  * begins at `segLsn`) carries its own address, so a recycled or renamed segment file is never
  * shipped as if it held current WAL.
  */
-export function checkPageAddresses(pages: Buffer, fileStart: number, segLsn: bigint, blockSize: number, what: string): void {
+export function checkPageAddresses(
+  pages: Buffer,
+  fileStart: number,
+  segLsn: bigint,
+  blockSize: number,
+  what: string,
+): void {
   for (let off = 0; off + 16 <= pages.length; off += blockSize) {
     const addr = pages.readBigUInt64LE(off + XLP_PAGEADDR_OFFSET);
     const expected = segLsn + BigInt(fileStart + off);
@@ -208,7 +214,10 @@ export async function syncOnce(ctx: Context): Promise<void> {
   const layout = slaveLayout(ctx.config, "sync");
   const dir = ctx.config.requireLocation("partial_wals", "sync").path;
   if (!(await layout.driver.stat(dir))?.isDirectory) {
-    throw new IoError(`partial_wals ${dir} does not exist`, "create the slave directory layout with `wal-ctl CONFIG setup`");
+    throw new IoError(
+      `partial_wals ${dir} does not exist`,
+      "create the slave directory layout with `wal-ctl CONFIG setup`",
+    );
   }
   if (ctx.config.bool("use_xlog_functions")) await recordSync(ctx, layout, dir);
   else await fileSync(ctx, layout, dir);

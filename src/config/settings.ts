@@ -48,7 +48,11 @@ export const SETTINGS: Record<string, SettingSpec> = {
   slave_pg_xlog: { type: "path", roles: ["slave"], doc: "restore links pg_wal to this directory." },
   backup_datadir: { type: "bool", default: "1", roles: ["slave"], doc: "restore keeps the old data directory." },
   primary_conninfo: { type: "string", roles: ["slave"], doc: "Standby also streams from the master." },
-  restore_timeout: { type: "float", default: "10", doc: "Seconds before an unreachable slave counts as not available." },
+  restore_timeout: {
+    type: "float",
+    default: "10",
+    doc: "Seconds before an unreachable slave counts as not available.",
+  },
 };
 
 /** Keys that Python's ConfigParser or skytools add themselves; never warned about. */

@@ -36,7 +36,10 @@ main({
   name: "wal-ctl",
   help: HELP.walCtl,
   minArgs: 1,
-  spec: { valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"], flags: ["clear-stale-lock", "target-exclusive"] },
+  spec: {
+    valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"],
+    flags: ["clear-stale-lock", "target-exclusive"],
+  },
   run: async (ctx) => {
     const [name, ...rest] = ctx.args;
     const cmd = COMMANDS[name ?? ""];

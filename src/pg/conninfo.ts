@@ -37,7 +37,10 @@ export function parseConninfo(conninfo: string, where: string): PgConnectionConf
     const key = text.slice(keyStart, i);
     while (i < text.length && /\s/.test(text[i] ?? "")) i++;
     if (key === "" || text[i] !== "=") {
-      throw new ConfigError(`${where}: cannot parse connection string ${JSON.stringify(conninfo)} near position ${i + 1}`, "use libpq's form: dbname=NAME host=HOST port=PORT user=USER");
+      throw new ConfigError(
+        `${where}: cannot parse connection string ${JSON.stringify(conninfo)} near position ${i + 1}`,
+        "use libpq's form: dbname=NAME host=HOST port=PORT user=USER",
+      );
     }
     i++;
     while (i < text.length && /\s/.test(text[i] ?? "")) i++;

@@ -39,7 +39,8 @@ export function parseWalName(name: string): WalName | undefined {
  * names, path separators, `..`, wrong lengths and lower-case hex with a usage error.
  */
 export function requireWalName(name: string | undefined, what = "WAL file name"): WalName {
-  if (name === undefined || name === "") throw new UsageError(`${what} is missing`, "expected a name like 000000010000000000000001");
+  if (name === undefined || name === "")
+    throw new UsageError(`${what} is missing`, "expected a name like 000000010000000000000001");
   const parsed = parseWalName(name);
   if (!parsed) {
     throw new UsageError(

@@ -30,7 +30,18 @@ export class Cluster {
   static async create(base: string, name: string): Promise<Cluster> {
     const port = await freePort();
     const c = new Cluster(join(base, name), port, base, join(base, `${name}.log`));
-    const res = run(pgBin("initdb"), ["-D", c.dataDir, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+    const res = run(pgBin("initdb"), [
+      "-D",
+      c.dataDir,
+      "-U",
+      "postgres",
+      "-A",
+      "trust",
+      "--no-sync",
+      "-E",
+      "UTF8",
+      "--locale=C",
+    ]);
     if (res.status !== 0) throw new Error(`initdb failed: ${res.stderr}`);
     appendFileSync(
       join(c.dataDir, "postgresql.conf"),
@@ -76,7 +87,10 @@ export class Cluster {
     return `host=${this.socketDir} port=${this.port} dbname=postgres user=postgres`;
   }
 
-  async query<T extends Record<string, unknown> = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+  async query<T extends Record<string, unknown> = Record<string, unknown>>(
+    sql: string,
+    params: unknown[] = [],
+  ): Promise<T[]> {
     const client = new Client({ host: this.socketDir, port: this.port, user: "postgres", database: "postgres" });
     await client.connect();
     try {
@@ -94,7 +108,16 @@ export class Cluster {
   }
 
   pgbench(args: string[]): void {
-    const res = run(pgBin("pgbench"), ["-h", this.socketDir, "-p", String(this.port), "-U", "postgres", ...args, "postgres"]);
+    const res = run(pgBin("pgbench"), [
+      "-h",
+      this.socketDir,
+      "-p",
+      String(this.port),
+      "-U",
+      "postgres",
+      ...args,
+      "postgres",
+    ]);
     if (res.status !== 0) throw new Error(`pgbench ${args.join(" ")} failed: ${res.stderr}`);
   }
 }

@@ -16,7 +16,8 @@ export const RUN_AS: { uid: number; gid: number; name: string } | undefined = ((
   if (!IS_ROOT) return undefined;
   const res = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
   const gres = spawnSync("id", ["-g", "postgres"], { encoding: "utf8" });
-  if (res.status !== 0) throw new Error("running as root needs a 'postgres' OS user (apt-get install postgresql makes one)");
+  if (res.status !== 0)
+    throw new Error("running as root needs a 'postgres' OS user (apt-get install postgresql makes one)");
   return { uid: Number(res.stdout.trim()), gid: Number(gres.stdout.trim()), name: "postgres" };
 })();
 
@@ -69,7 +70,11 @@ export function run(cmd: string, args: string[], opts: SpawnSyncOptions = {}): R
     timeout: 300_000,
     ...(RUN_AS ? { uid: RUN_AS.uid, gid: RUN_AS.gid } : {}),
     ...opts,
-    env: { ...process.env, ...(RUN_AS ? { HOME: "/tmp", USER: RUN_AS.name, LOGNAME: RUN_AS.name } : {}), ...(opts.env ?? {}) },
+    env: {
+      ...process.env,
+      ...(RUN_AS ? { HOME: "/tmp", USER: RUN_AS.name, LOGNAME: RUN_AS.name } : {}),
+      ...(opts.env ?? {}),
+    },
   });
   if (res.error) throw res.error;
   return { status: res.status, signal: res.signal, stdout: String(res.stdout ?? ""), stderr: String(res.stderr ?? "") };
@@ -113,7 +118,12 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes. */
-export async function waitFor<T>(what: string, check: () => Promise<T> | T, timeoutMs = 60_000, everyMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T> | T,
+  timeoutMs = 60_000,
+  everyMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -123,7 +133,10 @@ export async function waitFor<T>(what: string, check: () => Promise<T> | T, time
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last instanceof Error ? last.message : JSON.stringify(last)}` : ""}`,
+      );
     await sleep(everyMs);
   }
 }

@@ -5,7 +5,18 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chownSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+} from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -97,7 +108,13 @@ describe("bad config", () => {
 });
 
 describe("bad WAL names are refused before any path is built", () => {
-  for (const name of ["../x", "", "00000001000000000000000", "000000010000000000000001/../../etc", "00000001000000000000000g"]) {
+  for (const name of [
+    "../x",
+    "",
+    "00000001000000000000000",
+    "000000010000000000000001/../../etc",
+    "00000001000000000000000g",
+  ]) {
     test(`wal-archive and wal-restore refuse ${JSON.stringify(name)} with exit 2`, () => {
       const a = runBin("wal-archive", [ini, segment("n", 1024), name]);
       assert.equal(a.status, 2, a.stderr);
@@ -175,7 +192,12 @@ describe("BACKUPLOCK", () => {
   test("a second backup while the lock is held is refused with exit 4 and names the holder", () => {
     // The holder is this test process: alive, on this host.
     const lock = join(completed, "BACKUPLOCK");
-    const holder = { pid: process.pid, host: hostname(), started: new Date().toISOString(), command: "wal-backup other.ini" };
+    const holder = {
+      pid: process.pid,
+      host: hostname(),
+      started: new Date().toISOString(),
+      command: "wal-backup other.ini",
+    };
     writeFileAs(lock, JSON.stringify(holder));
     const res = runBin("wal-backup", [ini]);
     assert.equal(res.status, 4, res.stderr);
@@ -186,7 +208,10 @@ describe("BACKUPLOCK", () => {
 
   test("a stale lock is reported as stale and cleared only with --clear-stale-lock", () => {
     const lock = join(completed, "BACKUPLOCK");
-    writeFileAs(lock, JSON.stringify({ pid: 999_999_9, host: hostname(), started: "2026-01-01", command: "wal-backup" }));
+    writeFileAs(
+      lock,
+      JSON.stringify({ pid: 999_999_9, host: hostname(), started: "2026-01-01", command: "wal-backup" }),
+    );
     const res = runBin("wal-backup", [ini]);
     assert.equal(res.status, 4);
     assert.match(res.stderr, /stale/);
@@ -212,7 +237,9 @@ describe("kill -9 of wal-archive mid-copy", () => {
     const chunk = randomBytes(4 * 1024 * 1024);
     writeSync(fd, chunk);
     const tmpName = await waitFor("a temporary file with data", () =>
-      readdirSync(completed).find((n) => n.startsWith(".walmgr-tmp.") && n.includes(name) && statSync(join(completed, n)).size > 0),
+      readdirSync(completed).find(
+        (n) => n.startsWith(".walmgr-tmp.") && n.includes(name) && statSync(join(completed, n)).size > 0,
+      ),
     );
     assert.ok(tmpName);
     child.kill("SIGKILL");

@@ -42,7 +42,11 @@ test("QUICK START: setup, backup, restore, replay, pause, continue, sync, boot",
     for (const d of ["logs.complete", "logs.partial"]) assert.ok(statSync(join(p.slaveDir, d)).isDirectory());
     const conf = readFileSync(join(p.master.dataDir, "postgresql.conf"), "utf8");
     ok(runBin("wal-ctl", [p.masterIni, "setup"]), "second setup");
-    assert.equal(readFileSync(join(p.master.dataDir, "postgresql.conf"), "utf8"), conf, "second setup changed the file");
+    assert.equal(
+      readFileSync(join(p.master.dataDir, "postgresql.conf"), "utf8"),
+      conf,
+      "second setup changed the file",
+    );
   });
 
   await t.test("backup takes a base backup into full_backup", async () => {
@@ -62,7 +66,11 @@ test("QUICK START: setup, backup, restore, replay, pause, continue, sync, boot",
     p.master.pgbench(["-t", "200", "-c", "2", "-n"]);
     await p.master.query("INSERT INTO shipped (tag) SELECT 'replayed' FROM generate_series(1, 50)");
     await p.master.query("SELECT pg_switch_wal()");
-    await waitFor("the standby to replay the switched segment", async () => (await count(p.slave, "replayed")) === 50, 90_000);
+    await waitFor(
+      "the standby to replay the switched segment",
+      async () => (await count(p.slave, "replayed")) === 50,
+      90_000,
+    );
     assert.equal(await p.slave.value("SELECT pg_is_in_recovery()"), true);
   });
 
@@ -90,7 +98,9 @@ test("QUICK START: setup, backup, restore, replay, pause, continue, sync, boot",
     await p.master.query("INSERT INTO shipped (tag) SELECT 'partial' FROM generate_series(1, 5)");
     const second = ok(runBin("wal-sync", [p.masterIni, "-v"]), "second wal-sync");
     assert.match(second.stderr, /shipped \d+ bytes of/);
-    const masterRows = await p.master.query<{ tag: string; n: string }>("SELECT tag, count(*)::text AS n FROM shipped GROUP BY tag ORDER BY tag");
+    const masterRows = await p.master.query<{ tag: string; n: string }>(
+      "SELECT tag, count(*)::text AS n FROM shipped GROUP BY tag ORDER BY tag",
+    );
     const masterSum = await p.master.value<string>("SELECT sum(abalance)::text FROM pgbench_accounts");
     p.master.stop("immediate");
     assert.ok(!existsSync(join(completed, seg)), `${seg} must not be archived: its rows are partial-only`);
@@ -98,7 +108,9 @@ test("QUICK START: setup, backup, restore, replay, pause, continue, sync, boot",
 
     ok(runBin("wal-ctl", [p.slaveIni, "boot"]), "boot");
     assert.equal(await p.slave.value("SELECT pg_is_in_recovery()"), false);
-    const slaveRows = await p.slave.query<{ tag: string; n: string }>("SELECT tag, count(*)::text AS n FROM shipped GROUP BY tag ORDER BY tag");
+    const slaveRows = await p.slave.query<{ tag: string; n: string }>(
+      "SELECT tag, count(*)::text AS n FROM shipped GROUP BY tag ORDER BY tag",
+    );
     assert.deepEqual(slaveRows, masterRows);
     assert.equal(await p.slave.value<string>("SELECT sum(abalance)::text FROM pgbench_accounts"), masterSum);
     await p.slave.query("INSERT INTO shipped (tag) VALUES ('after boot')");

@@ -45,7 +45,9 @@ export async function restoreGet(
   const control = new ControlFiles(driver, loc.path);
   const dir = await driver.stat(loc.path);
   if (!dir?.isDirectory) {
-    ctx.log.error(`completed_wals ${loc.path} is not there (${ctx.config.where("completed_wals")}): ${name} not available`);
+    ctx.log.error(
+      `completed_wals ${loc.path} is not there (${ctx.config.where("completed_wals")}): ${name} not available`,
+    );
     return ExitCode.NOT_AVAILABLE;
   }
   const stop = await control.exists(STOP);
@@ -97,7 +99,8 @@ async function servePartialUnderStop(
     ctx.log.info(`STOP: served in-progress segment ${name} from ${partialPath ?? ""} (${partial.length} bytes)`);
     return ExitCode.OK;
   }
-  const why = served === name ? `the partial segment ${name} has been replayed` : `no ${name} in completed or partial WAL`;
+  const why =
+    served === name ? `the partial segment ${name} has been replayed` : `no ${name} in completed or partial WAL`;
   await control.create(BOOT_END_OF_WAL, `${JSON.stringify({ requested: name, at: new Date().toISOString() })}\n`);
   ctx.log.info(`STOP: end of shipped WAL reached (${why}); recovery can end`);
   return ExitCode.NOT_AVAILABLE;
@@ -108,7 +111,12 @@ async function servePartialUnderStop(
  * complete and partial segments older than it, as pg_archivecleanup would. Never .history,
  * never .backup files.
  */
-async function cleanupBefore(ctx: Context, driver: StorageDriver, archive: WalArchive, keepFrom: string): Promise<void> {
+async function cleanupBefore(
+  ctx: Context,
+  driver: StorageDriver,
+  archive: WalArchive,
+  keepFrom: string,
+): Promise<void> {
   const keep = parseWalName(keepFrom);
   if (!keep || keep.kind !== "segment") {
     ctx.log.warn(`ignoring invalid %r ${JSON.stringify(keepFrom)}: no WAL cleaned up`);

@@ -40,7 +40,9 @@ export function keepInBackup(rel: string, isDir: boolean): boolean {
   if (name.startsWith(".walmgr-tmp.")) return false;
   if (parts.length > 1 && EMPTY_DIRS.has(parts[0] ?? "")) {
     // Keep pg_wal/archive_status as an empty folder: PostgreSQL expects it.
-    return isDir && parts.length === 2 && (parts[0] === "pg_wal" || parts[0] === "pg_xlog") && name === "archive_status";
+    return (
+      isDir && parts.length === 2 && (parts[0] === "pg_wal" || parts[0] === "pg_xlog") && name === "archive_status"
+    );
   }
   if (parts.length === 1 && !isDir && TOP_FILES.has(name)) return false;
   // Temporary relations (t<backend>_<relfilenode>) are never needed.

@@ -49,8 +49,23 @@ export async function listBackups(ctx: Context): Promise<void> {
   }
   const table = [["NAME", "START TIME", "LABEL", "START WAL", "SIZE"]];
   for (const r of rows) {
-    table.push([r.name, r.startTime, r.label, r.startWal, r.bytes === null ? "?" : `${(r.bytes / 1048576).toFixed(1)} MiB`]);
+    table.push([
+      r.name,
+      r.startTime,
+      r.label,
+      r.startWal,
+      r.bytes === null ? "?" : `${(r.bytes / 1048576).toFixed(1)} MiB`,
+    ]);
   }
   const widths = (table[0] ?? []).map((_, i) => Math.max(...table.map((row) => (row[i] ?? "").length)));
-  ctx.out(table.map((row) => row.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n"));
+  ctx.out(
+    table
+      .map((row) =>
+        row
+          .map((c, i) => c.padEnd(widths[i] ?? 0))
+          .join("  ")
+          .trimEnd(),
+      )
+      .join("\n"),
+  );
 }

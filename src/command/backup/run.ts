@@ -20,7 +20,9 @@ import { BACKUP_INFO, rotateSets, type BackupInfo } from "./sets";
  */
 export async function backup(ctx: Context): Promise<void> {
   if (ctx.config.role !== "master") {
-    throw new UsageError("backups from the slave are not available in this version; run wal-backup with the master's config");
+    throw new UsageError(
+      "backups from the slave are not available in this version; run wal-backup with the master's config",
+    );
   }
   const layout = slaveLayout(ctx.config, "backup");
   const full = ctx.config.requireLocation("full_backup", "backup").path;
