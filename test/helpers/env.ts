@@ -4,7 +4,7 @@
  * copy of this package that user can reach when the checkout is private (CI clones under /root).
  */
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
-import { chmodSync, chownSync, cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -139,4 +139,12 @@ export async function waitFor<T>(
       );
     await sleep(everyMs);
   }
+}
+
+/** mkdir -p whose every new folder belongs to the server user (0700, like a slave directory). */
+export function mkdirAs(path: string): void {
+  if (existsSync(path)) return;
+  mkdirAs(resolve(path, ".."));
+  mkdirSync(path, { mode: 0o700 });
+  if (RUN_AS) chownSync(path, RUN_AS.uid, RUN_AS.gid);
 }

@@ -20,7 +20,7 @@ import {
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { binPath, makeTempDir, removeTempDir, run, runBin, RUN_AS, waitFor } from "../helpers/env";
+import { binPath, makeTempDir, mkdirAs, removeTempDir, run, runBin, RUN_AS, waitFor } from "../helpers/env";
 import { writeFileAs } from "../helpers/walmgr";
 
 let base: string;
@@ -38,11 +38,6 @@ function segment(name: string, size = 16 * 1024 * 1024): string {
   writeFileAs(path, "");
   writeFileSync(path, randomBytes(size));
   return path;
-}
-
-function mkdirAs(path: string): void {
-  mkdirSync(path, { recursive: true, mode: 0o700 });
-  if (RUN_AS) chownSync(path, RUN_AS.uid, RUN_AS.gid);
 }
 
 before(() => {
