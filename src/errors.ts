@@ -85,7 +85,7 @@ const IO_HINTS: Record<string, string> = {
   EDQUOT: "the disk quota is exhausted: free space or raise the quota",
   EACCES: "check the owner and mode of the path (the command runs as the database's OS user)",
   EPERM: "check the owner and mode of the path (the command runs as the database's OS user)",
-  ENOENT: "check that the path exists (was `wal-ctl CONFIG setup` run?)",
+  ENOENT: "check that the path exists",
   EROFS: "the file system is read-only",
   EIO: "the storage reported an I/O error: check the disk",
 };

@@ -6,7 +6,7 @@ import { binPath } from "../paths";
 import { connectMaster, type Db } from "../pg/client";
 import { getConfValue, setConfValues, shellQuote, type ConfEdit } from "../pg/postgresql-conf";
 import { readPostmaster } from "../pg/server";
-import { writeFileDurable } from "../storage/durable";
+import { removeStaleTemps, writeFileDurable } from "../storage/durable";
 import { runConfigured } from "../shell";
 
 /** Creates the slave directory layout (completed_wals, partial_wals, config_backup, full_backup's parent). */
@@ -19,6 +19,7 @@ export async function createLayout(ctx: Context): Promise<void> {
     await ctx.act(`create directory ${loc.path}`, () => layout.driver.mkdirp(loc.path));
     if (!ctx.dryRun) ctx.log.info(`created ${loc.path}`);
   }
+  if (!ctx.dryRun && layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
 }
 
 async function tryConnect(ctx: Context): Promise<Db | undefined> {

@@ -7,7 +7,7 @@ import { IoError, UsageError } from "../../errors";
 import { slaveLayout } from "../../layout";
 import { connectMaster } from "../../pg/client";
 import { parseSize } from "../../pg/units";
-import { TMP_PREFIX } from "../../storage/durable";
+import { removeStaleTemps, TMP_PREFIX } from "../../storage/durable";
 import { parseLsn, lsnToSegment } from "../../wal/names";
 import { keepInBackup } from "./exclude";
 import { BACKUP_INFO, rotateSets, type BackupInfo } from "./sets";
@@ -53,6 +53,8 @@ export async function backup(ctx: Context): Promise<void> {
     }
   });
   ctx.log.info(`backup lock taken: ${lockPath}`);
+  // Temp files of killed wal-archive runs (their pids are gone) are litter: clear them now.
+  if (layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
   try {
     await layout.driver.mkdirp(posix.dirname(full));
     await takeBackup(ctx, masterData, full, tmp, layout.driver);
