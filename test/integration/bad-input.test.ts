@@ -20,7 +20,7 @@ import {
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { binPath, makeTempDir, mkdirAs, removeTempDir, run, runBin, RUN_AS, waitFor } from "../helpers/env";
+import { binPath, IS_ROOT, makeTempDir, mkdirAs, removeTempDir, run, runBin, RUN_AS, waitFor } from "../helpers/env";
 import { writeFileAs } from "../helpers/walmgr";
 
 let base: string;
@@ -259,4 +259,44 @@ describe("usage", () => {
     assert.match(help.stdout, /SYNOPSIS/);
     assert.match(runBin("wal-archive", ["--version"]).stdout, /wal-archive \(walmgr-ts\) \d+\.\d+\.\d+/);
   });
+});
+
+describe("disk full", () => {
+  test("a write that hits the file size limit exits 9, names the file, and leaves nothing behind", () => {
+    const name = "000000010000000000000030";
+    const src = segment("efbig");
+    // SIGXFSZ ignored (inherited across exec), so the write fails with EFBIG instead of killing.
+    const res = run("/bin/sh", ["-c", `trap '' XFSZ; ulimit -f 2048; exec "$0" "$@"`, binPath("wal-archive"), ini, src, name]);
+    assert.equal(res.status, 9, res.stderr);
+    assert.match(res.stderr, new RegExp(name));
+    assert.ok(!existsSync(join(completed, name)));
+    assert.deepEqual(
+      readdirSync(completed).filter((n) => n.includes(name)),
+      [],
+      "no temp file or checksum may be left",
+    );
+  });
+
+  if (IS_ROOT) {
+    test("ENOSPC on a full file system exits 9 with a hint, and the next run on free space succeeds", () => {
+      const small = join(base, "small");
+      mkdirAs(small);
+      assert.equal(run("mount", ["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", small], { uid: 0, gid: 0 }).status, 0);
+      try {
+        mkdirAs(join(small, "logs.complete"));
+        const fullIni = join(base, "full.ini");
+        writeFileAs(fullIni, `[wal-master]\nslave = ${small}\n`);
+        const name = "000000010000000000000031";
+        const res = runBin("wal-archive", [fullIni, segment("enospc"), name]);
+        assert.equal(res.status, 9, res.stderr);
+        assert.match(res.stderr, /disk is full/);
+        assert.deepEqual(readdirSync(join(small, "logs.complete")), [], "nothing may be left on the full disk");
+        const fits = segment("fits", 1024 * 1024);
+        assert.equal(runBin("wal-archive", [fullIni, fits, name]).status, 0);
+        assert.equal(sha(join(small, "logs.complete", name)), sha(fits));
+      } finally {
+        run("umount", [small], { uid: 0, gid: 0 });
+      }
+    });
+  }
 });
