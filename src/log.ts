@@ -47,7 +47,8 @@ export class Logger {
     const now = new Date();
     const ts = now.toISOString().replace("T", " ").replace("Z", "");
     const line = `${ts} ${process.pid} ${level} ${this.opts.jobName}: ${msg}\n`;
-    if (RANK[level] <= this.opts.verbosity) process.stderr.write(line);
+    // writeSync(2) rather than process.stderr: no stream machinery to load on the hot path.
+    if (RANK[level] <= this.opts.verbosity) writeStderr(line);
     this.toFile(line, level);
   }
 
@@ -59,7 +60,7 @@ export class Logger {
       writeSync(this.fd, line);
     } catch (err) {
       this.fileBroken = true;
-      process.stderr.write(`WARNING: cannot write logfile ${this.opts.logfile}: ${(err as Error).message}\n`);
+      writeStderr(`WARNING: cannot write logfile ${this.opts.logfile}: ${(err as Error).message}\n`);
     }
   }
 
@@ -73,4 +74,25 @@ export class Logger {
       this.fd = undefined;
     }
   }
+}
+
+/** Writes all of `text` to a file descriptor synchronously (retrying on EAGAIN for pipes). */
+export function writeFd(fd: number, text: string): void {
+  const buf = Buffer.from(text);
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(fd, buf, off, buf.length - off);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EAGAIN") return;
+    }
+  }
+}
+
+export function writeStderr(text: string): void {
+  writeFd(2, text);
+}
+
+export function writeStdout(text: string): void {
+  writeFd(1, text);
 }

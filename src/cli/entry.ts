@@ -1,13 +1,14 @@
 import { loadConfig } from "../config/load";
 import type { Context } from "../context";
 import { ExitCode, WalmgrError, type ExitCodeValue } from "../errors";
-import { Logger } from "../log";
+import { Logger, writeStdout } from "../log";
 import { VERSION } from "../version";
 import { parseArgs, type ArgSpec, type ParsedArgs } from "./args";
 
 export interface Program {
   name: string;
-  help: string;
+  /** Key of the help text in cli/help.ts, loaded only for --help. */
+  help: keyof typeof import("./help").HELP;
   spec?: ArgSpec;
   /** Minimum positional arguments after CONFIG (for the usage check). */
   minArgs?: number;
@@ -59,17 +60,19 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
     runCleanups();
     log.close();
     process.exitCode = code;
+    // Nothing may keep the process alive after its work (a lingering socket, a timer): exit now.
+    process.exit(code);
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   (async (): Promise<number> => {
     const parsed = parseArgs(argv, program.spec);
     if (parsed.help) {
-      process.stdout.write(program.help);
+      writeStdout((await import("./help")).HELP[program.help]);
       return ExitCode.OK;
     }
     if (parsed.version) {
-      process.stdout.write(`${program.name} (walmgr-ts) ${VERSION}\n`);
+      writeStdout(`${program.name} (walmgr-ts) ${VERSION}\n`);
       return ExitCode.OK;
     }
     log.configure({ verbosity: parsed.quiet ? 0 : 2 + parsed.verbose });
@@ -95,10 +98,10 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
       json: parsed.json,
       args: rest,
       options: parsed.options,
-      out: (text) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`),
+      out: (text) => writeStdout(text.endsWith("\n") ? text : `${text}\n`),
       act: async (what, fn) => {
         if (parsed.dryRun) {
-          process.stdout.write(`[not really] ${what}\n`);
+          writeStdout(`[not really] ${what}\n`);
           return undefined;
         }
         log.debug(what);

@@ -1,10 +1,9 @@
 import { archivePush } from "../command/archive/push";
 import { main } from "../cli/entry";
-import { HELP } from "../cli/help";
 
 main({
   name: "wal-archive",
-  help: HELP.walArchive,
+  help: "walArchive",
   minArgs: 2,
   run: async (ctx) => {
     const [src, name] = ctx.args;

@@ -1,9 +1,8 @@
 import { main } from "../cli/entry";
-import { HELP } from "../cli/help";
 
 main({
   name: "wal-backup",
-  help: HELP.walBackup,
+  help: "walBackup",
   spec: { flags: ["clear-stale-lock"] },
   run: async (ctx) => (await import("../command/backup/run")).backup(ctx),
 });

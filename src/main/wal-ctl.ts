@@ -1,5 +1,4 @@
 import { main } from "../cli/entry";
-import { HELP } from "../cli/help";
 import type { Context } from "../context";
 import { UsageError, type ExitCodeValue } from "../errors";
 
@@ -34,7 +33,7 @@ const COMMANDS: Record<string, Command> = {
 
 main({
   name: "wal-ctl",
-  help: HELP.walCtl,
+  help: "walCtl",
   minArgs: 1,
   spec: {
     valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"],

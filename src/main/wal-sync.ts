@@ -1,9 +1,8 @@
 import { main } from "../cli/entry";
-import { HELP } from "../cli/help";
 
 main({
   name: "wal-sync",
-  help: HELP.walSync,
+  help: "walSync",
   spec: { flags: ["daemon"] },
   run: async (ctx) => (await import("../command/sync")).syncOnce(ctx),
 });

@@ -52,7 +52,7 @@ export class LocalDriver implements StorageDriver {
     src: string,
     opts: { exclusive?: boolean; beforeCommit?: (sha256: string, bytes: number) => Promise<void> } = {},
   ): Promise<{ sha256: string; bytes: number; stored: boolean }> {
-    const staged = stageFileCopy(path, src);
+    const staged = await stageFileCopy(path, src);
     try {
       if (opts.beforeCommit) await opts.beforeCommit(staged.sha256, staged.bytes);
     } catch (err) {
