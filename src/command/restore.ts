@@ -51,6 +51,9 @@ export function recoveryTarget(options: Map<string, string>): Record<string, str
       throw new UsageError(`--target-action must be promote, pause or shutdown, not ${JSON.stringify(action)}`);
     if (Object.keys(out).length === 0) throw new UsageError("--target-action needs one of the --target-* options");
   }
+  if (options.has("target-exclusive") && Object.keys(out).length === 0) {
+    throw new UsageError("--target-exclusive needs one of the --target-* options");
+  }
   if (Object.keys(out).length > 0) {
     out.recovery_target_action = action ?? "promote";
     if (options.has("target-exclusive")) out.recovery_target_inclusive = "off";

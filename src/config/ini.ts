@@ -28,7 +28,8 @@ export class IniSyntaxError extends Error {
   }
 }
 
-const SECTION_RE = /^\[([^\]]+)\]\s*$/;
+// Like Python's: only the start of the line must match, so `[wal-slave]  ; comment` is a header.
+const SECTION_RE = /^\[([^\]]+)\]/;
 const OPTION_RE = /^([^=:\s][^=:]*?)\s*[=:]\s?(.*)$/;
 
 export function parseIni(text: string): RawIni {

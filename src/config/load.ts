@@ -179,16 +179,19 @@ export function loadConfig(file: string): Config {
     }
   }
 
-  for (const key of section.values.keys()) {
+  for (const key of keys) {
     const spec = SETTINGS[key];
-    const line = section.lines.get(key);
-    const at = `${abs}${line ? `:${line}` : ""} [${section.name}] ${key}`;
+    const own = section.values.has(key);
+    const line = own ? section.lines.get(key) : raw.defaults.lines.get(key);
+    const at = `${abs}${line ? `:${line}` : ""} [${own ? section.name : "DEFAULT"}] ${key}`;
     if (!spec) {
+      // [DEFAULT] commonly holds helper names for %(…)s interpolation: no warning for those.
+      if (!own) continue;
       if (!IMPLICIT_KEYS.has(key)) warnings.push(`${at}: unknown setting '${key}' is ignored (check the spelling)`);
       continue;
     }
     const value = values.get(key) ?? "";
-    if (spec.roles && !spec.roles.includes(role)) {
+    if (own && spec.roles && !spec.roles.includes(role)) {
       warnings.push(`${at}: '${key}' is a ${spec.roles.join("/")} setting and is ignored in a ${role} config`);
     }
     checkType(at, key, value, spec.type);

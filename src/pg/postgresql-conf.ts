@@ -5,7 +5,8 @@
  */
 
 export function quoteConfValue(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
+  // PostgreSQL reads a backslash in a quoted value as an escape: double it to keep it.
+  return `'${value.replace(/\\/g, "\\\\").replace(/'/g, "''")}'`;
 }
 
 function lineRe(key: string): RegExp {

@@ -43,7 +43,7 @@ export function mkdirPrivate(dir: string): void {
 export class LocalDriver implements StorageDriver {
   readonly description = "local";
 
-  publish(path: string, data: Uint8Array, opts: { exclusive?: boolean; padTo?: number } = {}): Promise<boolean> {
+  async publish(path: string, data: Uint8Array, opts: { exclusive?: boolean; padTo?: number } = {}): Promise<boolean> {
     return Promise.resolve(writeFileDurable(path, data, opts));
   }
 
@@ -63,12 +63,12 @@ export class LocalDriver implements StorageDriver {
     return { sha256: staged.sha256, bytes: staged.bytes, stored };
   }
 
-  writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {
+  async writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {
     writeAtDurable(path, offset, data);
     return Promise.resolve();
   }
 
-  read(path: string): Promise<Buffer | undefined> {
+  async read(path: string): Promise<Buffer | undefined> {
     try {
       return Promise.resolve(readFileSync(path));
     } catch (err) {
@@ -77,7 +77,7 @@ export class LocalDriver implements StorageDriver {
     }
   }
 
-  stat(path: string): Promise<FileInfo | undefined> {
+  async stat(path: string): Promise<FileInfo | undefined> {
     try {
       const st = statSync(path);
       return Promise.resolve({ size: st.size, mtimeMs: st.mtimeMs, isDirectory: st.isDirectory() });
@@ -87,7 +87,7 @@ export class LocalDriver implements StorageDriver {
     }
   }
 
-  list(dir: string): Promise<string[] | undefined> {
+  async list(dir: string): Promise<string[] | undefined> {
     try {
       return Promise.resolve(readdirSync(dir));
     } catch (err) {
@@ -96,11 +96,11 @@ export class LocalDriver implements StorageDriver {
     }
   }
 
-  remove(path: string): Promise<boolean> {
+  async remove(path: string): Promise<boolean> {
     return Promise.resolve(removeDurable(path));
   }
 
-  removeTree(path: string): Promise<void> {
+  async removeTree(path: string): Promise<void> {
     try {
       rmSync(path, { recursive: true, force: true });
       fsyncDir(dirname(path));
@@ -110,12 +110,12 @@ export class LocalDriver implements StorageDriver {
     return Promise.resolve();
   }
 
-  mkdirp(path: string): Promise<void> {
+  async mkdirp(path: string): Promise<void> {
     mkdirPrivate(path);
     return Promise.resolve();
   }
 
-  rename(from: string, to: string): Promise<void> {
+  async rename(from: string, to: string): Promise<void> {
     if (existsSync(to)) throw new WalmgrError(`cannot rename ${from} to ${to}: the target exists`, 9);
     try {
       renameSync(from, to);
@@ -127,7 +127,7 @@ export class LocalDriver implements StorageDriver {
     return Promise.resolve();
   }
 
-  putTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): Promise<TreeStats> {
+  async putTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): Promise<TreeStats> {
     return Promise.resolve(copyTree(src, dest, keep));
   }
 }

@@ -6,9 +6,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
-  chownSync,
   existsSync,
-  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -266,7 +264,14 @@ describe("disk full", () => {
     const name = "000000010000000000000030";
     const src = segment("efbig");
     // SIGXFSZ ignored (inherited across exec), so the write fails with EFBIG instead of killing.
-    const res = run("/bin/sh", ["-c", `trap '' XFSZ; ulimit -f 2048; exec "$0" "$@"`, binPath("wal-archive"), ini, src, name]);
+    const res = run("/bin/sh", [
+      "-c",
+      `trap '' XFSZ; ulimit -f 2048; exec "$0" "$@"`,
+      binPath("wal-archive"),
+      ini,
+      src,
+      name,
+    ]);
     assert.equal(res.status, 9, res.stderr);
     assert.match(res.stderr, new RegExp(name));
     assert.ok(!existsSync(join(completed, name)));
@@ -281,7 +286,10 @@ describe("disk full", () => {
     test("ENOSPC on a full file system exits 9 with a hint, and the next run on free space succeeds", () => {
       const small = join(base, "small");
       mkdirAs(small);
-      assert.equal(run("mount", ["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", small], { uid: 0, gid: 0 }).status, 0);
+      assert.equal(
+        run("mount", ["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", small], { uid: 0, gid: 0 }).status,
+        0,
+      );
       try {
         mkdirAs(join(small, "logs.complete"));
         const fullIni = join(base, "full.ini");

@@ -34,7 +34,10 @@ before(() => {
   mkdirAs(join(slave, "logs.complete"));
   mkdirAs(join(slave, "logs.partial"));
   mkdirAs(join(slave, "data.master"));
-  writeFileAs(join(slave, "data.master", "backup_label"), "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n");
+  writeFileAs(
+    join(slave, "data.master", "backup_label"),
+    "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n",
+  );
   writeFileAs(join(slave, "logs.complete", "000000010000000000000002"), "z".repeat(8192));
   writeFileAs(
     join(base, "master.ini"),

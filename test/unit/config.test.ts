@@ -1,0 +1,444 @@
+/**
+ * Config loading: walmgr's sample files, role detection, ConfigParser's INI dialect,
+ * interpolation, type checks, defaults, locations and derived slave sub-directories.
+ */
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { loadConfig, parseLocation, type Config } from "../../src/config/load";
+import { ConfigError, ExitCode } from "../../src/errors";
+
+// The two samples of walmgr.1.txt, exactly as printed there (minus the manual's page indent).
+const SAMPLE_MASTER = `[wal-master]
+logfile              = master.log
+pidfile              = master.pid
+master_db            = dbname=template1
+master_data          = /var/lib/postgresql/8.0/main
+master_config        = /etc/postgresql/8.0/main/postgresql.conf
+slave                = slave:/var/lib/postgresql/walshipping
+completed_wals       = %(slave)s/logs.complete
+partial_wals         = %(slave)s/logs.partial
+full_backup          = %(slave)s/data.master
+loop_delay           = 10.0
+use_xlog_functions   = 1
+compression          = 1
+`;
+
+const SAMPLE_SLAVE = `[wal-slave]
+logfile              = slave.log
+slave_data           = /var/lib/postgresql/8.0/main
+slave_stop_cmd       = /etc/init.d/postgresql-8.0 stop
+slave_start_cmd      = /etc/init.d/postgresql-8.0 start
+slave                = /var/lib/postgresql/walshipping
+completed_wals       = %(slave)s/logs.complete
+partial_wals         = %(slave)s/logs.partial
+full_backup          = %(slave)s/data.master
+keep_backups         = 5
+backup_datadir       = yes
+`;
+
+let dir: string;
+let counter = 0;
+
+/** Writes `text` to a new .ini file in the test folder and returns its path. */
+function ini(text: string, name?: string): string {
+  const file = join(dir, name ?? `cfg-${++counter}.ini`);
+  writeFileSync(file, text);
+  return file;
+}
+
+function load(text: string): Config {
+  return loadConfig(ini(text));
+}
+
+/** Asserts that `fn` throws a ConfigError (exit code 3) whose message contains every string in `parts`. */
+function throwsConfig(fn: () => unknown, parts: string[]): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.equal(err.exitCode, ExitCode.CONFIG);
+    for (const p of parts) assert.ok(err.message.includes(p), `message ${JSON.stringify(err.message)} lacks ${p}`);
+    return true;
+  });
+}
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), "walmgr-unit-"));
+});
+
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("sample configs from walmgr.1.txt", () => {
+  test("master.ini loads unchanged as the master role", () => {
+    const file = ini(SAMPLE_MASTER, "master.ini");
+    const cfg = loadConfig(file);
+    assert.equal(cfg.role, "master");
+    assert.equal(cfg.section, "wal-master");
+    assert.equal(cfg.file, file);
+    assert.deepEqual(cfg.warnings, []);
+    assert.equal(cfg.get("master_db"), "dbname=template1");
+    assert.equal(cfg.get("master_data"), "/var/lib/postgresql/8.0/main");
+    assert.equal(cfg.path("master_config"), "/etc/postgresql/8.0/main/postgresql.conf");
+    assert.deepEqual(cfg.location("slave"), { host: "slave", path: "/var/lib/postgresql/walshipping" });
+    assert.equal(cfg.get("completed_wals"), "slave:/var/lib/postgresql/walshipping/logs.complete");
+    assert.deepEqual(cfg.location("completed_wals"), {
+      host: "slave",
+      path: "/var/lib/postgresql/walshipping/logs.complete",
+    });
+    assert.deepEqual(cfg.location("partial_wals"), {
+      host: "slave",
+      path: "/var/lib/postgresql/walshipping/logs.partial",
+    });
+    assert.deepEqual(cfg.location("full_backup"), {
+      host: "slave",
+      path: "/var/lib/postgresql/walshipping/data.master",
+    });
+    assert.equal(cfg.float("loop_delay"), 10);
+    assert.equal(cfg.bool("use_xlog_functions"), true);
+    assert.equal(cfg.bool("compression"), true);
+    assert.equal(cfg.path("logfile"), join(dir, "master.log"));
+    assert.equal(cfg.path("pidfile"), join(dir, "master.pid"));
+    assert.equal(cfg.jobName, "master");
+  });
+
+  test("slave.ini loads unchanged as the slave role", () => {
+    const cfg = loadConfig(ini(SAMPLE_SLAVE, "slave.ini"));
+    assert.equal(cfg.role, "slave");
+    assert.equal(cfg.section, "wal-slave");
+    assert.deepEqual(cfg.warnings, []);
+    assert.equal(cfg.get("slave_stop_cmd"), "/etc/init.d/postgresql-8.0 stop");
+    assert.equal(cfg.get("slave_start_cmd"), "/etc/init.d/postgresql-8.0 start");
+    assert.equal(cfg.path("slave_data"), "/var/lib/postgresql/8.0/main");
+    assert.deepEqual(cfg.location("slave"), { path: "/var/lib/postgresql/walshipping" });
+    assert.deepEqual(cfg.location("completed_wals"), { path: "/var/lib/postgresql/walshipping/logs.complete" });
+    assert.deepEqual(cfg.location("partial_wals"), { path: "/var/lib/postgresql/walshipping/logs.partial" });
+    assert.deepEqual(cfg.location("full_backup"), { path: "/var/lib/postgresql/walshipping/data.master" });
+    assert.equal(cfg.int("keep_backups"), 5);
+    assert.equal(cfg.bool("backup_datadir"), true);
+    assert.equal(cfg.path("logfile"), join(dir, "slave.log"));
+  });
+});
+
+describe("role detection", () => {
+  test("[walmgr] with master_data is a master", () => {
+    const cfg = load("[walmgr]\nmaster_data = /srv/pg\nwalmgr_data = /srv/ship\n");
+    assert.equal(cfg.role, "master");
+    assert.equal(cfg.section, "walmgr");
+  });
+
+  test("[walmgr] without master_data is a slave", () => {
+    const cfg = load("[walmgr]\nslave_data = /srv/pg\nwalmgr_data = /srv/ship\n");
+    assert.equal(cfg.role, "slave");
+    assert.equal(cfg.section, "walmgr");
+  });
+
+  test("[walmgr] derives the slave sub-directories from walmgr_data", () => {
+    const cfg = load("[walmgr]\nslave_data = /srv/pg\nwalmgr_data = /srv/ship\n");
+    assert.equal(cfg.get("completed_wals"), "/srv/ship/logs.complete");
+    assert.equal(cfg.get("partial_wals"), "/srv/ship/logs.partial");
+    assert.equal(cfg.get("full_backup"), "/srv/ship/data.master");
+  });
+
+  test("two role sections in one file are refused", () => {
+    throwsConfig(() => load("[wal-master]\nmaster_data = /a\n[wal-slave]\nslave_data = /b\n"), ["more than one"]);
+  });
+
+  test("a file without a known section is refused and the sections found are named", () => {
+    throwsConfig(() => load("[something]\nslave = /x\n"), ["[something]"]);
+  });
+});
+
+describe("INI dialect (Python ConfigParser)", () => {
+  test("`key: value` works like `key = value`", () => {
+    const cfg = load("[wal-slave]\nslave: /srv/ship\nslave_data:/srv/pg\nkeep_backups : 3\n");
+    assert.equal(cfg.get("slave"), "/srv/ship");
+    assert.equal(cfg.get("slave_data"), "/srv/pg");
+    assert.equal(cfg.int("keep_backups"), 3);
+  });
+
+  test("the first delimiter splits key and value; later = and : belong to the value", () => {
+    const cfg = load("[wal-master]\nmaster_db = dbname=template1 host=/tmp\nslave: host:/srv/ship\n");
+    assert.equal(cfg.get("master_db"), "dbname=template1 host=/tmp");
+    assert.deepEqual(cfg.location("slave"), { host: "host", path: "/srv/ship" });
+  });
+
+  test("indented continuation lines are joined with a newline", () => {
+    const cfg = load("[wal-master]\nslave = /srv/ship\nperiodic_command = echo one\n    echo two\n\techo three\n");
+    assert.equal(cfg.get("periodic_command"), "echo one\necho two\necho three");
+    assert.equal(cfg.get("slave"), "/srv/ship");
+  });
+
+  test("inline ` ;` comments are stripped; a `;` without space before it is kept", () => {
+    const cfg = load(
+      "[wal-master]\nslave = /srv/ship ; the slave dir\nloop_delay = 5.0\t; seconds\nmaster_db = dbname=a;b\n",
+    );
+    assert.equal(cfg.get("slave"), "/srv/ship");
+    assert.equal(cfg.float("loop_delay"), 5);
+    assert.equal(cfg.get("master_db"), "dbname=a;b");
+  });
+
+  test("# and ; comment lines, blank lines and CRLF line ends are ignored", () => {
+    const cfg = load("# a comment\r\n; another\r\n\r\n[wal-slave]\r\n# slave = /wrong\r\nslave = /srv/ship\r\n");
+    assert.equal(cfg.get("slave"), "/srv/ship");
+    assert.deepEqual(cfg.warnings, []);
+  });
+
+  test("a comment after a section header is ignored", () => {
+    const cfg = load("[wal-slave]   ; the standby\nslave = /srv/ship\n");
+    assert.equal(cfg.section, "wal-slave");
+    assert.equal(cfg.get("slave"), "/srv/ship");
+  });
+
+  test("keys are case-insensitive", () => {
+    const cfg = load("[wal-slave]\nSlave = /srv/ship\nKEEP_BACKUPS = 2\n");
+    assert.equal(cfg.get("slave"), "/srv/ship");
+    assert.equal(cfg.int("keep_backups"), 2);
+    assert.deepEqual(cfg.warnings, []);
+  });
+
+  test("a setting before any section header is a ConfigError naming the file and line", () => {
+    const file = ini("slave = /srv/ship\n[wal-slave]\n");
+    throwsConfig(() => loadConfig(file), [file, ":1"]);
+  });
+});
+
+describe("interpolation", () => {
+  test("%(name)s expands from the same section and from [DEFAULT]", () => {
+    const cfg = load(
+      "[DEFAULT]\nbase = /srv\nversion = 15\n[wal-slave]\nslave = %(base)s/ship\nslave_data = %(base)s/pg/%(version)s/main\n",
+    );
+    assert.equal(cfg.get("slave"), "/srv/ship");
+    assert.equal(cfg.get("slave_data"), "/srv/pg/15/main");
+    assert.equal(cfg.get("completed_wals"), "/srv/ship/logs.complete");
+  });
+
+  test("the section's own value wins over [DEFAULT]", () => {
+    const cfg = load("[DEFAULT]\nslave = /default\n[wal-slave]\nslave = /own\nslave_data = %(slave)s/pg\n");
+    assert.equal(cfg.get("slave_data"), "/own/pg");
+  });
+
+  test("references are case-insensitive and chain", () => {
+    const cfg = load("[wal-slave]\nslave = /srv/ship\nfull_backup = %(SLAVE)s/sets\nslave_data = %(full_backup)s/x\n");
+    assert.equal(cfg.get("slave_data"), "/srv/ship/sets/x");
+  });
+
+  test("%% is a literal percent sign", () => {
+    const cfg = load("[wal-master]\nslave = /srv/ship\nperiodic_command = date +%%s >> %(slave)s/100%%.log\n");
+    assert.equal(cfg.get("periodic_command"), "date +%s >> /srv/ship/100%.log");
+  });
+
+  test("%% inside a referenced value stays a single %", () => {
+    const cfg = load("[DEFAULT]\npct = 50%%\n[wal-master]\nslave = /s\nperiodic_command = echo %(pct)s\n");
+    assert.equal(cfg.get("periodic_command"), "echo 50%");
+  });
+
+  test("a reference cycle is a ConfigError naming both keys", () => {
+    const file = ini("[wal-slave]\nslave = %(slave_data)s/x\nslave_data = %(slave)s/y\n");
+    throwsConfig(() => loadConfig(file), [file, "[wal-slave]", "slave", "slave_data"]);
+    throwsConfig(() => loadConfig(file), ["'slave'", "'slave_data'"]);
+  });
+
+  test("a self reference is a ConfigError", () => {
+    throwsConfig(() => load("[wal-slave]\nslave = %(slave)s/x\n"), ["'slave'"]);
+  });
+
+  test("an unknown reference is a ConfigError naming both keys", () => {
+    const file = ini("[wal-slave]\nslave = %(nosuchkey)s/x\n");
+    throwsConfig(() => loadConfig(file), [file, "[wal-slave]", "'slave'", "'nosuchkey'"]);
+  });
+});
+
+describe("type checks", () => {
+  test("a non-number loop_delay names file, section and key", () => {
+    const file = ini("[wal-master]\nslave = /s\nloop_delay = fast\n");
+    throwsConfig(() => loadConfig(file), [file, "[wal-master]", "loop_delay", "fast"]);
+  });
+
+  test("a non-number keep_backups names file, section and key", () => {
+    const file = ini("[wal-slave]\nslave = /s\nkeep_backups = five\n");
+    throwsConfig(() => loadConfig(file), [file, "[wal-slave]", "keep_backups", "five"]);
+  });
+
+  test("a fractional or negative keep_backups is refused", () => {
+    throwsConfig(() => load("[wal-slave]\nslave = /s\nkeep_backups = 1.5\n"), ["keep_backups"]);
+    throwsConfig(() => load("[wal-slave]\nslave = /s\nkeep_backups = -1\n"), ["keep_backups"]);
+  });
+
+  test("a negative loop_delay is refused", () => {
+    throwsConfig(() => load("[wal-master]\nslave = /s\nloop_delay = -1\n"), ["loop_delay"]);
+  });
+
+  test("a non-boolean use_xlog_functions names file, section and key", () => {
+    const file = ini("[wal-master]\nslave = /s\nuse_xlog_functions = maybe\n");
+    throwsConfig(() => loadConfig(file), [file, "[wal-master]", "use_xlog_functions", "maybe"]);
+  });
+
+  test("booleans accept 1/0, yes/no, true/false, on/off in any case", () => {
+    for (const [text, want] of [
+      ["1", true],
+      ["yes", true],
+      ["True", true],
+      ["ON", true],
+      ["0", false],
+      ["no", false],
+      ["false", false],
+      ["Off", false],
+    ] as const) {
+      const cfg = load(`[wal-master]\nslave = /s\ncompression = ${text}\n`);
+      assert.equal(cfg.bool("compression"), want, text);
+    }
+  });
+
+  test("a non-number inherited from [DEFAULT] is refused too", () => {
+    const file = ini("[DEFAULT]\nkeep_backups = many\n[wal-slave]\nslave = /s\n");
+    throwsConfig(() => loadConfig(file), [file, "keep_backups", "many"]);
+  });
+});
+
+describe("files and keys", () => {
+  test("a missing file is a ConfigError naming it", () => {
+    const file = join(dir, "does-not-exist.ini");
+    throwsConfig(() => loadConfig(file), [file]);
+  });
+
+  test("a directory instead of a file is a ConfigError", () => {
+    const sub = join(dir, "a-directory.ini");
+    mkdirSync(sub);
+    throwsConfig(() => loadConfig(sub), [sub]);
+  });
+
+  test("an unknown key is a warning that names it", () => {
+    const cfg = load("[wal-master]\nslave = /s\nlop_delay = 3\n");
+    assert.equal(cfg.warnings.length, 1);
+    assert.ok(cfg.warnings[0]?.includes("lop_delay"), cfg.warnings[0]);
+  });
+
+  test("a setting of the other role is a warning that names it", () => {
+    const cfg = load("[wal-slave]\nslave = /s\nmaster_data = /srv/pg\n");
+    assert.equal(cfg.warnings.length, 1);
+    assert.ok(cfg.warnings[0]?.includes("master_data"), cfg.warnings[0]);
+  });
+
+  test("walmgr's defaults apply when unset", () => {
+    const master = load("[wal-master]\nslave = /s\n");
+    assert.equal(master.get("loop_delay"), "1.0");
+    assert.equal(master.float("loop_delay"), 1.0);
+    assert.equal(master.int("keep_backups"), 0);
+    assert.equal(master.bool("compression"), false);
+    assert.equal(master.bool("use_xlog_functions"), false);
+    assert.equal(master.float("command_interval"), 0);
+    assert.equal(master.bool("hot_standby"), false);
+    const slave = load("[wal-slave]\nslave = /s\n");
+    assert.equal(slave.bool("backup_datadir"), true);
+    assert.equal(slave.int("keep_backups"), 0);
+  });
+
+  test("has() is false for unset and empty keys, true for set ones", () => {
+    const cfg = load("[wal-master]\nslave = /s\nmaster_restart_cmd =\n");
+    assert.equal(cfg.has("slave"), true);
+    assert.equal(cfg.has("master_restart_cmd"), false);
+    assert.equal(cfg.has("master_data"), false);
+  });
+
+  test("require() of a missing key throws ConfigError naming file, section and key", () => {
+    const file = ini("[wal-master]\nslave = /s\n");
+    const cfg = loadConfig(file);
+    throwsConfig(() => cfg.require("master_data", "backup"), [file, "[wal-master]", "master_data"]);
+    throwsConfig(() => cfg.requirePath("master_config", "setup"), [file, "[wal-master]", "master_config"]);
+    throwsConfig(() => cfg.requireLocation("pidfile", "syncdaemon"), [file, "[wal-master]", "pidfile"]);
+  });
+
+  test("require() of an empty key throws too", () => {
+    const file = ini("[wal-master]\nslave = /s\nmaster_data =\n");
+    const cfg = loadConfig(file);
+    throwsConfig(() => cfg.require("master_data", "backup"), [file, "master_data"]);
+  });
+
+  test("require() returns a set value or a default", () => {
+    const cfg = load("[wal-master]\nslave = /s\nmaster_data = /srv/pg\n");
+    assert.equal(cfg.require("master_data", "backup"), "/srv/pg");
+    assert.equal(cfg.require("loop_delay", "syncdaemon"), "1.0");
+  });
+});
+
+describe("locations and paths", () => {
+  test("slave = host:/path is a remote location", () => {
+    const cfg = load("[wal-master]\nslave = standby.example.com:/var/lib/ship\n");
+    assert.deepEqual(cfg.location("slave"), { host: "standby.example.com", path: "/var/lib/ship" });
+    assert.deepEqual(cfg.requireLocation("slave", "sync"), { host: "standby.example.com", path: "/var/lib/ship" });
+  });
+
+  test("user@host:/path keeps the user in the host part", () => {
+    assert.deepEqual(parseLocation("postgres@standby:/ship", "/etc"), { host: "postgres@standby", path: "/ship" });
+  });
+
+  test("slave = /path is a local location", () => {
+    const cfg = load("[wal-master]\nslave = /var/lib/ship\n");
+    assert.deepEqual(cfg.location("slave"), { path: "/var/lib/ship" });
+  });
+
+  test("an absolute path with colons is still local", () => {
+    assert.deepEqual(parseLocation("/srv/a:b", "/etc"), { path: "/srv/a:b" });
+  });
+
+  test("relative paths resolve against the config file's folder", () => {
+    const sub = join(dir, "conf-dir");
+    mkdirSync(sub);
+    const file = join(sub, "slave.ini");
+    writeFileSync(
+      file,
+      "[wal-slave]\nslave = ship\nslave_data = ./pg/main\nlogfile = logs/slave.log\nslave_pg_xlog = ../xlog\n",
+    );
+    const cfg = loadConfig(file);
+    assert.deepEqual(cfg.location("slave"), { path: join(sub, "ship") });
+    assert.equal(cfg.path("slave_data"), join(sub, "pg/main"));
+    assert.equal(cfg.requirePath("slave_data", "restore"), join(sub, "pg/main"));
+    assert.equal(cfg.path("logfile"), join(sub, "logs/slave.log"));
+    assert.equal(cfg.path("slave_pg_xlog"), join(dir, "xlog"));
+    assert.deepEqual(cfg.location("completed_wals"), { path: join(sub, "ship/logs.complete") });
+    assert.deepEqual(parseLocation("./a:b", "/etc"), { path: "/etc/a:b" });
+  });
+
+  test("a relative config file path is made absolute", () => {
+    const file = ini("[wal-slave]\nslave = /s\n", "relative.ini");
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      const cfg = loadConfig("relative.ini");
+      assert.equal(cfg.file, file);
+      assert.equal(cfg.baseDir, dir);
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
+  test("completed_wals, partial_wals, full_backup default to the slave's sub-directories", () => {
+    const cfg = load("[wal-slave]\nslave = /srv/ship/\n");
+    assert.equal(cfg.get("completed_wals"), "/srv/ship/logs.complete");
+    assert.equal(cfg.get("partial_wals"), "/srv/ship/logs.partial");
+    assert.equal(cfg.get("full_backup"), "/srv/ship/data.master");
+    assert.deepEqual(cfg.location("completed_wals"), { path: "/srv/ship/logs.complete" });
+  });
+
+  test("derived sub-directories of a remote slave stay on that host", () => {
+    const cfg = load("[wal-master]\nslave = standby:/srv/ship\n");
+    assert.deepEqual(cfg.location("completed_wals"), { host: "standby", path: "/srv/ship/logs.complete" });
+    assert.deepEqual(cfg.location("partial_wals"), { host: "standby", path: "/srv/ship/logs.partial" });
+    assert.deepEqual(cfg.location("full_backup"), { host: "standby", path: "/srv/ship/data.master" });
+  });
+
+  test("explicitly set sub-directories are not overridden", () => {
+    const cfg = load("[wal-slave]\nslave = /srv/ship\ncompleted_wals = /elsewhere/complete\n");
+    assert.equal(cfg.get("completed_wals"), "/elsewhere/complete");
+    assert.equal(cfg.get("partial_wals"), "/srv/ship/logs.partial");
+  });
+
+  test("with neither slave nor walmgr_data nothing is derived", () => {
+    const cfg = load("[wal-slave]\nslave_data = /srv/pg\n");
+    assert.equal(cfg.get("completed_wals"), undefined);
+    assert.equal(cfg.location("completed_wals"), undefined);
+  });
+});

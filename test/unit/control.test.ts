@@ -1,0 +1,192 @@
+/** The control-file protocol: BACKUPLOCK taken atomically, stale locks, release only our own. */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, test } from "node:test";
+import {
+  acquireBackupLock,
+  BACKUPLOCK,
+  ControlFiles,
+  lockIsStale,
+  PAUSE,
+  releaseBackupLock,
+  STOP,
+  type LockInfo,
+} from "../../src/control";
+import { ExitCode, LockHeldError } from "../../src/errors";
+import { processAlive } from "../../src/storage/durable";
+import { LocalDriver } from "../../src/storage/local";
+import { parseWalName } from "../../src/wal/names";
+
+let dir: string;
+let control: ControlFiles;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "walmgr-unit-"));
+  control = new ControlFiles(new LocalDriver(), dir);
+});
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function deadPid(): number {
+  const res = spawnSync("true");
+  const pid = res.pid;
+  assert.equal(typeof pid, "number");
+  assert.equal(processAlive(pid), false);
+  return pid;
+}
+
+function lockPath(): string {
+  return join(dir, BACKUPLOCK);
+}
+
+function readLock(): LockInfo {
+  return JSON.parse(readFileSync(lockPath(), "utf8")) as LockInfo;
+}
+
+function writeLock(info: Partial<LockInfo>): string {
+  const body = `${JSON.stringify(info)}\n`;
+  writeFileSync(lockPath(), body);
+  return body;
+}
+
+function lockHeld(pattern: RegExp[]): (err: unknown) => boolean {
+  return (err: unknown) => {
+    assert.ok(err instanceof LockHeldError, `expected LockHeldError, got ${String(err)}`);
+    assert.equal(err.exitCode, ExitCode.LOCK_HELD);
+    assert.equal(err.exitCode, 4);
+    for (const p of pattern) assert.match(err.message, p);
+    return true;
+  };
+}
+
+describe("control files", () => {
+  test("names are walmgr's and can never be mistaken for WAL", () => {
+    assert.equal(STOP, "STOP");
+    assert.equal(PAUSE, "PAUSE");
+    assert.equal(BACKUPLOCK, "BACKUPLOCK");
+    for (const n of [STOP, PAUSE, BACKUPLOCK]) assert.equal(parseWalName(n), undefined);
+  });
+
+  test("create, exists, read, remove", async () => {
+    assert.equal(await control.exists(PAUSE), false);
+    await control.create(PAUSE);
+    assert.equal(await control.exists(PAUSE), true);
+    assert.equal(await control.read(PAUSE), "");
+    await control.create(STOP, "why\n");
+    assert.equal(await control.read(STOP), "why\n");
+    assert.equal(await control.remove(PAUSE), true);
+    assert.equal(await control.remove(PAUSE), false);
+    assert.equal(await control.read(PAUSE), undefined);
+    assert.equal(control.path(STOP), join(dir, STOP));
+  });
+});
+
+describe("BACKUPLOCK", () => {
+  test("acquire creates BACKUPLOCK with pid, host, start time and command", async () => {
+    const before = Date.now();
+    const info = await acquireBackupLock(control, "wal-backup /etc/master.ini");
+    assert.equal(info.pid, process.pid);
+    assert.equal(info.host, hostname());
+    assert.equal(info.command, "wal-backup /etc/master.ini");
+    assert.ok(Date.parse(info.started) >= before - 1000);
+    assert.deepEqual(readLock(), info);
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n !== BACKUPLOCK),
+      [],
+    );
+  });
+
+  test("a second acquire throws LockHeldError naming the holder's pid; the lock is unchanged", async () => {
+    const info = await acquireBackupLock(control, "first backup");
+    const body = readFileSync(lockPath(), "utf8");
+    await assert.rejects(
+      acquireBackupLock(control, "second backup"),
+      lockHeld([new RegExp(`pid ${process.pid}\\b`), /first backup/]),
+    );
+    await assert.rejects(acquireBackupLock(control, "second backup", { breakStale: true }), lockHeld([]));
+    assert.equal(readFileSync(lockPath(), "utf8"), body);
+    assert.deepEqual(readLock(), info);
+  });
+
+  test("a live holder on this host is not stale", async () => {
+    writeLock({ pid: process.ppid, host: hostname(), started: "2024-01-01T00:00:00Z", command: "other" });
+    assert.equal(lockIsStale({ pid: process.ppid, host: hostname(), started: "x", command: "y" }), false);
+    await assert.rejects(
+      acquireBackupLock(control, "me", { breakStale: true }),
+      lockHeld([new RegExp(`pid ${process.ppid}\\b`)]),
+    );
+    assert.equal(readLock().pid, process.ppid);
+  });
+
+  test("a dead holder on this host is reported as stale and kept without breakStale", async () => {
+    const dead = deadPid();
+    const body = writeLock({ pid: dead, host: hostname(), started: "2024-01-01T00:00:00Z", command: "crashed" });
+    assert.equal(lockIsStale({ pid: dead, host: hostname(), started: "x", command: "y" }), true);
+    await assert.rejects(acquireBackupLock(control, "me"), lockHeld([/stale/, new RegExp(`pid ${dead}\\b`)]));
+    assert.equal(readFileSync(lockPath(), "utf8"), body);
+  });
+
+  test("breakStale clears a stale lock and takes it", async () => {
+    const dead = deadPid();
+    writeLock({ pid: dead, host: hostname(), started: "2024-01-01T00:00:00Z", command: "crashed" });
+    const info = await acquireBackupLock(control, "me", { breakStale: true });
+    assert.equal(info.pid, process.pid);
+    assert.deepEqual(readLock(), info);
+  });
+
+  test("a holder on another host is never stale, even with breakStale", async () => {
+    const dead = deadPid();
+    const body = writeLock({ pid: dead, host: `${hostname()}-elsewhere`, started: "s", command: "remote" });
+    await assert.rejects(
+      acquireBackupLock(control, "me", { breakStale: true }),
+      lockHeld([new RegExp(`pid ${dead}\\b`), /-elsewhere/]),
+    );
+    assert.equal(readFileSync(lockPath(), "utf8"), body);
+  });
+
+  test("walmgr.py's empty or free-text lock is held, not stale", async () => {
+    writeFileSync(lockPath(), "");
+    await assert.rejects(acquireBackupLock(control, "me", { breakStale: true }), lockHeld([]));
+    assert.equal(readFileSync(lockPath(), "utf8"), "");
+    writeFileSync(lockPath(), "backup running\n");
+    await assert.rejects(acquireBackupLock(control, "me", { breakStale: true }), lockHeld([/backup running/]));
+    assert.equal(lockIsStale(undefined), false);
+  });
+
+  test("release removes our own lock; acquire works again afterwards", async () => {
+    const info = await acquireBackupLock(control, "me");
+    await releaseBackupLock(control, info);
+    assert.equal(existsSync(lockPath()), false);
+    const again = await acquireBackupLock(control, "me again");
+    await releaseBackupLock(control, again);
+    assert.equal(existsSync(lockPath()), false);
+  });
+
+  test("release leaves another process's lock alone", async () => {
+    const info = await acquireBackupLock(control, "me");
+    // Someone cleared ours and took it: a different pid.
+    const other = writeLock({ pid: process.ppid, host: info.host, started: info.started, command: "other" });
+    await releaseBackupLock(control, info);
+    assert.equal(readFileSync(lockPath(), "utf8"), other);
+    // Same pid but another start: a later lock of a reused pid, not ours either.
+    const later = writeLock({ ...info, started: "2999-01-01T00:00:00.000Z" });
+    await releaseBackupLock(control, info);
+    assert.equal(readFileSync(lockPath(), "utf8"), later);
+    // Free text (walmgr.py's lock) is not ours.
+    writeFileSync(lockPath(), "");
+    await releaseBackupLock(control, info);
+    assert.equal(existsSync(lockPath()), true);
+  });
+
+  test("release without a lock is not an error", async () => {
+    const info: LockInfo = { pid: process.pid, host: hostname(), started: "x", command: "y" };
+    await releaseBackupLock(control, info);
+    assert.equal(existsSync(lockPath()), false);
+  });
+});

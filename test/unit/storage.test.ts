@@ -1,0 +1,498 @@
+/** Durable writes, the local driver and the archive policy (checksums, no overwrites). */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, test } from "node:test";
+import { ArchiveConflictError, ExitCode, IoError } from "../../src/errors";
+import {
+  processAlive,
+  removeDurable,
+  removeStaleTemps,
+  stageFileCopy,
+  tempNameFor,
+  TMP_PREFIX,
+  writeAtDurable,
+  writeFileDurable,
+} from "../../src/storage/durable";
+import { LocalDriver } from "../../src/storage/local";
+import { checksumName, isChecksumName, sha256, WalArchive } from "../../src/storage/archive";
+import { requireWalName } from "../../src/wal/names";
+
+const SEG = "000000010000000000000001";
+
+let dir: string;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "walmgr-unit-"));
+});
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function hashOf(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+function temps(d: string): string[] {
+  return readdirSync(d).filter((n) => n.startsWith(TMP_PREFIX));
+}
+
+function mode(path: string): number {
+  return statSync(path).mode & 0o777;
+}
+
+/** A pid that belonged to a process which has exited and been reaped. */
+function deadPid(): number {
+  const res = spawnSync("true");
+  assert.equal(typeof res.pid, "number");
+  const pid = res.pid;
+  assert.equal(processAlive(pid), false);
+  return pid;
+}
+
+/** Writes a source file with `data` and returns its path. */
+function source(data: Uint8Array, name = "src.bin"): string {
+  const srcDir = join(dir, "src");
+  mkdirSync(srcDir, { recursive: true });
+  const path = join(srcDir, name);
+  writeFileSync(path, data);
+  return path;
+}
+
+describe("writeFileDurable", () => {
+  test("writes the content with mode 0600 and leaves no temp file", () => {
+    const path = join(dir, "file");
+    const data = Buffer.from("hello, wal\n");
+    assert.equal(writeFileDurable(path, data), true);
+    assert.deepEqual(readFileSync(path), data);
+    assert.equal(mode(path), 0o600);
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("replaces an existing file and makes it 0600", () => {
+    const path = join(dir, "file");
+    writeFileSync(path, "old content that is longer", { mode: 0o644 });
+    assert.equal(writeFileDurable(path, Buffer.from("new")), true);
+    assert.equal(readFileSync(path, "utf8"), "new");
+    assert.equal(mode(path), 0o600);
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("padTo zero-pads to the given size", () => {
+    const path = join(dir, SEG);
+    const data = randomBytes(1000);
+    writeFileDurable(path, data, { padTo: 8192 });
+    const back = readFileSync(path);
+    assert.equal(back.length, 8192);
+    assert.deepEqual(back.subarray(0, 1000), data);
+    assert.ok(back.subarray(1000).every((b) => b === 0));
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("padTo smaller than the data does not truncate", () => {
+    const path = join(dir, "file");
+    writeFileDurable(path, Buffer.from("0123456789"), { padTo: 4 });
+    assert.equal(readFileSync(path, "utf8"), "0123456789");
+  });
+
+  test("an empty buffer makes an empty file, or a zero-filled one with padTo", () => {
+    writeFileDurable(join(dir, "empty"), Buffer.alloc(0));
+    assert.equal(statSync(join(dir, "empty")).size, 0);
+    writeFileDurable(join(dir, "zeros"), Buffer.alloc(0), { padTo: 100 });
+    assert.deepEqual(readFileSync(join(dir, "zeros")), Buffer.alloc(100));
+  });
+
+  test("exclusive creates a missing file", () => {
+    const path = join(dir, "file");
+    assert.equal(writeFileDurable(path, Buffer.from("first"), { exclusive: true }), true);
+    assert.equal(readFileSync(path, "utf8"), "first");
+    assert.equal(mode(path), 0o600);
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("exclusive returns false when the target exists and leaves it unchanged", () => {
+    const path = join(dir, "file");
+    writeFileSync(path, "original", { mode: 0o644 });
+    assert.equal(writeFileDurable(path, Buffer.from("intruder"), { exclusive: true }), false);
+    assert.equal(readFileSync(path, "utf8"), "original");
+    assert.equal(mode(path), 0o644);
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("a missing folder is an IoError naming the path, and no temp is left", () => {
+    const path = join(dir, "no", "such", "dir", "file");
+    assert.throws(
+      () => writeFileDurable(path, Buffer.from("x")),
+      (err: unknown) => err instanceof IoError && err.exitCode === ExitCode.IO && err.message.includes(path),
+    );
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("temp names are hidden, beside the target and carry the pid", () => {
+    const t = tempNameFor(join(dir, SEG));
+    assert.equal(t, join(dir, `${TMP_PREFIX}${SEG}.${process.pid}`));
+    assert.ok(TMP_PREFIX.startsWith("."));
+  });
+});
+
+describe("writeAtDurable and removeDurable", () => {
+  test("writeAtDurable overwrites bytes in place", () => {
+    const path = join(dir, "file");
+    writeFileDurable(path, Buffer.alloc(16));
+    writeAtDurable(path, 4, Buffer.from("abcd"));
+    const back = readFileSync(path);
+    assert.equal(back.length, 16);
+    assert.equal(back.subarray(4, 8).toString(), "abcd");
+    assert.ok(back.subarray(0, 4).every((b) => b === 0));
+    assert.ok(back.subarray(8).every((b) => b === 0));
+  });
+
+  test("removeDurable removes and reports a missing file as false", () => {
+    const path = join(dir, "file");
+    writeFileSync(path, "x");
+    assert.equal(removeDurable(path), true);
+    assert.equal(existsSync(path), false);
+    assert.equal(removeDurable(path), false);
+  });
+});
+
+describe("stageFileCopy", () => {
+  test("hashes what it copies; commit makes it visible; no temp left", async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    const src = source(data);
+    const dest = join(dir, SEG);
+    const staged = await stageFileCopy(dest, src);
+    assert.equal(staged.sha256, hashOf(data));
+    assert.equal(staged.bytes, data.length);
+    assert.equal(existsSync(dest), false, "nothing visible before commit");
+    assert.equal(temps(dir).length, 1);
+    assert.equal(staged.commit(), true);
+    assert.deepEqual(readFileSync(dest), data);
+    assert.equal(mode(dest), 0o600);
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("the copy is 0600 whatever the source's mode, also while staged", async () => {
+    const src = source(Buffer.from("wal bytes"));
+    chmodSync(src, 0o644);
+    const dest = join(dir, SEG);
+    const staged = await stageFileCopy(dest, src);
+    const [tmp] = temps(dir);
+    assert.ok(tmp !== undefined);
+    assert.equal(mode(join(dir, tmp)), 0o600);
+    staged.commit();
+    assert.equal(mode(dest), 0o600);
+  });
+
+  test("an empty source is copied", async () => {
+    const src = source(Buffer.alloc(0));
+    const dest = join(dir, SEG);
+    const staged = await stageFileCopy(dest, src);
+    assert.equal(staged.bytes, 0);
+    assert.equal(staged.sha256, hashOf(Buffer.alloc(0)));
+    assert.equal(staged.commit(), true);
+    assert.equal(statSync(dest).size, 0);
+  });
+
+  test("exclusive commit refuses an existing target and leaves it unchanged", async () => {
+    const src = source(Buffer.from("new"));
+    const dest = join(dir, SEG);
+    writeFileSync(dest, "old");
+    const staged = await stageFileCopy(dest, src);
+    assert.equal(staged.commit(true), false);
+    assert.equal(readFileSync(dest, "utf8"), "old");
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("exclusive commit creates a missing target", async () => {
+    const src = source(Buffer.from("new"));
+    const dest = join(dir, SEG);
+    const staged = await stageFileCopy(dest, src);
+    assert.equal(staged.commit(true), true);
+    assert.equal(readFileSync(dest, "utf8"), "new");
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("abort leaves nothing behind", async () => {
+    const src = source(Buffer.from("data"));
+    const dest = join(dir, SEG);
+    const staged = await stageFileCopy(dest, src);
+    staged.abort();
+    assert.equal(existsSync(dest), false);
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("a missing source is an IoError naming it, and no temp is left", async () => {
+    const src = join(dir, "missing-source");
+    await assert.rejects(
+      async () => stageFileCopy(join(dir, SEG), src),
+      (err: unknown) => err instanceof IoError && err.message.includes(src),
+    );
+    assert.deepEqual(temps(dir), []);
+  });
+});
+
+describe("LocalDriver", () => {
+  const driver = new LocalDriver();
+
+  test("publishFile copies, returns the sha256 of the source and stores it 0600", async () => {
+    const data = randomBytes(100_000);
+    const src = source(data);
+    const dest = join(dir, SEG);
+    const res = await driver.publishFile(dest, src);
+    assert.deepEqual(res, { sha256: hashOf(data), bytes: data.length, stored: true });
+    assert.deepEqual(readFileSync(dest), data);
+    assert.equal(mode(dest), 0o600);
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("publishFile with exclusive refuses an existing target", async () => {
+    const src = source(Buffer.from("new"));
+    const dest = join(dir, SEG);
+    writeFileSync(dest, "old");
+    const res = await driver.publishFile(dest, src, { exclusive: true });
+    assert.equal(res.stored, false);
+    assert.equal(readFileSync(dest, "utf8"), "old");
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("beforeCommit sees the hash before the file is visible", async () => {
+    const data = Buffer.from("some wal");
+    const src = source(data);
+    const dest = join(dir, SEG);
+    let seen: { hex: string; bytes: number; visible: boolean } | undefined;
+    await driver.publishFile(dest, src, {
+      beforeCommit: async (hex, bytes) => {
+        seen = { hex, bytes, visible: existsSync(dest) };
+      },
+    });
+    assert.deepEqual(seen, { hex: hashOf(data), bytes: data.length, visible: false });
+    assert.equal(existsSync(dest), true);
+  });
+
+  test("beforeCommit throwing leaves nothing visible and no temp file", async () => {
+    const src = source(Buffer.from("some wal"));
+    const dest = join(dir, SEG);
+    await assert.rejects(
+      driver.publishFile(dest, src, {
+        beforeCommit: async () => {
+          throw new Error("checksum write failed");
+        },
+      }),
+      /checksum write failed/,
+    );
+    assert.equal(existsSync(dest), false);
+    assert.deepEqual(readdirSync(dir).sort(), ["src"]);
+  });
+
+  test("publish, read, stat, list, remove", async () => {
+    const path = join(dir, "f");
+    assert.equal(await driver.publish(path, Buffer.from("abc"), { padTo: 5 }), true);
+    assert.deepEqual(await driver.read(path), Buffer.from([0x61, 0x62, 0x63, 0, 0]));
+    assert.equal(await driver.publish(path, Buffer.from("x"), { exclusive: true }), false);
+    const st = await driver.stat(path);
+    assert.equal(st?.size, 5);
+    assert.equal(st?.isDirectory, false);
+    assert.deepEqual(await driver.list(dir), ["f"]);
+    assert.equal(await driver.list(join(dir, "nope")), undefined);
+    assert.equal(await driver.read(join(dir, "nope")), undefined);
+    assert.equal(await driver.stat(join(dir, "nope")), undefined);
+    assert.equal(await driver.remove(path), true);
+    assert.equal(await driver.remove(path), false);
+  });
+
+  test("mkdirp makes private folders; rename refuses an existing target", async () => {
+    const deep = join(dir, "a", "b", "c");
+    await driver.mkdirp(deep);
+    assert.equal(statSync(deep).isDirectory(), true);
+    assert.equal(mode(deep), 0o700);
+    assert.equal(mode(join(dir, "a")), 0o700);
+    await driver.mkdirp(deep); // again: no error
+    writeFileSync(join(dir, "x"), "x");
+    writeFileSync(join(dir, "y"), "y");
+    await assert.rejects(async () => driver.rename(join(dir, "x"), join(dir, "y")));
+    assert.equal(readFileSync(join(dir, "y"), "utf8"), "y");
+    await driver.rename(join(dir, "x"), join(dir, "z"));
+    assert.equal(readFileSync(join(dir, "z"), "utf8"), "x");
+    assert.equal(existsSync(join(dir, "x")), false);
+  });
+});
+
+describe("WalArchive", () => {
+  function archive(): { arch: WalArchive; completed: string } {
+    const completed = join(dir, "logs.complete");
+    mkdirSync(completed);
+    return { arch: new WalArchive(new LocalDriver(), completed), completed };
+  }
+
+  test("checksum file names are hidden and recognisable", () => {
+    assert.equal(checksumName(SEG), `.${SEG}.sha256`);
+    assert.equal(isChecksumName(checksumName(SEG)), true);
+    assert.equal(isChecksumName(SEG), false);
+    assert.equal(sha256(Buffer.from("")), hashOf(Buffer.from("")));
+  });
+
+  test("pushFile stores the file and .NAME.sha256 in sha256sum format", async () => {
+    const { arch, completed } = archive();
+    const data = randomBytes(65536);
+    const res = await arch.pushFile(requireWalName(SEG), source(data));
+    assert.deepEqual(res, { result: "stored", bytes: data.length });
+    assert.deepEqual(readFileSync(join(completed, SEG)), data);
+    assert.equal(readFileSync(join(completed, `.${SEG}.sha256`), "utf8"), `${hashOf(data)}  ${SEG}\n`);
+    assert.equal(mode(join(completed, SEG)), 0o600);
+    assert.equal(mode(join(completed, `.${SEG}.sha256`)), 0o600);
+    assert.deepEqual(readdirSync(completed).sort(), [`.${SEG}.sha256`, SEG]);
+  });
+
+  test("re-pushing identical content is 'identical'", async () => {
+    const { arch, completed } = archive();
+    const data = randomBytes(4096);
+    await arch.pushFile(requireWalName(SEG), source(data));
+    const again = await arch.pushFile(requireWalName(SEG), source(data, "copy.bin"));
+    assert.deepEqual(again, { result: "identical", bytes: data.length });
+    assert.deepEqual(readFileSync(join(completed, SEG)), data);
+    assert.deepEqual(readdirSync(completed).sort(), [`.${SEG}.sha256`, SEG]);
+  });
+
+  test("re-pushing identical content adds a missing checksum (walmgr.py archives have none)", async () => {
+    const { arch, completed } = archive();
+    const data = randomBytes(4096);
+    writeFileSync(join(completed, SEG), data);
+    const again = await arch.pushFile(requireWalName(SEG), source(data));
+    assert.equal(again.result, "identical");
+    assert.equal(readFileSync(join(completed, `.${SEG}.sha256`), "utf8"), `${hashOf(data)}  ${SEG}\n`);
+  });
+
+  test("different content under an archived name is an ArchiveConflictError (exit 8); the archive is unchanged", async () => {
+    const { arch, completed } = archive();
+    const data = randomBytes(4096);
+    await arch.pushFile(requireWalName(SEG), source(data));
+    const sumBefore = readFileSync(join(completed, `.${SEG}.sha256`));
+    const other = Buffer.from(data);
+    other[100] = (other[100] ?? 0) ^ 0xff;
+    await assert.rejects(arch.pushFile(requireWalName(SEG), source(other, "other.bin")), (err: unknown) => {
+      assert.ok(err instanceof ArchiveConflictError, String(err));
+      assert.equal(err.exitCode, ExitCode.ARCHIVE_CONFLICT);
+      assert.equal(err.exitCode, 8);
+      assert.ok(err.message.includes(SEG), err.message);
+      return true;
+    });
+    assert.deepEqual(readFileSync(join(completed, SEG)), data);
+    assert.deepEqual(readFileSync(join(completed, `.${SEG}.sha256`)), sumBefore);
+    assert.deepEqual(temps(completed), []);
+  });
+
+  test(".history files are never overwritten with other content", async () => {
+    const { arch, completed } = archive();
+    const name = "00000002.history";
+    await arch.pushFile(requireWalName(name), source(Buffer.from("1\t0/3000000\tno recovery target specified\n")));
+    await assert.rejects(
+      arch.pushFile(requireWalName(name), source(Buffer.from("1\t0/4000000\tother\n"), "h2")),
+      ArchiveConflictError,
+    );
+    assert.equal(readFileSync(join(completed, name), "utf8"), "1\t0/3000000\tno recovery target specified\n");
+  });
+
+  test("a missing source is an IoError and nothing is archived", async () => {
+    const { arch, completed } = archive();
+    await assert.rejects(arch.pushFile(requireWalName(SEG), join(dir, "missing")), IoError);
+    assert.deepEqual(readdirSync(completed), []);
+  });
+
+  test("fetch returns verified data", async () => {
+    const { arch } = archive();
+    const data = randomBytes(8192);
+    await arch.pushFile(requireWalName(SEG), source(data));
+    const got = await arch.fetch(SEG);
+    assert.ok(got);
+    assert.deepEqual(got.data, data);
+    assert.equal(got.verified, true);
+  });
+
+  test("fetch of a corrupted file throws IoError (exit 9)", async () => {
+    const { arch, completed } = archive();
+    const data = randomBytes(8192);
+    await arch.pushFile(requireWalName(SEG), source(data));
+    const bad = Buffer.from(data);
+    bad[0] = (bad[0] ?? 0) ^ 1;
+    writeFileSync(join(completed, SEG), bad);
+    await assert.rejects(arch.fetch(SEG), (err: unknown) => {
+      assert.ok(err instanceof IoError, String(err));
+      assert.equal(err.exitCode, ExitCode.IO);
+      assert.equal(err.exitCode, 9);
+      assert.ok(err.message.includes(SEG), err.message);
+      return true;
+    });
+  });
+
+  test("fetch of a truncated file throws IoError", async () => {
+    const { arch, completed } = archive();
+    const data = randomBytes(8192);
+    await arch.pushFile(requireWalName(SEG), source(data));
+    writeFileSync(join(completed, SEG), data.subarray(0, 4096));
+    await assert.rejects(arch.fetch(SEG), IoError);
+  });
+
+  test("fetch of a missing name is undefined", async () => {
+    const { arch } = archive();
+    assert.equal(await arch.fetch(SEG), undefined);
+  });
+
+  test("fetch of a file without checksum is served unverified", async () => {
+    const { arch, completed } = archive();
+    writeFileSync(join(completed, SEG), "from walmgr.py");
+    const got = await arch.fetch(SEG);
+    assert.equal(got?.verified, false);
+    assert.equal(got?.data.toString(), "from walmgr.py");
+  });
+
+  test("remove deletes the file and its checksum", async () => {
+    const { arch, completed } = archive();
+    await arch.pushFile(requireWalName(SEG), source(Buffer.from("x")));
+    assert.equal(await arch.remove(SEG), true);
+    assert.deepEqual(readdirSync(completed), []);
+    assert.equal(await arch.remove(SEG), false);
+  });
+});
+
+describe("removeStaleTemps", () => {
+  test("removes temps of dead pids only", () => {
+    const dead = deadPid();
+    const alive = process.ppid;
+    assert.equal(processAlive(alive), true);
+    const deadTemp = `${TMP_PREFIX}${SEG}.${dead}`;
+    const aliveTemp = `${TMP_PREFIX}000000010000000000000002.${alive}`;
+    const names = [deadTemp, aliveTemp, SEG, `.${SEG}.sha256`, "BACKUPLOCK"];
+    for (const n of names) writeFileSync(join(dir, n), "x");
+    removeStaleTemps(dir);
+    assert.deepEqual(readdirSync(dir).sort(), [aliveTemp, SEG, `.${SEG}.sha256`, "BACKUPLOCK"].sort());
+  });
+
+  test("with a name, only that name's temps are considered", () => {
+    const dead = deadPid();
+    const mine = `${TMP_PREFIX}${SEG}.${dead}`;
+    const other = `${TMP_PREFIX}000000010000000000000002.${dead}`;
+    writeFileSync(join(dir, mine), "x");
+    writeFileSync(join(dir, other), "x");
+    removeStaleTemps(dir, SEG);
+    assert.deepEqual(readdirSync(dir), [other]);
+  });
+
+  test("a missing folder is not an error", () => {
+    assert.doesNotThrow(() => removeStaleTemps(join(dir, "nope")));
+  });
+});
