@@ -88,8 +88,15 @@ let pkgRoot: string | undefined;
  */
 export function packageRoot(): string {
   if (pkgRoot) return pkgRoot;
-  const probe = RUN_AS ? run(join(REPO_ROOT, "bin", "wal-archive"), ["--version"]) : { status: 0 };
-  if (probe.status === 0) {
+  let reachable = true;
+  if (RUN_AS) {
+    try {
+      reachable = run(join(REPO_ROOT, "bin", "wal-archive"), ["--version"]).status === 0;
+    } catch {
+      reachable = false; // EACCES: the server user cannot even reach the file
+    }
+  }
+  if (reachable) {
     pkgRoot = REPO_ROOT;
     return pkgRoot;
   }
