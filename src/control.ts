@@ -16,6 +16,8 @@ export const BACKUPLOCK = "BACKUPLOCK";
 export const BOOT_PARTIAL_SERVED = ".walmgr-boot-partial";
 /** Written by wal-restore under STOP once the standby asked for WAL past everything there is. */
 export const BOOT_END_OF_WAL = ".walmgr-boot-end";
+/** Written by wal-restore: the standby's last restart point (%r); backup purging keeps WAL from it. */
+export const STANDBY_RESTARTPOINT = ".walmgr-standby-restartpoint";
 
 export class ControlFiles {
   constructor(

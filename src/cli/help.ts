@@ -75,11 +75,21 @@ SYNOPSIS
 DESCRIPTION
     On the master (CONFIG has [wal-master]): a non-exclusive base backup
     (pg_backup_start/pg_backup_stop in one session) of master_data into
-    full_backup, with backup_label and tablespace_map written from what
-    pg_backup_stop returns, the files PostgreSQL documents as excluded left out,
-    and completed_wals/BACKUPLOCK held throughout. Waits until the WAL the backup
-    needs is archived. The master's postgresql.conf, pg_hba.conf and pg_ident.conf
-    go to config_backup.
+    full_backup. On the slave (CONFIG has [wal-slave]): the same, taken from the
+    running standby in slave_data, with no load on the master (connection from
+    slave_db, or from the standby's postmaster.pid).
+
+    completed_wals/BACKUPLOCK is held throughout. With keep_backups = N > 0 the
+    sets are rotated before the copy starts (data.master -> data.master.0 -> ...;
+    at most N remain, the slave's archive_command runs with the path of a set
+    before that set is removed, and its failure stops the backup), and after the
+    backup WAL that no kept set and no standby needs is purged (.history kept).
+    With keep_backups = 0 the new set replaces the old one once it is complete.
+    The set is built under a hidden temporary name and appears only when
+    complete; it holds backup_label, tablespace_map, .walmgr-backup.json (LSNs,
+    WAL files, timeline, times, version, system identifier, size, file count)
+    and .walmgr-manifest.json (size and sha256 of every file; see wal-ctl verify).
+    The master's postgresql.conf, pg_hba.conf and pg_ident.conf go to config_backup.
 
 OPTIONS
         --clear-stale-lock  remove a BACKUPLOCK whose holder process is gone
@@ -110,7 +120,16 @@ SLAVE COMMANDS
     continue       let WAL reach the standby again (removes PAUSE)
     boot           replay every complete and the partial segment, then end recovery
                    and open the standby for writes (creates STOP, promotes)
-    listbackups    list backup sets
+    backup         take a backup of the running standby (no load on the master)
+    listbackups    list backup sets (--json for scripts)
+    verify [SET]   check backup sets against their manifests
+
+POINT-IN-TIME RESTORE
+    restore [SET] [DST] --target-time T | --target-lsn L | --target-xid X | --target-name N
+                   [--target-action promote|pause|shutdown] [--target-exclusive]
+                   restore a set (copied when named) into DST (default slave_data) and
+                   recover to the target instead of following the master; on the master
+                   (EXPERIMENTAL, as in walmgr) SET and DST are required
 
 INTERNAL COMMANDS (as walmgr.py named them)
     xarchive %p %f          same as wal-archive

@@ -14,7 +14,7 @@ import {
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import type { Context } from "../context";
-import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, STOP } from "../control";
+import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, STANDBY_RESTARTPOINT, STOP } from "../control";
 import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
 import { slaveLayout } from "../layout";
 import { binPath } from "../paths";
@@ -97,18 +97,17 @@ function firstFree(base: string): string {
  * writes the recovery settings and starts the server with slave_start_cmd.
  */
 export async function restore(ctx: Context): Promise<void> {
-  if (ctx.config.role !== "slave") {
-    throw new UsageError(
-      "restore from the master's side is not available in this version; run it with the slave's config",
-    );
-  }
+  const onMaster = ctx.config.role === "master";
   const [setArg, dstArg] = ctx.args;
+  if (onMaster && dstArg === undefined) {
+    throw new UsageError("on the master, restore needs a set and a destination: wal-ctl master.ini restore SET DST");
+  }
   const layout = slaveLayout(ctx.config, "restore");
   const full = ctx.config.requireLocation("full_backup", "restore");
-  if (full.host !== undefined) throw new UsageError("full_backup must be a local directory on the slave");
+  if (full.host !== undefined) throw new UsageError("full_backup must be a local directory to restore from it");
   const target = recoveryTarget(ctx.options);
-  const slaveData = ctx.config.requirePath("slave_data", "restore");
-  const dst = dstArg !== undefined ? resolve(dstArg) : slaveData;
+  const slaveData = onMaster ? undefined : ctx.config.requirePath("slave_data", "restore");
+  const dst = dstArg !== undefined ? resolve(dstArg) : (slaveData ?? "");
   const sets = await listSets(layout.driver, full.path);
   let src: string;
   if (setArg === undefined) {
@@ -131,7 +130,9 @@ export async function restore(ctx: Context): Promise<void> {
       );
     }
   }
-  const move = setArg === undefined;
+  // walmgr: the newest set is moved into slave_data (it does not obey retention), a named one copied.
+  const move = setArg === undefined && !onMaster;
+  const standbyRestore = dst === slaveData;
 
   // 1. The server in DST must be down.
   const pm = readPostmaster(dst);
@@ -169,10 +170,10 @@ export async function restore(ctx: Context): Promise<void> {
         renameSync(src, dst);
       } catch (err) {
         if (!isErrno(err, "EXDEV")) throw ioError(`cannot move ${src} to`, dst, err);
-        copyTree(src, dst, () => true);
-        rmSync(src, { recursive: true, force: true });
+        return copyTree(src, dst, () => true).then(() => rmSync(src, { recursive: true, force: true }));
       }
       fsyncDir(dirname(dst));
+      return undefined;
     });
   } else {
     await ctx.act(`copy ${src} to ${dst}`, () => copyTree(src, dst, () => true));
@@ -182,6 +183,7 @@ export async function restore(ctx: Context): Promise<void> {
     return;
   }
   chmodSync(dst, 0o700);
+  relocateTablespaces(ctx, dst);
 
   // 5. pg_wal as a link to slave_pg_xlog.
   const xlog = ctx.config.path("slave_pg_xlog");
@@ -199,7 +201,9 @@ export async function restore(ctx: Context): Promise<void> {
 
   // 6. Recovery settings.
   const version = dataDirVersion(dst) ?? 15;
-  const restoreCommand = `${[binPath("wal-restore"), ctx.config.file].map(shellQuote).join(" ")} %f %p %r`;
+  const standby = Object.keys(target).length === 0;
+  // %r lets wal-restore clean up after a standby; a point-in-time restore must never do that.
+  const restoreCommand = `${[binPath("wal-restore"), ctx.config.file].map(shellQuote).join(" ")} %f %p${standby ? " %r" : ""}`;
   const settings: Record<string, string> = {
     restore_command: restoreCommand,
     recovery_target_timeline: "latest",
@@ -210,7 +214,6 @@ export async function restore(ctx: Context): Promise<void> {
   const conninfo = ctx.config.get("primary_conninfo");
   if (conninfo) settings.primary_conninfo = conninfo;
   const when = new Date().toISOString();
-  const standby = Object.keys(target).length === 0;
   if (version >= 12) {
     const auto = join(dst, "postgresql.auto.conf");
     const existing = existsSync(auto) ? readFileSync(auto, "utf8") : "";
@@ -245,13 +248,15 @@ export async function restore(ctx: Context): Promise<void> {
 
   if (process.getuid?.() === 0 && owner.uid !== 0) chownTree(dst, owner.uid, owner.gid);
 
-  // 8. Replay starts afresh: no STOP, no boot markers.
-  const control = new ControlFiles(layout.driver, layout.completed.path);
-  for (const f of [STOP, BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED]) await control.remove(f);
+  // 8. A new standby replays afresh: no STOP, no boot markers, no old restart point.
+  if (standbyRestore) {
+    const control = new ControlFiles(layout.driver, layout.completed.path);
+    for (const f of [STOP, BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STANDBY_RESTARTPOINT]) await control.remove(f);
+  }
 
   // 9. Start.
   const startCmd = ctx.config.get("slave_start_cmd");
-  if (dst === slaveData && startCmd) {
+  if (standbyRestore && startCmd) {
     runConfigured(ctx, "slave_start_cmd", startCmd);
     ctx.log.info(
       `restored ${basename(src)} into ${dst} and started it: the standby replays WAL from ${layout.completed.path}`,
@@ -259,4 +264,31 @@ export async function restore(ctx: Context): Promise<void> {
   } else {
     ctx.log.info(`restored ${basename(src)} into ${dst}; start it with: pg_ctl -D ${shellQuote(dst)} start`);
   }
+}
+
+/**
+ * A set holds each tablespace as a folder pg_tblspc/OID and the master's locations in
+ * tablespace_map. PostgreSQL would replace those folders with links to the master's paths, so
+ * the folders are moved out and linked here instead: to the original path when it is free on
+ * this machine, otherwise beside the data directory (DST_tblspc_OID). tablespace_map goes.
+ */
+function relocateTablespaces(ctx: Context, dst: string): void {
+  const mapFile = join(dst, "tablespace_map");
+  if (!existsSync(mapFile)) return;
+  for (const line of readFileSync(mapFile, "utf8").split("\n")) {
+    const m = /^(\d+) (.+)$/.exec(line);
+    if (!m) continue;
+    const [, oid = "", original = ""] = m;
+    const inSet = join(dst, "pg_tblspc", oid);
+    if (!existsSync(inSet) || lstatSync(inSet).isSymbolicLink()) continue;
+    const free = !existsSync(original) || (statSync(original).isDirectory() && readdirSync(original).length === 0);
+    let where = free ? original : `${dst}_tblspc_${oid}`;
+    if (!free && existsSync(where)) where = firstFree(where);
+    mkdirPrivate(dirname(where));
+    if (existsSync(where)) rmSync(where, { recursive: true, force: true });
+    renameSync(inSet, where);
+    symlinkSync(where, inSet);
+    ctx.log.info(`tablespace ${oid} (${original} on the master) restored to ${where}`);
+  }
+  rmSync(mapFile);
 }

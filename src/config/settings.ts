@@ -47,6 +47,11 @@ export const SETTINGS: Record<string, SettingSpec> = {
   slave_bin: { type: "path", roles: ["slave"], doc: "Directory of PostgreSQL binaries (pg_ctl …)." },
   slave_pg_xlog: { type: "path", roles: ["slave"], doc: "restore links pg_wal to this directory." },
   backup_datadir: { type: "bool", default: "1", roles: ["slave"], doc: "restore keeps the old data directory." },
+  slave_db: {
+    type: "string",
+    roles: ["slave"],
+    doc: "Connection string to the standby for slave backups (default: from its postmaster.pid).",
+  },
   primary_conninfo: { type: "string", roles: ["slave"], doc: "Standby also streams from the master." },
   restore_timeout: {
     type: "float",

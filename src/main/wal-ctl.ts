@@ -18,6 +18,7 @@ const COMMANDS: Record<string, Command> = {
   backup: async (ctx) => (await import("../command/backup/run")).backup(ctx),
   restore: async (ctx) => (await import("../command/restore")).restore(ctx),
   listbackups: async (ctx) => (await import("../command/backup/list")).listBackups(ctx),
+  verify: async (ctx) => (await import("../command/backup/verify")).verify(ctx),
   xarchive: async (ctx) => {
     const [src, name] = ctx.args;
     if (src === undefined || name === undefined) throw new UsageError("xarchive needs %p %f");

@@ -1,7 +1,9 @@
 import type { Client } from "pg";
 import type { Config } from "../config/load";
 import { DatabaseError } from "../errors";
-import { describeConn, parseConninfo } from "./conninfo";
+import { readFileSync, statSync } from "node:fs";
+import { describeConn, parseConninfo, withLibpqDefaults, type PgConnectionConfig } from "./conninfo";
+import { readPostmaster } from "./server";
 
 /** A thin, lazily loaded wrapper over node-pg: only the commands that talk to a database load it. */
 export interface Db {
@@ -15,7 +17,55 @@ export interface Db {
 /** Connects to master_db; errors are DatabaseError naming where it tried and what to check. */
 export async function connectMaster(config: Config, why: string): Promise<Db> {
   const conninfo = config.require("master_db", why);
-  const cfg = parseConninfo(conninfo, config.where("master_db"));
+  return connect(
+    parseConninfo(conninfo, config.where("master_db")),
+    "the master",
+    `check master_db in ${config.file} and that the server is running`,
+  );
+}
+
+/**
+ * Connects to the standby running in slave_data: `slave_db` when set, otherwise the socket and
+ * port its postmaster.pid names, as the data directory's owner (the usual superuser name).
+ */
+export async function connectStandby(config: Config, why: string): Promise<Db> {
+  const explicit = config.get("slave_db");
+  if (explicit)
+    return connect(
+      parseConninfo(explicit, config.where("slave_db")),
+      "the standby",
+      `check slave_db in ${config.file}`,
+    );
+  const dataDir = config.requirePath("slave_data", why);
+  const pm = readPostmaster(dataDir);
+  if (!pm) {
+    throw new DatabaseError(
+      `no server is running in ${dataDir}`,
+      "start the standby (a slave backup is taken from the running standby)",
+    );
+  }
+  const socketDir = pm.socketDir.split(",")[0]?.trim() || "/var/run/postgresql";
+  const owner = process.env.PGUSER ?? userNameOf(statSync(dataDir).uid) ?? "postgres";
+  return connect(
+    withLibpqDefaults({ host: socketDir, port: pm.port, user: owner, database: "postgres" }),
+    "the standby",
+    `set slave_db in ${config.file} to a connection string for the standby`,
+  );
+}
+
+function userNameOf(uid: number): string | undefined {
+  try {
+    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const f = line.split(":");
+      if (f[2] === String(uid)) return f[0];
+    }
+  } catch {
+    // no passwd file
+  }
+  return undefined;
+}
+
+async function connect(cfg: PgConnectionConfig, who: string, hint: string): Promise<Db> {
   const where = describeConn(cfg);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const pg = require("pg") as typeof import("pg");
@@ -26,10 +76,7 @@ export async function connectMaster(config: Config, why: string): Promise<Db> {
   try {
     await client.connect();
   } catch (err) {
-    throw new DatabaseError(
-      `cannot connect to the master (${where}): ${(err as Error).message}`,
-      `check master_db in ${config.file} and that the server is running`,
-    );
+    throw new DatabaseError(`cannot connect to ${who} (${where}): ${(err as Error).message}`, hint);
   }
   const run = async <T extends Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> => {
     try {

@@ -128,14 +128,21 @@ export class LocalDriver implements StorageDriver {
   }
 
   async putTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): Promise<TreeStats> {
-    return Promise.resolve(copyTree(src, dest, keep));
+    return copyTree(src, dest, keep);
   }
 }
 
-/** Copies a local tree (following symlinks to directories and files), fsyncing everything. */
-export function copyTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): TreeStats {
+/**
+ * Copies a local tree (following symlinks to directories and files), fsyncing everything. It
+ * yields to the event loop every few files so that SIGINT/SIGTERM are handled promptly.
+ */
+export async function copyTree(
+  src: string,
+  dest: string,
+  keep: (rel: string, isDir: boolean) => boolean,
+): Promise<TreeStats> {
   const stats: TreeStats = { files: 0, bytes: 0 };
-  const walk = (rel: string): void => {
+  const walk = async (rel: string): Promise<void> => {
     const from = rel === "" ? src : join(src, rel);
     const to = rel === "" ? dest : join(dest, rel);
     mkdirPrivate(to);
@@ -157,7 +164,7 @@ export function copyTree(src: string, dest: string, keep: (rel: string, isDir: b
         throw ioError("cannot stat", childFrom, err);
       }
       if (st.isDirectory()) {
-        if (keep(childRel, true)) walk(childRel);
+        if (keep(childRel, true)) await walk(childRel);
         continue;
       }
       if (!st.isFile() || !keep(childRel, false)) continue;
@@ -178,10 +185,11 @@ export function copyTree(src: string, dest: string, keep: (rel: string, isDir: b
       }
       stats.files++;
       stats.bytes += st.size;
+      if (stats.files % 64 === 0) await new Promise((r) => setImmediate(r));
     }
     fsyncDir(to);
   };
-  walk("");
+  await walk("");
   return stats;
 }
 

@@ -1,7 +1,7 @@
 import { renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { posix, resolve } from "node:path";
 import type { Context } from "../../context";
-import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../../control";
+import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STANDBY_RESTARTPOINT, STOP } from "../../control";
 import { ExitCode, ioError, type ExitCodeValue } from "../../errors";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
@@ -66,8 +66,9 @@ export async function restoreGet(
     if (!found.verified) ctx.log.warn(`${archive.path(wal.name)} has no checksum file; serving it unverified`);
     deliver(dest, found.data);
     ctx.log.info(`restored ${wal.name} from ${loc.path}`);
-    if (keepFrom !== undefined && ctx.config.int("keep_backups") === 0 && wal.kind === "segment") {
-      await cleanupBefore(ctx, driver, archive, keepFrom);
+    if (keepFrom !== undefined && wal.kind === "segment") {
+      await noteRestartPoint(control, keepFrom);
+      if (ctx.config.int("keep_backups") === 0) await cleanupBefore(ctx, driver, archive, keepFrom);
     }
     return ExitCode.OK;
   }
@@ -104,6 +105,13 @@ async function servePartialUnderStop(
   await control.create(BOOT_END_OF_WAL, `${JSON.stringify({ requested: name, at: new Date().toISOString() })}\n`);
   ctx.log.info(`STOP: end of shipped WAL reached (${why}); recovery can end`);
   return ExitCode.NOT_AVAILABLE;
+}
+
+/** Records the standby's restart point (%r) so that backup purging never removes WAL it needs. */
+async function noteRestartPoint(control: ControlFiles, keepFrom: string): Promise<void> {
+  if (parseWalName(keepFrom)?.kind !== "segment") return;
+  if ((await control.read(STANDBY_RESTARTPOINT))?.trim() === keepFrom) return;
+  await control.create(STANDBY_RESTARTPOINT, `${keepFrom}\n`);
 }
 
 /**

@@ -1,40 +1,46 @@
-import { readFileSync, rmSync, unlinkSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { hostname } from "node:os";
-import { basename, posix } from "node:path";
+import { basename, join, posix } from "node:path";
+import { loadConfig, type Config } from "../../config/load";
 import type { Context } from "../../context";
 import { acquireBackupLock, BACKUPLOCK, ControlFiles, releaseBackupLock } from "../../control";
-import { IoError, UsageError } from "../../errors";
-import { slaveLayout } from "../../layout";
-import { connectMaster } from "../../pg/client";
+import { DatabaseError, IoError } from "../../errors";
+import { slaveLayout, type SlaveLayout } from "../../layout";
+import { connectMaster, connectStandby, type Db } from "../../pg/client";
 import { parseSize } from "../../pg/units";
-import { removeStaleTemps, TMP_PREFIX } from "../../storage/durable";
+import { runConfigured } from "../../shell";
+import type { StorageDriver } from "../../storage/driver";
+import { hashFile, removeStaleTemps, TMP_PREFIX } from "../../storage/durable";
 import { parseLsn, lsnToSegment } from "../../wal/names";
 import { keepInBackup } from "./exclude";
-import { BACKUP_INFO, rotateSets, type BackupInfo } from "./sets";
+import { purgeWal } from "./purge";
+import { BACKUP_INFO, BACKUP_MANIFEST, rotateSets, type BackupInfo } from "./sets";
+
+/** pg_control is copied after everything else, as pg_basebackup does (required from a standby). */
+const PG_CONTROL = "global/pg_control";
 
 /**
- * `backup` on the master: a non-exclusive base backup into full_backup, holding BACKUPLOCK
- * from before pg_backup_start until the set is in place. The new set is built under a hidden
- * temporary name and renamed into place only when complete, so a failed or killed backup
- * never looks like a usable set and leaves the previous sets as they were.
+ * `backup`: a non-exclusive base backup into full_backup. On the master it copies master_data;
+ * on the slave it copies the running standby's slave_data (pg_backup_start on the standby: no
+ * load on the master). BACKUPLOCK is held from before the rotation until the set is in place.
+ * Sets are rotated before the copy starts, as walmgr's manual says; the new set is built under
+ * a hidden temporary name and renamed into place only when complete, so a failed or killed
+ * backup never looks like a usable set and leaves the remaining sets as they were.
  */
 export async function backup(ctx: Context): Promise<void> {
-  if (ctx.config.role !== "master") {
-    throw new UsageError(
-      "backups from the slave are not available in this version; run wal-backup with the master's config",
-    );
-  }
+  const fromStandby = ctx.config.role === "slave";
   const layout = slaveLayout(ctx.config, "backup");
   const full = ctx.config.requireLocation("full_backup", "backup").path;
-  const masterData = ctx.config.requirePath("master_data", "backup");
+  const source = ctx.config.requirePath(fromStandby ? "slave_data" : "master_data", "backup");
   const control = new ControlFiles(layout.driver, layout.completed.path);
   if (!(await layout.driver.stat(layout.completed.path))?.isDirectory) {
     throw new IoError(`completed_wals ${layout.completed.path} does not exist`, "run `wal-ctl CONFIG setup` first");
   }
+  const keep = ctx.config.int("keep_backups");
   if (ctx.dryRun) {
     ctx.out(`[not really] take ${control.path(BACKUPLOCK)}`);
-    ctx.out(`[not really] pg_backup_start, copy ${masterData} to ${full}, pg_backup_stop`);
-    ctx.out(`[not really] rotate backups in ${posix.dirname(full)} (keep_backups = ${ctx.config.int("keep_backups")})`);
+    ctx.out(`[not really] rotate backups in ${posix.dirname(full)} (keep_backups = ${keep})`);
+    ctx.out(`[not really] pg_backup_start, copy ${source} to ${full}, pg_backup_stop`);
     return;
   }
   const lock = await acquireBackupLock(control, `wal-backup ${ctx.config.file} (${process.argv.slice(1).join(" ")})`, {
@@ -57,7 +63,16 @@ export async function backup(ctx: Context): Promise<void> {
   if (layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
   try {
     await layout.driver.mkdirp(posix.dirname(full));
-    await takeBackup(ctx, masterData, full, tmp, layout.driver);
+    if (keep > 0) await rotate(ctx, layout.driver, full, keep);
+    const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
+    try {
+      await takeBackup(ctx, db, source, tmp, layout, fromStandby);
+    } finally {
+      await db.close();
+    }
+    if (keep === 0) await layout.driver.removeTree(full);
+    await layout.driver.rename(tmp, full);
+    if (keep > 0) await purgeWal(ctx, layout.driver, layout.completed.path, full);
   } finally {
     await layout.driver.removeTree(tmp);
     await releaseBackupLock(control, lock);
@@ -66,74 +81,112 @@ export async function backup(ctx: Context): Promise<void> {
   }
 }
 
+/** The config whose `archive_command` guards rotation: the slave's (slave_config on the master). */
+function rotationConfig(ctx: Context): Config | undefined {
+  if (ctx.config.role === "slave") return ctx.config;
+  const file = ctx.config.path("slave_config");
+  return file ? loadConfig(file) : undefined;
+}
+
+/** Rotates before the new backup: room for it, at most `keep` sets in all afterwards. */
+async function rotate(ctx: Context, driver: StorageDriver, full: string, keep: number): Promise<void> {
+  const guard = rotationConfig(ctx);
+  const command = guard?.get("archive_command");
+  await rotateSets(driver, full, keep, async (set) => {
+    if (command) {
+      // A failure here throws, which stops the rotation and the backup: nothing is removed.
+      runConfigured({ ...ctx, config: guard ?? ctx.config }, "archive_command", command, [set]);
+    }
+    ctx.log.info(`removing the oldest backup set ${set} (keep_backups = ${keep})`);
+  });
+}
+
 async function takeBackup(
   ctx: Context,
-  masterData: string,
-  full: string,
+  db: Db,
+  source: string,
   tmp: string,
-  driver: ReturnType<typeof slaveLayout>["driver"],
+  layout: SlaveLayout,
+  fromStandby: boolean,
 ): Promise<void> {
-  const db = await connectMaster(ctx.config, "backup");
-  try {
-    const v15 = db.serverVersion >= 150000;
-    const startTime = new Date();
-    const label = `walmgr-ts ${hostname()} ${startTime.toISOString()}`;
-    const start = await db.one<{ lsn: string; tli: string; seg: string; sysid: string }>(
-      `SELECT ${v15 ? "pg_backup_start($1, true)" : "pg_start_backup($1, true, false)"}::text AS lsn,
-              (SELECT timeline_id FROM pg_control_checkpoint())::text AS tli,
-              current_setting('wal_segment_size') AS seg,
-              (SELECT system_identifier FROM pg_control_system())::text AS sysid`,
-      [label],
-    );
-    ctx.log.info(`backup started at ${start.lsn}: copying ${masterData} to ${full}`);
-    const stats = await driver.putTree(masterData, tmp, keepInBackup);
-    const stop = await db.one<{ lsn: string; labelfile: string; spcmapfile: string | null }>(
-      v15
-        ? "SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(true)"
-        : "SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)",
-    );
-    await driver.publish(posix.join(tmp, "backup_label"), Buffer.from(stop.labelfile));
-    if (stop.spcmapfile) await driver.publish(posix.join(tmp, "tablespace_map"), Buffer.from(stop.spcmapfile));
-    const segSize = parseSize(start.seg);
-    const labelStart = /START WAL LOCATION: ([0-9A-F/]+) \(file ([0-9A-F]{24})\)/.exec(stop.labelfile);
-    const timeline = Number.parseInt(/START TIMELINE: (\d+)/.exec(stop.labelfile)?.[1] ?? start.tli, 10);
-    const info: BackupInfo = {
-      label,
-      startLsn: labelStart?.[1] ?? start.lsn,
-      stopLsn: stop.lsn,
-      startWal: labelStart?.[2] ?? lsnToSegment(parseLsn(start.lsn), timeline, segSize).name,
-      stopWal: lsnToSegment(parseLsn(stop.lsn), timeline, segSize).name,
-      timeline,
-      startTime: startTime.toISOString(),
-      stopTime: new Date().toISOString(),
-      pgVersion: db.serverVersion,
-      systemIdentifier: start.sysid,
-      bytes: stats.bytes,
-      files: stats.files,
-      source: "master",
-    };
-    await driver.publish(posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
-    await saveConfigFiles(ctx, db, driver);
-    const keep = ctx.config.int("keep_backups");
-    await rotateSets(driver, full, keep, async (set) => {
-      ctx.log.info(`removing old backup set ${set} (keep_backups = ${keep})`);
-      return Promise.resolve();
-    });
-    await driver.rename(tmp, full);
-    ctx.log.info(
-      `backup done: ${full} (${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB, WAL ${info.startWal} .. ${info.stopWal ?? "?"})`,
-    );
-  } finally {
-    await db.close();
+  const driver = layout.driver;
+  const v15 = db.serverVersion >= 150000;
+  const state = await db.one<{ rec: boolean }>("SELECT pg_is_in_recovery() AS rec");
+  if (fromStandby && !state.rec) {
+    throw new DatabaseError(`${db.where} is not a standby`, "a slave backup copies the running standby in slave_data");
   }
+  const startTime = new Date();
+  const label = `walmgr-ts ${fromStandby ? "standby" : "master"} ${hostname()} ${startTime.toISOString()}`;
+  const start = await db.one<{ lsn: string; tli: string; seg: string; sysid: string }>(
+    `SELECT ${v15 ? "pg_backup_start($1, true)" : "pg_start_backup($1, true, false)"}::text AS lsn,
+            (SELECT timeline_id FROM pg_control_checkpoint())::text AS tli,
+            current_setting('wal_segment_size') AS seg,
+            (SELECT system_identifier FROM pg_control_system())::text AS sysid`,
+    [label],
+  );
+  ctx.log.info(`backup started at ${start.lsn}: copying ${source} to ${tmp}`);
+  const stats = await driver.putTree(source, tmp, (rel, isDir) => rel !== PG_CONTROL && keepInBackup(rel, isDir));
+  const control = await driver.publishFile(posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
+  stats.files++;
+  stats.bytes += control.bytes;
+  const stop = await db.one<{ lsn: string; labelfile: string; spcmapfile: string | null }>(
+    v15
+      ? `SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(${fromStandby ? "false" : "true"})`
+      : `SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, ${fromStandby ? "false" : "true"})`,
+  );
+  await driver.publish(posix.join(tmp, "backup_label"), Buffer.from(stop.labelfile));
+  if (stop.spcmapfile) await driver.publish(posix.join(tmp, "tablespace_map"), Buffer.from(stop.spcmapfile));
+  const segSize = parseSize(start.seg);
+  const labelStart = /START WAL LOCATION: ([0-9A-F/]+) \(file ([0-9A-F]{24})\)/.exec(stop.labelfile);
+  const timeline = Number.parseInt(/START TIMELINE: (\d+)/.exec(stop.labelfile)?.[1] ?? start.tli, 10);
+  const info: BackupInfo = {
+    label,
+    startLsn: labelStart?.[1] ?? start.lsn,
+    stopLsn: stop.lsn,
+    startWal: labelStart?.[2] ?? lsnToSegment(parseLsn(start.lsn), timeline, segSize).name,
+    stopWal: lsnToSegment(parseLsn(stop.lsn), timeline, segSize).name,
+    timeline,
+    startTime: startTime.toISOString(),
+    stopTime: new Date().toISOString(),
+    pgVersion: db.serverVersion,
+    systemIdentifier: start.sysid,
+    bytes: stats.bytes,
+    files: stats.files,
+    source: fromStandby ? "slave" : "master",
+  };
+  if (layout.completed.host === undefined) {
+    await driver.publish(posix.join(tmp, BACKUP_MANIFEST), Buffer.from(`${JSON.stringify(buildManifest(tmp))}\n`));
+  }
+  await driver.publish(posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
+  if (!fromStandby) await saveConfigFiles(ctx, db, driver);
+  ctx.log.info(
+    `backup copied: ${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB, WAL ${info.startWal} .. ${info.stopWal ?? "?"}`,
+  );
+}
+
+export interface Manifest {
+  files: Record<string, { size: number; sha256: string }>;
+}
+
+/** Size and sha256 of every file of a local set (hidden metadata files aside), for `verify`. */
+export function buildManifest(dir: string): Manifest {
+  const files: Manifest["files"] = {};
+  const walk = (rel: string): void => {
+    const abs = rel === "" ? dir : join(dir, rel);
+    for (const name of readdirSync(abs)) {
+      const childRel = rel === "" ? name : `${rel}/${name}`;
+      if (rel === "" && name.startsWith(".walmgr-")) continue;
+      const st = statSync(join(abs, name));
+      if (st.isDirectory()) walk(childRel);
+      else if (st.isFile()) files[childRel] = { size: st.size, sha256: hashFile(join(abs, name)).sha256 };
+    }
+  };
+  walk("");
+  return { files };
 }
 
 /** Copies postgresql.conf, pg_hba.conf and pg_ident.conf of the master into config_backup. */
-async function saveConfigFiles(
-  ctx: Context,
-  db: Awaited<ReturnType<typeof connectMaster>>,
-  driver: ReturnType<typeof slaveLayout>["driver"],
-): Promise<void> {
+async function saveConfigFiles(ctx: Context, db: Db, driver: StorageDriver): Promise<void> {
   const dest = ctx.config.location("config_backup");
   if (!dest) return;
   await driver.mkdirp(dest.path);

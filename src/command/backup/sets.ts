@@ -3,6 +3,8 @@ import type { StorageDriver } from "../../storage/driver";
 
 /** Backup metadata file inside each set (hidden: PostgreSQL ignores it in a data directory). */
 export const BACKUP_INFO = ".walmgr-backup.json";
+/** Size and sha256 of every file in the set, for `wal-ctl CONFIG verify`. */
+export const BACKUP_MANIFEST = ".walmgr-manifest.json";
 
 export interface BackupInfo {
   label: string;

@@ -1,0 +1,51 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, posix } from "node:path";
+import type { Context } from "../../context";
+import { ExitCode, IoError, WalmgrError } from "../../errors";
+import { slaveLayout } from "../../layout";
+import { hashFile } from "../../storage/durable";
+import type { Manifest } from "./run";
+import { BACKUP_MANIFEST, listSets } from "./sets";
+
+/**
+ * `verify [SET]`: checks every file of a backup set (all sets when none is named) against the
+ * manifest written when it was taken. A missing, resized or changed file is an I/O error (9).
+ */
+export async function verify(ctx: Context): Promise<void> {
+  const layout = slaveLayout(ctx.config, "verify");
+  const full = ctx.config.requireLocation("full_backup", "verify");
+  const [setArg] = ctx.args;
+  const sets = setArg
+    ? [setArg.includes("/") ? setArg : join(dirname(full.path), setArg)]
+    : await listSets(layout.driver, full.path);
+  if (sets.length === 0) throw new WalmgrError(`no backup set in ${dirname(full.path)}`, ExitCode.NOT_AVAILABLE);
+  const bad: string[] = [];
+  for (const set of sets) {
+    const file = posix.join(set, BACKUP_MANIFEST);
+    if (!existsSync(file)) {
+      bad.push(`${set}: no manifest (${BACKUP_MANIFEST})`);
+      continue;
+    }
+    const manifest = JSON.parse(readFileSync(file, "utf8")) as Manifest;
+    let checked = 0;
+    for (const [rel, want] of Object.entries(manifest.files)) {
+      const abs = join(set, rel);
+      if (!existsSync(abs)) {
+        bad.push(`${set}: ${rel} is missing`);
+        continue;
+      }
+      const size = statSync(abs).size;
+      if (size !== want.size) bad.push(`${set}: ${rel} has ${size} bytes, expected ${want.size}`);
+      else if (hashFile(abs).sha256 !== want.sha256) bad.push(`${set}: ${rel} does not match its checksum`);
+      checked++;
+    }
+    ctx.out(`${set}: ${checked} files checked`);
+  }
+  if (bad.length > 0) {
+    throw new IoError(
+      `backup verification failed:\n  ${bad.join("\n  ")}`,
+      "take a new backup; do not restore a damaged set",
+    );
+  }
+  ctx.out("all backup sets verified");
+}
