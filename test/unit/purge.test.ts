@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { purgeWal } from "../../src/command/backup/purge";
+import type { Config } from "../../src/config/load";
+import type { Context } from "../../src/context";
+import { Logger } from "../../src/log";
+import { LocalDriver } from "../../src/storage/local";
+
+let dir: string;
+const seg = (n: number): string => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, "0")}`;
+
+function ctx(): Context {
+  return {
+    config: {} as Config,
+    log: new Logger({ verbosity: 0, jobName: "test" }),
+    dryRun: false,
+    json: false,
+    args: [],
+    options: new Map(),
+    out: () => undefined,
+    act: async (_what, fn) => fn(),
+    onCleanup: () => () => undefined,
+  };
+}
+
+function setup(standby?: string): { completed: string; full: string } {
+  rmSync(dir, { recursive: true, force: true });
+  const completed = join(dir, "logs.complete");
+  mkdirSync(completed, { recursive: true });
+  for (let n = 1; n <= 9; n++) {
+    writeFileSync(join(completed, seg(n)), "x");
+    writeFileSync(join(completed, `.${seg(n)}.sha256`), "x");
+  }
+  writeFileSync(join(completed, "00000002.history"), "h");
+  writeFileSync(join(completed, `${seg(3)}.00000028.backup`), "b");
+  for (const [name, start] of [
+    ["data.master", 7],
+    ["data.master.0", 5],
+  ] as const) {
+    mkdirSync(join(dir, name));
+    writeFileSync(join(dir, name, ".walmgr-backup.json"), JSON.stringify({ startWal: seg(start) }));
+  }
+  if (standby) writeFileSync(join(completed, ".walmgr-standby-restartpoint"), `${standby}\n`);
+  return { completed, full: join(dir, "data.master") };
+}
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), "walmgr-purge-"));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test("purge keeps WAL from the oldest kept set's start, .history always", async () => {
+  const { completed, full } = setup();
+  assert.equal(await purgeWal(ctx(), new LocalDriver(), completed, full), 5);
+  const left = readdirSync(completed).sort();
+  assert.ok(!left.includes(seg(4)) && !left.includes(`.${seg(4)}.sha256`));
+  assert.ok(left.includes(seg(5)) && left.includes("00000002.history"));
+  assert.ok(!left.includes(`${seg(3)}.00000028.backup`));
+});
+
+test("purge never removes WAL a running standby still needs", async () => {
+  const { completed, full } = setup(seg(2));
+  await purgeWal(ctx(), new LocalDriver(), completed, full);
+  const left = readdirSync(completed);
+  assert.ok(!left.includes(seg(1)));
+  for (let n = 2; n <= 9; n++) assert.ok(left.includes(seg(n)), seg(n));
+});
+
+test("purge removes nothing when a set's start WAL cannot be read", async () => {
+  const { completed, full } = setup();
+  mkdirSync(join(dir, "data.master.1"));
+  assert.equal(await purgeWal(ctx(), new LocalDriver(), completed, full), 0);
+  assert.equal(readdirSync(completed).filter((n) => /^[0-9A-F]{24}$/.test(n)).length, 9);
+});
