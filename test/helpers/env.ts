@@ -3,6 +3,7 @@
  * the servers (postgres when the suite runs as root: postgres refuses to run as root), and a
  * copy of this package that user can reach when the checkout is private (CI clones under /root).
  */
+import assert from "node:assert/strict";
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
@@ -154,4 +155,10 @@ export function mkdirAs(path: string): void {
   mkdirAs(resolve(path, ".."));
   mkdirSync(path, { mode: 0o700 });
   if (RUN_AS) chownSync(path, RUN_AS.uid, RUN_AS.gid);
+}
+
+/** Asserts that an executable succeeded, showing its output when it did not. */
+export function ok(res: RunResult, what: string): RunResult {
+  assert.equal(res.status, 0, `${what} failed (exit ${String(res.status)}):\n${res.stdout}\n${res.stderr}`);
+  return res;
 }

@@ -9,16 +9,11 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster, freePort } from "../helpers/cluster";
-import { binPath, mkdirAs, removeTempDir, runBin, RUN_AS, sleep, waitFor, type RunResult } from "../helpers/env";
+import { binPath, mkdirAs, removeTempDir, runBin, RUN_AS, sleep, waitFor, ok } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
 const extra: Cluster[] = [];
-
-function ok(res: RunResult, what: string): RunResult {
-  assert.equal(res.status, 0, `${what} failed (exit ${String(res.status)}):\n${res.stdout}\n${res.stderr}`);
-  return res;
-}
 
 const setsDir = (): string => p.slaveDir;
 const sets = (): string[] =>

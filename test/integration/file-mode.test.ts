@@ -6,14 +6,10 @@ import assert from "node:assert/strict";
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { removeTempDir, runBin, type RunResult } from "../helpers/env";
+import { removeTempDir, runBin, ok } from "../helpers/env";
 import { createPair, stopPair, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
-
-function ok(res: RunResult, what: string): void {
-  assert.equal(res.status, 0, `${what} failed (exit ${String(res.status)}):\n${res.stdout}\n${res.stderr}`);
-}
 
 before(async () => {
   p = await createPair("filemode", { master: "use_xlog_functions = 0" });

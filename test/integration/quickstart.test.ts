@@ -6,15 +6,10 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { removeTempDir, runBin, sleep, waitFor, type RunResult } from "../helpers/env";
+import { removeTempDir, runBin, sleep, waitFor, ok } from "../helpers/env";
 import { createPair, stopPair, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
-
-function ok(res: RunResult, what: string): RunResult {
-  assert.equal(res.status, 0, `${what} failed (exit ${String(res.status)}):\n${res.stdout}\n${res.stderr}`);
-  return res;
-}
 
 async function count(c: Pair["master"], tag: string): Promise<number> {
   return Number(await c.value<string>("SELECT count(*) FROM shipped WHERE tag = $1", [tag]));
