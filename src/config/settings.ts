@@ -48,6 +48,16 @@ export const SETTINGS: Record<string, SettingSpec> = {
   slave_pg_xlog: { type: "path", roles: ["slave"], doc: "restore links pg_wal to this directory." },
   backup_datadir: { type: "bool", default: "1", roles: ["slave"], doc: "restore keeps the old data directory." },
   primary_conninfo: { type: "string", roles: ["slave"], doc: "Standby also streams from the master." },
+  slave_wal_ctl: {
+    type: "string",
+    doc: "wal-ctl on the slave host, run over ssh for slave = host:/path (default: this installation's bin/wal-ctl).",
+  },
+  ssh_timeout: {
+    type: "float",
+    default: "10",
+    doc: "Seconds ssh may take to connect to the slave host (also its keep-alive budget).",
+  },
+  ssh_config: { type: "path", doc: "ssh client config file for the slave host (ssh -F); default ~/.ssh/config." },
   restore_timeout: {
     type: "float",
     default: "10",

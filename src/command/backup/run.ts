@@ -8,6 +8,7 @@ import { slaveLayout } from "../../layout";
 import { connectMaster } from "../../pg/client";
 import { parseSize } from "../../pg/units";
 import { removeStaleTemps, TMP_PREFIX } from "../../storage/durable";
+import { releaseRemoteNow } from "../../storage/release-sync";
 import { parseLsn, lsnToSegment } from "../../wal/names";
 import { keepInBackup } from "./exclude";
 import { BACKUP_INFO, rotateSets, type BackupInfo } from "./sets";
@@ -44,6 +45,7 @@ export async function backup(ctx: Context): Promise<void> {
   const lockPath = control.path(BACKUPLOCK);
   // Synchronous, so it also runs from a SIGINT/SIGTERM handler.
   const unregister = ctx.onCleanup(() => {
+    if (releaseRemoteNow(layout.driver, tmp, lockPath)) return;
     rmSync(tmp, { recursive: true, force: true });
     try {
       const held = JSON.parse(readFileSync(lockPath, "utf8")) as { pid?: number; host?: string };
@@ -86,7 +88,7 @@ async function takeBackup(
       [label],
     );
     ctx.log.info(`backup started at ${start.lsn}: copying ${masterData} to ${full}`);
-    const stats = await driver.putTree(masterData, tmp, keepInBackup);
+    const stats = await driver.putTree(masterData, tmp, keepInBackup, { basis: full });
     const stop = await db.one<{ lsn: string; labelfile: string; spcmapfile: string | null }>(
       v15
         ? "SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(true)"
@@ -121,7 +123,7 @@ async function takeBackup(
     });
     await driver.rename(tmp, full);
     ctx.log.info(
-      `backup done: ${full} (${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB, WAL ${info.startWal} .. ${info.stopWal ?? "?"})`,
+      `backup done: ${full} (${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB${stats.sent === undefined ? "" : `, ${stats.sent} bytes sent`}, WAL ${info.startWal} .. ${info.stopWal ?? "?"})`,
     );
   } finally {
     await db.close();
