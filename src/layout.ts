@@ -18,6 +18,6 @@ export function slaveLayout(config: Config, why: string): SlaveLayout {
     partial: config.location("partial_wals"),
     fullBackup: config.location("full_backup"),
     configBackup: config.location("config_backup"),
-    driver: driverFor(completed),
+    driver: driverFor(completed, config),
   };
 }

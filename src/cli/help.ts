@@ -29,6 +29,9 @@ DESCRIPTION
     (temp file, fsync, rename, directory fsync). Archiving identical content again
     succeeds; other content under an archived name is refused with exit 8 and the
     archived copy is left untouched. Needs no database connection.
+    With slave = host:/path the file travels over ssh (BatchMode, ConnectTimeout =
+    ssh_timeout) to the slave's wal-ctl, which stores it the same way there; an
+    unreachable host exits 6.
 
 ${COMMON}
 ${EXIT}`,
@@ -47,7 +50,8 @@ DESCRIPTION
     in-progress segment from partial_wals is served after the complete ones, and
     the end of shipped WAL is recorded for boot. With keep_backups = 0 and %r
     given, WAL older than %r is removed from completed_wals.
-    Never waits: PostgreSQL does the retrying.
+    Never waits: PostgreSQL does the retrying. With slave = host:/path an
+    unreachable host answers 1 within restore_timeout seconds.
 
 ${COMMON}
 ${EXIT}`,
@@ -134,6 +138,11 @@ POINT-IN-TIME RESTORE
 INTERNAL COMMANDS (as walmgr.py named them)
     xarchive %p %f          same as wal-archive
     xrestore %f %p [%r]     same as wal-restore
+    xstat, xlist, xread, xstage, xcommit, xpublish, xwriteat, xremove, xrmtree,
+    xmkdir, xrename, xfsynctree, xputtree, xunlock, xprobe
+                            the slave side of the ssh transport: the master runs
+                            \`wal-ctl SLAVE_CONFIG xVERB ...\` over ssh (SLAVE_CONFIG
+                            may be -); not for use by hand
 
 OPTIONS
         --json              machine-readable output where the output is data

@@ -53,6 +53,16 @@ export const SETTINGS: Record<string, SettingSpec> = {
     doc: "Connection string to the standby for slave backups (default: from its postmaster.pid).",
   },
   primary_conninfo: { type: "string", roles: ["slave"], doc: "Standby also streams from the master." },
+  slave_wal_ctl: {
+    type: "string",
+    doc: "wal-ctl on the slave host, run over ssh for slave = host:/path (default: this installation's bin/wal-ctl).",
+  },
+  ssh_timeout: {
+    type: "float",
+    default: "10",
+    doc: "Seconds ssh may take to connect to the slave host (also its keep-alive budget).",
+  },
+  ssh_config: { type: "path", doc: "ssh client config file for the slave host (ssh -F); default ~/.ssh/config." },
   restore_timeout: {
     type: "float",
     default: "10",

@@ -13,6 +13,8 @@ export interface FileInfo {
 export interface TreeStats {
   files: number;
   bytes: number;
+  /** Bytes that went over the wire, when the driver knows (remote drivers). */
+  sent?: number;
 }
 
 export interface StorageDriver {
@@ -57,6 +59,13 @@ export interface StorageDriver {
    * Copies the local tree `src` to `dest` on the slave, keeping only what `keep(rel, isDir)`
    * accepts. Files that vanish while being copied are skipped (a running database removes
    * files; WAL replay repairs that). Everything copied is fsynced before this resolves.
+   * `basis` names an earlier copy on the slave (the previous backup set) that a remote driver
+   * may send differences against; it is never modified.
    */
-  putTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): Promise<TreeStats>;
+  putTree(
+    src: string,
+    dest: string,
+    keep: (rel: string, isDir: boolean) => boolean,
+    opts?: { basis?: string },
+  ): Promise<TreeStats>;
 }

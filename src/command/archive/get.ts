@@ -2,7 +2,7 @@ import { renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { posix, resolve } from "node:path";
 import type { Context } from "../../context";
 import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STANDBY_RESTARTPOINT, STOP } from "../../control";
-import { ExitCode, ioError, type ExitCodeValue } from "../../errors";
+import { ExitCode, ioError, TransportError, type ExitCodeValue } from "../../errors";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { driverFor } from "../../storage/open";
@@ -39,9 +39,20 @@ export async function restoreGet(
   destPath: string,
   keepFrom?: string,
 ): Promise<ExitCodeValue> {
+  try {
+    return await restoreGetFrom(ctx, name, destPath, keepFrom);
+  } catch (err) {
+    // An unreachable slave host is "not available" (PostgreSQL retries), never fatal to recovery.
+    if (!(err instanceof TransportError)) throw err;
+    ctx.log.error(`${err.message}: ${name} not available${err.hint ? `\nHINT: ${err.hint}` : ""}`);
+    return ExitCode.NOT_AVAILABLE;
+  }
+}
+
+async function restoreGetFrom(ctx: Context, name: string, destPath: string, keepFrom?: string): Promise<ExitCodeValue> {
   const wal = requireWalName(name);
   const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
-  const driver = driverFor(loc);
+  const driver = driverFor(loc, ctx.config, { timeout: ctx.config.float("restore_timeout") });
   const control = new ControlFiles(driver, loc.path);
   const dir = await driver.stat(loc.path);
   if (!dir?.isDirectory) {

@@ -13,7 +13,7 @@ import { requireWalName } from "../../wal/names";
 export async function archivePush(ctx: Context, srcPath: string, name: string): Promise<void> {
   const wal = requireWalName(name);
   const loc = ctx.config.requireLocation("completed_wals", "wal-archive");
-  const driver = driverFor(loc);
+  const driver = driverFor(loc, ctx.config);
   const src = resolve(srcPath);
   const dir = await driver.stat(loc.path);
   if (!dir?.isDirectory) {

@@ -11,10 +11,11 @@ import { parseSize } from "../../pg/units";
 import { runConfigured } from "../../shell";
 import type { StorageDriver } from "../../storage/driver";
 import { hashFile, removeStaleTemps, TMP_PREFIX } from "../../storage/durable";
+import { releaseRemoteNow } from "../../storage/release-sync";
 import { parseLsn, lsnToSegment } from "../../wal/names";
 import { keepInBackup } from "./exclude";
 import { purgeWal } from "./purge";
-import { BACKUP_INFO, BACKUP_MANIFEST, rotateSets, type BackupInfo } from "./sets";
+import { BACKUP_INFO, BACKUP_MANIFEST, listSets, rotateSets, type BackupInfo } from "./sets";
 
 /** pg_control is copied after everything else, as pg_basebackup does (required from a standby). */
 const PG_CONTROL = "global/pg_control";
@@ -50,6 +51,7 @@ export async function backup(ctx: Context): Promise<void> {
   const lockPath = control.path(BACKUPLOCK);
   // Synchronous, so it also runs from a SIGINT/SIGTERM handler.
   const unregister = ctx.onCleanup(() => {
+    if (releaseRemoteNow(layout.driver, tmp, lockPath)) return;
     rmSync(tmp, { recursive: true, force: true });
     try {
       const held = JSON.parse(readFileSync(lockPath, "utf8")) as { pid?: number; host?: string };
@@ -66,7 +68,7 @@ export async function backup(ctx: Context): Promise<void> {
     if (keep > 0) await rotate(ctx, layout.driver, full, keep);
     const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
     try {
-      await takeBackup(ctx, db, source, tmp, layout, fromStandby);
+      await takeBackup(ctx, db, source, tmp, full, layout, fromStandby);
     } finally {
       await db.close();
     }
@@ -106,6 +108,7 @@ async function takeBackup(
   db: Db,
   source: string,
   tmp: string,
+  full: string,
   layout: SlaveLayout,
   fromStandby: boolean,
 ): Promise<void> {
@@ -125,7 +128,14 @@ async function takeBackup(
     [label],
   );
   ctx.log.info(`backup started at ${start.lsn}: copying ${source} to ${tmp}`);
-  const stats = await driver.putTree(source, tmp, (rel, isDir) => rel !== PG_CONTROL && keepInBackup(rel, isDir));
+  // The newest remaining set is the basis for delta transfer (rsync) on a remote slave.
+  const basis = (await listSets(driver, full))[0];
+  const stats = await driver.putTree(
+    source,
+    tmp,
+    (rel, isDir) => rel !== PG_CONTROL && keepInBackup(rel, isDir),
+    basis === undefined ? {} : { basis },
+  );
   const control = await driver.publishFile(posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
   stats.files++;
   stats.bytes += control.bytes;
@@ -160,7 +170,7 @@ async function takeBackup(
   await driver.publish(posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
   if (!fromStandby) await saveConfigFiles(ctx, db, driver);
   ctx.log.info(
-    `backup copied: ${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB, WAL ${info.startWal} .. ${info.stopWal ?? "?"}`,
+    `backup copied: ${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB${stats.sent === undefined ? "" : `, ${stats.sent} bytes sent`}, WAL ${info.startWal} .. ${info.stopWal ?? "?"}`,
   );
 }
 

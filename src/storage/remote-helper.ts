@@ -1,0 +1,378 @@
+/**
+ * The slave side of the ssh transport: `wal-ctl SLAVE_CONFIG xVERB ARGS…`, run by the master
+ * over ssh (walmgr ran `walmgr.py slave_config xlock` and friends the same way). Each verb does
+ * one storage operation with the local driver on this host, so everything the local driver
+ * promises (temp name, fsync, rename, directory fsync, 0600/0700) holds on the slave too.
+ *
+ * Protocol: arguments are positional only (no option parsing, so no path can pose as an
+ * option); data arrives on stdin together with its length and sha256 as arguments, and nothing
+ * is stored unless both match (a connection cut mid-stream can never commit a short file);
+ * results are JSON on stdout (raw bytes for xread); errors are a message on stderr and an exit
+ * code from the one table in errors.ts (1 = not there, for xread).
+ * SLAVE_CONFIG may be "-" when the master has no slave_config: the helper then needs none.
+ */
+import { createHash } from "node:crypto";
+import {
+  closeSync,
+  fsyncSync,
+  linkSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+  fchmodSync,
+  chmodSync,
+} from "node:fs";
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { ExitCode, IoError, UsageError, WalmgrError, isErrno, ioError, type ExitCodeValue } from "../errors";
+import { loadConfig } from "../config/load";
+import { Logger, writeStderr } from "../log";
+import { fsyncDir, inheritOwner, removeDurable, tempNameFor, writeAtDurable, writeFileDurable } from "./durable";
+import { LocalDriver, mkdirPrivate } from "./local";
+
+export const HELPER_VERBS = new Set([
+  "xprobe",
+  "xstat",
+  "xlist",
+  "xread",
+  "xstage",
+  "xcommit",
+  "xabort",
+  "xpublish",
+  "xwriteat",
+  "xremove",
+  "xrmtree",
+  "xmkdir",
+  "xrename",
+  "xfsynctree",
+  "xputtree",
+  "xunlock",
+]);
+
+/** True when wal-ctl's arguments are a helper call: CONFIG then a helper verb (bin/wal-ctl has the same list). */
+export function isHelperCall(argv: string[]): boolean {
+  return argv.length >= 2 && HELPER_VERBS.has(argv[1] ?? "");
+}
+
+/** Fails unless `data` has the announced length and sha256 (a cut stream never gets stored). */
+function verify(what: string, bytes: number, sha: string, gotBytes: number, gotSha: string): void {
+  if (gotBytes !== bytes || gotSha !== sha) {
+    throw new IoError(
+      `${what}: received ${gotBytes} bytes (sha256 ${gotSha.slice(0, 16)}…), expected ${bytes} (sha256 ${sha.slice(0, 16)}…): the transfer was cut short or damaged; nothing was stored`,
+      "retry: the connection to the master was probably interrupted",
+    );
+  }
+}
+
+async function readStdin(): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of process.stdin) parts.push(chunk as Buffer);
+  return Buffer.concat(parts);
+}
+
+function num(v: string | undefined, what: string): number {
+  const n = Number(v);
+  if (v === undefined || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`helper: bad ${what} ${String(v)}`);
+  return n;
+}
+
+function arg(args: string[], i: number, what: string): string {
+  const v = args[i];
+  if (v === undefined || v === "") throw new UsageError(`helper: missing ${what}`);
+  return v;
+}
+
+function out(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** Streams stdin into a temp file beside `path`, fsynced; returns the temp name once it matches. */
+async function stage(path: string, bytes: number, sha: string): Promise<string> {
+  const dir = dirname(path);
+  const tmp = tempNameFor(path);
+  const hash = createHash("sha256");
+  let got = 0;
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, "w", 0o600);
+    fchmodSync(fd, 0o600);
+    inheritOwner(fd, dir);
+    for await (const chunk of process.stdin) {
+      const b = chunk as Buffer;
+      hash.update(b);
+      let off = 0;
+      while (off < b.length) off += writeSync(fd, b, off, b.length - off);
+      got += b.length;
+    }
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    verify(path, bytes, sha, got, hash.digest("hex"));
+    return tmp;
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // not created
+    }
+    throw ioError("cannot write", path, err);
+  }
+}
+
+function commit(tmp: string, path: string, exclusive: boolean): boolean {
+  try {
+    if (exclusive) {
+      try {
+        linkSync(tmp, path);
+      } catch (err) {
+        if (isErrno(err, "EEXIST")) return false;
+        throw err;
+      } finally {
+        unlinkSync(tmp);
+      }
+    } else {
+      renameSync(tmp, path);
+    }
+  } catch (err) {
+    throw ioError("cannot write", path, err);
+  }
+  fsyncDir(dirname(path));
+  return true;
+}
+
+/** fsyncs every file and folder under `root` (rsync writes but never fsyncs). */
+export function fsyncTree(root: string): { files: number; bytes: number } {
+  const stats = { files: 0, bytes: 0 };
+  const walk = (dir: string): void => {
+    for (const name of readdirSync(dir)) {
+      const p = join(dir, name);
+      const st = statSync(p);
+      if (st.isDirectory()) walk(p);
+      else if (st.isFile()) {
+        const fd = openSync(p, "r");
+        try {
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        stats.files++;
+        stats.bytes += st.size;
+      }
+    }
+    fsyncDir(dir);
+  };
+  try {
+    chmodSync(root, 0o700);
+    walk(root);
+    fsyncDir(dirname(root));
+  } catch (err) {
+    throw ioError("cannot fsync", root, err);
+  }
+  return stats;
+}
+
+/**
+ * Receives a tree in the fallback format (when rsync is missing on either side): frames of a
+ * 4-byte big-endian header length, a JSON header {p: relative path, d: folder?, s: size}, then
+ * `s` bytes of content. A header with `end` closes the stream; without it nothing counts.
+ */
+async function receiveTree(dest: string): Promise<{ files: number; bytes: number }> {
+  mkdirPrivate(dest);
+  let buf = Buffer.alloc(0);
+  let fd: number | undefined;
+  let left = 0;
+  let header: { p?: string; d?: boolean; s?: number; end?: boolean } | undefined;
+  let ended = false;
+  const stats = { files: 0, bytes: 0 };
+  const safe = (rel: string): string => {
+    if (rel.split("/").some((c) => c === ".." || c === "") || rel.startsWith("/") || rel.includes("\0")) {
+      throw new UsageError(`helper: refusing path ${JSON.stringify(rel)} in a tree stream`);
+    }
+    return join(dest, rel);
+  };
+  const finishFile = (): void => {
+    if (fd === undefined) return;
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+  };
+  for await (const chunk of process.stdin) {
+    buf = Buffer.concat([buf, chunk as Buffer]);
+    for (;;) {
+      if (left > 0) {
+        const n = Math.min(left, buf.length);
+        if (n === 0) break;
+        let off = 0;
+        while (off < n) off += writeSync(fd ?? -1, buf, off, n - off);
+        buf = buf.subarray(n);
+        left -= n;
+        if (left === 0) finishFile();
+        continue;
+      }
+      if (buf.length < 4) break;
+      const len = buf.readUInt32BE(0);
+      if (buf.length < 4 + len) break;
+      header = JSON.parse(buf.subarray(4, 4 + len).toString("utf8")) as typeof header;
+      buf = buf.subarray(4 + len);
+      if (!header) continue;
+      if (header.end) {
+        ended = true;
+        continue;
+      }
+      const p = safe(header.p ?? "");
+      if (header.d) {
+        mkdirPrivate(p);
+        continue;
+      }
+      fd = openSync(p, "w", 0o600);
+      inheritOwner(fd, dirname(p));
+      left = header.s ?? 0;
+      stats.files++;
+      stats.bytes += left;
+      if (left === 0) finishFile();
+    }
+  }
+  finishFile();
+  if (!ended || left > 0) {
+    throw new IoError(`tree stream into ${dest} was cut short`, "retry the backup: the connection was interrupted");
+  }
+  fsyncTree(dest);
+  return stats;
+}
+
+async function runVerb(verb: string, args: string[], log: Logger): Promise<ExitCodeValue> {
+  const local = new LocalDriver();
+  switch (verb) {
+    case "xprobe": {
+      const r = spawnSync("rsync", ["--version"], { stdio: "ignore" });
+      out({ rsync: r.status === 0, pid: process.pid });
+      return ExitCode.OK;
+    }
+    case "xstat":
+      out((await local.stat(arg(args, 0, "path"))) ?? null);
+      return ExitCode.OK;
+    case "xlist":
+      out((await local.list(arg(args, 0, "directory"))) ?? null);
+      return ExitCode.OK;
+    case "xread": {
+      const data = await local.read(arg(args, 0, "path"));
+      if (data === undefined) return ExitCode.NOT_AVAILABLE;
+      await new Promise<void>((resolve, reject) => process.stdout.write(data, (e) => (e ? reject(e) : resolve())));
+      return ExitCode.OK;
+    }
+    case "xstage": {
+      const path = arg(args, 0, "path");
+      out({ tmp: await stage(path, num(args[1], "length"), arg(args, 2, "sha256")) });
+      return ExitCode.OK;
+    }
+    case "xcommit":
+      out({ stored: commit(arg(args, 0, "temp path"), arg(args, 1, "path"), args[2] === "1") });
+      return ExitCode.OK;
+    case "xabort":
+      try {
+        unlinkSync(arg(args, 0, "temp path"));
+      } catch {
+        // already gone
+      }
+      return ExitCode.OK;
+    case "xpublish": {
+      const path = arg(args, 0, "path");
+      const data = await readStdin();
+      verify(path, num(args[3], "length"), arg(args, 4, "sha256"), data.length, sha(data));
+      const padTo = args[2] === "" || args[2] === "-" ? undefined : num(args[2], "padding");
+      out({
+        stored: writeFileDurable(path, data, { exclusive: args[1] === "1", ...(padTo ? { padTo } : {}) }),
+      });
+      return ExitCode.OK;
+    }
+    case "xwriteat": {
+      const path = arg(args, 0, "path");
+      const data = await readStdin();
+      verify(path, num(args[2], "length"), arg(args, 3, "sha256"), data.length, sha(data));
+      writeAtDurable(path, num(args[1], "offset"), data);
+      return ExitCode.OK;
+    }
+    case "xremove":
+      out({ removed: removeDurable(arg(args, 0, "path")) });
+      return ExitCode.OK;
+    case "xrmtree": {
+      const p = arg(args, 0, "path");
+      await local.removeTree(p);
+      log.info(`removed ${p} (for the master)`);
+      return ExitCode.OK;
+    }
+    case "xmkdir": {
+      const p = arg(args, 0, "path");
+      await local.mkdirp(p);
+      return ExitCode.OK;
+    }
+    case "xrename": {
+      const from = arg(args, 0, "source path");
+      const to = arg(args, 1, "target path");
+      await local.rename(from, to);
+      log.info(`renamed ${from} to ${to} (for the master)`);
+      return ExitCode.OK;
+    }
+    case "xfsynctree":
+      out(fsyncTree(arg(args, 0, "path")));
+      return ExitCode.OK;
+    case "xputtree":
+      out(await receiveTree(arg(args, 0, "path")));
+      return ExitCode.OK;
+    case "xunlock": {
+      // Removes a lock file only when it names this holder (pid and host): never another's lock.
+      const p = arg(args, 0, "path");
+      let removed = false;
+      try {
+        const held = JSON.parse(readFileSync(p, "utf8")) as { pid?: number; host?: string };
+        if (String(held.pid) === args[1] && held.host === args[2]) removed = removeDurable(p);
+      } catch {
+        // not ours, or already gone
+      }
+      if (removed) log.info(`released ${p} (for the master)`);
+      out({ removed });
+      return ExitCode.OK;
+    }
+    default:
+      throw new UsageError(`helper: unknown verb ${JSON.stringify(verb)}`);
+  }
+}
+
+function sha(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** Entry of the helper (from wal-ctl, before its normal argument parsing). Exits when done. */
+export function helperMain(argv: string[]): void {
+  const [configFile = "-", verb = "", ...args] = argv;
+  const log = new Logger({ verbosity: -1, jobName: "wal-ctl helper" });
+  (async (): Promise<ExitCodeValue> => {
+    if (configFile !== "-") {
+      const config = loadConfig(configFile);
+      const logfile = config.path("logfile");
+      log.configure({ jobName: `${config.jobName} (helper)`, ...(logfile ? { logfile } : {}) });
+    }
+    return runVerb(verb, args, log);
+  })().then(
+    (code) => {
+      log.close();
+      process.exit(code);
+    },
+    (err: unknown) => {
+      const code = err instanceof WalmgrError ? err.exitCode : ExitCode.INTERNAL;
+      const text =
+        err instanceof WalmgrError
+          ? err.message + (err.hint ? `\nHINT: ${err.hint}` : "")
+          : `internal error: ${(err as Error)?.stack ?? String(err)}`;
+      writeStderr(`${text}\n`);
+      log.error(text);
+      log.close();
+      process.exit(code);
+    },
+  );
+}

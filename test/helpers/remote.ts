@@ -1,0 +1,93 @@
+/**
+ * The walmgr deployment: master and slave on different hosts. The master's config says
+ * `slave = walslave-test:/path` (a Host alias of the test sshd, see sshd.ts); the slave's
+ * config uses the same directory as a local path, and the slave's PostgreSQL and commands run
+ * as the slave host's user.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Cluster, freePort } from "./cluster";
+import { makeTempDir, pgBin, removeTempDir, binPath } from "./env";
+import { chownSlave, makeSlaveDir, runSlave, TestSshd } from "./sshd";
+import { writeFileAs } from "./walmgr";
+
+export interface RemotePair {
+  sshd: TestSshd;
+  masterBase: string;
+  slaveBase: string;
+  master: Cluster;
+  slave: Cluster;
+  slaveData: string;
+  /** The slave directory on the slave host (local path there). */
+  slaveDir: string;
+  masterIni: string;
+  slaveIni: string;
+}
+
+export async function createRemotePair(
+  name: string,
+  opts: { slaveDirName?: string; master?: string; slave?: string; sshd?: TestSshd } = {},
+): Promise<RemotePair> {
+  const sshd = opts.sshd ?? (await TestSshd.start());
+  const masterBase = makeTempDir(name);
+  const slaveBase = makeSlaveDir(`${name}-slavehost`);
+  const master = await Cluster.create(masterBase, "master");
+  master.start();
+  const slaveData = join(slaveBase, "slave-data");
+  const slave = new Cluster(slaveData, await freePort(), slaveBase, join(slaveBase, "slave-data.log"));
+  const slaveDir = join(slaveBase, opts.slaveDirName ?? "walshipping");
+  const masterIni = join(masterBase, "master.ini");
+  const slaveIni = join(slaveBase, "slave.ini");
+  writeFileAs(
+    masterIni,
+    `[wal-master]
+job_name = master
+logfile = master.log
+master_db = ${master.conninfo}
+master_data = ${master.dataDir}
+master_config = ${join(master.dataDir, "postgresql.conf")}
+master_restart_cmd = ${pgBin("pg_ctl")} -D ${master.dataDir} -w -t 120 -l ${master.logFile} restart
+slave = walslave-test:${slaveDir}
+slave_config = ${slaveIni}
+ssh_config = ${sshd.clientConfig}
+ssh_timeout = 5
+completed_wals = %(slave)s/logs.complete
+partial_wals = %(slave)s/logs.partial
+full_backup = %(slave)s/data.master
+config_backup = %(slave)s/config.backup
+${opts.master ?? ""}
+`,
+  );
+  writeFileSync(
+    slaveIni,
+    `[wal-slave]
+job_name = slave
+logfile = slave.log
+slave_data = ${slaveData}
+slave_start_cmd = ${slave.startCommand()}
+slave_stop_cmd = ${pgBin("pg_ctl")} -D ${slaveData} -w -m fast stop
+slave = ${slaveDir}
+completed_wals = %(slave)s/logs.complete
+partial_wals = %(slave)s/logs.partial
+full_backup = %(slave)s/data.master
+config_backup = %(slave)s/config.backup
+${opts.slave ?? ""}
+`,
+    { mode: 0o644 },
+  );
+  chownSlave(slaveIni);
+  return { sshd, masterBase, slaveBase, master, slave, slaveData, slaveDir, masterIni, slaveIni };
+}
+
+/** Runs one of our executables on the slave host, as its user. */
+export function runSlaveBin(name: string, args: string[]): ReturnType<typeof runSlave> {
+  return runSlave(binPath(name), args);
+}
+
+export function stopRemotePair(p: RemotePair, opts: { keepSshd?: boolean } = {}): void {
+  runSlave(pgBin("pg_ctl"), ["-D", p.slaveData, "-w", "-m", "immediate", "stop"]);
+  p.master.stop("immediate");
+  if (!opts.keepSshd) p.sshd.stop();
+  removeTempDir(p.masterBase);
+  removeTempDir(p.slaveBase);
+}

@@ -1,0 +1,73 @@
+/** The ssh driver's command lines: quoting, refusals, options (no sshd needed here). */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { ConfigError, IoError } from "../../src/errors";
+import { HELPER_VERBS } from "../../src/storage/remote-helper";
+import { remoteCommand, SshDriver } from "../../src/storage/ssh";
+
+const opts = { host: "slave", remoteBin: "/opt/walmgr ts/bin/wal-ctl", timeout: 10, compression: false };
+
+describe("remote command quoting", () => {
+  const nasty = [
+    "/plain/path",
+    "/with space/and 'quote'",
+    "$(touch /tmp/x)",
+    "`id`",
+    '"double" \\ back',
+    "a;b|c&d>e<f",
+    "-starts-with-dash",
+    "*glob?[x]",
+    "",
+    "tab\there",
+    "üñï",
+  ];
+  test("every word reaches the remote program exactly as given", () => {
+    const line = remoteCommand(["printf", "%s\\0", ...nasty]);
+    const res = spawnSync("/bin/sh", ["-c", line], { encoding: "utf8" });
+    assert.equal(res.status, 0, res.stderr);
+    assert.deepEqual(res.stdout.split("\0").slice(0, -1), nasty);
+  });
+  test("NUL and line breaks are refused, not passed", () => {
+    assert.throws(() => remoteCommand(["a\nb"]), IoError);
+    assert.throws(() => remoteCommand(["a\rb"]), IoError);
+    assert.throws(() => remoteCommand(["a\0b"]), IoError);
+  });
+});
+
+describe("SshDriver options", () => {
+  test("host names that could pass for options or carry shell text are refused", () => {
+    for (const host of ["-oProxyCommand=x", "a b", "h;id", "$(x)", ""]) {
+      assert.throws(() => new SshDriver({ ...opts, host }), ConfigError, host);
+    }
+    for (const host of ["slave", "postgres@slave.example.com", "10.0.0.1", "slave-1_b.example"]) {
+      assert.doesNotThrow(() => new SshDriver({ ...opts, host }));
+    }
+  });
+  test("ssh is non-interactive with a connect timeout and keep-alives; -C only with compression", () => {
+    const args = new SshDriver(opts).sshArgs();
+    assert.ok(args.includes("BatchMode=yes"));
+    assert.ok(args.includes("ConnectTimeout=10"));
+    assert.ok(args.some((a) => a.startsWith("ServerAliveInterval=")));
+    assert.ok(!args.includes("-C"));
+    assert.ok(new SshDriver({ ...opts, compression: true }).sshArgs().includes("-C"));
+    const withConfig = new SshDriver({ ...opts, sshConfig: "/etc/my ssh/config" });
+    assert.deepEqual(withConfig.sshArgs().slice(0, 2), ["-F", "/etc/my ssh/config"]);
+    assert.match(withConfig.rsyncShell(), /^ssh -F "\/etc\/my ssh\/config" /);
+  });
+});
+
+test("bin/wal-ctl routes exactly the helper verbs to the helper bundle", () => {
+  const shim = readFileSync(join(__dirname, "..", "..", "..", "bin", "wal-ctl"), "utf8");
+  const m = /\^x\(([a-z|]+)\)\$/.exec(shim);
+  assert.ok(m, "verb pattern in bin/wal-ctl");
+  assert.deepEqual(
+    (m[1] ?? "")
+      .split("|")
+      .map((v) => `x${v}`)
+      .sort(),
+    [...HELPER_VERBS].sort(),
+  );
+});
