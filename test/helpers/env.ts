@@ -3,7 +3,7 @@
  * the servers (postgres when the suite runs as root: postgres refuses to run as root), and a
  * copy of this package that user can reach when the checkout is private (CI clones under /root).
  */
-import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions, type SpawnSyncOptions } from "node:child_process";
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join, resolve } from "node:path";
@@ -118,6 +118,34 @@ export function binPath(name: string): string {
 /** Runs one of our executables as the server user. */
 export function runBin(name: string, args: string[], opts: SpawnSyncOptions = {}): RunResult {
   return run(binPath(name), args, opts);
+}
+
+/** A running executable (as the server user), with its output collected and its end awaitable. */
+export interface Spawned {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<{ status: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts one of our executables in the background as the server user (a daemon, typically). */
+export function spawnBin(name: string, args: string[], opts: SpawnOptions = {}): Spawned {
+  const child = spawn(binPath(name), args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    ...(RUN_AS ? { uid: RUN_AS.uid, gid: RUN_AS.gid } : {}),
+    ...opts,
+    env: {
+      ...process.env,
+      ...(RUN_AS ? { HOME: "/tmp", USER: RUN_AS.name, LOGNAME: RUN_AS.name } : {}),
+      ...(opts.env ?? {}),
+    },
+  });
+  let out = "";
+  child.stdout?.on("data", (b: Buffer) => (out += b.toString()));
+  child.stderr?.on("data", (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolveExit) =>
+    child.once("close", (status, signal) => resolveExit({ status, signal })),
+  );
+  return { child, output: () => out, exited };
 }
 
 export function sleep(ms: number): Promise<void> {
