@@ -145,15 +145,19 @@ export async function stopArchiving(ctx: Context): Promise<void> {
   const canRestart = ctx.config.has("master_restart_cmd");
   // Without a restart archive_mode stays on; '/bin/true' then keeps pg_wal from filling up.
   const values: Record<string, string> = canRestart ? { archive_mode: "off" } : { archive_command: "/bin/true" };
-  const db = await tryConnect(ctx);
   try {
-    const edit = await editMasterConfig(ctx, values, "set by walmgr-ts stop");
-    if (edit.changed.length > 0) await applyChange(ctx, db, canRestart);
-    ctx.log.warn("ARCHIVING IS OFF: WAL is no longer shipped to the slave; a standby restored from it falls behind");
+    const db = await tryConnect(ctx);
+    try {
+      const edit = await editMasterConfig(ctx, values, "set by walmgr-ts stop");
+      if (edit.changed.length > 0) await applyChange(ctx, db, canRestart);
+      ctx.log.warn("ARCHIVING IS OFF: WAL is no longer shipped to the slave; a standby restored from it falls behind");
+    } finally {
+      await db?.close();
+    }
   } finally {
-    await db?.close();
+    // The sync daemon is stopped even when turning archiving off failed.
+    await stopSyncDaemon(ctx);
   }
-  await stopSyncDaemon(ctx);
 }
 
 /** How long `stop` waits for the sync daemon to exit after SIGTERM. */

@@ -145,7 +145,8 @@ function lsnDiff(a: string, b: string): number | null {
   };
   const x = parse(a);
   const y = parse(b);
-  return x === undefined || y === undefined ? null : Number(x - y);
+  // The heartbeat may predate the last ship: never report a negative lag.
+  return x === undefined || y === undefined ? null : Math.max(0, Number(x - y));
 }
 
 /** `wal-ctl CONFIG status` (either side; `--json` for a machine). Always exits 0. */

@@ -129,7 +129,12 @@ export interface Spawned {
 
 /** Starts one of our executables in the background as the server user (a daemon, typically). */
 export function spawnBin(name: string, args: string[], opts: SpawnOptions = {}): Spawned {
-  const child = spawn(binPath(name), args, {
+  return spawnAs(binPath(name), args, opts);
+}
+
+/** Starts a program in the background as the server user (when root). */
+export function spawnAs(cmd: string, args: string[], opts: SpawnOptions = {}): Spawned {
+  const child = spawn(cmd, args, {
     stdio: ["ignore", "pipe", "pipe"],
     ...(RUN_AS ? { uid: RUN_AS.uid, gid: RUN_AS.gid } : {}),
     ...opts,
