@@ -199,14 +199,14 @@ class Daemon {
 
   private async runPeriodic(result: StepResult | undefined): Promise<void> {
     if (!this.periodic.command || this.stopping) return;
-    try {
-      // command_interval = 0: at every segment switch (walmgr evaluated it at log switches).
-      const interval = this.ctx.config.float("command_interval");
-      if (interval > 0) void this.periodic.runIfDue();
-      else if (result?.switched) void this.periodic.runIfDue(true);
-    } catch (err) {
+    // command_interval = 0: at every segment switch (walmgr evaluated it at log switches).
+    const interval = this.ctx.config.float("command_interval");
+    if (interval <= 0 && !result?.switched) return;
+    // Not awaited: shipping goes on while it runs. A failure (the slave directory where its
+    // state is kept unreachable) is a warning, never the end of the daemon.
+    this.periodic.runIfDue(interval <= 0).catch((err: unknown) => {
       this.ctx.log.warn(`periodic_command: ${errorText(err)}`);
-    }
+    });
   }
 
   private async heartbeat(final: boolean): Promise<void> {
