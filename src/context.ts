@@ -20,4 +20,10 @@ export interface Context {
   act: <T>(what: string, fn: () => T | Promise<T>) => Promise<T | undefined>;
   /** Registers cleanup to run on exit, error and SIGINT/SIGTERM; returns an unregister function. */
   onCleanup: (fn: () => void) => () => void;
+  /**
+   * Replaces the default SIGINT/SIGTERM handling (run cleanups, die of the signal) for the first
+   * such signal: `fn` is called and the command ends itself; a second signal gets the default.
+   * Returns an unregister function.
+   */
+  onStopSignal: (fn: (sig: NodeJS.Signals) => void) => () => void;
 }

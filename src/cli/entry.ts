@@ -28,7 +28,18 @@ function runCleanups(): void {
   cleanups.clear();
 }
 
+/** A command's own SIGINT/SIGTERM handler (the sync daemon's graceful stop); one-shot. */
+let stopHandler: ((sig: NodeJS.Signals) => void) | undefined;
+
 function onSignal(sig: NodeJS.Signals): void {
+  const handler = stopHandler;
+  if (handler) {
+    // The command stops itself (and then exits through `finish`); a second signal is the default.
+    stopHandler = undefined;
+    process.once(sig, onSignal);
+    handler(sig);
+    return;
+  }
   runCleanups();
   process.removeAllListeners(sig);
   // Die of the same signal, so callers (PostgreSQL among them) see what really happened.
@@ -110,6 +121,12 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
       onCleanup: (fn) => {
         cleanups.add(fn);
         return () => cleanups.delete(fn);
+      },
+      onStopSignal: (fn) => {
+        stopHandler = fn;
+        return () => {
+          if (stopHandler === fn) stopHandler = undefined;
+        };
       },
     };
     const code = await program.run(ctx, parsed);

@@ -60,13 +60,33 @@ ${EXIT}`,
 
 SYNOPSIS
     wal-sync [OPTIONS] CONFIG
+    wal-sync [OPTIONS] CONFIG --daemon [-d]
 
 DESCRIPTION
     Run on the master. With use_xlog_functions = 1 (record mode) it asks the master
     for its current WAL position and ships only the bytes written since the last
     sync (the position is kept in partial_wals/.walmgr-sync-state). With
     use_xlog_functions = 0 (file mode) it copies the newest segment file of
-    pg_wal. Partial segments are stored full-size (zero-padded), durably.
+    pg_wal. Partial segments are stored full-size (zero-padded), durably. When the
+    master has moved to a new segment, the rest of the old one is shipped first.
+    A partial segment is removed once its complete segment is archived.
+
+    --daemon (walmgr's syncdaemon) repeats this every loop_delay seconds until
+    stopped, keeping one database connection open. When the master or the slave
+    directory fails, each failed attempt is logged and retried after a doubling
+    delay (loop_delay, at least 1 s, up to 30 s). It writes its pid to pidfile and
+    refuses to start (exit 4) while another daemon runs; a pidfile whose process is
+    gone is reported as stale and taken over. SIGTERM or SIGINT (or
+    wal-ctl CONFIG stop) ends it after the current step, removing the pidfile;
+    SIGHUP re-reads CONFIG. periodic_command runs every command_interval seconds
+    (command_interval = 0: at every segment switch); its failure is logged with its
+    exit status and never stops shipping. The daemon's state is in
+    partial_wals/.walmgr-daemon-state: see wal-ctl CONFIG status.
+
+OPTIONS
+        --daemon       run until stopped, syncing every loop_delay seconds
+    -d, --detach       run the daemon in the background (needs pidfile; implies
+                       --daemon); returns once the daemon has written its pidfile
 
 ${COMMON}
 ${EXIT}`,
@@ -110,8 +130,16 @@ MASTER COMMANDS
     setup          set archive_mode, archive_command and wal_level in master_config
                    (a copy is saved first), restart with master_restart_cmd only when
                    needed, otherwise reload; create the slave directory layout
-    stop           turn archiving off again (WAL is then no longer shipped!)
+    stop           turn archiving off again (WAL is then no longer shipped!) and
+                   stop the sync daemon (SIGTERM; waits up to 30 s for it to exit)
     sync           ship the in-progress WAL segment (see wal-sync)
+    syncdaemon     ship it every loop_delay seconds until stopped (see
+                   wal-sync --daemon); -d runs it in the background
+    periodic       run periodic_command if command_interval seconds have passed
+                   since its last run (--force: now); exit 9 when it fails
+    status         the sync daemon (running? pid, heartbeat), the last sync
+                   (segment, position, seconds ago) and how many bytes the
+                   master is ahead of what was shipped; --json for scripts
     backup         take a base backup (see wal-backup)
     listbackups    list backup sets in the slave directory
 
@@ -134,6 +162,7 @@ POINT-IN-TIME RESTORE
                    restore a set (copied when named) into DST (default slave_data) and
                    recover to the target instead of following the master; on the master
                    (EXPERIMENTAL, as in walmgr) SET and DST are required
+    status         the last sync and the daemon's heartbeat, as the slave sees them
 
 INTERNAL COMMANDS (as walmgr.py named them)
     xarchive %p %f          same as wal-archive
@@ -147,6 +176,8 @@ INTERNAL COMMANDS (as walmgr.py named them)
 OPTIONS
         --json              machine-readable output where the output is data
         --timeout SECONDS   boot: how long to wait for replay to finish (default 600)
+    -d, --detach            syncdaemon: run in the background (needs pidfile)
+        --force             periodic: run periodic_command even if not due
 
 ${COMMON}
 ${EXIT}`,

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
 import type { Context } from "../context";
 import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../control";
@@ -13,6 +13,27 @@ function control(ctx: Context, why: string): ControlFiles {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** pg_control's DBState (offset 16, after system identifier and two version numbers). */
+const DB_IN_PRODUCTION = 6;
+
+/**
+ * True once pg_control says "in production": the server has left recovery for good, and
+ * pg_is_in_recovery() is false. Unreadable or short pg_control: true (nothing better to go by).
+ */
+function inProduction(dataDir: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(join(dataDir, "global", "pg_control"), "r");
+    const buf = Buffer.alloc(20);
+    if (readSync(fd, buf, 0, 20, 0) < 20) return true;
+    return buf.readUInt32LE(16) === DB_IN_PRODUCTION;
+  } catch {
+    return true;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
 
 /** `pause`: creates PAUSE; wal-restore then holds back all WAL from the standby. */
 export async function pause(ctx: Context): Promise<void> {
@@ -100,7 +121,8 @@ export async function boot(ctx: Context): Promise<void> {
     const now = readPostmaster(dataDir);
     if (!now)
       throw new WalmgrError(`the server in ${dataDir} stopped while being promoted`, ExitCode.DATABASE, "see its log");
-    if (!existsSync(join(dataDir, "standby.signal")) && now.status === "ready") break;
+    // standby.signal goes before the end-of-recovery record is written: wait for pg_control too.
+    if (!existsSync(join(dataDir, "standby.signal")) && now.status === "ready" && inProduction(dataDir)) break;
     if (Date.now() > promoteDeadline) {
       throw new WalmgrError(`${dataDir} did not finish promotion in time`, ExitCode.DATABASE, "see the server log");
     }

@@ -6,7 +6,7 @@ import { binPath } from "../paths";
 import { connectMaster, type Db } from "../pg/client";
 import { getConfValue, setConfValues, shellQuote, type ConfEdit } from "../pg/postgresql-conf";
 import { readPostmaster } from "../pg/server";
-import { removeStaleTemps, writeFileDurable } from "../storage/durable";
+import { processAlive, removeStaleTemps, writeFileDurable } from "../storage/durable";
 import { runConfigured } from "../shell";
 
 /** Creates the slave directory layout (completed_wals, partial_wals, config_backup, full_backup's parent). */
@@ -145,34 +145,57 @@ export async function stopArchiving(ctx: Context): Promise<void> {
   const canRestart = ctx.config.has("master_restart_cmd");
   // Without a restart archive_mode stays on; '/bin/true' then keeps pg_wal from filling up.
   const values: Record<string, string> = canRestart ? { archive_mode: "off" } : { archive_command: "/bin/true" };
-  const db = await tryConnect(ctx);
   try {
-    const edit = await editMasterConfig(ctx, values, "set by walmgr-ts stop");
-    if (edit.changed.length > 0) await applyChange(ctx, db, canRestart);
-    ctx.log.warn("ARCHIVING IS OFF: WAL is no longer shipped to the slave; a standby restored from it falls behind");
+    const db = await tryConnect(ctx);
+    try {
+      const edit = await editMasterConfig(ctx, values, "set by walmgr-ts stop");
+      if (edit.changed.length > 0) await applyChange(ctx, db, canRestart);
+      ctx.log.warn("ARCHIVING IS OFF: WAL is no longer shipped to the slave; a standby restored from it falls behind");
+    } finally {
+      await db?.close();
+    }
   } finally {
-    await db?.close();
+    // The sync daemon is stopped even when turning archiving off failed.
+    await stopSyncDaemon(ctx);
   }
-  await stopSyncDaemon(ctx);
 }
 
-/** Stops a running sync daemon named by pidfile (SIGTERM); no-op when none runs. */
+/** How long `stop` waits for the sync daemon to exit after SIGTERM. */
+const DAEMON_STOP_WAIT_MS = 30_000;
+
+/** Stops a running sync daemon named by pidfile (SIGTERM) and waits for it to exit; no-op when none runs. */
 export async function stopSyncDaemon(ctx: Context): Promise<void> {
   const pidfile = ctx.config.path("pidfile");
   if (!pidfile) return;
-  let pid: number;
-  try {
-    pid = Number.parseInt(readFileSync(pidfile, "utf8"), 10);
-  } catch {
+  const { readPidfile } = await import("../pidfile");
+  const st = readPidfile(pidfile);
+  if (st.kind === "absent") {
+    ctx.log.info(`no sync daemon runs (no ${pidfile})`);
     return;
   }
-  if (!Number.isInteger(pid) || pid <= 0) return;
-  await ctx.act(`stop the sync daemon (SIGTERM to pid ${pid} from ${pidfile})`, () => {
+  if (st.kind !== "running") {
+    ctx.log.info(
+      `no sync daemon runs (${st.kind === "stale" ? `stale pidfile ${pidfile}: ${st.why}` : `${pidfile} holds no pid`})`,
+    );
+    return;
+  }
+  const pid = st.pid;
+  await ctx.act(`stop the sync daemon (SIGTERM to pid ${pid} from ${pidfile})`, async () => {
     try {
       process.kill(pid, "SIGTERM");
-      ctx.log.info(`sent SIGTERM to the sync daemon (pid ${pid})`);
-    } catch {
-      ctx.log.info(`sync daemon pid ${pid} from ${pidfile} is not running`);
+    } catch (err) {
+      ctx.log.warn(`cannot signal the sync daemon (pid ${pid}): ${(err as Error).message}`);
+      return;
+    }
+    ctx.log.info(`sent SIGTERM to the sync daemon (pid ${pid}); waiting for it to exit`);
+    const deadline = Date.now() + DAEMON_STOP_WAIT_MS;
+    while (processAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (processAlive(pid)) {
+      ctx.log.warn(
+        `the sync daemon (pid ${pid}) is still running ${DAEMON_STOP_WAIT_MS / 1000} s after SIGTERM: look at its log; kill it by hand if it hangs`,
+      );
+    } else {
+      ctx.log.info(`the sync daemon (pid ${pid}) has stopped`);
     }
   });
 }

@@ -1,17 +1,18 @@
-import { closeSync, openSync, readdirSync, readSync, statSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { Context } from "../context";
-import { IoError, ioError, isErrno, UsageError } from "../errors";
+import { IoError, ioError, isErrno, UsageError, type ExitCodeValue } from "../errors";
 import { slaveLayout, type SlaveLayout } from "../layout";
-import { connectMaster } from "../pg/client";
+import { connectMaster, type Db } from "../pg/client";
 import { parseSize } from "../pg/units";
 import { WalArchive } from "../storage/archive";
-import { lsnToSegment, parseLsn, parseWalName, formatLsn } from "../wal/names";
+import { formatLsn, lsnToSegment, parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
 
 /** Kept in partial_wals: how far the in-progress segment has been shipped. */
 export const SYNC_STATE = ".walmgr-sync-state";
 
-interface SyncState {
+export interface SyncState {
+  /** Segment shipped last, how far (bytes into it), the LSN that is, and when. */
   name: string;
   offset: number;
   lsn: string;
@@ -20,8 +21,11 @@ interface SyncState {
 
 const XLP_PAGEADDR_OFFSET = 8;
 
+/** At most this many whole segments are shipped when the master passed several in one loop. */
+const MAX_SKIPPED_SEGMENTS = 4;
+
 /** Reads `length` bytes at `position` of a file; fewer only if the file is shorter. */
-function readRange(path: string, position: number, length: number): Buffer {
+export function readRange(path: string, position: number, length: number): Buffer {
   const buf = Buffer.alloc(length);
   let fd: number | undefined;
   try {
@@ -64,43 +68,152 @@ export function checkPageAddresses(
   }
 }
 
-async function readState(layout: SlaveLayout, dir: string): Promise<SyncState | undefined> {
+/**
+ * How many bytes of `pages` (read from `fileStart`, page-aligned, into the segment at `segLsn`)
+ * are WAL pages that carry their own address: the rest is unwritten (zeros) or recycled.
+ */
+export function validPrefix(pages: Buffer, fileStart: number, segLsn: bigint, blockSize: number): number {
+  let off = 0;
+  for (; off + 16 <= pages.length; off += blockSize) {
+    if (pages.readBigUInt64LE(off + XLP_PAGEADDR_OFFSET) !== segLsn + BigInt(fileStart + off)) break;
+  }
+  return Math.min(off, pages.length);
+}
+
+export async function readSyncState(layout: SlaveLayout, dir: string): Promise<SyncState | undefined> {
   const raw = await layout.driver.read(posix.join(dir, SYNC_STATE));
   if (!raw) return undefined;
   try {
-    return JSON.parse(raw.toString("utf8")) as SyncState;
+    const st = JSON.parse(raw.toString("utf8")) as SyncState;
+    return typeof st.name === "string" && typeof st.offset === "number" ? st : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** Removes partial segments whose complete segment has been archived. */
-async function prunePartials(ctx: Context, layout: SlaveLayout, dir: string, keep: string): Promise<void> {
-  const names = (await layout.driver.list(dir)) ?? [];
-  const archive = new WalArchive(layout.driver, layout.completed.path);
-  for (const n of names) {
-    const w = parseWalName(n);
-    if (!w || w.kind !== "segment" || n === keep) continue;
-    if (await layout.driver.stat(archive.path(n))) {
-      await ctx.act(`remove partial ${posix.join(dir, n)} (complete segment archived)`, () =>
-        layout.driver.remove(posix.join(dir, n)),
-      );
-    }
+function walDirOf(dataDir: string): string {
+  try {
+    statSync(join(dataDir, "pg_wal"));
+    return join(dataDir, "pg_wal");
+  } catch {
+    return join(dataDir, "pg_xlog");
   }
 }
 
+/** What one ship step did, for the daemon's bookkeeping and the one-shot log line. */
+export interface StepResult {
+  /** Bytes written to the slave in this step (0: nothing new). */
+  shipped: number;
+  /** The segment in progress on the master (record mode) or the newest one (file mode). */
+  segment?: string;
+  /** Where the master's WAL was when asked (record mode). */
+  masterLsn?: string;
+  /** The current segment differs from the one shipped before this step. */
+  switched: boolean;
+}
+
 /**
- * Record mode (use_xlog_functions = 1): ship only the bytes written to the current segment
- * since the last sync. The partial file on the slave is always full-size, zero-padded.
+ * The ship step of `sync`, shared by the one-shot command and the daemon: ships what is new in
+ * the master's current WAL segment to partial_wals. In record mode the database connection is
+ * kept between steps (the daemon calls `step` every loop_delay); any failure drops it, and the
+ * next step connects again. Partial files on the slave are only ever written as a full-size
+ * atomic publish or as an in-place durable write into an already full-size file: their size
+ * never changes, so a stop at any point leaves no short file.
  */
-async function recordSync(ctx: Context, layout: SlaveLayout, dir: string): Promise<void> {
-  const masterData = ctx.config.requirePath("master_data", "sync");
-  const db = await connectMaster(ctx.config, "sync (use_xlog_functions = 1)");
-  let lsnText: string;
-  let timeline: number;
-  let segSize: number;
-  let blockSize: number;
-  try {
+export class Shipper {
+  readonly layout: SlaveLayout;
+  readonly dir: string;
+  private db: Db | undefined;
+  private server: { segSize: number; blockSize: number } | undefined;
+  private state: SyncState | undefined;
+  private stateLoaded = false;
+  private lastFile: { name: string; mtimeMs: number; size: number } | undefined;
+  /** Log ship lines at debug (the daemon ships every second) instead of info. */
+  quiet = false;
+
+  constructor(private readonly ctx: Context) {
+    if (ctx.config.role !== "master") throw new UsageError("sync runs on the master: pass the master's config file");
+    this.layout = slaveLayout(ctx.config, "sync");
+    this.dir = ctx.config.requireLocation("partial_wals", "sync").path;
+  }
+
+  get lastState(): SyncState | undefined {
+    return this.state;
+  }
+
+  get recordMode(): boolean {
+    return this.ctx.config.bool("use_xlog_functions");
+  }
+
+  private note(msg: string): void {
+    if (this.quiet) this.ctx.log.debug(msg);
+    else this.ctx.log.info(msg);
+  }
+
+  /** Checks that partial_wals exists (an I/O error naming it otherwise). */
+  async checkTarget(): Promise<void> {
+    if (!(await this.layout.driver.stat(this.dir))?.isDirectory) {
+      throw new IoError(
+        `partial_wals ${this.dir} does not exist`,
+        "create the slave directory layout with `wal-ctl CONFIG setup`",
+      );
+    }
+  }
+
+  async step(): Promise<StepResult> {
+    try {
+      return this.recordMode ? await this.recordStep() : await this.fileStep();
+    } catch (err) {
+      // Start from what is on disk and a fresh connection next time.
+      await this.close();
+      this.stateLoaded = false;
+      this.lastFile = undefined;
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    const db = this.db;
+    this.db = undefined;
+    await db?.close();
+  }
+
+  private async loadState(): Promise<SyncState | undefined> {
+    if (!this.stateLoaded) {
+      this.state = await readSyncState(this.layout, this.dir);
+      this.stateLoaded = true;
+    }
+    return this.state;
+  }
+
+  private async saveState(next: SyncState): Promise<void> {
+    await this.layout.driver.publish(posix.join(this.dir, SYNC_STATE), Buffer.from(`${JSON.stringify(next)}\n`));
+    this.state = next;
+    this.stateLoaded = true;
+  }
+
+  private async connect(): Promise<Db> {
+    if (this.db) return this.db;
+    this.db = await connectMaster(this.ctx.config, "sync (use_xlog_functions = 1)");
+    this.server = undefined;
+    return this.db;
+  }
+
+  private async archived(name: string): Promise<boolean> {
+    const archive = new WalArchive(this.layout.driver, this.layout.completed.path);
+    return (await this.layout.driver.stat(archive.path(name))) !== undefined;
+  }
+
+  /**
+   * Record mode (use_xlog_functions = 1): ship only the bytes written to the current segment
+   * since the last sync. When the master has moved on to a new segment, the rest of the old one
+   * (and any segment passed over in between) is shipped first, so the slave has no gap should
+   * the master die before archive_command has copied them.
+   */
+  private async recordStep(): Promise<StepResult> {
+    const ctx = this.ctx;
+    const masterData = ctx.config.requirePath("master_data", "sync");
+    const db = await this.connect();
     const v10 = db.serverVersion >= 100000;
     const row = await db.one<{ rec: boolean; lsn: string; file: string; seg: string; blk: string }>(
       `SELECT pg_is_in_recovery() AS rec, ${v10 ? "pg_current_wal_lsn" : "pg_current_xlog_location"}()::text AS lsn,
@@ -108,117 +221,231 @@ async function recordSync(ctx: Context, layout: SlaveLayout, dir: string): Promi
               current_setting('wal_segment_size') AS seg, current_setting('wal_block_size') AS blk`,
     );
     if (row.rec) throw new UsageError(`${db.where} is in recovery: sync runs against the master`);
-    lsnText = row.lsn;
-    timeline = Number.parseInt(row.file.slice(0, 8), 16);
-    segSize = parseSize(row.seg);
-    blockSize = Number.parseInt(row.blk, 10);
-  } finally {
-    await db.close();
+    const lsnText = row.lsn;
+    const timeline = Number.parseInt(row.file.slice(0, 8), 16);
+    this.server ??= { segSize: parseSize(row.seg), blockSize: Number.parseInt(row.blk, 10) };
+    const { segSize, blockSize } = this.server;
+    const lsn = parseLsn(lsnText);
+    const { name, offset } = lsnToSegment(lsn, timeline, segSize);
+    const walDir = walDirOf(masterData);
+    const dest = posix.join(this.dir, name);
+    const state = await this.loadState();
+    const switched = state !== undefined && state.name !== name;
+    let shipped = 0;
+    if (switched) shipped += await this.finishPrevious(state, name, walDir, segSize, blockSize);
+    if (offset === 0) {
+      this.note(`master at ${lsnText}, the start of ${name}: nothing in progress to ship`);
+      if (switched && !ctx.dryRun)
+        await this.saveState({ name, offset: 0, lsn: lsnText, time: new Date().toISOString() });
+      await this.prune(name);
+      return { shipped, segment: name, masterLsn: lsnText, switched };
+    }
+    const existing = await this.layout.driver.stat(dest);
+    const incremental = state?.name === name && state.offset <= offset && existing?.size === segSize;
+    const from = incremental ? state.offset : 0;
+    if (from === offset) {
+      this.note(`${name} already shipped up to ${lsnText}: nothing new`);
+      return { shipped, segment: name, masterLsn: lsnText, switched };
+    }
+    const src = join(walDir, name);
+    const segLsn = lsn - BigInt(offset);
+    const pageStart = Math.floor(from / blockSize) * blockSize;
+    const bytes = readRange(src, pageStart, offset - pageStart);
+    if (bytes.length < offset - pageStart) throw new IoError(`${src} is shorter than the master's position ${lsnText}`);
+    checkPageAddresses(bytes, pageStart, segLsn, blockSize, src);
+    const chunk = bytes.subarray(from - pageStart);
+    if (ctx.dryRun) {
+      ctx.out(`[not really] ship ${chunk.length} bytes of ${name} (offset ${from}..${offset}) to ${dest}`);
+      return { shipped: 0, segment: name, masterLsn: lsnText, switched };
+    }
+    if (incremental) {
+      await this.layout.driver.writeAt(dest, from, chunk);
+    } else {
+      await this.layout.driver.publish(dest, chunk, { padTo: segSize });
+    }
+    await this.saveState({ name, offset, lsn: lsnText, time: new Date().toISOString() });
+    this.note(`shipped ${chunk.length} bytes of ${name} (up to ${lsnText}) to ${dest}`);
+    await this.prune(name);
+    return { shipped: shipped + chunk.length, segment: name, masterLsn: lsnText, switched };
   }
-  const lsn = parseLsn(lsnText);
-  const { name, offset } = lsnToSegment(lsn, timeline, segSize);
-  const walDir = join(masterData, v10Dir(masterData));
-  const src = join(walDir, name);
-  const dest = posix.join(dir, name);
-  const segLsn = lsn - BigInt(offset);
-  if (offset === 0) {
-    ctx.log.info(`master at ${lsnText}, the start of ${name}: nothing in progress to ship`);
-    await prunePartials(ctx, layout, dir, name);
-    return;
-  }
-  const state = await readState(layout, dir);
-  const existing = await layout.driver.stat(dest);
-  const incremental = state?.name === name && state.offset <= offset && existing?.size === segSize;
-  const from = incremental ? state.offset : 0;
-  if (from === offset) {
-    ctx.log.info(`${name} already shipped up to ${lsnText}: nothing new`);
-    return;
-  }
-  const pageStart = Math.floor(from / blockSize) * blockSize;
-  const bytes = readRange(src, pageStart, offset - pageStart);
-  if (bytes.length < offset - pageStart) throw new IoError(`${src} is shorter than the master's position ${lsnText}`);
-  checkPageAddresses(bytes, pageStart, segLsn, blockSize, src);
-  const chunk = bytes.subarray(from - pageStart);
-  if (ctx.dryRun) {
-    ctx.out(`[not really] ship ${chunk.length} bytes of ${name} (offset ${from}..${offset}) to ${dest}`);
-    return;
-  }
-  if (incremental) {
-    await layout.driver.writeAt(dest, from, chunk);
-  } else {
-    await layout.driver.publish(dest, chunk, { padTo: segSize });
-  }
-  const next: SyncState = { name, offset, lsn: lsnText, time: new Date().toISOString() };
-  await layout.driver.publish(posix.join(dir, SYNC_STATE), Buffer.from(`${JSON.stringify(next)}\n`));
-  ctx.log.info(`shipped ${chunk.length} bytes of ${name} (up to ${lsnText}) to ${dest}`);
-  await prunePartials(ctx, layout, dir, name);
-}
 
-function v10Dir(dataDir: string): string {
-  try {
-    statSync(join(dataDir, "pg_wal"));
-    return "pg_wal";
-  } catch {
-    return "pg_xlog";
+  /**
+   * The master left `state.name` for `current`: ship the rest of the old segment (its pages
+   * that carry their own address: the rest is unwritten) and, whole, any segment in between
+   * that is not archived yet. Returns the bytes shipped.
+   */
+  private async finishPrevious(
+    state: SyncState,
+    current: string,
+    walDir: string,
+    segSize: number,
+    blockSize: number,
+  ): Promise<number> {
+    const prev = parseWalName(state.name);
+    const cur = parseWalName(current);
+    if (!prev || !cur || prev.kind !== "segment" || prev.timeline !== cur.timeline) return 0;
+    const prevNo = segmentNumber(state.name, segSize);
+    const curNo = segmentNumber(current, segSize);
+    if (prevNo >= curNo) return 0;
+    let shipped = await this.shipRest(state.name, state.offset, walDir, segSize, blockSize);
+    const between = curNo - prevNo - 1n;
+    if (between > BigInt(MAX_SKIPPED_SEGMENTS)) {
+      this.ctx.log.warn(
+        `the master passed ${between} segments since the last sync; shipping the newest ${MAX_SKIPPED_SEGMENTS} of them and relying on archive_command for the rest`,
+      );
+    }
+    const first = between > BigInt(MAX_SKIPPED_SEGMENTS) ? curNo - BigInt(MAX_SKIPPED_SEGMENTS) : prevNo + 1n;
+    for (let no = first; no < curNo; no++) {
+      shipped += await this.shipRest(segmentName(prev.timeline, no, segSize), 0, walDir, segSize, blockSize);
+    }
+    this.ctx.log.info(`the master switched from ${state.name} to ${current}`);
+    return shipped;
   }
-}
 
-/** File mode (use_xlog_functions = 0): copy the newest segment file of pg_wal, whole. */
-async function fileSync(ctx: Context, layout: SlaveLayout, dir: string): Promise<void> {
-  const masterData = ctx.config.requirePath("master_data", "sync");
-  const walDir = join(masterData, v10Dir(masterData));
-  let newest: { name: string; mtime: number } | undefined;
-  let names: string[];
-  try {
-    names = readdirSync(walDir);
-  } catch (err) {
-    throw ioError("cannot list", walDir, err);
-  }
-  for (const n of names) {
-    if (parseWalName(n)?.kind !== "segment") continue;
+  /** Ships `name` from byte `from` to the end of its written pages, unless it is archived. */
+  private async shipRest(
+    name: string,
+    from: number,
+    walDir: string,
+    segSize: number,
+    blockSize: number,
+  ): Promise<number> {
+    if (await this.archived(name)) return 0;
+    const src = join(walDir, name);
+    const dest = posix.join(this.dir, name);
+    const pageStart = Math.floor(from / blockSize) * blockSize;
+    let bytes: Buffer;
     try {
-      const st = statSync(join(walDir, n));
-      if (!newest || st.mtimeMs > newest.mtime) newest = { name: n, mtime: st.mtimeMs };
+      bytes = readRange(src, pageStart, segSize - pageStart);
     } catch (err) {
-      if (!isErrno(err, "ENOENT")) throw ioError("cannot stat", join(walDir, n), err);
+      // Recycled already: then it was archived too.
+      if (err instanceof IoError && !statSafe(src)) return 0;
+      throw err;
+    }
+    const segLsn = segmentNumber(name, segSize) * BigInt(segSize);
+    const end = pageStart + validPrefix(bytes, pageStart, segLsn, blockSize);
+    if (end <= from) return 0;
+    const existing = await this.layout.driver.stat(dest);
+    const inPlace = from > 0 && existing?.size === segSize;
+    const chunk = bytes.subarray(inPlace ? from - pageStart : 0, end - pageStart);
+    if (this.ctx.dryRun) {
+      this.ctx.out(`[not really] ship the rest of ${name} (offset ${inPlace ? from : 0}..${end}) to ${dest}`);
+      return 0;
+    }
+    if (inPlace) {
+      await this.layout.driver.writeAt(dest, from, chunk);
+    } else {
+      // Without the shipped start in place, ship the whole written part from the segment's start.
+      const whole = pageStart === 0 ? chunk : readRange(src, 0, end);
+      checkPageAddresses(whole, 0, segLsn, blockSize, src);
+      await this.layout.driver.publish(dest, whole, { padTo: segSize });
+    }
+    this.note(`shipped the rest of ${name} (up to offset ${end}) to ${dest}`);
+    return chunk.length;
+  }
+
+  /** File mode (use_xlog_functions = 0): copy the newest segment file of pg_wal, whole. */
+  private async fileStep(): Promise<StepResult> {
+    const ctx = this.ctx;
+    const masterData = ctx.config.requirePath("master_data", "sync");
+    const walDir = walDirOf(masterData);
+    let newest: { name: string; mtimeMs: number; size: number } | undefined;
+    let names: string[];
+    try {
+      names = readdirSync(walDir);
+    } catch (err) {
+      throw ioError("cannot list", walDir, err);
+    }
+    const stats = new Map<string, { mtimeMs: number; size: number }>();
+    for (const n of names) {
+      if (parseWalName(n)?.kind !== "segment") continue;
+      try {
+        const st = statSync(join(walDir, n));
+        stats.set(n, { mtimeMs: st.mtimeMs, size: st.size });
+        if (!newest || st.mtimeMs > newest.mtimeMs) newest = { name: n, mtimeMs: st.mtimeMs, size: st.size };
+      } catch (err) {
+        if (!isErrno(err, "ENOENT")) throw ioError("cannot stat", join(walDir, n), err);
+      }
+    }
+    if (!newest) {
+      this.note(`no WAL segment in ${walDir}: nothing to ship`);
+      return { shipped: 0, switched: false };
+    }
+    const last = this.lastFile;
+    if (last && last.name === newest.name && last.mtimeMs === newest.mtimeMs && last.size === newest.size) {
+      this.note(`${newest.name} unchanged since the last sync: nothing new`);
+      return { shipped: 0, segment: newest.name, switched: false };
+    }
+    let shipped = 0;
+    const switched = last !== undefined && last.name !== newest.name;
+    if (switched) {
+      // The old segment is complete now; ship its final content unless it is archived already.
+      const prev = stats.get(last.name);
+      if (prev && (prev.mtimeMs !== last.mtimeMs || prev.size !== last.size) && !(await this.archived(last.name))) {
+        shipped += await this.copyWhole(walDir, last.name);
+      }
+      ctx.log.info(`the newest segment is now ${newest.name} (was ${last.name})`);
+    }
+    shipped += await this.copyWhole(walDir, newest.name);
+    if (!ctx.dryRun) this.lastFile = newest;
+    await this.prune(newest.name);
+    return { shipped, segment: newest.name, switched };
+  }
+
+  private async copyWhole(walDir: string, name: string): Promise<number> {
+    const src = join(walDir, name);
+    const dest = posix.join(this.dir, name);
+    let data: Buffer;
+    try {
+      data = readFileSync(src);
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return 0;
+      throw ioError("cannot read", src, err);
+    }
+    if (this.ctx.dryRun) {
+      this.ctx.out(`[not really] copy ${src} (${data.length} bytes) to ${dest}`);
+      return 0;
+    }
+    await this.layout.driver.publish(dest, data);
+    this.note(`shipped ${name} (whole file, ${data.length} bytes) to ${dest}`);
+    await this.saveState({ name, offset: data.length, lsn: "", time: new Date().toISOString() });
+    return data.length;
+  }
+
+  /** Removes partial segments whose complete segment has been archived. */
+  async prune(keep: string): Promise<void> {
+    const names = (await this.layout.driver.list(this.dir)) ?? [];
+    for (const n of names) {
+      const w = parseWalName(n);
+      if (!w || w.kind !== "segment" || n === keep) continue;
+      if (await this.archived(n)) {
+        await this.ctx.act(`remove partial ${posix.join(this.dir, n)} (complete segment archived)`, () =>
+          this.layout.driver.remove(posix.join(this.dir, n)),
+        );
+      }
     }
   }
-  if (!newest) {
-    ctx.log.info(`no WAL segment in ${walDir}: nothing to ship`);
-    return;
-  }
-  const src = join(walDir, newest.name);
-  const dest = posix.join(dir, newest.name);
-  let data: Buffer;
-  try {
-    const { readFileSync } = await import("node:fs");
-    data = readFileSync(src);
-  } catch (err) {
-    throw ioError("cannot read", src, err);
-  }
-  if (ctx.dryRun) {
-    ctx.out(`[not really] copy ${src} (${data.length} bytes) to ${dest}`);
-    return;
-  }
-  await layout.driver.publish(dest, data);
-  ctx.log.info(`shipped ${newest.name} (whole file, ${data.length} bytes) to ${dest}`);
-  await prunePartials(ctx, layout, dir, newest.name);
 }
 
-/** `sync` (one shot): ships the in-progress segment to partial_wals. */
-export async function syncOnce(ctx: Context): Promise<void> {
-  if (ctx.options.has("daemon")) {
-    throw new UsageError("--daemon is not available in this version; run wal-sync from cron, or see the README");
+function statSafe(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch {
+    return false;
   }
-  if (ctx.config.role !== "master") throw new UsageError("sync runs on the master: pass the master's config file");
-  const layout = slaveLayout(ctx.config, "sync");
-  const dir = ctx.config.requireLocation("partial_wals", "sync").path;
-  if (!(await layout.driver.stat(dir))?.isDirectory) {
-    throw new IoError(
-      `partial_wals ${dir} does not exist`,
-      "create the slave directory layout with `wal-ctl CONFIG setup`",
-    );
+}
+
+/** `sync` (one shot): ships the in-progress segment to partial_wals. `--daemon`: see daemon.ts. */
+export async function syncOnce(ctx: Context): Promise<ExitCodeValue | void> {
+  if (ctx.options.has("daemon") || ctx.options.has("detach")) {
+    return (await import("./daemon")).syncDaemon(ctx);
   }
-  if (ctx.config.bool("use_xlog_functions")) await recordSync(ctx, layout, dir);
-  else await fileSync(ctx, layout, dir);
+  const shipper = new Shipper(ctx);
+  await shipper.checkTarget();
+  try {
+    await shipper.step();
+  } finally {
+    await shipper.close();
+  }
 }

@@ -15,6 +15,9 @@ const COMMANDS: Record<string, Command> = {
   continue: async (ctx) => (await import("../command/replay")).resume(ctx),
   boot: async (ctx) => (await import("../command/replay")).boot(ctx),
   sync: async (ctx) => (await import("../command/sync")).syncOnce(ctx),
+  syncdaemon: async (ctx) => (await import("../command/daemon")).syncDaemon(ctx),
+  periodic: async (ctx) => (await import("../command/periodic")).periodic(ctx),
+  status: async (ctx) => (await import("../command/status")).status(ctx),
   backup: async (ctx) => (await import("../command/backup/run")).backup(ctx),
   restore: async (ctx) => (await import("../command/restore")).restore(ctx),
   listbackups: async (ctx) => (await import("../command/backup/list")).listBackups(ctx),
@@ -38,7 +41,8 @@ main({
   minArgs: 1,
   spec: {
     valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"],
-    flags: ["clear-stale-lock", "target-exclusive"],
+    flags: ["clear-stale-lock", "target-exclusive", "detach", "force"],
+    short: { d: "detach" },
   },
   run: async (ctx) => {
     const [name, ...rest] = ctx.args;

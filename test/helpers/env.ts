@@ -4,7 +4,7 @@
  * copy of this package that user can reach when the checkout is private (CI clones under /root).
  */
 import assert from "node:assert/strict";
-import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions, type SpawnSyncOptions } from "node:child_process";
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join, resolve } from "node:path";
@@ -119,6 +119,39 @@ export function binPath(name: string): string {
 /** Runs one of our executables as the server user. */
 export function runBin(name: string, args: string[], opts: SpawnSyncOptions = {}): RunResult {
   return run(binPath(name), args, opts);
+}
+
+/** A running executable (as the server user), with its output collected and its end awaitable. */
+export interface Spawned {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<{ status: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts one of our executables in the background as the server user (a daemon, typically). */
+export function spawnBin(name: string, args: string[], opts: SpawnOptions = {}): Spawned {
+  return spawnAs(binPath(name), args, opts);
+}
+
+/** Starts a program in the background as the server user (when root). */
+export function spawnAs(cmd: string, args: string[], opts: SpawnOptions = {}): Spawned {
+  const child = spawn(cmd, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    ...(RUN_AS ? { uid: RUN_AS.uid, gid: RUN_AS.gid } : {}),
+    ...opts,
+    env: {
+      ...process.env,
+      ...(RUN_AS ? { HOME: "/tmp", USER: RUN_AS.name, LOGNAME: RUN_AS.name } : {}),
+      ...(opts.env ?? {}),
+    },
+  });
+  let out = "";
+  child.stdout?.on("data", (b: Buffer) => (out += b.toString()));
+  child.stderr?.on("data", (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolveExit) =>
+    child.once("close", (status, signal) => resolveExit({ status, signal })),
+  );
+  return { child, output: () => out, exited };
 }
 
 export function sleep(ms: number): Promise<void> {

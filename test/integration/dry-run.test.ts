@@ -41,7 +41,7 @@ before(() => {
   writeFileAs(join(slave, "logs.complete", "000000010000000000000002"), "z".repeat(8192));
   writeFileAs(
     join(base, "master.ini"),
-    `[wal-master]\nmaster_db = host=${base} port=1 dbname=postgres connect_timeout=2\nmaster_data = ${mdata}\nmaster_config = ${mdata}/postgresql.conf\nmaster_restart_cmd = touch ${base}/restarted\nslave = ${slave}\nconfig_backup = ${base}/not-yet-made\n`,
+    `[wal-master]\nmaster_db = host=${base} port=1 dbname=postgres connect_timeout=2\nmaster_data = ${mdata}\nmaster_config = ${mdata}/postgresql.conf\nmaster_restart_cmd = touch ${base}/restarted\nslave = ${slave}\nconfig_backup = ${base}/not-yet-made\npidfile = ${base}/daemon.pid\nperiodic_command = touch ${base}/periodic-ran\n`,
   );
   writeFileAs(
     join(base, "slave.ini"),
@@ -62,6 +62,10 @@ const cases: [string, string[]][] = [
   ["wal-ctl", ["slave.ini", "boot"]],
   ["wal-ctl", ["slave.ini", "restore"]],
   ["wal-sync", ["master.ini"]],
+  ["wal-sync", ["master.ini", "--daemon"]],
+  ["wal-sync", ["master.ini", "-d"]],
+  ["wal-ctl", ["master.ini", "syncdaemon"]],
+  ["wal-ctl", ["master.ini", "periodic"]],
   ["wal-backup", ["master.ini"]],
 ];
 

@@ -23,6 +23,7 @@ function ctx(): Context {
     out: () => undefined,
     act: async (_what, fn) => fn(),
     onCleanup: () => () => undefined,
+    onStopSignal: () => () => undefined,
   };
 }
 

@@ -1,0 +1,193 @@
+import { hostname } from "node:os";
+import { posix } from "node:path";
+import type { Context } from "../context";
+import { slaveLayout } from "../layout";
+import { connectMaster } from "../pg/client";
+import { readPidfile } from "../pidfile";
+import { DAEMON_STATE, type DaemonState } from "./daemon";
+import { readPeriodicState, type PeriodicState } from "./periodic";
+import { readSyncState, type SyncState } from "./sync";
+
+export interface Status {
+  role: "master" | "slave";
+  daemon: {
+    /** running: the pidfile's process is alive (master) or the heartbeat is recent (slave). */
+    state: "running" | "stopped" | "stale" | "unknown" | "not running";
+    pid?: number;
+    host?: string;
+    pidfile?: string;
+    detail: string;
+    heartbeat?: string;
+    loopDelay?: number;
+    mode?: string;
+    failures?: number;
+    lastError?: string;
+  };
+  lastSync?: SyncState & { secondsAgo: number };
+  master?: { lsn: string; bytesBehind: number | null; asOf: string };
+  periodic?: PeriodicState;
+}
+
+async function readDaemonState(ctx: Context, dir: string): Promise<DaemonState | undefined> {
+  const layout = slaveLayout(ctx.config, "status");
+  const raw = await layout.driver.read(posix.join(dir, DAEMON_STATE));
+  if (!raw) return undefined;
+  try {
+    return JSON.parse(raw.toString("utf8")) as DaemonState;
+  } catch {
+    return undefined;
+  }
+}
+
+function secondsSince(iso: string | undefined, now: number): number {
+  const t = iso ? Date.parse(iso) : NaN;
+  return Number.isFinite(t) ? Math.max(0, (now - t) / 1000) : NaN;
+}
+
+/** Gathers the status; the database is asked only on the master and only in record-capable setups. */
+export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Status> {
+  const role = ctx.config.role;
+  const layout = slaveLayout(ctx.config, "status");
+  const dir = ctx.config.requireLocation("partial_wals", "status").path;
+  const sync = await readSyncState(layout, dir);
+  const hb = await readDaemonState(ctx, dir);
+  const status: Status = { role, daemon: { state: "unknown", detail: "" } };
+  if (sync) status.lastSync = { ...sync, secondsAgo: secondsSince(sync.time, now) };
+  const hbAge = secondsSince(hb?.heartbeat, now);
+  const hbFields = hb
+    ? {
+        heartbeat: hb.heartbeat,
+        loopDelay: hb.loopDelay,
+        mode: hb.mode,
+        failures: hb.failures,
+        ...(hb.lastError ? { lastError: hb.lastError } : {}),
+      }
+    : {};
+  const pidfile = role === "master" ? ctx.config.path("pidfile") : undefined;
+  if (pidfile) {
+    const st = readPidfile(pidfile);
+    if (st.kind === "running") {
+      status.daemon = { state: "running", pid: st.pid, pidfile, detail: `running (pid ${st.pid})`, ...hbFields };
+    } else if (st.kind === "stale") {
+      status.daemon = { state: "stale", pid: st.pid, pidfile, detail: `not running: stale pidfile (${st.why})` };
+    } else if (st.kind === "invalid") {
+      status.daemon = { state: "unknown", pidfile, detail: `pidfile ${pidfile} does not hold a pid` };
+    } else {
+      status.daemon = { state: "not running", pidfile, detail: `not running (no ${pidfile})` };
+    }
+  } else if (hb) {
+    // The slave side (or a master without pidfile) knows the daemon by its heartbeat only.
+    const limit = Math.max(3 * hb.loopDelay, 30) + 5;
+    const where = `pid ${hb.pid} on ${hb.host === hostname() ? "this host" : hb.host}`;
+    if (hb.stopped) {
+      status.daemon = { state: "stopped", pid: hb.pid, host: hb.host, detail: `stopped at ${hb.stopped} (${where})` };
+    } else if (hbAge <= limit) {
+      status.daemon = {
+        state: "running",
+        pid: hb.pid,
+        host: hb.host,
+        detail: `running (${where}, heard from ${hbAge.toFixed(1)} s ago)`,
+        ...hbFields,
+      };
+    } else {
+      status.daemon = {
+        state: "stale",
+        pid: hb.pid,
+        host: hb.host,
+        detail: `not heard from for ${hbAge.toFixed(0)} s (${where}): not running?`,
+        ...hbFields,
+      };
+    }
+  } else {
+    status.daemon = {
+      state: "unknown",
+      detail: role === "master" ? "pidfile is not set and no daemon has run" : "no daemon has shipped here",
+    };
+  }
+  if (role === "master" && ctx.config.has("master_db") && sync?.lsn) {
+    try {
+      const db = await connectMaster(ctx.config, "status");
+      try {
+        const v10 = db.serverVersion >= 100000;
+        const fn = v10 ? "pg_current_wal_lsn()" : "pg_current_xlog_location()";
+        const diff = v10 ? "pg_wal_lsn_diff" : "pg_xlog_location_diff";
+        const row = await db.one<{ lsn: string; behind: string | null }>(
+          `SELECT ${fn}::text AS lsn, ${diff}(${fn}, $1::pg_lsn)::text AS behind`,
+          [sync.lsn],
+        );
+        status.master = {
+          lsn: row.lsn,
+          bytesBehind: row.behind === null ? null : Number(row.behind),
+          asOf: new Date().toISOString(),
+        };
+      } finally {
+        await db.close();
+      }
+    } catch (err) {
+      ctx.log.warn(`cannot ask the master how far behind the slave is: ${(err as Error).message}`);
+    }
+  } else if (hb?.masterLsn && sync?.lsn) {
+    // Without a connection: what the daemon saw at its last heartbeat.
+    status.master = { lsn: hb.masterLsn, bytesBehind: lsnDiff(hb.masterLsn, sync.lsn), asOf: hb.heartbeat };
+  }
+  const periodic = role === "master" && ctx.config.has("periodic_command");
+  if (periodic) {
+    const p = await readPeriodicState(layout, dir);
+    if (p) status.periodic = p;
+  }
+  return status;
+}
+
+function lsnDiff(a: string, b: string): number | null {
+  const parse = (t: string): bigint | undefined => {
+    const m = /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/.exec(t);
+    return m ? (BigInt(`0x${m[1] ?? "0"}`) << 32n) + BigInt(`0x${m[2] ?? "0"}`) : undefined;
+  };
+  const x = parse(a);
+  const y = parse(b);
+  // The heartbeat may predate the last ship: never report a negative lag.
+  return x === undefined || y === undefined ? null : Math.max(0, Number(x - y));
+}
+
+/** `wal-ctl CONFIG status` (either side; `--json` for a machine). Always exits 0. */
+export async function status(ctx: Context): Promise<void> {
+  const s = await gatherStatus(ctx);
+  if (ctx.json) {
+    ctx.out(JSON.stringify(s, null, 2));
+    return;
+  }
+  const lines: string[] = [];
+  const row = (k: string, v: string): number => lines.push(`${`${k}:`.padEnd(17)}${v}`);
+  row("role", s.role);
+  row("sync daemon", s.daemon.detail);
+  if (s.daemon.mode !== undefined) {
+    row(
+      "",
+      `${s.daemon.mode} mode, loop_delay ${s.daemon.loopDelay ?? "?"} s, last heartbeat ${s.daemon.heartbeat ?? "?"}`,
+    );
+  }
+  if (s.daemon.failures) row("", `${s.daemon.failures} failed attempt(s) in a row; last: ${s.daemon.lastError ?? "?"}`);
+  if (s.lastSync) {
+    const at = s.lastSync.lsn ? `up to ${s.lastSync.lsn}` : `${s.lastSync.offset} bytes (whole file)`;
+    row("last sync", `${s.lastSync.name} ${at} at ${s.lastSync.time} (${s.lastSync.secondsAgo.toFixed(1)} s ago)`);
+  } else {
+    row("last sync", "never (no sync state in partial_wals)");
+  }
+  if (s.master) {
+    row(
+      "master at",
+      `${s.master.lsn}: ${s.master.bytesBehind === null ? "?" : s.master.bytesBehind} bytes not shipped yet (as of ${s.master.asOf})`,
+    );
+  }
+  if (s.periodic) {
+    const p = s.periodic;
+    const how =
+      p.ended === undefined
+        ? "running or interrupted"
+        : p.signal
+          ? `killed by ${p.signal}`
+          : `status ${p.status ?? "?"}`;
+    row("periodic", `last started ${p.started} (${how})`);
+  }
+  ctx.out(lines.join("\n"));
+}
