@@ -58,6 +58,28 @@ function writeAll(fd: number, data: Uint8Array, position: number | null = null):
   }
 }
 
+/**
+ * Puts a durable temporary file in place as `path`: rename, or with `exclusive` link() (which
+ * refuses an existing target, so nothing is ever replaced), then fsyncs the directory. The
+ * temporary name is gone afterwards in every case. False when `exclusive` and `path` exists.
+ */
+export function commitTemp(tmp: string, path: string, exclusive: boolean): boolean {
+  if (exclusive) {
+    try {
+      linkSync(tmp, path);
+    } catch (err) {
+      if (isErrno(err, "EEXIST")) return false;
+      throw err;
+    } finally {
+      unlinkSync(tmp);
+    }
+  } else {
+    renameSync(tmp, path);
+  }
+  fsyncDir(dirname(path));
+  return true;
+}
+
 export function tempNameFor(path: string): string {
   return join(dirname(path), `${TMP_PREFIX}${basename(path)}.${process.pid}`);
 }
@@ -71,7 +93,7 @@ export function tempNameFor(path: string): string {
 export function writeFileDurable(
   path: string,
   data: Uint8Array,
-  opts: { mode?: number; padTo?: number; exclusive?: boolean; syncDir?: boolean } = {},
+  opts: { mode?: number; padTo?: number; exclusive?: boolean } = {},
 ): boolean {
   const dir = dirname(path);
   const tmp = tempNameFor(path);
@@ -86,21 +108,7 @@ export function writeFileDurable(
     fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
-    if (opts.exclusive) {
-      // link() fails if the target exists: an atomic create-exclusive of complete content.
-      try {
-        linkSync(tmp, path);
-      } catch (err) {
-        if (isErrno(err, "EEXIST")) return false;
-        throw err;
-      } finally {
-        unlinkSync(tmp);
-      }
-    } else {
-      renameSync(tmp, path);
-    }
-    if (opts.syncDir !== false) fsyncDir(dir);
-    return true;
+    return commitTemp(tmp, path, opts.exclusive === true);
   } catch (err) {
     if (fd !== undefined) closeSync(fd);
     try {
@@ -154,20 +162,11 @@ export async function stageFileCopy(path: string, src: string): Promise<StagedCo
     ...result,
     commit: (exclusive = false) => {
       try {
-        if (exclusive) {
-          // link() refuses an existing target: no window in which another file is replaced.
-          linkSync(tmp, path);
-          unlinkSync(tmp);
-        } else {
-          renameSync(tmp, path);
-        }
+        return commitTemp(tmp, path, exclusive);
       } catch (err) {
         abort();
-        if (exclusive && isErrno(err, "EEXIST")) return false;
         throw ioError("cannot write", path, err);
       }
-      fsyncDir(dir);
-      return true;
     },
     abort,
   };

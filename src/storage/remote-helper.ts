@@ -15,11 +15,9 @@ import { createHash } from "node:crypto";
 import {
   closeSync,
   fsyncSync,
-  linkSync,
   openSync,
   readdirSync,
   readFileSync,
-  renameSync,
   statSync,
   unlinkSync,
   writeSync,
@@ -28,10 +26,18 @@ import {
 } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
-import { ExitCode, IoError, UsageError, WalmgrError, isErrno, ioError, type ExitCodeValue } from "../errors";
+import { ExitCode, IoError, UsageError, WalmgrError, ioError, type ExitCodeValue } from "../errors";
 import { loadConfig } from "../config/load";
 import { Logger, writeStderr } from "../log";
-import { fsyncDir, inheritOwner, removeDurable, tempNameFor, writeAtDurable, writeFileDurable } from "./durable";
+import {
+  commitTemp,
+  fsyncDir,
+  inheritOwner,
+  removeDurable,
+  tempNameFor,
+  writeAtDurable,
+  writeFileDurable,
+} from "./durable";
 import { LocalDriver, mkdirPrivate } from "./local";
 
 export const HELPER_VERBS = new Set([
@@ -126,23 +132,10 @@ async function stage(path: string, bytes: number, sha: string): Promise<string> 
 
 function commit(tmp: string, path: string, exclusive: boolean): boolean {
   try {
-    if (exclusive) {
-      try {
-        linkSync(tmp, path);
-      } catch (err) {
-        if (isErrno(err, "EEXIST")) return false;
-        throw err;
-      } finally {
-        unlinkSync(tmp);
-      }
-    } else {
-      renameSync(tmp, path);
-    }
+    return commitTemp(tmp, path, exclusive);
   } catch (err) {
     throw ioError("cannot write", path, err);
   }
-  fsyncDir(dirname(path));
-  return true;
 }
 
 /** fsyncs every file and folder under `root` (rsync writes but never fsyncs). */
