@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Cluster, freePort } from "./cluster";
 import { makeTempDir, pgBin, removeTempDir, binPath } from "./env";
 import { chownSlave, makeSlaveDir, runSlave, TestSshd } from "./sshd";
-import { writeFileAs } from "./walmgr";
+import { masterIniText, slaveIniText, writeFileAs } from "./walmgr";
 
 export interface RemotePair {
   sshd: TestSshd;
@@ -40,41 +40,13 @@ export async function createRemotePair(
   const slaveIni = join(slaveBase, "slave.ini");
   writeFileAs(
     masterIni,
-    `[wal-master]
-job_name = master
-logfile = master.log
-master_db = ${master.conninfo}
-master_data = ${master.dataDir}
-master_config = ${join(master.dataDir, "postgresql.conf")}
-master_restart_cmd = ${pgBin("pg_ctl")} -D ${master.dataDir} -w -t 120 -l ${master.logFile} restart
-slave = walslave-test:${slaveDir}
-slave_config = ${slaveIni}
-ssh_config = ${sshd.clientConfig}
-ssh_timeout = 5
-completed_wals = %(slave)s/logs.complete
-partial_wals = %(slave)s/logs.partial
-full_backup = %(slave)s/data.master
-config_backup = %(slave)s/config.backup
-${opts.master ?? ""}
-`,
+    masterIniText(
+      master,
+      `walslave-test:${slaveDir}`,
+      `slave_config = ${slaveIni}\nssh_config = ${sshd.clientConfig}\nssh_timeout = 5\n${opts.master ?? ""}`,
+    ),
   );
-  writeFileSync(
-    slaveIni,
-    `[wal-slave]
-job_name = slave
-logfile = slave.log
-slave_data = ${slaveData}
-slave_start_cmd = ${slave.startCommand()}
-slave_stop_cmd = ${pgBin("pg_ctl")} -D ${slaveData} -w -m fast stop
-slave = ${slaveDir}
-completed_wals = %(slave)s/logs.complete
-partial_wals = %(slave)s/logs.partial
-full_backup = %(slave)s/data.master
-config_backup = %(slave)s/config.backup
-${opts.slave ?? ""}
-`,
-    { mode: 0o644 },
-  );
+  writeFileSync(slaveIni, slaveIniText(slave, slaveData, slaveDir, opts.slave), { mode: 0o644 });
   chownSlave(slaveIni);
   return { sshd, masterBase, slaveBase, master, slave, slaveData, slaveDir, masterIni, slaveIni };
 }

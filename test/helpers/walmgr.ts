@@ -30,26 +30,32 @@ export async function createPair(name: string, extra: { master?: string; slave?:
   const slaveDir = join(base, "walshipping");
   const masterIni = join(base, "master.ini");
   const slaveIni = join(base, "slave.ini");
-  writeFileAs(
-    masterIni,
-    `[wal-master]
+  writeFileAs(masterIni, masterIniText(master, slaveDir, extra.master));
+  writeFileAs(slaveIni, slaveIniText(slave, slaveData, slaveDir, extra.slave));
+  return { base, master, slave, slaveData, slaveDir, masterIni, slaveIni };
+}
+
+/** master.ini as the tests use it; `slave` may be `host:/path`; `extra` lines go last. */
+export function masterIniText(master: Cluster, slave: string, extra = ""): string {
+  return `[wal-master]
 job_name = master
 logfile = master.log
 master_db = ${master.conninfo}
 master_data = ${master.dataDir}
 master_config = ${join(master.dataDir, "postgresql.conf")}
 master_restart_cmd = ${pgBin("pg_ctl")} -D ${master.dataDir} -w -t 120 -l ${master.logFile} restart
-slave = ${slaveDir}
+slave = ${slave}
 completed_wals = %(slave)s/logs.complete
 partial_wals = %(slave)s/logs.partial
 full_backup = %(slave)s/data.master
 config_backup = %(slave)s/config.backup
-${extra.master ?? ""}
-`,
-  );
-  writeFileAs(
-    slaveIni,
-    `[wal-slave]
+${extra}
+`;
+}
+
+/** slave.ini as the tests use it: `slave` starts and stops the restored standby in `slaveData`. */
+export function slaveIniText(slave: Cluster, slaveData: string, slaveDir: string, extra = ""): string {
+  return `[wal-slave]
 job_name = slave
 logfile = slave.log
 slave_data = ${slaveData}
@@ -60,10 +66,8 @@ completed_wals = %(slave)s/logs.complete
 partial_wals = %(slave)s/logs.partial
 full_backup = %(slave)s/data.master
 config_backup = %(slave)s/config.backup
-${extra.slave ?? ""}
-`,
-  );
-  return { base, master, slave, slaveData, slaveDir, masterIni, slaveIni };
+${extra}
+`;
 }
 
 export function stopPair(p: Pair): void {
