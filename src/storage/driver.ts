@@ -1,3 +1,4 @@
+import type { Manifest } from "./manifest";
 /**
  * The transport seam: how files reach the slave directory. Drivers (local directory, ssh, and
  * later an object store) implement these few verbs; policy (checksums, never overwriting other
@@ -18,6 +19,8 @@ export interface TreeStats {
 }
 
 export interface StorageDriver {
+  /** Size and sha256 of every file under the directory `dir`, computed where it is stored. */
+  manifest(dir: string): Promise<Manifest>;
   /** For messages: "local" or "ssh host". */
   readonly description: string;
   /**

@@ -17,6 +17,7 @@ import {
 import { dirname, join } from "node:path";
 import { ioError, isErrno, WalmgrError } from "../errors";
 import type { FileInfo, StorageDriver, TreeStats } from "./driver";
+import { buildManifest, type Manifest } from "./manifest";
 import { fsyncDir, removeDurable, stageFileCopy, writeAtDurable, writeFileDurable } from "./durable";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
@@ -42,6 +43,14 @@ export function mkdirPrivate(dir: string): void {
 /** The slave directory is on this machine (or a mounted file system). */
 export class LocalDriver implements StorageDriver {
   readonly description = "local";
+
+  async manifest(dir: string): Promise<Manifest> {
+    try {
+      return buildManifest(dir);
+    } catch (err) {
+      throw ioError("cannot read", dir, err);
+    }
+  }
 
   async publish(path: string, data: Uint8Array, opts: { exclusive?: boolean; padTo?: number } = {}): Promise<boolean> {
     return Promise.resolve(writeFileDurable(path, data, opts));

@@ -28,7 +28,7 @@ import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { ExitCode, IoError, UsageError, WalmgrError, ioError, type ExitCodeValue } from "../errors";
 import { loadConfig } from "../config/load";
-import { Logger, writeStderr } from "../log";
+import { Logger, writeStderr, writeStdout } from "../log";
 import {
   commitTemp,
   fsyncDir,
@@ -44,6 +44,7 @@ export const HELPER_VERBS = new Set([
   "xprobe",
   "xstat",
   "xlist",
+  "xmanifest",
   "xread",
   "xstage",
   "xcommit",
@@ -93,7 +94,8 @@ function arg(args: string[], i: number, what: string): string {
 }
 
 function out(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
+  // Synchronous: the helper exits right after, and a pipe would drop what Node had not flushed.
+  writeStdout(`${JSON.stringify(value)}\n`);
 }
 
 /** Streams stdin into a temp file beside `path`, fsynced; returns the temp name once it matches. */
@@ -249,6 +251,11 @@ async function runVerb(verb: string, args: string[], log: Logger): Promise<ExitC
     case "xstat":
       out((await local.stat(arg(args, 0, "path"))) ?? null);
       return ExitCode.OK;
+    case "xmanifest": {
+      const dir = arg(args, 0, "directory");
+      out((await local.stat(dir))?.isDirectory ? await local.manifest(dir) : null);
+      return ExitCode.OK;
+    }
     case "xlist":
       out((await local.list(arg(args, 0, "directory"))) ?? null);
       return ExitCode.OK;

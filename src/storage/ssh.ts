@@ -18,6 +18,7 @@ import { ConfigError, ExitCode, IoError, isErrno, ioError, TransportError, Walmg
 import type { ExitCodeValue } from "../errors";
 import { shellQuote } from "../pg/postgresql-conf";
 import type { FileInfo, StorageDriver, TreeStats } from "./driver";
+import type { Manifest } from "./manifest";
 import { hashFile } from "./durable";
 import { createHash } from "node:crypto";
 
@@ -273,6 +274,12 @@ export class SshDriver implements StorageDriver {
 
   async stat(path: string): Promise<FileInfo | undefined> {
     return (await this.json<FileInfo | null>("xstat", [path])) ?? undefined;
+  }
+
+  async manifest(dir: string): Promise<Manifest> {
+    const m = await this.json<Manifest | null>("xmanifest", [dir]);
+    if (!m) throw new IoError(`${this.description}: no backup tree at ${dir}`);
+    return m;
   }
 
   async list(dir: string): Promise<string[] | undefined> {

@@ -82,6 +82,9 @@ test("QUICK START over ssh: master and slave as different users, odd slave path,
     const second = sentBytes(res);
     t.diagnostic(`first backup sent ${firstSent} bytes, second ${second} bytes`);
     assert.ok(second * 4 < firstSent, `second backup sent ${second} bytes, first ${firstSent}`);
+    // The manifest is built on the slave host, so the set verifies there.
+    const verified = ok(runSlaveBin("wal-ctl", [p.slaveIni, "verify", "data.master"]), "verify on the slave");
+    assert.match(verified.stdout, /data\.master: \d{3,} files checked/);
   });
 
   await t.test("restore on the slave host starts a standby that replays WAL shipped over ssh", async () => {

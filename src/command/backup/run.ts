@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { readFileSync, rmSync, unlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, join, posix } from "node:path";
 import { loadConfig, type Config } from "../../config/load";
@@ -10,7 +10,7 @@ import { connectMaster, connectStandby, type Db } from "../../pg/client";
 import { parseSize } from "../../pg/units";
 import { runConfigured } from "../../shell";
 import type { StorageDriver } from "../../storage/driver";
-import { hashFile, removeStaleTemps, TMP_PREFIX } from "../../storage/durable";
+import { removeStaleTemps, TMP_PREFIX } from "../../storage/durable";
 import { releaseRemoteNow } from "../../storage/release-sync";
 import { parseLsn, lsnToSegment } from "../../wal/names";
 import { keepInBackup } from "./exclude";
@@ -164,35 +164,16 @@ async function takeBackup(
     files: stats.files,
     source: fromStandby ? "slave" : "master",
   };
-  if (layout.completed.host === undefined) {
-    await driver.publish(posix.join(tmp, BACKUP_MANIFEST), Buffer.from(`${JSON.stringify(buildManifest(tmp))}\n`));
-  }
+  // Built where the set is (on a remote slave, by its helper): it describes what was stored.
+  await driver.publish(
+    posix.join(tmp, BACKUP_MANIFEST),
+    Buffer.from(`${JSON.stringify(await driver.manifest(tmp))}\n`),
+  );
   await driver.publish(posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
   if (!fromStandby) await saveConfigFiles(ctx, db, driver);
   ctx.log.info(
     `backup copied: ${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB${stats.sent === undefined ? "" : `, ${stats.sent} bytes sent`}, WAL ${info.startWal} .. ${info.stopWal ?? "?"}`,
   );
-}
-
-export interface Manifest {
-  files: Record<string, { size: number; sha256: string }>;
-}
-
-/** Size and sha256 of every file of a local set (hidden metadata files aside), for `verify`. */
-export function buildManifest(dir: string): Manifest {
-  const files: Manifest["files"] = {};
-  const walk = (rel: string): void => {
-    const abs = rel === "" ? dir : join(dir, rel);
-    for (const name of readdirSync(abs)) {
-      const childRel = rel === "" ? name : `${rel}/${name}`;
-      if (rel === "" && name.startsWith(".walmgr-")) continue;
-      const st = statSync(join(abs, name));
-      if (st.isDirectory()) walk(childRel);
-      else if (st.isFile()) files[childRel] = { size: st.size, sha256: hashFile(join(abs, name)).sha256 };
-    }
-  };
-  walk("");
-  return { files };
 }
 
 /** Copies postgresql.conf, pg_hba.conf and pg_ident.conf of the master into config_backup. */

@@ -4,7 +4,7 @@ import type { Context } from "../../context";
 import { ExitCode, IoError, WalmgrError } from "../../errors";
 import { slaveLayout } from "../../layout";
 import { hashFile } from "../../storage/durable";
-import type { Manifest } from "./run";
+import type { Manifest } from "../../storage/manifest";
 import { BACKUP_MANIFEST, listSets } from "./sets";
 
 /**
