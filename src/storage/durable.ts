@@ -50,7 +50,8 @@ export function fsyncDir(dir: string): void {
   }
 }
 
-function writeAll(fd: number, data: Uint8Array, position: number | null = null): void {
+/** Writes all of `data` (write() may write less than asked). */
+export function writeAll(fd: number, data: Uint8Array, position: number | null = null): void {
   let off = 0;
   while (off < data.length) {
     const n = writeSync(fd, data, off, data.length - off, position === null ? null : position + off);
@@ -78,6 +79,15 @@ export function commitTemp(tmp: string, path: string, exclusive: boolean): boole
   }
   fsyncDir(dirname(path));
   return true;
+}
+
+/** Removes a file that may not exist (a temporary file after a failure). */
+export function removeQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // not there
+  }
 }
 
 export function tempNameFor(path: string): string {
@@ -111,11 +121,7 @@ export function writeFileDurable(
     return commitTemp(tmp, path, opts.exclusive === true);
   } catch (err) {
     if (fd !== undefined) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // the temp file may not exist
-    }
+    removeQuietly(tmp);
     throw ioError("cannot write", path, err);
   }
 }
@@ -138,13 +144,7 @@ export interface StagedCopy {
 export async function stageFileCopy(path: string, src: string): Promise<StagedCopy> {
   const dir = dirname(path);
   const tmp = tempNameFor(path);
-  const abort = (): void => {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // already gone
-    }
-  };
+  const abort = (): void => removeQuietly(tmp);
   let isRegular: boolean;
   try {
     isRegular = statSync(src).isFile();

@@ -31,6 +31,8 @@ import { loadConfig } from "../config/load";
 import { Logger, writeStderr, writeStdout } from "../log";
 import {
   commitTemp,
+  removeQuietly,
+  writeAll,
   fsyncDir,
   inheritOwner,
   removeDurable,
@@ -112,8 +114,7 @@ async function stage(path: string, bytes: number, sha: string): Promise<string> 
     for await (const chunk of process.stdin) {
       const b = chunk as Buffer;
       hash.update(b);
-      let off = 0;
-      while (off < b.length) off += writeSync(fd, b, off, b.length - off);
+      writeAll(fd, b);
       got += b.length;
     }
     fsyncSync(fd);
@@ -123,11 +124,7 @@ async function stage(path: string, bytes: number, sha: string): Promise<string> 
     return tmp;
   } catch (err) {
     if (fd !== undefined) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // not created
-    }
+    removeQuietly(tmp);
     throw ioError("cannot write", path, err);
   }
 }

@@ -64,11 +64,9 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a program as the server user (when root), the way PostgreSQL or a DBA would. */
-export function run(cmd: string, args: string[], opts: SpawnSyncOptions = {}): RunResult {
-  const res = spawnSync(cmd, args, {
-    encoding: "utf8",
-    timeout: 300_000,
+/** Spawn options that run a child as the server user (when root), with its HOME/USER; `opts` win. */
+function asServerUser<T extends { env?: NodeJS.ProcessEnv }>(opts: T): T & { env: NodeJS.ProcessEnv } {
+  return {
     ...(RUN_AS ? { uid: RUN_AS.uid, gid: RUN_AS.gid } : {}),
     ...opts,
     env: {
@@ -76,6 +74,15 @@ export function run(cmd: string, args: string[], opts: SpawnSyncOptions = {}): R
       ...(RUN_AS ? { HOME: "/tmp", USER: RUN_AS.name, LOGNAME: RUN_AS.name } : {}),
       ...(opts.env ?? {}),
     },
+  };
+}
+
+/** Runs a program as the server user (when root), the way PostgreSQL or a DBA would. */
+export function run(cmd: string, args: string[], opts: SpawnSyncOptions = {}): RunResult {
+  const res = spawnSync(cmd, args, {
+    encoding: "utf8",
+    timeout: 300_000,
+    ...asServerUser(opts),
   });
   if (res.error) throw res.error;
   return { status: res.status, signal: res.signal, stdout: String(res.stdout ?? ""), stderr: String(res.stderr ?? "") };
@@ -137,13 +144,7 @@ export function spawnBin(name: string, args: string[], opts: SpawnOptions = {}):
 export function spawnAs(cmd: string, args: string[], opts: SpawnOptions = {}): Spawned {
   const child = spawn(cmd, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    ...(RUN_AS ? { uid: RUN_AS.uid, gid: RUN_AS.gid } : {}),
-    ...opts,
-    env: {
-      ...process.env,
-      ...(RUN_AS ? { HOME: "/tmp", USER: RUN_AS.name, LOGNAME: RUN_AS.name } : {}),
-      ...(opts.env ?? {}),
-    },
+    ...asServerUser(opts),
   });
   let out = "";
   child.stdout?.on("data", (b: Buffer) => (out += b.toString()));

@@ -9,19 +9,13 @@ import { join } from "node:path";
 import { Cluster, freePort } from "./cluster";
 import { makeTempDir, pgBin, removeTempDir, binPath } from "./env";
 import { chownSlave, makeSlaveDir, runSlave, TestSshd } from "./sshd";
-import { masterIniText, slaveIniText, writeFileAs } from "./walmgr";
+import { masterIniText, slaveIniText, writeFileAs, type Pair } from "./walmgr";
 
-export interface RemotePair {
+/** A Pair whose slave side is another user reached over ssh; `slaveDir` is the path on that host. */
+export interface RemotePair extends Omit<Pair, "base"> {
   sshd: TestSshd;
   masterBase: string;
   slaveBase: string;
-  master: Cluster;
-  slave: Cluster;
-  slaveData: string;
-  /** The slave directory on the slave host (local path there). */
-  slaveDir: string;
-  masterIni: string;
-  slaveIni: string;
 }
 
 export async function createRemotePair(

@@ -1,10 +1,11 @@
-import { renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 import { posix, resolve } from "node:path";
 import type { Context } from "../../context";
 import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STANDBY_RESTARTPOINT, STOP } from "../../control";
 import { ExitCode, ioError, TransportError, type ExitCodeValue } from "../../errors";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
+import { removeQuietly } from "../../storage/durable";
 import { driverFor } from "../../storage/open";
 import { comparePosition, parseWalName, requireWalName } from "../../wal/names";
 
@@ -18,11 +19,7 @@ function deliver(dest: string, data: Buffer): void {
     writeFileSync(tmp, data, { mode: 0o600 });
     renameSync(tmp, dest);
   } catch (err) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // nothing to clean
-    }
+    removeQuietly(tmp);
     throw ioError("cannot write restored WAL to", dest, err);
   }
 }
