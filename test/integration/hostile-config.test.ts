@@ -183,6 +183,24 @@ describe("damaged input is a clear error, never a stack trace with exit 70", () 
   });
 });
 
+describe("damaged state files in partial_wals are treated as absent", () => {
+  test("status exits 0 with garbage in the sync, daemon and periodic state files", () => {
+    const dir = join(base, "badstate");
+    mkdirAs(join(dir, "logs.complete"));
+    mkdirAs(join(dir, "logs.partial"));
+    for (const f of [".walmgr-sync-state", ".walmgr-daemon-state", ".walmgr-periodic-state"]) {
+      writeFileAs(join(dir, "logs.partial", f), '{"name": "0000');
+    }
+    const ini = join(base, "badstate.ini");
+    writeFileAs(ini, `[wal-master]\nslave = ${dir}\nmaster_data = ${base}/nodata\nperiodic_command = true\n`);
+    for (const args of [["status"], ["status", "--json"]]) {
+      const res = runBin("wal-ctl", [ini, ...args]);
+      assert.equal(res.status, 0, res.stderr);
+      noStack(res);
+    }
+  });
+});
+
 describe("passwords in connection strings never reach stdout, stderr or the logfile", () => {
   const SECRET = "Qu3rySecret";
   const forms: [string, string][] = [
