@@ -11,8 +11,9 @@ export interface Program {
   help: keyof typeof import("./help").HELP;
   spec?: ArgSpec;
   /**
-   * The positional arguments after CONFIG: `[min, max, usage]` counts, or a function that throws a
-   * UsageError (wal-ctl: per command). Checked before CONFIG is read; extra arguments are refused.
+   * The positional arguments after CONFIG: how many (min, max; `usage` for the hint), or a function
+   * that throws a UsageError (wal-ctl: per command). Checked before CONFIG is read; extra
+   * arguments are refused rather than ignored.
    */
   positionals: { min: number; max: number; usage: string } | ((rest: string[]) => void);
   run: (ctx: Context, parsed: ParsedArgs) => Promise<ExitCodeValue | void>;

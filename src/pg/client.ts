@@ -81,8 +81,9 @@ async function connect(cfg: PgConnectionConfig, who: string, hint: string, sourc
     throw new ConfigError(
       `${source}: cannot use connection string ${where}: ${(err as Error).message}`,
       "in a postgresql:// URL, percent-encode special characters of the user name and password " +
-        "('/' is %2F, '@' is %40, ':' is %3A, '?' is %3F, '#' is %23), or use the key=value form: " +
-        "host=HOST port=PORT dbname=NAME user=USER password='…'",
+        "('/' is %2F, '@' is %40, ':' is %3A, '?' is %3F, '#' is %23; in the config file each % is " +
+        "written %%, so '/' is %%2F), or use the key=value form: host=HOST port=PORT dbname=NAME " +
+        "user=USER password='…'",
     );
   }
   client.on("error", () => {
