@@ -94,3 +94,80 @@ export function parseArgs(argv: string[], spec: ArgSpec = {}): ParsedArgs {
   }
   return out;
 }
+
+/** How many positional arguments (after CONFIG, and after the command name for wal-ctl) a command takes. */
+export interface PositionalSpec {
+  /** For messages: `wal-archive`, `wal-ctl pause`. */
+  command: string;
+  min: number;
+  max: number;
+  /** The command line as --help shows it, for the hint: `wal-ctl CONFIG restore [SET [DST]]`. */
+  usage: string;
+}
+
+/**
+ * Refuses too few or too many positional arguments with a usage error (exit 2) naming what is
+ * missing or the first extra argument: an ignored argument is usually a typo or a misplaced
+ * option value, and doing something other than what was typed is worse than refusing.
+ */
+export function checkPositionals(args: string[], spec: PositionalSpec): void {
+  const hint = `usage: ${spec.usage}`;
+  if (args.length < spec.min) {
+    throw new UsageError(`${spec.command}: missing arguments`, hint);
+  }
+  if (args.length > spec.max) {
+    const extra = args.slice(spec.max);
+    const takes = spec.max === 0 ? "takes no arguments" : `takes at most ${spec.max}`;
+    throw new UsageError(
+      `${spec.command}: unexpected extra argument${extra.length > 1 ? "s" : ""} ` +
+        `${extra.map((a) => JSON.stringify(a)).join(" ")} (${spec.command} ${takes}); nothing was done`,
+      hint,
+    );
+  }
+}
+
+/** wal-ctl's commands and their positional arguments after the command name. */
+export const CTL_COMMAND_ARGS = {
+  setup: { min: 0, max: 0, args: "" },
+  stop: { min: 0, max: 0, args: "" },
+  pause: { min: 0, max: 0, args: "" },
+  continue: { min: 0, max: 0, args: "" },
+  boot: { min: 0, max: 0, args: "" },
+  sync: { min: 0, max: 0, args: "" },
+  syncdaemon: { min: 0, max: 0, args: "" },
+  periodic: { min: 0, max: 0, args: "" },
+  status: { min: 0, max: 0, args: "" },
+  backup: { min: 0, max: 0, args: "" },
+  restore: { min: 0, max: 2, args: "[SET [DST]]" },
+  listbackups: { min: 0, max: 0, args: "" },
+  verify: { min: 0, max: 1, args: "[SET]" },
+  xarchive: { min: 2, max: 2, args: "%p %f" },
+  xrestore: { min: 2, max: 3, args: "%f %p [%r]" },
+  xpartialsync: { min: 0, max: 0, args: "" },
+} satisfies Record<string, { min: number; max: number; args: string }>;
+
+/** A wal-ctl command name (bin/wal-ctl's table must have exactly these: the type checks it). */
+export type CtlCommand = keyof typeof CTL_COMMAND_ARGS;
+
+/**
+ * Checks `wal-ctl CONFIG COMMAND ARGS…` before anything is loaded: `rest` is what follows
+ * CONFIG. An unknown command or a wrong number of arguments is a usage error.
+ */
+export function checkCtlArgs(rest: string[]): void {
+  const [name, ...args] = rest;
+  const spec =
+    name !== undefined && Object.hasOwn(CTL_COMMAND_ARGS, name) ? CTL_COMMAND_ARGS[name as CtlCommand] : undefined;
+  if (name === undefined) throw new UsageError("wal-ctl: missing COMMAND", "usage: wal-ctl CONFIG COMMAND [ARGS]");
+  if (!spec) {
+    throw new UsageError(
+      `wal-ctl: unknown command ${JSON.stringify(name)}`,
+      `commands: ${Object.keys(CTL_COMMAND_ARGS).join(", ")}`,
+    );
+  }
+  checkPositionals(args, {
+    command: `wal-ctl ${name}`,
+    min: spec.min,
+    max: spec.max,
+    usage: `wal-ctl CONFIG ${name} ${spec.args}`.trimEnd(),
+  });
+}

@@ -3,15 +3,19 @@ import type { Context } from "../context";
 import { ExitCode, WalmgrError, type ExitCodeValue } from "../errors";
 import { Logger, writeStdout } from "../log";
 import { VERSION } from "../version";
-import { parseArgs, type ArgSpec, type ParsedArgs } from "./args";
+import { checkPositionals, parseArgs, type ArgSpec, type ParsedArgs } from "./args";
 
 export interface Program {
   name: string;
   /** Key of the help text in cli/help.ts, loaded only for --help. */
   help: keyof typeof import("./help").HELP;
   spec?: ArgSpec;
-  /** Minimum positional arguments after CONFIG (for the usage check). */
-  minArgs?: number;
+  /**
+   * The positional arguments after CONFIG: how many (min, max; `usage` for the hint), or a function
+   * that throws a UsageError (wal-ctl: per command). Checked before CONFIG is read; extra
+   * arguments are refused rather than ignored.
+   */
+  positionals: { min: number; max: number; usage: string } | ((rest: string[]) => void);
   run: (ctx: Context, parsed: ParsedArgs) => Promise<ExitCodeValue | void>;
 }
 
@@ -95,9 +99,8 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
         `usage: see ${program.name} --help`,
       );
     }
-    if (rest.length < (program.minArgs ?? 0)) {
-      throw new WalmgrError(`${program.name}: missing arguments`, ExitCode.USAGE, `usage: see ${program.name} --help`);
-    }
+    if (typeof program.positionals === "function") program.positionals(rest);
+    else checkPositionals(rest, { command: program.name, ...program.positionals });
     const config = loadConfig(configFile);
     const logfile = config.path("logfile");
     log.configure({ jobName: config.jobName, ...(logfile ? { logfile } : {}) });

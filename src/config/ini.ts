@@ -92,33 +92,102 @@ export class InterpolationError extends Error {
 }
 
 /**
+ * How deep values holding `%` may nest, counting the key being read as 1: Python's
+ * `configparser.MAX_INTERPOLATION_DEPTH`, so a file walmgr.py read is read the same here and a
+ * file it refused is refused here too.
+ */
+export const MAX_INTERPOLATION_DEPTH = 10;
+
+/**
+ * Longest value interpolation may build (characters). A real setting is a path, a command or a
+ * connection string; without a cap a few lines of `k2 = %(k1)s%(k1)s` double a value per line and
+ * ran a process out of memory (V8 aborts with 134, which PostgreSQL takes as fatal to recovery).
+ */
+export const MAX_INTERPOLATED_LENGTH = 64 * 1024;
+
+/** A `%(name)s` reference, matched where the `%` is (sticky). */
+const REF_RE = /%\(([^)]+)\)s/y;
+
+interface Expanded {
+  value: string;
+  /** Nesting height: 0 for a value without `%`, else 1 + the highest value it refers to. */
+  height: number;
+  /** The deepest reference chain below this key, this key first (for messages). */
+  path: string[];
+}
+
+/**
  * Expands `%(name)s` references. `lookup` returns the raw value of a key in the same section
  * (falling back to [DEFAULT]) or undefined. A cycle or an unknown name is an error naming both
- * the key being expanded and the key it refers to.
+ * the key being expanded and the key it refers to; nesting deeper than MAX_INTERPOLATION_DEPTH
+ * or a result longer than MAX_INTERPOLATED_LENGTH is an error naming the key.
+ *
+ * Returns a function of the key; it remembers every expansion, so each value is expanded once
+ * however often it is referred to (work is linear in the file, not exponential in its depth).
  */
-export function interpolate(key: string, lookup: (name: string) => string | undefined): string {
-  const expand = (name: string, chain: string[]): string => {
+export function makeInterpolator(lookup: (name: string) => string | undefined): (key: string) => string {
+  const done = new Map<string, Expanded>();
+  const tooDeep = (top: string, path: string[]): InterpolationError =>
+    new InterpolationError(
+      `'${top}' nests %(name)s references more than ${MAX_INTERPOLATION_DEPTH} deep ` +
+        `(${path.slice(0, MAX_INTERPOLATION_DEPTH + 2).join(" -> ")}${path.length > MAX_INTERPOLATION_DEPTH + 2 ? " -> …" : ""}): ` +
+        "write the value out instead of referring to a reference",
+      top,
+    );
+
+  // `chain`: the keys being expanded, the top-level key first; its length is this key's depth - 1.
+  const expand = (name: string, chain: string[]): Expanded => {
+    const top = chain[0] ?? name;
+    const memo = done.get(name);
+    if (memo) {
+      // The memo was built at another depth: check how deep it reaches from here.
+      if (memo.height > 0 && chain.length + memo.height > MAX_INTERPOLATION_DEPTH) {
+        throw tooDeep(top, [...chain, ...memo.path]);
+      }
+      return memo;
+    }
     const raw = lookup(name);
     if (raw === undefined) {
-      const from = chain[chain.length - 1] ?? key;
+      const from = chain[chain.length - 1] ?? name;
       throw new InterpolationError(`'${from}' refers to unknown setting '${name}' in %(${name})s`, from);
     }
+    if (!raw.includes("%")) {
+      const plain = { value: raw, height: 0, path: [name] };
+      done.set(name, plain);
+      return plain;
+    }
+    // Checked on the way down too, so a long chain never recurses deeper than the limit.
+    if (chain.length + 1 > MAX_INTERPOLATION_DEPTH) throw tooDeep(top, [...chain, name]);
+    const here = [...chain, name];
     let out = "";
+    let height = 1;
+    let path = [name];
+    const append = (text: string, at: string): void => {
+      out += text;
+      if (out.length > MAX_INTERPOLATED_LENGTH) {
+        throw new InterpolationError(
+          `'${top}' expands to more than ${MAX_INTERPOLATED_LENGTH} characters` +
+            `${at === top ? "" : ` (while expanding '${at}')`}: interpolation is for paths and commands, not bulk text`,
+          top,
+        );
+      }
+    };
     let i = 0;
     while (i < raw.length) {
-      const c = raw[i];
-      if (c !== "%") {
-        out += c;
-        i++;
-        continue;
+      const pct = raw.indexOf("%", i);
+      if (pct === -1) {
+        append(raw.slice(i), name);
+        break;
       }
-      const next = raw[i + 1];
-      if (next === "%") {
-        out += "%";
+      if (pct > i) append(raw.slice(i, pct), name);
+      i = pct;
+      if (raw[i + 1] === "%") {
+        append("%", name);
         i += 2;
         continue;
       }
-      const m = /^%\(([^)]+)\)s/.exec(raw.slice(i));
+      REF_RE.lastIndex = i;
+      const m = REF_RE.exec(raw);
       if (!m) {
         throw new InterpolationError(
           `'${name}' has a bare '%' at position ${i + 1}: write '%%' for a literal percent sign`,
@@ -126,16 +195,28 @@ export function interpolate(key: string, lookup: (name: string) => string | unde
         );
       }
       const ref = (m[1] ?? "").toLowerCase();
-      if (chain.includes(ref) || ref === name) {
+      if (here.includes(ref)) {
         throw new InterpolationError(
-          `'${name}' and '${ref}' refer to each other (interpolation cycle: ${[...chain, name, ref].join(" -> ")})`,
+          `'${name}' and '${ref}' refer to each other (interpolation cycle: ${[...here, ref].join(" -> ")})`,
           name,
         );
       }
-      out += expand(ref, [...chain, name]);
+      const sub = expand(ref, here);
+      append(sub.value, name);
+      if (sub.height + 1 > height) {
+        height = sub.height + 1;
+        path = [name, ...sub.path];
+      }
       i += m[0].length;
     }
-    return out;
+    const result = { value: out, height, path };
+    done.set(name, result);
+    return result;
   };
-  return expand(key, []);
+  return (key) => expand(key, []).value;
+}
+
+/** One key's expansion (see makeInterpolator; use that to expand many keys of one section). */
+export function interpolate(key: string, lookup: (name: string) => string | undefined): string {
+  return makeInterpolator(lookup)(key);
 }

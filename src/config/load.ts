@@ -1,7 +1,7 @@
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readSync } from "node:fs";
 import { basename, dirname, isAbsolute, resolve } from "node:path";
 import { ConfigError } from "../errors";
-import { IniSyntaxError, InterpolationError, interpolate, parseIni, type RawSection } from "./ini";
+import { IniSyntaxError, InterpolationError, makeInterpolator, parseIni, type RawSection } from "./ini";
 import { IMPLICIT_KEYS, parseBool, SETTINGS, type Role } from "./settings";
 
 /** Where a directory lives: on this machine (`host` undefined) or on `host` over ssh. */
@@ -131,16 +131,47 @@ function pickSection(file: string, sections: RawSection[]): { section: RawSectio
   );
 }
 
+/**
+ * Largest config file read (bytes). walmgr files are a few hundred bytes; the cap keeps a wrong
+ * path (a log, a device, a FIFO that never ends) from being read into memory.
+ */
+export const MAX_CONFIG_FILE_SIZE = 1024 * 1024;
+
+/** Reads at most MAX_CONFIG_FILE_SIZE bytes of `abs`; more is a ConfigError. */
+function readConfigText(abs: string): string {
+  const hint = "pass the path of a walmgr .ini file";
+  let fd: number;
+  try {
+    fd = openSync(abs, "r");
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message;
+    throw new ConfigError(`cannot read config file ${abs}: ${reason}`, hint);
+  }
+  try {
+    // Read in a loop rather than trusting st.size: devices and FIFOs report 0.
+    const buf = Buffer.allocUnsafe(MAX_CONFIG_FILE_SIZE + 1);
+    let len = 0;
+    for (;;) {
+      const n = readSync(fd, buf, len, buf.length - len, null);
+      if (n === 0) break;
+      len += n;
+      if (len > MAX_CONFIG_FILE_SIZE) {
+        throw new ConfigError(`config file ${abs} is larger than ${MAX_CONFIG_FILE_SIZE} bytes`, hint);
+      }
+    }
+    return buf.subarray(0, len).toString("utf8");
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(`cannot read config file ${abs}: ${(err as Error).message}`, hint);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Reads and validates a config file. Throws ConfigError naming file, section and key. */
 export function loadConfig(file: string): Config {
   const abs = resolve(file);
-  let text: string;
-  try {
-    text = readFileSync(abs, "utf8");
-  } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message;
-    throw new ConfigError(`cannot read config file ${abs}: ${reason}`, "pass the path of a walmgr .ini file");
-  }
+  const text = readConfigText(abs);
   let raw;
   try {
     raw = parseIni(text);
@@ -162,12 +193,17 @@ export function loadConfig(file: string): Config {
   const values = new Map<string, string>();
   const keys = new Set([...raw.defaults.values.keys(), ...section.values.keys()]);
   const warnings: string[] = [];
+  const interpolate = makeInterpolator(lookupRaw);
   for (const key of keys) {
     try {
-      values.set(key, interpolate(key, lookupRaw));
+      values.set(key, interpolate(key));
     } catch (err) {
       if (err instanceof InterpolationError) {
-        throw new ConfigError(`${abs} [${section.name}] ${err.key}: ${err.message}`);
+        const own = section.values.has(err.key);
+        const line = own ? section.lines.get(err.key) : raw.defaults.lines.get(err.key);
+        throw new ConfigError(
+          `${abs}${line ? `:${line}` : ""} [${own ? section.name : "DEFAULT"}] ${err.key}: ${err.message}`,
+        );
       }
       throw err;
     }

@@ -4,7 +4,7 @@ import { main } from "../cli/entry";
 main({
   name: "wal-archive",
   help: "walArchive",
-  minArgs: 2,
+  positionals: { min: 2, max: 2, usage: "wal-archive CONFIG %p %f" },
   run: async (ctx) => {
     const [src, name] = ctx.args;
     await archivePush(ctx, src ?? "", name ?? "");

@@ -1,3 +1,4 @@
+import { checkCtlArgs, type CtlCommand } from "../cli/args";
 import { main } from "../cli/entry";
 import type { Context } from "../context";
 import { UsageError, type ExitCodeValue } from "../errors";
@@ -8,7 +9,7 @@ type Command = (ctx: Context) => Promise<ExitCodeValue | void>;
  * Every walmgr.py command name maps here. Each loads its module only when chosen, so a simple
  * command does not pay for pg or the backup code.
  */
-const COMMANDS: Record<string, Command> = {
+const COMMANDS: Record<CtlCommand, Command> = {
   setup: async (ctx) => (await import("../command/setup")).setup(ctx),
   stop: async (ctx) => (await import("../command/setup")).stopArchiving(ctx),
   pause: async (ctx) => (await import("../command/replay")).pause(ctx),
@@ -38,7 +39,7 @@ const COMMANDS: Record<string, Command> = {
 main({
   name: "wal-ctl",
   help: "walCtl",
-  minArgs: 1,
+  positionals: checkCtlArgs,
   spec: {
     valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"],
     flags: ["clear-stale-lock", "target-exclusive", "detach", "force"],
@@ -46,7 +47,7 @@ main({
   },
   run: async (ctx) => {
     const [name, ...rest] = ctx.args;
-    const cmd = COMMANDS[name ?? ""];
+    const cmd = Object.hasOwn(COMMANDS, name ?? "") ? COMMANDS[name as CtlCommand] : undefined;
     if (!cmd) {
       throw new UsageError(`unknown command ${JSON.stringify(name)}`, `commands: ${Object.keys(COMMANDS).join(", ")}`);
     }

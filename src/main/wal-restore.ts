@@ -4,7 +4,7 @@ import { main } from "../cli/entry";
 main({
   name: "wal-restore",
   help: "walRestore",
-  minArgs: 2,
+  positionals: { min: 2, max: 3, usage: "wal-restore CONFIG %f %p [%r]" },
   run: async (ctx) => {
     const [name, dest, keepFrom] = ctx.args;
     return restoreGet(ctx, name ?? "", dest ?? "", keepFrom);

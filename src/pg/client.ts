@@ -1,6 +1,6 @@
 import type { Client } from "pg";
 import type { Config } from "../config/load";
-import { DatabaseError } from "../errors";
+import { ConfigError, DatabaseError } from "../errors";
 import { readFileSync, statSync } from "node:fs";
 import { describeConn, parseConninfo, withLibpqDefaults, type PgConnectionConfig } from "./conninfo";
 import { readPostmaster } from "./server";
@@ -21,6 +21,7 @@ export async function connectMaster(config: Config, why: string): Promise<Db> {
     parseConninfo(conninfo, config.where("master_db")),
     "the master",
     `check master_db in ${config.file} and that the server is running`,
+    config.where("master_db"),
   );
 }
 
@@ -35,6 +36,7 @@ export async function connectStandby(config: Config, why: string): Promise<Db> {
       parseConninfo(explicit, config.where("slave_db")),
       "the standby",
       `check slave_db in ${config.file}`,
+      config.where("slave_db"),
     );
   const dataDir = config.requirePath("slave_data", why);
   const pm = readPostmaster(dataDir);
@@ -50,6 +52,7 @@ export async function connectStandby(config: Config, why: string): Promise<Db> {
     withLibpqDefaults({ host: socketDir, port: pm.port, user: owner, database: "postgres" }),
     "the standby",
     `set slave_db in ${config.file} to a connection string for the standby`,
+    config.where("slave_data"),
   );
 }
 
@@ -65,11 +68,24 @@ function userNameOf(uid: number): string | undefined {
   return undefined;
 }
 
-async function connect(cfg: PgConnectionConfig, who: string, hint: string): Promise<Db> {
+/** `source`: the setting the connection string came from (`file [section] key`), for errors. */
+async function connect(cfg: PgConnectionConfig, who: string, hint: string, source: string): Promise<Db> {
   const where = describeConn(cfg);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const pg = require("pg") as typeof import("pg");
-  const client: Client = new pg.Client({ ...cfg, application_name: cfg.application_name ?? "walmgr-ts" });
+  let client: Client;
+  try {
+    // node-pg parses a URL here, synchronously: a malformed one throws (TypeError: Invalid URL).
+    client = new pg.Client({ ...cfg, application_name: cfg.application_name ?? "walmgr-ts" });
+  } catch (err) {
+    throw new ConfigError(
+      `${source}: cannot use connection string ${where}: ${(err as Error).message}`,
+      "in a postgresql:// URL, percent-encode special characters of the user name and password " +
+        "('/' is %2F, '@' is %40, ':' is %3A, '?' is %3F, '#' is %23; in the config file each % is " +
+        "written %%, so '/' is %%2F), or use the key=value form: host=HOST port=PORT dbname=NAME " +
+        "user=USER password='…'",
+    );
+  }
   client.on("error", () => {
     // reported through the failing query instead
   });

@@ -38,7 +38,7 @@ export function parseConninfo(conninfo: string, where: string): PgConnectionConf
     while (i < text.length && /\s/.test(text[i] ?? "")) i++;
     if (key === "" || text[i] !== "=") {
       throw new ConfigError(
-        `${where}: cannot parse connection string ${JSON.stringify(conninfo)} near position ${i + 1}`,
+        `${where}: cannot parse connection string ${JSON.stringify(maskConninfo(conninfo))} near position ${i + 1}`,
         "use libpq's form: dbname=NAME host=HOST port=PORT user=USER",
       );
     }
@@ -107,8 +107,68 @@ export function withLibpqDefaults(cfg: PgConnectionConfig): PgConnectionConfig {
   return out;
 }
 
+/** Keys whose values are secrets, in key=value strings and URL query parameters. */
+const SECRET_KEYS = new Set(["password", "sslpassword"]);
+
+/** A URL query parameter: its value runs on over `&` pieces without `=` (an unencoded `&`). */
+const QUERY_PARAM_RE = /(^|&)([^&=]*)=([^&]*(?:&(?![^&=]*=)[^&]*)*)/g;
+
+function decodeKey(key: string): string {
+  try {
+    return decodeURIComponent(key).trim().toLowerCase();
+  } catch {
+    return key.trim().toLowerCase();
+  }
+}
+
+/**
+ * Masks the password of a `postgres://` / `postgresql://` URL: the userinfo `user:PASS@` and the
+ * query parameters `password=` and `sslpassword=` (keys percent-encoded or not). It errs on the
+ * side of hiding: an unencoded `/`, `?`, `@` or `&` in a password (which libpq itself would
+ * misread) is hidden with it rather than shown.
+ */
+export function maskUrl(url: string): string {
+  const m = /^(\s*[a-z]+:\/\/)([\s\S]*)$/i.exec(url);
+  if (!m) return url;
+  let rest = m[2] ?? "";
+  const q = rest.indexOf("?");
+  if (q !== -1) {
+    const query = rest
+      .slice(q + 1)
+      .replace(QUERY_PARAM_RE, (all: string, amp: string, key: string) =>
+        SECRET_KEYS.has(decodeKey(key)) ? `${amp}${key}=***` : all,
+      );
+    rest = `${rest.slice(0, q + 1)}${query}`;
+  }
+  // The last '@' ends the userinfo (node-pg's URL parser reads it so); a ':' before it starts the password.
+  const at = rest.lastIndexOf("@");
+  if (at !== -1) {
+    const userinfo = rest.slice(0, at);
+    const colon = userinfo.indexOf(":");
+    if (colon !== -1) rest = `${userinfo.slice(0, colon)}:***${rest.slice(at)}`;
+  }
+  return `${m[1] ?? ""}${rest}`;
+}
+
+/**
+ * A connection string with every password replaced by `***`, for messages, logs and output:
+ * a URL (see maskUrl), or libpq keyword/value pairs, where `password` and `sslpassword` values
+ * are hidden whether bare (with backslash escapes) or single-quoted (with `\'` inside), and a
+ * URL given as a value (`dbname=postgresql://…`) is masked too. Works on strings that fail to
+ * parse as well: the parse error message must not show the password either.
+ */
+export function maskConninfo(conninfo: string): string {
+  if (/^\s*postgres(ql)?:\/\//i.test(conninfo)) return maskUrl(conninfo);
+  return conninfo
+    .replace(/postgres(?:ql)?:\/\/[^\s']*/gi, (url) => maskUrl(url))
+    .replace(
+      /(^|\s)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\[\s\S])*(?:'|\\?$)|(?:[^\s\\]|\\[\s\S]|\\$)*)/gi,
+      (_all: string, lead: string, key: string) => `${lead}${key}***`,
+    );
+}
+
 /** For messages: where we tried to connect (never the password). */
 export function describeConn(cfg: PgConnectionConfig): string {
-  if (cfg.connectionString) return cfg.connectionString.replace(/:[^:@/]*@/, ":***@");
+  if (cfg.connectionString) return maskConninfo(cfg.connectionString);
   return `host=${cfg.host ?? "?"} port=${cfg.port ?? "?"} dbname=${cfg.database ?? "?"} user=${cfg.user ?? "?"}`;
 }

@@ -1,5 +1,6 @@
 import { readdirSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
+import { IoError } from "../errors";
 import { hashFile } from "./durable";
 
 /** Size and sha256 of every file of a backup set, written as .walmgr-manifest.json. */
@@ -22,4 +23,34 @@ export function buildManifest(dir: string): Manifest {
   };
   walk("");
   return { files };
+}
+
+/**
+ * Parses a manifest read from `file`. Anything that is not one (bad JSON, wrong shape, a path
+ * leaving the set) is an IoError naming the file, never an internal error.
+ */
+export function parseManifest(text: string, file: string): Manifest {
+  const bad = (why: string): never => {
+    throw new IoError(
+      `backup manifest ${file} is damaged: ${why}`,
+      "the set cannot be verified: take a new backup (or restore the manifest from a copy)",
+    );
+  };
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    bad(`not valid JSON (${(err as Error).message})`);
+  }
+  const files = (value as { files?: unknown } | null)?.files;
+  if (typeof files !== "object" || files === null || Array.isArray(files)) return bad("no 'files' object");
+  for (const [rel, entry] of Object.entries(files as Record<string, unknown>)) {
+    if (rel === "" || isAbsolute(rel) || rel.split("/").includes(".."))
+      bad(`file name ${JSON.stringify(rel)} leaves the set`);
+    const e = entry as { size?: unknown; sha256?: unknown } | null;
+    if (typeof e?.size !== "number" || typeof e.sha256 !== "string") {
+      bad(`entry ${JSON.stringify(rel)} lacks a size or a sha256`);
+    }
+  }
+  return value as Manifest;
 }

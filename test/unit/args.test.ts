@@ -1,7 +1,7 @@
 /** Command-line parsing shared by every executable. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { parseArgs } from "../../src/cli/args";
+import { checkCtlArgs, checkPositionals, CTL_COMMAND_ARGS, parseArgs } from "../../src/cli/args";
 import { ExitCode, UsageError } from "../../src/errors";
 
 function usageError(fn: () => unknown, pattern?: RegExp): void {
@@ -139,5 +139,62 @@ describe("parseArgs", () => {
     const copy = [...argv];
     parseArgs(argv, { valueOptions: ["target-time"] });
     assert.deepEqual(argv, copy);
+  });
+});
+
+describe("positional argument counts", () => {
+  const archive = { command: "wal-archive", min: 2, max: 2, usage: "wal-archive CONFIG %p %f" };
+  const restore = { command: "wal-restore", min: 2, max: 3, usage: "wal-restore CONFIG %f %p [%r]" };
+
+  test("the right number of arguments passes", () => {
+    checkPositionals(["pg_wal/x", "x"], archive);
+    checkPositionals(["x", "pg_wal/RECOVERYXLOG"], restore);
+    checkPositionals(["x", "pg_wal/RECOVERYXLOG", "y"], restore);
+  });
+
+  test("too few is a usage error naming the command, with its usage as the hint", () => {
+    assert.throws(
+      () => checkPositionals(["pg_wal/x"], archive),
+      (err: unknown) =>
+        err instanceof UsageError && /wal-archive: missing/.test(err.message) && /%p %f/.test(err.hint ?? ""),
+    );
+  });
+
+  test("an extra argument is a usage error naming it", () => {
+    usageError(() => checkPositionals(["p", "f", "extra"], archive), /wal-archive: unexpected extra argument "extra"/);
+    usageError(() => checkPositionals(["f", "p", "r", "more", "andmore"], restore), /"more" "andmore"/);
+    usageError(
+      () => checkPositionals(["x"], { command: "wal-sync", min: 0, max: 0, usage: "wal-sync CONFIG" }),
+      /wal-sync: unexpected extra argument "x" \(wal-sync takes no arguments\)/,
+    );
+  });
+
+  test("wal-ctl: a command without arguments refuses one, naming it and the command", () => {
+    usageError(() => checkCtlArgs(["pause", "extra"]), /wal-ctl pause: unexpected extra argument "extra"/);
+    for (const name of Object.keys(CTL_COMMAND_ARGS)) {
+      const spec = CTL_COMMAND_ARGS[name as keyof typeof CTL_COMMAND_ARGS];
+      const enough = Array.from({ length: spec.max }, (_, i) => `a${i}`);
+      checkCtlArgs([name, ...enough]);
+      usageError(() => checkCtlArgs([name, ...enough, "surplus"]), new RegExp(`wal-ctl ${name}: .*"surplus"`));
+    }
+  });
+
+  test("wal-ctl: restore takes [SET [DST]], verify [SET], xrestore %f %p [%r], xarchive %p %f", () => {
+    checkCtlArgs(["restore"]);
+    checkCtlArgs(["restore", "data.master.0"]);
+    checkCtlArgs(["restore", "data.master.0", "/tmp/dst"]);
+    usageError(() => checkCtlArgs(["restore", "data.master.0", "/tmp/dst", "x"]), /"x"/);
+    checkCtlArgs(["verify", "data.master"]);
+    usageError(() => checkCtlArgs(["verify", "data.master", "data.master.0"]), /"data\.master\.0"/);
+    usageError(() => checkCtlArgs(["xrestore", "f"]), /missing/);
+    checkCtlArgs(["xrestore", "f", "p", "r"]);
+    usageError(() => checkCtlArgs(["xarchive", "p"]), /missing/);
+    usageError(() => checkCtlArgs(["xarchive", "p", "f", "x"]), /"x"/);
+  });
+
+  test("wal-ctl: a missing or unknown command is a usage error (no prototype names either)", () => {
+    usageError(() => checkCtlArgs([]), /missing COMMAND/);
+    usageError(() => checkCtlArgs(["bogus"]), /unknown command "bogus"/);
+    usageError(() => checkCtlArgs(["constructor"]), /unknown command "constructor"/);
   });
 });

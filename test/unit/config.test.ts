@@ -7,7 +7,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { loadConfig, parseLocation, type Config } from "../../src/config/load";
+import { MAX_INTERPOLATED_LENGTH, MAX_INTERPOLATION_DEPTH } from "../../src/config/ini";
+import { loadConfig, MAX_CONFIG_FILE_SIZE, parseLocation, type Config } from "../../src/config/load";
 import { ConfigError, ExitCode } from "../../src/errors";
 
 // The two samples of walmgr.1.txt, exactly as printed there (minus the manual's page indent).
@@ -248,6 +249,93 @@ describe("interpolation", () => {
   test("an unknown reference is a ConfigError naming both keys", () => {
     const file = ini("[wal-slave]\nslave = %(nosuchkey)s/x\n");
     throwsConfig(() => loadConfig(file), [file, "[wal-slave]", "'slave'", "'nosuchkey'"]);
+  });
+});
+
+/** `[wal-slave]` + `a0 = %(a1)s` … `a{n-1} = %(a{n})s` + `a{n} = last`: n values holding references. */
+function chain(n: number, last = "plain"): string {
+  const lines = ["[wal-slave]", "slave = /s"];
+  for (let i = 0; i < n; i++) lines.push(`a${i} = %(a${i + 1})s`);
+  lines.push(`a${n} = ${last}`);
+  return `${lines.join("\n")}\n`;
+}
+
+/** Asserts `fn` finishes within `ms` milliseconds (the bombs below once ran for minutes). */
+function quick<T>(ms: number, fn: () => T): T {
+  const t0 = performance.now();
+  try {
+    return fn();
+  } finally {
+    const took = performance.now() - t0;
+    assert.ok(took < ms, `took ${took.toFixed(0)} ms, limit ${ms} ms`);
+  }
+}
+
+describe("interpolation limits (depth as Python's ConfigParser, size, file size)", () => {
+  test("MAX_INTERPOLATION_DEPTH is Python's 10", () => {
+    assert.equal(MAX_INTERPOLATION_DEPTH, 10);
+  });
+
+  test("ten nested values holding references load, as in Python", () => {
+    const cfg = load(chain(10));
+    assert.equal(cfg.get("a0"), "plain");
+    assert.equal(load(chain(9, "50%%")).get("a0"), "50%");
+  });
+
+  test("an eleventh nested value is a ConfigError naming file, section and key, as in Python", () => {
+    const file = ini(chain(11));
+    throwsConfig(() => loadConfig(file), [file, "[wal-slave]", "a0", "more than 10 deep", "a0 -> a1 -> a2"]);
+    // Python counts a value with only %% as a level too.
+    throwsConfig(() => load(chain(10, "50%%")), ["a0", "more than 10 deep"]);
+  });
+
+  test("the depth is counted from every key, whichever order they are expanded in", () => {
+    // a0..a5 are expanded first (file order), then b0 reaches them from 6 levels up.
+    const lines = [chain(5)];
+    for (let i = 0; i < 6; i++) lines.push(`b${i} = %(b${i + 1})s`);
+    lines.push("b6 = %(a0)s");
+    throwsConfig(() => load(lines.join("\n")), ["'b0'", "more than 10 deep", "b6 -> a0"]);
+  });
+
+  test("a 40-line doubling bomb is refused at once, naming the key", () => {
+    const lines = ["[wal-slave]", "slave = /s", "k0 = x"];
+    for (let i = 1; i <= 40; i++) lines.push(`k${i} = %(k${i - 1})s%(k${i - 1})s`);
+    const file = ini(`${lines.join("\n")}\n`);
+    quick(1000, () => throwsConfig(() => loadConfig(file), [file, "[wal-slave]", "k11", "more than 10 deep"]));
+  });
+
+  test("a 2,000-key chain is refused at once", () => {
+    quick(1000, () => throwsConfig(() => load(chain(2000)), ["a0", "more than 10 deep"]));
+  });
+
+  test("a wide bomb within the depth limit is refused by size, naming the key", () => {
+    const lines = ["[wal-slave]", "slave = /s", "k0 = xxxxxxxx"];
+    for (let i = 1; i <= 9; i++) lines.push(`k${i} = ${`%(k${i - 1})s`.repeat(64)}`);
+    const file = ini(`${lines.join("\n")}\n`);
+    quick(1000, () =>
+      throwsConfig(() => loadConfig(file), [file, "k3", `more than ${MAX_INTERPOLATED_LENGTH} characters`]),
+    );
+  });
+
+  test("a value of exactly the size limit loads; one more character does not", () => {
+    const half = "y".repeat(MAX_INTERPOLATED_LENGTH / 2);
+    assert.equal(
+      load(`[wal-slave]\nslave = /s\nh = ${half}\nv = %(h)s%(h)s\n`).get("v")?.length,
+      MAX_INTERPOLATED_LENGTH,
+    );
+    throwsConfig(() => load(`[wal-slave]\nslave = /s\nh = ${half}\nv = %(h)s%(h)sz\n`), ["'v'", "characters"]);
+  });
+
+  test("references to empty values cost nothing however many there are (each value is expanded once)", () => {
+    const lines = ["[wal-slave]", "slave = /s", "k0 ="];
+    for (let i = 1; i <= 10; i++) lines.push(`k${i} = ${`%(k${i - 1})s`.repeat(1000)}`);
+    const cfg = quick(2000, () => load(`${lines.join("\n")}\n`));
+    assert.equal(cfg.get("k10"), "");
+  });
+
+  test(`a config file larger than ${MAX_CONFIG_FILE_SIZE} bytes is a ConfigError naming it`, () => {
+    const file = ini(`[wal-slave]\nslave = /s\n${"# padding\n".repeat(MAX_CONFIG_FILE_SIZE / 10 + 1)}`);
+    throwsConfig(() => loadConfig(file), [file, "larger than"]);
   });
 });
 

@@ -1,7 +1,7 @@
 /** libpq connection strings as master_db and primary_conninfo hold them. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { describeConn, parseConninfo } from "../../src/pg/conninfo";
+import { describeConn, maskConninfo, parseConninfo } from "../../src/pg/conninfo";
 import { ConfigError, ExitCode } from "../../src/errors";
 
 const WHERE = "/etc/walmgr/master.ini [wal-master] master_db";
@@ -105,5 +105,90 @@ describe("describeConn", () => {
     const d = describeConn(parseConninfo("host=h port=1 dbname=d user=u password=secret", WHERE));
     assert.ok(!d.includes("secret"), d);
     assert.equal(d, "host=h port=1 dbname=d user=u");
+  });
+});
+
+describe("maskConninfo: every form libpq (and node-pg) accepts a password in", () => {
+  const SECRET = "S3cr3t";
+  const cases: [string, string, string][] = [
+    // [what, conninfo, what must stay visible]
+    ["key=value", `host=h port=1 password=${SECRET} user=u`, "host=h port=1 password=*** user=u"],
+    ["spaces around =", `host=h password = ${SECRET} user=u`, "host=h password = *** user=u"],
+    ["single-quoted with spaces", `host=h password='${SECRET} and more' user=u`, "host=h password=*** user=u"],
+    ["quoted with escaped quote", String.raw`host=h password='it\'s ${SECRET}' user=u`, "host=h password=*** user=u"],
+    ["bare with backslash escapes", String.raw`host=h password=a\ ${SECRET} user=u`, "host=h password=*** user=u"],
+    ["unterminated quote", `host=h password='${SECRET} user=u`, "host=h password=***"],
+    ["first key", `password=${SECRET} host=h`, "password=*** host=h"],
+    ["sslpassword", `host=h sslpassword=${SECRET}`, "host=h sslpassword=***"],
+    ["URL userinfo", `postgresql://u:${SECRET}@h:5432/db`, "postgresql://u:***@h:5432/db"],
+    ["postgres:// URL", `postgres://u:${SECRET}@h/db`, "postgres://u:***@h/db"],
+    [
+      "URL userinfo with unencoded / (node-pg cannot parse it)",
+      `postgresql://u:pa/${SECRET}@h/db`,
+      "postgresql://u:***@h/db",
+    ],
+    ["URL userinfo with unencoded @", `postgresql://u:p@${SECRET}@h/db`, "postgresql://u:***@h/db"],
+    [
+      "URL userinfo with unencoded ?",
+      `postgresql://u:p?${SECRET}@h/db?sslmode=require`,
+      "postgresql://u:***@h/db?sslmode=require",
+    ],
+    [
+      "URL query password",
+      `postgresql:///postgres?host=/tmp/x&password=${SECRET}&port=5433`,
+      "postgresql:///postgres?host=/tmp/x&password=***&port=5433",
+    ],
+    ["URL query password first", `postgresql:///db?password=${SECRET}`, "postgresql:///db?password=***"],
+    [
+      "URL query percent-encoded key",
+      `postgresql:///db?host=/tmp&pass%77ord=${SECRET}`,
+      "postgresql:///db?host=/tmp&pass%77ord=***",
+    ],
+    [
+      "URL query sslpassword",
+      `postgresql:///db?sslpassword=${SECRET}&sslmode=require`,
+      "postgresql:///db?sslpassword=***&sslmode=require",
+    ],
+    [
+      "URL query password with unencoded &",
+      `postgresql:///db?password=a&${SECRET}&port=1`,
+      "postgresql:///db?password=***&port=1",
+    ],
+    [
+      "URL query after @ in another value",
+      `postgresql://h/db?application_name=a@b&password=${SECRET}`,
+      "postgresql://h/db?application_name=a@b&password=***",
+    ],
+    ["URL with leading space", ` postgresql://u:${SECRET}@h/db`, " postgresql://u:***@h/db"],
+    ["URL as dbname value", `dbname=postgresql://u:${SECRET}@h/db port=1`, "dbname=postgresql://u:***@h/db port=1"],
+  ];
+  for (const [what, conninfo, masked] of cases) {
+    test(what, () => {
+      const out = maskConninfo(conninfo);
+      assert.ok(!out.includes(SECRET), `${conninfo} -> ${out}`);
+      assert.equal(out, masked);
+    });
+  }
+
+  test("strings without a password are unchanged", () => {
+    for (const s of [
+      "host=h port=1 user=password dbname=d",
+      "postgresql://u@h:5432/db?sslmode=require",
+      "postgresql:///db?host=/tmp",
+    ]) {
+      assert.equal(maskConninfo(s), s);
+    }
+  });
+
+  test("describeConn masks a URL's query password", () => {
+    const d = describeConn(parseConninfo(`postgresql:///postgres?host=/tmp&password=${SECRET}`, WHERE));
+    assert.ok(!d.includes(SECRET), d);
+  });
+
+  test("a connection string that fails to parse is shown masked in the error", () => {
+    assert.throws(
+      () => parseConninfo(`host=h password='${SECRET} oops' user`, WHERE),
+      (err: unknown) => err instanceof ConfigError && !err.message.includes(SECRET) && err.message.includes(WHERE),
+    );
   });
 });

@@ -1,7 +1,8 @@
 import { posix } from "node:path";
 import type { Context } from "../../context";
+import { ExitCode, type ExitCodeValue } from "../../errors";
 import { slaveLayout } from "../../layout";
-import { BACKUP_INFO, listSets, type BackupInfo } from "./sets";
+import { BACKUP_INFO, listSets, parseBackupInfo } from "./sets";
 
 interface Row {
   name: string;
@@ -10,6 +11,8 @@ interface Row {
   label: string;
   startWal: string;
   bytes: number | null;
+  /** Why the set's metadata could not be read (the set is listed, marked damaged). */
+  problem?: string;
 }
 
 function fromLabel(text: string): Partial<Row> {
@@ -21,36 +24,54 @@ function fromLabel(text: string): Partial<Row> {
   };
 }
 
-/** `listbackups`: the backup sets in the slave directory, newest first. */
-export async function listBackups(ctx: Context): Promise<void> {
+/**
+ * `listbackups`: the backup sets in the slave directory, newest first. A set whose metadata is
+ * damaged is still listed, marked DAMAGED (from its backup_label where possible), the damage is
+ * logged naming the file, and the command exits 9 after listing every set.
+ */
+export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
   const layout = slaveLayout(ctx.config, "listbackups");
   const full = ctx.config.requireLocation("full_backup", "listbackups");
   const rows: Row[] = [];
   for (const set of await listSets(layout.driver, full.path)) {
     const infoRaw = await layout.driver.read(posix.join(set, BACKUP_INFO));
     const row: Row = { name: posix.basename(set), path: set, startTime: "", label: "", startWal: "", bytes: null };
+    let parsed = false;
     if (infoRaw) {
-      const info = JSON.parse(infoRaw.toString("utf8")) as BackupInfo;
-      Object.assign(row, { startTime: info.startTime, label: info.label, startWal: info.startWal, bytes: info.bytes });
-    } else {
+      try {
+        const info = parseBackupInfo(infoRaw.toString("utf8"), posix.join(set, BACKUP_INFO));
+        Object.assign(row, {
+          startTime: info.startTime,
+          label: info.label,
+          startWal: info.startWal,
+          bytes: info.bytes,
+        });
+        parsed = true;
+      } catch (err) {
+        row.problem = (err as Error).message;
+        ctx.log.error(row.problem);
+      }
+    }
+    if (!parsed) {
       const label = await layout.driver.read(posix.join(set, "backup_label"));
-      if (!label) continue; // not a usable set
-      Object.assign(row, fromLabel(label.toString("utf8")));
+      if (label) Object.assign(row, fromLabel(label.toString("utf8")));
+      else if (!row.problem) continue; // not a usable set
     }
     rows.push(row);
   }
+  const code = rows.some((r) => r.problem) ? ExitCode.IO : ExitCode.OK;
   if (ctx.json) {
     ctx.out(JSON.stringify(rows, null, 2));
-    return;
+    return code;
   }
   if (rows.length === 0) {
     ctx.out(`no backup sets in ${posix.dirname(full.path)}`);
-    return;
+    return code;
   }
   const table = [["NAME", "START TIME", "LABEL", "START WAL", "SIZE"]];
   for (const r of rows) {
     table.push([
-      r.name,
+      r.problem ? `${r.name} (DAMAGED ${BACKUP_INFO})` : r.name,
       r.startTime,
       r.label,
       r.startWal,
@@ -68,4 +89,5 @@ export async function listBackups(ctx: Context): Promise<void> {
       )
       .join("\n"),
   );
+  return code;
 }

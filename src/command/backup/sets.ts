@@ -1,4 +1,5 @@
 import { posix } from "node:path";
+import { IoError } from "../../errors";
 import type { StorageDriver } from "../../storage/driver";
 
 /** Backup metadata file inside each set (hidden: PostgreSQL ignores it in a data directory). */
@@ -20,6 +21,32 @@ export interface BackupInfo {
   bytes: number;
   files: number;
   source: "master" | "slave";
+}
+
+/**
+ * Parses a set's `.walmgr-backup.json` read from `file`. Bad JSON or a wrong shape is an IoError
+ * naming the file (exit 9), never an internal error.
+ */
+export function parseBackupInfo(text: string, file: string): BackupInfo {
+  const bad = (why: string): never => {
+    throw new IoError(
+      `backup metadata ${file} is damaged: ${why}`,
+      "check the set with 'verify'; take a new backup if it is damaged too",
+    );
+  };
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    bad(`not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return bad("not a JSON object");
+  const v = value as Record<string, unknown>;
+  for (const key of ["label", "startWal", "startTime"]) {
+    if (typeof v[key] !== "string") bad(`'${key}' is missing or not a string`);
+  }
+  if (typeof v.bytes !== "number") bad("'bytes' is missing or not a number");
+  return value as BackupInfo;
 }
 
 /** Set paths newest first: data.master, data.master.0, data.master.1 … (those that exist). */

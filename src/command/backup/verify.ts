@@ -4,7 +4,7 @@ import type { Context } from "../../context";
 import { ExitCode, IoError, WalmgrError } from "../../errors";
 import { slaveLayout } from "../../layout";
 import { hashFile } from "../../storage/durable";
-import type { Manifest } from "../../storage/manifest";
+import { parseManifest } from "../../storage/manifest";
 import { BACKUP_MANIFEST, listSets } from "./sets";
 
 /**
@@ -26,7 +26,14 @@ export async function verify(ctx: Context): Promise<void> {
       bad.push(`${set}: no manifest (${BACKUP_MANIFEST})`);
       continue;
     }
-    const manifest = JSON.parse(readFileSync(file, "utf8")) as Manifest;
+    let manifest;
+    try {
+      manifest = parseManifest(readFileSync(file, "utf8"), file);
+    } catch (err) {
+      // One damaged set fails the run, after the others are checked too.
+      bad.push(`${set}: ${(err as Error).message}`);
+      continue;
+    }
     let checked = 0;
     for (const [rel, want] of Object.entries(manifest.files)) {
       const abs = join(set, rel);
@@ -34,9 +41,13 @@ export async function verify(ctx: Context): Promise<void> {
         bad.push(`${set}: ${rel} is missing`);
         continue;
       }
-      const size = statSync(abs).size;
-      if (size !== want.size) bad.push(`${set}: ${rel} has ${size} bytes, expected ${want.size}`);
-      else if (hashFile(abs).sha256 !== want.sha256) bad.push(`${set}: ${rel} does not match its checksum`);
+      try {
+        const size = statSync(abs).size;
+        if (size !== want.size) bad.push(`${set}: ${rel} has ${size} bytes, expected ${want.size}`);
+        else if (hashFile(abs).sha256 !== want.sha256) bad.push(`${set}: ${rel} does not match its checksum`);
+      } catch (err) {
+        bad.push(`${set}: cannot read ${rel}: ${(err as Error).message}`);
+      }
       checked++;
     }
     ctx.out(`${set}: ${checked} files checked`);

@@ -1,0 +1,280 @@
+/**
+ * Hostile or broken input from the operator's side: config files that try to exhaust the
+ * process, damaged backup metadata, passwords in connection strings, stray arguments. Each
+ * spawns the real executables as the server user; no PostgreSQL server is needed (connections
+ * go to a socket folder where no server listens).
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { makeTempDir, mkdirAs, removeTempDir, runBin, type RunResult } from "../helpers/env";
+import { writeFileAs } from "../helpers/walmgr";
+
+let base: string;
+let slave: string;
+const SEG = "000000010000000000000001";
+
+/** A stack trace line (`    at fn (file:1:2)`): bad input must never produce one. */
+const STACK_LINE = /^\s+at\s/m;
+
+function noStack(res: RunResult): void {
+  assert.doesNotMatch(res.stderr, STACK_LINE, `stack trace on stderr:\n${res.stderr}`);
+  assert.doesNotMatch(res.stdout, STACK_LINE, `stack trace on stdout:\n${res.stdout}`);
+}
+
+before(() => {
+  base = makeTempDir("hostile");
+  slave = join(base, "slave");
+  for (const d of ["logs.complete", "logs.partial"]) mkdirAs(join(slave, d));
+});
+
+after(() => removeTempDir(base));
+
+describe("config interpolation bombs exit 3 at once, naming the key", () => {
+  /** Runs `bin` and returns the result with how long it took; a runaway process is killed at 20 s. */
+  function timed(bin: string, args: string[]): RunResult & { ms: number } {
+    const t0 = Date.now();
+    // SIGKILL: the old code ignored SIGTERM while it was expanding.
+    const res = runBin(bin, args, { timeout: 20_000, killSignal: "SIGKILL" });
+    return { ...res, ms: Date.now() - t0 };
+  }
+
+  function bombIni(name: string, lines: string[]): string {
+    const file = join(base, name);
+    writeFileAs(file, `[wal-slave]\nslave = ${slave}\nslave_data = ${base}/sdata\n${lines.join("\n")}\n`);
+    return file;
+  }
+
+  const doubling = Array.from({ length: 40 }, (_, i) => `k${i + 1} = %(k${i})s%(k${i})s`);
+  const chain = Array.from({ length: 2000 }, (_, i) => `c${i} = %(c${i + 1})s`);
+
+  for (const [what, lines, key] of [
+    ["a 40-key doubling bomb", ["k0 = x", ...doubling], "k11"],
+    ["a 2,000-key chain", [...chain, "c2000 = end"], "c0"],
+  ] as const) {
+    test(`${what}: wal-restore and wal-archive exit 3 within 3 s naming file, section and key`, () => {
+      const file = bombIni(`bomb-${key}.ini`, [...lines]);
+      const src = join(base, `src-${key}`);
+      writeFileAs(src, "wal");
+      for (const [bin, args] of [
+        ["wal-restore", [file, SEG, join(base, `out-${key}`)]],
+        ["wal-archive", [file, src, SEG]],
+      ] as const) {
+        const res = timed(bin, [...args]);
+        assert.equal(
+          res.status,
+          3,
+          `${bin}: exit ${String(res.status)} (signal ${String(res.signal)}) after ${res.ms} ms\n${res.stderr}`,
+        );
+        assert.ok(res.ms < 3000, `${bin} took ${res.ms} ms`);
+        assert.ok(res.stderr.includes(`${file}:`), res.stderr);
+        assert.match(res.stderr, new RegExp(`\\[wal-slave\\] ${key}: .*more than 10 deep`));
+        noStack(res);
+      }
+      assert.ok(!existsSync(join(base, `out-${key}`)));
+      assert.ok(!existsSync(join(slave, "logs.complete", SEG)));
+    });
+  }
+});
+
+describe("damaged input is a clear error, never a stack trace with exit 70", () => {
+  test("a master_db URL with '/' in the password exits 3 naming master_db, without the password", () => {
+    const ini = join(base, "slashpw.ini");
+    writeFileAs(
+      ini,
+      `[wal-master]\nmaster_db = postgresql://postgres:pa/Sl4shSecret@localhost:1/postgres\nmaster_data = ${base}/nodata\nslave = ${slave}\n`,
+    );
+    const res = runBin("wal-backup", [ini]);
+    assert.equal(res.status, 3, res.stderr);
+    assert.match(res.stderr, /slashpw\.ini \[wal-master\] master_db: cannot use connection string/);
+    assert.match(res.stderr, /percent-encode/);
+    assert.ok(!res.stderr.includes("Sl4shSecret"), res.stderr);
+    noStack(res);
+    assert.ok(!existsSync(join(slave, "logs.complete", "BACKUPLOCK")), "the backup lock must be released");
+  });
+
+  describe("backup sets", () => {
+    let ini: string;
+    let full: string;
+    const label = (wal: string): string =>
+      `START WAL LOCATION: 0/2000028 (file ${wal})\nSTART TIME: 2026-01-02 03:04:05 UTC\nLABEL: walmgr-ts\n`;
+
+    /** A set with a backup_label, a data file, metadata and a manifest that matches. */
+    function makeSet(name: string, wal: string): string {
+      const set = join(full, "..", name);
+      mkdirAs(join(set, "base"));
+      writeFileAs(join(set, "backup_label"), label(wal));
+      writeFileAs(join(set, "base", "1"), `data of ${name}`);
+      const files: Record<string, { size: number; sha256: string }> = {};
+      for (const rel of ["backup_label", "base/1"]) {
+        const buf = readFileSync(join(set, rel));
+        files[rel] = { size: buf.length, sha256: createHash("sha256").update(buf).digest("hex") };
+      }
+      writeFileAs(join(set, ".walmgr-manifest.json"), JSON.stringify({ files }));
+      writeFileAs(
+        join(set, ".walmgr-backup.json"),
+        JSON.stringify({ label: "walmgr-ts", startWal: wal, startTime: "2026-01-02T03:04:05Z", bytes: 1048576 }),
+      );
+      return set;
+    }
+
+    before(() => {
+      const dir = join(base, "sets");
+      full = join(dir, "data.master");
+      mkdirAs(dir);
+      ini = join(base, "sets.ini");
+      writeFileAs(ini, `[wal-slave]\nslave = ${dir}\nslave_data = ${base}/sdata\n`);
+      makeSet("data.master", "000000010000000000000009");
+      makeSet("data.master.0", "000000010000000000000005");
+      makeSet("data.master.1", "000000010000000000000002");
+      // data.master.0: truncated metadata; data.master.1: a manifest that is not one.
+      writeFileSync(join(full + ".0", ".walmgr-backup.json"), '{"label": "walm');
+      writeFileSync(join(full + ".1", ".walmgr-manifest.json"), "\0\0garbage");
+    });
+
+    test("listbackups lists every set, marks the damaged one, names its file and exits 9", () => {
+      const res = runBin("wal-ctl", [ini, "listbackups"]);
+      assert.equal(res.status, 9, res.stderr);
+      noStack(res);
+      assert.match(
+        res.stderr,
+        new RegExp(`backup metadata ${full}\\.0/\\.walmgr-backup\\.json is damaged: not valid JSON`),
+      );
+      const lines = res.stdout.split("\n");
+      assert.ok(
+        lines.some((l) => /^data\.master\s.*000000010000000000000009/.test(l)),
+        res.stdout,
+      );
+      assert.ok(
+        lines.some((l) => /^data\.master\.0 \(DAMAGED \.walmgr-backup\.json\).*000000010000000000000005/.test(l)),
+        res.stdout,
+      );
+      assert.ok(
+        lines.some((l) => /^data\.master\.1\s.*000000010000000000000002/.test(l)),
+        res.stdout,
+      );
+
+      const json = runBin("wal-ctl", [ini, "listbackups", "--json"]);
+      assert.equal(json.status, 9);
+      const rows = JSON.parse(json.stdout) as { name: string; problem?: string }[];
+      assert.deepEqual(
+        rows.map((r) => [r.name, r.problem !== undefined]),
+        [
+          ["data.master", false],
+          ["data.master.0", true],
+          ["data.master.1", false],
+        ],
+      );
+    });
+
+    test("verify checks the other sets, fails for the damaged manifest naming its file, exits 9", () => {
+      const res = runBin("wal-ctl", [ini, "verify"]);
+      assert.equal(res.status, 9, res.stderr);
+      noStack(res);
+      assert.match(res.stdout, /data\.master: 2 files checked/);
+      assert.match(res.stdout, /data\.master\.0: 2 files checked/);
+      assert.match(res.stderr, new RegExp(`backup manifest ${full}\\.1/\\.walmgr-manifest\\.json is damaged`));
+      assert.doesNotMatch(res.stdout, /all backup sets verified/);
+      // The sound set alone verifies.
+      assert.equal(runBin("wal-ctl", [ini, "verify", "data.master"]).status, 0);
+    });
+  });
+});
+
+describe("damaged state files in partial_wals are treated as absent", () => {
+  test("status exits 0 with garbage in the sync, daemon and periodic state files", () => {
+    const dir = join(base, "badstate");
+    mkdirAs(join(dir, "logs.complete"));
+    mkdirAs(join(dir, "logs.partial"));
+    for (const f of [".walmgr-sync-state", ".walmgr-daemon-state", ".walmgr-periodic-state"]) {
+      writeFileAs(join(dir, "logs.partial", f), '{"name": "0000');
+    }
+    const ini = join(base, "badstate.ini");
+    writeFileAs(ini, `[wal-master]\nslave = ${dir}\nmaster_data = ${base}/nodata\nperiodic_command = true\n`);
+    for (const args of [["status"], ["status", "--json"]]) {
+      const res = runBin("wal-ctl", [ini, ...args]);
+      assert.equal(res.status, 0, res.stderr);
+      noStack(res);
+    }
+  });
+});
+
+describe("passwords in connection strings never reach stdout, stderr or the logfile", () => {
+  const SECRET = "Qu3rySecret";
+  const forms: [string, string][] = [
+    ["URL query password", `postgresql:///postgres?host=${"SOCK"}&port=1&password=${SECRET}`],
+    ["URL query, percent-encoded key", `postgresql:///postgres?host=${"SOCK"}&port=1&pass%77ord=${SECRET}`],
+    ["URL userinfo", `postgresql://postgres:${SECRET}@localhost:1/postgres`],
+    ["quoted key=value with spaces", `host=SOCK port=1 dbname=postgres password='it\\'s ${SECRET} here'`],
+    ["key=value that does not parse", `host=SOCK port=1 password=${SECRET} dbname`],
+  ];
+  for (const [what, conninfo] of forms) {
+    test(what, () => {
+      const tag = what.replace(/\W+/g, "-");
+      const sock = join(base, `nosock-${tag}`);
+      mkdirAs(sock);
+      const dir = join(base, `leak-${tag}`);
+      mkdirAs(join(dir, "logs.complete"));
+      mkdirAs(join(dir, "logs.partial"));
+      // A sync state with an LSN: status then asks the master how far behind the slave is.
+      writeFileAs(
+        join(dir, "logs.partial", ".walmgr-sync-state"),
+        JSON.stringify({ name: SEG, offset: 8192, lsn: "0/1002000", time: new Date().toISOString() }),
+      );
+      const log = join(base, `leak-${tag}.log`);
+      const ini = join(base, `leak-${tag}.ini`);
+      writeFileAs(
+        ini,
+        `[wal-master]\nmaster_db = ${conninfo.replaceAll("SOCK", sock).replaceAll("%", "%%")}\nmaster_data = ${base}/nodata\n` +
+          `slave = ${dir}\nlogfile = ${log}\nuse_xlog_functions = 1\n`,
+      );
+      const runs = [
+        runBin("wal-backup", [ini]),
+        runBin("wal-backup", [ini, "-n"]),
+        runBin("wal-sync", [ini]),
+        runBin("wal-ctl", [ini, "status"]),
+        runBin("wal-ctl", [ini, "status", "--json"]),
+      ];
+      const [backup, , sync, status, statusJson] = runs;
+      // The backup and the sync really tried (and failed) to use the connection string.
+      assert.ok(backup && [3, 7].includes(backup.status ?? -1), backup?.stderr);
+      assert.ok(sync && [3, 7].includes(sync.status ?? -1), sync?.stderr);
+      assert.equal(status?.status, 0, status?.stderr);
+      assert.equal(statusJson?.status, 0, statusJson?.stderr);
+      assert.match(status?.stderr ?? "", /cannot ask the master/);
+      for (const res of runs) {
+        assert.ok(!res.stdout.includes(SECRET), `stdout:\n${res.stdout}`);
+        assert.ok(!res.stderr.includes(SECRET), `stderr:\n${res.stderr}`);
+        noStack(res);
+      }
+      const logText = readFileSync(log, "utf8");
+      assert.match(logText, /cannot connect to the master|cannot parse connection string|cannot use connection string/);
+      assert.ok(!logText.includes(SECRET), `logfile:\n${logText}`);
+    });
+  }
+});
+
+describe("extra positional arguments are refused (exit 2) and nothing is done", () => {
+  test("wal-ctl CONFIG pause extra", () => {
+    const ini = join(base, "extra.ini");
+    writeFileAs(ini, `[wal-slave]\nslave = ${slave}\nslave_data = ${base}/sdata\n`);
+    const res = runBin("wal-ctl", [ini, "pause", "extra"]);
+    assert.equal(res.status, 2, res.stderr);
+    assert.match(res.stderr, /wal-ctl pause: unexpected extra argument "extra"/);
+    assert.match(res.stderr, /usage: wal-ctl CONFIG pause/);
+    noStack(res);
+    assert.ok(!existsSync(join(slave, "logs.complete", "PAUSE")), "pause must not have run");
+
+    const src = join(base, "extra-src");
+    writeFileAs(src, "wal");
+    const archive = runBin("wal-archive", [ini, src, SEG, "stray"]);
+    assert.equal(archive.status, 2, archive.stderr);
+    assert.match(archive.stderr, /"stray"/);
+    assert.ok(!existsSync(join(slave, "logs.complete", SEG)));
+    const restore = runBin("wal-restore", [ini, SEG, join(base, "extra-out"), SEG, "stray"]);
+    assert.equal(restore.status, 2, restore.stderr);
+    assert.match(restore.stderr, /"stray"/);
+  });
+});
