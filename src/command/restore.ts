@@ -196,7 +196,7 @@ function isEmptyDir(path: string): boolean {
 export function unfitDestination(dst: string, sets: string[]): string | undefined {
   let st;
   try {
-    st = lstatSync(dst);
+    st = statSync(dst);
   } catch (err) {
     if (isErrno(err, "ENOENT")) return undefined;
     throw ioError("cannot stat", dst, err);
