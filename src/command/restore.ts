@@ -21,7 +21,7 @@ import { quoteConfValue, shellQuote } from "../pg/postgresql-conf";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
 import { copyTree, emptyDir, isSymlink, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
-import { writeFileDurable, fsyncDir, stageFileCopy } from "../storage/durable";
+import { writeFileDurable, fsyncDir, removeStaleTemps, stageFileCopy } from "../storage/durable";
 import { listSets } from "./backup/sets";
 import {
   claimedName,
@@ -325,7 +325,14 @@ export async function restore(ctx: Context): Promise<void> {
     return;
   }
   io("cannot create directory", dirname(dst), () => mkdirPrivate(dirname(dst)));
-  const release = lockRestore(paths, (msg) => ctx.log.warn(msg));
+  let release: () => void;
+  try {
+    release = lockRestore(paths, (msg) => ctx.log.warn(msg));
+  } catch (err) {
+    if (err instanceof WalmgrError && err.exitCode === ExitCode.IO)
+      throw new WalmgrError(`cannot restore into ${dst}: ${err.message}`, ExitCode.IO, err.hint);
+    throw err;
+  }
   const unregister = ctx.onCleanup(release);
   try {
     let j = readJournal(paths);
@@ -485,7 +492,16 @@ async function runSteps(
   const startCmd = ctx.config.get("slave_start_cmd");
   if (j.standbyRestore && startCmd) {
     if (readPostmaster(j.dst)) ctx.log.info(`the server in ${j.dst} is already running`);
-    else runConfigured(ctx, "slave_start_cmd", startCmd);
+    else {
+      try {
+        runConfigured(ctx, "slave_start_cmd", startCmd);
+      } catch (err) {
+        // A run killed while starting the server leaves its start command running: the
+        // server it starts is the restored one, and a second start command then fails.
+        if (!readPostmaster(j.dst)) throw err;
+        ctx.log.warn(`${(err as Error).message}, but the server in ${j.dst} is running now`);
+      }
+    }
     crashPoint("started");
     removeJournal(paths);
     ctx.log.info(`restored ${basename(j.set)} into ${j.dst} and started it: the standby replays WAL from ${completed}`);
@@ -588,6 +604,8 @@ async function prepare(ctx: Context, paths: RestorePaths, j: RestoreJournal): Pr
   }
 
   if (isRoot() && j.owner.uid !== 0) chownTree(dir, j.owner.uid, j.owner.gid);
+  // Temp files of writes a killed run did not finish must not end up in the data directory.
+  removeStaleTemps(dir);
 }
 
 /** The recovery settings: postgresql.auto.conf and a signal file (12+), or recovery.conf. */
