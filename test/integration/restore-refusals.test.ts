@@ -1,13 +1,13 @@
 /**
  * What `restore` refuses before it changes anything, with no PostgreSQL server involved: a
- * destination that is not a data directory, bad --target-* values; and an unwritable
- * destination is an I/O error naming the path, not a crash.
+ * destination that is not a data directory, bad --target-* values; an unwritable destination is
+ * an I/O error naming the path, not a crash; two restores into one directory never interleave.
  */
 import assert from "node:assert/strict";
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { makeTempDir, mkdirAs, removeTempDir, runBin } from "../helpers/env";
+import { makeTempDir, mkdirAs, removeTempDir, runBin, spawnBin } from "../helpers/env";
 import { writeFileAs } from "../helpers/walmgr";
 
 let base: string;
@@ -35,6 +35,8 @@ function makeSet(name: string): void {
   writeFileAs(join(set, "backup_label"), "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n");
   writeFileAs(join(set, "PG_VERSION"), "15\n");
   writeFileAs(join(set, "global", "pg_control"), "x".repeat(512));
+  mkdirAs(join(set, "base", "1"));
+  for (let i = 0; i < 150; i++) writeFileAs(join(set, "base", "1", String(16384 + i)), `${name} ${i}\n`.repeat(64));
 }
 
 function ini(name: string, lines: string): string {
@@ -115,3 +117,46 @@ test("bad --target-* values exit 2 naming the option, and nothing is written", (
     assert.deepEqual(snapshot(base), want);
   }
 });
+
+test("two restores into one DST at once never interleave: one is refused (exit 4) or they run in turn", async () => {
+  const s = ini("race.ini", `slave_data = ${join(base, "sdata")}`);
+  const want = listing(join(slave, "data.master.0"));
+  let refused = 0;
+  for (let i = 0; i < 20; i++) {
+    const dst = join(base, `race${i}`);
+    const runs = [0, 1].map(() => spawnBin("wal-ctl", [s, "restore", "data.master.0", dst]));
+    const ends = await Promise.all(runs.map((r) => r.exited));
+    for (const [k, end] of ends.entries()) {
+      assert.ok(end.status === 0 || end.status === 4, `run ${k}: exit ${String(end.status)}\n${runs[k]?.output()}`);
+      if (end.status === 4) {
+        assert.match(runs[k]?.output() ?? "", /another restore into .* is running/);
+        refused++;
+      }
+    }
+    for (const d of ends.every((e) => e.status === 0) ? [dst, `${dst}.0`] : [dst]) {
+      assert.deepEqual(listing(d), want, `${d} holds the whole set`);
+      assert.ok(existsSync(join(d, "standby.signal")));
+    }
+    assert.deepEqual(
+      readdirSync(base).filter((n) => n.startsWith(".walmgr-")),
+      [],
+      "no lock, journal or stage is left",
+    );
+  }
+  assert.ok(refused > 0, "the two runs overlapped at least once");
+});
+
+/** The set's files (not the ones restore adds) with their content. */
+function listing(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string): void => {
+    for (const n of readdirSync(join(dir, rel)).sort()) {
+      const r = rel === "" ? n : `${rel}/${n}`;
+      if (["postgresql.auto.conf", "standby.signal"].includes(r)) continue;
+      if (statSync(join(dir, r)).isDirectory()) walk(r);
+      else out.push(`${r} ${readFileSync(join(dir, r), "utf8").slice(0, 40)}`);
+    }
+  };
+  walk("");
+  return out;
+}
