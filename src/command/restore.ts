@@ -503,12 +503,12 @@ async function runSteps(
       }
     }
     crashPoint("started");
-    removeJournal(paths);
     ctx.log.info(`restored ${basename(j.set)} into ${j.dst} and started it: the standby replays WAL from ${completed}`);
   } else {
-    removeJournal(paths);
     ctx.log.info(`restored ${basename(j.set)} into ${j.dst}; start it with: pg_ctl -D ${shellQuote(j.dst)} start`);
   }
+  // The very last step: once the journal is gone, a rerun is a new restore.
+  removeJournal(paths);
 }
 
 /**
