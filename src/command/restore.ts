@@ -191,7 +191,8 @@ function isEmptyDir(path: string): boolean {
 
 /**
  * Why `dst` may not be replaced by a restore (undefined when it may): it must be missing, an
- * empty directory, or a PostgreSQL data directory (PG_VERSION), and not a backup set.
+ * empty directory, or a PostgreSQL data directory (PG_VERSION), and neither a backup set nor a
+ * mount point.
  */
 export function unfitDestination(dst: string, sets: string[]): string | undefined {
   let st;
@@ -203,6 +204,10 @@ export function unfitDestination(dst: string, sets: string[]): string | undefine
   }
   if (sets.includes(dst)) return `${dst} is a backup set`;
   if (!st.isDirectory()) return `${dst} is not a directory`;
+  // The new directory is renamed into place, and a mount point cannot be renamed or replaced.
+  const parent = io("cannot stat", dirname(dst), () => statSync(dirname(dst)));
+  if (parent.dev !== st.dev && !isSymlink(dst))
+    return `${dst} is a mount point (restore renames data directories): restore into a directory below it`;
   const names = io("cannot list", dst, () => readdirSync(dst));
   if (names.length === 0) return undefined;
   if (!names.includes("PG_VERSION")) return `${dst} is neither empty nor a PostgreSQL data directory (no PG_VERSION)`;

@@ -190,6 +190,13 @@ test(
       ini,
       slaveIniText(p.slave, sdata, p.slaveDir, `slave_start_cmd = ${c.startCommand()}\nslave_stop_cmd = true`),
     );
+    // The mount point itself cannot be renamed: refused before anything changes.
+    const onMount = join(p.base, "on-mount.ini");
+    writeFileAs(onMount, slaveIniText(p.slave, fs2, p.slaveDir));
+    const refused = runBin("wal-ctl", [onMount, "restore"]);
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /is a mount point/);
+    assert.ok(existsSync(join(p.slaveDir, "data.master", "backup_label")), "the set is not consumed");
     restoreKilledAt(ini, "set-copied");
     restoreKilledAt(ini, "tablespace-copied");
     ok(runBin("wal-ctl", [ini, "restore"]), "the rerun after the kills");
