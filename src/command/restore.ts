@@ -22,7 +22,8 @@ import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
 import { copyTree, emptyDir, isSymlink, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
 import { writeFileDurable, fsyncDir, removeStaleTemps, stageFileCopy } from "../storage/durable";
-import { listSets } from "./backup/sets";
+import type { Manifest } from "../storage/manifest";
+import { BACKUP_MANIFEST, listSets } from "./backup/sets";
 import {
   claimedName,
   crashPoint,
@@ -464,7 +465,17 @@ async function runSteps(
     crashPoint(step);
   };
   if (j.step === "stage") {
-    await stage(ctx, paths, j);
+    try {
+      await stage(ctx, paths, j);
+    } catch (err) {
+      // A copy that failed (not a crash) is rolled back: DST and the set were never touched.
+      if (!j.move) {
+        io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
+        removeJournal(paths);
+        ctx.log.info(`nothing was changed: ${paths.stage} removed`);
+      }
+      throw err;
+    }
     advance("prepare");
   }
   if (j.step === "prepare") {
@@ -557,6 +568,41 @@ async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal): Prom
   }
   if (!existsSync(join(paths.stage, "backup_label")))
     throw new WalmgrError(`${paths.stage} holds no backup_label: not a complete backup set`, ExitCode.IO);
+  const missing = missingFiles(paths.stage);
+  if (missing.length > 0) {
+    throw new WalmgrError(
+      `${paths.stage} (from ${j.set}) lacks files its manifest lists, or holds them with another size: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`,
+      ExitCode.IO,
+      j.move
+        ? `the set is incomplete: remove ${paths.journal} and ${paths.stage}, and restore another set`
+        : "the set changed while it was copied (rotated by a backup?): rerun restore to copy it again",
+    );
+  }
+}
+
+/**
+ * Files the set's manifest (.walmgr-manifest.json) lists that `dir` lacks or holds with another
+ * size: a copy cut short, or a set rotated away while it was copied. Sizes only (cheap); `verify`
+ * checks content. A set without a manifest is taken as it is.
+ */
+function missingFiles(dir: string): string[] {
+  const file = join(dir, BACKUP_MANIFEST);
+  if (!existsSync(file)) return [];
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(readFileSync(file, "utf8")) as Manifest;
+  } catch (err) {
+    throw new WalmgrError(`cannot read the manifest ${file}: ${(err as Error).message}`, ExitCode.IO);
+  }
+  const out: string[] = [];
+  for (const [rel, { size }] of Object.entries(manifest.files ?? {})) {
+    try {
+      if (statSync(join(dir, rel)).size !== size) out.push(rel);
+    } catch {
+      out.push(rel);
+    }
+  }
+  return out;
 }
 
 /**

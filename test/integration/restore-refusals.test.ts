@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { makeTempDir, mkdirAs, removeTempDir, runBin, spawnBin } from "../helpers/env";
+import { makeTempDir, mkdirAs, ok, removeTempDir, runBin, spawnBin } from "../helpers/env";
 import { writeFileAs } from "../helpers/walmgr";
 
 let base: string;
@@ -116,6 +116,26 @@ test("bad --target-* values exit 2 naming the option, and nothing is written", (
     assert.ok(!existsSync(dst), `${opt}: nothing may be restored`);
     assert.deepEqual(snapshot(base), want);
   }
+});
+
+test("a named set that lacks a file its manifest lists is not restored, and nothing is left pending", () => {
+  makeSet("data.master.1");
+  writeFileAs(
+    join(slave, "data.master.1", ".walmgr-manifest.json"),
+    JSON.stringify({ files: { PG_VERSION: { size: 3, sha256: "" }, "base/1/99999": { size: 8192, sha256: "" } } }),
+  );
+  const s = ini("manifest.ini", `slave_data = ${join(base, "sdata")}`);
+  const dst = join(base, "from-broken-set");
+  const res = runBin("wal-ctl", [s, "restore", "data.master.1", dst]);
+  assert.equal(res.status, 9, res.stderr);
+  assert.match(res.stderr, /lacks files its manifest lists.*base\/1\/99999/);
+  assert.ok(!existsSync(dst));
+  assert.deepEqual(
+    readdirSync(base).filter((n) => n.startsWith(".walmgr-")),
+    [],
+    "rolled back: no journal or stage is left",
+  );
+  ok(runBin("wal-ctl", [s, "restore", "data.master.0", dst]), "another set restores at once");
 });
 
 test("two restores into one DST at once never interleave: one is refused (exit 4) or they run in turn", async () => {
