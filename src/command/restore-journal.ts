@@ -64,9 +64,13 @@ export function restorePaths(dst: string): RestorePaths {
   };
 }
 
-/** The name a moved set has beside the other sets while it is restored. */
+/**
+ * The name a moved set has beside the other sets while it is restored: hidden (not listed as a
+ * set), unique per restore, and not ending in a pid, so no cleaner of dead writers' temps takes
+ * it for one (the restore that claimed it may be dead and still pending).
+ */
 export function claimedName(set: string, pid = process.pid): string {
-  return join(dirname(set), `.walmgr-restore.${basename(set)}.${pid}`);
+  return join(dirname(set), `.walmgr-restore.${basename(set)}.${pid}.claimed`);
 }
 
 /** Reads the journal; undefined when no restore into this destination is pending. */
