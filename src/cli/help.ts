@@ -147,7 +147,7 @@ SLAVE COMMANDS
     setup          create the slave directory layout
     restore        move the newest backup into slave_data, write the recovery
                    settings (restore_command, standby.signal) and start the server
-                   with slave_start_cmd
+                   with slave_start_cmd; interrupted, it is finished by running it again
     pause          hold back new WAL from the standby (creates PAUSE)
     continue       let WAL reach the standby again (removes PAUSE)
     boot           replay every complete and the partial segment, then end recovery
@@ -175,7 +175,8 @@ INTERNAL COMMANDS (as walmgr.py named them)
 
 OPTIONS
         --json              machine-readable output where the output is data
-        --timeout SECONDS   boot: how long to wait for replay to finish (default 600)
+        --timeout SECONDS   boot: how long to wait for replay to finish (default 600);
+                            restore: for the server to stop after slave_stop_cmd (60)
     -d, --detach            syncdaemon: run in the background (needs pidfile)
         --force             periodic: run periodic_command even if not due
 

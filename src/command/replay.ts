@@ -35,6 +35,46 @@ function inProduction(dataDir: string): boolean {
   }
 }
 
+/** The files that say a data directory is (or starts) in recovery. */
+export interface RecoveryFiles {
+  /** standby.signal / recovery.signal: PostgreSQL 12+. */
+  standbySignal: boolean;
+  recoverySignal: boolean;
+  /**
+   * recovery.conf: PostgreSQL 11 and older (restore writes it there). At the end of recovery
+   * the server renames it to recovery.done; PostgreSQL 12+ refuses to start with one.
+   */
+  recoveryConf: boolean;
+}
+
+export function recoveryFiles(dataDir: string): RecoveryFiles {
+  return {
+    standbySignal: existsSync(join(dataDir, "standby.signal")),
+    recoverySignal: existsSync(join(dataDir, "recovery.signal")),
+    recoveryConf: existsSync(join(dataDir, "recovery.conf")),
+  };
+}
+
+/**
+ * What boot does with a data directory: "booted" when a server runs and nothing says it is in
+ * recovery, "promote" when a server runs in recovery (12+ signal files or an 11-and-older
+ * recovery.conf), "not-running" otherwise (STOP is set; boot is run again once it runs).
+ */
+export function bootDecision(running: boolean, files: RecoveryFiles): "booted" | "promote" | "not-running" {
+  if (!running) return "not-running";
+  return files.standbySignal || files.recoverySignal || files.recoveryConf ? "promote" : "booted";
+}
+
+/**
+ * True once a promoted server has left recovery for good: no recovery file left (standby.signal
+ * goes, recovery.conf becomes recovery.done), postmaster.pid says "ready" (PostgreSQL 10+; older
+ * versions write no status), and pg_control says "in production" (the signal file goes before
+ * the end-of-recovery record is written).
+ */
+export function promotionDone(files: RecoveryFiles, status: string, inProduction: boolean): boolean {
+  return bootDecision(true, files) === "booted" && (status === "ready" || status === "") && inProduction;
+}
+
 /** `pause`: creates PAUSE; wal-restore then holds back all WAL from the standby. */
 export async function pause(ctx: Context): Promise<void> {
   const c = control(ctx, "pause");
@@ -71,8 +111,7 @@ export async function boot(ctx: Context): Promise<void> {
   if (!Number.isFinite(timeoutS) || timeoutS <= 0)
     throw new UsageError("--timeout takes a number of seconds above zero");
   const pm = readPostmaster(dataDir);
-  const inRecovery = existsSync(join(dataDir, "standby.signal")) || existsSync(join(dataDir, "recovery.signal"));
-  if (pm && !inRecovery) {
+  if (bootDecision(pm !== undefined, recoveryFiles(dataDir)) === "booted") {
     ctx.log.info(`${dataDir} is not in recovery: already booted`);
     return;
   }
@@ -112,7 +151,7 @@ export async function boot(ctx: Context): Promise<void> {
     }
     await sleep(200);
   }
-  // What pg_ctl promote does, without its refusal to run as root.
+  // What pg_ctl promote does (9.3 to 15 alike), without its refusal to run as root.
   writeFileDurable(join(dataDir, "promote"), Buffer.alloc(0));
   process.kill(pm.pid, "SIGUSR1");
   ctx.log.info(`all shipped WAL replayed; promoting ${dataDir}`);
@@ -121,8 +160,7 @@ export async function boot(ctx: Context): Promise<void> {
     const now = readPostmaster(dataDir);
     if (!now)
       throw new WalmgrError(`the server in ${dataDir} stopped while being promoted`, ExitCode.DATABASE, "see its log");
-    // standby.signal goes before the end-of-recovery record is written: wait for pg_control too.
-    if (!existsSync(join(dataDir, "standby.signal")) && now.status === "ready" && inProduction(dataDir)) break;
+    if (promotionDone(recoveryFiles(dataDir), now.status, inProduction(dataDir))) break;
     if (Date.now() > promoteDeadline) {
       throw new WalmgrError(`${dataDir} did not finish promotion in time`, ExitCode.DATABASE, "see the server log");
     }

@@ -10,7 +10,6 @@ import {
   statSync,
   symlinkSync,
   mkdirSync,
-  copyFileSync,
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import type { Context } from "../context";
@@ -19,18 +18,94 @@ import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
 import { slaveLayout } from "../layout";
 import { binPath } from "../paths";
 import { quoteConfValue, shellQuote } from "../pg/postgresql-conf";
-import { dataDirVersion, readPostmaster } from "../pg/server";
+import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
-import { copyTree, mkdirPrivate } from "../storage/local";
-import { writeFileDurable, fsyncDir } from "../storage/durable";
-import { listSets } from "./backup/sets";
+import { copyTree, emptyDir, isSymlink, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
+import { writeFileDurable, fsyncDir, removeStaleTemps, stageFileCopy } from "../storage/durable";
+import type { Manifest } from "../storage/manifest";
+import { BACKUP_MANIFEST, listSets } from "./backup/sets";
+import {
+  claimedName,
+  crashPoint,
+  lockRestore,
+  readJournal,
+  removeJournal,
+  restorePaths,
+  writeJournal,
+  type RestoreJournal,
+  type RestorePaths,
+} from "./restore-journal";
 
 const MARK_BEGIN = "# --- walmgr-ts restore: recovery settings (begin) ---";
 const MARK_END = "# --- walmgr-ts restore: recovery settings (end) ---";
 
 const TARGET_ACTIONS = new Set(["promote", "pause", "shutdown"]);
 
-/** Recovery target settings from --target-* options; empty when replaying to the end. */
+const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** A time zone PostgreSQL surely knows: Z/UTC/GMT, a numeric offset, or an IANA name. */
+function knownZone(zone: string): boolean {
+  if (/^(Z|UTC|GMT)$/i.test(zone)) return true;
+  const off = /^[+-](\d{2})(?::?(\d{2}))?$/.exec(zone);
+  if (off) return Number(off[1]) <= 15 && Number(off[2] ?? 0) <= 59;
+  if (!/^[A-Za-z][A-Za-z0-9_+\-/]*$/.test(zone) || !zone.includes("/")) return false;
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why `value` is not a --target-time PostgreSQL surely accepts (undefined when it is): ISO-like
+ * `YYYY-MM-DD[ HH:MM[:SS[.ffffff]]][ ZONE]` with real calendar values. PostgreSQL reads more
+ * forms, but a value it rejects is only found when the restored server fails to start.
+ */
+export function badTargetTime(value: string): string | undefined {
+  const m =
+    /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?)?(?: ?([A-Za-z][A-Za-z0-9_+\-/]*|[+-][0-9:]+))?$/.exec(
+      value,
+    );
+  if (!m) return "expected YYYY-MM-DD HH:MM:SS[.ffffff][ZONE], e.g. '2024-05-01 12:00:00+00'";
+  const [, , mon = "", day = "", hh = "0", mm = "0", ss = "0", zone] = m;
+  const month = Number(mon);
+  if (month < 1 || month > 12) return `no month ${mon}`;
+  const year = Number(m[1]);
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const days = month === 2 && !leap ? 28 : (DAYS_IN_MONTH[month - 1] ?? 31);
+  if (Number(day) < 1 || Number(day) > days) return `no day ${day} in ${m[1]}-${mon}`;
+  if (Number(hh) > 23 || Number(mm) > 59 || Number(ss) > 60) return "no such time of day";
+  if (zone !== undefined && !knownZone(zone))
+    return `unknown time zone ${JSON.stringify(zone)} (use Z, UTC, a numeric offset such as +02 or -05:30, or a name such as Europe/Berlin)`;
+  return undefined;
+}
+
+/** Checks each --target-* value before anything is written: a bad one only shows when the server fails to start. */
+function checkTargetValue(opt: string, value: string): void {
+  let why: string | undefined;
+  switch (opt) {
+    case "target-time":
+      why = badTargetTime(value);
+      break;
+    case "target-lsn":
+      if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value)) why = "expected an LSN such as 0/3000028";
+      break;
+    case "target-xid":
+      if (!/^[1-9]\d{0,19}$/.test(value) || BigInt(value) >= 2n ** 64n)
+        why = "expected a transaction id (a positive integer without leading zeros)";
+      break;
+    case "target-name":
+      if (value === "") why = "it is empty";
+      // eslint-disable-next-line no-control-regex
+      else if (/[\x00-\x1f\x7f]/.test(value)) why = "it holds a line break or another control character";
+      else if (Buffer.byteLength(value) > 63) why = "restore point names are at most 63 bytes";
+      break;
+  }
+  if (why !== undefined) throw new UsageError(`--${opt} ${JSON.stringify(value)} is not valid: ${why}`);
+}
+
+/** Recovery target settings from --target-* options, validated; empty when replaying to the end. */
 export function recoveryTarget(options: Map<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   const targets: [string, string][] = [
@@ -45,6 +120,10 @@ export function recoveryTarget(options: Map<string, string>): Record<string, str
   }
   if (Object.keys(out).length > 1)
     throw new UsageError("give at most one of --target-time, --target-lsn, --target-xid, --target-name");
+  for (const [opt] of targets) {
+    const v = options.get(opt);
+    if (v !== undefined) checkTargetValue(opt, v);
+  }
   const action = options.get("target-action");
   if (action !== undefined) {
     if (!TARGET_ACTIONS.has(action))
@@ -77,24 +156,140 @@ export function withRecoveryBlock(existing: string, settings: Record<string, str
   return `${[...kept, ...block].join("\n")}\n`;
 }
 
-/** Chowns a tree to uid:gid (when running as root on behalf of the postgres user). */
-function chownTree(path: string, uid: number, gid: number): void {
-  const st = lstatSync(path);
-  if (st.uid !== uid || st.gid !== gid) chownSync(path, uid, gid);
-  if (st.isDirectory()) for (const n of readdirSync(path)) chownTree(join(path, n), uid, gid);
+/** Runs a file-system call; a failure becomes an I/O error (exit 9) naming the path. */
+function io<T>(action: string, path: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw ioError(action, path, err);
+  }
 }
+
+/** Chowns a tree to uid:gid (when running as root on behalf of the postgres user); links are not followed. */
+function chownTree(path: string, uid: number, gid: number): void {
+  const st = io("cannot stat", path, () => lstatSync(path));
+  if (st.uid !== uid || st.gid !== gid) io("cannot chown", path, () => chownSync(path, uid, gid));
+  if (st.isDirectory())
+    for (const n of io("cannot list", path, () => readdirSync(path))) chownTree(join(path, n), uid, gid);
+}
+
+const isRoot = (): boolean => process.getuid?.() === 0;
 
 function firstFree(base: string): string {
   for (let i = 0; ; i++) {
     const candidate = `${base}.${i}`;
-    if (!existsSync(candidate)) return candidate;
+    if (!existsSync(candidate) && !isSymlink(candidate)) return candidate;
   }
+}
+
+function isEmptyDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory() && readdirSync(path).length === 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why `dst` may not be replaced by a restore (undefined when it may): it must be missing, an
+ * empty directory, or a PostgreSQL data directory (PG_VERSION), and neither a backup set nor a
+ * mount point.
+ */
+export function unfitDestination(dst: string, sets: string[]): string | undefined {
+  let st;
+  try {
+    st = statSync(dst);
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return undefined;
+    throw ioError("cannot stat", dst, err);
+  }
+  if (sets.includes(dst)) return `${dst} is a backup set`;
+  if (!st.isDirectory()) return `${dst} is not a directory`;
+  // The new directory is renamed into place, and a mount point cannot be renamed or replaced.
+  const parent = io("cannot stat", dirname(dst), () => statSync(dirname(dst)));
+  if (parent.dev !== st.dev && !isSymlink(dst))
+    return `${dst} is a mount point (restore renames data directories): restore into a directory below it`;
+  const names = io("cannot list", dst, () => readdirSync(dst));
+  if (names.length === 0) return undefined;
+  if (!names.includes("PG_VERSION")) return `${dst} is neither empty nor a PostgreSQL data directory (no PG_VERSION)`;
+  return undefined;
+}
+
+/**
+ * The restore_command the restored node runs. %r lets wal-restore clean up after a standby; a
+ * point-in-time restore must never do that.
+ */
+function restoreCommand(ctx: Context, standby: boolean): string {
+  return `${[binPath("wal-restore"), ctx.config.file].map(shellQuote).join(" ")} %f %p${standby ? " %r" : ""}`;
+}
+
+/** What the command line asks for, compared with a pending journal before resuming it. */
+interface Request {
+  move: boolean;
+  /** A named set's path (undefined: the newest, moved). */
+  named: string | undefined;
+  dst: string;
+  target: Record<string, string>;
+  standbyRestore: boolean;
+  command: string;
+}
+
+/** Refuses to resume a pending restore for a command line that asks for something else. */
+function checkSameRequest(j: RestoreJournal, req: Request, configFile: string): void {
+  const same =
+    j.move === req.move &&
+    (req.named === undefined || j.set === req.named) &&
+    JSON.stringify(j.target) === JSON.stringify(req.target);
+  if (!same) {
+    throw new UsageError(
+      `an interrupted restore into ${req.dst} is pending (wal-ctl CONFIG ${j.command}, next step: ${j.step}); it must be finished first`,
+      `rerun it as it was given: wal-ctl ${shellQuote(configFile)} ${j.command}`,
+    );
+  }
+}
+
+/**
+ * Stops the server in `dst` (with slave_stop_cmd, when `dst` is slave_data) and makes sure it is
+ * down: a stop command may return before the server has stopped. Refuses while one runs.
+ */
+async function ensureStopped(
+  ctx: Context,
+  dst: string,
+  slaveData: string | undefined,
+  timeoutS: number,
+): Promise<void> {
+  const pm = readPostmaster(dst);
+  if (!pm) return;
+  const stopCmd = ctx.config.get("slave_stop_cmd");
+  if (dst !== slaveData || !stopCmd) {
+    throw new WalmgrError(
+      `a server (pid ${pm.pid}) is running in ${dst}`,
+      ExitCode.USAGE,
+      dst === slaveData
+        ? "stop it first, or set slave_stop_cmd"
+        : "stop it first: restore never replaces a running server's data directory",
+    );
+  }
+  runConfigured(ctx, "slave_stop_cmd", stopCmd);
+  const still = await waitStopped(dst, timeoutS * 1000);
+  if (still) {
+    throw new WalmgrError(
+      `slave_stop_cmd returned, but the server (pid ${still.pid}) in ${dst} is still running ${timeoutS} s later: ${dst} was left as it is`,
+      ExitCode.LOCK_HELD,
+      `make slave_stop_cmd wait until the server is down (pg_ctl stop -w), or stop it by hand; --timeout S waits longer`,
+    );
+  }
+  ctx.log.info(`the server in ${dst} has stopped`);
 }
 
 /**
  * `restore [SET] [DST]` on the slave: puts a backup set in place (the newest moved when no set
  * is named, a named one copied), keeps or removes the old data directory per backup_datadir,
  * writes the recovery settings and starts the server with slave_start_cmd.
+ *
+ * It is a journaled sequence (restore-journal.ts): the new data directory is built beside DST
+ * under a hidden name and renamed into place only when complete; a rerun after a crash at any
+ * point finishes the restore. DST must be missing, empty or a stopped PostgreSQL data directory.
  */
 export async function restore(ctx: Context): Promise<void> {
   const onMaster = ctx.config.role === "master";
@@ -106,106 +301,370 @@ export async function restore(ctx: Context): Promise<void> {
   const full = ctx.config.requireLocation("full_backup", "restore");
   if (full.host !== undefined) throw new UsageError("full_backup must be a local directory to restore from it");
   const target = recoveryTarget(ctx.options);
+  const timeoutS = Number.parseFloat(ctx.options.get("timeout") ?? "60");
+  if (!Number.isFinite(timeoutS) || timeoutS <= 0)
+    throw new UsageError("--timeout takes a number of seconds above zero");
   const slaveData = onMaster ? undefined : ctx.config.requirePath("slave_data", "restore");
   const dst = dstArg !== undefined ? resolve(dstArg) : (slaveData ?? "");
-  const sets = await listSets(layout.driver, full.path);
-  let src: string;
-  if (setArg === undefined) {
+  const named =
+    setArg === undefined
+      ? undefined
+      : isAbsolute(setArg) || setArg.includes("/")
+        ? resolve(setArg)
+        : join(dirname(full.path), setArg);
+  const options = [...ctx.options]
+    .filter(([k]) => k.startsWith("target-"))
+    .flatMap(([k, v]) => (k === "target-exclusive" ? [`--${k}`] : [`--${k}`, v]));
+  const req: Request = {
+    // walmgr: the newest set is moved into slave_data (it does not obey retention), a named one copied.
+    move: setArg === undefined && !onMaster,
+    named,
+    dst,
+    target,
+    standbyRestore: dst === slaveData,
+    command: ["restore", ...ctx.args, ...options].map(shellQuote).join(" "),
+  };
+  const paths = restorePaths(dst);
+
+  if (ctx.dryRun) {
+    await dryRun(ctx, req, paths, full.path);
+    return;
+  }
+  io("cannot create directory", dirname(dst), () => mkdirPrivate(dirname(dst)));
+  let release: () => void;
+  try {
+    release = lockRestore(paths, (msg) => ctx.log.warn(msg));
+  } catch (err) {
+    if (err instanceof WalmgrError && err.exitCode === ExitCode.IO)
+      throw new WalmgrError(`cannot restore into ${dst}: ${err.message}`, ExitCode.IO, err.hint);
+    throw err;
+  }
+  const unregister = ctx.onCleanup(release);
+  try {
+    let j = readJournal(paths);
+    if (j) {
+      checkSameRequest(j, req, ctx.config.file);
+      ctx.log.info(`resuming the interrupted restore of ${basename(j.set)} into ${dst} (next step: ${j.step})`);
+      // prepare empties slave_pg_xlog, which the old server may use: it must be down first.
+      if (j.step === "stage" || j.step === "prepare") await ensureStopped(ctx, dst, slaveData, timeoutS);
+    } else {
+      j = await plan(ctx, req, paths, full.path, slaveData, timeoutS);
+    }
+    await runSteps(ctx, paths, j, layout.driver, layout.completed.path, () =>
+      ensureStopped(ctx, dst, slaveData, timeoutS),
+    );
+  } finally {
+    release();
+    unregister();
+  }
+}
+
+/** Finds the set, checks DST, stops its server, and records the journal (step "stage"). */
+async function plan(
+  ctx: Context,
+  req: Request,
+  paths: RestorePaths,
+  fullBackup: string,
+  slaveData: string | undefined,
+  timeoutS: number,
+): Promise<RestoreJournal> {
+  const layout = slaveLayout(ctx.config, "restore");
+  const sets = await listSets(layout.driver, fullBackup);
+  const src = findSet(req, sets, fullBackup);
+  const unfit = unfitDestination(req.dst, sets);
+  if (unfit !== undefined) {
+    throw new WalmgrError(
+      `refusing to restore into ${req.dst}: ${unfit}`,
+      ExitCode.USAGE,
+      "restore replaces only a (stopped) PostgreSQL data directory, or fills an empty or new one: name another DST",
+    );
+  }
+  await ensureStopped(ctx, req.dst, slaveData, timeoutS);
+  // Owner of the restored tree (matters only when root restores for the postgres user).
+  const ownerRef = existsSync(req.dst) ? req.dst : dirname(req.dst);
+  const st = io("cannot stat", ownerRef, () => statSync(ownerRef));
+  const j: RestoreJournal = {
+    version: 1,
+    step: "stage",
+    command: req.command,
+    set: src,
+    move: req.move,
+    ...(req.move ? { claimed: claimedName(src) } : {}),
+    dst: req.dst,
+    target: req.target,
+    standbyRestore: req.standbyRestore,
+    owner: { uid: st.uid, gid: st.gid },
+    keepOld: ctx.config.bool("backup_datadir"),
+    startedAt: new Date().toISOString(),
+  };
+  writeJournal(paths, j);
+  crashPoint("journal");
+  return j;
+}
+
+function findSet(req: Request, sets: string[], fullBackup: string): string {
+  if (req.named === undefined) {
     const newest = sets[0];
     if (newest === undefined) {
       throw new WalmgrError(
-        `no backup set in ${dirname(full.path)}`,
+        `no backup set in ${dirname(fullBackup)}`,
         ExitCode.NOT_AVAILABLE,
         "take one with `wal-backup master.ini`",
       );
     }
-    src = newest;
-  } else {
-    src = isAbsolute(setArg) || setArg.includes("/") ? resolve(setArg) : join(dirname(full.path), setArg);
-    if (!existsSync(join(src, "backup_label"))) {
-      throw new WalmgrError(
-        `${src} is not a backup set (no backup_label)`,
-        ExitCode.NOT_AVAILABLE,
-        `sets: ${sets.map((s) => basename(s)).join(", ") || "none"}`,
-      );
-    }
+    return newest;
   }
-  // walmgr: the newest set is moved into slave_data (it does not obey retention), a named one copied.
-  const move = setArg === undefined && !onMaster;
-  const standbyRestore = dst === slaveData;
-
-  // 1. The server in DST must be down.
-  const pm = readPostmaster(dst);
-  if (pm) {
-    const stopCmd = ctx.config.get("slave_stop_cmd");
-    if (!stopCmd) {
-      throw new WalmgrError(
-        `a server (pid ${pm.pid}) is running in ${dst}`,
-        ExitCode.USAGE,
-        "stop it first, or set slave_stop_cmd",
-      );
-    }
-    await ctx.act(`stop the server in ${dst} with slave_stop_cmd`, () => runConfigured(ctx, "slave_stop_cmd", stopCmd));
+  if (!existsSync(join(req.named, "backup_label"))) {
+    throw new WalmgrError(
+      `${req.named} is not a backup set (no backup_label)`,
+      ExitCode.NOT_AVAILABLE,
+      `sets: ${sets.map((s) => basename(s)).join(", ") || "none"}`,
+    );
   }
+  return req.named;
+}
 
-  // 2. Owner of the restored tree (matters only when root restores for the postgres user).
-  const ownerRef = existsSync(dst) ? dst : existsSync(dirname(dst)) ? dirname(dst) : src;
-  const owner = statSync(ownerRef);
-
-  // 3. Old data directory: kept as DST.N or removed.
-  if (existsSync(dst)) {
-    if (ctx.config.bool("backup_datadir")) {
-      const old = firstFree(dst);
-      await ctx.act(`keep the old data directory as ${old}`, () => renameSync(dst, old));
-    } else {
-      await ctx.act(`remove the old data directory ${dst}`, () => rmSync(dst, { recursive: true, force: true }));
-    }
-  }
-
-  // 4. The set into place.
-  if (move) {
-    await ctx.act(`move ${src} to ${dst}`, () => {
-      mkdirPrivate(dirname(dst));
-      try {
-        renameSync(src, dst);
-      } catch (err) {
-        if (!isErrno(err, "EXDEV")) throw ioError(`cannot move ${src} to`, dst, err);
-        return copyTree(src, dst, () => true).then(() => rmSync(src, { recursive: true, force: true }));
-      }
-      fsyncDir(dirname(dst));
-      return undefined;
-    });
-  } else {
-    await ctx.act(`copy ${src} to ${dst}`, () => copyTree(src, dst, () => true));
-  }
-  if (ctx.dryRun) {
-    ctx.out(`[not really] write recovery settings into ${dst} and start it`);
+/** -n: says what a restore would do, changing nothing. */
+async function dryRun(ctx: Context, req: Request, paths: RestorePaths, fullBackup: string): Promise<void> {
+  const say = (what: string): void => ctx.out(`[not really] ${what}`);
+  const j = readJournal(paths);
+  if (j) {
+    checkSameRequest(j, req, ctx.config.file);
+    say(`resume the interrupted restore of ${j.set} into ${req.dst} at step ${j.step}`);
     return;
   }
-  chmodSync(dst, 0o700);
-  relocateTablespaces(ctx, dst);
+  const layout = slaveLayout(ctx.config, "restore");
+  const sets = await listSets(layout.driver, fullBackup);
+  const src = findSet(req, sets, fullBackup);
+  const unfit = unfitDestination(req.dst, sets);
+  if (unfit !== undefined) throw new WalmgrError(`refusing to restore into ${req.dst}: ${unfit}`, ExitCode.USAGE);
+  const pm = readPostmaster(req.dst);
+  if (pm) say(`stop the server (pid ${pm.pid}) in ${req.dst} with slave_stop_cmd`);
+  say(`${req.move ? "move" : "copy"} ${src} to ${paths.stage}, then write the recovery settings there`);
+  if (existsSync(req.dst))
+    say(
+      ctx.config.bool("backup_datadir")
+        ? `keep the old data directory as ${firstFree(req.dst)}`
+        : `remove the old data directory ${req.dst}`,
+    );
+  say(`rename ${paths.stage} to ${req.dst}${req.standbyRestore ? " and start it" : ""}`);
+}
 
-  // 5. pg_wal as a link to slave_pg_xlog.
+/** Runs the journaled steps from the one recorded, advancing the journal after each. */
+async function runSteps(
+  ctx: Context,
+  paths: RestorePaths,
+  j: RestoreJournal,
+  driver: ReturnType<typeof slaveLayout>["driver"],
+  completed: string,
+  ensureDown: () => Promise<void>,
+): Promise<void> {
+  const advance = (step: RestoreJournal["step"]): void => {
+    j.step = step;
+    writeJournal(paths, j);
+    crashPoint(step);
+  };
+  if (j.step === "stage") {
+    try {
+      await stage(ctx, paths, j);
+    } catch (err) {
+      // A copy that failed (not a crash) is rolled back: DST and the set were never touched.
+      if (!j.move) {
+        io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
+        removeJournal(paths);
+        ctx.log.info(`nothing was changed: ${paths.stage} removed`);
+      }
+      throw err;
+    }
+    advance("prepare");
+  }
+  if (j.step === "prepare") {
+    await prepare(ctx, paths, j);
+    // Where the old data directory goes is decided (and recorded) before it moves.
+    if (existsSync(j.dst) || isSymlink(j.dst)) {
+      j.old = j.keepOld && !isEmptyDir(j.dst) ? firstFree(j.dst) : paths.trash;
+    }
+    advance("swap");
+  }
+  if (j.step === "swap") {
+    // The set may have taken long to copy: never move a data directory a server has meanwhile started in.
+    await ensureDown();
+    swap(ctx, paths, j);
+    advance("finish");
+  }
+  if (j.step === "finish") {
+    if (j.old === paths.trash) {
+      io("cannot remove", paths.trash, () => rmSync(paths.trash, { recursive: true, force: true }));
+      fsyncDir(dirname(paths.trash));
+    }
+    if (j.claimed !== undefined) removeTreeDurable(j.claimed);
+    // A new standby replays afresh: no STOP, no boot markers, no old restart point.
+    if (j.standbyRestore) {
+      const control = new ControlFiles(driver, completed);
+      for (const f of [STOP, BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STANDBY_RESTARTPOINT]) await control.remove(f);
+    }
+    advance("start");
+  }
+  const startCmd = ctx.config.get("slave_start_cmd");
+  if (j.standbyRestore && startCmd) {
+    if (readPostmaster(j.dst)) ctx.log.info(`the server in ${j.dst} is already running`);
+    else {
+      try {
+        runConfigured(ctx, "slave_start_cmd", startCmd);
+      } catch (err) {
+        // A run killed while starting the server leaves its start command running: the
+        // server it starts is the restored one, and a second start command then fails.
+        if (!readPostmaster(j.dst)) throw err;
+        ctx.log.warn(`${(err as Error).message}, but the server in ${j.dst} is running now`);
+      }
+    }
+    crashPoint("started");
+    ctx.log.info(`restored ${basename(j.set)} into ${j.dst} and started it: the standby replays WAL from ${completed}`);
+  } else {
+    ctx.log.info(`restored ${basename(j.set)} into ${j.dst}; start it with: pg_ctl -D ${shellQuote(j.dst)} start`);
+  }
+  // The very last step: once the journal is gone, a rerun is a new restore.
+  removeJournal(paths);
+}
+
+/**
+ * Step "stage": the set's files at the stage name. A moved set is first renamed beside the
+ * other sets (atomic: it is either there or claimed, never lost), then renamed to the stage, or
+ * across file systems copied and only then removed. A named set is copied; a rerun starts the
+ * copy over.
+ */
+async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal): Promise<void> {
+  if (j.move && j.claimed !== undefined) {
+    const claimed = j.claimed;
+    if (!existsSync(claimed) && !existsSync(paths.stage)) {
+      if (!existsSync(join(j.set, "backup_label"))) {
+        throw new WalmgrError(
+          `the backup set ${j.set} being restored into ${j.dst} is gone`,
+          ExitCode.NOT_AVAILABLE,
+          `remove ${paths.journal} and restore again`,
+        );
+      }
+      io(`cannot move ${j.set} to`, claimed, () => renameSync(j.set, claimed));
+      fsyncDir(dirname(claimed));
+      crashPoint("claimed");
+    }
+    if (existsSync(claimed)) {
+      // The stage may hold a partial copy from a crash; the claimed set is complete while it exists.
+      io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
+      const how = await renameOrCopyTree(claimed, paths.stage);
+      if (how === "copied") {
+        crashPoint("set-copied");
+        removeTreeDurable(claimed);
+      }
+      ctx.log.info(`${how === "copied" ? "copied" : "moved"} ${j.set} to ${paths.stage}`);
+    }
+  } else {
+    io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
+    await copyTree(j.set, paths.stage, () => true);
+    fsyncDir(dirname(paths.stage));
+    if (!existsSync(join(j.set, "backup_label")))
+      throw new WalmgrError(`the backup set ${j.set} vanished while it was copied`, ExitCode.NOT_AVAILABLE);
+    ctx.log.info(`copied ${j.set} to ${paths.stage}`);
+  }
+  if (!existsSync(join(paths.stage, "backup_label")))
+    throw new WalmgrError(`${paths.stage} holds no backup_label: not a complete backup set`, ExitCode.IO);
+  const missing = missingFiles(paths.stage);
+  if (missing.length > 0) {
+    throw new WalmgrError(
+      `${paths.stage} (from ${j.set}) lacks files its manifest lists, or holds them with another size: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`,
+      ExitCode.IO,
+      j.move
+        ? `the set is incomplete: remove ${paths.journal} and ${paths.stage}, and restore another set`
+        : "the set changed while it was copied (rotated by a backup?): rerun restore to copy it again",
+    );
+  }
+}
+
+/**
+ * Files the set's manifest (.walmgr-manifest.json) lists that `dir` lacks or holds with another
+ * size: a copy cut short, or a set rotated away while it was copied. Sizes only (cheap); `verify`
+ * checks content. A set without a manifest is taken as it is.
+ */
+function missingFiles(dir: string): string[] {
+  const file = join(dir, BACKUP_MANIFEST);
+  if (!existsSync(file)) return [];
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(readFileSync(file, "utf8")) as Manifest;
+  } catch (err) {
+    throw new WalmgrError(`cannot read the manifest ${file}: ${(err as Error).message}`, ExitCode.IO);
+  }
+  const out: string[] = [];
+  for (const [rel, { size }] of Object.entries(manifest.files ?? {})) {
+    try {
+      if (statSync(join(dir, rel)).size !== size) out.push(rel);
+    } catch {
+      out.push(rel);
+    }
+  }
+  return out;
+}
+
+/**
+ * Step "prepare": everything the new data directory needs, done in the stage (each part can be
+ * redone): mode, tablespaces, pg_wal link, recovery settings, config files, owner.
+ */
+async function prepare(ctx: Context, paths: RestorePaths, j: RestoreJournal): Promise<void> {
+  const dir = paths.stage;
+  io("cannot chmod", dir, () => chmodSync(dir, 0o700));
+  await relocateTablespaces(ctx, paths, j);
+
+  // pg_wal as a link to slave_pg_xlog.
   const xlog = ctx.config.path("slave_pg_xlog");
   if (xlog) {
-    const walName = existsSync(join(dst, "pg_xlog")) && !existsSync(join(dst, "pg_wal")) ? "pg_xlog" : "pg_wal";
-    const link = join(dst, walName);
+    const walName = existsSync(join(dir, "pg_xlog")) && !existsSync(join(dir, "pg_wal")) ? "pg_xlog" : "pg_wal";
+    const link = join(dir, walName);
     mkdirPrivate(xlog);
-    for (const n of readdirSync(xlog)) rmSync(join(xlog, n), { recursive: true, force: true });
-    mkdirSync(join(xlog, "archive_status"), { mode: 0o700, recursive: true });
-    rmSync(link, { recursive: true, force: true });
-    symlinkSync(xlog, link);
-    if (process.getuid?.() === 0) chownTree(xlog, owner.uid, owner.gid);
-    ctx.log.info(`${link} now links to ${xlog}`);
+    for (const n of io("cannot list", xlog, () => readdirSync(xlog)))
+      io("cannot remove", join(xlog, n), () => rmSync(join(xlog, n), { recursive: true, force: true }));
+    io("cannot create directory", xlog, () =>
+      mkdirSync(join(xlog, "archive_status"), { mode: 0o700, recursive: true }),
+    );
+    io("cannot replace", link, () => {
+      rmSync(link, { recursive: true, force: true });
+      symlinkSync(xlog, link);
+    });
+    fsyncDir(xlog);
+    fsyncDir(dir);
+    if (isRoot()) chownTree(xlog, j.owner.uid, j.owner.gid);
+    ctx.log.info(`${join(j.dst, walName)} will link to ${xlog}`);
   }
 
-  // 6. Recovery settings.
-  const version = dataDirVersion(dst) ?? 15;
+  writeRecoverySettings(ctx, dir, j.target);
+  crashPoint("settings");
+
+  // Config files saved from the master.
+  const confDir = ctx.config.path("slave_config_dir");
+  const confBackup = ctx.config.location("config_backup");
+  if (confDir && confBackup && existsSync(confBackup.path)) {
+    mkdirPrivate(confDir);
+    for (const n of io("cannot list", confBackup.path, () => readdirSync(confBackup.path))) {
+      if (n.startsWith(".")) continue;
+      const from = join(confBackup.path, n);
+      const to = join(confDir, n);
+      const staged = await stageFileCopy(to, from);
+      staged.commit();
+      if (isRoot()) io("cannot chown", to, () => chownSync(to, j.owner.uid, j.owner.gid));
+    }
+    ctx.log.info(`restored config files from ${confBackup.path} to ${confDir}`);
+  }
+
+  if (isRoot() && j.owner.uid !== 0) chownTree(dir, j.owner.uid, j.owner.gid);
+  // Temp files of writes a killed run did not finish must not end up in the data directory.
+  removeStaleTemps(dir);
+}
+
+/** The recovery settings: postgresql.auto.conf and a signal file (12+), or recovery.conf. */
+function writeRecoverySettings(ctx: Context, dir: string, target: Record<string, string>): void {
+  const version = dataDirVersion(dir) ?? 15;
   const standby = Object.keys(target).length === 0;
-  // %r lets wal-restore clean up after a standby; a point-in-time restore must never do that.
-  const restoreCommand = `${[binPath("wal-restore"), ctx.config.file].map(shellQuote).join(" ")} %f %p${standby ? " %r" : ""}`;
   const settings: Record<string, string> = {
-    restore_command: restoreCommand,
+    restore_command: restoreCommand(ctx, standby),
     recovery_target_timeline: "latest",
     // The restored node must never archive into the master's archive.
     archive_mode: "off",
@@ -215,10 +674,10 @@ export async function restore(ctx: Context): Promise<void> {
   if (conninfo) settings.primary_conninfo = conninfo;
   const when = new Date().toISOString();
   if (version >= 12) {
-    const auto = join(dst, "postgresql.auto.conf");
-    const existing = existsSync(auto) ? readFileSync(auto, "utf8") : "";
+    const auto = join(dir, "postgresql.auto.conf");
+    const existing = existsSync(auto) ? io("cannot read", auto, () => readFileSync(auto, "utf8")) : "";
     writeFileDurable(auto, Buffer.from(withRecoveryBlock(existing, settings, when)));
-    writeFileDurable(join(dst, standby ? "standby.signal" : "recovery.signal"), Buffer.alloc(0));
+    writeFileDurable(join(dir, standby ? "standby.signal" : "recovery.signal"), Buffer.alloc(0));
   } else {
     const { archive_mode: _off, ...rec } = settings;
     const lines = [
@@ -227,42 +686,42 @@ export async function restore(ctx: Context): Promise<void> {
         ([k, v]) => `${k} = ${quoteConfValue(v)}`,
       ),
     ];
-    writeFileDurable(join(dst, "recovery.conf"), Buffer.from(`${lines.join("\n")}\n`));
+    writeFileDurable(join(dir, "recovery.conf"), Buffer.from(`${lines.join("\n")}\n`));
   }
-  ctx.log.info(
-    `recovery settings written to ${dst} (${standby ? "standby" : `point-in-time: ${JSON.stringify(target)}`})`,
-  );
+  ctx.log.info(`recovery settings written (${standby ? "standby" : `point-in-time: ${JSON.stringify(target)}`})`);
+}
 
-  // 7. Config files saved from the master.
-  const confDir = ctx.config.path("slave_config_dir");
-  const confBackup = ctx.config.location("config_backup");
-  if (confDir && confBackup && existsSync(confBackup.path)) {
-    mkdirPrivate(confDir);
-    for (const n of readdirSync(confBackup.path)) {
-      if (n.startsWith(".")) continue;
-      copyFileSync(join(confBackup.path, n), join(confDir, n));
-      if (process.getuid?.() === 0) chownSync(join(confDir, n), owner.uid, owner.gid);
+/**
+ * Step "swap": the old data directory aside (DST.N, or the trash when backup_datadir = no), the
+ * stage renamed to DST. While the stage exists the swap has not happened, so whatever is at DST
+ * is the old directory.
+ */
+function swap(ctx: Context, paths: RestorePaths, j: RestoreJournal): void {
+  const parent = dirname(j.dst);
+  if (existsSync(paths.stage)) {
+    if (existsSync(j.dst) || isSymlink(j.dst)) {
+      if (j.old === undefined || (j.old !== paths.trash && (existsSync(j.old) || isSymlink(j.old)))) {
+        j.old = j.keepOld && !isEmptyDir(j.dst) ? firstFree(j.dst) : paths.trash;
+        writeJournal(paths, j);
+      }
+      const old = j.old;
+      if (old === paths.trash) io("cannot remove", old, () => rmSync(old, { recursive: true, force: true }));
+      io(`cannot move ${j.dst} to`, old, () => renameSync(j.dst, old));
+      fsyncDir(parent);
+      ctx.log.info(
+        old === paths.trash ? `the old data directory ${j.dst} goes` : `the old data directory is kept as ${old}`,
+      );
+      crashPoint("old-aside");
     }
-    ctx.log.info(`restored config files from ${confBackup.path} to ${confDir}`);
-  }
-
-  if (process.getuid?.() === 0 && owner.uid !== 0) chownTree(dst, owner.uid, owner.gid);
-
-  // 8. A new standby replays afresh: no STOP, no boot markers, no old restart point.
-  if (standbyRestore) {
-    const control = new ControlFiles(layout.driver, layout.completed.path);
-    for (const f of [STOP, BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STANDBY_RESTARTPOINT]) await control.remove(f);
-  }
-
-  // 9. Start.
-  const startCmd = ctx.config.get("slave_start_cmd");
-  if (standbyRestore && startCmd) {
-    runConfigured(ctx, "slave_start_cmd", startCmd);
-    ctx.log.info(
-      `restored ${basename(src)} into ${dst} and started it: the standby replays WAL from ${layout.completed.path}`,
+    io(`cannot move ${paths.stage} to`, j.dst, () => renameSync(paths.stage, j.dst));
+    fsyncDir(parent);
+    crashPoint("swapped");
+  } else if (!existsSync(join(j.dst, "backup_label")) && !existsSync(join(j.dst, "PG_VERSION"))) {
+    throw new WalmgrError(
+      `neither ${paths.stage} nor a restored ${j.dst} exists: the restore cannot be finished`,
+      ExitCode.IO,
+      `look at ${j.dst}, remove ${paths.journal} and restore again`,
     );
-  } else {
-    ctx.log.info(`restored ${basename(src)} into ${dst}; start it with: pg_ctl -D ${shellQuote(dst)} start`);
   }
 }
 
@@ -270,25 +729,58 @@ export async function restore(ctx: Context): Promise<void> {
  * A set holds each tablespace as a folder pg_tblspc/OID and the master's locations in
  * tablespace_map. PostgreSQL would replace those folders with links to the master's paths, so
  * the folders are moved out and linked here instead: to the original path when it is free on
- * this machine, otherwise beside the data directory (DST_tblspc_OID). tablespace_map goes.
+ * this machine (missing or an empty directory, such as a mount point), otherwise beside the
+ * data directory (DST_tblspc_OID). Where each goes is decided once and journaled; on another
+ * file system the folder is copied into place (a mount point itself is kept), then removed from
+ * the set. tablespace_map goes last.
  */
-function relocateTablespaces(ctx: Context, dst: string): void {
-  const mapFile = join(dst, "tablespace_map");
-  if (!existsSync(mapFile)) return;
-  for (const line of readFileSync(mapFile, "utf8").split("\n")) {
-    const m = /^(\d+) (.+)$/.exec(line);
-    if (!m) continue;
-    const [, oid = "", original = ""] = m;
-    const inSet = join(dst, "pg_tblspc", oid);
-    if (!existsSync(inSet) || lstatSync(inSet).isSymbolicLink()) continue;
-    const free = !existsSync(original) || (statSync(original).isDirectory() && readdirSync(original).length === 0);
-    let where = free ? original : `${dst}_tblspc_${oid}`;
-    if (!free && existsSync(where)) where = firstFree(where);
-    mkdirPrivate(dirname(where));
-    if (existsSync(where)) rmSync(where, { recursive: true, force: true });
-    renameSync(inSet, where);
-    symlinkSync(where, inSet);
-    ctx.log.info(`tablespace ${oid} (${original} on the master) restored to ${where}`);
+async function relocateTablespaces(ctx: Context, paths: RestorePaths, j: RestoreJournal): Promise<void> {
+  const tblspc = join(paths.stage, "pg_tblspc");
+  const mapFile = join(paths.stage, "tablespace_map");
+  if (j.tablespaces === undefined) {
+    const decided: Record<string, string> = {};
+    const text = existsSync(mapFile) ? io("cannot read", mapFile, () => readFileSync(mapFile, "utf8")) : "";
+    for (const line of text.split("\n")) {
+      const m = /^(\d+) (.+)$/.exec(line);
+      if (!m) continue;
+      const [, oid = "", original = ""] = m;
+      const inSet = join(tblspc, oid);
+      if (!existsSync(inSet) || isSymlink(inSet)) continue;
+      const free = !existsSync(original) || isEmptyDir(original);
+      let where = free ? original : `${j.dst}_tblspc_${oid}`;
+      if (!free && existsSync(where)) where = firstFree(where);
+      decided[oid] = where;
+    }
+    j.tablespaces = decided;
+    writeJournal(paths, j);
   }
-  rmSync(mapFile);
+  for (const [oid, where] of Object.entries(j.tablespaces)) {
+    const inSet = join(tblspc, oid);
+    if (isSymlink(inSet)) continue;
+    if (existsSync(inSet)) {
+      mkdirPrivate(dirname(where));
+      // Decided when it was missing or empty: whatever is there now is a partial copy of ours.
+      if (existsSync(where)) emptyDir(where);
+      const how = await renameOrCopyTree(inSet, where);
+      if (how === "copied") {
+        crashPoint("tablespace-copied");
+        removeTreeDurable(inSet);
+      }
+    } else if (!existsSync(where)) {
+      throw new WalmgrError(
+        `tablespace ${oid} is neither in ${tblspc} nor at ${where}`,
+        ExitCode.IO,
+        `restore again from another set (remove ${paths.journal} first)`,
+      );
+    }
+    removeTreeDurable(inSet); // a leftover of an interrupted removal
+    if (isRoot() && j.owner.uid !== 0) chownTree(where, j.owner.uid, j.owner.gid);
+    io("cannot link", inSet, () => symlinkSync(where, inSet));
+    fsyncDir(tblspc);
+    ctx.log.info(`tablespace ${oid} restored to ${where}`);
+  }
+  if (existsSync(mapFile)) {
+    io("cannot remove", mapFile, () => rmSync(mapFile));
+    fsyncDir(paths.stage);
+  }
 }

@@ -54,16 +54,24 @@ async function editMasterConfig(ctx: Context, values: Record<string, string>, ma
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const copy = `${file}.${stamp}.walmgr-ts.bak`;
   await ctx.act(`save a copy of ${file} as ${copy}`, () => {
-    const st = statSync(file);
-    copyFileSync(file, copy);
-    chmodSync(copy, st.mode & 0o777);
-    if (process.getuid?.() === 0) chownSync(copy, st.uid, st.gid);
+    try {
+      const st = statSync(file);
+      copyFileSync(file, copy);
+      chmodSync(copy, st.mode & 0o777);
+      if (process.getuid?.() === 0) chownSync(copy, st.uid, st.gid);
+    } catch (err) {
+      throw ioError(`cannot save a copy of ${file} as`, copy, err);
+    }
   });
   await ctx.act(`write ${file}`, () => {
-    const st = statSync(file);
-    writeFileDurable(file, Buffer.from(edit.text), { mode: st.mode & 0o777 });
-    chmodSync(file, st.mode & 0o777);
-    if (process.getuid?.() === 0) chownSync(file, st.uid, st.gid);
+    try {
+      const st = statSync(file);
+      writeFileDurable(file, Buffer.from(edit.text), { mode: st.mode & 0o777 });
+      chmodSync(file, st.mode & 0o777);
+      if (process.getuid?.() === 0) chownSync(file, st.uid, st.gid);
+    } catch (err) {
+      throw ioError("cannot write", file, err);
+    }
   });
   return edit;
 }

@@ -14,7 +14,7 @@ import {
   chownSync,
   existsSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { ioError, isErrno, WalmgrError } from "../errors";
 import type { FileInfo, StorageDriver, TreeStats } from "./driver";
 import { buildManifest, type Manifest } from "./manifest";
@@ -209,4 +209,66 @@ export function isSymlink(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Puts the directory `from` at `to` durably: rename() where it can (atomic), otherwise (another
+ * file system: EXDEV; `to` a mount point: EBUSY) a copy of the tree, fsynced, into `to`. An
+ * existing `to` must be an empty directory; it is kept (a mount point is never removed, only
+ * filled). After a copy `from` is still there: the caller removes it (`removeTreeDurable`) once
+ * it has recorded that the copy is complete, so a crash never leaves only a partial copy.
+ * `rename` is for tests (fault injection).
+ */
+export async function renameOrCopyTree(
+  from: string,
+  to: string,
+  rename: (a: string, b: string) => void = renameSync,
+): Promise<"renamed" | "copied"> {
+  try {
+    rename(from, to);
+    fsyncDir(dirname(to));
+    if (dirname(from) !== dirname(to)) fsyncDir(dirname(from));
+    return "renamed";
+  } catch (err) {
+    if (!isErrno(err, "EXDEV") && !isErrno(err, "EBUSY")) throw ioError(`cannot move ${from} to`, to, err);
+  }
+  await copyTree(from, to, () => true);
+  fsyncDir(dirname(to));
+  return "copied";
+}
+
+/** Where `removeTreeDurable` puts a tree while removing it: a name no reader takes for data. */
+export function goneName(path: string): string {
+  return join(dirname(path), `.walmgr-gone.${basename(path)}`);
+}
+
+/**
+ * Removes the tree `path` so that a crash midway never leaves a part of it under its name: it
+ * is first renamed (atomically) to `goneName(path)`, then removed. Idempotent: a leftover from
+ * an earlier crash is removed too. False when `path` was not there.
+ */
+export function removeTreeDurable(path: string): boolean {
+  const gone = goneName(path);
+  try {
+    rmSync(gone, { recursive: true, force: true });
+    if (!existsSync(path) && !isSymlink(path)) return false;
+    renameSync(path, gone);
+    fsyncDir(dirname(path));
+    rmSync(gone, { recursive: true, force: true });
+    fsyncDir(dirname(path));
+    return true;
+  } catch (err) {
+    throw ioError("cannot remove", path, err);
+  }
+}
+
+/** Removes everything inside `dir`, keeping `dir` itself (it may be a mount point). */
+export function emptyDir(dir: string): void {
+  try {
+    for (const n of readdirSync(dir)) rmSync(join(dir, n), { recursive: true, force: true });
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return;
+    throw ioError("cannot empty directory", dir, err);
+  }
+  fsyncDir(dir);
 }

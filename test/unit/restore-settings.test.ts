@@ -1,7 +1,7 @@
 /** Point-in-time recovery options and the recovery block restore writes into postgresql.auto.conf. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { recoveryTarget, withRecoveryBlock } from "../../src/command/restore";
+import { badTargetTime, recoveryTarget, withRecoveryBlock } from "../../src/command/restore";
 import { ExitCode, UsageError } from "../../src/errors";
 import { getConfValue } from "../../src/pg/postgresql-conf";
 
@@ -73,6 +73,65 @@ describe("recoveryTarget", () => {
 
   test("an action without a target is a usage error", () => {
     usage(() => recoveryTarget(opts({ "target-action": "pause" })), /--target-/);
+  });
+});
+
+describe("--target-* values are checked before anything is written", () => {
+  test("times PostgreSQL reads are accepted", () => {
+    for (const t of [
+      "2024-05-01",
+      "2024-05-01 12:00",
+      "2024-05-01 12:00:00",
+      "2024-05-01 12:00:00+00",
+      "2024-05-01 12:00:00.123456+05:30",
+      "2024-05-01T12:00:00Z",
+      "2024-05-01 12:00:00 UTC",
+      "2024-05-01 12:00:00 -0800",
+      "2024-05-01 12:00:00 Europe/Berlin",
+      "2024-02-29 23:59:59",
+    ]) {
+      assert.equal(badTargetTime(t), undefined, t);
+      assert.equal(recoveryTarget(opts({ "target-time": t })).recovery_target_time, t);
+    }
+  });
+
+  test("a time that is not one is a usage error naming --target-time", () => {
+    for (const t of [
+      "not a time",
+      "",
+      "yesterday",
+      "2024-13-01",
+      "2023-02-29",
+      "2024-04-31 10:00:00",
+      "2024-05-01 25:00:00",
+      "2024-05-01 12:61:00",
+      "2024-05-01 12:00:00 Mars/Olympus",
+      "2024-05-01 12:00:00+99",
+      "2024-05-01 12:00:00\n",
+      "2024-05-01 12:00:00'; DROP",
+    ]) {
+      assert.notEqual(badTargetTime(t), undefined, t);
+      usage(() => recoveryTarget(opts({ "target-time": t })), /--target-time/);
+    }
+  });
+
+  test("LSN: X/X in hex", () => {
+    assert.equal(recoveryTarget(opts({ "target-lsn": "16/B374D848" })).recovery_target_lsn, "16/B374D848");
+    for (const l of ["", "0", "0/", "G/1", "0/3000028 ", "123456789/0", "0x0/1"])
+      usage(() => recoveryTarget(opts({ "target-lsn": l })), /--target-lsn/);
+  });
+
+  test("xid: a positive integer (PostgreSQL would read 010 as octal)", () => {
+    assert.equal(recoveryTarget(opts({ "target-xid": "4294967296" })).recovery_target_xid, "4294967296");
+    for (const x of ["", "0", "-1", "010", "12a", "1.5", "18446744073709551616"])
+      usage(() => recoveryTarget(opts({ "target-xid": x })), /--target-xid/);
+  });
+
+  test("name: no line breaks or control characters, 1 to 63 bytes", () => {
+    assert.equal(recoveryTarget(opts({ "target-name": "before upgrade" })).recovery_target_name, "before upgrade");
+    assert.equal(recoveryTarget(opts({ "target-name": "x".repeat(63) })).recovery_target_name, "x".repeat(63));
+    for (const n of ["a\nb", "a\rb", "tab\there", "nul\u0000", "", "x".repeat(64), "é".repeat(32)])
+      usage(() => recoveryTarget(opts({ "target-name": n })), /--target-name/);
   });
 });
 
