@@ -508,8 +508,8 @@ describe("WalArchive", () => {
   });
 
   test("a writer that loses the race to another's file never writes its checksum", async () => {
-    // A driver on which another archiver's file (and then its checksum) lands just before this
-    // archiver's exclusive publish: this archiver loses and must leave the winner's checksum.
+    // A driver on which another archiver's file and checksum land after this archiver saw the
+    // name free and before its exclusive publish: it loses and must leave the winner's checksum.
     const completed = join(dir, "logs.complete");
     mkdirSync(completed);
     const winner = randomBytes(4096);
@@ -517,9 +517,8 @@ describe("WalArchive", () => {
     const racing: StorageDriver = Object.assign(Object.create(local) as LocalDriver, {
       publishFile: async (path: string, src: string, opts?: { exclusive?: boolean }) => {
         writeFileSync(path, winner);
-        const res = await local.publishFile(path, src, opts);
         writeFileSync(join(completed, `.${SEG}.sha256`), `${hashOf(winner)}  ${SEG}\n`);
-        return res;
+        return local.publishFile(path, src, opts);
       },
     });
     const arch = new WalArchive(racing, completed);
