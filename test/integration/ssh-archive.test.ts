@@ -4,13 +4,14 @@
  * running while the master archives. Against the test sshd; no PostgreSQL server needed.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { makeTempDir, packageRoot, removeTempDir, runBin, spawnBin } from "../helpers/env";
 import { makeSlaveDir, runSlave, slaveUser, TestSshd } from "../helpers/sshd";
+import { hostTag } from "../../src/storage/durable";
 import { writeFileAs } from "../helpers/walmgr";
 
 let sshd: TestSshd;
@@ -117,7 +118,14 @@ test("over ssh, wal-restore refuses a symlink planted in completed_wals; wal-arc
   assert.ok(!existsSync(join(slaveBase, "nowhere")), "nothing may be written through the link");
 });
 
-test("the slave's stale-temp cleanup, run all the while, never takes a segment being archived", async () => {
+test("over ssh a dead writer's temp goes on the way in; the slave's cleanup, run all the while, never takes a live one", async () => {
+  // Litter of a killed writer on the slave host (its pid is gone): the next archive removes it.
+  const deadPid = spawnSync("true").pid;
+  const litter = join(completed, `.walmgr-tmp.${segName(0x2ff)}.${deadPid}-1@${hostTag()}`);
+  assert.equal(runSlave("sh", ["-c", 'head -c 4096 /dev/zero > "$1"', "-", litter]).status, 0);
+  const first = runBin("wal-archive", [ini, source("litter", randomBytes(8192)), segName(0x1ff)]);
+  assert.equal(first.status, 0, first.stderr);
+  assert.ok(!existsSync(litter), "the dead writer's temp on the slave must be gone");
   // A cleaner on the slave host, as its user, sweeping completed_wals as fast as it can (what a
   // slave-side setup or backup does once): it must only ever take dead writers' temps.
   const durable = join(packageRoot(), "dist", "src", "storage", "durable.js");
