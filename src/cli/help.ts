@@ -167,7 +167,7 @@ POINT-IN-TIME RESTORE
 INTERNAL COMMANDS (as walmgr.py named them)
     xarchive %p %f          same as wal-archive
     xrestore %f %p [%r]     same as wal-restore
-    xstat, xlist, xread, xstage, xcommit, xpublish, xwriteat, xremove, xrmtree,
+    xstat, xlist, xread, xput, xpublish, xwriteat, xremove, xrmtree, xmanifest,
     xmkdir, xrename, xfsynctree, xputtree, xunlock, xprobe
                             the slave side of the ssh transport: the master runs
                             \`wal-ctl SLAVE_CONFIG xVERB ...\` over ssh (SLAVE_CONFIG

@@ -3,7 +3,7 @@ import { posix } from "node:path";
 import { readFileSync } from "node:fs";
 import { ArchiveConflictError, IoError, ioError } from "../errors";
 import type { WalName } from "../wal/names";
-import type { StorageDriver } from "./driver";
+import type { FileInfo, StorageDriver } from "./driver";
 
 export type PushResult = "stored" | "identical";
 
@@ -46,20 +46,26 @@ export class WalArchive {
 
   /**
    * Archives the local file `src` as `wal.name`. Resolves only once the file and its checksum
-   * are durable (the checksum first: a served file always has one; a checksum without its file
-   * is inert). Identical content already archived is success ("identical"); other content is an
-   * ArchiveConflictError and the archived copy is left as it was.
+   * are durable. Identical content already archived is success ("identical"); other content is
+   * an ArchiveConflictError and the archived copy and its checksum are left as they were.
+   *
+   * The checksum always belongs to the file that won: the file is published exclusively (of
+   * concurrent archivers of one name, exactly one stores) and only the one that stored writes
+   * the checksum, afterwards. Until then, and forever if it dies in between, the file has no
+   * checksum: wal-restore serves it unverified, which is safe because it became visible only
+   * complete and fsynced; PostgreSQL's retry of the archive then finds identical content and
+   * writes the checksum. A checksum written first (as before) could be the loser's.
    */
   async pushFile(wal: WalName, src: string): Promise<{ result: PushResult; bytes: number }> {
     const dest = this.path(wal.name);
-    if ((await this.driver.stat(dest)) === undefined) {
-      const put = await this.driver.publishFile(dest, src, {
-        exclusive: true,
-        beforeCommit: async (hex) => {
-          await this.driver.publish(this.checksumPath(wal.name), Buffer.from(formatChecksum(hex, wal.name)));
-        },
-      });
-      if (put.stored) return { result: "stored", bytes: put.bytes };
+    const info = await this.driver.stat(dest);
+    if (info?.isSymlink === true || info?.isFile === false) this.refuseNotAFile(dest, info);
+    if (info === undefined) {
+      const put = await this.driver.publishFile(dest, src, { exclusive: true });
+      if (put.stored) {
+        await this.writeChecksum(wal.name, put.sha256);
+        return { result: "stored", bytes: put.bytes };
+      }
       // Someone archived the same name meanwhile: judge their file like any existing one.
     }
     let data: Buffer;
@@ -69,6 +75,18 @@ export class WalArchive {
       throw ioError("cannot read WAL file", src, err);
     }
     return { result: await this.compareExisting(wal, data), bytes: data.length };
+  }
+
+  private async writeChecksum(name: string, hex: string): Promise<void> {
+    await this.driver.publish(this.checksumPath(name), Buffer.from(formatChecksum(hex, name)));
+  }
+
+  private refuseNotAFile(dest: string, info: FileInfo): never {
+    const what = info.isSymlink ? "a symbolic link" : info.isDirectory ? "a folder" : "a special file";
+    throw new IoError(
+      `${dest} is ${what}, not an archived WAL file: refusing to archive through it`,
+      `wal-archive only ever creates regular files there; find out who made ${dest}, remove it, and PostgreSQL's next retry archives the segment`,
+    );
   }
 
   private async compareExisting(wal: WalName, data: Buffer): Promise<PushResult> {
@@ -82,10 +100,10 @@ export class WalArchive {
         "two clusters may be archiving into the same directory, or a master was restored without a new timeline; the archived copy was left unchanged",
       );
     }
+    // The archived bytes are ours, so a missing checksum (a walmgr.py archive, or a winner
+    // that died before writing it) or a wrong one is repaired from them: never otherwise.
     const sum = await this.driver.read(this.checksumPath(wal.name));
-    if (sum === undefined || !sum.toString("utf8").startsWith(hex)) {
-      await this.driver.publish(this.checksumPath(wal.name), Buffer.from(formatChecksum(hex, wal.name)));
-    }
+    if (sum === undefined || !sum.toString("utf8").startsWith(hex)) await this.writeChecksum(wal.name, hex);
     return "identical";
   }
 

@@ -8,7 +8,12 @@ import type { Manifest } from "./manifest";
 export interface FileInfo {
   size: number;
   mtimeMs: number;
+  /** A folder (a symbolic link to one counts: slave folders are often links to other disks). */
   isDirectory: boolean;
+  /** A regular file under its own name (not reached through a symbolic link). */
+  isFile?: boolean;
+  /** The name is a symbolic link (size and times are its target's, zero when it dangles). */
+  isSymlink?: boolean;
 }
 
 export interface TreeStats {
@@ -32,19 +37,22 @@ export interface StorageDriver {
   publish(path: string, data: Uint8Array, opts?: { exclusive?: boolean; padTo?: number }): Promise<boolean>;
   /**
    * Copies the local file `src` to `path` with the same guarantees as `publish`, streaming (a
-   * 1 GiB segment is never held in memory), and returns the sha256 of what it copied.
-   * `beforeCommit` runs once the copy is durable under a temporary name and before it becomes
-   * visible under `path`; if it throws, nothing becomes visible. With `exclusive`, an existing
-   * file at `path` is never replaced: `stored` is then false and nothing changed.
+   * 1 GiB segment is never held in memory), and returns the sha256 of what it copied. With
+   * `exclusive`, an existing file at `path` is never replaced: `stored` is then false and
+   * nothing changed; exactly one of several concurrent exclusive calls stores. Temporaries that
+   * dead writers left beside `path` are removed on the way in; a live writer's never are.
    */
   publishFile(
     path: string,
     src: string,
-    opts?: { exclusive?: boolean; beforeCommit?: (sha256: string, bytes: number) => Promise<void> },
+    opts?: { exclusive?: boolean },
   ): Promise<{ sha256: string; bytes: number; stored: boolean }>;
   /** Durably overwrites bytes of an existing file at `offset` (in-progress WAL segments). */
   writeAt(path: string, offset: number, data: Uint8Array): Promise<void>;
-  /** The whole file; undefined when it does not exist. */
+  /**
+   * The whole file; undefined when it does not exist. Only a regular file is read: anything
+   * else under the name (a symbolic link, a FIFO, a folder) is an IoError naming it.
+   */
   read(path: string): Promise<Buffer | undefined>;
   /** undefined when it does not exist. */
   stat(path: string): Promise<FileInfo | undefined>;

@@ -1,28 +1,39 @@
 import {
   closeSync,
-  close,
-  copyFile,
+  constants,
   fchmodSync,
   fchownSync,
-  fstatSync,
-  fsync,
   fsyncSync,
   linkSync,
-  open,
+  lstatSync,
   openSync,
   readdirSync,
+  readFileSync,
   readSync,
   renameSync,
   statSync,
   unlinkSync,
   writeSync,
+  open as fsOpen,
+  read as fsRead,
+  write as fsWrite,
+  fsync as fsFsync,
 } from "node:fs";
 import { createHash } from "node:crypto";
+import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
-import { ioError, isErrno } from "../errors";
+import { ioError, isErrno, WalmgrError } from "../errors";
 
 /** Prefix of every temporary file this project writes; never a WAL-like name. */
 export const TMP_PREFIX = ".walmgr-tmp.";
+
+/**
+ * How long a temp file written from another host (a slave directory mounted by two machines)
+ * may sit unchanged before a cleaner here takes its writer for dead: its pid means nothing on
+ * this host. A writer that is alive keeps its temp fresh by writing it, and commits seconds
+ * after its last write; losing a temp only ever costs that writer a retry.
+ */
+export const FOREIGN_TEMP_LEASE_MS = 60 * 60 * 1000;
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
@@ -90,8 +101,73 @@ export function removeQuietly(path: string): void {
   }
 }
 
+/** This host's name as it appears in temp names: letters, digits and '-' only (no '.'). */
+export function hostTag(host = hostname()): string {
+  return host.replace(/[^A-Za-z0-9-]/g, "-").slice(0, 64) || "-";
+}
+
+/**
+ * When the process `pid` started (clock ticks since boot, /proc/PID/stat field 22), or
+ * undefined where that cannot be read (no /proc, or the process is gone). Together with the
+ * pid it names a process for certain: a reused pid has another start time.
+ */
+export function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // "PID (COMM) STATE PPID …": COMM may hold spaces and parentheses, so count from the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const start = fields[19];
+    return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+let ownToken: string | undefined;
+
+/** This process as the owner of its temp files: `PID-START@HOST` (`PID@HOST` without /proc). */
+export function ownerToken(): string {
+  if (ownToken === undefined) {
+    const start = processStart(process.pid);
+    ownToken = `${process.pid}${start === undefined ? "" : `-${start}`}@${hostTag()}`;
+  }
+  return ownToken;
+}
+
+/**
+ * The temporary name for `path`: hidden, beside it, and naming its writer (this process, for
+ * as long as it owns the temp), so that a cleaner can tell a dead writer's litter from a live
+ * writer's work: `.walmgr-tmp.NAME.PID-START@HOST`.
+ */
 export function tempNameFor(path: string): string {
-  return join(dirname(path), `${TMP_PREFIX}${basename(path)}.${process.pid}`);
+  return join(dirname(path), `${TMP_PREFIX}${basename(path)}.${ownerToken()}`);
+}
+
+/**
+ * Creates the temp file `tmp` for writing, private (0600) from its first moment, and owned like
+ * its folder when root writes. The name is this process's own, so an existing file of that name
+ * is a leftover of an earlier process with the same pid (where start times are unknown): it is
+ * replaced.
+ */
+export function createTemp(tmp: string): number {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+  let fd: number;
+  try {
+    fd = openSync(tmp, flags, 0o600);
+  } catch (err) {
+    if (!isErrno(err, "EEXIST")) throw err;
+    unlinkSync(tmp);
+    fd = openSync(tmp, flags, 0o600);
+  }
+  try {
+    fchmodSync(fd, 0o600); // the umask may only narrow 0600; this makes the intent explicit
+    inheritOwner(fd, dirname(tmp));
+  } catch (err) {
+    closeSync(fd);
+    removeQuietly(tmp);
+    throw err;
+  }
+  return fd;
 }
 
 /**
@@ -105,12 +181,11 @@ export function writeFileDurable(
   data: Uint8Array,
   opts: { mode?: number; padTo?: number; exclusive?: boolean } = {},
 ): boolean {
-  const dir = dirname(path);
   const tmp = tempNameFor(path);
   let fd: number | undefined;
   try {
-    fd = openSync(tmp, "w", opts.mode ?? 0o600);
-    inheritOwner(fd, dir);
+    fd = createTemp(tmp);
+    if (opts.mode !== undefined && opts.mode !== 0o600) fchmodSync(fd, opts.mode);
     writeAll(fd, data);
     if (opts.padTo !== undefined && opts.padTo > data.length) {
       writeAll(fd, Buffer.alloc(opts.padTo - data.length), data.length);
@@ -135,28 +210,35 @@ export interface StagedCopy {
 }
 
 /**
- * Copies the local file `src` to a temporary file beside `path`, makes it durable, and returns
- * the sha256 of the staged copy with a commit and an abort function. Splitting the two lets the
- * caller make something else durable in between. A regular file is copied by the kernel and
- * fsynced on the thread pool while the main thread hashes the copy: the hash costs no wall time
- * beyond the fsync it overlaps. Anything else (a pipe) is streamed and hashed on the way.
+ * Copies the local file `src` (a regular file or a pipe) to a temporary file beside `path`,
+ * makes it durable, and returns the sha256 of the staged copy with a commit and an abort
+ * function. Splitting the two lets the caller decide between them. The temp file is 0600 from
+ * its creation and named after this process (see `tempNameFor`), so a kill -9 leaves nothing
+ * readable by others and nothing a later cleaner cannot recognise as litter.
  */
 export async function stageFileCopy(path: string, src: string): Promise<StagedCopy> {
-  const dir = dirname(path);
   const tmp = tempNameFor(path);
   const abort = (): void => removeQuietly(tmp);
-  let isRegular: boolean;
+  let inFd: number;
   try {
-    isRegular = statSync(src).isFile();
+    // On the thread pool: opening a FIFO waits for its writer without blocking signal handling.
+    inFd = await new Promise<number>((resolveOpen, rejectOpen) =>
+      fsOpen(src, "r", (err, fd) => (err ? rejectOpen(err) : resolveOpen(fd))),
+    );
   } catch (err) {
     throw ioError("cannot read", src, err);
   }
   let result: { sha256: string; bytes: number };
+  let outFd: number | undefined;
   try {
-    result = isRegular ? await kernelCopy(src, tmp, dir) : streamCopy(src, tmp, dir);
+    outFd = createTemp(tmp);
+    result = await copyHashed(inFd, outFd, src);
   } catch (err) {
     abort();
-    throw ioError("cannot write", path, err);
+    throw err instanceof WalmgrError ? err : ioError("cannot write", path, err);
+  } finally {
+    closeSync(inFd);
+    if (outFd !== undefined) closeSync(outFd);
   }
   return {
     ...result,
@@ -172,40 +254,57 @@ export async function stageFileCopy(path: string, src: string): Promise<StagedCo
   };
 }
 
-async function kernelCopy(src: string, tmp: string, dir: string): Promise<{ sha256: string; bytes: number }> {
-  // The thread pool copies (in the kernel) and then fsyncs the copy while this thread hashes
-  // the source: the passes overlap, so the checksum costs little wall time. PostgreSQL never
-  // changes a segment it has handed to archive_command, so the source's hash is the copy's;
-  // the sizes are compared to be sure.
-  const durable = new Promise<number>((resolveCopy, rejectCopy) =>
-    copyFile(src, tmp, (copyErr) => {
-      if (copyErr) return rejectCopy(copyErr);
-      open(tmp, "r", (openErr, fd) => {
-        if (openErr) return rejectCopy(openErr);
-        fsync(fd, (syncErr) => {
-          let size = -1;
-          try {
-            size = fstatSync(fd).size;
-            fchmodSync(fd, 0o600);
-            inheritOwner(fd, dir);
-          } catch (err) {
-            syncErr ??= err as NodeJS.ErrnoException;
-          }
-          close(fd, () => (syncErr ? rejectCopy(syncErr) : resolveCopy(size)));
-        });
-      });
-    }),
+const COPY_CHUNK = 1 << 20;
+
+function readChunk(fd: number, buf: Buffer): Promise<number> {
+  return new Promise((resolveRead, rejectRead) =>
+    fsRead(fd, buf, 0, buf.length, null, (err, n) => (err ? rejectRead(err) : resolveRead(n))),
   );
-  let hashed: { sha256: string; bytes: number };
-  try {
-    hashed = hashFile(src);
-  } catch (err) {
-    await durable.catch(() => undefined);
-    throw err;
+}
+
+async function writeChunk(fd: number, data: Buffer): Promise<void> {
+  let off = 0;
+  while (off < data.length) {
+    off += await new Promise<number>((resolveWrite, rejectWrite) =>
+      fsWrite(fd, data, off, data.length - off, null, (err, n) => (err ? rejectWrite(err) : resolveWrite(n))),
+    );
   }
-  const size = await durable;
-  if (size !== hashed.bytes) throw new Error(`copied ${size} bytes but read ${hashed.bytes} from ${src}`);
-  return hashed;
+}
+
+/**
+ * Copies `inFd` to `outFd` and fsyncs the copy; returns the sha256 and size of what it copied.
+ * The thread pool writes one chunk and reads the next while this thread hashes the chunk in
+ * between, so the hash costs little wall time beyond the copy it overlaps (the checksum of a
+ * segment is the price of archiving it, paid once). Sequential reads work for pipes too.
+ */
+async function copyHashed(inFd: number, outFd: number, src: string): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash("sha256");
+  let cur = Buffer.allocUnsafe(COPY_CHUNK);
+  let spare = Buffer.allocUnsafe(COPY_CHUNK);
+  let bytes = 0;
+  let n: number;
+  try {
+    n = await readChunk(inFd, cur);
+  } catch (err) {
+    throw ioError("cannot read", src, err);
+  }
+  while (n > 0) {
+    const chunk = cur.subarray(0, n);
+    const written = writeChunk(outFd, chunk);
+    const next = readChunk(inFd, spare);
+    hash.update(chunk);
+    // Both must settle before a buffer is reused or a descriptor closed.
+    const [w, r] = await Promise.allSettled([written, next]);
+    if (w.status === "rejected") throw w.reason;
+    if (r.status === "rejected") throw ioError("cannot read", src, r.reason);
+    bytes += n;
+    [cur, spare] = [spare, cur];
+    n = r.value;
+  }
+  await new Promise<void>((resolveSync, rejectSync) =>
+    fsFsync(outFd, (err) => (err ? rejectSync(err) : resolveSync())),
+  );
+  return { sha256: hash.digest("hex"), bytes };
 }
 
 /** sha256 and size of a local file, read in 1 MiB chunks. */
@@ -223,31 +322,6 @@ export function hashFile(path: string): { sha256: string; bytes: number } {
     }
   } finally {
     closeSync(fd);
-  }
-  return { sha256: hash.digest("hex"), bytes };
-}
-
-function streamCopy(src: string, tmp: string, dir: string): { sha256: string; bytes: number } {
-  const hash = createHash("sha256");
-  const buf = Buffer.allocUnsafe(1 << 20);
-  let bytes = 0;
-  const inFd = openSync(src, "r");
-  let outFd: number | undefined;
-  try {
-    outFd = openSync(tmp, "w", 0o600);
-    inheritOwner(outFd, dir);
-    for (;;) {
-      const n = readSync(inFd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      const chunk = buf.subarray(0, n);
-      hash.update(chunk);
-      writeAll(outFd, chunk);
-      bytes += n;
-    }
-    fsyncSync(outFd);
-  } finally {
-    closeSync(inFd);
-    if (outFd !== undefined) closeSync(outFd);
   }
   return { sha256: hash.digest("hex"), bytes };
 }
@@ -278,7 +352,35 @@ export function removeDurable(path: string): boolean {
   return true;
 }
 
-/** Removes temp files left in `dir` by killed processes (their pid is gone). */
+const OWNER = /^(\d+)(?:-(\d+))?(?:@([A-Za-z0-9-]+))?$/;
+
+/**
+ * Whether the writer named at the end of the temp file name `name` is gone, so that the temp
+ * is litter. A writer on this host is judged by pid and start time (a reused pid has another
+ * start), one on another host (a slave directory mounted on two machines) by the temp's age:
+ * FOREIGN_TEMP_LEASE_MS without a write. Older versions named temps with a bare pid: those are
+ * judged as this host's by pid alone; names that carry no writer at all are litter.
+ */
+export function tempWriterGone(name: string, ageMs: () => number): boolean {
+  const m = OWNER.exec(name.slice(name.lastIndexOf(".") + 1));
+  if (!m) return true;
+  const pid = Number(m[1]);
+  const start = m[2];
+  const host = m[3];
+  if (host !== undefined && host !== hostTag()) return ageMs() > FOREIGN_TEMP_LEASE_MS;
+  if (!Number.isSafeInteger(pid) || pid <= 0) return true;
+  if (pid === process.pid) return start !== undefined && start !== processStart(pid);
+  if (!processAlive(pid)) return true;
+  if (start === undefined) return false;
+  const now = processStart(pid);
+  return now !== undefined && now !== start;
+}
+
+/**
+ * Removes the temp files in `dir` (only those for `forName`, when given) whose writers are
+ * gone (see tempWriterGone): what a kill -9 or a crash left behind. A live writer's temp is
+ * never touched, on this host or another; removing a temp at worst costs its writer a retry.
+ */
 export function removeStaleTemps(dir: string, forName?: string): void {
   let names: string[];
   try {
@@ -289,12 +391,19 @@ export function removeStaleTemps(dir: string, forName?: string): void {
   const prefix = forName === undefined ? TMP_PREFIX : `${TMP_PREFIX}${forName}.`;
   for (const n of names) {
     if (!n.startsWith(prefix)) continue;
-    const pid = Number.parseInt(n.slice(n.lastIndexOf(".") + 1), 10);
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) continue;
+    const path = join(dir, n);
+    const age = (): number => {
+      try {
+        return Date.now() - lstatSync(path).mtimeMs;
+      } catch {
+        return 0; // gone meanwhile
+      }
+    };
+    if (!tempWriterGone(n, age)) continue;
     try {
-      unlinkSync(join(dir, n));
+      unlinkSync(path);
     } catch {
-      // raced with another cleaner
+      // raced with another cleaner, or not a file
     }
   }
 }

@@ -1,6 +1,8 @@
 import {
   closeSync,
+  constants,
   copyFileSync,
+  fstatSync,
   fsyncSync,
   lstatSync,
   mkdirSync,
@@ -15,10 +17,10 @@ import {
   existsSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { ioError, isErrno, WalmgrError } from "../errors";
+import { IoError, ioError, isErrno, WalmgrError } from "../errors";
 import type { FileInfo, StorageDriver, TreeStats } from "./driver";
 import { buildManifest, type Manifest } from "./manifest";
-import { fsyncDir, removeDurable, stageFileCopy, writeAtDurable, writeFileDurable } from "./durable";
+import { fsyncDir, removeDurable, removeStaleTemps, stageFileCopy, writeAtDurable, writeFileDurable } from "./durable";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
@@ -59,15 +61,12 @@ export class LocalDriver implements StorageDriver {
   async publishFile(
     path: string,
     src: string,
-    opts: { exclusive?: boolean; beforeCommit?: (sha256: string, bytes: number) => Promise<void> } = {},
+    opts: { exclusive?: boolean } = {},
   ): Promise<{ sha256: string; bytes: number; stored: boolean }> {
+    // Litter of killed writers beside `path` goes on the way in: a kill -9 must not leave
+    // temps that pile up until the disk is full.
+    removeStaleTemps(dirname(path));
     const staged = await stageFileCopy(path, src);
-    try {
-      if (opts.beforeCommit) await opts.beforeCommit(staged.sha256, staged.bytes);
-    } catch (err) {
-      staged.abort();
-      throw err;
-    }
     const stored = staged.commit(opts.exclusive);
     return { sha256: staged.sha256, bytes: staged.bytes, stored };
   }
@@ -78,19 +77,25 @@ export class LocalDriver implements StorageDriver {
   }
 
   async read(path: string): Promise<Buffer | undefined> {
-    try {
-      return Promise.resolve(readFileSync(path));
-    } catch (err) {
-      if (isErrno(err, "ENOENT")) return Promise.resolve(undefined);
-      throw ioError("cannot read", path, err);
-    }
+    return Promise.resolve(readRegularFile(path));
   }
 
   async stat(path: string): Promise<FileInfo | undefined> {
+    let link = false;
     try {
+      link = lstatSync(path).isSymbolicLink();
       const st = statSync(path);
-      return Promise.resolve({ size: st.size, mtimeMs: st.mtimeMs, isDirectory: st.isDirectory() });
+      return Promise.resolve({
+        size: st.size,
+        mtimeMs: st.mtimeMs,
+        isDirectory: st.isDirectory(),
+        isFile: st.isFile() && !link,
+        isSymlink: link,
+      });
     } catch (err) {
+      // A dangling symbolic link is there (it blocks the name) but leads nowhere.
+      if (isErrno(err, "ENOENT") && link)
+        return { size: 0, mtimeMs: 0, isDirectory: false, isFile: false, isSymlink: true };
       if (isErrno(err, "ENOENT")) return Promise.resolve(undefined);
       throw ioError("cannot stat", path, err);
     }
@@ -200,6 +205,42 @@ export async function copyTree(
   };
   await walk("");
   return stats;
+}
+
+/**
+ * The whole content of the regular file `path`; undefined when nothing is there. Anything else
+ * under that name (a symbolic link, even to a regular file; a FIFO, a device, a folder) is an
+ * IoError naming it: the slave directory holds only regular files this project wrote, so
+ * anything else was planted, and following it could serve another file's bytes as WAL.
+ */
+export function readRegularFile(path: string): Buffer | undefined {
+  let fd: number;
+  try {
+    // O_NOFOLLOW refuses a symlink in the last component atomically; O_NONBLOCK keeps a planted
+    // FIFO from hanging the open (it changes nothing for regular files).
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return undefined;
+    if (isErrno(err, "ELOOP")) throw notRegular(path, "a symbolic link");
+    throw ioError("cannot read", path, err);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw notRegular(path, st.isDirectory() ? "a folder" : "a special file");
+    return readFileSync(fd);
+  } catch (err) {
+    if (err instanceof WalmgrError) throw err;
+    throw ioError("cannot read", path, err);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function notRegular(path: string, what: string): IoError {
+  return new IoError(
+    `${path} is ${what}, not a regular file: refusing to read it`,
+    `only regular files belong there; find out who put it there, remove it, and re-archive or re-ship what it should have been`,
+  );
 }
 
 /** True when `path` is a symbolic link (not followed). */

@@ -12,18 +12,7 @@
  * SLAVE_CONFIG may be "-" when the master has no slave_config: the helper then needs none.
  */
 import { createHash } from "node:crypto";
-import {
-  closeSync,
-  fsyncSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-  fchmodSync,
-  chmodSync,
-} from "node:fs";
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, statSync, writeSync, chmodSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { ExitCode, IoError, UsageError, WalmgrError, ioError, type ExitCodeValue } from "../errors";
@@ -31,7 +20,9 @@ import { loadConfig } from "../config/load";
 import { Logger, writeStderr, writeStdout } from "../log";
 import {
   commitTemp,
+  createTemp,
   removeQuietly,
+  removeStaleTemps,
   writeAll,
   fsyncDir,
   inheritOwner,
@@ -48,9 +39,7 @@ export const HELPER_VERBS = new Set([
   "xlist",
   "xmanifest",
   "xread",
-  "xstage",
-  "xcommit",
-  "xabort",
+  "xput",
   "xpublish",
   "xwriteat",
   "xremove",
@@ -100,39 +89,40 @@ function out(value: unknown): void {
   writeStdout(`${JSON.stringify(value)}\n`);
 }
 
-/** Streams stdin into a temp file beside `path`, fsynced; returns the temp name once it matches. */
-async function stage(path: string, bytes: number, sha: string): Promise<string> {
-  const dir = dirname(path);
+/**
+ * Streams stdin into a temp file beside `path` (0600 from its creation, named after this
+ * helper, which lives until the temp is committed or removed), fsyncs it, checks length and
+ * sha256, and puts it in place (exclusively: false when `path` exists). Temps of dead writers
+ * beside `path` are removed first.
+ */
+async function put(path: string, exclusive: boolean, bytes: number, sha: string): Promise<boolean> {
+  removeStaleTemps(dirname(path));
   const tmp = tempNameFor(path);
   const hash = createHash("sha256");
   let got = 0;
   let fd: number | undefined;
   try {
-    fd = openSync(tmp, "w", 0o600);
-    fchmodSync(fd, 0o600);
-    inheritOwner(fd, dir);
+    const tmpFd = createTemp(tmp);
+    fd = tmpFd;
     for await (const chunk of process.stdin) {
       const b = chunk as Buffer;
       hash.update(b);
-      writeAll(fd, b);
+      writeAll(tmpFd, b);
       got += b.length;
     }
-    fsyncSync(fd);
-    closeSync(fd);
+    fsyncSync(tmpFd);
     fd = undefined;
+    closeSync(tmpFd);
     verify(path, bytes, sha, got, hash.digest("hex"));
-    return tmp;
   } catch (err) {
     if (fd !== undefined) closeSync(fd);
     removeQuietly(tmp);
     throw ioError("cannot write", path, err);
   }
-}
-
-function commit(tmp: string, path: string, exclusive: boolean): boolean {
   try {
     return commitTemp(tmp, path, exclusive);
   } catch (err) {
+    removeQuietly(tmp);
     throw ioError("cannot write", path, err);
   }
 }
@@ -262,21 +252,11 @@ async function runVerb(verb: string, args: string[], log: Logger): Promise<ExitC
       await new Promise<void>((resolve, reject) => process.stdout.write(data, (e) => (e ? reject(e) : resolve())));
       return ExitCode.OK;
     }
-    case "xstage": {
+    case "xput": {
       const path = arg(args, 0, "path");
-      out({ tmp: await stage(path, num(args[1], "length"), arg(args, 2, "sha256")) });
+      out({ stored: await put(path, args[1] === "1", num(args[2], "length"), arg(args, 3, "sha256")) });
       return ExitCode.OK;
     }
-    case "xcommit":
-      out({ stored: commit(arg(args, 0, "temp path"), arg(args, 1, "path"), args[2] === "1") });
-      return ExitCode.OK;
-    case "xabort":
-      try {
-        unlinkSync(arg(args, 0, "temp path"));
-      } catch {
-        // already gone
-      }
-      return ExitCode.OK;
     case "xpublish": {
       const path = arg(args, 0, "path");
       const data = await readStdin();

@@ -235,10 +235,17 @@ export class SshDriver implements StorageDriver {
     return r.stored;
   }
 
+  /**
+   * One helper call (xput) streams the file, checks its length and sha256, fsyncs it and puts
+   * it in place: the helper that writes the temp file lives until it is committed or removed,
+   * so the temp carries a live writer's name the whole time and the slave's stale-temp cleanup
+   * never takes it (a temp named after a helper that had already exited could be deleted
+   * between a separate stage and commit).
+   */
   async publishFile(
     path: string,
     src: string,
-    opts: { exclusive?: boolean; beforeCommit?: (sha256: string, bytes: number) => Promise<void> } = {},
+    opts: { exclusive?: boolean } = {},
   ): Promise<{ sha256: string; bytes: number; stored: boolean }> {
     let local: { sha256: string; bytes: number };
     try {
@@ -246,16 +253,11 @@ export class SshDriver implements StorageDriver {
     } catch (err) {
       throw ioError("cannot read", src, err);
     }
-    const { tmp } = await this.json<{ tmp: string }>("xstage", [path, String(local.bytes), local.sha256], {
-      inputFile: src,
-    });
-    try {
-      if (opts.beforeCommit) await opts.beforeCommit(local.sha256, local.bytes);
-    } catch (err) {
-      await this.call("xabort", [tmp], { idleMs: this.smallMs() }).catch(() => undefined);
-      throw err;
-    }
-    const { stored } = await this.json<{ stored: boolean }>("xcommit", [tmp, path, opts.exclusive ? "1" : "0"]);
+    const { stored } = await this.json<{ stored: boolean }>(
+      "xput",
+      [path, opts.exclusive ? "1" : "0", String(local.bytes), local.sha256],
+      { inputFile: src },
+    );
     return { ...local, stored };
   }
 

@@ -4,21 +4,29 @@ import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
+  closeSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
+  utimesSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { ArchiveConflictError, ExitCode, IoError } from "../../src/errors";
 import {
+  FOREIGN_TEMP_LEASE_MS,
+  hostTag,
   processAlive,
+  processStart,
   removeDurable,
   removeStaleTemps,
   stageFileCopy,
@@ -27,6 +35,7 @@ import {
   writeAtDurable,
   writeFileDurable,
 } from "../../src/storage/durable";
+import type { StorageDriver } from "../../src/storage/driver";
 import { LocalDriver } from "../../src/storage/local";
 import { checksumName, isChecksumName, sha256, WalArchive } from "../../src/storage/archive";
 import { requireWalName } from "../../src/wal/names";
@@ -142,10 +151,13 @@ describe("writeFileDurable", () => {
     assert.deepEqual(temps(dir), []);
   });
 
-  test("temp names are hidden, beside the target and carry the pid", () => {
+  test("temp names are hidden, beside the target and name their writer: pid, start time, host", () => {
     const t = tempNameFor(join(dir, SEG));
-    assert.equal(t, join(dir, `${TMP_PREFIX}${SEG}.${process.pid}`));
+    const start = processStart(process.pid);
+    assert.ok(start !== undefined && /^\d+$/.test(start), "Linux has /proc/PID/stat");
+    assert.equal(t, join(dir, `${TMP_PREFIX}${SEG}.${process.pid}-${start}@${hostTag()}`));
     assert.ok(TMP_PREFIX.startsWith("."));
+    assert.equal(hostTag("db1.example.com"), "db1-example-com");
   });
 });
 
@@ -196,6 +208,29 @@ describe("stageFileCopy", () => {
     assert.equal(mode(join(dir, tmp)), 0o600);
     staged.commit();
     assert.equal(mode(dest), 0o600);
+  });
+
+  test("the temp file is 0600 while the copy is under way (a FIFO holds it open)", async () => {
+    const fifo = join(dir, "fifo");
+    assert.equal(spawnSync("mkfifo", ["-m", "0644", fifo]).status, 0);
+    const dest = join(dir, SEG);
+    const staging = stageFileCopy(dest, fifo);
+    const w = openSync(fifo, "w"); // the staging side opens it on the thread pool
+    writeSync(w, Buffer.alloc(65536, 1));
+    let seen: number | undefined;
+    for (let i = 0; i < 500 && seen === undefined; i++) {
+      const [t] = temps(dir);
+      if (t !== undefined && statSync(join(dir, t)).size > 0) seen = mode(join(dir, t));
+      else await new Promise((r) => setTimeout(r, 10));
+    }
+    writeSync(w, Buffer.alloc(1000, 2));
+    closeSync(w);
+    const staged = await staging;
+    assert.equal(seen, 0o600);
+    assert.equal(staged.bytes, 65536 + 1000);
+    assert.equal(staged.sha256, hashOf(Buffer.concat([Buffer.alloc(65536, 1), Buffer.alloc(1000, 2)])));
+    staged.abort();
+    assert.deepEqual(temps(dir), []);
   });
 
   test("an empty source is copied", async () => {
@@ -270,35 +305,47 @@ describe("LocalDriver", () => {
     assert.deepEqual(temps(dir), []);
   });
 
-  test("beforeCommit sees the hash before the file is visible", async () => {
-    const data = Buffer.from("some wal");
-    const src = source(data);
-    const dest = join(dir, SEG);
-    let seen: { hex: string; bytes: number; visible: boolean } | undefined;
-    await driver.publishFile(dest, src, {
-      beforeCommit: async (hex, bytes) => {
-        seen = { hex, bytes, visible: existsSync(dest) };
-      },
+  test("publishFile removes dead writers' temps beside the target, never a live writer's", async () => {
+    const dead = `${TMP_PREFIX}000000010000000000000009.${deadPid()}`;
+    const alive = `${TMP_PREFIX}00000001000000000000000A.${process.ppid}-${processStart(process.ppid) ?? "0"}@${hostTag()}`;
+    writeFileSync(join(dir, dead), "litter");
+    writeFileSync(join(dir, alive), "work in progress");
+    await driver.publishFile(join(dir, SEG), source(Buffer.from("wal")), { exclusive: true });
+    assert.deepEqual(temps(dir), [alive]);
+  });
+
+  test("read and stat see symbolic links for what they are", async () => {
+    const target = join(dir, "target");
+    writeFileSync(target, "not wal");
+    const link = join(dir, SEG);
+    symlinkSync(target, link);
+    await assert.rejects(driver.read(link), (err: unknown) => {
+      assert.ok(err instanceof IoError, String(err));
+      assert.match(err.message, /symbolic link, not a regular file/);
+      assert.ok(err.message.includes(link));
+      return true;
     });
-    assert.deepEqual(seen, { hex: hashOf(data), bytes: data.length, visible: false });
-    assert.equal(existsSync(dest), true);
+    assert.deepEqual(await driver.stat(link), {
+      size: 7,
+      mtimeMs: statSync(target).mtimeMs,
+      isDirectory: false,
+      isFile: false,
+      isSymlink: true,
+    });
+    const dangling = join(dir, "dangling");
+    symlinkSync(join(dir, "nowhere"), dangling);
+    assert.equal((await driver.stat(dangling))?.isSymlink, true);
+    await assert.rejects(driver.read(dangling), /symbolic link/);
+    assert.equal((await driver.stat(target))?.isFile, true);
+    assert.equal((await driver.stat(dir))?.isDirectory, true);
+    await assert.rejects(driver.read(dir), /is a folder, not a regular file/);
   });
 
-  test("beforeCommit throwing leaves nothing visible and no temp file", async () => {
-    const src = source(Buffer.from("some wal"));
-    const dest = join(dir, SEG);
-    await assert.rejects(
-      driver.publishFile(dest, src, {
-        beforeCommit: async () => {
-          throw new Error("checksum write failed");
-        },
-      }),
-      /checksum write failed/,
-    );
-    assert.equal(existsSync(dest), false);
-    assert.deepEqual(readdirSync(dir).sort(), ["src"]);
+  test("read refuses a FIFO without hanging", async () => {
+    const fifo = join(dir, "fifo");
+    assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+    await assert.rejects(driver.read(fifo), /special file, not a regular file/);
   });
-
   test("publish, read, stat, list, remove", async () => {
     const path = join(dir, "f");
     assert.equal(await driver.publish(path, Buffer.from("abc"), { padTo: 5 }), true);
@@ -460,6 +507,74 @@ describe("WalArchive", () => {
     assert.equal(got?.data.toString(), "from walmgr.py");
   });
 
+  test("a writer that loses the race to another's file never writes its checksum", async () => {
+    // A driver on which another archiver's file and checksum land after this archiver saw the
+    // name free and before its exclusive publish: it loses and must leave the winner's checksum.
+    const completed = join(dir, "logs.complete");
+    mkdirSync(completed);
+    const winner = randomBytes(4096);
+    const local = new LocalDriver();
+    const racing: StorageDriver = Object.assign(Object.create(local) as LocalDriver, {
+      publishFile: async (path: string, src: string, opts?: { exclusive?: boolean }) => {
+        writeFileSync(path, winner);
+        writeFileSync(join(completed, `.${SEG}.sha256`), `${hashOf(winner)}  ${SEG}\n`);
+        return local.publishFile(path, src, opts);
+      },
+    });
+    const arch = new WalArchive(racing, completed);
+    await assert.rejects(arch.pushFile(requireWalName(SEG), source(randomBytes(4096))), ArchiveConflictError);
+    assert.equal(readFileSync(join(completed, `.${SEG}.sha256`), "utf8"), `${hashOf(winner)}  ${SEG}\n`);
+    const got = await new WalArchive(local, completed).fetch(SEG);
+    assert.deepEqual(got, { data: winner, verified: true });
+  });
+
+  test("the checksum is written after the file is in place, by the writer that stored it", async () => {
+    const completed = join(dir, "logs.complete");
+    mkdirSync(completed);
+    const local = new LocalDriver();
+    const order: string[] = [];
+    const tracing: StorageDriver = Object.assign(Object.create(local) as LocalDriver, {
+      publishFile: async (path: string, src: string, opts?: { exclusive?: boolean }) => {
+        const res = await local.publishFile(path, src, opts);
+        order.push(`file ${String(res.stored)}`);
+        return res;
+      },
+      publish: async (path: string, data: Uint8Array, opts?: { exclusive?: boolean; padTo?: number }) => {
+        order.push(
+          `publish ${path.slice(completed.length + 1)} (file visible: ${String(existsSync(join(completed, SEG)))})`,
+        );
+        return local.publish(path, data, opts);
+      },
+    });
+    const data = randomBytes(4096);
+    await new WalArchive(tracing, completed).pushFile(requireWalName(SEG), source(data));
+    assert.deepEqual(order, ["file true", `publish .${SEG}.sha256 (file visible: true)`]);
+  });
+
+  test("identical content repairs a wrong checksum; other content leaves it alone", async () => {
+    const { arch, completed } = archive();
+    const data = randomBytes(4096);
+    writeFileSync(join(completed, SEG), data);
+    const wrong = `${"0".repeat(64)}  ${SEG}\n`;
+    writeFileSync(join(completed, `.${SEG}.sha256`), wrong);
+    await assert.rejects(arch.pushFile(requireWalName(SEG), source(randomBytes(4096), "o")), ArchiveConflictError);
+    assert.equal(readFileSync(join(completed, `.${SEG}.sha256`), "utf8"), wrong);
+    assert.equal((await arch.pushFile(requireWalName(SEG), source(data))).result, "identical");
+    assert.equal(readFileSync(join(completed, `.${SEG}.sha256`), "utf8"), `${hashOf(data)}  ${SEG}\n`);
+  });
+
+  test("a symbolic link under the name is refused before anything is written", async () => {
+    const { arch, completed } = archive();
+    symlinkSync(join(dir, "nowhere"), join(completed, SEG));
+    await assert.rejects(arch.pushFile(requireWalName(SEG), source(Buffer.from("x"))), (err: unknown) => {
+      assert.ok(err instanceof IoError, String(err));
+      assert.match(err.message, /is a symbolic link, not an archived WAL file/);
+      return true;
+    });
+    assert.deepEqual(readdirSync(completed), [SEG]);
+    assert.equal(existsSync(join(dir, "nowhere")), false);
+  });
+
   test("remove deletes the file and its checksum", async () => {
     const { arch, completed } = archive();
     await arch.pushFile(requireWalName(SEG), source(Buffer.from("x")));
@@ -470,6 +585,30 @@ describe("WalArchive", () => {
 });
 
 describe("removeStaleTemps", () => {
+  test("judges this host's writers by pid and start time: a reused pid does not keep litter", () => {
+    const parent = process.ppid;
+    const start = processStart(parent);
+    assert.ok(start !== undefined);
+    const live = `${TMP_PREFIX}${SEG}.${parent}-${start}@${hostTag()}`;
+    const reused = `${TMP_PREFIX}000000010000000000000002.${parent}-${Number(start) + 1}@${hostTag()}`;
+    const dead = `${TMP_PREFIX}000000010000000000000003.${deadPid()}-${start}@${hostTag()}`;
+    const mine = tempNameFor(join(dir, "000000010000000000000004")).slice(dir.length + 1);
+    for (const n of [live, reused, dead, mine]) writeFileSync(join(dir, n), "x");
+    removeStaleTemps(dir);
+    assert.deepEqual(temps(dir).sort(), [live, mine].sort());
+  });
+
+  test("another host's temps are kept while fresh, removed once older than the lease", () => {
+    const fresh = `${TMP_PREFIX}${SEG}.${process.pid}-1@other-host`;
+    const old = `${TMP_PREFIX}000000010000000000000002.${process.pid}-1@other-host`;
+    writeFileSync(join(dir, fresh), "x");
+    writeFileSync(join(dir, old), "x");
+    const past = (Date.now() - FOREIGN_TEMP_LEASE_MS - 60_000) / 1000;
+    utimesSync(join(dir, old), past, past);
+    removeStaleTemps(dir);
+    assert.deepEqual(temps(dir), [fresh]);
+  });
+
   test("removes temps of dead pids only", () => {
     const dead = deadPid();
     const alive = process.ppid;
