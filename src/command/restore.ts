@@ -18,7 +18,7 @@ import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, STANDBY_RESTARTPOIN
 import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
 import { slaveLayout } from "../layout";
 import { binPath } from "../paths";
-import { quoteConfValue, shellQuote } from "../pg/postgresql-conf";
+import { pgCommandLine, quoteConfValue, shellQuote } from "../pg/postgresql-conf";
 import { dataDirVersion, readPostmaster } from "../pg/server";
 import { runConfigured } from "../shell";
 import { copyTree, mkdirPrivate } from "../storage/local";
@@ -203,7 +203,7 @@ export async function restore(ctx: Context): Promise<void> {
   const version = dataDirVersion(dst) ?? 15;
   const standby = Object.keys(target).length === 0;
   // %r lets wal-restore clean up after a standby; a point-in-time restore must never do that.
-  const restoreCommand = `${[binPath("wal-restore"), ctx.config.file].map(shellQuote).join(" ")} %f %p${standby ? " %r" : ""}`;
+  const restoreCommand = pgCommandLine([binPath("wal-restore"), ctx.config.file], standby ? "%f %p %r" : "%f %p");
   const settings: Record<string, string> = {
     restore_command: restoreCommand,
     recovery_target_timeline: "latest",
