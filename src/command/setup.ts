@@ -294,11 +294,29 @@ async function archiveMissedWal(ctx: Context, db: Db | undefined, dataDir: strin
       );
     }
   }
-  const tmp = mkdtempSync(join(tmpdir(), "walmgr-setup-"));
+  removeDeadSetupTemps();
+  const tmp = mkdtempSync(join(tmpdir(), `${SETUP_TMP_PREFIX}${process.pid}-`));
   try {
     for (const n of segments) await archiveSegmentCopy(ctx, join(walDir, n), join(tmp, n));
   } finally {
     rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const SETUP_TMP_PREFIX = "walmgr-setup-";
+
+/** Removes the temp folders of setups that died (kill -9) while copying a segment: up to 16 MB each. */
+function removeDeadSetupTemps(): void {
+  const uid = process.getuid?.();
+  try {
+    for (const n of readdirSync(tmpdir())) {
+      const m = new RegExp(`^${SETUP_TMP_PREFIX}(\\d+)-`).exec(n);
+      if (!m || processAlive(Number(m[1]))) continue;
+      const path = join(tmpdir(), n);
+      if (uid === undefined || statSync(path).uid === uid) rmSync(path, { recursive: true, force: true });
+    }
+  } catch {
+    // best effort: a leftover costs space, not correctness
   }
 }
 

@@ -6,11 +6,13 @@
  * timeline switch through the archived .history file and holds every row.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster, freePort } from "../helpers/cluster";
-import { removeTempDir, runBin, waitFor, ok } from "../helpers/env";
+import { mkdirAs, removeTempDir, runBin, waitFor, ok } from "../helpers/env";
 import { createPair, masterIniText, slaveIniText, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
@@ -66,7 +68,13 @@ test("failover: boot, setup on the new master, a standby from the old backup fol
       .replace("job_name = master", "job_name = newmaster")
       .replace("logfile = master.log", "logfile = newmaster.log"),
   );
+  // What a setup killed (-9) while copying a segment leaves behind: cleaned up by the next one.
+  const deadPid = spawnSync("true").pid;
+  const leftover = join(tmpdir(), `walmgr-setup-${deadPid}-kill9`);
+  mkdirAs(leftover);
+  writeFileAs(join(leftover, "000000020000000000000004"), "x".repeat(4096));
   const res = ok(runBin("wal-ctl", [newMasterIni, "setup"]), "setup on the new master");
+  assert.ok(!existsSync(leftover), "the temp folder of a dead setup must be removed");
   assert.equal(await p.slave.value("SHOW archive_mode"), "on", `setup exited 0 but archiving is off:\n${res.stderr}`);
   assert.match(res.stderr, /postgresql\.auto\.conf/, "setup must say that it changed postgresql.auto.conf");
   assert.match(await p.slave.value<string>("SHOW archive_command"), /newmaster\.ini %p %f$/);
