@@ -14,7 +14,7 @@ import {
   statSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, join, posix } from "node:path";
 import type { Context } from "../context";
 import { ArchiveConflictError, ConfigError, DatabaseError, ioError, isErrno } from "../errors";
 import { slaveLayout } from "../layout";
@@ -24,7 +24,7 @@ import { commentOutSettings, getConfValue, pgCommandLine, setConfValues, type Co
 import { readPostmaster } from "../pg/server";
 import { processAlive, removeStaleTemps, writeAll, writeFileDurable } from "../storage/durable";
 import { runConfigured } from "../shell";
-import { parseWalName, segmentNumber } from "../wal/names";
+import { parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
 import { archivePush } from "./archive/push";
 
 /** Offset of xlp_pageaddr in a WAL page header (magic 2, info 2, timeline 4). */
@@ -274,6 +274,7 @@ async function archiveMissedWal(ctx: Context, db: Db | undefined, dataDir: strin
       segments = names
         .filter((n) => parseWalName(n)?.kind === "segment" && n.startsWith(tli) && n < current && !archived(n))
         .sort();
+      await warnGoneSinceSwitch(ctx, segmentsGoneSinceSwitch(walDir, current, names));
     }
   }
   if (history.length + segments.length === 0) return;
@@ -301,6 +302,55 @@ async function archiveMissedWal(ctx: Context, db: Db | undefined, dataDir: strin
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * The segments of the current timeline, from its switch point (the last line of its .history
+ * file in `walDir`) up to before `current`, that `names` (the listing of `walDir`) lacks: WAL the
+ * node wrote after its promotion and recycled while it did not archive. Empty when there is no
+ * .history file for the timeline.
+ */
+export function segmentsGoneSinceSwitch(walDir: string, current: string, names: string[]): string[] {
+  const tli = Number.parseInt(current.slice(0, 8), 16);
+  let text: string;
+  let size: number;
+  try {
+    text = readFileSync(join(walDir, `${current.slice(0, 8)}.history`), "utf8");
+    size = statSync(join(walDir, current)).size;
+  } catch {
+    return [];
+  }
+  const entries = text.split("\n").filter((l) => l.trim() !== "" && !l.trim().startsWith("#"));
+  const switchLsn = entries[entries.length - 1]?.trim().split(/\s+/)[1];
+  if (switchLsn === undefined) return [];
+  let first: bigint;
+  try {
+    first = parseLsn(switchLsn) / BigInt(size);
+  } catch {
+    return [];
+  }
+  const have = new Set(names);
+  const gone: string[] = [];
+  for (let n = first; n < segmentNumber(current, size); n++) {
+    const name = segmentName(tli, n, size);
+    if (!have.has(name)) gone.push(name);
+  }
+  return gone;
+}
+
+/** Warns (loudly: a set taken before the failover cannot follow) about new-timeline WAL in no archive. */
+async function warnGoneSinceSwitch(ctx: Context, gone: string[]): Promise<void> {
+  if (gone.length === 0) return;
+  const layout = slaveLayout(ctx.config, "setup");
+  const lost: string[] = [];
+  for (const n of gone) {
+    if ((await layout.driver.stat(posix.join(layout.completed.path, n))) === undefined) lost.push(n);
+  }
+  if (lost.length === 0) return;
+  const list = lost.length > 3 ? `${lost[0]} … ${lost[lost.length - 1]}` : lost.join(", ");
+  ctx.log.warn(
+    `${lost.length} segment(s) this server wrote after its promotion (${list}) were recycled before archiving was on and are in no archive: a standby restored from a set taken before the failover cannot follow this timeline; take a new backup now (wal-backup ${ctx.config.file})`,
+  );
 }
 
 const SETUP_TMP_PREFIX = "walmgr-setup-";

@@ -77,6 +77,7 @@ test("failover: boot, setup on the new master, a standby from the old backup fol
   assert.ok(!existsSync(leftover), "the temp folder of a dead setup must be removed");
   assert.equal(await p.slave.value("SHOW archive_mode"), "on", `setup exited 0 but archiving is off:\n${res.stderr}`);
   assert.match(res.stderr, /postgresql\.auto\.conf/, "setup must say that it changed postgresql.auto.conf");
+  assert.doesNotMatch(res.stderr, /recycled/, "no WAL of timeline 2 was lost");
   assert.match(await p.slave.value<string>("SHOW archive_command"), /newmaster\.ini %p %f$/);
   assert.ok(existsSync(join(completed, "00000002.history")), "the new timeline's .history must be archived");
   const pid = (): string => readFileSync(join(p.slaveData, "postmaster.pid"), "utf8").split("\n")[0] ?? "";
