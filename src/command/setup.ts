@@ -501,7 +501,8 @@ async function applyArchiveSettings(ctx: Context, spec: ArchiveSpec): Promise<bo
     db = restarted ? await reconnect(ctx) : db;
     if (!db) return false;
     const checked = keys.filter((k) => restarted || !RESTART_KEYS.has(k) || !wrong.includes(k));
-    const deadline = Date.now() + RELOAD_WAIT_MS;
+    // After a restart the values are final; a reload reaches this session a little later.
+    const deadline = Date.now() + (restarted ? 0 : RELOAD_WAIT_MS);
     for (;;) {
       const now = await readRunning(db, keys);
       const bad = checked.filter((k) => spec.accept[k]?.(now.get(k)?.setting ?? "") !== true);
