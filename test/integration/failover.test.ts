@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -17,6 +17,7 @@ import { createPair, masterIniText, slaveIniText, stopPair, writeFileAs, type Pa
 
 let p: Pair;
 let standby2: Cluster | undefined;
+let leftover: string | undefined;
 
 const ROWS = "SELECT tag, count(*)::text AS n FROM shipped GROUP BY tag ORDER BY tag";
 
@@ -25,6 +26,7 @@ before(async () => {
 });
 
 after(() => {
+  if (leftover) rmSync(leftover, { recursive: true, force: true });
   if (p) {
     standby2?.stop("immediate");
     stopPair(p);
@@ -70,14 +72,14 @@ test("failover: boot, setup on the new master, a standby from the old backup fol
   );
   // What a setup killed (-9) while copying a segment leaves behind: cleaned up by the next one.
   const deadPid = spawnSync("true").pid;
-  const leftover = join(tmpdir(), `walmgr-setup-${deadPid}-kill9`);
+  leftover = join(tmpdir(), `walmgr-setup-${deadPid}-kill9`);
   mkdirAs(leftover);
   writeFileAs(join(leftover, "000000020000000000000004"), "x".repeat(4096));
   const res = ok(runBin("wal-ctl", [newMasterIni, "setup"]), "setup on the new master");
-  assert.ok(!existsSync(leftover), "the temp folder of a dead setup must be removed");
   assert.equal(await p.slave.value("SHOW archive_mode"), "on", `setup exited 0 but archiving is off:\n${res.stderr}`);
   assert.match(res.stderr, /postgresql\.auto\.conf/, "setup must say that it changed postgresql.auto.conf");
   assert.doesNotMatch(res.stderr, /recycled/, "no WAL of timeline 2 was lost");
+  assert.ok(!existsSync(leftover), "the temp folder of a dead setup must be removed");
   assert.match(await p.slave.value<string>("SHOW archive_command"), /newmaster\.ini %p %f$/);
   assert.ok(existsSync(join(completed, "00000002.history")), "the new timeline's .history must be archived");
   const pid = (): string => readFileSync(join(p.slaveData, "postmaster.pid"), "utf8").split("\n")[0] ?? "";
