@@ -1,4 +1,6 @@
 import { closeSync, openSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
+import { inheritOwner } from "./storage/durable";
 
 export type Level = "ERROR" | "WARNING" | "INFO" | "DEBUG";
 const RANK: Record<Level, number> = { ERROR: 0, WARNING: 1, INFO: 2, DEBUG: 3 };
@@ -56,7 +58,7 @@ export class Logger {
     if (!this.opts.logfile || this.fileBroken) return;
     if (level === "DEBUG" && this.opts.verbosity < 3) return;
     try {
-      this.fd ??= openSync(this.opts.logfile, "a", 0o600);
+      this.fd ??= openLogfile(this.opts.logfile);
       writeSync(this.fd, line);
     } catch (err) {
       this.fileBroken = true;
@@ -73,6 +75,27 @@ export class Logger {
       }
       this.fd = undefined;
     }
+  }
+}
+
+/**
+ * Opens the logfile for appending. A file this call creates takes the owner of its folder when
+ * running as root (as every other file does), so that a `setup` run as root does not leave a
+ * root-owned logfile the postgres user's later runs cannot append to.
+ */
+function openLogfile(path: string): number {
+  try {
+    const fd = openSync(path, "ax", 0o600);
+    try {
+      inheritOwner(fd, dirname(path));
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    return fd;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    return openSync(path, "a", 0o600);
   }
 }
 

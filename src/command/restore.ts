@@ -17,7 +17,7 @@ import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, STANDBY_RESTARTPOIN
 import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
 import { slaveLayout } from "../layout";
 import { binPath } from "../paths";
-import { quoteConfValue, shellQuote } from "../pg/postgresql-conf";
+import { pgCommandLine, quoteConfValue, shellQuote } from "../pg/postgresql-conf";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
 import { copyTree, emptyDir, isSymlink, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
@@ -220,7 +220,8 @@ export function unfitDestination(dst: string, sets: string[]): string | undefine
  * point-in-time restore must never do that.
  */
 function restoreCommand(ctx: Context, standby: boolean): string {
-  return `${[binPath("wal-restore"), ctx.config.file].map(shellQuote).join(" ")} %f %p${standby ? " %r" : ""}`;
+  // %r lets wal-restore clean up after a standby; a point-in-time restore must never do that.
+  return pgCommandLine([binPath("wal-restore"), ctx.config.file], standby ? "%f %p %r" : "%f %p");
 }
 
 /** What the command line asks for, compared with a pending journal before resuming it. */

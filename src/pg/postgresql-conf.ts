@@ -90,3 +90,31 @@ export function shellQuote(word: string): string {
   if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
+
+/**
+ * An archive_command or restore_command: each of `words` shell-quoted, then every `%` in them
+ * doubled, because PostgreSQL replaces %p, %f and %r anywhere in the command (a config file in
+ * a folder named `a%pb` would otherwise get the WAL path spliced into it) and reads `%%` as one
+ * `%`; `placeholders` (such as "%p %f") follow as they are.
+ */
+export function pgCommandLine(words: string[], placeholders: string): string {
+  return `${words.map((w) => shellQuote(w).replace(/%/g, "%%")).join(" ")} ${placeholders}`;
+}
+
+/**
+ * Comments out every active assignment of `keys` (postgresql.auto.conf overrides that must go),
+ * keeping the old line visible after `# `; returns the new text and the keys it touched.
+ */
+export function commentOutSettings(text: string, keys: string[], note: string): { text: string; keys: string[] } {
+  const touched = new Set<string>();
+  const lines = text.split("\n").map((line) => {
+    for (const key of keys) {
+      if (lineRe(key).test(line)) {
+        touched.add(key);
+        return `# ${line}\t# ${note}`;
+      }
+    }
+    return line;
+  });
+  return { text: lines.join("\n"), keys: [...touched] };
+}
