@@ -11,7 +11,7 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-const ROUNDS = 60;
+const ROUNDS = 40;
 const CLEARERS = 6;
 
 let scripts: string;
@@ -27,13 +27,16 @@ const lib = process.argv[2];
 const path = require("node:path");
 const { LocalDriver } = require(lib + "/storage/local.js");
 const { acquireBackupLock, ControlFiles } = require(lib + "/control.js");
-function go(lockPath) {
+function syncLock(lockPath) {
   const { tryTakeLock, lockBody, selfLockInfo } = require(lib + "/lock.js");
-  const take = path.basename(lockPath) === "BACKUPLOCK"
-    ? acquireBackupLock(new ControlFiles(new LocalDriver(), path.dirname(lockPath)), "race", { breakStale: true })
-    : tryTakeLock(new LocalDriver(), lockPath, lockBody(selfLockInfo("race", "once")), {
+  return tryTakeLock(new LocalDriver(), lockPath, lockBody(selfLockInfo("race", "once")), {
         programs: ["wal-sync", "wal-ctl", "wal-backup"], breakStale: true,
       }).then((r) => { if (!r.taken) throw Object.assign(new Error("held"), { exitCode: 4 }); });
+}
+function go(lockPath) {
+  const take = path.basename(lockPath) === "BACKUPLOCK"
+    ? acquireBackupLock(new ControlFiles(new LocalDriver(), path.dirname(lockPath)), "race", { breakStale: true })
+    : syncLock(lockPath);
   take.then(
     () => process.stdout.write("got\\n"),
     (err) => process.stdout.write("no " + String(err.exitCode) + "\\n"),
@@ -71,6 +74,10 @@ class Clearer {
     this.child = spawn(process.execPath, [join(scripts, "wal-backup"), lib], { stdio: ["pipe", "pipe", "inherit"] });
     this.child.stdout?.on("data", (b: Buffer) => {
       this.buffered += b.toString();
+      this.deliver();
+    });
+    this.child.once("close", (code, signal) => {
+      this.buffered += `exited ${String(code ?? signal)}\n`.repeat(ROUNDS);
       this.deliver();
     });
   }
