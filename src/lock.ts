@@ -101,7 +101,10 @@ export function judgeHolder(info: LockInfo | undefined, programs: readonly strin
   if (!info) return { state: "unknown", why: "the lock does not name its holder" };
   const pid = info.pid;
   if (info.host !== hostname()) {
-    return { state: "unknown", why: `the holder runs on ${info.host}, not on this host: it cannot be checked from here` };
+    return {
+      state: "unknown",
+      why: `the holder runs on ${info.host}, not on this host: it cannot be checked from here`,
+    };
   }
   const boot = bootId();
   if (info.boot !== undefined && boot !== undefined && info.boot !== boot) {
@@ -176,7 +179,8 @@ export async function tryTakeLock(
     const verdict = judgeHolder(holder, opts.programs);
     last = { taken: false, holder, raw: text, verdict, broke };
     if (verdict.state !== "stale" || !opts.breakStale) return last;
-    if (reported !== text) opts.onStale?.(`stale ${path} (${describeHolder(holder, text)}): ${verdict.why}; clearing it`);
+    if (reported !== text)
+      opts.onStale?.(`stale ${path} (${describeHolder(holder, text)}): ${verdict.why}; clearing it`);
     reported = text;
     if (await breakStaleLock(driver, path, raw, opts, depth)) broke = true;
     // Another process is clearing it: give it a moment, then look again.

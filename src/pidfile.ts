@@ -56,7 +56,10 @@ export function identifyDaemon(
     return { kind: "stale", why: `process ${pid} is not a walmgr-ts sync daemon (it runs ${cmd})` };
   }
   if (!namesConfig(proc, prog.args, configFile)) {
-    return { kind: "stale", why: `process ${pid} is a sync daemon for another config file than ${configFile} (${cmd})` };
+    return {
+      kind: "stale",
+      why: `process ${pid} is a sync daemon for another config file than ${configFile} (${cmd})`,
+    };
   }
   if (proc.startMs > file.mtimeMs + START_SLACK_MS) {
     return { kind: "stale", why: `process ${pid} started after the pidfile was written: its pid was reused` };

@@ -104,7 +104,10 @@ export function selfStartTime(): string | undefined {
  * (possibly with its own options) followed by the script, or the executable itself. A command
  * line that merely contains the name elsewhere (`tail -f wal-sync.log`) is not ours.
  */
-export function ourProgram(argv: string[], programs: readonly string[]): { program: string; args: string[] } | undefined {
+export function ourProgram(
+  argv: string[],
+  programs: readonly string[],
+): { program: string; args: string[] } | undefined {
   const name = (p: string | undefined): string => basename(p ?? "").replace(/\.js$/, "");
   const first = name(argv[0]);
   if (programs.includes(first)) return { program: first, args: argv.slice(1) };

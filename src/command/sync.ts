@@ -2,7 +2,15 @@ import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } fr
 import { join, posix } from "node:path";
 import type { Context } from "../context";
 import { IoError, ioError, isErrno, LockHeldError, UsageError, type ExitCodeValue } from "../errors";
-import { describeHolder, lockBody, releaseLock, releaseLockNow, selfLockInfo, tryTakeLock, type TakeResult } from "../lock";
+import {
+  describeHolder,
+  lockBody,
+  releaseLock,
+  releaseLockNow,
+  selfLockInfo,
+  tryTakeLock,
+  type TakeResult,
+} from "../lock";
 import { slaveLayout, type SlaveLayout } from "../layout";
 import { connectMaster, type Db } from "../pg/client";
 import { parseSize } from "../pg/units";
@@ -59,7 +67,9 @@ export class SyncLock {
 
   /** One attempt: takes the lock (clearing a provably stale one) or says who holds it. */
   async take(): Promise<TakeResult> {
-    const body = lockBody(selfLockInfo(`${this.role === "daemon" ? "sync daemon" : "sync"} ${this.ctx.config.file}`, this.role));
+    const body = lockBody(
+      selfLockInfo(`${this.role === "daemon" ? "sync daemon" : "sync"} ${this.ctx.config.file}`, this.role),
+    );
     const res = await tryTakeLock(this.layout.driver, this.path, body, {
       programs: SYNC_PROGRAMS,
       breakStale: true,
@@ -316,7 +326,9 @@ export class Shipper {
   private async loadState(): Promise<SyncState | undefined> {
     const raw = await this.layout.driver.read(posix.join(this.dir, SYNC_STATE));
     if (this.stateLoaded && !(raw === undefined ? this.stateRaw === undefined : this.stateRaw?.equals(raw))) {
-      this.ctx.log.warn(`${posix.join(this.dir, SYNC_STATE)} changed under this sync: shipping the segment whole again`);
+      this.ctx.log.warn(
+        `${posix.join(this.dir, SYNC_STATE)} changed under this sync: shipping the segment whole again`,
+      );
       this.rewriteWhole = true;
     }
     this.stateRaw = raw;
