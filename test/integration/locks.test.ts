@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -42,13 +42,14 @@ after(async () => {
   }
 });
 
-/** Inserts in the background until stopped: the WAL position moves all the time. */
-function insertLoad(): { stop: () => Promise<void> } {
+/** Inserts (and a segment switch now and then) in the background until stopped: WAL moves all the time. */
+function insertLoad(switches = true): { stop: () => Promise<void> } {
   let running = true;
   const done = (async () => {
-    while (running) {
-      await p.master.query("INSERT INTO t (note) SELECT repeat('x', 300) FROM generate_series(1, 150)");
-      await sleep(15);
+    for (let i = 1; running; i++) {
+      await p.master.query("INSERT INTO t (note) SELECT repeat('x', 400) FROM generate_series(1, 400)");
+      if (switches && i % 8 === 0) await p.master.query("SELECT pg_switch_wal()");
+      await sleep(10);
     }
   })();
   return {
@@ -76,22 +77,42 @@ function readAt(path: string, length: number): Buffer {
 }
 
 /**
- * The partial segment the state file names equals the master's segment up to the shipped offset:
- * page by page, so that a hole of zero pages is named. Returns false when there is nothing to
- * compare (the master recycled the file, or it was archived and pruned meanwhile).
+ * Every partial segment is WAL pages from its start and zeros after them, never a hole (zero
+ * pages followed by WAL again); and the one the state file names equals the master's segment up
+ * to the shipped offset, page by page. Returns how many shipped ranges it could compare with the
+ * master's (0 when the master recycled the file or it was archived and pruned meanwhile).
  */
-function checkShipped(what: string): boolean {
+function checkPartials(what: string): number {
+  const dir = join(p.slaveDir, "logs.partial");
+  for (const name of readdirSync(dir).filter((n) => /^[0-9A-F]{24}$/.test(n))) {
+    let data: Buffer;
+    try {
+      data = readFileSync(join(dir, name));
+    } catch {
+      continue; // pruned meanwhile
+    }
+    const segLsn = segmentNumber(name, SEG) * BigInt(SEG);
+    let end = 0;
+    while (end + PAGE <= data.length && data.readBigUInt64LE(end + 8) === segLsn + BigInt(end)) end += PAGE;
+    for (let off = end; off + PAGE <= data.length; off += PAGE) {
+      if (data.readBigUInt64LE(off + 8) === segLsn + BigInt(off)) {
+        assert.fail(
+          `${what}: ${name} has a hole: pages ${end / PAGE}..${off / PAGE - 1} are missing, WAL follows at page ${off / PAGE}`,
+        );
+      }
+    }
+  }
   const st = syncState(p);
-  if (!st || st.offset === 0) return false;
+  if (!st || st.offset === 0) return 0;
   let mine: Buffer;
   let theirs: Buffer;
   try {
-    mine = readAt(join(p.slaveDir, "logs.partial", st.name), st.offset);
+    mine = readAt(join(dir, st.name), st.offset);
     theirs = readAt(join(p.master.dataDir, "pg_wal", st.name), st.offset);
   } catch {
-    return false;
+    return 0;
   }
-  if (theirs.length < 16 || theirs.readBigUInt64LE(8) !== segmentNumber(st.name, SEG) * BigInt(SEG)) return false;
+  if (theirs.length < 16 || theirs.readBigUInt64LE(8) !== segmentNumber(st.name, SEG) * BigInt(SEG)) return 0;
   for (let off = 0; off < st.offset; off += PAGE) {
     const a = mine.subarray(off, Math.min(off + PAGE, st.offset));
     const b = theirs.subarray(off, Math.min(off + PAGE, st.offset));
@@ -102,7 +123,25 @@ function checkShipped(what: string): boolean {
       );
     }
   }
-  return true;
+  return 1;
+}
+
+/**
+ * Runs `check` while the daemon is stopped (SIGSTOP, and seen stopped in /proc), so that it
+ * reads no file the daemon is writing at that moment.
+ */
+function whileStopped<T>(daemon: Spawned, check: () => T): T {
+  const pid = daemon.child.pid ?? 0;
+  daemon.child.kill("SIGSTOP");
+  try {
+    const deadline = Date.now() + 5_000;
+    while (!/^\S+ \(.*\) [Tt] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"))) {
+      if (Date.now() > deadline) throw new Error(`the daemon (pid ${pid}) does not stop`);
+    }
+    return check();
+  } finally {
+    daemon.child.kill("SIGCONT");
+  }
 }
 
 function oneShot(): Spawned {
@@ -112,27 +151,35 @@ function oneShot(): Spawned {
 test("the sync lock on real PostgreSQL", async (t) => {
   await t.test("a one-shot sync beside the daemon (loop_delay 0.1) never tears the partial segment", async () => {
     d = await startDaemon(p);
+    const daemonPid = d.child.pid;
     const load = insertLoad();
     let compared = 0;
     let refused = 0;
+    let runs = 0;
     try {
       const until = Date.now() + 12_000;
-      for (let run = 0; Date.now() < until; run++) {
-        const s = oneShot();
-        const res = await s.exited;
-        assert.ok(res.status === 0 || res.status === 4, `one-shot sync exited ${String(res.status)}:\n${s.output()}`);
-        if (res.status === 4) {
-          refused++;
-          // It names the daemon that holds partial_wals.
-          assert.match(s.output(), new RegExp(`sync daemon .*pid ${String(d.child.pid)} on `));
-        }
-        await sleep(50); // a few daemon loops on top of what the one-shot did
-        if (checkShipped(`after one-shot ${run}`)) compared++;
+      while (Date.now() < until) {
+        // Two one-shots at once beside the daemon, as cron and an operator might.
+        const both = [oneShot(), oneShot()];
+        const results = await Promise.all(both.map((s) => s.exited));
+        results.forEach((res, i) => {
+          runs++;
+          const out = both[i]?.output() ?? "";
+          assert.ok(res.status === 0 || res.status === 4, `one-shot sync exited ${String(res.status)}:\n${out}`);
+          if (res.status === 4) {
+            refused++;
+            // It names the daemon that holds partial_wals.
+            assert.match(out, new RegExp(`sync daemon .*pid ${String(daemonPid)} on `));
+          }
+        });
+        compared += whileStopped(d, () => checkPartials(`after ${runs} one-shots`));
       }
+      await sleep(300); // the daemon's next loops on top of the last one-shots
+      compared += whileStopped(d, () => checkPartials("at the end"));
     } finally {
       await load.stop();
     }
-    assert.ok(compared >= 10, `compared the shipped range ${compared} times`);
+    assert.ok(compared >= 10, `compared the shipped range ${compared} times in ${runs} runs`);
     assert.ok(refused > 0, "the one-shot refused while the daemon runs");
     assert.ok(d.child.exitCode === null, `the daemon still runs:\n${d.output()}`);
   });
@@ -143,7 +190,7 @@ test("the sync lock on real PostgreSQL", async (t) => {
     await d.exited;
     d = undefined;
     assert.ok(existsSync(join(p.slaveDir, "logs.partial", ".walmgr-sync-lock")), "SIGKILL leaves the sync lock");
-    const load = insertLoad();
+    const load = insertLoad(false);
     try {
       let staleSeen = false;
       for (let round = 0; round < 6; round++) {
@@ -153,7 +200,7 @@ test("the sync lock on real PostgreSQL", async (t) => {
           assert.equal(r.status, 0, `round ${round}: one-shot ${i} exited ${String(r.status)}:\n${both[i]?.output()}`),
         );
         if (both.some((s) => /stale .*walmgr-sync-lock.*is gone/.test(s.output()))) staleSeen = true;
-        checkShipped(`round ${round}`);
+        checkPartials(`round ${round}`);
       }
       assert.ok(staleSeen, "the dead daemon's lock was reported stale and cleared");
     } finally {
