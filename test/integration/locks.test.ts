@@ -17,8 +17,9 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { segmentNumber } from "../../src/wal/names";
-import { alive, ok, pidfileOf, pidIn, startDaemon, stopDaemon, syncState } from "../helpers/daemon";
+import { alive, ok, pidfileOf, pidIn, startDaemon, stopDaemon } from "../helpers/daemon";
 import { IS_ROOT, removeTempDir, runBin, sleep, spawnAs, spawnBin, waitFor, type Spawned } from "../helpers/env";
+import { createRemotePair, stopRemotePair } from "../helpers/remote";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 const SEG = 16 * 1024 * 1024;
@@ -82,8 +83,8 @@ function readAt(path: string, length: number): Buffer {
  * to the shipped offset, page by page. Returns how many shipped ranges it could compare with the
  * master's (0 when the master recycled the file or it was archived and pruned meanwhile).
  */
-function checkPartials(what: string): number {
-  const dir = join(p.slaveDir, "logs.partial");
+function checkPartials(what: string, pair: { slaveDir: string; master: { dataDir: string } } = p): number {
+  const dir = join(pair.slaveDir, "logs.partial");
   for (const name of readdirSync(dir).filter((n) => /^[0-9A-F]{24}$/.test(n))) {
     let data: Buffer;
     try {
@@ -102,13 +103,18 @@ function checkPartials(what: string): number {
       }
     }
   }
-  const st = syncState(p);
-  if (!st || st.offset === 0) return 0;
+  let st: { name: string; offset: number } | undefined;
+  try {
+    st = JSON.parse(readFileSync(join(dir, ".walmgr-sync-state"), "utf8")) as { name: string; offset: number };
+  } catch {
+    return 0;
+  }
+  if (st.offset === 0) return 0;
   let mine: Buffer;
   let theirs: Buffer;
   try {
     mine = readAt(join(dir, st.name), st.offset);
-    theirs = readAt(join(p.master.dataDir, "pg_wal", st.name), st.offset);
+    theirs = readAt(join(pair.master.dataDir, "pg_wal", st.name), st.offset);
   } catch {
     return 0;
   }
@@ -281,4 +287,44 @@ test("the sync lock on real PostgreSQL", async (t) => {
       assert.equal(pidIn(pidfileOf(p)), undefined);
     }
   });
+});
+
+test("over ssh: the daemon holds the sync lock on the slave host; a one-shot refuses, and takes over after kill -9", async () => {
+  const r = await createRemotePair("locks-ssh", {
+    master: "use_xlog_functions = 1\nloop_delay = 0.1\npidfile = daemon.pid",
+  });
+  const lock = join(r.slaveDir, "logs.partial", ".walmgr-sync-lock");
+  let daemon: Spawned | undefined;
+  try {
+    ok(runBin("wal-ctl", [r.masterIni, "setup"]), "setup");
+    await r.master.query("CREATE TABLE t (id serial PRIMARY KEY, note text)");
+    await r.master.query("INSERT INTO t (note) SELECT repeat('x', 300) FROM generate_series(1, 500)");
+    daemon = spawnBin("wal-sync", [r.masterIni, "--daemon"]);
+    const running = daemon;
+    await waitFor(
+      "the daemon to take the sync lock on the slave host and ship",
+      () => {
+        if (running.child.exitCode !== null) throw new Error(`the daemon exited:\n${running.output()}`);
+        return existsSync(lock) && existsSync(join(r.slaveDir, "logs.partial", ".walmgr-sync-state"));
+      },
+      30_000,
+      100,
+    );
+    const held = JSON.parse(readFileSync(lock, "utf8")) as { pid: number; host: string; role: string };
+    assert.deepEqual([held.pid, held.host, held.role], [daemon.child.pid, hostname(), "daemon"]);
+    const refused = runBin("wal-sync", [r.masterIni]);
+    assert.equal(refused.status, 4, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`sync daemon .*pid ${String(daemon.child.pid)} on ${hostname()}`));
+    daemon.child.kill("SIGKILL");
+    await daemon.exited;
+    daemon = undefined;
+    await r.master.query("INSERT INTO t (note) SELECT repeat('y', 300) FROM generate_series(1, 500)");
+    const res = ok(runBin("wal-sync", [r.masterIni]), "wal-sync after the daemon was killed");
+    assert.match(res.stderr, /stale .*walmgr-sync-lock.*is gone; clearing it/);
+    assert.ok(!existsSync(lock), "the one-shot released the lock on the slave host");
+    assert.equal(checkPartials("over ssh", r), 1, "the shipped range was compared with the master's");
+  } finally {
+    if (daemon) daemon.child.kill("SIGKILL");
+    stopRemotePair(r);
+  }
 });
