@@ -144,7 +144,10 @@ describe("BACKUPLOCK", () => {
     const started = new Date().toISOString();
     writeLock({ pid, host: hostname(), started, command: "other" });
     assert.equal(lockIsStale({ pid, host: hostname(), started, command: "y" }), false);
-    await assert.rejects(acquireBackupLock(control, "me", { breakStale: true }), lockHeld([new RegExp(`pid ${pid}\\b`)]));
+    await assert.rejects(
+      acquireBackupLock(control, "me", { breakStale: true }),
+      lockHeld([new RegExp(`pid ${pid}\\b`)]),
+    );
     assert.equal(readLock().pid, pid);
   });
 
