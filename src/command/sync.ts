@@ -45,6 +45,8 @@ export type SyncRole = "daemon" | "once";
 export class SyncLock {
   readonly path: string;
   private body: Buffer | undefined;
+  /** The body this process writes (the same for every attempt). */
+  private mine: Buffer | undefined;
   private unregister: (() => void) | undefined;
 
   constructor(
@@ -65,16 +67,22 @@ export class SyncLock {
     return this.body !== undefined;
   }
 
-  /** One attempt: takes the lock (clearing a provably stale one) or says who holds it. */
+  /**
+   * One attempt: takes the lock (clearing a provably stale one) or says who holds it. A lock
+   * file holding the body this process wrote before (the slave directory was away for a while
+   * and came back) is this process's own: it is held again as it is.
+   */
   async take(): Promise<TakeResult> {
-    const body = lockBody(
+    this.mine ??= lockBody(
       selfLockInfo(`${this.role === "daemon" ? "sync daemon" : "sync"} ${this.ctx.config.file}`, this.role),
     );
-    const res = await tryTakeLock(this.layout.driver, this.path, body, {
+    const body = this.mine;
+    let res = await tryTakeLock(this.layout.driver, this.path, body, {
       programs: SYNC_PROGRAMS,
       breakStale: true,
       onStale: (msg) => this.ctx.log.warn(msg),
     });
+    if (!res.taken && res.raw === body.toString("utf8")) res = { taken: true, broke: false };
     if (res.taken) {
       this.body = body;
       const driver = this.layout.driver;
