@@ -283,6 +283,7 @@ test("the sync lock on real PostgreSQL", async (t) => {
       await d.exited;
       d = undefined;
       assert.ok(!existsSync(pidfileOf(p)), "the daemon removed its pidfile");
+      assert.ok(!existsSync(join(p.slaveDir, "logs.partial", ".walmgr-sync-lock")), "and released the sync lock");
       assert.ok(alive(pid), `${c.who} still survives`);
       assert.equal(pidIn(pidfileOf(p)), undefined);
     }

@@ -1,6 +1,7 @@
 /** The control-file protocol: BACKUPLOCK taken atomically, stale locks, release only our own. */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { tmpdir } from "node:os";
@@ -168,6 +169,22 @@ describe("BACKUPLOCK", () => {
       readdirSync(dir).filter((n) => n !== BACKUPLOCK),
       [],
       "no guard or temporary file is left",
+    );
+  });
+
+  test("a clearer killed while clearing does not wedge the lock: its guard is stale in turn", async () => {
+    const dead = deadPid();
+    const body = writeLock({ pid: dead, host: hostname(), started: "2024-01-01T00:00:00Z", command: "crashed" });
+    // The guard a clearer takes before removing exactly that body, left by a clearer that died.
+    const token = createHash("sha256").update(body).digest("hex").slice(0, 16);
+    const guard = join(dir, `.walmgr-break.BACKUPLOCK.${token}`);
+    writeFileSync(guard, `${JSON.stringify({ pid: deadPid(), host: hostname(), started: "x", command: "clearer" })}\n`);
+    const info = await acquireBackupLock(control, "me", { breakStale: true });
+    assert.deepEqual(readLock(), info);
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n !== BACKUPLOCK),
+      [],
+      "the dead clearer's guard (and the guard that cleared it) are gone",
     );
   });
 
