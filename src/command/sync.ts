@@ -265,8 +265,8 @@ export class Shipper {
 
   /**
    * Makes sure we hold SYNC_LOCK before writing: checks that the lock file still holds our body
-   * (nobody cleared or replaced it), else takes it again. Whenever the lock is (re)taken the
-   * state is read from disk again and the next write republishes whole: another writer may
+   * (nobody cleared or replaced it), else takes it again. When it had been lost, or a dead
+   * holder's lock was cleared to take it, the next write republishes whole: another writer may
    * have replaced the files meanwhile. Throws LockHeldError naming the holder.
    */
   async ensureLock(): Promise<void> {

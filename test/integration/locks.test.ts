@@ -257,13 +257,18 @@ test("the sync lock on real PostgreSQL", async (t) => {
       { who: "the owner's tail -f", proc: spawnAs("tail", ["-f", bait, p.masterIni]) },
     ];
     for (const c of cases) strangers.push(c.proc.child);
-    await sleep(300);
+    // Archiving off first (a restart, as the server user), so that the stops below change no
+    // setting and can run as root, the way the issue saw it: root's stop SIGTERMed the tail.
+    ok(runBin("wal-ctl", [p.masterIni, "stop"]), "wal-ctl stop (archiving off)");
+    const asRoot = IS_ROOT ? { uid: 0, gid: 0 } : {};
     for (const c of cases) {
       const pid = c.proc.child.pid ?? 0;
       assert.ok(alive(pid), `${c.who} runs`);
       writeFileAs(pidfileOf(p), `${pid}\n`);
-      const res = ok(runBin("wal-ctl", [p.masterIni, "stop"]), "wal-ctl stop");
-      assert.doesNotMatch(res.stderr, /sent SIGTERM/, `${c.who} is not signalled:\n${res.stderr}`);
+      const stop = spawnBin("wal-ctl", [p.masterIni, "stop"], asRoot);
+      assert.equal((await stop.exited).status, 0, stop.output());
+      assert.doesNotMatch(stop.output(), /sent SIGTERM/, `${c.who} is not signalled:\n${stop.output()}`);
+      assert.match(stop.output(), new RegExp(`no sync daemon signalled \\(stale pidfile .*process ${pid}\\b`));
       await sleep(200);
       assert.ok(alive(pid) && c.proc.child.exitCode === null, `${c.who} survives wal-ctl stop`);
       // A real daemon starts over that pidfile, and stop then stops it (and only it).
@@ -276,7 +281,7 @@ test("the sync lock on real PostgreSQL", async (t) => {
       );
       const daemonPid = d.child.pid ?? 0;
       // Asynchronously: the daemon is our child, and only a running event loop reaps it.
-      const stopping = spawnBin("wal-ctl", [p.masterIni, "stop"]);
+      const stopping = spawnBin("wal-ctl", [p.masterIni, "stop"], asRoot);
       const stopped = await stopping.exited;
       assert.equal(stopped.status, 0, stopping.output());
       assert.match(stopping.output(), new RegExp(`the sync daemon \\(pid ${daemonPid}\\) has stopped`));
