@@ -1,8 +1,7 @@
 import { posix } from "node:path";
-import { hostname } from "node:os";
 import type { StorageDriver } from "./storage/driver";
-import { LockHeldError, WalmgrError, ExitCode } from "./errors";
-import { processAlive } from "./storage/durable";
+import { LockHeldError } from "./errors";
+import { describeHolder, judgeHolder, lockBody, parseLockInfo, selfLockInfo, tryTakeLock, type LockInfo } from "./lock";
 
 /**
  * The control-file protocol, kept in completed_wals so that an existing walmgr.py slave
@@ -46,72 +45,60 @@ export class ControlFiles {
   }
 }
 
-export interface LockInfo {
-  pid: number;
-  host: string;
-  started: string;
-  command: string;
-}
+export type { LockInfo } from "./lock";
 
-function describeHolder(info: LockInfo | undefined, raw: string): string {
-  if (!info) return `unreadable holder (${JSON.stringify(raw.slice(0, 80))})`;
-  return `pid ${info.pid} on ${info.host}, started ${info.started}, command: ${info.command}`;
-}
+/** Programs that may hold BACKUPLOCK: wal-backup, and wal-ctl's backup command. */
+export const BACKUP_PROGRAMS = ["wal-backup", "wal-ctl"] as const;
 
-function parseLock(raw: string): LockInfo | undefined {
-  try {
-    const v = JSON.parse(raw) as Partial<LockInfo>;
-    if (typeof v.pid === "number" && typeof v.host === "string") {
-      return { pid: v.pid, host: v.host, started: String(v.started ?? "?"), command: String(v.command ?? "?") };
-    }
-  } catch {
-    // walmgr.py's BACKUPLOCK is empty or free text
-  }
-  return undefined;
-}
-
-/** True when the holder is known to be gone: same host and its pid no longer exists. */
+/**
+ * True when the holder is provably not a running backup: on this host and its pid is gone,
+ * now belongs to another process (start time), or is not wal-backup/wal-ctl (see lock.ts).
+ * A holder on another host, or a lock that names none, is never stale.
+ */
 export function lockIsStale(info: LockInfo | undefined): boolean {
-  return info !== undefined && info.host === hostname() && !processAlive(info.pid);
+  return judgeHolder(info, BACKUP_PROGRAMS).state === "stale";
 }
 
 /**
  * Takes BACKUPLOCK atomically (create-exclusive). A held lock is refused with the holder named;
- * a stale one is reported as such and cleared only when `breakStale` is set.
+ * a stale one (its holder provably not a running backup) is reported as such and cleared only
+ * when `breakStale` is set, and then exactly once: of many clearers at once, one removes the
+ * stale lock and one takes it (the others then find a live lock and are refused).
  */
 export async function acquireBackupLock(
   control: ControlFiles,
   command: string,
-  opts: { breakStale?: boolean } = {},
+  opts: { breakStale?: boolean; onStale?: (msg: string) => void } = {},
 ): Promise<LockInfo> {
-  const info: LockInfo = { pid: process.pid, host: hostname(), started: new Date().toISOString(), command };
-  const body = `${JSON.stringify(info)}\n`;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    if (await control.driver.publish(control.path(BACKUPLOCK), Buffer.from(body), { exclusive: true })) return info;
-    const raw = (await control.read(BACKUPLOCK)) ?? "";
-    const holder = parseLock(raw);
-    if (lockIsStale(holder)) {
-      if (opts.breakStale && attempt === 0) {
-        await control.remove(BACKUPLOCK);
-        continue;
-      }
-      throw new LockHeldError(
-        `stale ${control.path(BACKUPLOCK)}: its holder is gone (${describeHolder(holder, raw)})`,
-        "no backup is running: clear it with --clear-stale-lock (or remove the file)",
-      );
-    }
+  const info = selfLockInfo(command);
+  const path = control.path(BACKUPLOCK);
+  const res = await tryTakeLock(control.driver, path, lockBody(info), {
+    programs: BACKUP_PROGRAMS,
+    breakStale: opts.breakStale === true,
+    ...(opts.onStale ? { onStale: opts.onStale } : {}),
+  });
+  if (res.taken) return info;
+  const holder = describeHolder(res.holder, res.raw);
+  if (res.verdict.state === "stale") {
     throw new LockHeldError(
-      `another backup holds ${control.path(BACKUPLOCK)}: ${describeHolder(holder, raw)}`,
-      "wait for it to finish; if that process is gone, remove the file by hand",
+      `stale ${path}: its holder is not a running backup (${holder}): ${res.verdict.why}`,
+      opts.breakStale
+        ? "another process is clearing it at the same moment: run the backup again"
+        : "no backup is running: clear it with --clear-stale-lock",
     );
   }
-  throw new WalmgrError(`could not take ${control.path(BACKUPLOCK)}`, ExitCode.LOCK_HELD);
+  throw new LockHeldError(
+    `another backup holds ${path}: ${holder}${res.verdict.state === "unknown" ? ` (${res.verdict.why})` : ""}`,
+    res.verdict.state === "unknown"
+      ? "wait for it to finish; if no backup runs there, remove the file by hand"
+      : "wait for it to finish",
+  );
 }
 
 /** Releases BACKUPLOCK if it is still ours (never another process's lock). */
 export async function releaseBackupLock(control: ControlFiles, info: LockInfo): Promise<void> {
   const raw = await control.read(BACKUPLOCK);
-  const holder = raw === undefined ? undefined : parseLock(raw);
+  const holder = raw === undefined ? undefined : parseLockInfo(raw);
   if (holder && holder.pid === info.pid && holder.host === info.host && holder.started === info.started) {
     await control.remove(BACKUPLOCK);
   }

@@ -116,7 +116,7 @@ DESCRIPTION
     The master's postgresql.conf, pg_hba.conf and pg_ident.conf go to config_backup.
 
 OPTIONS
-        --clear-stale-lock  remove a BACKUPLOCK whose holder process is gone
+        --clear-stale-lock  clear a BACKUPLOCK whose holder is provably not a running backup
 
 ${COMMON}
 ${EXIT}`,

@@ -7,7 +7,8 @@ import { ConfigError, ExitCode, LockHeldError, UsageError, WalmgrError, type Exi
 import { acquirePidfile, readPidfile } from "../pidfile";
 import { removeStaleTemps } from "../storage/durable";
 import { PeriodicRunner } from "./periodic";
-import { Shipper, type StepResult } from "./sync";
+import { describeHolder } from "../lock";
+import { Shipper, syncLockHeld, type StepResult } from "./sync";
 
 /** Kept in partial_wals by the daemon: who ships, how often, and when it last looked. */
 export const DAEMON_STATE = ".walmgr-daemon-state";
@@ -92,7 +93,7 @@ export async function syncDaemon(ctx: Context): Promise<ExitCodeValue | void> {
   }
   const pidfile = ctx.config.path("pidfile");
   if (pidfile) {
-    const release = acquirePidfile(pidfile, (msg) => ctx.log.warn(msg));
+    const release = await acquirePidfile(pidfile, ctx.config.file, (msg) => ctx.log.warn(msg));
     ctx.onCleanup(release);
   } else {
     ctx.log.warn(
@@ -116,7 +117,7 @@ class Daemon {
   private masterLsn: string | undefined;
 
   constructor(private readonly ctx: Context) {
-    this.shipper = new Shipper(ctx);
+    this.shipper = new Shipper(ctx, "daemon");
     this.shipper.quiet = true;
     this.periodic = new PeriodicRunner(ctx);
     this.loopDelay = loopDelayOf(ctx);
@@ -138,6 +139,7 @@ class Daemon {
     const layout = this.shipper.layout;
     if (layout.completed.host === undefined) removeStaleTemps(this.shipper.dir);
     try {
+      await this.takeLockAtStart();
       while (!this.stopping) {
         if (this.reloadWanted) await this.reload();
         const delay = await this.once();
@@ -150,6 +152,11 @@ class Daemon {
       await this.shipper.close();
     }
     await this.heartbeat(true);
+    try {
+      await this.shipper.lock?.release();
+    } catch (err) {
+      ctx.log.warn(`cannot release ${this.shipper.lock?.path ?? ""}: ${errorText(err)}`);
+    }
     if (this.periodic.busy) {
       ctx.log.warn(`periodic_command is still running (pid ${this.periodic.childPid ?? "?"}); not waiting for it`);
     }
@@ -158,6 +165,26 @@ class Daemon {
       `sync daemon stopped (${this.stopping ?? "?"})${last ? `; last shipped ${last.name} up to ${last.lsn || `offset ${last.offset}`}` : ""}`,
     );
     return ExitCode.OK;
+  }
+
+  /**
+   * Takes SYNC_LOCK before the first step: another daemon holding it (or a holder that cannot
+   * be checked from here) ends this one with exit 4, naming it. A one-shot sync holding it, or
+   * an unreachable slave directory, is left to the loop, which takes the lock when it can.
+   */
+  private async takeLockAtStart(): Promise<void> {
+    const lock = this.shipper.lock;
+    if (!lock) return;
+    let res;
+    try {
+      res = await lock.take();
+    } catch (err) {
+      this.ctx.log.warn(`cannot take ${lock.path} yet: ${errorText(err)}; retrying in the loop`);
+      return;
+    }
+    if (res.taken) return;
+    if (res.holder?.role === "daemon" || res.verdict.state === "unknown") throw syncLockHeld(lock, res);
+    this.ctx.log.info(`${describeHolder(res.holder, res.raw)} holds ${lock.path}: shipping starts when it is done`);
   }
 
   private stop(sig: string): void {
@@ -258,9 +285,15 @@ class Daemon {
       const next = loadConfig(old.file);
       ctx.config = next;
       checkSettings(ctx);
-      const shipper = new Shipper(ctx);
+      const shipper = new Shipper(ctx, "daemon");
       shipper.quiet = true;
       await this.shipper.close();
+      const oldLock = this.shipper.lock;
+      if (oldLock && shipper.lock && oldLock.key === shipper.lock.key) {
+        shipper.lock = oldLock; // same partial_wals: keep holding it
+      } else {
+        await oldLock?.release(); // the new one is taken by the next step
+      }
       this.shipper = shipper;
       this.periodic = new PeriodicRunner(ctx);
       this.loopDelay = loopDelayOf(ctx);
@@ -291,7 +324,7 @@ async function detach(ctx: Context): Promise<ExitCodeValue> {
   if (!pidfile) {
     throw new ConfigError(`${ctx.config.where("pidfile")} is missing: -d (detach) needs it`, "add 'pidfile = …'");
   }
-  const held = readPidfile(pidfile);
+  const held = readPidfile(pidfile, ctx.config.file);
   if (held.kind === "running") {
     throw new LockHeldError(
       `a sync daemon is already running (pid ${held.pid}, pidfile ${pidfile})`,
@@ -310,7 +343,7 @@ async function detach(ctx: Context): Promise<ExitCodeValue> {
   );
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const st = readPidfile(pidfile);
+    const st = readPidfile(pidfile, ctx.config.file);
     if (st.kind === "running" && st.pid === child.pid) break;
     const code = await Promise.race([exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))]);
     if (code !== undefined) {

@@ -623,14 +623,15 @@ export async function stopSyncDaemon(ctx: Context): Promise<void> {
   const pidfile = ctx.config.path("pidfile");
   if (!pidfile) return;
   const { readPidfile } = await import("../pidfile");
-  const st = readPidfile(pidfile);
+  // Signalled only when it is provably this config's daemon and the pidfile owner's process.
+  const st = readPidfile(pidfile, ctx.config.file);
   if (st.kind === "absent") {
     ctx.log.info(`no sync daemon runs (no ${pidfile})`);
     return;
   }
   if (st.kind !== "running") {
     ctx.log.info(
-      `no sync daemon runs (${st.kind === "stale" ? `stale pidfile ${pidfile}: ${st.why}` : `${pidfile} holds no pid`})`,
+      `no sync daemon signalled (${st.kind === "invalid" ? `${pidfile} holds no pid` : `${st.kind} pidfile ${pidfile}: ${st.why}`})`,
     );
     return;
   }

@@ -65,11 +65,13 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
     : {};
   const pidfile = role === "master" ? ctx.config.path("pidfile") : undefined;
   if (pidfile) {
-    const st = readPidfile(pidfile);
+    const st = readPidfile(pidfile, ctx.config.file);
     if (st.kind === "running") {
       status.daemon = { state: "running", pid: st.pid, pidfile, detail: `running (pid ${st.pid})`, ...hbFields };
     } else if (st.kind === "stale") {
       status.daemon = { state: "stale", pid: st.pid, pidfile, detail: `not running: stale pidfile (${st.why})` };
+    } else if (st.kind === "unknown") {
+      status.daemon = { state: "unknown", pid: st.pid, pidfile, detail: `cannot tell: ${st.why}` };
     } else if (st.kind === "invalid") {
       status.daemon = { state: "unknown", pidfile, detail: `pidfile ${pidfile} does not hold a pid` };
     } else {

@@ -1,7 +1,16 @@
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { Context } from "../context";
-import { IoError, ioError, isErrno, UsageError, type ExitCodeValue } from "../errors";
+import { IoError, ioError, isErrno, LockHeldError, UsageError, type ExitCodeValue } from "../errors";
+import {
+  describeHolder,
+  lockBody,
+  releaseLock,
+  releaseLockNow,
+  selfLockInfo,
+  tryTakeLock,
+  type TakeResult,
+} from "../lock";
 import { slaveLayout, type SlaveLayout } from "../layout";
 import { connectMaster, type Db } from "../pg/client";
 import { parseSize } from "../pg/units";
@@ -17,6 +26,110 @@ export interface SyncState {
   offset: number;
   lsn: string;
   time: string;
+}
+
+/**
+ * Kept in partial_wals while a sync writes there: the sync daemon holds it for as long as it
+ * runs, a one-shot sync for its one step. Every writer of partial_wals takes it first, so a
+ * one-shot sync beside the daemon never writes into a file the other replaces.
+ */
+export const SYNC_LOCK = ".walmgr-sync-lock";
+/** Programs that may hold SYNC_LOCK. */
+export const SYNC_PROGRAMS = ["wal-sync", "wal-ctl"] as const;
+/** How long a one-shot sync waits for another one-shot sync to finish. */
+export const ONE_SHOT_WAIT_MS = 15_000;
+
+export type SyncRole = "daemon" | "once";
+
+/** SYNC_LOCK of one partial_wals, through the storage driver (local or ssh). */
+export class SyncLock {
+  readonly path: string;
+  private body: Buffer | undefined;
+  /** The body this process writes (the same for every attempt). */
+  private mine: Buffer | undefined;
+  private unregister: (() => void) | undefined;
+
+  constructor(
+    private readonly ctx: Context,
+    readonly layout: SlaveLayout,
+    dir: string,
+    readonly role: SyncRole,
+  ) {
+    this.path = posix.join(dir, SYNC_LOCK);
+  }
+
+  /** Which lock this is (a reload keeps the lock when partial_wals stays the same). */
+  get key(): string {
+    return `${this.layout.driver.description} ${this.path}`;
+  }
+
+  get held(): boolean {
+    return this.body !== undefined;
+  }
+
+  /**
+   * One attempt: takes the lock (clearing a provably stale one) or says who holds it. A lock
+   * file holding the body this process wrote before (the slave directory was away for a while
+   * and came back) is this process's own: it is held again as it is.
+   */
+  async take(): Promise<TakeResult> {
+    this.mine ??= lockBody(
+      selfLockInfo(`${this.role === "daemon" ? "sync daemon" : "sync"} ${this.ctx.config.file}`, this.role),
+    );
+    const body = this.mine;
+    let res = await tryTakeLock(this.layout.driver, this.path, body, {
+      programs: SYNC_PROGRAMS,
+      breakStale: true,
+      onStale: (msg) => this.ctx.log.warn(msg),
+    });
+    if (!res.taken && res.raw === body.toString("utf8")) res = { taken: true, broke: false };
+    if (res.taken) {
+      this.body = body;
+      const driver = this.layout.driver;
+      this.unregister = this.ctx.onCleanup(() => releaseLockNow(driver, this.path, body));
+    }
+    return res;
+  }
+
+  /** True while the file still holds our exact body: nobody broke or replaced it. */
+  async stillOurs(): Promise<boolean> {
+    if (!this.body) return false;
+    const now = await this.layout.driver.read(this.path);
+    if (now?.equals(this.body)) return true;
+    this.forget();
+    return false;
+  }
+
+  async release(): Promise<void> {
+    const body = this.body;
+    if (!body) return;
+    this.forget();
+    await releaseLock(this.layout.driver, this.path, body);
+  }
+
+  private forget(): void {
+    this.body = undefined;
+    this.unregister?.();
+    this.unregister = undefined;
+  }
+}
+
+/** The error for a SYNC_LOCK held by someone else, naming the holder. */
+export function syncLockHeld(lock: SyncLock, res: Extract<TakeResult, { taken: false }>): LockHeldError {
+  const who = describeHolder(res.holder, res.raw);
+  const unknown = res.verdict.state === "unknown" ? ` (${res.verdict.why})` : "";
+  if (res.holder?.role === "daemon") {
+    return new LockHeldError(
+      `the sync daemon ships to ${posix.dirname(lock.path)} already (${who})${unknown}`,
+      lock.role === "daemon"
+        ? "one daemon per slave directory: stop the other one first (wal-ctl CONFIG stop)"
+        : `no one-shot sync is needed while it runs; to sync by hand, stop it first (wal-ctl CONFIG stop)${unknown ? `; if it is gone, remove ${lock.path}` : ""}`,
+    );
+  }
+  return new LockHeldError(
+    `another sync holds ${lock.path} (${who})${unknown}`,
+    unknown ? `wait for it; if that process is gone, remove ${lock.path}` : "wait for it to finish and run sync again",
+  );
 }
 
 const XLP_PAGEADDR_OFFSET = 8;
@@ -81,7 +194,10 @@ export function validPrefix(pages: Buffer, fileStart: number, segLsn: bigint, bl
 }
 
 export async function readSyncState(layout: SlaveLayout, dir: string): Promise<SyncState | undefined> {
-  const raw = await layout.driver.read(posix.join(dir, SYNC_STATE));
+  return parseSyncState(await layout.driver.read(posix.join(dir, SYNC_STATE)));
+}
+
+function parseSyncState(raw: Buffer | undefined): SyncState | undefined {
   if (!raw) return undefined;
   try {
     const st = JSON.parse(raw.toString("utf8")) as SyncState;
@@ -128,13 +244,44 @@ export class Shipper {
   private state: SyncState | undefined;
   private stateLoaded = false;
   private lastFile: { name: string; mtimeMs: number; size: number } | undefined;
+  /** The state file exactly as we last wrote or read it. */
+  private stateRaw: Buffer | undefined;
+  /** Someone else may have written partial_wals: ship whole segments, never in place, once. */
+  private rewriteWhole = false;
   /** Log ship lines at debug (the daemon ships every second) instead of info. */
   quiet = false;
+  /** SYNC_LOCK, taken before anything is written (undefined: -n, which writes nothing). */
+  lock: SyncLock | undefined;
 
-  constructor(private readonly ctx: Context) {
+  constructor(
+    private readonly ctx: Context,
+    role: SyncRole = "once",
+  ) {
     if (ctx.config.role !== "master") throw new UsageError("sync runs on the master: pass the master's config file");
     this.layout = slaveLayout(ctx.config, "sync");
     this.dir = ctx.config.requireLocation("partial_wals", "sync").path;
+    if (!ctx.dryRun) this.lock = new SyncLock(ctx, this.layout, this.dir, role);
+  }
+
+  /**
+   * Makes sure we hold SYNC_LOCK before writing: checks that the lock file still holds our body
+   * (nobody cleared or replaced it), else takes it again. When it had been lost, or a dead
+   * holder's lock was cleared to take it, the next write republishes whole: another writer may
+   * have replaced the files meanwhile. Throws LockHeldError naming the holder.
+   */
+  async ensureLock(): Promise<void> {
+    const lock = this.lock;
+    if (!lock) return;
+    if (lock.held) {
+      if (await lock.stillOurs()) return;
+      this.ctx.log.warn(`${lock.path} no longer holds this process's lock: taking it again before writing`);
+      this.rewriteWhole = true;
+    }
+    const res = await lock.take();
+    if (!res.taken) throw syncLockHeld(lock, res);
+    if (res.broke) this.rewriteWhole = true;
+    this.stateLoaded = false;
+    this.lastFile = undefined;
   }
 
   get lastState(): SyncState | undefined {
@@ -162,6 +309,7 @@ export class Shipper {
 
   async step(): Promise<StepResult> {
     try {
+      await this.ensureLock();
       return this.recordMode ? await this.recordStep() : await this.fileStep();
     } catch (err) {
       // Start from what is on disk and a fresh connection next time.
@@ -178,17 +326,30 @@ export class Shipper {
     await db?.close();
   }
 
+  /**
+   * The shipped state, read from disk at every step: the offset in memory is trusted only while
+   * the file still holds what we last wrote. If it changed, someone else wrote partial_wals: the
+   * next write republishes the segment whole instead of writing in place.
+   */
   private async loadState(): Promise<SyncState | undefined> {
-    if (!this.stateLoaded) {
-      this.state = await readSyncState(this.layout, this.dir);
-      this.stateLoaded = true;
+    const raw = await this.layout.driver.read(posix.join(this.dir, SYNC_STATE));
+    if (this.stateLoaded && !(raw === undefined ? this.stateRaw === undefined : this.stateRaw?.equals(raw))) {
+      this.ctx.log.warn(
+        `${posix.join(this.dir, SYNC_STATE)} changed under this sync: shipping the segment whole again`,
+      );
+      this.rewriteWhole = true;
     }
+    this.stateRaw = raw;
+    this.state = parseSyncState(raw);
+    this.stateLoaded = true;
     return this.state;
   }
 
   private async saveState(next: SyncState): Promise<void> {
-    await this.layout.driver.publish(posix.join(this.dir, SYNC_STATE), Buffer.from(`${JSON.stringify(next)}\n`));
+    const raw = Buffer.from(`${JSON.stringify(next)}\n`);
+    await this.layout.driver.publish(posix.join(this.dir, SYNC_STATE), raw);
     this.state = next;
+    this.stateRaw = raw;
     this.stateLoaded = true;
   }
 
@@ -241,7 +402,8 @@ export class Shipper {
       return { shipped, segment: name, masterLsn: lsnText, switched };
     }
     const existing = await this.layout.driver.stat(dest);
-    const incremental = state?.name === name && state.offset <= offset && existing?.size === segSize;
+    const incremental =
+      !this.rewriteWhole && state?.name === name && state.offset <= offset && existing?.size === segSize;
     const from = incremental ? state.offset : 0;
     if (from === offset) {
       this.note(`${name} already shipped up to ${lsnText}: nothing new`);
@@ -264,6 +426,7 @@ export class Shipper {
       await this.layout.driver.publish(dest, chunk, { padTo: segSize });
     }
     await this.saveState({ name, offset, lsn: lsnText, time: new Date().toISOString() });
+    this.rewriteWhole = false;
     this.note(`shipped ${chunk.length} bytes of ${name} (up to ${lsnText}) to ${dest}`);
     await this.prune(name);
     return { shipped: shipped + chunk.length, segment: name, masterLsn: lsnText, switched };
@@ -326,7 +489,7 @@ export class Shipper {
     const end = pageStart + validPrefix(bytes, pageStart, segLsn, blockSize);
     if (end <= from) return 0;
     const existing = await this.layout.driver.stat(dest);
-    const inPlace = from > 0 && existing?.size === segSize;
+    const inPlace = !this.rewriteWhole && from > 0 && existing?.size === segSize;
     const chunk = bytes.subarray(inPlace ? from - pageStart : 0, end - pageStart);
     if (this.ctx.dryRun) {
       this.ctx.out(`[not really] ship the rest of ${name} (offset ${inPlace ? from : 0}..${end}) to ${dest}`);
@@ -441,11 +604,32 @@ export async function syncOnce(ctx: Context): Promise<ExitCodeValue | void> {
   if (ctx.options.has("daemon") || ctx.options.has("detach")) {
     return (await import("./daemon")).syncDaemon(ctx);
   }
-  const shipper = new Shipper(ctx);
+  const shipper = new Shipper(ctx, "once");
   await shipper.checkTarget();
   try {
+    await takeOneShotLock(ctx, shipper);
     await shipper.step();
   } finally {
     await shipper.close();
+    await shipper.lock?.release();
+  }
+}
+
+/**
+ * A one-shot sync waits (at most ONE_SHOT_WAIT_MS) while another one-shot sync holds SYNC_LOCK,
+ * and refuses at once (exit 4, naming it) while the sync daemon holds it.
+ */
+async function takeOneShotLock(ctx: Context, shipper: Shipper): Promise<void> {
+  const lock = shipper.lock;
+  if (!lock) return;
+  const deadline = Date.now() + ONE_SHOT_WAIT_MS;
+  let told = false;
+  for (;;) {
+    const res = await lock.take();
+    if (res.taken) return;
+    if (res.holder?.role === "daemon" || Date.now() >= deadline) throw syncLockHeld(lock, res);
+    if (!told) ctx.log.info(`waiting for another sync (${describeHolder(res.holder, res.raw)}) to finish`);
+    told = true;
+    await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -1,6 +1,7 @@
 /** The control-file protocol: BACKUPLOCK taken atomically, stale locks, release only our own. */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { tmpdir } from "node:os";
@@ -17,12 +18,14 @@ import {
   type LockInfo,
 } from "../../src/control";
 import { ExitCode, LockHeldError } from "../../src/errors";
+import { selfLockInfo } from "../../src/lock";
 import { processAlive } from "../../src/storage/durable";
 import { LocalDriver } from "../../src/storage/local";
 import { parseWalName } from "../../src/wal/names";
 
 let dir: string;
 let control: ControlFiles;
+const children: number[] = [];
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "walmgr-unit-"));
@@ -30,8 +33,30 @@ beforeEach(() => {
 });
 
 afterEach(() => {
+  for (const pid of children.splice(0)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** A live process whose command line is `node DIR/PROGRAM ARGS` (it just sleeps). */
+async function liveProcess(program: string, args: string[]): Promise<number> {
+  const scripts = mkdtempSync(join(tmpdir(), "walmgr-unit-prog-"));
+  const script = join(scripts, program);
+  writeFileSync(script, "setTimeout(() => {}, 60000);\n");
+  const child = spawn(process.execPath, [script, ...args], { stdio: "ignore" });
+  const pid = child.pid ?? 0;
+  children.push(pid);
+  for (let i = 0; i < 200 && !readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(program); i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  rmSync(scripts, { recursive: true, force: true });
+  return pid;
+}
 
 function deadPid(): number {
   const res = spawnSync("true");
@@ -114,14 +139,67 @@ describe("BACKUPLOCK", () => {
     assert.deepEqual(readLock(), info);
   });
 
-  test("a live holder on this host is not stale", async () => {
-    writeLock({ pid: process.ppid, host: hostname(), started: "2024-01-01T00:00:00Z", command: "other" });
-    assert.equal(lockIsStale({ pid: process.ppid, host: hostname(), started: "x", command: "y" }), false);
+  test("a live backup on this host is not stale, even with breakStale", async () => {
+    const pid = await liveProcess("wal-backup", ["master.ini"]);
+    // An older version's lock (no process start time): taken after the holder started.
+    const started = new Date().toISOString();
+    writeLock({ pid, host: hostname(), started, command: "other" });
+    assert.equal(lockIsStale({ pid, host: hostname(), started, command: "y" }), false);
     await assert.rejects(
       acquireBackupLock(control, "me", { breakStale: true }),
-      lockHeld([new RegExp(`pid ${process.ppid}\\b`)]),
+      lockHeld([new RegExp(`pid ${pid}\\b`)]),
     );
-    assert.equal(readLock().pid, process.ppid);
+    assert.equal(readLock().pid, pid);
+  });
+
+  test("a live process that is not a backup is stale, and --clear-stale-lock clears it", async () => {
+    // The old check (pid alive = held) blocked backups forever and could not be cleared.
+    const pid = await liveProcess("tail-f", ["-f", "/dev/null", "wal-backup"]);
+    const body = writeLock({ pid, host: hostname(), started: new Date().toISOString(), command: "wal-backup x" });
+    await assert.rejects(
+      acquireBackupLock(control, "me"),
+      lockHeld([/stale/, new RegExp(`pid ${pid}\\b`), /is not wal-backup\/wal-ctl/]),
+    );
+    assert.equal(readFileSync(lockPath(), "utf8"), body);
+    const msgs: string[] = [];
+    const info = await acquireBackupLock(control, "me", { breakStale: true, onStale: (m) => msgs.push(m) });
+    assert.deepEqual(readLock(), info);
+    assert.match(msgs.join("\n"), new RegExp(`stale .*pid ${pid}\\b.*clearing it`));
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n !== BACKUPLOCK),
+      [],
+      "no guard or temporary file is left",
+    );
+  });
+
+  test("a clearer killed while clearing does not wedge the lock: its guard is stale in turn", async () => {
+    const dead = deadPid();
+    const body = writeLock({ pid: dead, host: hostname(), started: "2024-01-01T00:00:00Z", command: "crashed" });
+    // The guard a clearer takes before removing exactly that body, left by a clearer that died.
+    const token = createHash("sha256").update(body).digest("hex").slice(0, 16);
+    const guard = join(dir, `.walmgr-break.BACKUPLOCK.${token}`);
+    writeFileSync(guard, `${JSON.stringify({ pid: deadPid(), host: hostname(), started: "x", command: "clearer" })}\n`);
+    const info = await acquireBackupLock(control, "me", { breakStale: true });
+    assert.deepEqual(readLock(), info);
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n !== BACKUPLOCK),
+      [],
+      "the dead clearer's guard (and the guard that cleared it) are gone",
+    );
+  });
+
+  test("a reused pid is stale: the live wal-backup started after the lock was taken", async () => {
+    const pid = await liveProcess("wal-backup", ["master.ini"]);
+    // Older lock format: its start time is before the process started.
+    const old = { pid, host: hostname(), started: "2024-01-01T00:00:00.000Z", command: "wal-backup" };
+    assert.equal(lockIsStale(old), true);
+    // Current format: the process start time in the lock differs from the live process's.
+    const now = selfLockInfo("wal-backup");
+    assert.equal(lockIsStale({ ...now, pid }), true);
+    // ... while the very process that wrote it is live.
+    assert.equal(lockIsStale(now), false);
+    // A lock from before a reboot names no live process, whatever runs under that pid now.
+    assert.equal(lockIsStale({ ...now, boot: "another-boot" }), true);
   });
 
   test("a dead holder on this host is reported as stale and kept without breakStale", async () => {

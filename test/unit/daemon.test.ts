@@ -1,7 +1,7 @@
 /** Pure parts of the sync daemon: backoff, periodic scheduling and outcome, page checks, pidfile. */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
@@ -83,19 +83,43 @@ describe("WAL page checks", () => {
 
 describe("pidfile", () => {
   let dir: string;
+  let ini: string;
+  const children: number[] = [];
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), "walmgr-pidfile-"));
+    ini = join(dir, "master.ini");
+    writeFileSync(ini, "[wal-master]\n");
   });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  afterEach(() => {
+    for (const pid of children.splice(0)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   function deadPid(): number {
     const res = spawnSync("/bin/sh", ["-c", "echo $$"], { encoding: "utf8" });
     return Number(res.stdout.trim());
   }
 
-  test("created exclusively with our pid, released only while it holds it", () => {
+  /** A live process whose command line is exactly a daemon's: node DIR/PROGRAM ARGS (it just sleeps). */
+  async function fakeDaemon(program: string, args: string[], cwd = dir): Promise<number> {
+    const script = join(dir, program);
+    writeFileSync(script, "setTimeout(() => {}, 60000);\n");
+    const child = spawn(process.execPath, [script, ...args], { stdio: "ignore", cwd });
+    const pid = child.pid ?? 0;
+    children.push(pid);
+    await waitUntil(() => readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(program));
+    return pid;
+  }
+
+  test("created exclusively with our pid, released only while it holds it", async () => {
     const path = join(dir, "sub", "d.pid");
-    const release = acquirePidfile(path, () => assert.fail("not stale"));
+    const release = await acquirePidfile(path, ini, () => assert.fail("not stale"));
     assert.equal(readFileSync(path, "utf8"), `${process.pid}\n`);
     release();
     assert.ok(!existsSync(path));
@@ -104,13 +128,13 @@ describe("pidfile", () => {
     assert.ok(existsSync(path), "someone else's pidfile is left alone");
   });
 
-  test("a pid that is gone is stale and taken over", () => {
+  test("a pid that is gone is stale and taken over", async () => {
     const path = join(dir, "d.pid");
     const pid = deadPid();
     writeFileSync(path, `${pid}`);
-    assert.deepEqual(readPidfile(path), { kind: "stale", pid, why: `process ${pid} is gone` });
+    assert.deepEqual(readPidfile(path, ini), { kind: "stale", pid, why: `process ${pid} is gone` });
     const msgs: string[] = [];
-    acquirePidfile(path, (m) => msgs.push(m));
+    await acquirePidfile(path, ini, (m) => msgs.push(m));
     assert.match(msgs[0] ?? "", new RegExp(`stale pidfile .*process ${pid} is gone`));
     assert.equal(readFileSync(path, "utf8"), `${process.pid}\n`);
   });
@@ -118,35 +142,59 @@ describe("pidfile", () => {
   test("a live process that is not a walmgr-ts daemon (pid reused after a reboot) is stale", () => {
     const path = join(dir, "d.pid");
     writeFileSync(path, `${process.pid}\n`); // the test runner: alive, but not wal-sync
-    const st = readPidfile(path);
+    const st = readPidfile(path, ini);
     assert.equal(st.kind, "stale");
   });
 
-  test("garbage is reported and replaced", () => {
+  test("garbage is reported and replaced", async () => {
     const path = join(dir, "d.pid");
     writeFileSync(path, "hello\n");
-    assert.equal(readPidfile(path).kind, "invalid");
+    assert.equal(readPidfile(path, ini).kind, "invalid");
     const msgs: string[] = [];
-    acquirePidfile(path, (m) => msgs.push(m));
+    await acquirePidfile(path, ini, (m) => msgs.push(m));
     assert.match(msgs[0] ?? "", /not a pid/);
   });
 
-  test("a live daemon is refused with exit 4, naming its pid", async () => {
+  test("this config's live daemon is running: a second one is refused with exit 4, naming its pid", async () => {
     const path = join(dir, "d.pid");
-    // A live process whose command line says wal-sync.
-    const child = spawn("bash", ["-c", "exec -a wal-sync sleep 30"], { stdio: "ignore" });
-    const pid = child.pid ?? 0;
-    await waitUntil(() => readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith("wal-sync"));
-    try {
+    // Relative config path, as an operator types it: resolved from the daemon's working directory.
+    const pid = await fakeDaemon("wal-sync", ["master.ini", "--daemon"]);
+    writeFileSync(path, `${pid}\n`);
+    assert.deepEqual(readPidfile(path, ini), { kind: "running", pid });
+    await assert.rejects(
+      acquirePidfile(path, ini, () => undefined),
+      (err: unknown) =>
+        err instanceof LockHeldError && err.exitCode === ExitCode.LOCK_HELD && err.message.includes(`pid ${pid}`),
+    );
+    assert.equal(readFileSync(path, "utf8"), `${pid}\n`);
+  });
+
+  test("only the daemon of this config, started before its pidfile, is running", async () => {
+    const path = join(dir, "d.pid");
+    const other = join(dir, "other.ini");
+    writeFileSync(other, "[wal-master]\n");
+    const cases: [string, string[], RegExp][] = [
+      // A command line that merely contains the name (the old check took it for the daemon).
+      ["tail-wal-sync", ["-f", join(dir, "wal-sync"), ini, "--daemon"], /not a walmgr-ts sync daemon/],
+      // wal-sync, but the one-shot: not the daemon.
+      ["wal-sync", [ini], /not a walmgr-ts sync daemon/],
+      // The daemon of another config file.
+      ["wal-ctl", [other, "syncdaemon"], /another config file/],
+    ];
+    for (const [program, args, why] of cases) {
+      const pid = await fakeDaemon(program, args);
       writeFileSync(path, `${pid}\n`);
-      assert.deepEqual(readPidfile(path), { kind: "running", pid });
-      assert.throws(
-        () => acquirePidfile(path, () => undefined),
-        (err: unknown) =>
-          err instanceof LockHeldError && err.exitCode === ExitCode.LOCK_HELD && err.message.includes(`pid ${pid}`),
-      );
-    } finally {
-      process.kill(pid, "SIGKILL");
+      const st = readPidfile(path, ini);
+      assert.equal(st.kind, "stale", `${program} ${args.join(" ")}`);
+      assert.match(st.kind === "stale" ? st.why : "", why);
     }
+    // The real thing, but the pidfile was written long before it started: a reused pid.
+    const pid = await fakeDaemon("wal-sync", [ini, "-d"]);
+    writeFileSync(path, `${pid}\n`);
+    assert.equal(readPidfile(path, ini).kind, "running");
+    utimesSync(path, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
+    const st = readPidfile(path, ini);
+    assert.equal(st.kind, "stale");
+    assert.match(st.kind === "stale" ? st.why : "", /started after the pidfile was written/);
   });
 });

@@ -46,6 +46,7 @@ export async function backup(ctx: Context): Promise<void> {
   }
   const lock = await acquireBackupLock(control, `wal-backup ${ctx.config.file} (${process.argv.slice(1).join(" ")})`, {
     breakStale: ctx.options.has("clear-stale-lock"),
+    onStale: (msg) => ctx.log.warn(msg),
   });
   const tmp = posix.join(posix.dirname(full), `${TMP_PREFIX}${basename(full)}.${process.pid}`);
   const lockPath = control.path(BACKUPLOCK);

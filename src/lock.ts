@@ -1,0 +1,253 @@
+/**
+ * Lock files kept in the slave directory (BACKUPLOCK in completed_wals, the sync lock in
+ * partial_wals), through the storage driver, so they work the same on a local and on a remote
+ * slave directory. A lock is taken by an exclusive publish of a small JSON body naming its holder
+ * (pid, host, start, command, and the holder's process start time and boot id, which identify the
+ * process exactly); it is released by its holder only while it still holds that exact body.
+ *
+ * A lock whose holder is provably gone (same host, and its pid is gone, or now belongs to
+ * another process, or is not one of our programs, or the host rebooted) is stale. Breaking a
+ * stale lock is itself serialised: the breaker first takes a guard named after the exact body it
+ * judged stale (an exclusive publish: one breaker per stale body), then re-reads the lock and
+ * removes it only if it still holds that body. While the guard exists nobody else removes that
+ * body (its holder is dead, other breakers lose the guard), so the re-read and the removal see
+ * the same file. A breaker killed while holding a guard leaves a guard that is stale in turn and
+ * broken the same way.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync, unlinkSync } from "node:fs";
+import { hostname } from "node:os";
+import { posix } from "node:path";
+import type { StorageDriver } from "./storage/driver";
+import { processAlive } from "./storage/durable";
+import { bootId, ourProgram, procInfo, selfStartTime } from "./proc";
+
+/** Who holds a lock. `pstart` and `boot` are missing in locks written by older versions. */
+export interface LockInfo {
+  pid: number;
+  host: string;
+  /** When the lock was taken (ISO time). */
+  started: string;
+  command: string;
+  /** The holder's /proc/PID/stat start time (clock ticks since boot). */
+  pstart?: string;
+  /** The holder's boot id (/proc/sys/kernel/random/boot_id). */
+  boot?: string;
+  /** What kind of holder (the sync lock: "daemon" or "once"). */
+  role?: string;
+}
+
+/** Is the holder alive? `unknown`: cannot be told from here (another host, unreadable /proc, free text). */
+export interface Verdict {
+  state: "live" | "stale" | "unknown";
+  why: string;
+}
+
+/** A lock body for this process. */
+export function selfLockInfo(command: string, role?: string): LockInfo {
+  const pstart = selfStartTime();
+  const boot = bootId();
+  return {
+    pid: process.pid,
+    host: hostname(),
+    started: new Date().toISOString(),
+    command,
+    ...(pstart !== undefined ? { pstart } : {}),
+    ...(boot !== undefined ? { boot } : {}),
+    ...(role !== undefined ? { role } : {}),
+  };
+}
+
+export function lockBody(info: LockInfo): Buffer {
+  return Buffer.from(`${JSON.stringify(info)}\n`);
+}
+
+/** The holder a lock file names, or undefined for anything else (walmgr.py's empty or free-text BACKUPLOCK). */
+export function parseLockInfo(raw: string): LockInfo | undefined {
+  try {
+    const v = JSON.parse(raw) as Partial<LockInfo>;
+    if (typeof v.pid === "number" && Number.isInteger(v.pid) && v.pid > 0 && typeof v.host === "string") {
+      return {
+        pid: v.pid,
+        host: v.host,
+        started: String(v.started ?? "?"),
+        command: String(v.command ?? "?"),
+        ...(typeof v.pstart === "string" ? { pstart: v.pstart } : {}),
+        ...(typeof v.boot === "string" ? { boot: v.boot } : {}),
+        ...(typeof v.role === "string" ? { role: v.role } : {}),
+      };
+    }
+  } catch {
+    // not ours
+  }
+  return undefined;
+}
+
+export function describeHolder(info: LockInfo | undefined, raw: string): string {
+  if (!info) return `unreadable holder (${JSON.stringify(raw.slice(0, 80))})`;
+  return `pid ${info.pid} on ${info.host}, started ${info.started}, command: ${info.command}`;
+}
+
+/** Slack between a lock's ISO start and /proc's start time (whole-second boot time, clock steps). */
+const START_SLACK_MS = 2_000;
+
+/**
+ * Whether the holder a lock names is alive, exactly: the holder must be on this host, alive,
+ * the same process that wrote the lock (its start time), and one of `programs`. Anything that
+ * cannot be checked from here (another host, an unreadable /proc entry, free text) is `unknown`:
+ * never stale.
+ */
+export function judgeHolder(info: LockInfo | undefined, programs: readonly string[]): Verdict {
+  if (!info) return { state: "unknown", why: "the lock does not name its holder" };
+  const pid = info.pid;
+  if (info.host !== hostname()) {
+    return {
+      state: "unknown",
+      why: `the holder runs on ${info.host}, not on this host: it cannot be checked from here`,
+    };
+  }
+  const boot = bootId();
+  if (info.boot !== undefined && boot !== undefined && info.boot !== boot) {
+    return { state: "stale", why: `the host has rebooted since process ${pid} took the lock` };
+  }
+  if (!processAlive(pid)) return { state: "stale", why: `process ${pid} is gone` };
+  if (pid === process.pid && info.pstart !== undefined && info.pstart === selfStartTime()) {
+    return { state: "live", why: "this process holds it" };
+  }
+  const proc = procInfo(pid);
+  if (!proc) return { state: "unknown", why: `process ${pid} is alive but /proc/${pid} cannot be read` };
+  if (info.pstart !== undefined && info.pstart !== proc.starttime) {
+    return { state: "stale", why: `pid ${pid} now belongs to another process (started later than the lock's holder)` };
+  }
+  const taken = Date.parse(info.started);
+  if (info.pstart === undefined && Number.isFinite(taken) && proc.startMs > taken + START_SLACK_MS) {
+    return {
+      state: "stale",
+      why: `pid ${pid} now belongs to a process started ${new Date(proc.startMs).toISOString()}, after the lock was taken`,
+    };
+  }
+  if (!ourProgram(proc.argv, programs)) {
+    return {
+      state: "stale",
+      why: `process ${pid} is not ${programs.join("/")} (it runs ${JSON.stringify(proc.argv.join(" ").slice(0, 80))})`,
+    };
+  }
+  return { state: "live", why: `process ${pid} is alive` };
+}
+
+export type TakeResult =
+  | { taken: true; broke: boolean }
+  | { taken: false; holder: LockInfo | undefined; raw: string; verdict: Verdict; broke: boolean };
+
+export interface TakeOptions {
+  /** Programs a live holder runs (for the stale test). */
+  programs: readonly string[];
+  /** Break a stale lock (always exact: only a provably dead holder's). */
+  breakStale: boolean;
+  /** Called once per stale lock broken, before it is. */
+  onStale?: (msg: string) => void;
+}
+
+/** Guard guards nest when breakers die inside the tiny guarded step; this bounds it. */
+const MAX_GUARD_DEPTH = 3;
+
+function guardPath(path: string, raw: Buffer): string {
+  const token = createHash("sha256").update(raw).digest("hex").slice(0, 16);
+  return posix.join(posix.dirname(path), `.walmgr-break.${posix.basename(path).replace(/^\.+/, "")}.${token}`);
+}
+
+/**
+ * Tries once (plus the retries breaking a stale lock needs) to take the lock at `path` with
+ * `body`. Returns `taken: true` (and whether a stale lock was cleared on the way), or who holds it and whether that holder is live/stale/unknown.
+ */
+export async function tryTakeLock(
+  driver: StorageDriver,
+  path: string,
+  body: Buffer,
+  opts: TakeOptions,
+  depth = 0,
+): Promise<TakeResult> {
+  let broke = false;
+  let reported: string | undefined;
+  let last: TakeResult | undefined;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    if (await driver.publish(path, body, { exclusive: true })) return { taken: true, broke };
+    const raw = await driver.read(path);
+    if (raw === undefined) continue; // released meanwhile: try again
+    const text = raw.toString("utf8");
+    const holder = parseLockInfo(text);
+    const verdict = judgeHolder(holder, opts.programs);
+    last = { taken: false, holder, raw: text, verdict, broke };
+    if (verdict.state !== "stale" || !opts.breakStale) return last;
+    if (reported !== text)
+      opts.onStale?.(`stale ${path} (${describeHolder(holder, text)}): ${verdict.why}; clearing it`);
+    reported = text;
+    if (await breakStaleLock(driver, path, raw, opts, depth)) broke = true;
+    // Another process is clearing it: give it a moment, then look again.
+    else await new Promise((r) => setTimeout(r, 10 + Math.random() * 20));
+  }
+  return (
+    last ?? {
+      taken: false,
+      holder: undefined,
+      raw: "",
+      verdict: { state: "unknown", why: `${path} keeps appearing and vanishing` },
+      broke,
+    }
+  );
+}
+
+/**
+ * Removes the lock at `path` if it still holds `stale` (judged stale by the caller), under a
+ * guard that makes this removal the only one of that body. Returns true when it removed it.
+ */
+export async function breakStaleLock(
+  driver: StorageDriver,
+  path: string,
+  stale: Buffer,
+  opts: Pick<TakeOptions, "programs">,
+  depth = 0,
+): Promise<boolean> {
+  if (depth >= MAX_GUARD_DEPTH) return false;
+  const guard = guardPath(path, stale);
+  const mine = lockBody(selfLockInfo(`clearing stale ${path}`));
+  const quiet: TakeOptions = { programs: opts.programs, breakStale: true };
+  const got = await tryTakeLock(driver, guard, mine, quiet, depth + 1);
+  if (!got.taken) return false; // another process is clearing it: re-read and see
+  try {
+    const now = await driver.read(path);
+    if (now === undefined || !now.equals(stale)) return false;
+    return await driver.remove(path);
+  } finally {
+    await releaseLock(driver, guard, mine);
+  }
+}
+
+/** Removes the lock at `path` if it still holds exactly `body` (never another holder's lock). */
+export async function releaseLock(driver: StorageDriver, path: string, body: Buffer): Promise<boolean> {
+  const now = await driver.read(path);
+  if (now === undefined || !now.equals(body)) return false;
+  return driver.remove(path);
+}
+
+interface SyncReleasing {
+  releaseLockSync(lockPath: string, pid: number, host: string): void;
+}
+
+/**
+ * Synchronous release for signal handlers: through the driver's remote helper when it has one
+ * (it removes the file only while it names this pid and host), else the local file, only while
+ * it holds exactly `body`.
+ */
+export function releaseLockNow(driver: StorageDriver, path: string, body: Buffer): void {
+  const d = driver as Partial<SyncReleasing>;
+  if (typeof d.releaseLockSync === "function") {
+    d.releaseLockSync(path, process.pid, hostname());
+    return;
+  }
+  try {
+    if (readFileSync(path).equals(body)) unlinkSync(path);
+  } catch {
+    // gone already
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * What /proc says about a process, to tell for certain whether a pid named in a pidfile or a lock
+ * file is the process that wrote it: pids are reused (after a reboot, or after a wrap), and a
+ * file in a directory others can write may name any process. Linux only; where /proc is missing
+ * or unreadable the answer is `undefined` ("cannot tell"), never a guess.
+ */
+import { readFileSync, readlinkSync, statSync } from "node:fs";
+import { basename, isAbsolute, resolve } from "node:path";
+
+export interface ProcInfo {
+  pid: number;
+  /** The command line, one element per argument. */
+  argv: string[];
+  /** Effective uid. */
+  uid: number;
+  /** Field 22 of /proc/PID/stat: start time in clock ticks since boot (with the boot id, unique). */
+  starttime: string;
+  /** Start time as epoch milliseconds (from the boot time; exact to about a second). */
+  startMs: number;
+  /** The working directory, when readable (our own user's processes, or as root). */
+  cwd?: string;
+}
+
+/** Linux's USER_HZ: /proc/PID/stat counts in these ticks on every architecture Node runs on. */
+const CLOCK_TICKS = 100;
+
+let bootTimeMs: number | undefined;
+function bootTime(): number | undefined {
+  if (bootTimeMs === undefined) {
+    try {
+      const m = /^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"));
+      if (m?.[1]) bootTimeMs = Number(m[1]) * 1000;
+    } catch {
+      // no /proc
+    }
+  }
+  return bootTimeMs;
+}
+
+let bootIdValue: string | null | undefined;
+/** This boot's random id (/proc/sys/kernel/random/boot_id): a pid from another boot is another process. */
+export function bootId(): string | undefined {
+  if (bootIdValue === undefined) {
+    try {
+      bootIdValue = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim() || null;
+    } catch {
+      bootIdValue = null;
+    }
+  }
+  return bootIdValue ?? undefined;
+}
+
+/** Field 22 (starttime) of a /proc/PID/stat line; the command name (field 2) may hold spaces and parens. */
+export function parseStatStart(stat: string): string | undefined {
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const v = fields[19];
+  return v !== undefined && /^\d+$/.test(v) ? v : undefined;
+}
+
+/** What /proc tells about `pid`, or undefined when it is gone or cannot be read. */
+export function procInfo(pid: number): ProcInfo | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const starttime = parseStatStart(stat);
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const uid = /^Uid:\s+\d+\s+(\d+)/m.exec(status)?.[1];
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    const boot = bootTime();
+    if (starttime === undefined || uid === undefined || boot === undefined) return undefined;
+    const argv = cmdline.split("\0");
+    if (argv[argv.length - 1] === "") argv.pop();
+    let cwd: string | undefined;
+    try {
+      cwd = readlinkSync(`/proc/${pid}/cwd`);
+    } catch {
+      // another user's process (unless we are root)
+    }
+    return {
+      pid,
+      argv,
+      uid: Number(uid),
+      starttime,
+      startMs: boot + (Number(starttime) * 1000) / CLOCK_TICKS,
+      ...(cwd !== undefined ? { cwd } : {}),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** This process's start time in ticks since boot (stored in lock files to identify the holder). */
+export function selfStartTime(): string | undefined {
+  try {
+    return parseStatStart(readFileSync("/proc/self/stat", "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Which of `programs` (walmgr-ts executable names, e.g. "wal-sync") the command line runs, and
+ * the arguments after it; undefined when it runs none. Only the program position counts: node
+ * (possibly with its own options) followed by the script, or the executable itself. A command
+ * line that merely contains the name elsewhere (`tail -f wal-sync.log`) is not ours.
+ */
+export function ourProgram(
+  argv: string[],
+  programs: readonly string[],
+): { program: string; args: string[] } | undefined {
+  const name = (p: string | undefined): string => basename(p ?? "").replace(/\.js$/, "");
+  const first = name(argv[0]);
+  if (programs.includes(first)) return { program: first, args: argv.slice(1) };
+  if (!/^node(js)?(\d+)?$/.test(first)) return undefined;
+  let i = 1;
+  while (i < argv.length && (argv[i] ?? "").startsWith("-")) i++;
+  const script = name(argv[i]);
+  return programs.includes(script) ? { program: script, args: argv.slice(i + 1) } : undefined;
+}
+
+/**
+ * True when one of the positional `args` of process `info` names the same file as `configFile`
+ * (same device and inode); relative paths are taken from the process's working directory.
+ */
+export function namesConfig(info: ProcInfo, args: string[], configFile: string): boolean {
+  let want: { dev: number; ino: number };
+  try {
+    want = statSync(configFile);
+  } catch {
+    return false;
+  }
+  for (const a of args) {
+    if (a.startsWith("-") || a === "") continue;
+    if (!isAbsolute(a) && info.cwd === undefined) continue;
+    try {
+      const st = statSync(isAbsolute(a) ? a : resolve(info.cwd ?? "/", a));
+      if (st.dev === want.dev && st.ino === want.ino) return true;
+    } catch {
+      // not a file
+    }
+  }
+  return false;
+}
