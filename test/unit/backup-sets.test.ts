@@ -108,10 +108,6 @@ describe("backup sets", () => {
     }
   }
 
-  function id(suffix: string): string {
-    return readFileSync(join(`${full}${suffix}`, "id"), "utf8");
-  }
-
   test("listSets orders data.master, data.master.0, data.master.1 … numerically", async () => {
     makeSets(".10", ".1", "", ".2", ".0");
     mkdirSync(join(dir, "data.master.old"));
