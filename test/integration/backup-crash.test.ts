@@ -105,7 +105,8 @@ test("kill -9 mid-copy three times: the next backup removes every temp set kille
     const tmp = await waitFor<string | undefined>(
       "the backup to copy files",
       () => {
-        const n = hidden().find((h) => !before.has(h));
+        // The new temp set (not a set being removed: .walmgr-tmp.data.master.N.removing.PID).
+        const n = hidden().find((h) => !before.has(h) && /^\.walmgr-tmp\.data\.master\.\d+$/.test(h));
         return n !== undefined && existsSync(join(p.slaveDir, n, "base")) ? n : undefined;
       },
       60_000,
@@ -176,6 +177,8 @@ test("wal-restore %r cleanup keeps what the kept set needs, and waits while BACK
   };
 
   // The standby consumes the newest set; a new backup (keep_backups = 0) is the kept set.
+  setKeep(0);
+  if (setNames().length === 0) ok(runBin("wal-backup", [p.masterIni, "--clear-stale-lock"]), "a set for the standby");
   ok(runBin("wal-ctl", [p.slaveIni, "restore"]), "restore the standby");
   await p.master.query("INSERT INTO t (tag) SELECT 'standby' FROM generate_series(1, 5)");
   await p.master.query("SELECT pg_switch_wal()");
