@@ -54,7 +54,7 @@ test("a file rewritten within the second of its previous copy, same size, reache
   writeFileAs(probe, "A".repeat(8192));
   const first = sentBytes(ok(runBin("wal-backup", [p.masterIni]), "first backup"));
   const copy = join(p.slaveDir, "data.master", "walmgr_probe");
-  assert.equal(readFileSync(copy, "utf8"), "A".repeat(8192));
+  assert.equal(readFileSync(copy, "utf8").slice(0, 4), "AAAA");
   // The previous set's copy has the file's mtime (rsync --times). Rewrite it with the same size
   // and give it another instant of the same whole second, as a write right after the copy would.
   const mtime = statSync(probe).mtimeMs;
@@ -66,7 +66,12 @@ test("a file rewritten within the second of its previous copy, same size, reache
   await p.master.query("UPDATE t SET n = n + 1 WHERE id <= 100");
   await p.master.query("CHECKPOINT");
   const res = ok(runBin("wal-backup", [p.masterIni]), "second backup");
-  assert.equal(readFileSync(copy, "utf8"), "B".repeat(8192), "the new set must hold the new content");
+  const got = readFileSync(copy, "utf8");
+  assert.equal(
+    `${got.slice(0, 4)}… (${got.length} bytes)`,
+    "BBBB… (8192 bytes)",
+    "the new set must hold the new content",
+  );
   // Still a delta transfer: unchanged files are not sent again.
   const again = sentBytes(res);
   t.diagnostic(`first backup sent ${first} bytes, second ${again}`);
