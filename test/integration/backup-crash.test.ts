@@ -17,7 +17,7 @@ import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr"
 let p: Pair;
 let masterIniText: string;
 /** Hidden sets the crash cases left behind (the next backup must remove and log them). */
-const leftovers = new Set<string>();
+const leftovers = new Map<string, boolean>();
 
 const hidden = (): string[] => readdirSync(p.slaveDir).filter((n) => n.startsWith(".walmgr-tmp."));
 const setNames = (): string[] =>
@@ -90,7 +90,7 @@ test("a backup killed or stopped at any point leaves at least one complete, list
       assert.equal(end.signal, sig, `wal-backup should die of ${sig}:\n${run.output()}`);
       if (sig === "SIGTERM") assert.ok(!existsSync(lockFile()), "SIGTERM releases BACKUPLOCK");
       const listed = assertUsable(`after ${sig} at ${point}`);
-      for (const h of hidden()) leftovers.add(h);
+      for (const h of hidden()) leftovers.set(h, existsSync(join(p.slaveDir, h, ".walmgr-backup.json")));
       t.diagnostic(`${sig} at ${point}: sets ${listed.join(", ")}; hidden ${hidden().join(", ") || "none"}`);
     });
   }
@@ -122,13 +122,19 @@ test("kill -9 mid-copy three times: the next backup removes every temp set kille
   assert.deepEqual(hidden(), [], "the temp sets of the killed backups are removed");
   assert.deepEqual(setNames(), ["data.master"], "keep_backups = 0: one set");
   const log = readFileSync(join(p.base, "master.log"), "utf8");
-  assert.ok(leftovers.size >= 3, `the crash cases left hidden sets: ${[...leftovers].join(", ")}`);
-  for (const h of leftovers) {
+  assert.ok(leftovers.size >= 3, `the crash cases left hidden sets: ${[...leftovers.keys()].join(", ")}`);
+  for (const [h, complete] of leftovers) {
+    const path = `\\S*/${h.replace(/\./g, "\\.")}`;
+    // A complete set (killed after the copy) is put in place; anything else is removed.
     assert.match(
       log,
-      new RegExp(`removed \\S*/${h.replace(/\./g, "\\.")}: left behind by a backup that did not finish`),
+      new RegExp(
+        complete ? `put ${path} in place as \\S*/data\\.master: a complete set` : `removed ${path}: left behind`,
+      ),
+      h,
     );
   }
+  assert.ok([...leftovers.values()].includes(true), "some crash case left a complete set to put in place");
   for (const pid of killed) {
     assert.match(log, new RegExp(`removed \\S*/\\.walmgr-tmp\\.data\\.master\\.${pid}: left behind by a backup`));
   }

@@ -1,7 +1,7 @@
 import { posix } from "node:path";
 import type { Context } from "../../context";
 import { slaveLayout } from "../../layout";
-import { BACKUP_INFO, listSets, type BackupInfo } from "./sets";
+import { BACKUP_INFO, leftoverPid, listSets, type BackupInfo } from "./sets";
 
 interface Row {
   name: string;
@@ -38,6 +38,14 @@ export async function listBackups(ctx: Context): Promise<void> {
       Object.assign(row, fromLabel(label.toString("utf8")));
     }
     rows.push(row);
+  }
+  // Hidden leftovers of backups that did not finish: not sets, but the operator should know.
+  const dir = posix.dirname(full.path);
+  for (const name of (await layout.driver.list(dir)) ?? []) {
+    if (leftoverPid(full.path, name) === undefined) continue;
+    ctx.log.warn(
+      `${posix.join(dir, name)} is left over from a backup that did not finish: the next backup puts it in place if it is complete and newer than the sets, otherwise removes it`,
+    );
   }
   if (ctx.json) {
     ctx.out(JSON.stringify(rows, null, 2));

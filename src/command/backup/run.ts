@@ -21,6 +21,7 @@ import {
   leftoverPid,
   listSets,
   pruneSets,
+  readBackupInfo,
   shiftSets,
   tempSetPath,
   type BackupInfo,
@@ -49,7 +50,7 @@ const MTIME_TRUST_MARGIN_MS = 60_000;
  * during the copy); then every set moves one number up (data.master -> data.master.0, one rename
  * each), the new set is renamed to data.master, and only then are the sets beyond keep_backups
  * removed (renamed to a hidden name first, so a half-removed set is never listed). What a killed
- * backup leaves hidden beside the sets is removed by the next one.
+ * backup leaves hidden beside the sets is cleared by the next one (`clearLeftovers`).
  */
 export async function backup(ctx: Context): Promise<void> {
   const fromStandby = ctx.config.role === "slave";
@@ -93,7 +94,7 @@ export async function backup(ctx: Context): Promise<void> {
   if (layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
   try {
     await layout.driver.mkdirp(posix.dirname(full));
-    await removeLeftovers(ctx, layout.driver, full);
+    await clearLeftovers(ctx, layout.driver, full);
     await rotate(ctx, layout.driver, full, keep);
     const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
     try {
@@ -147,23 +148,45 @@ async function putInPlace(ctx: Context, driver: StorageDriver, tmp: string, full
 }
 
 /**
- * Removes what killed backups left hidden beside the sets: temp sets (`.walmgr-tmp.data.master.PID`,
- * 12 MB and more each) and sets caught in their removal. Runs under BACKUPLOCK, which every backup
- * of this slave directory holds while it writes there, so none of them belongs to a live backup
- * (their pids may be on another host: the lock, not the pid, is the proof).
+ * Clears what killed backups left hidden beside the sets. A temp set that is complete (its
+ * metadata, written last, is there: the backup was killed after copying, before renaming it in)
+ * and newer than every listed set is put in place, as its backup would have done; everything
+ * else (partial temp sets, 12 MB and more each, and sets caught in their removal) is removed.
+ * Runs under BACKUPLOCK, which every backup of this slave directory holds while it writes there,
+ * so none of them belongs to a live backup (their pids may be on another host: the lock, not
+ * the pid, is the proof). Each step is logged.
  */
-async function removeLeftovers(ctx: Context, driver: StorageDriver, full: string): Promise<void> {
+async function clearLeftovers(ctx: Context, driver: StorageDriver, full: string): Promise<void> {
   const dir = posix.dirname(full);
+  const newest = (await listSets(driver, full))[0];
+  const newestStart = newest === undefined ? "" : ((await readBackupInfo(driver, newest))?.startTime ?? "");
+  const complete: { path: string; pid: number; start: string }[] = [];
+  const remove: { path: string; pid: number }[] = [];
   for (const name of (await driver.list(dir)) ?? []) {
     const pid = leftoverPid(full, name);
     if (pid === undefined || pid === process.pid) continue;
     const path = posix.join(dir, name);
+    const start = path === tempSetPath(full, pid) ? (await readBackupInfo(driver, path))?.startTime : undefined;
+    if (start !== undefined && start > newestStart) complete.push({ path, pid, start });
+    else remove.push({ path, pid });
+  }
+  complete.sort((a, b) => (a.start < b.start ? -1 : 1));
+  const promote = complete.pop();
+  remove.push(...complete);
+  for (const { path, pid } of remove) {
     try {
       await driver.removeTree(path);
       ctx.log.info(`removed ${path}: left behind by a backup that did not finish (pid ${pid})`);
     } catch (err) {
       ctx.log.warn(`cannot remove ${path}, left behind by a backup that did not finish: ${(err as Error).message}`);
     }
+  }
+  if (promote) {
+    await shiftSets(driver, full);
+    await driver.rename(promote.path, full);
+    ctx.log.warn(
+      `put ${promote.path} in place as ${full}: a complete set whose backup (pid ${promote.pid}) was killed before it did so`,
+    );
   }
 }
 
@@ -288,16 +311,9 @@ async function takeBackup(
  * undefined: compare every file by content.
  */
 async function trustMtimeBefore(driver: StorageDriver, basis: string, sysid: string): Promise<number | undefined> {
-  const raw = await driver.read(posix.join(basis, BACKUP_INFO));
-  if (!raw) return undefined;
-  let info: Partial<BackupInfo>;
-  try {
-    info = JSON.parse(raw.toString("utf8")) as Partial<BackupInfo>;
-  } catch {
-    return undefined;
-  }
-  const started = Date.parse(info.startTime ?? "");
-  if (info.source !== "master" || info.systemIdentifier !== sysid || !Number.isFinite(started)) return undefined;
+  const info = await readBackupInfo(driver, basis);
+  const started = Date.parse(info?.startTime ?? "");
+  if (info?.source !== "master" || info.systemIdentifier !== sysid || !Number.isFinite(started)) return undefined;
   return started - MTIME_TRUST_MARGIN_MS;
 }
 

@@ -40,6 +40,18 @@ export async function listSets(driver: StorageDriver, fullBackup: string): Promi
   return out;
 }
 
+/** A set's metadata; undefined when it has none or it cannot be read (a walmgr.py set, a damaged file). */
+export async function readBackupInfo(driver: StorageDriver, set: string): Promise<Partial<BackupInfo> | undefined> {
+  const raw = await driver.read(posix.join(set, BACKUP_INFO));
+  if (!raw) return undefined;
+  try {
+    const v = JSON.parse(raw.toString("utf8")) as unknown;
+    return typeof v === "object" && v !== null ? (v) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Where a backup builds its new set: hidden (`.walmgr-tmp.data.master.PID`), beside the sets. */
 export function tempSetPath(fullBackup: string, pid = process.pid): string {
   return posix.join(posix.dirname(fullBackup), `${TMP_PREFIX}${posix.basename(fullBackup)}.${pid}`);
