@@ -46,7 +46,7 @@ export async function readBackupInfo(driver: StorageDriver, set: string): Promis
   if (!raw) return undefined;
   try {
     const v = JSON.parse(raw.toString("utf8")) as unknown;
-    return typeof v === "object" && v !== null ? (v) : undefined;
+    return typeof v === "object" && v !== null ? v : undefined;
   } catch {
     return undefined;
   }
