@@ -393,7 +393,11 @@ export class SshDriver implements StorageDriver {
     // Only what `keep` accepted; no "." entry (rsync would copy every top-level file with it).
     const list = Buffer.from(entries.map((e) => `${e.rel}\0`).join(""));
     return new Promise<number>((resolve, reject) => {
-      const child = spawn("rsync", args, { stdio: ["pipe", "pipe", "pipe"] });
+      // rsync dies with us (even on kill -9, where no cleanup runs): an orphan would go on
+      // writing into a temp set that the next backup is removing.
+      const child = pdeathsig()
+        ? spawn("setpriv", ["--pdeathsig", "KILL", "--", "rsync", ...args], { stdio: ["pipe", "pipe", "pipe"] })
+        : spawn("rsync", args, { stdio: ["pipe", "pipe", "pipe"] });
       let out = "";
       let err = "";
       child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
@@ -552,6 +556,13 @@ let rsyncHere: boolean | undefined;
 function localRsync(): boolean {
   rsyncHere ??= spawnSync("rsync", ["--version"], { stdio: "ignore" }).status === 0;
   return rsyncHere;
+}
+
+let setprivHere: boolean | undefined;
+/** util-linux setpriv can make rsync get SIGKILL when this process dies (Linux PR_SET_PDEATHSIG). */
+function pdeathsig(): boolean {
+  setprivHere ??= spawnSync("setpriv", ["--pdeathsig", "KILL", "--", "true"], { stdio: "ignore" }).status === 0;
+  return setprivHere;
 }
 
 function sha(data: Uint8Array): string {
