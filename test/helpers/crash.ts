@@ -2,7 +2,7 @@
  * Crash tests: run one of our executables until it stops itself at a named point
  * (WALMGR_TEST_PAUSE_AT, see src/command/backup/test-pause.ts), then kill it exactly there.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { spawnBin, waitFor, type Spawned } from "./env";
 
 /** True when the process is stopped (state T in /proc/PID/stat). */
@@ -42,18 +42,4 @@ export async function signalPaused(
   process.kill(pid, sig);
   if (sig !== "SIGKILL") process.kill(pid, "SIGCONT");
   return s.exited;
-}
-
-/** Pids of the processes whose command line mentions `text` (orphans of a killed process). */
-export function processesMentioning(text: string): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (readFileSync(`/proc/${d}/cmdline`, "utf8").includes(text)) out.push(Number(d));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
 }
