@@ -164,7 +164,8 @@ async function clearLeftovers(ctx: Context, driver: StorageDriver, full: string)
   const remove: { path: string; pid: number }[] = [];
   for (const name of (await driver.list(dir)) ?? []) {
     const pid = leftoverPid(full, name);
-    if (pid === undefined || pid === process.pid) continue;
+    // Our own pid too: our temp set does not exist yet, so that one is a dead namesake's.
+    if (pid === undefined) continue;
     const path = posix.join(dir, name);
     const start = path === tempSetPath(full, pid) ? (await readBackupInfo(driver, path))?.startTime : undefined;
     if (start !== undefined && start > newestStart) complete.push({ path, pid, start });
