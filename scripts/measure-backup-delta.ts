@@ -13,7 +13,7 @@ const compression = process.argv.includes("--compression");
 function backup(ini: string): { sent: number; files: number; mib: number } {
   const res = runBin("wal-backup", [ini]);
   if (res.status !== 0) throw new Error(`wal-backup exited ${String(res.status)}:\n${res.stderr}`);
-  const m = /\((\d+) files, ([\d.]+) MiB, (\d+) bytes sent,/.exec(res.stderr);
+  const m = /backup copied: (\d+) files, ([\d.]+) MiB, (\d+) bytes sent,/.exec(res.stderr);
   if (!m) throw new Error(`no 'bytes sent' in:\n${res.stderr}`);
   return { files: Number(m[1]), mib: Number(m[2]), sent: Number(m[3]) };
 }

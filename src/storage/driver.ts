@@ -71,12 +71,15 @@ export interface StorageDriver {
    * accepts. Files that vanish while being copied are skipped (a running database removes
    * files; WAL replay repairs that). Everything copied is fsynced before this resolves.
    * `basis` names an earlier copy on the slave (the previous backup set) that a remote driver
-   * may send differences against; it is never modified.
+   * may send differences against; it is never modified. A file may be taken from the basis
+   * without reading its content only when its mtime is older than `trustMtimeBefore` (ms since
+   * the epoch) and its size and mtime match the basis copy; every other file is compared by
+   * content (without `trustMtimeBefore`: every file).
    */
   putTree(
     src: string,
     dest: string,
     keep: (rel: string, isDir: boolean) => boolean,
-    opts?: { basis?: string },
+    opts?: { basis?: string; trustMtimeBefore?: number | undefined },
   ): Promise<TreeStats>;
 }

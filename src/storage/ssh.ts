@@ -319,12 +319,18 @@ export class SshDriver implements StorageDriver {
    * set, via --copy-dest: unchanged files are copied on the slave, changed ones are sent as
    * differences, and the previous set is never touched). Without rsync: a framed stream into
    * the helper. Either way the helper fsyncs the whole tree afterwards.
+   *
+   * rsync's quick check trusts size + mtime, and compares mtimes in whole seconds: a file
+   * rewritten within the second the basis copied it (same size) would keep the basis's stale
+   * bytes. So two runs: the files whose mtime is older than `trustMtimeBefore` with the quick
+   * check (an unchanged old file costs no read), all others with --ignore-times, which compares
+   * their content against the basis (still a delta transfer: unchanged blocks are not sent).
    */
   async putTree(
     src: string,
     dest: string,
     keep: (rel: string, isDir: boolean) => boolean,
-    opts: { basis?: string } = {},
+    opts: { basis?: string; trustMtimeBefore?: number | undefined } = {},
   ): Promise<TreeStats> {
     const entries = listTree(src, keep);
     const probe = await this.json<{ rsync: boolean }>("xprobe", []);
@@ -334,7 +340,17 @@ export class SshDriver implements StorageDriver {
     if (opts.basis !== undefined && (await this.stat(opts.basis))?.isDirectory) {
       basis = posix.isAbsolute(opts.basis) ? opts.basis : posix.relative(dest, opts.basis);
     }
-    const sent = await this.rsync(src, dest, entries, basis);
+    let sent: number;
+    if (basis === undefined) {
+      sent = await this.rsync(src, dest, entries, undefined, false);
+    } else {
+      const cutoff = opts.trustMtimeBefore ?? -Infinity;
+      const trusted = entries.filter((e) => e.isDir || e.mtimeMs < cutoff);
+      const compared = entries.filter((e) => !e.isDir && !(e.mtimeMs < cutoff));
+      // The first run creates every folder; the second only fills in files.
+      sent = await this.rsync(src, dest, trusted, basis, false);
+      if (compared.length > 0) sent += await this.rsync(src, dest, compared, basis, true);
+    }
     await this.call("xfsynctree", [dest]);
     const stats: TreeStats = { files: 0, bytes: 0 };
     for (const e of entries) {
@@ -350,7 +366,13 @@ export class SshDriver implements StorageDriver {
     return ["ssh", ...this.sshArgs()].map((w) => (/^[A-Za-z0-9_=./:,+-]+$/.test(w) ? w : `"${w}"`)).join(" ");
   }
 
-  private async rsync(src: string, dest: string, entries: TreeEntry[], basis: string | undefined): Promise<number> {
+  private async rsync(
+    src: string,
+    dest: string,
+    entries: TreeEntry[],
+    basis: string | undefined,
+    byContent: boolean,
+  ): Promise<number> {
     const t = Math.max(1, Math.ceil(this.opts.timeout));
     const args = [
       "--files-from=-",
@@ -364,6 +386,7 @@ export class SshDriver implements StorageDriver {
       `--timeout=${Math.max(60, t * 6)}`,
       ...(this.opts.compression ? ["-z"] : []),
       ...(basis !== undefined ? [`--copy-dest=${basis}`] : []),
+      ...(byContent ? ["--ignore-times"] : []),
       "-e",
       this.rsyncShell(),
       `${src}/`,
@@ -372,7 +395,11 @@ export class SshDriver implements StorageDriver {
     // Only what `keep` accepted; no "." entry (rsync would copy every top-level file with it).
     const list = Buffer.from(entries.map((e) => `${e.rel}\0`).join(""));
     return new Promise<number>((resolve, reject) => {
-      const child = spawn("rsync", args, { stdio: ["pipe", "pipe", "pipe"] });
+      // rsync dies with us (even on kill -9, where no cleanup runs): an orphan would go on
+      // writing into a temp set that the next backup is removing.
+      const child = pdeathsig()
+        ? spawn("setpriv", ["--pdeathsig", "KILL", "--", "rsync", ...args], { stdio: ["pipe", "pipe", "pipe"] })
+        : spawn("rsync", args, { stdio: ["pipe", "pipe", "pipe"] });
       let out = "";
       let err = "";
       child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
@@ -489,6 +516,7 @@ interface TreeEntry {
   rel: string;
   isDir: boolean;
   size: number;
+  mtimeMs: number;
 }
 
 /** The tree below `src` as `keep` accepts it, symlinks followed (like the local copy). */
@@ -515,10 +543,10 @@ function listTree(src: string, keep: (rel: string, isDir: boolean) => boolean): 
       }
       if (st.isDirectory()) {
         if (!keep(childRel, true)) continue;
-        out.push({ rel: childRel, isDir: true, size: 0 });
+        out.push({ rel: childRel, isDir: true, size: 0, mtimeMs: st.mtimeMs });
         walk(childRel);
       } else if (st.isFile() && keep(childRel, false)) {
-        out.push({ rel: childRel, isDir: false, size: st.size });
+        out.push({ rel: childRel, isDir: false, size: st.size, mtimeMs: st.mtimeMs });
       }
     }
   };
@@ -530,6 +558,13 @@ let rsyncHere: boolean | undefined;
 function localRsync(): boolean {
   rsyncHere ??= spawnSync("rsync", ["--version"], { stdio: "ignore" }).status === 0;
   return rsyncHere;
+}
+
+let setprivHere: boolean | undefined;
+/** util-linux setpriv can make rsync get SIGKILL when this process dies (Linux PR_SET_PDEATHSIG). */
+function pdeathsig(): boolean {
+  setprivHere ??= spawnSync("setpriv", ["--pdeathsig", "KILL", "--", "true"], { stdio: "ignore" }).status === 0;
+  return setprivHere;
 }
 
 function sha(data: Uint8Array): string {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { keepInBackup } from "../../src/command/backup/exclude";
-import { listSets, rotateSets } from "../../src/command/backup/sets";
+import { leftoverPid, listSets, pruneSets, shiftSets } from "../../src/command/backup/sets";
 import { LocalDriver } from "../../src/storage/local";
 
 describe("keepInBackup", () => {
@@ -108,10 +108,6 @@ describe("backup sets", () => {
     }
   }
 
-  function id(suffix: string): string {
-    return readFileSync(join(`${full}${suffix}`, "id"), "utf8");
-  }
-
   test("listSets orders data.master, data.master.0, data.master.1 … numerically", async () => {
     makeSets(".10", ".1", "", ".2", ".0");
     mkdirSync(join(dir, "data.master.old"));
@@ -131,84 +127,96 @@ describe("backup sets", () => {
     assert.deepEqual(await listSets(driver, full), []);
   });
 
-  /** Rotates with `keep`, returning the sets removed (in call order) and what is left as name → id. */
-  async function rotate(keep: number): Promise<{ removed: string[]; left: Record<string, string> }> {
-    const removed: string[] = [];
-    await rotateSets(driver, full, keep, async (set) => {
-      assert.ok(existsSync(set), `beforeRemove(${set}) runs before the removal`);
-      removed.push(set);
-    });
-    const left: Record<string, string> = {};
-    for (const n of readdirSync(dir).sort()) left[n] = readFileSync(join(dir, n, "id"), "utf8");
-    return { removed, left };
+  /** What is in the folder, as name -> id (hidden leftovers included). */
+  function left(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const n of readdirSync(dir).sort()) out[n] = readFileSync(join(dir, n, "id"), "utf8");
+    return out;
   }
 
-  test("keep 0 (walmgr's default) removes every old set, oldest first", async () => {
+  /** Prunes to `keep`, returning the sets removed (in call order of the hook). */
+  async function prune(keep: number): Promise<string[]> {
+    const hooked: string[] = [];
+    const removed = await pruneSets(driver, full, keep, async (set) => {
+      assert.ok(existsSync(set), `beforeRemove(${set}) runs before the removal`);
+      hooked.push(set);
+    });
+    assert.deepEqual(removed, hooked);
+    return removed;
+  }
+
+  test("prune removes the oldest beyond keep, oldest first, and never the newest", async () => {
     makeSets("", ".0", ".1");
-    const { removed, left } = await rotate(0);
-    assert.deepEqual(removed, [`${full}.1`, `${full}.0`, full]);
-    assert.deepEqual(left, {});
+    assert.deepEqual(await prune(2), [`${full}.1`]);
+    assert.deepEqual(left(), { "data.master": "newest", "data.master.0": ".0" });
+    assert.deepEqual(await prune(0), [`${full}.0`]);
+    assert.deepEqual(left(), { "data.master": "newest" });
   });
 
-  test("keep 1 removes every old set", async () => {
+  test("prune keeps what is within keep and works without data.master", async () => {
+    makeSets(".3", ".5");
+    assert.deepEqual(await prune(5), []);
+    assert.deepEqual(await prune(1), [`${full}.5`]);
+    assert.deepEqual(left(), { "data.master.3": ".3" });
+  });
+
+  test("a failing beforeRemove stops the pruning: that set and the newer ones stay", async () => {
     makeSets("", ".0", ".1");
-    const { removed, left } = await rotate(1);
-    assert.deepEqual(removed, [`${full}.1`, `${full}.0`, full]);
-    assert.deepEqual(left, {});
-  });
-
-  test("keep 2 keeps the newest as data.master.0", async () => {
-    makeSets("", ".0", ".1");
-    const { removed, left } = await rotate(2);
-    assert.deepEqual(removed, [`${full}.1`, `${full}.0`]);
-    assert.deepEqual(left, { "data.master.0": "newest" });
-  });
-
-  test("keep 3 keeps two, shifted by one", async () => {
-    makeSets("", ".0", ".1");
-    const { removed, left } = await rotate(3);
-    assert.deepEqual(removed, [`${full}.1`]);
-    assert.deepEqual(left, { "data.master.0": "newest", "data.master.1": ".0" });
-    assert.equal(id(".0"), "newest");
-  });
-
-  test("keep larger than what exists removes nothing and shifts all", async () => {
-    makeSets("", ".0", ".1");
-    const { removed, left } = await rotate(5);
-    assert.deepEqual(removed, []);
-    assert.deepEqual(left, { "data.master.0": "newest", "data.master.1": ".0", "data.master.2": ".1" });
-  });
-
-  test("gaps in the numbering are closed", async () => {
-    makeSets("", ".0", ".7");
-    const { removed, left } = await rotate(4);
-    assert.deepEqual(removed, []);
-    assert.deepEqual(left, { "data.master.0": "newest", "data.master.1": ".0", "data.master.2": ".7" });
-  });
-
-  test("without data.master the numbered sets keep their order", async () => {
-    makeSets(".0", ".1", ".2");
-    const { removed, left } = await rotate(3);
-    assert.deepEqual(removed, [`${full}.2`]);
-    assert.deepEqual(left, { "data.master.0": ".0", "data.master.1": ".1" });
-  });
-
-  test("nothing to rotate is fine", async () => {
-    const { removed, left } = await rotate(3);
-    assert.deepEqual(removed, []);
-    assert.deepEqual(left, {});
-  });
-
-  test("a failing beforeRemove stops the rotation and removes nothing more", async () => {
-    makeSets("", ".0", ".1");
+    let calls = 0;
     await assert.rejects(
-      rotateSets(driver, full, 2, async () => {
-        throw new Error("archive_command failed");
+      pruneSets(driver, full, 1, async () => {
+        if (++calls === 2) throw new Error("archive_command failed");
       }),
       /archive_command failed/,
     );
-    assert.deepEqual(readdirSync(dir).sort(), ["data.master", "data.master.0", "data.master.1"]);
-    assert.equal(id(""), "newest");
-    assert.equal(id(".1"), ".1");
+    assert.deepEqual(left(), { "data.master": "newest", "data.master.0": ".0" });
+  });
+
+  test("shift frees data.master: every set one number up, in order", async () => {
+    makeSets("", ".0", ".1");
+    await shiftSets(driver, full);
+    assert.deepEqual(left(), { "data.master.0": "newest", "data.master.1": ".0", "data.master.2": ".1" });
+  });
+
+  test("shift closes gaps in any pattern without renaming onto an existing set", async () => {
+    const patterns: string[][] = [
+      ["", ".2", ".3"],
+      ["", ".0", ".7"],
+      [".1", ".5"],
+      [".0", ".1", ".2"],
+      ["", ".1", ".2", ".9"],
+      [".4", ".5", ".6"],
+    ];
+    for (const pattern of patterns) {
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir);
+      makeSets(...pattern);
+      await shiftSets(driver, full);
+      const want: Record<string, string> = {};
+      pattern.forEach((s, i) => (want[`data.master.${i}`] = s === "" ? "newest" : s));
+      assert.deepEqual(left(), want, pattern.join(","));
+    }
+  });
+
+  test("shift of nothing is fine", async () => {
+    await shiftSets(driver, full);
+    assert.deepEqual(left(), {});
+  });
+
+  test("leftoverPid knows temp sets and sets being removed, and nothing else", () => {
+    assert.equal(leftoverPid(full, ".walmgr-tmp.data.master.123"), 123);
+    assert.equal(leftoverPid(full, ".walmgr-tmp.data.master.removing.77"), 77);
+    assert.equal(leftoverPid(full, ".walmgr-tmp.data.master.4.removing.9"), 9);
+    for (const other of [
+      "data.master",
+      "data.master.0",
+      ".walmgr-tmp.data.masterX.1",
+      ".walmgr-tmp.other.12",
+      ".walmgr-tmp.data.master.abc",
+      ".walmgr-tmp.data.master.1.2",
+      "logs.complete",
+    ]) {
+      assert.equal(leftoverPid(full, other), undefined, other);
+    }
   });
 });

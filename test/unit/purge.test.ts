@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { purgeWal } from "../../src/command/backup/purge";
+import { purgeWal, walNeededBySets } from "../../src/command/backup/purge";
 import type { Config } from "../../src/config/load";
 import type { Context } from "../../src/context";
 import { Logger } from "../../src/log";
@@ -75,4 +75,24 @@ test("purge removes nothing when a set's start WAL cannot be read", async () => 
   mkdirSync(join(dir, "data.master.1"));
   assert.equal(await purgeWal(ctx(), new LocalDriver(), completed, full), 0);
   assert.equal(readdirSync(completed).filter((n) => /^[0-9A-F]{24}$/.test(n)).length, 9);
+});
+
+test("WAL a complete set left hidden by a killed backup needs is kept; a partial one counts for nothing", async () => {
+  const { completed, full } = setup();
+  rmSync(join(dir, "data.master.0"), { recursive: true });
+  // Complete: the next backup puts it in place.
+  mkdirSync(join(dir, ".walmgr-tmp.data.master.4242"));
+  writeFileSync(join(dir, ".walmgr-tmp.data.master.4242", ".walmgr-backup.json"), JSON.stringify({ startWal: seg(3) }));
+  // Partial (no metadata yet) and a set being removed: never sets again.
+  mkdirSync(join(dir, ".walmgr-tmp.data.master.4343"));
+  mkdirSync(join(dir, ".walmgr-tmp.data.master.0.removing.4444"));
+  writeFileSync(
+    join(dir, ".walmgr-tmp.data.master.0.removing.4444", ".walmgr-backup.json"),
+    JSON.stringify({ startWal: seg(1) }),
+  );
+  assert.deepEqual(await walNeededBySets(new LocalDriver(), full), { from: seg(3) });
+  await purgeWal(ctx(), new LocalDriver(), completed, full);
+  const left = readdirSync(completed);
+  assert.ok(!left.includes(seg(2)));
+  for (let n = 3; n <= 9; n++) assert.ok(left.includes(seg(n)), seg(n));
 });

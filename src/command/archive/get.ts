@@ -1,7 +1,16 @@
 import { renameSync, writeFileSync } from "node:fs";
 import { posix, resolve } from "node:path";
 import type { Context } from "../../context";
-import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STANDBY_RESTARTPOINT, STOP } from "../../control";
+import {
+  BACKUPLOCK,
+  BOOT_END_OF_WAL,
+  BOOT_PARTIAL_SERVED,
+  ControlFiles,
+  PAUSE,
+  STANDBY_RESTARTPOINT,
+  STOP,
+} from "../../control";
+import { walNeededBySets } from "../backup/purge";
 import { ExitCode, ioError, TransportError, type ExitCodeValue } from "../../errors";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
@@ -123,9 +132,11 @@ async function noteRestartPoint(control: ControlFiles, keepFrom: string): Promis
 }
 
 /**
- * With keep_backups = 0 the standby's restart point (%r) bounds what anyone needs: remove
- * complete and partial segments older than it, as pg_archivecleanup would. Never .history,
- * never .backup files.
+ * With keep_backups = 0 the standby's restart point (%r) bounds what the standby needs: remove
+ * complete and partial segments older than it, as pg_archivecleanup would, but never what a
+ * backup set in full_backup still needs (its start WAL onwards: the same rule as backup's purge,
+ * `walNeededBySets`), and nothing at all while a backup holds BACKUPLOCK (it is about to put a set
+ * in place). Never .history, never .backup files.
  */
 async function cleanupBefore(
   ctx: Context,
@@ -138,16 +149,39 @@ async function cleanupBefore(
     ctx.log.warn(`ignoring invalid %r ${JSON.stringify(keepFrom)}: no WAL cleaned up`);
     return;
   }
+  const control = new ControlFiles(driver, archive.completedDir);
+  if (await control.exists(BACKUPLOCK)) {
+    ctx.log.info(`a backup holds ${control.path(BACKUPLOCK)}: no WAL cleaned up now`);
+    return;
+  }
+  let bound = keep.name;
+  const full = ctx.config.location("full_backup");
+  if (full) {
+    const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
+    if (full.host !== loc.host) {
+      ctx.log.warn(`full_backup ${full.path} is not where completed_wals is: no WAL cleaned up`);
+      return;
+    }
+    const needed = await walNeededBySets(driver, full.path);
+    if (needed.unknown !== undefined) {
+      ctx.log.warn(`cannot tell which WAL ${needed.unknown} needs: no WAL cleaned up`);
+      return;
+    }
+    if (needed.from !== undefined && comparePosition(needed.from, bound) < 0) {
+      ctx.log.debug(`the backup sets in ${posix.dirname(full.path)} need WAL from ${needed.from}: keeping it`);
+      bound = needed.from;
+    }
+  }
   const names = (await driver.list(archive.completedDir)) ?? [];
   let removed = 0;
   for (const n of names) {
     if (isChecksumName(n)) continue;
     const w = parseWalName(n);
     if (!w || (w.kind !== "segment" && w.kind !== "partial")) continue;
-    if (comparePosition(n, keep.name) < 0) {
+    if (comparePosition(n, bound) < 0) {
       if (ctx.dryRun) ctx.out(`[not really] remove ${archive.path(n)}`);
       else if (await archive.remove(n)) removed++;
     }
   }
-  if (removed > 0) ctx.log.info(`removed ${removed} WAL file(s) older than ${keep.name} from ${archive.completedDir}`);
+  if (removed > 0) ctx.log.info(`removed ${removed} WAL file(s) older than ${bound} from ${archive.completedDir}`);
 }

@@ -2,7 +2,7 @@ import { posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode, type ExitCodeValue } from "../../errors";
 import { slaveLayout } from "../../layout";
-import { BACKUP_INFO, listSets, parseBackupInfo } from "./sets";
+import { BACKUP_INFO, leftoverPid, listSets, parseBackupInfo } from "./sets";
 
 interface Row {
   name: string;
@@ -58,6 +58,14 @@ export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
       else if (!row.problem) continue; // not a usable set
     }
     rows.push(row);
+  }
+  // Hidden leftovers of backups that did not finish: not sets, but the operator should know.
+  const dir = posix.dirname(full.path);
+  for (const name of (await layout.driver.list(dir)) ?? []) {
+    if (leftoverPid(full.path, name) === undefined) continue;
+    ctx.log.warn(
+      `${posix.join(dir, name)} is left over from a backup that did not finish: the next backup puts it in place if it is complete and newer than the sets, otherwise removes it`,
+    );
   }
   const code = rows.some((r) => r.problem) ? ExitCode.IO : ExitCode.OK;
   if (ctx.json) {

@@ -4,7 +4,7 @@ import type { Context } from "../../context";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { comparePosition, parseWalName } from "../../wal/names";
-import { BACKUP_INFO, listSets, type BackupInfo } from "./sets";
+import { BACKUP_INFO, leftoverPid, listSets, readBackupInfo, tempSetPath, type BackupInfo } from "./sets";
 
 /** The first WAL segment a backup set needs: from its metadata, or its backup_label. */
 export async function setStartWal(driver: StorageDriver, set: string): Promise<string | undefined> {
@@ -21,6 +21,37 @@ export async function setStartWal(driver: StorageDriver, set: string): Promise<s
 }
 
 /**
+ * The oldest WAL segment any kept backup set in `fullBackup` needs (the oldest start WAL among
+ * them): `{ from: undefined }` when there is no set; `{ unknown: set }` when a set's start cannot
+ * be read, in which case no WAL may be removed on its account. A complete set a killed backup
+ * left hidden counts too (the next backup puts it in place). The one notion of "what the kept
+ * sets need", shared by backup's purge and wal-restore's %r cleanup.
+ */
+export async function walNeededBySets(
+  driver: StorageDriver,
+  fullBackup: string,
+): Promise<{ from: string | undefined; unknown?: undefined } | { unknown: string }> {
+  let from: string | undefined;
+  const keep = (start: string): void => {
+    if (from === undefined || comparePosition(start, from) < 0) from = start;
+  };
+  for (const set of await listSets(driver, fullBackup)) {
+    const start = await setStartWal(driver, set);
+    if (!start) return { unknown: set };
+    keep(start);
+  }
+  const dir = posix.dirname(fullBackup);
+  for (const name of (await driver.list(dir)) ?? []) {
+    const pid = leftoverPid(fullBackup, name);
+    if (pid === undefined || posix.join(dir, name) !== tempSetPath(fullBackup, pid)) continue;
+    // Only a complete one (metadata written last) can become a set; a partial one never will.
+    const info = await readBackupInfo(driver, posix.join(dir, name));
+    if (typeof info?.startWal === "string") keep(info.startWal);
+  }
+  return { from };
+}
+
+/**
  * Removes WAL that no kept backup set and no running standby needs: segments (and .partial and
  * .backup files) older than both the oldest set's start WAL and the standby's restart point.
  * `.history` files are always kept. Does nothing when any set's start cannot be read.
@@ -31,19 +62,13 @@ export async function purgeWal(
   completedDir: string,
   fullBackup: string,
 ): Promise<number> {
-  const sets = await listSets(driver, fullBackup);
-  const oldest = sets[sets.length - 1];
-  if (oldest === undefined) return 0;
-  const starts: string[] = [];
-  for (const set of sets) {
-    const start = await setStartWal(driver, set);
-    if (!start) {
-      ctx.log.warn(`cannot tell which WAL ${set} needs: no WAL purged`);
-      return 0;
-    }
-    starts.push(start);
+  const needed = await walNeededBySets(driver, fullBackup);
+  if (needed.unknown !== undefined) {
+    ctx.log.warn(`cannot tell which WAL ${needed.unknown} needs: no WAL purged`);
+    return 0;
   }
-  let keepFrom = starts.reduce((a, b) => (comparePosition(a, b) <= 0 ? a : b));
+  if (needed.from === undefined) return 0;
+  let keepFrom = needed.from;
   const standby = (await driver.read(posix.join(completedDir, STANDBY_RESTARTPOINT)))?.toString("utf8").trim();
   if (standby && parseWalName(standby)?.kind === "segment" && comparePosition(standby, keepFrom) < 0) {
     ctx.log.info(`the standby still needs WAL from ${standby}: keeping it`);

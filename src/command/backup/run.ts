@@ -10,23 +10,47 @@ import { connectMaster, connectStandby, type Db } from "../../pg/client";
 import { parseSize } from "../../pg/units";
 import { runConfigured } from "../../shell";
 import type { StorageDriver } from "../../storage/driver";
-import { removeStaleTemps, TMP_PREFIX } from "../../storage/durable";
+import { removeStaleTemps } from "../../storage/durable";
 import { releaseRemoteNow } from "../../storage/release-sync";
 import { parseLsn, lsnToSegment } from "../../wal/names";
 import { keepInBackup } from "./exclude";
 import { purgeWal } from "./purge";
-import { BACKUP_INFO, BACKUP_MANIFEST, listSets, rotateSets, type BackupInfo } from "./sets";
+import {
+  BACKUP_INFO,
+  BACKUP_MANIFEST,
+  leftoverPid,
+  listSets,
+  pruneSets,
+  readBackupInfo,
+  shiftSets,
+  tempSetPath,
+  type BackupInfo,
+} from "./sets";
+import { testPause } from "./test-pause";
 
 /** pg_control is copied after everything else, as pg_basebackup does (required from a standby). */
 const PG_CONTROL = "global/pg_control";
 
 /**
+ * Files modified less than this before the previous backup started are compared by content
+ * on the next one (see `trustMtimeBefore`): it covers coarse file timestamps (2 s on some file
+ * systems, a clock tick for the kernel's) and clock steps of up to a minute.
+ */
+const MTIME_TRUST_MARGIN_MS = 60_000;
+
+/**
  * `backup`: a non-exclusive base backup into full_backup. On the master it copies master_data;
  * on the slave it copies the running standby's slave_data (pg_backup_start on the standby: no
  * load on the master). BACKUPLOCK is held from before the rotation until the set is in place.
- * Sets are rotated before the copy starts, as walmgr's manual says; the new set is built under
- * a hidden temporary name and renamed into place only when complete, so a failed or killed
- * backup never looks like a usable set and leaves the remaining sets as they were.
+ *
+ * Crash safety: at every instant, every set that was complete and listed before the backup is
+ * still complete and listed (under its old or its next number), or the new set is in place.
+ * The new set is built under a hidden temporary name; walmgr's rotation before the copy removes
+ * only sets beyond the newest `keep_backups - 1` (so with keep_backups 0 or 1 the old set stays
+ * during the copy); then every set moves one number up (data.master -> data.master.0, one rename
+ * each), the new set is renamed to data.master, and only then are the sets beyond keep_backups
+ * removed (renamed to a hidden name first, so a half-removed set is never listed). What a killed
+ * backup leaves hidden beside the sets is cleared by the next one (`clearLeftovers`).
  */
 export async function backup(ctx: Context): Promise<void> {
   const fromStandby = ctx.config.role === "slave";
@@ -48,12 +72,17 @@ export async function backup(ctx: Context): Promise<void> {
     breakStale: ctx.options.has("clear-stale-lock"),
     onStale: (msg) => ctx.log.warn(msg),
   });
-  const tmp = posix.join(posix.dirname(full), `${TMP_PREFIX}${basename(full)}.${process.pid}`);
+  const tmp = tempSetPath(full);
   const lockPath = control.path(BACKUPLOCK);
+  /** Once the new set is being renamed into place, the temp tree must not be removed any more. */
+  let committing = false;
   // Synchronous, so it also runs from a SIGINT/SIGTERM handler.
   const unregister = ctx.onCleanup(() => {
-    if (releaseRemoteNow(layout.driver, tmp, lockPath)) return;
-    rmSync(tmp, { recursive: true, force: true });
+    // While the new set is renamed into place its temp tree must stay (a removal racing the
+    // rename could empty the new set); the next backup removes whatever is left of it.
+    const tree = committing ? undefined : tmp;
+    if (releaseRemoteNow(layout.driver, tree, lockPath)) return;
+    if (tree !== undefined) rmSync(tree, { recursive: true, force: true });
     try {
       const held = JSON.parse(readFileSync(lockPath, "utf8")) as { pid?: number; host?: string };
       if (held.pid === process.pid && held.host === hostname()) unlinkSync(lockPath);
@@ -66,21 +95,100 @@ export async function backup(ctx: Context): Promise<void> {
   if (layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
   try {
     await layout.driver.mkdirp(posix.dirname(full));
-    if (keep > 0) await rotate(ctx, layout.driver, full, keep);
+    await clearLeftovers(ctx, layout.driver, full);
+    await rotate(ctx, layout.driver, full, keep);
     const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
     try {
       await takeBackup(ctx, db, source, tmp, full, layout, fromStandby);
     } finally {
       await db.close();
     }
-    if (keep === 0) await layout.driver.removeTree(full);
-    await layout.driver.rename(tmp, full);
+    await testPause("copied");
+    committing = true;
+    await putInPlace(ctx, layout.driver, tmp, full);
+    // Only now that the new set is listed: the old ones beyond keep_backups go (their
+    // archive_command ran in `rotate`, before the copy).
+    for (const old of await pruneSets(layout.driver, full, Math.max(keep, 1))) {
+      ctx.log.info(`removed the previous backup set (listed as ${old} meanwhile; keep_backups = ${keep})`);
+    }
     if (keep > 0) await purgeWal(ctx, layout.driver, layout.completed.path, full);
   } finally {
-    await layout.driver.removeTree(tmp);
+    if (!committing) await layout.driver.removeTree(tmp);
     await releaseBackupLock(control, lock);
     unregister();
     ctx.log.info(`backup lock released: ${lockPath}`);
+  }
+}
+
+/**
+ * Renames the complete new set into place: the sets move one number up, then `tmp` becomes
+ * `full`. SIGINT/SIGTERM wait until that is done (a few renames), then take effect, so a stop
+ * request never leaves the new set half-committed; a second signal is not held back.
+ */
+async function putInPlace(ctx: Context, driver: StorageDriver, tmp: string, full: string): Promise<void> {
+  let stopped: NodeJS.Signals | undefined;
+  const release = ctx.onStopSignal((sig) => {
+    stopped = sig;
+    ctx.log.warn(`${sig} received while the new backup set is put in place: stopping right after that`);
+  });
+  try {
+    await shiftSets(driver, full);
+    await testPause("shifted");
+    await driver.rename(tmp, full);
+    ctx.log.info(`new backup set in place: ${full}`);
+  } finally {
+    release();
+  }
+  await testPause("committed");
+  if (stopped) {
+    // Now die of it as usual (cleanups run, the lock is released); the older sets beyond
+    // keep_backups stay until the next backup.
+    process.kill(process.pid, stopped);
+    await new Promise((r) => setTimeout(r, 10_000));
+  }
+}
+
+/**
+ * Clears what killed backups left hidden beside the sets. A temp set that is complete (its
+ * metadata, written last, is there: the backup was killed after copying, before renaming it in)
+ * and newer than every listed set is put in place, as its backup would have done; everything
+ * else (partial temp sets, 12 MB and more each, and sets caught in their removal) is removed.
+ * Runs under BACKUPLOCK, which every backup of this slave directory holds while it writes there,
+ * so none of them belongs to a live backup (their pids may be on another host: the lock, not
+ * the pid, is the proof). Each step is logged.
+ */
+async function clearLeftovers(ctx: Context, driver: StorageDriver, full: string): Promise<void> {
+  const dir = posix.dirname(full);
+  const newest = (await listSets(driver, full))[0];
+  const newestStart = newest === undefined ? "" : ((await readBackupInfo(driver, newest))?.startTime ?? "");
+  const complete: { path: string; pid: number; start: string }[] = [];
+  const remove: { path: string; pid: number }[] = [];
+  for (const name of (await driver.list(dir)) ?? []) {
+    const pid = leftoverPid(full, name);
+    // Our own pid too: our temp set does not exist yet, so that one is a dead namesake's.
+    if (pid === undefined) continue;
+    const path = posix.join(dir, name);
+    const start = path === tempSetPath(full, pid) ? (await readBackupInfo(driver, path))?.startTime : undefined;
+    if (start !== undefined && start > newestStart) complete.push({ path, pid, start });
+    else remove.push({ path, pid });
+  }
+  complete.sort((a, b) => (a.start < b.start ? -1 : 1));
+  const promote = complete.pop();
+  remove.push(...complete);
+  for (const { path, pid } of remove) {
+    try {
+      await driver.removeTree(path);
+      ctx.log.info(`removed ${path}: left behind by a backup that did not finish (pid ${pid})`);
+    } catch (err) {
+      ctx.log.warn(`cannot remove ${path}, left behind by a backup that did not finish: ${(err as Error).message}`);
+    }
+  }
+  if (promote) {
+    await shiftSets(driver, full);
+    await driver.rename(promote.path, full);
+    ctx.log.warn(
+      `put ${promote.path} in place as ${full}: a complete set whose backup (pid ${promote.pid}) was killed before it did so`,
+    );
   }
 }
 
@@ -91,17 +199,34 @@ function rotationConfig(ctx: Context): Config | undefined {
   return file ? loadConfig(file) : undefined;
 }
 
-/** Rotates before the new backup: room for it, at most `keep` sets in all afterwards. */
+/**
+ * walmgr's rotation before the copy: the slave's archive_command runs with the path of each set
+ * that this backup will remove (a failure stops the backup, nothing removed). Sets beyond the
+ * newest `keep - 1` are removed now (walmgr: "at one point there is one less backup"); the newest
+ * always stays until the new set is in place, so a failed backup never leaves fewer than one.
+ */
 async function rotate(ctx: Context, driver: StorageDriver, full: string, keep: number): Promise<void> {
   const guard = rotationConfig(ctx);
-  const command = guard?.get("archive_command");
-  await rotateSets(driver, full, keep, async (set) => {
+  const command = keep > 0 ? guard?.get("archive_command") : undefined;
+  const hook = async (set: string): Promise<void> => {
     if (command) {
       // A failure here throws, which stops the rotation and the backup: nothing is removed.
       runConfigured({ ...ctx, config: guard ?? ctx.config }, "archive_command", command, [set]);
     }
+  };
+  const stay = Math.max(keep, 1) - 1;
+  await pruneSets(driver, full, Math.max(stay, 1), async (set) => {
+    await hook(set);
     ctx.log.info(`removing the oldest backup set ${set} (keep_backups = ${keep})`);
   });
+  if (stay === 0) {
+    // keep_backups 0 or 1: the newest set goes once the new one is in place.
+    const newest = (await listSets(driver, full))[0];
+    if (newest !== undefined) {
+      await hook(newest);
+      ctx.log.info(`${newest} will be replaced by the new set once that is complete (keep_backups = ${keep})`);
+    }
+  }
 }
 
 async function takeBackup(
@@ -135,7 +260,7 @@ async function takeBackup(
     source,
     tmp,
     (rel, isDir) => rel !== PG_CONTROL && keepInBackup(rel, isDir),
-    basis === undefined ? {} : { basis },
+    basis === undefined ? {} : { basis, trustMtimeBefore: await trustMtimeBefore(driver, basis, start.sysid) },
   );
   const control = await driver.publishFile(posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
   stats.files++;
@@ -175,6 +300,23 @@ async function takeBackup(
   ctx.log.info(
     `backup copied: ${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB${stats.sent === undefined ? "" : `, ${stats.sent} bytes sent`}, WAL ${info.startWal} .. ${info.stopWal ?? "?"}`,
   );
+}
+
+/**
+ * How far back size + mtime may stand for content when the basis set's copy has the same
+ * size and mtime: the basis set's start, minus a margin for coarse file timestamps and small
+ * clock steps. Rationale (pgBackRest's rule): a file last modified before the basis backup
+ * started was copied into it after its last change, so same size and mtime mean same content.
+ * A file changed later, even within the second the basis copied it (mtimes compare in whole
+ * seconds), is compared by content. Only for a basis taken from this same source (the master,
+ * same system identifier): other sets' mtimes say nothing about this data directory.
+ * undefined: compare every file by content.
+ */
+async function trustMtimeBefore(driver: StorageDriver, basis: string, sysid: string): Promise<number | undefined> {
+  const info = await readBackupInfo(driver, basis);
+  const started = Date.parse(info?.startTime ?? "");
+  if (info?.source !== "master" || info.systemIdentifier !== sysid || !Number.isFinite(started)) return undefined;
+  return started - MTIME_TRUST_MARGIN_MS;
 }
 
 /** Copies postgresql.conf, pg_hba.conf and pg_ident.conf of the master into config_backup. */

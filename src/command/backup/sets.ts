@@ -1,6 +1,8 @@
 import { posix } from "node:path";
 import { IoError } from "../../errors";
 import type { StorageDriver } from "../../storage/driver";
+import { TMP_PREFIX } from "../../storage/durable";
+import { testPause } from "./test-pause";
 
 /** Backup metadata file inside each set (hidden: PostgreSQL ignores it in a data directory). */
 export const BACKUP_INFO = ".walmgr-backup.json";
@@ -65,32 +67,86 @@ export async function listSets(driver: StorageDriver, fullBackup: string): Promi
   return out;
 }
 
+/** A set's metadata; undefined when it has none or it cannot be read (a walmgr.py set, a damaged file). */
+export async function readBackupInfo(driver: StorageDriver, set: string): Promise<Partial<BackupInfo> | undefined> {
+  const raw = await driver.read(posix.join(set, BACKUP_INFO));
+  if (!raw) return undefined;
+  try {
+    const v = JSON.parse(raw.toString("utf8")) as unknown;
+    return typeof v === "object" && v !== null ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where a backup builds its new set: hidden (`.walmgr-tmp.data.master.PID`), beside the sets. */
+export function tempSetPath(fullBackup: string, pid = process.pid): string {
+  return posix.join(posix.dirname(fullBackup), `${TMP_PREFIX}${posix.basename(fullBackup)}.${pid}`);
+}
+
+/** Where a set goes just before its removal (hidden, so a half-removed set is never listed). */
+function removingPath(fullBackup: string, set: string, pid = process.pid): string {
+  return posix.join(posix.dirname(fullBackup), `${TMP_PREFIX}${posix.basename(set)}.removing.${pid}`);
+}
+
 /**
- * Makes room for a new set at `fullBackup`: keeps at most `keep - 1` older sets (the new one
- * makes `keep`), renaming data.master → data.master.0 → data.master.1 …, oldest removed first.
- * `keep` 0 means walmgr's default: only the newest set. `beforeRemove` runs before each removal.
+ * The pid in the name of a hidden set a backup left beside the sets of `fullBackup`: a temp set
+ * (`.walmgr-tmp.data.master.PID`) or a set being removed (`.walmgr-tmp.data.master[.N].removing.PID`).
+ * undefined for any other name.
  */
-export async function rotateSets(
+export function leftoverPid(fullBackup: string, name: string): number | undefined {
+  const prefix = `${TMP_PREFIX}${posix.basename(fullBackup)}.`;
+  if (!name.startsWith(prefix)) return undefined;
+  const m = /^(?:(?:\d+\.)?removing\.)?(\d+)$/.exec(name.slice(prefix.length));
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Frees the name `fullBackup` for a new set: every set moves to the next number, so the newest
+ * becomes data.master.0, data.master.0 becomes data.master.1 … (gaps in the numbering close).
+ * Each step is one rename and no set ever passes another, so a crash at any point leaves every
+ * set complete, visible and in order; a rerun finishes the job.
+ */
+export async function shiftSets(driver: StorageDriver, fullBackup: string): Promise<void> {
+  const sets = await listSets(driver, fullBackup);
+  const num = (set: string): number => (set === fullBackup ? -1 : Number(set.slice(fullBackup.length + 1)));
+  // Set i ends as `fullBackup.i`. The sets that move up (only a run at the newest end: they sit
+  // at i - 1) go oldest first; those that move down (closing gaps) go newest first. Either way
+  // the target name is free when the rename happens.
+  for (let i = sets.length - 1; i >= 0; i--) {
+    const set = sets[i];
+    if (set !== undefined && num(set) < i) await driver.rename(set, `${fullBackup}.${i}`);
+  }
+  for (let i = 0; i < sets.length; i++) {
+    const set = sets[i];
+    if (set !== undefined && num(set) > i) await driver.rename(set, `${fullBackup}.${i}`);
+  }
+}
+
+/**
+ * Removes the oldest sets until at most `keep` remain (at least one always remains), oldest
+ * first. `beforeRemove` runs before each removal (walmgr's archive_command hook); when it throws,
+ * that set and the newer ones stay. A set is renamed to a hidden name before its files are
+ * removed, so a crash never leaves a half-removed set among the listed ones; the hidden rest is
+ * a leftover the next backup removes (`leftoverPid`).
+ */
+export async function pruneSets(
   driver: StorageDriver,
   fullBackup: string,
   keep: number,
-  beforeRemove: (set: string) => Promise<void>,
-): Promise<void> {
-  const limit = Math.max(keep, 1) - 1;
+  beforeRemove?: (set: string) => Promise<void>,
+): Promise<string[]> {
   const sets = await listSets(driver, fullBackup);
-  // Remove the oldest beyond what may stay.
-  for (let i = sets.length - 1; i >= limit; i--) {
+  const removed: string[] = [];
+  for (let i = sets.length - 1; i >= Math.max(keep, 1); i--) {
     const set = sets[i];
     if (set === undefined) continue;
-    await beforeRemove(set);
-    await driver.removeTree(set);
+    if (beforeRemove) await beforeRemove(set);
+    const hidden = removingPath(fullBackup, set);
+    await driver.rename(set, hidden);
+    await testPause("removing");
+    await driver.removeTree(hidden);
+    removed.push(set);
   }
-  const remaining = sets.slice(0, limit);
-  // Shift from oldest to newest so no rename lands on an existing name.
-  for (let i = remaining.length - 1; i >= 0; i--) {
-    const set = remaining[i];
-    if (set === undefined) continue;
-    const target = `${fullBackup}.${i}`;
-    if (set !== target) await driver.rename(set, target);
-  }
+  return removed;
 }
