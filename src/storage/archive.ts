@@ -127,10 +127,13 @@ export class WalArchive {
     return { data, verified: true };
   }
 
-  /** Removes an archived file and its checksum. */
+  /**
+   * Removes an archived file and its checksum, the checksum first: a crash in between leaves a
+   * file served unverified, never a checksum without its file, which a later archive of the same
+   * name would meet (wrong) in the moment before it writes its own.
+   */
   async remove(name: string): Promise<boolean> {
-    const removed = await this.driver.remove(this.path(name));
     await this.driver.remove(this.checksumPath(name));
-    return removed;
+    return this.driver.remove(this.path(name));
   }
 }
