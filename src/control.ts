@@ -2,6 +2,7 @@ import { posix } from "node:path";
 import type { StorageDriver } from "./storage/driver";
 import { LockHeldError } from "./errors";
 import { describeHolder, judgeHolder, lockBody, parseLockInfo, selfLockInfo, tryTakeLock, type LockInfo } from "./lock";
+import { readBytes, writeBytes } from "./storage/bytes";
 
 /**
  * The control-file protocol, kept in completed_wals so that an existing walmgr.py slave
@@ -29,11 +30,11 @@ export class ControlFiles {
   }
 
   async exists(name: string): Promise<boolean> {
-    return (await this.driver.stat(this.path(name))) !== undefined;
+    return (await this.driver.info(this.path(name))) !== undefined;
   }
 
   async create(name: string, content = ""): Promise<void> {
-    await this.driver.publish(this.path(name), Buffer.from(content));
+    await writeBytes(this.driver, this.path(name), Buffer.from(content));
   }
 
   async remove(name: string): Promise<boolean> {
@@ -41,7 +42,7 @@ export class ControlFiles {
   }
 
   async read(name: string): Promise<string | undefined> {
-    return (await this.driver.read(this.path(name)))?.toString("utf8");
+    return (await readBytes(this.driver, this.path(name)))?.toString("utf8");
   }
 }
 

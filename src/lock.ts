@@ -21,6 +21,7 @@ import { posix } from "node:path";
 import type { StorageDriver } from "./storage/driver";
 import { processAlive } from "./storage/durable";
 import { bootId, ourProgram, procInfo, selfStartTime } from "./proc";
+import { readBytes, writeBytes } from "./storage/bytes";
 
 /** Who holds a lock. `pstart` and `boot` are missing in locks written by older versions. */
 export interface LockInfo {
@@ -171,8 +172,8 @@ export async function tryTakeLock(
   let reported: string | undefined;
   let last: TakeResult | undefined;
   for (let attempt = 0; attempt < 20; attempt++) {
-    if (await driver.publish(path, body, { exclusive: true })) return { taken: true, broke };
-    const raw = await driver.read(path);
+    if (await writeBytes(driver, path, body, { exclusive: true })) return { taken: true, broke };
+    const raw = await readBytes(driver, path);
     if (raw === undefined) continue; // released meanwhile: try again
     const text = raw.toString("utf8");
     const holder = parseLockInfo(text);
@@ -215,7 +216,7 @@ export async function breakStaleLock(
   const got = await tryTakeLock(driver, guard, mine, quiet, depth + 1);
   if (!got.taken) return false; // another process is clearing it: re-read and see
   try {
-    const now = await driver.read(path);
+    const now = await readBytes(driver, path);
     if (now === undefined || !now.equals(stale)) return false;
     return await driver.remove(path);
   } finally {
@@ -225,7 +226,7 @@ export async function breakStaleLock(
 
 /** Removes the lock at `path` if it still holds exactly `body` (never another holder's lock). */
 export async function releaseLock(driver: StorageDriver, path: string, body: Buffer): Promise<boolean> {
-  const now = await driver.read(path);
+  const now = await readBytes(driver, path);
   if (now === undefined || !now.equals(body)) return false;
   return driver.remove(path);
 }

@@ -9,6 +9,7 @@ import { removeStaleTemps } from "../storage/durable";
 import { PeriodicRunner } from "./periodic";
 import { describeHolder } from "../lock";
 import { Shipper, syncLockHeld, type StepResult } from "./sync";
+import { writeBytes } from "../storage/bytes";
 
 /** Kept in partial_wals by the daemon: who ships, how often, and when it last looked. */
 export const DAEMON_STATE = ".walmgr-daemon-state";
@@ -253,7 +254,8 @@ class Daemon {
       ...(final ? { stopped: new Date(now).toISOString() } : {}),
     };
     try {
-      await this.shipper.layout.driver.publish(
+      await writeBytes(
+        this.shipper.layout.driver,
         posix.join(this.shipper.dir, DAEMON_STATE),
         Buffer.from(`${JSON.stringify(state)}\n`),
       );

@@ -3,6 +3,7 @@ import { posix } from "node:path";
 import type { Context } from "../context";
 import { IoError, UsageError } from "../errors";
 import { slaveLayout, type SlaveLayout } from "../layout";
+import { readBytes, writeBytes } from "../storage/bytes";
 
 /** Kept in partial_wals: when periodic_command was last started, and how it ended. */
 export const PERIODIC_STATE = ".walmgr-periodic-state";
@@ -25,7 +26,7 @@ export function describeExit(status: number | null | undefined, signal: string |
 }
 
 export async function readPeriodicState(layout: SlaveLayout, dir: string): Promise<PeriodicState | undefined> {
-  const raw = await layout.driver.read(posix.join(dir, PERIODIC_STATE));
+  const raw = await readBytes(layout.driver, posix.join(dir, PERIODIC_STATE));
   if (!raw) return undefined;
   try {
     return JSON.parse(raw.toString("utf8")) as PeriodicState;
@@ -102,7 +103,7 @@ export class PeriodicRunner {
       const { layout, dir } = this.target();
       const save = async (): Promise<void> => {
         try {
-          await layout.driver.publish(posix.join(dir, PERIODIC_STATE), Buffer.from(`${JSON.stringify(state)}\n`));
+          await writeBytes(layout.driver, posix.join(dir, PERIODIC_STATE), Buffer.from(`${JSON.stringify(state)}\n`));
         } catch (err) {
           ctx.log.warn(`cannot record the periodic_command run: ${(err as Error).message}`);
         }

@@ -20,8 +20,19 @@ import { binPath } from "../paths";
 import { pgCommandLine, quoteConfValue, shellQuote } from "../pg/postgresql-conf";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
-import { copyTree, emptyDir, isSymlink, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
-import { writeFileDurable, fsyncDir, removeStaleTemps, stageFileCopy } from "../storage/durable";
+import {
+  copyTree,
+  emptyDir,
+  isSymlink,
+  LocalDriver,
+  mkdirPrivate,
+  removeTreeDurable,
+  renameOrCopyTree,
+} from "../storage/local";
+
+import { writeFileDurable, fsyncDir, removeStaleTemps } from "../storage/durable";
+import { storeFile } from "../storage/files";
+import { walkTreeSync } from "../storage/tree-walk";
 import type { Manifest } from "../storage/manifest";
 import { BACKUP_MANIFEST, listSets } from "./backup/sets";
 import {
@@ -35,6 +46,8 @@ import {
   type RestoreJournal,
   type RestorePaths,
 } from "./restore-journal";
+
+const localDriver = new LocalDriver();
 
 const MARK_BEGIN = "# --- walmgr-ts restore: recovery settings (begin) ---";
 const MARK_END = "# --- walmgr-ts restore: recovery settings (end) ---";
@@ -167,10 +180,12 @@ function io<T>(action: string, path: string, fn: () => T): T {
 
 /** Chowns a tree to uid:gid (when running as root on behalf of the postgres user); links are not followed. */
 function chownTree(path: string, uid: number, gid: number): void {
+  const fix = (p: string, st: { uid: number; gid: number }): void => {
+    if (st.uid !== uid || st.gid !== gid) io("cannot chown", p, () => chownSync(p, uid, gid));
+  };
   const st = io("cannot stat", path, () => lstatSync(path));
-  if (st.uid !== uid || st.gid !== gid) io("cannot chown", path, () => chownSync(path, uid, gid));
-  if (st.isDirectory())
-    for (const n of io("cannot list", path, () => readdirSync(path))) chownTree(join(path, n), uid, gid);
+  fix(path, st);
+  if (st.isDirectory()) walkTreeSync(path, (e) => fix(e.path, e.st), { follow: false, skipVanished: false });
 }
 
 const isRoot = (): boolean => process.getuid?.() === 0;
@@ -648,8 +663,7 @@ async function prepare(ctx: Context, paths: RestorePaths, j: RestoreJournal): Pr
       if (n.startsWith(".")) continue;
       const from = join(confBackup.path, n);
       const to = join(confDir, n);
-      const staged = await stageFileCopy(to, from);
-      staged.commit();
+      await storeFile(localDriver, to, from);
       if (isRoot()) io("cannot chown", to, () => chownSync(to, j.owner.uid, j.owner.gid));
     }
     ctx.log.info(`restored config files from ${confBackup.path} to ${confDir}`);

@@ -35,9 +35,9 @@ export async function createLayout(ctx: Context): Promise<void> {
   const layout = slaveLayout(ctx.config, "setup");
   const dirs = [layout.completed, layout.partial, layout.configBackup].filter((l) => l !== undefined);
   for (const loc of dirs) {
-    const st = await layout.driver.stat(loc.path);
+    const st = await layout.driver.info(loc.path);
     if (st?.isDirectory) continue;
-    await ctx.act(`create directory ${loc.path}`, () => layout.driver.mkdirp(loc.path));
+    await ctx.act(`create directory ${loc.path}`, () => layout.driver.pathCreate(loc.path));
     if (!ctx.dryRun) ctx.log.info(`created ${loc.path}`);
   }
   if (!ctx.dryRun && layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
@@ -352,7 +352,7 @@ async function warnGoneSinceSwitch(ctx: Context, gone: string[]): Promise<void> 
   const layout = slaveLayout(ctx.config, "setup");
   const lost: string[] = [];
   for (const n of gone) {
-    if ((await layout.driver.stat(posix.join(layout.completed.path, n))) === undefined) lost.push(n);
+    if ((await layout.driver.info(posix.join(layout.completed.path, n))) === undefined) lost.push(n);
   }
   if (lost.length === 0) return;
   const list = lost.length > 3 ? `${lost[0]} … ${lost[lost.length - 1]}` : lost.join(", ");

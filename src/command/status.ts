@@ -7,6 +7,7 @@ import { readPidfile } from "../pidfile";
 import { DAEMON_STATE, type DaemonState } from "./daemon";
 import { readPeriodicState, type PeriodicState } from "./periodic";
 import { readSyncState, type SyncState } from "./sync";
+import { readBytes } from "../storage/bytes";
 
 export interface Status {
   role: "master" | "slave";
@@ -30,7 +31,7 @@ export interface Status {
 
 async function readDaemonState(ctx: Context, dir: string): Promise<DaemonState | undefined> {
   const layout = slaveLayout(ctx.config, "status");
-  const raw = await layout.driver.read(posix.join(dir, DAEMON_STATE));
+  const raw = await readBytes(layout.driver, posix.join(dir, DAEMON_STATE));
   if (!raw) return undefined;
   try {
     return JSON.parse(raw.toString("utf8")) as DaemonState;

@@ -16,6 +16,8 @@ import { connectMaster, type Db } from "../pg/client";
 import { parseSize } from "../pg/units";
 import { WalArchive } from "../storage/archive";
 import { formatLsn, lsnToSegment, parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
+import { readBytes, writeBytes } from "../storage/bytes";
+import { requireFeature } from "../storage/driver";
 
 /** Kept in partial_wals: how far the in-progress segment has been shipped. */
 export const SYNC_STATE = ".walmgr-sync-state";
@@ -94,7 +96,7 @@ export class SyncLock {
   /** True while the file still holds our exact body: nobody broke or replaced it. */
   async stillOurs(): Promise<boolean> {
     if (!this.body) return false;
-    const now = await this.layout.driver.read(this.path);
+    const now = await readBytes(this.layout.driver, this.path);
     if (now?.equals(this.body)) return true;
     this.forget();
     return false;
@@ -194,7 +196,7 @@ export function validPrefix(pages: Buffer, fileStart: number, segLsn: bigint, bl
 }
 
 export async function readSyncState(layout: SlaveLayout, dir: string): Promise<SyncState | undefined> {
-  return parseSyncState(await layout.driver.read(posix.join(dir, SYNC_STATE)));
+  return parseSyncState(await readBytes(layout.driver, posix.join(dir, SYNC_STATE)));
 }
 
 function parseSyncState(raw: Buffer | undefined): SyncState | undefined {
@@ -299,7 +301,7 @@ export class Shipper {
 
   /** Checks that partial_wals exists (an I/O error naming it otherwise). */
   async checkTarget(): Promise<void> {
-    if (!(await this.layout.driver.stat(this.dir))?.isDirectory) {
+    if (!(await this.layout.driver.info(this.dir))?.isDirectory) {
       throw new IoError(
         `partial_wals ${this.dir} does not exist`,
         "create the slave directory layout with `wal-ctl CONFIG setup`",
@@ -332,7 +334,7 @@ export class Shipper {
    * next write republishes the segment whole instead of writing in place.
    */
   private async loadState(): Promise<SyncState | undefined> {
-    const raw = await this.layout.driver.read(posix.join(this.dir, SYNC_STATE));
+    const raw = await readBytes(this.layout.driver, posix.join(this.dir, SYNC_STATE));
     if (this.stateLoaded && !(raw === undefined ? this.stateRaw === undefined : this.stateRaw?.equals(raw))) {
       this.ctx.log.warn(
         `${posix.join(this.dir, SYNC_STATE)} changed under this sync: shipping the segment whole again`,
@@ -347,7 +349,7 @@ export class Shipper {
 
   private async saveState(next: SyncState): Promise<void> {
     const raw = Buffer.from(`${JSON.stringify(next)}\n`);
-    await this.layout.driver.publish(posix.join(this.dir, SYNC_STATE), raw);
+    await writeBytes(this.layout.driver, posix.join(this.dir, SYNC_STATE), raw);
     this.state = next;
     this.stateRaw = raw;
     this.stateLoaded = true;
@@ -362,7 +364,7 @@ export class Shipper {
 
   private async archived(name: string): Promise<boolean> {
     const archive = new WalArchive(this.layout.driver, this.layout.completed.path);
-    return (await this.layout.driver.stat(archive.path(name))) !== undefined;
+    return (await this.layout.driver.info(archive.path(name))) !== undefined;
   }
 
   /**
@@ -401,7 +403,7 @@ export class Shipper {
       await this.prune(name);
       return { shipped, segment: name, masterLsn: lsnText, switched };
     }
-    const existing = await this.layout.driver.stat(dest);
+    const existing = await this.layout.driver.info(dest);
     const incremental =
       !this.rewriteWhole && state?.name === name && state.offset <= offset && existing?.size === segSize;
     const from = incremental ? state.offset : 0;
@@ -421,9 +423,9 @@ export class Shipper {
       return { shipped: 0, segment: name, masterLsn: lsnText, switched };
     }
     if (incremental) {
-      await this.layout.driver.writeAt(dest, from, chunk);
+      await requireFeature(this.layout.driver, "writeAt").writeAt(dest, from, chunk);
     } else {
-      await this.layout.driver.publish(dest, chunk, { padTo: segSize });
+      await writeBytes(this.layout.driver, dest, chunk, { padTo: segSize });
     }
     await this.saveState({ name, offset, lsn: lsnText, time: new Date().toISOString() });
     this.rewriteWhole = false;
@@ -488,7 +490,7 @@ export class Shipper {
     const segLsn = segmentNumber(name, segSize) * BigInt(segSize);
     const end = pageStart + validPrefix(bytes, pageStart, segLsn, blockSize);
     if (end <= from) return 0;
-    const existing = await this.layout.driver.stat(dest);
+    const existing = await this.layout.driver.info(dest);
     const inPlace = !this.rewriteWhole && from > 0 && existing?.size === segSize;
     const chunk = bytes.subarray(inPlace ? from - pageStart : 0, end - pageStart);
     if (this.ctx.dryRun) {
@@ -496,12 +498,12 @@ export class Shipper {
       return 0;
     }
     if (inPlace) {
-      await this.layout.driver.writeAt(dest, from, chunk);
+      await requireFeature(this.layout.driver, "writeAt").writeAt(dest, from, chunk);
     } else {
       // Without the shipped start in place, ship the whole written part from the segment's start.
       const whole = pageStart === 0 ? chunk : readRange(src, 0, end);
       checkPageAddresses(whole, 0, segLsn, blockSize, src);
-      await this.layout.driver.publish(dest, whole, { padTo: segSize });
+      await writeBytes(this.layout.driver, dest, whole, { padTo: segSize });
     }
     this.note(`shipped the rest of ${name} (up to offset ${end}) to ${dest}`);
     return chunk.length;
@@ -569,7 +571,7 @@ export class Shipper {
       this.ctx.out(`[not really] copy ${src} (${data.length} bytes) to ${dest}`);
       return 0;
     }
-    await this.layout.driver.publish(dest, data);
+    await writeBytes(this.layout.driver, dest, data);
     this.note(`shipped ${name} (whole file, ${data.length} bytes) to ${dest}`);
     await this.saveState({ name, offset: data.length, lsn: "", time: new Date().toISOString() });
     return data.length;

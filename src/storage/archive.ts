@@ -1,15 +1,13 @@
-import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { posix } from "node:path";
-import { readFileSync } from "node:fs";
 import { ArchiveConflictError, IoError, ioError } from "../errors";
 import type { WalName } from "../wal/names";
+import { readBytes, writeBytes } from "./bytes";
 import type { FileInfo, StorageDriver } from "./driver";
+import { fetchToFile, storeFile } from "./files";
+import { hashStream } from "./sha256";
 
 export type PushResult = "stored" | "identical";
-
-export function sha256(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
-}
 
 /** Name of the checksum file beside an archived file: hidden, so never mistaken for WAL. */
 export function checksumName(name: string): string {
@@ -28,7 +26,7 @@ function formatChecksum(hex: string, name: string): string {
 /**
  * The archive policy over a storage driver: every archived file gets a checksum, an archived
  * file is never replaced with other content (safety rule 2), and nothing is served that fails
- * its checksum (rule 3).
+ * its checksum (rule 3). Everything streams: a segment of any size costs constant memory.
  */
 export class WalArchive {
   constructor(
@@ -58,27 +56,30 @@ export class WalArchive {
    */
   async pushFile(wal: WalName, src: string): Promise<{ result: PushResult; bytes: number }> {
     const dest = this.path(wal.name);
-    const info = await this.driver.stat(dest);
+    const info = await this.driver.info(dest);
     if (info?.isSymlink === true || info?.isFile === false) this.refuseNotAFile(dest, info);
+    let local: { sha256: string; bytes: number } | undefined;
     if (info === undefined) {
-      const put = await this.driver.publishFile(dest, src, { exclusive: true });
+      const put = await storeFile(this.driver, dest, src, { exclusive: true, sweepDeadWriters: true });
       if (put.stored) {
         await this.writeChecksum(wal.name, put.sha256);
         return { result: "stored", bytes: put.bytes };
       }
       // Someone archived the same name meanwhile: judge their file like any existing one.
+      local = put;
     }
-    let data: Buffer;
-    try {
-      data = readFileSync(src);
-    } catch (err) {
-      throw ioError("cannot read WAL file", src, err);
+    if (local === undefined) {
+      try {
+        local = await hashStream(createReadStream(src, { highWaterMark: 1 << 20 }));
+      } catch (err) {
+        throw ioError("cannot read WAL file", src, err);
+      }
     }
-    return { result: await this.compareExisting(wal, data), bytes: data.length };
+    return { result: await this.compareExisting(wal, local), bytes: local.bytes };
   }
 
   private async writeChecksum(name: string, hex: string): Promise<void> {
-    await this.driver.publish(this.checksumPath(name), Buffer.from(formatChecksum(hex, name)));
+    await writeBytes(this.driver, this.checksumPath(name), Buffer.from(formatChecksum(hex, name)));
   }
 
   private refuseNotAFile(dest: string, info: FileInfo): never {
@@ -89,42 +90,53 @@ export class WalArchive {
     );
   }
 
-  private async compareExisting(wal: WalName, data: Buffer): Promise<PushResult> {
+  /**
+   * Compares the archived `wal.name` with the local file's digest by streaming the archived
+   * copy through sha256 (never holding either in memory).
+   */
+  private async compareExisting(wal: WalName, local: { sha256: string; bytes: number }): Promise<PushResult> {
     const dest = this.path(wal.name);
-    const hex = sha256(data);
-    const existing = await this.driver.read(dest);
-    if (existing === undefined) throw new IoError(`${dest} vanished while being compared`, "retry the archive");
-    if (!existing.equals(data)) {
+    const stream = await this.driver.newRead(dest);
+    if (stream === undefined) throw new IoError(`${dest} vanished while being compared`, "retry the archive");
+    const existing = await hashStream(stream);
+    if (existing.sha256 !== local.sha256 || existing.bytes !== local.bytes) {
       throw new ArchiveConflictError(
-        `${dest} is already archived with other content (${existing.length} bytes, sha256 ${sha256(existing).slice(0, 16)}…; new: ${data.length} bytes, sha256 ${hex.slice(0, 16)}…)`,
+        `${dest} is already archived with other content (${existing.bytes} bytes, sha256 ${existing.sha256.slice(0, 16)}…; new: ${local.bytes} bytes, sha256 ${local.sha256.slice(0, 16)}…)`,
         "two clusters may be archiving into the same directory, or a master was restored without a new timeline; the archived copy was left unchanged",
       );
     }
     // The archived bytes are ours, so a missing checksum (a walmgr.py archive, or a winner
     // that died before writing it) or a wrong one is repaired from them: never otherwise.
-    const sum = await this.driver.read(this.checksumPath(wal.name));
-    if (sum === undefined || !sum.toString("utf8").startsWith(hex)) await this.writeChecksum(wal.name, hex);
+    const sum = await readBytes(this.driver, this.checksumPath(wal.name));
+    if (sum === undefined || !sum.toString("utf8").startsWith(local.sha256)) {
+      await this.writeChecksum(wal.name, local.sha256);
+    }
     return "identical";
   }
 
   /**
-   * The archived file, verified against its checksum; undefined when it is not archived.
-   * `verified` is false for files archived without a checksum (by walmgr.py, say).
+   * Restores the archived `name` to the local file `dest`: streamed through sha256 into a temp
+   * beside `dest` that is renamed to `dest` only when the digest matches the checksum file, so
+   * `dest` never holds a short, partial or corrupt file (safety rule 3). Undefined when `name`
+   * is not archived; `verified` is false for files archived without a checksum (by walmgr.py,
+   * say). A mismatch is an IoError and leaves nothing at `dest`.
    */
-  async fetch(name: string): Promise<{ data: Buffer; verified: boolean } | undefined> {
-    const data = await this.driver.read(this.path(name));
-    if (data === undefined) return undefined;
-    const sum = await this.driver.read(this.checksumPath(name));
-    if (sum === undefined) return { data, verified: false };
-    const expected = sum.toString("utf8").slice(0, 64);
-    const actual = sha256(data);
-    if (expected !== actual) {
-      throw new IoError(
-        `${this.path(name)} fails its checksum (expected sha256 ${expected.slice(0, 16)}…, found ${actual.slice(0, 16)}…): refusing to serve it`,
-        "the archived copy is corrupt: re-archive it from the master (if it still has it) or restore from a newer backup",
-      );
-    }
-    return { data, verified: true };
+  async restoreTo(name: string, dest: string): Promise<{ bytes: number; verified: boolean } | undefined> {
+    const path = this.path(name);
+    // The checksum first: it is written after its file and removed before it, so one that is
+    // there has its file (or the file's removal under way: then nothing is served).
+    const sum = await readBytes(this.driver, this.checksumPath(name));
+    const expected = sum === undefined ? undefined : sum.toString("utf8").slice(0, 64);
+    const got = await fetchToFile(this.driver, path, dest, {
+      ...(expected !== undefined ? { expectSha256: expected } : {}),
+      onMismatch: (actual) =>
+        new IoError(
+          `${path} fails its checksum (expected sha256 ${(expected ?? "").slice(0, 16)}…, found ${actual.slice(0, 16)}…): refusing to serve it`,
+          "the archived copy is corrupt: re-archive it from the master (if it still has it) or restore from a newer backup",
+        ),
+    });
+    if (got === undefined) return undefined;
+    return { bytes: got.bytes, verified: expected !== undefined };
   }
 
   /**

@@ -1,9 +1,18 @@
+import type { Readable, Writable } from "node:stream";
+import { ConfigError } from "../errors";
 import type { Manifest } from "./manifest";
+
 /**
- * The transport seam: how files reach the slave directory. Drivers (local directory, ssh, and
- * later an object store) implement these few verbs; policy (checksums, never overwriting other
- * content, naming) lives above them in `archive.ts`. Nothing here promises POSIX semantics
- * beyond what each method's comment says.
+ * The transport seam, in the mould of pgBackRest's storage interface: how bytes reach the
+ * slave directory and come back. Drivers (local directory, ssh, and later an object store)
+ * implement the few verbs of `StorageDriver`; they only move bytes and keep the one promise an
+ * object store can keep too: an object appears under its name complete and durable, or not at
+ * all. Policy (checksums, never replacing other content, verify-while-read, private modes of
+ * local copies) lives above them: `archive.ts`, `bytes.ts`, `files.ts`.
+ *
+ * Things only some storage can do (update part of a file in place, folders that can be renamed
+ * and trees copied into them) are features (`StorageFeatures`): a caller that needs one asks for
+ * it with `requireFeature`, and gets a clear error on storage that lacks it.
  */
 export interface FileInfo {
   size: number;
@@ -16,6 +25,35 @@ export interface FileInfo {
   isSymlink?: boolean;
 }
 
+/** Options of `StorageDriver.newWrite`. */
+export interface WriteOptions {
+  /**
+   * Never replace: `commit` resolves false and changes nothing when the name exists. Of
+   * concurrent exclusive writers of one name exactly one commits.
+   */
+  exclusive?: boolean;
+  /** Zero-extend the stored object to this many bytes (partial segments are stored full-size). */
+  padTo?: number;
+  /**
+   * Before writing, remove what dead writers left beside `path` (temporaries of a kill -9):
+   * callers that write often into one folder (the archiver) ask for it so litter cannot pile up.
+   */
+  sweepDeadWriters?: boolean;
+}
+
+/**
+ * A new object being written: a Writable taking its bytes. Nothing is visible under the name
+ * until `commit`, which ends the stream if the caller has not, and resolves once the object is
+ * under its name complete and durable (true), or, with `exclusive`, resolves false when the name
+ * was taken (nothing changed). `abort` (also what destroying the stream does) discards what was
+ * written; after either, the handle is finished.
+ */
+export interface WriteHandle extends Writable {
+  commit(): Promise<boolean>;
+  abort(): Promise<void>;
+}
+
+/** Counts of a tree copy. */
 export interface TreeStats {
   files: number;
   bytes: number;
@@ -23,54 +61,25 @@ export interface TreeStats {
   sent?: number;
 }
 
-export interface StorageDriver {
-  /** Size and sha256 of every file under the directory `dir`, computed where it is stored. */
-  manifest(dir: string): Promise<Manifest>;
-  /** For messages: "local" or "ssh host". */
-  readonly description: string;
-  /**
-   * Publishes `data` at `path` atomically (readers see all of it or none) and durably (it
-   * survives a crash of either side once this resolves). Replaces an existing file unless
-   * `exclusive`, in which case it resolves false and changes nothing when `path` exists.
-   * `padTo` zero-extends the stored file to that many bytes.
-   */
-  publish(path: string, data: Uint8Array, opts?: { exclusive?: boolean; padTo?: number }): Promise<boolean>;
-  /**
-   * Copies the local file `src` to `path` with the same guarantees as `publish`, streaming (a
-   * 1 GiB segment is never held in memory), and returns the sha256 of what it copied. With
-   * `exclusive`, an existing file at `path` is never replaced: `stored` is then false and
-   * nothing changed; exactly one of several concurrent exclusive calls stores. Temporaries that
-   * dead writers left beside `path` are removed on the way in; a live writer's never are.
-   */
-  publishFile(
-    path: string,
-    src: string,
-    opts?: { exclusive?: boolean },
-  ): Promise<{ sha256: string; bytes: number; stored: boolean }>;
-  /** Durably overwrites bytes of an existing file at `offset` (in-progress WAL segments). */
+/** Feature `writeAt`: in-place durable update of part of an existing file (local, ssh). */
+export interface WriteAtFeature {
+  /** Durably overwrites bytes of the existing file `path` at `offset` (in-progress segments). */
   writeAt(path: string, offset: number, data: Uint8Array): Promise<void>;
-  /**
-   * The whole file; undefined when it does not exist. Only a regular file is read: anything
-   * else under the name (a symbolic link, a FIFO, a folder) is an IoError naming it.
-   */
-  read(path: string): Promise<Buffer | undefined>;
-  /** undefined when it does not exist. */
-  stat(path: string): Promise<FileInfo | undefined>;
-  /** Entry names in a directory; undefined when the directory does not exist. */
-  list(dir: string): Promise<string[] | undefined>;
-  /** Durably removes a file; false when it was not there. */
-  remove(path: string): Promise<boolean>;
-  /** Removes a directory tree (no error when absent). */
+}
+
+/** Feature `tree`: folders of files, as backup sets need them (local, ssh). */
+export interface TreeFeature {
+  /** Size and sha256 of every file under the folder `dir`, computed where it is stored. */
+  manifest(dir: string): Promise<Manifest>;
+  /** Removes a folder tree (no error when absent). */
   removeTree(path: string): Promise<void>;
-  /** Creates a directory and its parents, private to the owner (0700). */
-  mkdirp(path: string): Promise<void>;
-  /** Durably renames within the slave directory; fails when `to` exists. */
-  rename(from: string, to: string): Promise<void>;
+  /** Durably renames a folder within the storage; fails when `to` exists. */
+  renameDir(from: string, to: string): Promise<void>;
   /**
-   * Copies the local tree `src` to `dest` on the slave, keeping only what `keep(rel, isDir)`
+   * Copies the local tree `src` to `dest` in the storage, keeping only what `keep(rel, isDir)`
    * accepts. Files that vanish while being copied are skipped (a running database removes
-   * files; WAL replay repairs that). Everything copied is fsynced before this resolves.
-   * `basis` names an earlier copy on the slave (the previous backup set) that a remote driver
+   * files; WAL replay repairs that). Everything copied is durable before this resolves.
+   * `basis` names an earlier copy in the storage (the previous backup set) that a remote driver
    * may send differences against; it is never modified. A file may be taken from the basis
    * without reading its content only when its mtime is older than `trustMtimeBefore` (ms since
    * the epoch) and its size and mtime match the basis copy; every other file is compared by
@@ -82,4 +91,53 @@ export interface StorageDriver {
     keep: (rel: string, isDir: boolean) => boolean,
     opts?: { basis?: string; trustMtimeBefore?: number | undefined },
   ): Promise<TreeStats>;
+}
+
+/** The capabilities beyond the common verbs; absent means the storage cannot do it. */
+export interface StorageFeatures {
+  writeAt?: WriteAtFeature;
+  tree?: TreeFeature;
+}
+
+export interface StorageDriver {
+  /** For messages: "local" or "ssh host". */
+  readonly description: string;
+  /** Capabilities a caller must ask for explicitly (`requireFeature`). */
+  readonly features: StorageFeatures;
+  /** What is under `path`; undefined when nothing is. */
+  info(path: string): Promise<FileInfo | undefined>;
+  /** Entry names in the folder `dir`; undefined when there is no such folder. */
+  list(dir: string): Promise<string[] | undefined>;
+  /** Durably removes a file; false when it was not there. */
+  remove(path: string): Promise<boolean>;
+  /** Creates the folder `dir` and its parents, private to the owner (0700); no error when there. */
+  pathCreate(dir: string): Promise<void>;
+  /**
+   * The content of the file `path` as a stream, or undefined when nothing is under the name.
+   * Only a regular file is read: anything else (a symbolic link, a FIFO, a folder) is an IoError
+   * naming it. The stream errors (never just ends early) when the bytes cannot all be delivered.
+   */
+  newRead(path: string): Promise<Readable | undefined>;
+  /** A new object at `path` (see `WriteHandle`, `WriteOptions`). */
+  newWrite(path: string, opts?: WriteOptions): Promise<WriteHandle>;
+}
+
+const FEATURE_WHAT: Record<keyof StorageFeatures, string> = {
+  writeAt: "update part of a file in place",
+  tree: "hold folders of files (backup sets)",
+};
+
+/** The feature `name` of `driver`, or a ConfigError naming the storage and what it cannot do. */
+export function requireFeature<K extends keyof StorageFeatures>(
+  driver: StorageDriver,
+  name: K,
+): NonNullable<StorageFeatures[K]> {
+  const f = driver.features[name];
+  if (f === undefined) {
+    throw new ConfigError(
+      `the ${driver.description} storage cannot ${FEATURE_WHAT[name]}`,
+      "use a slave directory (local or over ssh) for this command",
+    );
+  }
+  return f;
 }

@@ -9,20 +9,14 @@ import {
   openSync,
   readdirSync,
   readFileSync,
-  readSync,
   renameSync,
   statSync,
   unlinkSync,
   writeSync,
-  open as fsOpen,
-  read as fsRead,
-  write as fsWrite,
-  fsync as fsFsync,
 } from "node:fs";
-import { createHash } from "node:crypto";
 import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
-import { ioError, isErrno, WalmgrError } from "../errors";
+import { ioError, isErrno } from "../errors";
 
 /** Prefix of every temporary file this project writes; never a WAL-like name. */
 export const TMP_PREFIX = ".walmgr-tmp.";
@@ -199,131 +193,6 @@ export function writeFileDurable(
     removeQuietly(tmp);
     throw ioError("cannot write", path, err);
   }
-}
-
-export interface StagedCopy {
-  sha256: string;
-  bytes: number;
-  /** rename (or link, when `exclusive`) into place + directory fsync; false when `exclusive` and the target exists. */
-  commit: (exclusive?: boolean) => boolean;
-  abort: () => void;
-}
-
-/**
- * Copies the local file `src` (a regular file or a pipe) to a temporary file beside `path`,
- * makes it durable, and returns the sha256 of the staged copy with a commit and an abort
- * function. Splitting the two lets the caller decide between them. The temp file is 0600 from
- * its creation and named after this process (see `tempNameFor`), so a kill -9 leaves nothing
- * readable by others and nothing a later cleaner cannot recognise as litter.
- */
-export async function stageFileCopy(path: string, src: string): Promise<StagedCopy> {
-  const tmp = tempNameFor(path);
-  const abort = (): void => removeQuietly(tmp);
-  let inFd: number;
-  try {
-    // On the thread pool: opening a FIFO waits for its writer without blocking signal handling.
-    inFd = await new Promise<number>((resolveOpen, rejectOpen) =>
-      fsOpen(src, "r", (err, fd) => (err ? rejectOpen(err) : resolveOpen(fd))),
-    );
-  } catch (err) {
-    throw ioError("cannot read", src, err);
-  }
-  let result: { sha256: string; bytes: number };
-  let outFd: number | undefined;
-  try {
-    outFd = createTemp(tmp);
-    result = await copyHashed(inFd, outFd, src);
-  } catch (err) {
-    abort();
-    throw err instanceof WalmgrError ? err : ioError("cannot write", path, err);
-  } finally {
-    closeSync(inFd);
-    if (outFd !== undefined) closeSync(outFd);
-  }
-  return {
-    ...result,
-    commit: (exclusive = false) => {
-      try {
-        return commitTemp(tmp, path, exclusive);
-      } catch (err) {
-        abort();
-        throw ioError("cannot write", path, err);
-      }
-    },
-    abort,
-  };
-}
-
-const COPY_CHUNK = 1 << 20;
-
-function readChunk(fd: number, buf: Buffer): Promise<number> {
-  return new Promise((resolveRead, rejectRead) =>
-    fsRead(fd, buf, 0, buf.length, null, (err, n) => (err ? rejectRead(err) : resolveRead(n))),
-  );
-}
-
-async function writeChunk(fd: number, data: Buffer): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    off += await new Promise<number>((resolveWrite, rejectWrite) =>
-      fsWrite(fd, data, off, data.length - off, null, (err, n) => (err ? rejectWrite(err) : resolveWrite(n))),
-    );
-  }
-}
-
-/**
- * Copies `inFd` to `outFd` and fsyncs the copy; returns the sha256 and size of what it copied.
- * The thread pool writes one chunk and reads the next while this thread hashes the chunk in
- * between, so the hash costs little wall time beyond the copy it overlaps (the checksum of a
- * segment is the price of archiving it, paid once). Sequential reads work for pipes too.
- */
-async function copyHashed(inFd: number, outFd: number, src: string): Promise<{ sha256: string; bytes: number }> {
-  const hash = createHash("sha256");
-  let cur = Buffer.allocUnsafe(COPY_CHUNK);
-  let spare = Buffer.allocUnsafe(COPY_CHUNK);
-  let bytes = 0;
-  let n: number;
-  try {
-    n = await readChunk(inFd, cur);
-  } catch (err) {
-    throw ioError("cannot read", src, err);
-  }
-  while (n > 0) {
-    const chunk = cur.subarray(0, n);
-    const written = writeChunk(outFd, chunk);
-    const next = readChunk(inFd, spare);
-    hash.update(chunk);
-    // Both must settle before a buffer is reused or a descriptor closed.
-    const [w, r] = await Promise.allSettled([written, next]);
-    if (w.status === "rejected") throw w.reason;
-    if (r.status === "rejected") throw ioError("cannot read", src, r.reason);
-    bytes += n;
-    [cur, spare] = [spare, cur];
-    n = r.value;
-  }
-  await new Promise<void>((resolveSync, rejectSync) =>
-    fsFsync(outFd, (err) => (err ? rejectSync(err) : resolveSync())),
-  );
-  return { sha256: hash.digest("hex"), bytes };
-}
-
-/** sha256 and size of a local file, read in 1 MiB chunks. */
-export function hashFile(path: string): { sha256: string; bytes: number } {
-  const hash = createHash("sha256");
-  const buf = Buffer.allocUnsafe(1 << 20);
-  const fd = openSync(path, "r");
-  let bytes = 0;
-  try {
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, bytes);
-      if (n === 0) break;
-      hash.update(buf.subarray(0, n));
-      bytes += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return { sha256: hash.digest("hex"), bytes };
 }
 
 /** Writes `data` at `offset` of an existing file and fsyncs it. */

@@ -8,19 +8,33 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
-  readFileSync,
   renameSync,
   rmSync,
   statSync,
   chmodSync,
   chownSync,
   existsSync,
+  createReadStream,
+  write as fsWrite,
+  fsync as fsFsync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { finished } from "node:stream/promises";
+import { PassThrough, Writable, type Readable } from "node:stream";
 import { IoError, ioError, isErrno, WalmgrError } from "../errors";
-import type { FileInfo, StorageDriver, TreeStats } from "./driver";
+import type { FileInfo, StorageDriver, StorageFeatures, TreeStats, WriteHandle, WriteOptions } from "./driver";
 import { buildManifest, type Manifest } from "./manifest";
-import { fsyncDir, removeDurable, removeStaleTemps, stageFileCopy, writeAtDurable, writeFileDurable } from "./durable";
+import {
+  commitTemp,
+  createTemp,
+  fsyncDir,
+  removeDurable,
+  removeQuietly,
+  removeStaleTemps,
+  tempNameFor,
+  writeAtDurable,
+} from "./durable";
+import { walkTree } from "./tree-walk";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
@@ -45,42 +59,46 @@ export function mkdirPrivate(dir: string): void {
 /** The slave directory is on this machine (or a mounted file system). */
 export class LocalDriver implements StorageDriver {
   readonly description = "local";
+  readonly features: StorageFeatures = {
+    writeAt: {
+      writeAt: async (path: string, offset: number, data: Uint8Array): Promise<void> => {
+        writeAtDurable(path, offset, data);
+        return Promise.resolve();
+      },
+    },
+    tree: {
+      manifest: async (dir: string): Promise<Manifest> => {
+        try {
+          return Promise.resolve(buildManifest(dir));
+        } catch (err) {
+          throw ioError("cannot read", dir, err);
+        }
+      },
+      removeTree: async (path: string): Promise<void> => {
+        try {
+          rmSync(path, { recursive: true, force: true });
+          fsyncDir(dirname(path));
+        } catch (err) {
+          throw ioError("cannot remove", path, err);
+        }
+        return Promise.resolve();
+      },
+      renameDir: async (from: string, to: string): Promise<void> => {
+        if (existsSync(to)) throw new WalmgrError(`cannot rename ${from} to ${to}: the target exists`, 9);
+        try {
+          renameSync(from, to);
+        } catch (err) {
+          throw ioError(`cannot rename ${from} to`, to, err);
+        }
+        fsyncDir(dirname(to));
+        if (dirname(from) !== dirname(to)) fsyncDir(dirname(from));
+        return Promise.resolve();
+      },
+      putTree: async (src, dest, keep): Promise<TreeStats> => copyTree(src, dest, keep),
+    },
+  };
 
-  async manifest(dir: string): Promise<Manifest> {
-    try {
-      return buildManifest(dir);
-    } catch (err) {
-      throw ioError("cannot read", dir, err);
-    }
-  }
-
-  async publish(path: string, data: Uint8Array, opts: { exclusive?: boolean; padTo?: number } = {}): Promise<boolean> {
-    return Promise.resolve(writeFileDurable(path, data, opts));
-  }
-
-  async publishFile(
-    path: string,
-    src: string,
-    opts: { exclusive?: boolean } = {},
-  ): Promise<{ sha256: string; bytes: number; stored: boolean }> {
-    // Litter of killed writers beside `path` goes on the way in: a kill -9 must not leave
-    // temps that pile up until the disk is full.
-    removeStaleTemps(dirname(path));
-    const staged = await stageFileCopy(path, src);
-    const stored = staged.commit(opts.exclusive);
-    return { sha256: staged.sha256, bytes: staged.bytes, stored };
-  }
-
-  async writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {
-    writeAtDurable(path, offset, data);
-    return Promise.resolve();
-  }
-
-  async read(path: string): Promise<Buffer | undefined> {
-    return Promise.resolve(readRegularFile(path));
-  }
-
-  async stat(path: string): Promise<FileInfo | undefined> {
+  async info(path: string): Promise<FileInfo | undefined> {
     let link = false;
     try {
       link = lstatSync(path).isSymbolicLink();
@@ -114,35 +132,146 @@ export class LocalDriver implements StorageDriver {
     return Promise.resolve(removeDurable(path));
   }
 
-  async removeTree(path: string): Promise<void> {
+  async pathCreate(dir: string): Promise<void> {
+    mkdirPrivate(dir);
+    return Promise.resolve();
+  }
+
+  async newRead(path: string): Promise<Readable | undefined> {
+    const fd = openRegularFile(path);
+    if (fd === undefined) return undefined;
+    const stream = createReadStream("", { fd, highWaterMark: CHUNK });
+    // Errors name the file, like every other I/O error of this driver.
+    const named = new PassThrough({ highWaterMark: CHUNK });
+    stream.on("error", (err) => named.destroy(ioError("cannot read", path, err)));
+    return Promise.resolve(stream.pipe(named));
+  }
+
+  async newWrite(path: string, opts: WriteOptions = {}): Promise<WriteHandle> {
+    // Litter of killed writers beside `path` goes on the way in when asked: a kill -9 must
+    // not leave temps that pile up until the disk is full.
+    if (opts.sweepDeadWriters === true) removeStaleTemps(dirname(path));
+    const tmp = tempNameFor(path);
+    let fd: number;
     try {
-      rmSync(path, { recursive: true, force: true });
-      fsyncDir(dirname(path));
+      fd = createTemp(tmp);
     } catch (err) {
-      throw ioError("cannot remove", path, err);
+      throw ioError("cannot write", path, err);
     }
-    return Promise.resolve();
+    return Promise.resolve(new LocalWrite(path, tmp, fd, opts));
+  }
+}
+
+const CHUNK = 1 << 20;
+
+/**
+ * A new local file: written to a private temp beside `path` (see tempNameFor), fsynced at the
+ * end, then renamed (or, exclusive, linked) into place with a folder fsync.
+ */
+class LocalWrite extends Writable implements WriteHandle {
+  private fd: number | undefined;
+  private written = 0;
+  private done = false;
+
+  constructor(
+    readonly path: string,
+    private readonly tmp: string,
+    fd: number,
+    private readonly opts: WriteOptions,
+  ) {
+    // autoDestroy off: finishing the stream must not discard the temp before `commit`.
+    super({ highWaterMark: CHUNK, autoDestroy: false });
+    this.fd = fd;
   }
 
-  async mkdirp(path: string): Promise<void> {
-    mkdirPrivate(path);
-    return Promise.resolve();
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const fd = this.fd;
+    if (fd === undefined) return cb(new IoError(`cannot write ${this.path}: already closed`));
+    writeFully(fd, chunk).then(
+      () => {
+        this.written += chunk.length;
+        cb();
+      },
+      (err: unknown) => cb(ioError("cannot write", this.path, err)),
+    );
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    if (existsSync(to)) throw new WalmgrError(`cannot rename ${from} to ${to}: the target exists`, 9);
+  override _final(cb: (err?: Error | null) => void): void {
+    const fd = this.fd;
+    if (fd === undefined) return cb(new IoError(`cannot write ${this.path}: already closed`));
+    (async (): Promise<void> => {
+      const padTo = this.opts.padTo ?? 0;
+      if (padTo > this.written) {
+        const zeros = Buffer.alloc(Math.min(CHUNK, padTo - this.written));
+        while (this.written < padTo) {
+          const n = Math.min(zeros.length, padTo - this.written);
+          await writeFully(fd, zeros.subarray(0, n));
+          this.written += n;
+        }
+      }
+      await new Promise<void>((res, rej) => fsFsync(fd, (err) => (err ? rej(err) : res())));
+    })().then(
+      () => cb(),
+      (err: unknown) => cb(ioError("cannot write", this.path, err)),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.discard();
+    cb(err);
+  }
+
+  private closeFd(): void {
+    if (this.fd === undefined) return;
     try {
-      renameSync(from, to);
-    } catch (err) {
-      throw ioError(`cannot rename ${from} to`, to, err);
+      closeSync(this.fd);
+    } catch {
+      // closing a temp we are about to drop or have fsynced
     }
-    fsyncDir(dirname(to));
-    if (dirname(from) !== dirname(to)) fsyncDir(dirname(from));
-    return Promise.resolve();
+    this.fd = undefined;
   }
 
-  async putTree(src: string, dest: string, keep: (rel: string, isDir: boolean) => boolean): Promise<TreeStats> {
-    return copyTree(src, dest, keep);
+  private discard(): void {
+    if (this.done) return;
+    this.done = true;
+    this.closeFd();
+    removeQuietly(this.tmp);
+  }
+
+  async commit(): Promise<boolean> {
+    if (this.done) throw new IoError(`cannot write ${this.path}: the write was already committed or aborted`);
+    try {
+      if (!this.writableFinished) {
+        if (!this.writableEnded) this.end();
+        await finished(this);
+      }
+    } catch (err) {
+      this.discard();
+      throw ioError("cannot write", this.path, err);
+    }
+    this.done = true;
+    this.closeFd();
+    try {
+      return commitTemp(this.tmp, this.path, this.opts.exclusive === true);
+    } catch (err) {
+      removeQuietly(this.tmp);
+      throw ioError("cannot write", this.path, err);
+    }
+  }
+
+  async abort(): Promise<void> {
+    this.discard();
+    if (!this.destroyed) this.destroy();
+    return Promise.resolve();
+  }
+}
+
+async function writeFully(fd: number, data: Buffer): Promise<void> {
+  let off = 0;
+  while (off < data.length) {
+    off += await new Promise<number>((res, rej) =>
+      fsWrite(fd, data, off, data.length - off, null, (err, n) => (err ? rej(err) : res(n))),
+    );
   }
 }
 
@@ -156,64 +285,49 @@ export async function copyTree(
   keep: (rel: string, isDir: boolean) => boolean,
 ): Promise<TreeStats> {
   const stats: TreeStats = { files: 0, bytes: 0 };
-  const walk = async (rel: string): Promise<void> => {
-    const from = rel === "" ? src : join(src, rel);
-    const to = rel === "" ? dest : join(dest, rel);
-    mkdirPrivate(to);
-    let entries: string[];
-    try {
-      entries = readdirSync(from);
-    } catch (err) {
-      if (isErrno(err, "ENOENT")) return;
-      throw ioError("cannot list", from, err);
-    }
-    for (const name of entries) {
-      const childRel = rel === "" ? name : `${rel}/${name}`;
-      const childFrom = join(from, name);
-      let st;
-      try {
-        st = statSync(childFrom);
-      } catch (err) {
-        if (isErrno(err, "ENOENT")) continue;
-        throw ioError("cannot stat", childFrom, err);
-      }
+  const target = (rel: string): string => (rel === "" ? dest : join(dest, rel));
+  mkdirPrivate(dest);
+  await walkTree(
+    src,
+    async ({ rel, path: from, st }) => {
       if (st.isDirectory()) {
-        if (keep(childRel, true)) await walk(childRel);
-        continue;
+        if (!keep(rel, true)) return false;
+        mkdirPrivate(target(rel));
+        return true;
       }
-      if (!st.isFile() || !keep(childRel, false)) continue;
-      const childTo = join(to, name);
+      if (!st.isFile() || !keep(rel, false)) return false;
+      const to = target(rel);
       try {
-        copyFileSync(childFrom, childTo);
-        chmodSync(childTo, 0o600);
-        const fd = openSync(childTo, "r");
+        copyFileSync(from, to);
+        chmodSync(to, 0o600);
+        const fd = openSync(to, "r");
         if (isRoot) {
-          const owner = statSync(to);
-          if (owner.uid !== 0) chownSync(childTo, owner.uid, owner.gid);
+          const owner = statSync(dirname(to));
+          if (owner.uid !== 0) chownSync(to, owner.uid, owner.gid);
         }
         fsyncSync(fd);
         closeSync(fd);
       } catch (err) {
-        if (isErrno(err, "ENOENT") && !existsSync(childFrom)) continue;
-        throw ioError("cannot copy", `${childFrom} to ${childTo}`, err);
+        if (isErrno(err, "ENOENT") && !existsSync(from)) return false;
+        throw ioError("cannot copy", `${from} to ${to}`, err);
       }
       stats.files++;
       stats.bytes += st.size;
       if (stats.files % 64 === 0) await new Promise((r) => setImmediate(r));
-    }
-    fsyncDir(to);
-  };
-  await walk("");
+      return false;
+    },
+    { leave: (_dir, rel) => fsyncDir(target(rel)) },
+  );
   return stats;
 }
 
 /**
- * The whole content of the regular file `path`; undefined when nothing is there. Anything else
+ * An open descriptor on the regular file `path`; undefined when nothing is there. Anything else
  * under that name (a symbolic link, even to a regular file; a FIFO, a device, a folder) is an
  * IoError naming it: the slave directory holds only regular files this project wrote, so
  * anything else was planted, and following it could serve another file's bytes as WAL.
  */
-export function readRegularFile(path: string): Buffer | undefined {
+export function openRegularFile(path: string): number | undefined {
   let fd: number;
   try {
     // O_NOFOLLOW refuses a symlink in the last component atomically; O_NONBLOCK keeps a planted
@@ -227,12 +341,11 @@ export function readRegularFile(path: string): Buffer | undefined {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw notRegular(path, st.isDirectory() ? "a folder" : "a special file");
-    return readFileSync(fd);
+    return fd;
   } catch (err) {
+    closeSync(fd);
     if (err instanceof WalmgrError) throw err;
     throw ioError("cannot read", path, err);
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -1,27 +1,28 @@
-import { readdirSync, statSync } from "node:fs";
-import { isAbsolute, join } from "node:path";
+import { isAbsolute } from "node:path";
 import { IoError } from "../errors";
-import { hashFile } from "./durable";
+import { hashFile } from "./sha256";
+import { walkTreeSync } from "./tree-walk";
 
 /** Size and sha256 of every file of a backup set, written as .walmgr-manifest.json. */
 export interface Manifest {
   files: Record<string, { size: number; sha256: string }>;
 }
 
-/** Builds the manifest of a local tree; top-level `.walmgr-*` files (our metadata) are left out. */
+/**
+ * Builds the manifest of a local tree (symbolic links followed, each file hashed in 1 MiB
+ * chunks); top-level `.walmgr-*` files (our metadata) are left out.
+ */
 export function buildManifest(dir: string): Manifest {
   const files: Manifest["files"] = {};
-  const walk = (rel: string): void => {
-    const abs = rel === "" ? dir : join(dir, rel);
-    for (const name of readdirSync(abs)) {
-      const childRel = rel === "" ? name : `${rel}/${name}`;
-      if (rel === "" && name.startsWith(".walmgr-")) continue;
-      const st = statSync(join(abs, name));
-      if (st.isDirectory()) walk(childRel);
-      else if (st.isFile()) files[childRel] = { size: st.size, sha256: hashFile(join(abs, name)).sha256 };
-    }
-  };
-  walk("");
+  walkTreeSync(
+    dir,
+    ({ rel, path, st }) => {
+      if (!rel.includes("/") && rel.startsWith(".walmgr-")) return false;
+      if (st.isFile()) files[rel] = { size: st.size, sha256: hashFile(path).sha256 };
+      return true;
+    },
+    { skipVanished: false },
+  );
   return { files };
 }
 

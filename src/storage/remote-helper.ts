@@ -12,7 +12,8 @@
  * SLAVE_CONFIG may be "-" when the master has no slave_config: the helper then needs none.
  */
 import { createHash } from "node:crypto";
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, statSync, writeSync, chmodSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readFileSync, writeSync, chmodSync } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { ExitCode, IoError, UsageError, WalmgrError, ioError, type ExitCodeValue } from "../errors";
@@ -31,7 +32,11 @@ import {
   writeAtDurable,
   writeFileDurable,
 } from "./durable";
+import { parseTrailer, TRAILER_BYTES } from "./body-trailer";
+import { requireFeature } from "./driver";
 import { LocalDriver, mkdirPrivate } from "./local";
+import { sha256 as sha } from "./sha256";
+import { walkTreeSync } from "./tree-walk";
 
 export const HELPER_VERBS = new Set([
   "xprobe",
@@ -93,27 +98,57 @@ function out(value: unknown): void {
  * Streams stdin into a temp file beside `path` (0600 from its creation, named after this
  * helper, which lives until the temp is committed or removed), fsyncs it, checks length and
  * sha256, and puts it in place (exclusively: false when `path` exists). Temps of dead writers
- * beside `path` are removed first.
+ * beside `path` are removed first. With `bytes` and `sha` undefined the body ends with a
+ * trailer (`bodyTrailer`) instead, so a writer can stream what it has not measured yet; a
+ * stream cut anywhere fails the check either way. `padTo` zero-extends the stored file.
  */
-async function put(path: string, exclusive: boolean, bytes: number, sha: string): Promise<boolean> {
+async function put(
+  path: string,
+  exclusive: boolean,
+  bytes: number | undefined,
+  sha: string | undefined,
+  padTo?: number,
+): Promise<boolean> {
   removeStaleTemps(dirname(path));
   const tmp = tempNameFor(path);
   const hash = createHash("sha256");
   let got = 0;
   let fd: number | undefined;
+  const trailerMode = bytes === undefined;
+  let held = Buffer.alloc(0);
   try {
     const tmpFd = createTemp(tmp);
     fd = tmpFd;
-    for await (const chunk of process.stdin) {
-      const b = chunk as Buffer;
+    const take = (b: Buffer): void => {
       hash.update(b);
       writeAll(tmpFd, b);
       got += b.length;
+    };
+    for await (const chunk of process.stdin) {
+      const b = chunk as Buffer;
+      if (!trailerMode) {
+        take(b);
+        continue;
+      }
+      // Hold back the last TRAILER_BYTES: they are the trailer if the stream ends here.
+      const all = held.length === 0 ? b : Buffer.concat([held, b]);
+      const cut = Math.max(0, all.length - TRAILER_BYTES);
+      if (cut > 0) take(all.subarray(0, cut));
+      held = Buffer.from(all.subarray(cut));
     }
+    let wantBytes = bytes ?? -1;
+    let wantSha = sha ?? "";
+    const trailer = trailerMode ? parseTrailer(held) : undefined;
+    if (trailer) {
+      wantBytes = trailer.bytes;
+      wantSha = trailer.sha256;
+    }
+    const digest = hash.digest("hex");
+    verify(path, wantBytes, wantSha, got, digest);
+    if (padTo !== undefined && padTo > got) writeAll(tmpFd, Buffer.alloc(padTo - got), got);
     fsyncSync(tmpFd);
     fd = undefined;
     closeSync(tmpFd);
-    verify(path, bytes, sha, got, hash.digest("hex"));
   } catch (err) {
     if (fd !== undefined) closeSync(fd);
     removeQuietly(tmp);
@@ -130,13 +165,13 @@ async function put(path: string, exclusive: boolean, bytes: number, sha: string)
 /** fsyncs every file and folder under `root` (rsync writes but never fsyncs). */
 export function fsyncTree(root: string): { files: number; bytes: number } {
   const stats = { files: 0, bytes: 0 };
-  const walk = (dir: string): void => {
-    for (const name of readdirSync(dir)) {
-      const p = join(dir, name);
-      const st = statSync(p);
-      if (st.isDirectory()) walk(p);
-      else if (st.isFile()) {
-        const fd = openSync(p, "r");
+  try {
+    chmodSync(root, 0o700);
+    walkTreeSync(
+      root,
+      ({ path, st }) => {
+        if (!st.isFile()) return;
+        const fd = openSync(path, "r");
         try {
           fsyncSync(fd);
         } finally {
@@ -144,13 +179,9 @@ export function fsyncTree(root: string): { files: number; bytes: number } {
         }
         stats.files++;
         stats.bytes += st.size;
-      }
-    }
-    fsyncDir(dir);
-  };
-  try {
-    chmodSync(root, 0o700);
-    walk(root);
+      },
+      { skipVanished: false, leave: (dir) => fsyncDir(dir) },
+    );
     fsyncDir(dirname(root));
   } catch (err) {
     throw ioError("cannot fsync", root, err);
@@ -229,6 +260,7 @@ async function receiveTree(dest: string): Promise<{ files: number; bytes: number
 
 async function runVerb(verb: string, args: string[], log: Logger): Promise<ExitCodeValue> {
   const local = new LocalDriver();
+  const tree = requireFeature(local, "tree");
   switch (verb) {
     case "xprobe": {
       const r = spawnSync("rsync", ["--version"], { stdio: "ignore" });
@@ -236,25 +268,37 @@ async function runVerb(verb: string, args: string[], log: Logger): Promise<ExitC
       return ExitCode.OK;
     }
     case "xstat":
-      out((await local.stat(arg(args, 0, "path"))) ?? null);
+      out((await local.info(arg(args, 0, "path"))) ?? null);
       return ExitCode.OK;
     case "xmanifest": {
       const dir = arg(args, 0, "directory");
-      out((await local.stat(dir))?.isDirectory ? await local.manifest(dir) : null);
+      out((await local.info(dir))?.isDirectory ? await tree.manifest(dir) : null);
       return ExitCode.OK;
     }
     case "xlist":
       out((await local.list(arg(args, 0, "directory"))) ?? null);
       return ExitCode.OK;
     case "xread": {
-      const data = await local.read(arg(args, 0, "path"));
+      // Streamed: a segment of any size costs this helper constant memory.
+      const data = await local.newRead(arg(args, 0, "path"));
       if (data === undefined) return ExitCode.NOT_AVAILABLE;
-      await new Promise<void>((resolve, reject) => process.stdout.write(data, (e) => (e ? reject(e) : resolve())));
+      await pipeline(data, process.stdout, { end: false });
       return ExitCode.OK;
     }
     case "xput": {
       const path = arg(args, 0, "path");
-      out({ stored: await put(path, args[1] === "1", num(args[2], "length"), arg(args, 3, "sha256")) });
+      // LENGTH and SHA256 "-": the body ends with a trailer (see put); PADTO optional.
+      const trailer = args[2] === "-";
+      const padTo = args[4] === undefined || args[4] === "-" ? undefined : num(args[4], "padding");
+      out({
+        stored: await put(
+          path,
+          args[1] === "1",
+          trailer ? undefined : num(args[2], "length"),
+          trailer ? undefined : arg(args, 3, "sha256"),
+          padTo,
+        ),
+      });
       return ExitCode.OK;
     }
     case "xpublish": {
@@ -279,19 +323,19 @@ async function runVerb(verb: string, args: string[], log: Logger): Promise<ExitC
       return ExitCode.OK;
     case "xrmtree": {
       const p = arg(args, 0, "path");
-      await local.removeTree(p);
+      await tree.removeTree(p);
       log.info(`removed ${p} (for the master)`);
       return ExitCode.OK;
     }
     case "xmkdir": {
       const p = arg(args, 0, "path");
-      await local.mkdirp(p);
+      await local.pathCreate(p);
       return ExitCode.OK;
     }
     case "xrename": {
       const from = arg(args, 0, "source path");
       const to = arg(args, 1, "target path");
-      await local.rename(from, to);
+      await tree.renameDir(from, to);
       log.info(`renamed ${from} to ${to} (for the master)`);
       return ExitCode.OK;
     }
@@ -318,10 +362,6 @@ async function runVerb(verb: string, args: string[], log: Logger): Promise<ExitC
     default:
       throw new UsageError(`helper: unknown verb ${JSON.stringify(verb)}`);
   }
-}
-
-function sha(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
 }
 
 /** Entry of the helper (from wal-ctl, before its normal argument parsing). Exits when done. */

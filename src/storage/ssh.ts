@@ -11,15 +11,19 @@
  * prompt. Host-key checking and everything else follow the operator's ssh config (`ssh_config`
  * to use another file than ~/.ssh/config).
  */
-import { spawn, spawnSync } from "node:child_process";
-import { closeSync, createReadStream, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { PassThrough, Writable, type Readable } from "node:stream";
+import { finished } from "node:stream/promises";
+import { closeSync, createReadStream, fstatSync, openSync, readSync } from "node:fs";
 import { join, posix } from "node:path";
 import { ConfigError, ExitCode, IoError, isErrno, ioError, TransportError, WalmgrError } from "../errors";
 import type { ExitCodeValue } from "../errors";
 import { shellQuote } from "../pg/postgresql-conf";
-import type { FileInfo, StorageDriver, TreeStats } from "./driver";
+import type { FileInfo, StorageDriver, StorageFeatures, TreeStats, WriteHandle, WriteOptions } from "./driver";
 import type { Manifest } from "./manifest";
-import { hashFile } from "./durable";
+import { bodyTrailer } from "./body-trailer";
+import { sha256 as sha } from "./sha256";
+import { walkTreeSync } from "./tree-walk";
 import { createHash } from "node:crypto";
 
 export interface SshOptions {
@@ -219,46 +223,147 @@ export class SshDriver implements StorageDriver {
     return res.status === 0;
   }
 
-  async publish(path: string, data: Uint8Array, opts: { exclusive?: boolean; padTo?: number } = {}): Promise<boolean> {
-    const buf = Buffer.from(data);
-    const r = await this.json<{ stored: boolean }>(
-      "xpublish",
-      [
-        path,
-        opts.exclusive ? "1" : "0",
-        opts.padTo === undefined ? "-" : String(opts.padTo),
-        String(buf.length),
-        sha(buf),
-      ],
-      { input: buf },
-    );
-    return r.stored;
+  readonly features: StorageFeatures = {
+    writeAt: { writeAt: (path, offset, data) => this.writeAt(path, offset, data) },
+    tree: {
+      manifest: (dir) => this.manifest(dir),
+      removeTree: (path) => this.removeTree(path),
+      renameDir: (from, to) => this.rename(from, to),
+      putTree: (src, dest, keep, opts) => this.putTree(src, dest, keep, opts),
+    },
+  };
+
+  /**
+   * One helper call (xput) per object: the body streams to the helper's stdin, hashed on the
+   * way, and ends with a trailer of its length and sha256 (see remote-helper.ts `put`), which
+   * the helper checks before it fsyncs the temp and puts it in place. The helper that writes
+   * the temp lives until it is committed or removed, so the temp carries a live writer's name
+   * the whole time and the slave's stale-temp cleanup never takes it.
+   */
+  async newWrite(path: string, opts: WriteOptions = {}): Promise<WriteHandle> {
+    const args = [path, opts.exclusive ? "1" : "0", "-", "-", opts.padTo === undefined ? "-" : String(opts.padTo)];
+    const child = spawn("ssh", this.helperArgs("xput", args), { stdio: ["pipe", "pipe", "pipe"] });
+    const result = this.collect("xput", child, this.smallMs());
+    return Promise.resolve(new SshWrite(path, child, result, this.opts.host));
   }
 
   /**
-   * One helper call (xput) streams the file, checks its length and sha256, fsyncs it and puts
-   * it in place: the helper that writes the temp file lives until it is committed or removed,
-   * so the temp carries a live writer's name the whole time and the slave's stale-temp cleanup
-   * never takes it (a temp named after a helper that had already exited could be deleted
-   * between a separate stage and commit).
+   * The file streamed from the helper's stdout (xread). Resolves once the first bytes (or the
+   * helper's end) arrive, so that "not there" (exit 1 before any byte) is told apart; the stream
+   * errors, never just ends, when ssh or the helper fails midway.
    */
-  async publishFile(
-    path: string,
-    src: string,
-    opts: { exclusive?: boolean } = {},
-  ): Promise<{ sha256: string; bytes: number; stored: boolean }> {
-    let local: { sha256: string; bytes: number };
-    try {
-      local = hashFile(src);
-    } catch (err) {
-      throw ioError("cannot read", src, err);
-    }
-    const { stored } = await this.json<{ stored: boolean }>(
-      "xput",
-      [path, opts.exclusive ? "1" : "0", String(local.bytes), local.sha256],
-      { inputFile: src },
-    );
-    return { ...local, stored };
+  async newRead(path: string): Promise<Readable | undefined> {
+    const child = spawn("ssh", this.helperArgs("xread", [path]), { stdio: ["ignore", "pipe", "pipe"] });
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    let err = "";
+    let why: string | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const idleMs = this.smallMs();
+    const arm = (): void => {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => {
+        why = `no answer for ${Math.round(idleMs / 1000)} s`;
+        child.kill("SIGKILL");
+      }, idleMs);
+    };
+    arm();
+    return new Promise<Readable | undefined>((resolve, reject) => {
+      let started = false;
+      const start = (): void => {
+        if (started) return;
+        started = true;
+        resolve(out);
+      };
+      child.stdout.on("data", (c: Buffer) => {
+        arm();
+        start();
+        if (!out.write(c)) {
+          child.stdout.pause();
+          out.once("drain", () => child.stdout.resume());
+        }
+      });
+      child.stderr.on("data", (c: Buffer) => {
+        if (err.length < 65536) err += c.toString("utf8");
+      });
+      out.on("close", () => {
+        // The reader gave up early: stop the transfer.
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      });
+      child.on("error", (e) => {
+        if (timer) clearTimeout(timer);
+        const fail = new TransportError(`cannot run ssh for ${this.opts.host}: ${e.message}`, "install openssh-client");
+        if (started) out.destroy(fail);
+        else reject(fail);
+      });
+      child.on("close", (code, signal) => {
+        if (timer) clearTimeout(timer);
+        if (!started && code === ExitCode.NOT_AVAILABLE && why === undefined) return resolve(undefined);
+        const fail = this.failure("xread", { code, signal, stderr: err }, why);
+        if (fail) {
+          if (started) out.destroy(fail);
+          else reject(fail);
+          return;
+        }
+        start();
+        out.end();
+      });
+    });
+  }
+
+  async info(path: string): Promise<FileInfo | undefined> {
+    return (await this.json<FileInfo | null>("xstat", [path])) ?? undefined;
+  }
+
+  async pathCreate(path: string): Promise<void> {
+    await this.call("xmkdir", [path], { idleMs: this.smallMs() });
+  }
+
+  /** Waits for a helper spawned by `newWrite`; its JSON answer, or the error of how it ended. */
+  private collect(verb: string, child: ChildProcess, idleMs: number): Promise<{ stored: boolean }> {
+    return new Promise((resolve, reject) => {
+      const out: Buffer[] = [];
+      let err = "";
+      let why: string | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const arm = (): void => {
+        if (timer) clearTimeout(timer);
+        timer = setTimeout(() => {
+          why = `no answer for ${Math.round(idleMs / 1000)} s`;
+          child.kill("SIGKILL");
+        }, idleMs);
+      };
+      arm();
+      child.stdout?.on("data", (c: Buffer) => {
+        out.push(c);
+        arm();
+      });
+      child.stderr?.on("data", (c: Buffer) => {
+        if (err.length < 65536) err += c.toString("utf8");
+        arm();
+      });
+      child.stdin?.on("error", () => undefined); // EPIPE when ssh dies: reported by its exit
+      (child as ChildProcess & { arm?: () => void }).arm = arm;
+      child.on("error", (e) => {
+        if (timer) clearTimeout(timer);
+        reject(new TransportError(`cannot run ssh for ${this.opts.host}: ${e.message}`, "install openssh-client"));
+      });
+      child.on("close", (code, signal) => {
+        if (timer) clearTimeout(timer);
+        const fail = this.failure(verb, { code, signal, stderr: err }, why);
+        if (fail) return reject(fail);
+        const text = Buffer.concat(out).toString("utf8");
+        try {
+          resolve(JSON.parse(text) as { stored: boolean });
+        } catch {
+          reject(
+            new TransportError(
+              `ssh to ${this.opts.host} (${verb}): unexpected answer ${JSON.stringify(text.slice(0, 200))}`,
+              "something on the slave (a login script?) writes to stdout; make non-interactive logins silent",
+            ),
+          );
+        }
+      });
+    });
   }
 
   async writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {
@@ -267,15 +372,6 @@ export class SshDriver implements StorageDriver {
       input: buf,
       idleMs: this.smallMs(),
     });
-  }
-
-  async read(path: string): Promise<Buffer | undefined> {
-    const res = await this.call("xread", [path], { idleMs: this.smallMs() });
-    return res.code === ExitCode.NOT_AVAILABLE ? undefined : res.stdout;
-  }
-
-  async stat(path: string): Promise<FileInfo | undefined> {
-    return (await this.json<FileInfo | null>("xstat", [path])) ?? undefined;
   }
 
   async manifest(dir: string): Promise<Manifest> {
@@ -294,10 +390,6 @@ export class SshDriver implements StorageDriver {
 
   async removeTree(path: string): Promise<void> {
     await this.call("xrmtree", [path]);
-  }
-
-  async mkdirp(path: string): Promise<void> {
-    await this.call("xmkdir", [path], { idleMs: this.smallMs() });
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -337,7 +429,7 @@ export class SshDriver implements StorageDriver {
     const useRsync = probe.rsync && process.env.WALMGR_NO_RSYNC !== "1" && localRsync();
     if (!useRsync) return this.streamTree(src, dest, entries);
     let basis: string | undefined;
-    if (opts.basis !== undefined && (await this.stat(opts.basis))?.isDirectory) {
+    if (opts.basis !== undefined && (await this.info(opts.basis))?.isDirectory) {
       basis = posix.isAbsolute(opts.basis) ? opts.basis : posix.relative(dest, opts.basis);
     }
     let sent: number;
@@ -512,6 +604,77 @@ export class SshDriver implements StorageDriver {
   }
 }
 
+/** The handle of `SshDriver.newWrite`: bytes to the helper's stdin, trailer at the end. */
+class SshWrite extends Writable implements WriteHandle {
+  private readonly hash = createHash("sha256");
+  private bytes = 0;
+  private done = false;
+  private pending: ((err?: Error | null) => void) | undefined;
+
+  constructor(
+    readonly path: string,
+    private readonly child: ChildProcess,
+    private readonly result: Promise<{ stored: boolean }>,
+    private readonly host: string,
+  ) {
+    super({ highWaterMark: 1 << 20, autoDestroy: false });
+    // A write waiting for 'drain' when ssh dies would wait for ever: fail it with how ssh ended.
+    result.then(
+      () => this.settle(new TransportError(`ssh to ${host} (xput) ended before the body was sent`)),
+      (err: Error) => this.settle(err),
+    );
+  }
+
+  private settle(err: Error): void {
+    const cb = this.pending;
+    this.pending = undefined;
+    cb?.(err);
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    (this.child as ChildProcess & { arm?: () => void }).arm?.();
+    const stdin = this.child.stdin;
+    if (!stdin || stdin.destroyed) return cb(new TransportError(`ssh to ${this.host} (xput) ended early`));
+    if (stdin.write(chunk)) return cb();
+    this.pending = cb;
+    stdin.once("drain", () => {
+      const p = this.pending;
+      this.pending = undefined;
+      p?.();
+    });
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.child.stdin?.end(bodyTrailer(this.bytes, this.hash.digest("hex")), () => cb());
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.done) {
+      this.done = true;
+      // Without its trailer the helper stores nothing; killing ssh makes sure of it.
+      this.child.kill("SIGKILL");
+    }
+    cb(err);
+  }
+
+  async commit(): Promise<boolean> {
+    if (this.done) throw new IoError(`cannot write ${this.path}: the write was already committed or aborted`);
+    if (!this.writableFinished) {
+      if (!this.writableEnded) this.end();
+      await Promise.race([finished(this), this.result]);
+    }
+    this.done = true;
+    return (await this.result).stored;
+  }
+
+  async abort(): Promise<void> {
+    if (!this.destroyed) this.destroy();
+    await this.result.catch(() => undefined);
+  }
+}
+
 interface TreeEntry {
   rel: string;
   isDir: boolean;
@@ -522,35 +685,16 @@ interface TreeEntry {
 /** The tree below `src` as `keep` accepts it, symlinks followed (like the local copy). */
 function listTree(src: string, keep: (rel: string, isDir: boolean) => boolean): TreeEntry[] {
   const out: TreeEntry[] = [];
-  const walk = (rel: string): void => {
-    const from = rel === "" ? src : join(src, rel);
-    let names: string[];
-    try {
-      names = readdirSync(from);
-    } catch (err) {
-      if (isErrno(err, "ENOENT")) return;
-      throw ioError("cannot list", from, err);
+  walkTreeSync(src, ({ rel, path, st }) => {
+    if (BAD_CHARS.test(rel)) throw new IoError(`cannot copy ${path}: its name has a line break`);
+    if (st.isDirectory()) {
+      if (!keep(rel, true)) return false;
+      out.push({ rel, isDir: true, size: 0, mtimeMs: st.mtimeMs });
+      return true;
     }
-    for (const name of names) {
-      const childRel = rel === "" ? name : `${rel}/${name}`;
-      if (BAD_CHARS.test(childRel)) throw new IoError(`cannot copy ${join(from, name)}: its name has a line break`);
-      let st;
-      try {
-        st = statSync(join(from, name));
-      } catch (err) {
-        if (isErrno(err, "ENOENT")) continue;
-        throw ioError("cannot stat", join(from, name), err);
-      }
-      if (st.isDirectory()) {
-        if (!keep(childRel, true)) continue;
-        out.push({ rel: childRel, isDir: true, size: 0, mtimeMs: st.mtimeMs });
-        walk(childRel);
-      } else if (st.isFile() && keep(childRel, false)) {
-        out.push({ rel: childRel, isDir: false, size: st.size, mtimeMs: st.mtimeMs });
-      }
-    }
-  };
-  walk("");
+    if (st.isFile() && keep(rel, false)) out.push({ rel, isDir: false, size: st.size, mtimeMs: st.mtimeMs });
+    return false;
+  });
   return out;
 }
 
@@ -565,8 +709,4 @@ let setprivHere: boolean | undefined;
 function pdeathsig(): boolean {
   setprivHere ??= spawnSync("setpriv", ["--pdeathsig", "KILL", "--", "true"], { stdio: "ignore" }).status === 0;
   return setprivHere;
-}
-
-function sha(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
 }

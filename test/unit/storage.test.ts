@@ -29,15 +29,20 @@ import {
   processStart,
   removeDurable,
   removeStaleTemps,
-  stageFileCopy,
   tempNameFor,
   TMP_PREFIX,
   writeAtDurable,
   writeFileDurable,
 } from "../../src/storage/durable";
-import type { StorageDriver } from "../../src/storage/driver";
+import { requireFeature, type StorageDriver, type WriteOptions } from "../../src/storage/driver";
 import { LocalDriver } from "../../src/storage/local";
-import { checksumName, isChecksumName, sha256, WalArchive } from "../../src/storage/archive";
+import { checksumName, isChecksumName, WalArchive } from "../../src/storage/archive";
+import { readBytes, writeBytes } from "../../src/storage/bytes";
+import { storeFile } from "../../src/storage/files";
+import { HashStream, sha256 } from "../../src/storage/sha256";
+import { ioError } from "../../src/errors";
+import { createReadStream, open as fsOpen } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import { requireWalName } from "../../src/wal/names";
 
 const SEG = "000000010000000000000001";
@@ -54,6 +59,40 @@ afterEach(() => {
 
 function hashOf(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
+}
+
+/** A local file written through LocalDriver.newWrite, not yet committed (the old stageFileCopy). */
+async function stageFileCopy(dest: string, src: string, opts: { exclusive?: boolean } = {}) {
+  // The source is opened (on the thread pool) before anything is awaited: a FIFO's writer may
+  // block this thread in open() right after this call.
+  const opening = new Promise<number>((res, rej) => fsOpen(src, "r", (err, fd) => (err ? rej(err) : res(fd))));
+  opening.catch(() => undefined);
+  const handle = await new LocalDriver().newWrite(dest, opts);
+  let input;
+  try {
+    input = createReadStream("", { fd: await opening, highWaterMark: 1 << 20 });
+  } catch (err) {
+    await handle.abort();
+    throw ioError("cannot read", src, err);
+  }
+  const hash = new HashStream();
+  try {
+    await pipeline(input, hash, handle);
+  } catch (err) {
+    await handle.abort();
+    throw ioError("cannot read", src, err);
+  }
+  return { bytes: hash.bytes, sha256: hash.sha256, commit: () => handle.commit(), abort: () => handle.abort() };
+}
+
+/** What wal-restore gets for `name`: restored into a scratch file and read back. */
+async function fetchArchived(arch: WalArchive, name: string) {
+  const out = join(dir, "restored");
+  const got = await arch.restoreTo(name, out);
+  if (got === undefined) return undefined;
+  const data = readFileSync(out);
+  rmSync(out);
+  return { data, verified: got.verified };
 }
 
 function temps(d: string): string[] {
@@ -192,7 +231,7 @@ describe("stageFileCopy", () => {
     assert.equal(staged.bytes, data.length);
     assert.equal(existsSync(dest), false, "nothing visible before commit");
     assert.equal(temps(dir).length, 1);
-    assert.equal(staged.commit(), true);
+    assert.equal(await staged.commit(), true);
     assert.deepEqual(readFileSync(dest), data);
     assert.equal(mode(dest), 0o600);
     assert.deepEqual(temps(dir), []);
@@ -206,7 +245,7 @@ describe("stageFileCopy", () => {
     const [tmp] = temps(dir);
     assert.ok(tmp !== undefined);
     assert.equal(mode(join(dir, tmp)), 0o600);
-    staged.commit();
+    await staged.commit();
     assert.equal(mode(dest), 0o600);
   });
 
@@ -229,7 +268,7 @@ describe("stageFileCopy", () => {
     assert.equal(seen, 0o600);
     assert.equal(staged.bytes, 65536 + 1000);
     assert.equal(staged.sha256, hashOf(Buffer.concat([Buffer.alloc(65536, 1), Buffer.alloc(1000, 2)])));
-    staged.abort();
+    await staged.abort();
     assert.deepEqual(temps(dir), []);
   });
 
@@ -239,7 +278,7 @@ describe("stageFileCopy", () => {
     const staged = await stageFileCopy(dest, src);
     assert.equal(staged.bytes, 0);
     assert.equal(staged.sha256, hashOf(Buffer.alloc(0)));
-    assert.equal(staged.commit(), true);
+    assert.equal(await staged.commit(), true);
     assert.equal(statSync(dest).size, 0);
   });
 
@@ -247,8 +286,8 @@ describe("stageFileCopy", () => {
     const src = source(Buffer.from("new"));
     const dest = join(dir, SEG);
     writeFileSync(dest, "old");
-    const staged = await stageFileCopy(dest, src);
-    assert.equal(staged.commit(true), false);
+    const staged = await stageFileCopy(dest, src, { exclusive: true });
+    assert.equal(await staged.commit(), false);
     assert.equal(readFileSync(dest, "utf8"), "old");
     assert.deepEqual(temps(dir), []);
   });
@@ -256,8 +295,8 @@ describe("stageFileCopy", () => {
   test("exclusive commit creates a missing target", async () => {
     const src = source(Buffer.from("new"));
     const dest = join(dir, SEG);
-    const staged = await stageFileCopy(dest, src);
-    assert.equal(staged.commit(true), true);
+    const staged = await stageFileCopy(dest, src, { exclusive: true });
+    assert.equal(await staged.commit(), true);
     assert.equal(readFileSync(dest, "utf8"), "new");
     assert.deepEqual(temps(dir), []);
   });
@@ -266,7 +305,7 @@ describe("stageFileCopy", () => {
     const src = source(Buffer.from("data"));
     const dest = join(dir, SEG);
     const staged = await stageFileCopy(dest, src);
-    staged.abort();
+    await staged.abort();
     assert.equal(existsSync(dest), false);
     assert.deepEqual(temps(dir), []);
   });
@@ -284,33 +323,33 @@ describe("stageFileCopy", () => {
 describe("LocalDriver", () => {
   const driver = new LocalDriver();
 
-  test("publishFile copies, returns the sha256 of the source and stores it 0600", async () => {
+  test("storeFile copies, returns the sha256 of the source and stores it 0600", async () => {
     const data = randomBytes(100_000);
     const src = source(data);
     const dest = join(dir, SEG);
-    const res = await driver.publishFile(dest, src);
+    const res = await storeFile(driver, dest, src);
     assert.deepEqual(res, { sha256: hashOf(data), bytes: data.length, stored: true });
     assert.deepEqual(readFileSync(dest), data);
     assert.equal(mode(dest), 0o600);
     assert.deepEqual(temps(dir), []);
   });
 
-  test("publishFile with exclusive refuses an existing target", async () => {
+  test("storeFile with exclusive refuses an existing target", async () => {
     const src = source(Buffer.from("new"));
     const dest = join(dir, SEG);
     writeFileSync(dest, "old");
-    const res = await driver.publishFile(dest, src, { exclusive: true });
+    const res = await storeFile(driver, dest, src, { exclusive: true });
     assert.equal(res.stored, false);
     assert.equal(readFileSync(dest, "utf8"), "old");
     assert.deepEqual(temps(dir), []);
   });
 
-  test("publishFile removes dead writers' temps beside the target, never a live writer's", async () => {
+  test("newWrite asked to sweep removes dead writers' temps beside the target, never a live writer's", async () => {
     const dead = `${TMP_PREFIX}000000010000000000000009.${deadPid()}`;
     const alive = `${TMP_PREFIX}00000001000000000000000A.${process.ppid}-${processStart(process.ppid) ?? "0"}@${hostTag()}`;
     writeFileSync(join(dir, dead), "litter");
     writeFileSync(join(dir, alive), "work in progress");
-    await driver.publishFile(join(dir, SEG), source(Buffer.from("wal")), { exclusive: true });
+    await storeFile(driver, join(dir, SEG), source(Buffer.from("wal")), { exclusive: true, sweepDeadWriters: true });
     assert.deepEqual(temps(dir), [alive]);
   });
 
@@ -319,13 +358,13 @@ describe("LocalDriver", () => {
     writeFileSync(target, "not wal");
     const link = join(dir, SEG);
     symlinkSync(target, link);
-    await assert.rejects(driver.read(link), (err: unknown) => {
+    await assert.rejects(readBytes(driver, link), (err: unknown) => {
       assert.ok(err instanceof IoError, String(err));
       assert.match(err.message, /symbolic link, not a regular file/);
       assert.ok(err.message.includes(link));
       return true;
     });
-    assert.deepEqual(await driver.stat(link), {
+    assert.deepEqual(await driver.info(link), {
       size: 7,
       mtimeMs: statSync(target).mtimeMs,
       isDirectory: false,
@@ -334,46 +373,46 @@ describe("LocalDriver", () => {
     });
     const dangling = join(dir, "dangling");
     symlinkSync(join(dir, "nowhere"), dangling);
-    assert.equal((await driver.stat(dangling))?.isSymlink, true);
-    await assert.rejects(driver.read(dangling), /symbolic link/);
-    assert.equal((await driver.stat(target))?.isFile, true);
-    assert.equal((await driver.stat(dir))?.isDirectory, true);
-    await assert.rejects(driver.read(dir), /is a folder, not a regular file/);
+    assert.equal((await driver.info(dangling))?.isSymlink, true);
+    await assert.rejects(readBytes(driver, dangling), /symbolic link/);
+    assert.equal((await driver.info(target))?.isFile, true);
+    assert.equal((await driver.info(dir))?.isDirectory, true);
+    await assert.rejects(readBytes(driver, dir), /is a folder, not a regular file/);
   });
 
   test("read refuses a FIFO without hanging", async () => {
     const fifo = join(dir, "fifo");
     assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
-    await assert.rejects(driver.read(fifo), /special file, not a regular file/);
+    await assert.rejects(readBytes(driver, fifo), /special file, not a regular file/);
   });
   test("publish, read, stat, list, remove", async () => {
     const path = join(dir, "f");
-    assert.equal(await driver.publish(path, Buffer.from("abc"), { padTo: 5 }), true);
-    assert.deepEqual(await driver.read(path), Buffer.from([0x61, 0x62, 0x63, 0, 0]));
-    assert.equal(await driver.publish(path, Buffer.from("x"), { exclusive: true }), false);
-    const st = await driver.stat(path);
+    assert.equal(await writeBytes(driver, path, Buffer.from("abc"), { padTo: 5 }), true);
+    assert.deepEqual(await readBytes(driver, path), Buffer.from([0x61, 0x62, 0x63, 0, 0]));
+    assert.equal(await writeBytes(driver, path, Buffer.from("x"), { exclusive: true }), false);
+    const st = await driver.info(path);
     assert.equal(st?.size, 5);
     assert.equal(st?.isDirectory, false);
     assert.deepEqual(await driver.list(dir), ["f"]);
     assert.equal(await driver.list(join(dir, "nope")), undefined);
-    assert.equal(await driver.read(join(dir, "nope")), undefined);
-    assert.equal(await driver.stat(join(dir, "nope")), undefined);
+    assert.equal(await readBytes(driver, join(dir, "nope")), undefined);
+    assert.equal(await driver.info(join(dir, "nope")), undefined);
     assert.equal(await driver.remove(path), true);
     assert.equal(await driver.remove(path), false);
   });
 
   test("mkdirp makes private folders; rename refuses an existing target", async () => {
     const deep = join(dir, "a", "b", "c");
-    await driver.mkdirp(deep);
+    await driver.pathCreate(deep);
     assert.equal(statSync(deep).isDirectory(), true);
     assert.equal(mode(deep), 0o700);
     assert.equal(mode(join(dir, "a")), 0o700);
-    await driver.mkdirp(deep); // again: no error
+    await driver.pathCreate(deep); // again: no error
     writeFileSync(join(dir, "x"), "x");
     writeFileSync(join(dir, "y"), "y");
-    await assert.rejects(async () => driver.rename(join(dir, "x"), join(dir, "y")));
+    await assert.rejects(async () => requireFeature(driver, "tree").renameDir(join(dir, "x"), join(dir, "y")));
     assert.equal(readFileSync(join(dir, "y"), "utf8"), "y");
-    await driver.rename(join(dir, "x"), join(dir, "z"));
+    await requireFeature(driver, "tree").renameDir(join(dir, "x"), join(dir, "z"));
     assert.equal(readFileSync(join(dir, "z"), "utf8"), "x");
     assert.equal(existsSync(join(dir, "x")), false);
   });
@@ -464,7 +503,7 @@ describe("WalArchive", () => {
     const { arch } = archive();
     const data = randomBytes(8192);
     await arch.pushFile(requireWalName(SEG), source(data));
-    const got = await arch.fetch(SEG);
+    const got = await fetchArchived(arch, SEG);
     assert.ok(got);
     assert.deepEqual(got.data, data);
     assert.equal(got.verified, true);
@@ -477,7 +516,7 @@ describe("WalArchive", () => {
     const bad = Buffer.from(data);
     bad[0] = (bad[0] ?? 0) ^ 1;
     writeFileSync(join(completed, SEG), bad);
-    await assert.rejects(arch.fetch(SEG), (err: unknown) => {
+    await assert.rejects(fetchArchived(arch, SEG), (err: unknown) => {
       assert.ok(err instanceof IoError, String(err));
       assert.equal(err.exitCode, ExitCode.IO);
       assert.equal(err.exitCode, 9);
@@ -491,18 +530,18 @@ describe("WalArchive", () => {
     const data = randomBytes(8192);
     await arch.pushFile(requireWalName(SEG), source(data));
     writeFileSync(join(completed, SEG), data.subarray(0, 4096));
-    await assert.rejects(arch.fetch(SEG), IoError);
+    await assert.rejects(fetchArchived(arch, SEG), IoError);
   });
 
   test("fetch of a missing name is undefined", async () => {
     const { arch } = archive();
-    assert.equal(await arch.fetch(SEG), undefined);
+    assert.equal(await fetchArchived(arch, SEG), undefined);
   });
 
   test("fetch of a file without checksum is served unverified", async () => {
     const { arch, completed } = archive();
     writeFileSync(join(completed, SEG), "from walmgr.py");
-    const got = await arch.fetch(SEG);
+    const got = await fetchArchived(arch, SEG);
     assert.equal(got?.verified, false);
     assert.equal(got?.data.toString(), "from walmgr.py");
   });
@@ -515,16 +554,18 @@ describe("WalArchive", () => {
     const winner = randomBytes(4096);
     const local = new LocalDriver();
     const racing: StorageDriver = Object.assign(Object.create(local) as LocalDriver, {
-      publishFile: async (path: string, src: string, opts?: { exclusive?: boolean }) => {
-        writeFileSync(path, winner);
-        writeFileSync(join(completed, `.${SEG}.sha256`), `${hashOf(winner)}  ${SEG}\n`);
-        return local.publishFile(path, src, opts);
+      newWrite: async (path: string, opts?: WriteOptions) => {
+        if (path === join(completed, SEG)) {
+          writeFileSync(path, winner);
+          writeFileSync(join(completed, `.${SEG}.sha256`), `${hashOf(winner)}  ${SEG}\n`);
+        }
+        return local.newWrite(path, opts);
       },
     });
     const arch = new WalArchive(racing, completed);
     await assert.rejects(arch.pushFile(requireWalName(SEG), source(randomBytes(4096))), ArchiveConflictError);
     assert.equal(readFileSync(join(completed, `.${SEG}.sha256`), "utf8"), `${hashOf(winner)}  ${SEG}\n`);
-    const got = await new WalArchive(local, completed).fetch(SEG);
+    const got = await fetchArchived(new WalArchive(local, completed), SEG);
     assert.deepEqual(got, { data: winner, verified: true });
   });
 
@@ -534,16 +575,21 @@ describe("WalArchive", () => {
     const local = new LocalDriver();
     const order: string[] = [];
     const tracing: StorageDriver = Object.assign(Object.create(local) as LocalDriver, {
-      publishFile: async (path: string, src: string, opts?: { exclusive?: boolean }) => {
-        const res = await local.publishFile(path, src, opts);
-        order.push(`file ${String(res.stored)}`);
-        return res;
-      },
-      publish: async (path: string, data: Uint8Array, opts?: { exclusive?: boolean; padTo?: number }) => {
-        order.push(
-          `publish ${path.slice(completed.length + 1)} (file visible: ${String(existsSync(join(completed, SEG)))})`,
-        );
-        return local.publish(path, data, opts);
+      newWrite: async (path: string, opts?: WriteOptions) => {
+        const handle = await local.newWrite(path, opts);
+        if (path !== join(completed, SEG)) {
+          order.push(
+            `publish ${path.slice(completed.length + 1)} (file visible: ${String(existsSync(join(completed, SEG)))})`,
+          );
+          return handle;
+        }
+        const commit = handle.commit.bind(handle);
+        handle.commit = async () => {
+          const stored = await commit();
+          order.push(`file ${String(stored)}`);
+          return stored;
+        };
+        return handle;
       },
     });
     const data = randomBytes(4096);

@@ -1,4 +1,3 @@
-import { renameSync, writeFileSync } from "node:fs";
 import { posix, resolve } from "node:path";
 import type { Context } from "../../context";
 import {
@@ -11,27 +10,12 @@ import {
   STOP,
 } from "../../control";
 import { walNeededBySets } from "../backup/purge";
-import { ExitCode, ioError, TransportError, type ExitCodeValue } from "../../errors";
+import { ExitCode, TransportError, type ExitCodeValue } from "../../errors";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
-import { removeQuietly } from "../../storage/durable";
+import { fetchToFile } from "../../storage/files";
 import { driverFor } from "../../storage/open";
 import { comparePosition, parseWalName, requireWalName } from "../../wal/names";
-
-/**
- * Writes `data` to `dest` under a temporary name and renames it, so PostgreSQL never finds a
- * short file at %p (safety rule 3). No fsync: PostgreSQL treats the restored file as a copy.
- */
-function deliver(dest: string, data: Buffer): void {
-  const tmp = `${dest}.walmgr-tmp`;
-  try {
-    writeFileSync(tmp, data, { mode: 0o600 });
-    renameSync(tmp, dest);
-  } catch (err) {
-    removeQuietly(tmp);
-    throw ioError("cannot write restored WAL to", dest, err);
-  }
-}
 
 /**
  * restore_command (walmgr's xrestore). Exit 0 with the file at `destPath`, or 1 when it is not
@@ -60,7 +44,7 @@ async function restoreGetFrom(ctx: Context, name: string, destPath: string, keep
   const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
   const driver = driverFor(loc, ctx.config, { timeout: ctx.config.float("restore_timeout") });
   const control = new ControlFiles(driver, loc.path);
-  const dir = await driver.stat(loc.path);
+  const dir = await driver.info(loc.path);
   if (!dir?.isDirectory) {
     ctx.log.error(
       `completed_wals ${loc.path} is not there (${ctx.config.where("completed_wals")}): ${name} not available`,
@@ -74,14 +58,18 @@ async function restoreGetFrom(ctx: Context, name: string, destPath: string, keep
   }
   const dest = resolve(destPath);
   const archive = new WalArchive(driver, loc.path);
-  const found = await archive.fetch(wal.name);
-  if (found) {
-    if (ctx.dryRun) {
+  if (ctx.dryRun) {
+    if ((await driver.info(archive.path(wal.name))) !== undefined) {
       ctx.out(`[not really] restore ${archive.path(wal.name)} to ${dest}`);
       return ExitCode.OK;
     }
-    if (!found.verified) ctx.log.warn(`${archive.path(wal.name)} has no checksum file; serving it unverified`);
-    deliver(dest, found.data);
+  }
+  // Streams through sha256 into a temp beside %p, renamed only when the digest matches: never
+  // a short, partial or corrupt file at %p (safety rule 3). No fsync: PostgreSQL treats the
+  // restored file as a copy.
+  const found = ctx.dryRun ? undefined : await archive.restoreTo(wal.name, dest);
+  if (found) {
+    if (!found.verified) ctx.log.warn(`${archive.path(wal.name)} has no checksum file; served it unverified`);
     ctx.log.info(`restored ${wal.name} from ${loc.path}`);
     if (keepFrom !== undefined && wal.kind === "segment") {
       await noteRestartPoint(control, keepFrom);
@@ -106,15 +94,17 @@ async function servePartialUnderStop(
   const partialLoc = ctx.config.location("partial_wals");
   const served = (await control.read(BOOT_PARTIAL_SERVED))?.trim();
   const partialPath = partialLoc ? posix.join(partialLoc.path, name) : undefined;
-  const partial = partialPath !== undefined && served !== name ? await driver.read(partialPath) : undefined;
+  const wanted = partialPath !== undefined && served !== name ? partialPath : undefined;
   if (ctx.dryRun) {
-    ctx.out(`[not really] STOP: ${partial ? `serve partial ${partialPath ?? ""}` : "mark the end of WAL for boot"}`);
-    return partial ? ExitCode.OK : ExitCode.NOT_AVAILABLE;
+    const there = wanted !== undefined && (await driver.info(wanted)) !== undefined;
+    ctx.out(`[not really] STOP: ${there ? `serve partial ${partialPath ?? ""}` : "mark the end of WAL for boot"}`);
+    return there ? ExitCode.OK : ExitCode.NOT_AVAILABLE;
   }
+  // Streamed into a temp beside %p and renamed: never a short file at %p.
+  const partial = wanted !== undefined ? await fetchToFile(driver, wanted, dest) : undefined;
   if (partial) {
-    deliver(dest, partial);
     await control.create(BOOT_PARTIAL_SERVED, `${name}\n`);
-    ctx.log.info(`STOP: served in-progress segment ${name} from ${partialPath ?? ""} (${partial.length} bytes)`);
+    ctx.log.info(`STOP: served in-progress segment ${name} from ${partialPath ?? ""} (${partial.bytes} bytes)`);
     return ExitCode.OK;
   }
   const why =

@@ -15,7 +15,7 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   const loc = ctx.config.requireLocation("completed_wals", "wal-archive");
   const driver = driverFor(loc, ctx.config);
   const src = resolve(srcPath);
-  const dir = await driver.stat(loc.path);
+  const dir = await driver.info(loc.path);
   if (!dir?.isDirectory) {
     throw new IoError(
       `completed_wals ${loc.path} does not exist (${ctx.config.where("completed_wals")})`,

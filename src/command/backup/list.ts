@@ -3,6 +3,7 @@ import type { Context } from "../../context";
 import { ExitCode, type ExitCodeValue } from "../../errors";
 import { slaveLayout } from "../../layout";
 import { BACKUP_INFO, leftoverPid, listSets, parseBackupInfo } from "./sets";
+import { readBytes } from "../../storage/bytes";
 
 interface Row {
   name: string;
@@ -34,7 +35,7 @@ export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
   const full = ctx.config.requireLocation("full_backup", "listbackups");
   const rows: Row[] = [];
   for (const set of await listSets(layout.driver, full.path)) {
-    const infoRaw = await layout.driver.read(posix.join(set, BACKUP_INFO));
+    const infoRaw = await readBytes(layout.driver, posix.join(set, BACKUP_INFO));
     const row: Row = { name: posix.basename(set), path: set, startTime: "", label: "", startWal: "", bytes: null };
     let parsed = false;
     if (infoRaw) {
@@ -53,7 +54,7 @@ export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
       }
     }
     if (!parsed) {
-      const label = await layout.driver.read(posix.join(set, "backup_label"));
+      const label = await readBytes(layout.driver, posix.join(set, "backup_label"));
       if (label) Object.assign(row, fromLabel(label.toString("utf8")));
       else if (!row.problem) continue; // not a usable set
     }

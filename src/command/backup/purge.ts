@@ -5,10 +5,11 @@ import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { comparePosition, parseWalName } from "../../wal/names";
 import { BACKUP_INFO, leftoverPid, listSets, readBackupInfo, tempSetPath, type BackupInfo } from "./sets";
+import { readBytes } from "../../storage/bytes";
 
 /** The first WAL segment a backup set needs: from its metadata, or its backup_label. */
 export async function setStartWal(driver: StorageDriver, set: string): Promise<string | undefined> {
-  const info = await driver.read(posix.join(set, BACKUP_INFO));
+  const info = await readBytes(driver, posix.join(set, BACKUP_INFO));
   if (info) {
     try {
       return (JSON.parse(info.toString("utf8")) as BackupInfo).startWal;
@@ -16,7 +17,7 @@ export async function setStartWal(driver: StorageDriver, set: string): Promise<s
       // fall back to the label
     }
   }
-  const label = await driver.read(posix.join(set, "backup_label"));
+  const label = await readBytes(driver, posix.join(set, "backup_label"));
   return label ? /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(label.toString("utf8"))?.[1] : undefined;
 }
 
@@ -69,7 +70,7 @@ export async function purgeWal(
   }
   if (needed.from === undefined) return 0;
   let keepFrom = needed.from;
-  const standby = (await driver.read(posix.join(completedDir, STANDBY_RESTARTPOINT)))?.toString("utf8").trim();
+  const standby = (await readBytes(driver, posix.join(completedDir, STANDBY_RESTARTPOINT)))?.toString("utf8").trim();
   if (standby && parseWalName(standby)?.kind === "segment" && comparePosition(standby, keepFrom) < 0) {
     ctx.log.info(`the standby still needs WAL from ${standby}: keeping it`);
     keepFrom = standby;

@@ -9,7 +9,7 @@ import { slaveLayout, type SlaveLayout } from "../../layout";
 import { connectMaster, connectStandby, type Db } from "../../pg/client";
 import { parseSize } from "../../pg/units";
 import { runConfigured } from "../../shell";
-import type { StorageDriver } from "../../storage/driver";
+import { requireFeature, type StorageDriver } from "../../storage/driver";
 import { removeStaleTemps } from "../../storage/durable";
 import { releaseRemoteNow } from "../../storage/release-sync";
 import { parseLsn, lsnToSegment } from "../../wal/names";
@@ -27,6 +27,8 @@ import {
   type BackupInfo,
 } from "./sets";
 import { testPause } from "./test-pause";
+import { writeBytes } from "../../storage/bytes";
+import { storeFile } from "../../storage/files";
 
 /** pg_control is copied after everything else, as pg_basebackup does (required from a standby). */
 const PG_CONTROL = "global/pg_control";
@@ -58,7 +60,7 @@ export async function backup(ctx: Context): Promise<void> {
   const full = ctx.config.requireLocation("full_backup", "backup").path;
   const source = ctx.config.requirePath(fromStandby ? "slave_data" : "master_data", "backup");
   const control = new ControlFiles(layout.driver, layout.completed.path);
-  if (!(await layout.driver.stat(layout.completed.path))?.isDirectory) {
+  if (!(await layout.driver.info(layout.completed.path))?.isDirectory) {
     throw new IoError(`completed_wals ${layout.completed.path} does not exist`, "run `wal-ctl CONFIG setup` first");
   }
   const keep = ctx.config.int("keep_backups");
@@ -94,7 +96,7 @@ export async function backup(ctx: Context): Promise<void> {
   // Temp files of killed wal-archive runs (their pids are gone) are litter: clear them now.
   if (layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
   try {
-    await layout.driver.mkdirp(posix.dirname(full));
+    await layout.driver.pathCreate(posix.dirname(full));
     await clearLeftovers(ctx, layout.driver, full);
     await rotate(ctx, layout.driver, full, keep);
     const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
@@ -113,7 +115,7 @@ export async function backup(ctx: Context): Promise<void> {
     }
     if (keep > 0) await purgeWal(ctx, layout.driver, layout.completed.path, full);
   } finally {
-    if (!committing) await layout.driver.removeTree(tmp);
+    if (!committing) await requireFeature(layout.driver, "tree").removeTree(tmp);
     await releaseBackupLock(control, lock);
     unregister();
     ctx.log.info(`backup lock released: ${lockPath}`);
@@ -134,7 +136,7 @@ async function putInPlace(ctx: Context, driver: StorageDriver, tmp: string, full
   try {
     await shiftSets(driver, full);
     await testPause("shifted");
-    await driver.rename(tmp, full);
+    await requireFeature(driver, "tree").renameDir(tmp, full);
     ctx.log.info(`new backup set in place: ${full}`);
   } finally {
     release();
@@ -177,7 +179,7 @@ async function clearLeftovers(ctx: Context, driver: StorageDriver, full: string)
   remove.push(...complete);
   for (const { path, pid } of remove) {
     try {
-      await driver.removeTree(path);
+      await requireFeature(driver, "tree").removeTree(path);
       ctx.log.info(`removed ${path}: left behind by a backup that did not finish (pid ${pid})`);
     } catch (err) {
       ctx.log.warn(`cannot remove ${path}, left behind by a backup that did not finish: ${(err as Error).message}`);
@@ -185,7 +187,7 @@ async function clearLeftovers(ctx: Context, driver: StorageDriver, full: string)
   }
   if (promote) {
     await shiftSets(driver, full);
-    await driver.rename(promote.path, full);
+    await requireFeature(driver, "tree").renameDir(promote.path, full);
     ctx.log.warn(
       `put ${promote.path} in place as ${full}: a complete set whose backup (pid ${promote.pid}) was killed before it did so`,
     );
@@ -256,13 +258,13 @@ async function takeBackup(
   ctx.log.info(`backup started at ${start.lsn}: copying ${source} to ${tmp}`);
   // The newest remaining set is the basis for delta transfer (rsync) on a remote slave.
   const basis = (await listSets(driver, full))[0];
-  const stats = await driver.putTree(
+  const stats = await requireFeature(driver, "tree").putTree(
     source,
     tmp,
     (rel, isDir) => rel !== PG_CONTROL && keepInBackup(rel, isDir),
     basis === undefined ? {} : { basis, trustMtimeBefore: await trustMtimeBefore(driver, basis, start.sysid) },
   );
-  const control = await driver.publishFile(posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
+  const control = await storeFile(driver, posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
   stats.files++;
   stats.bytes += control.bytes;
   const stop = await db.one<{ lsn: string; labelfile: string; spcmapfile: string | null }>(
@@ -270,8 +272,8 @@ async function takeBackup(
       ? `SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(${fromStandby ? "false" : "true"})`
       : `SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, ${fromStandby ? "false" : "true"})`,
   );
-  await driver.publish(posix.join(tmp, "backup_label"), Buffer.from(stop.labelfile));
-  if (stop.spcmapfile) await driver.publish(posix.join(tmp, "tablespace_map"), Buffer.from(stop.spcmapfile));
+  await writeBytes(driver, posix.join(tmp, "backup_label"), Buffer.from(stop.labelfile));
+  if (stop.spcmapfile) await writeBytes(driver, posix.join(tmp, "tablespace_map"), Buffer.from(stop.spcmapfile));
   const segSize = parseSize(start.seg);
   const labelStart = /START WAL LOCATION: ([0-9A-F/]+) \(file ([0-9A-F]{24})\)/.exec(stop.labelfile);
   const timeline = Number.parseInt(/START TIMELINE: (\d+)/.exec(stop.labelfile)?.[1] ?? start.tli, 10);
@@ -291,11 +293,12 @@ async function takeBackup(
     source: fromStandby ? "slave" : "master",
   };
   // Built where the set is (on a remote slave, by its helper): it describes what was stored.
-  await driver.publish(
+  await writeBytes(
+    driver,
     posix.join(tmp, BACKUP_MANIFEST),
-    Buffer.from(`${JSON.stringify(await driver.manifest(tmp))}\n`),
+    Buffer.from(`${JSON.stringify(await requireFeature(driver, "tree").manifest(tmp))}\n`),
   );
-  await driver.publish(posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
+  await writeBytes(driver, posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
   if (!fromStandby) await saveConfigFiles(ctx, db, driver);
   ctx.log.info(
     `backup copied: ${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB${stats.sent === undefined ? "" : `, ${stats.sent} bytes sent`}, WAL ${info.startWal} .. ${info.stopWal ?? "?"}`,
@@ -323,7 +326,7 @@ async function trustMtimeBefore(driver: StorageDriver, basis: string, sysid: str
 async function saveConfigFiles(ctx: Context, db: Db, driver: StorageDriver): Promise<void> {
   const dest = ctx.config.location("config_backup");
   if (!dest) return;
-  await driver.mkdirp(dest.path);
+  await driver.pathCreate(dest.path);
   const rows = await db.query<{ f: string }>(
     "SELECT current_setting('config_file') AS f UNION ALL SELECT current_setting('hba_file') UNION ALL SELECT current_setting('ident_file')",
   );
@@ -335,7 +338,7 @@ async function saveConfigFiles(ctx: Context, db: Db, driver: StorageDriver): Pro
       ctx.log.warn(`cannot save ${f} to config_backup: ${(err as Error).message}`);
       continue;
     }
-    await driver.publish(posix.join(dest.path, basename(f)), data);
+    await writeBytes(driver, posix.join(dest.path, basename(f)), data);
   }
   ctx.log.info(`saved the master's config files to ${dest.path}`);
 }

@@ -1,8 +1,9 @@
 import { posix } from "node:path";
 import { IoError } from "../../errors";
-import type { StorageDriver } from "../../storage/driver";
+import { requireFeature, type StorageDriver } from "../../storage/driver";
 import { TMP_PREFIX } from "../../storage/durable";
 import { testPause } from "./test-pause";
+import { readBytes } from "../../storage/bytes";
 
 /** Backup metadata file inside each set (hidden: PostgreSQL ignores it in a data directory). */
 export const BACKUP_INFO = ".walmgr-backup.json";
@@ -69,7 +70,7 @@ export async function listSets(driver: StorageDriver, fullBackup: string): Promi
 
 /** A set's metadata; undefined when it has none or it cannot be read (a walmgr.py set, a damaged file). */
 export async function readBackupInfo(driver: StorageDriver, set: string): Promise<Partial<BackupInfo> | undefined> {
-  const raw = await driver.read(posix.join(set, BACKUP_INFO));
+  const raw = await readBytes(driver, posix.join(set, BACKUP_INFO));
   if (!raw) return undefined;
   try {
     const v = JSON.parse(raw.toString("utf8")) as unknown;
@@ -115,11 +116,11 @@ export async function shiftSets(driver: StorageDriver, fullBackup: string): Prom
   // the target name is free when the rename happens.
   for (let i = sets.length - 1; i >= 0; i--) {
     const set = sets[i];
-    if (set !== undefined && num(set) < i) await driver.rename(set, `${fullBackup}.${i}`);
+    if (set !== undefined && num(set) < i) await requireFeature(driver, "tree").renameDir(set, `${fullBackup}.${i}`);
   }
   for (let i = 0; i < sets.length; i++) {
     const set = sets[i];
-    if (set !== undefined && num(set) > i) await driver.rename(set, `${fullBackup}.${i}`);
+    if (set !== undefined && num(set) > i) await requireFeature(driver, "tree").renameDir(set, `${fullBackup}.${i}`);
   }
 }
 
@@ -143,9 +144,9 @@ export async function pruneSets(
     if (set === undefined) continue;
     if (beforeRemove) await beforeRemove(set);
     const hidden = removingPath(fullBackup, set);
-    await driver.rename(set, hidden);
+    await requireFeature(driver, "tree").renameDir(set, hidden);
     await testPause("removing");
-    await driver.removeTree(hidden);
+    await requireFeature(driver, "tree").removeTree(hidden);
     removed.push(set);
   }
   return removed;

@@ -3,7 +3,7 @@ import { dirname, join, posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode, IoError, WalmgrError } from "../../errors";
 import { slaveLayout } from "../../layout";
-import { hashFile } from "../../storage/durable";
+import { hashFile } from "../../storage/sha256";
 import { parseManifest } from "../../storage/manifest";
 import { BACKUP_MANIFEST, listSets } from "./sets";
 
