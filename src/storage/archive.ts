@@ -1,11 +1,10 @@
-import { createReadStream } from "node:fs";
 import { posix } from "node:path";
 import { ArchiveConflictError, IoError, ioError } from "../errors";
 import type { WalName } from "../wal/names";
 import { readBytes, writeBytes } from "./bytes";
 import type { FileInfo, StorageDriver } from "./driver";
-import { fetchToFile, storeFile } from "./files";
-import { hashStream } from "./sha256";
+import { chunks, fetchToFile, storeFile } from "./files";
+import { hashFile, hashStream } from "./sha256";
 
 export type PushResult = "stored" | "identical";
 
@@ -70,7 +69,7 @@ export class WalArchive {
     }
     if (local === undefined) {
       try {
-        local = await hashStream(createReadStream(src, { highWaterMark: 1 << 20 }));
+        local = hashFile(src);
       } catch (err) {
         throw ioError("cannot read WAL file", src, err);
       }
@@ -98,7 +97,7 @@ export class WalArchive {
     const dest = this.path(wal.name);
     const stream = await this.driver.newRead(dest);
     if (stream === undefined) throw new IoError(`${dest} vanished while being compared`, "retry the archive");
-    const existing = await hashStream(stream);
+    const existing = await hashStream(chunks(stream));
     if (existing.sha256 !== local.sha256 || existing.bytes !== local.bytes) {
       throw new ArchiveConflictError(
         `${dest} is already archived with other content (${existing.bytes} bytes, sha256 ${existing.sha256.slice(0, 16)}…; new: ${local.bytes} bytes, sha256 ${local.sha256.slice(0, 16)}…)`,

@@ -42,7 +42,8 @@ export interface WriteOptions {
 }
 
 /**
- * A new object being written: a Writable taking its bytes. Nothing is visible under the name
+ * A new object being written: a Writable taking its bytes; the callback of `write` fires once
+ * the driver is done with the chunk (the caller may then reuse its buffer). Nothing is visible under the name
  * until `commit`, which ends the stream if the caller has not, and resolves once the object is
  * under its name complete and durable (true), or, with `exclusive`, resolves false when the name
  * was taken (nothing changed). `abort` (also what destroying the stream does) discards what was
@@ -51,6 +52,18 @@ export interface WriteOptions {
 export interface WriteHandle extends Writable {
   commit(): Promise<boolean>;
   abort(): Promise<void>;
+}
+
+/**
+ * What `newRead` returns: a Readable of the content. A driver may also offer `readInto`, which
+ * fills the caller's buffer (pgBackRest's `ioRead(buffer)`): a caller that reuses its buffers
+ * then allocates nothing per chunk, which keeps a 1 GiB read inside a few MB of RSS (garbage
+ * chunks would pile up to V8's external-memory GC threshold, tens of MB). Use one way or the
+ * other on one stream, never both; `chunks()` in files.ts picks the right one.
+ */
+export interface ReadStream extends Readable {
+  /** Reads the next bytes into `buf`; 0 at the end. Errors name the file. */
+  readInto?(buf: Buffer): Promise<number>;
 }
 
 /** Counts of a tree copy. */
@@ -117,7 +130,7 @@ export interface StorageDriver {
    * Only a regular file is read: anything else (a symbolic link, a FIFO, a folder) is an IoError
    * naming it. The stream errors (never just ends early) when the bytes cannot all be delivered.
    */
-  newRead(path: string): Promise<Readable | undefined>;
+  newRead(path: string): Promise<ReadStream | undefined>;
   /** A new object at `path` (see `WriteHandle`, `WriteOptions`). */
   newWrite(path: string, opts?: WriteOptions): Promise<WriteHandle>;
 }

@@ -3,20 +3,55 @@
  * stored under a name with its sha256 computed on the way, and a stored file fetched into a
  * local file through sha256, put in place only when its digest is the one expected.
  */
-import { closeSync, createReadStream, createWriteStream, fsync as fsFsync, open as fsOpen, renameSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { closeSync, fsync as fsFsync, open as fsOpen, read as fsRead, renameSync, write as fsWrite } from "node:fs";
 import { dirname } from "node:path";
-import { pipeline } from "node:stream/promises";
+import type { Writable } from "node:stream";
 import { IoError, ioError, WalmgrError } from "../errors";
-import type { StorageDriver, WriteOptions } from "./driver";
+import type { ReadStream, StorageDriver, WriteHandle, WriteOptions } from "./driver";
 import { createTemp, fsyncDir, removeQuietly, tempNameFor } from "./durable";
-import { HashStream } from "./sha256";
 
 const CHUNK = 1 << 20;
 
 /**
+ * The chunks of `stream`, through caller-owned buffers when the driver offers `readInto`: then
+ * each chunk is only valid until the next is asked for (consume it, awaiting any write of it,
+ * before you pull again), and nothing is allocated per chunk.
+ */
+export async function* chunks(stream: ReadStream): AsyncGenerator<Buffer> {
+  if (stream.readInto === undefined) {
+    for await (const c of stream) yield c as Buffer;
+    return;
+  }
+  const buf = Buffer.allocUnsafe(CHUNK);
+  try {
+    for (;;) {
+      const n = await stream.readInto(buf);
+      if (n === 0) return;
+      yield buf.subarray(0, n);
+    }
+  } finally {
+    stream.destroy();
+  }
+}
+
+function readChunk(fd: number, buf: Buffer): Promise<number> {
+  return new Promise((res, rej) => fsRead(fd, buf, 0, buf.length, null, (err, n) => (err ? rej(err) : res(n))));
+}
+
+/** Writes `chunk` to `w`; resolves when the writer is done with it (the buffer may be reused). */
+function writeTo(w: Writable, chunk: Buffer): Promise<void> {
+  return new Promise((res, rej) => {
+    w.write(chunk, (err) => (err ? rej(err) : res()));
+  });
+}
+
+/**
  * Stores the local file `src` (a regular file or a pipe) at `path`, streaming, and returns the
  * sha256 and size of what it stored. `stored` is false when `exclusive` and the name was taken:
- * nothing changed (the digest is still that of `src`, for comparison).
+ * nothing changed (the digest is still that of `src`, for comparison). Two buffers alternate:
+ * the next chunk is read while the last is written and hashed, and nothing is allocated per
+ * chunk, so a segment of any size costs a few MB.
  */
 export async function storeFile(
   driver: StorageDriver,
@@ -31,25 +66,41 @@ export async function storeFile(
   } catch (err) {
     throw ioError("cannot read", src, err);
   }
-  const input = createReadStream("", { fd, highWaterMark: CHUNK });
-  let handle;
+  let handle: WriteHandle;
   try {
     handle = await driver.newWrite(path, opts);
   } catch (err) {
-    input.destroy();
+    closeSync(fd);
     throw err;
   }
-  const hash = new HashStream();
-  input.on("error", () => undefined); // reported by pipeline, named below
+  const hash = createHash("sha256");
+  let bytes = 0;
+  handle.on("error", () => undefined); // reported through the write callbacks
   try {
-    await pipeline(input, hash, handle);
+    let cur = Buffer.allocUnsafe(CHUNK);
+    let spare = Buffer.allocUnsafe(CHUNK);
+    let n = await readChunk(fd, cur).catch((err: unknown) => Promise.reject(ioError("cannot read", src, err)));
+    while (n > 0) {
+      const chunk = cur.subarray(0, n);
+      const written = writeTo(handle, chunk);
+      const next = readChunk(fd, spare);
+      hash.update(chunk);
+      // Both must settle before a buffer is reused or a descriptor closed.
+      const [w, r] = await Promise.allSettled([written, next]);
+      if (w.status === "rejected") throw w.reason;
+      if (r.status === "rejected") throw ioError("cannot read", src, r.reason);
+      bytes += n;
+      [cur, spare] = [spare, cur];
+      n = r.value;
+    }
   } catch (err) {
     await handle.abort();
-    if (input.errored) throw ioError("cannot read", src, input.errored);
     throw err instanceof WalmgrError ? err : ioError("cannot write", path, err);
+  } finally {
+    closeSync(fd);
   }
   const stored = await handle.commit();
-  return { sha256: hash.sha256, bytes: hash.bytes, stored };
+  return { sha256: hash.digest("hex"), bytes, stored };
 }
 
 /**
@@ -75,22 +126,30 @@ export async function fetchToFile(
     input.destroy();
     throw ioError("cannot write", dest, err);
   }
-  const out = createWriteStream("", { fd, autoClose: false, highWaterMark: CHUNK });
-  const hash = new HashStream();
+  const hash = createHash("sha256");
+  let bytes = 0;
+  let reading = true;
   try {
-    await pipeline(input, hash, out);
+    for await (const chunk of chunks(input)) {
+      reading = false;
+      hash.update(chunk);
+      await writeFully(fd, chunk);
+      bytes += chunk.length;
+      reading = true;
+    }
     if (opts.durable === true) await new Promise<void>((res, rej) => fsFsync(fd, (e) => (e ? rej(e) : res())));
   } catch (err) {
     closeSync(fd);
     removeQuietly(tmp);
     if (err instanceof WalmgrError) throw err;
-    throw input.errored ? ioError("cannot read", path, err) : ioError("cannot write", dest, err);
+    throw reading ? ioError("cannot read", path, err) : ioError("cannot write", dest, err);
   }
+  const digest = hash.digest("hex");
   closeSync(fd);
-  if (opts.expectSha256 !== undefined && hash.sha256 !== opts.expectSha256) {
+  if (opts.expectSha256 !== undefined && digest !== opts.expectSha256) {
     removeQuietly(tmp);
     throw (
-      opts.onMismatch?.(hash.sha256) ??
+      opts.onMismatch?.(digest) ??
       new IoError(`${path} does not match its checksum: not copied to ${dest}`, "the stored copy is damaged")
     );
   }
@@ -101,5 +160,14 @@ export async function fetchToFile(
     removeQuietly(tmp);
     throw ioError("cannot write", dest, err);
   }
-  return { sha256: hash.sha256, bytes: hash.bytes };
+  return { sha256: digest, bytes };
+}
+
+async function writeFully(fd: number, data: Buffer): Promise<void> {
+  let off = 0;
+  while (off < data.length) {
+    off += await new Promise<number>((res, rej) =>
+      fsWrite(fd, data, off, data.length - off, null, (err, n) => (err ? rej(err) : res(n))),
+    );
+  }
 }

@@ -14,15 +14,23 @@ import {
   chmodSync,
   chownSync,
   existsSync,
-  createReadStream,
+  read as fsRead,
   write as fsWrite,
   fsync as fsFsync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { finished } from "node:stream/promises";
-import { PassThrough, Writable, type Readable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import { IoError, ioError, isErrno, WalmgrError } from "../errors";
-import type { FileInfo, StorageDriver, StorageFeatures, TreeStats, WriteHandle, WriteOptions } from "./driver";
+import type {
+  FileInfo,
+  ReadStream,
+  StorageDriver,
+  StorageFeatures,
+  TreeStats,
+  WriteHandle,
+  WriteOptions,
+} from "./driver";
 import { buildManifest, type Manifest } from "./manifest";
 import {
   commitTemp,
@@ -137,14 +145,10 @@ export class LocalDriver implements StorageDriver {
     return Promise.resolve();
   }
 
-  async newRead(path: string): Promise<Readable | undefined> {
+  async newRead(path: string): Promise<ReadStream | undefined> {
     const fd = openRegularFile(path);
     if (fd === undefined) return undefined;
-    const stream = createReadStream("", { fd, highWaterMark: CHUNK });
-    // Errors name the file, like every other I/O error of this driver.
-    const named = new PassThrough({ highWaterMark: CHUNK });
-    stream.on("error", (err) => named.destroy(ioError("cannot read", path, err)));
-    return Promise.resolve(stream.pipe(named));
+    return Promise.resolve(new LocalRead(path, fd));
   }
 
   async newWrite(path: string, opts: WriteOptions = {}): Promise<WriteHandle> {
@@ -163,6 +167,57 @@ export class LocalDriver implements StorageDriver {
 }
 
 const CHUNK = 1 << 20;
+
+/** A local file as a ReadStream: streamed, or read into the caller's buffers (`readInto`). */
+class LocalRead extends Readable implements ReadStream {
+  private fd: number | undefined;
+
+  constructor(
+    readonly path: string,
+    fd: number,
+  ) {
+    super({ highWaterMark: CHUNK });
+    this.fd = fd;
+  }
+
+  async readInto(buf: Buffer): Promise<number> {
+    const fd = this.fd;
+    if (fd === undefined) return 0;
+    try {
+      const n = await new Promise<number>((res, rej) =>
+        fsRead(fd, buf, 0, buf.length, null, (err, got) => (err ? rej(err) : res(got))),
+      );
+      if (n === 0) this.closeFd();
+      return n;
+    } catch (err) {
+      this.closeFd();
+      throw ioError("cannot read", this.path, err);
+    }
+  }
+
+  override _read(size: number): void {
+    const buf = Buffer.allocUnsafe(Math.max(size, 64 * 1024));
+    this.readInto(buf).then(
+      (n) => this.push(n === 0 ? null : buf.subarray(0, n)),
+      (err: Error) => this.destroy(err),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.closeFd();
+    cb(err);
+  }
+
+  private closeFd(): void {
+    if (this.fd === undefined) return;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // read-only descriptor
+    }
+    this.fd = undefined;
+  }
+}
 
 /**
  * A new local file: written to a private temp beside `path` (see tempNameFor), fsynced at the

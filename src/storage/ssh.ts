@@ -12,14 +12,22 @@
  * to use another file than ~/.ssh/config).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { PassThrough, Writable, type Readable } from "node:stream";
+import { PassThrough, Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { closeSync, createReadStream, fstatSync, openSync, readSync } from "node:fs";
 import { join, posix } from "node:path";
 import { ConfigError, ExitCode, IoError, isErrno, ioError, TransportError, WalmgrError } from "../errors";
 import type { ExitCodeValue } from "../errors";
 import { shellQuote } from "../pg/postgresql-conf";
-import type { FileInfo, StorageDriver, StorageFeatures, TreeStats, WriteHandle, WriteOptions } from "./driver";
+import type {
+  FileInfo,
+  ReadStream,
+  StorageDriver,
+  StorageFeatures,
+  TreeStats,
+  WriteHandle,
+  WriteOptions,
+} from "./driver";
 import type { Manifest } from "./manifest";
 import { bodyTrailer } from "./body-trailer";
 import { sha256 as sha } from "./sha256";
@@ -252,7 +260,7 @@ export class SshDriver implements StorageDriver {
    * helper's end) arrive, so that "not there" (exit 1 before any byte) is told apart; the stream
    * errors, never just ends, when ssh or the helper fails midway.
    */
-  async newRead(path: string): Promise<Readable | undefined> {
+  async newRead(path: string): Promise<ReadStream | undefined> {
     const child = spawn("ssh", this.helperArgs("xread", [path]), { stdio: ["ignore", "pipe", "pipe"] });
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     let err = "";
@@ -267,7 +275,7 @@ export class SshDriver implements StorageDriver {
       }, idleMs);
     };
     arm();
-    return new Promise<Readable | undefined>((resolve, reject) => {
+    return new Promise<ReadStream | undefined>((resolve, reject) => {
       let started = false;
       const start = (): void => {
         if (started) return;
@@ -637,12 +645,12 @@ class SshWrite extends Writable implements WriteHandle {
     (this.child as ChildProcess & { arm?: () => void }).arm?.();
     const stdin = this.child.stdin;
     if (!stdin || stdin.destroyed) return cb(new TransportError(`ssh to ${this.host} (xput) ended early`));
-    if (stdin.write(chunk)) return cb();
+    // Done with the chunk only once the pipe has taken it: the caller may reuse the buffer.
     this.pending = cb;
-    stdin.once("drain", () => {
+    stdin.write(chunk, (err) => {
       const p = this.pending;
       this.pending = undefined;
-      p?.();
+      p?.(err ?? null);
     });
   }
 
