@@ -14,7 +14,6 @@
  * the same file. A breaker killed while holding a guard leaves a guard that is stale in turn and
  * broken the same way.
  */
-import { createHash } from "node:crypto";
 import { readFileSync, unlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import { posix } from "node:path";
@@ -22,6 +21,7 @@ import type { StorageDriver } from "./storage/driver";
 import { processAlive } from "./storage/durable";
 import { bootId, ourProgram, procInfo, selfStartTime } from "./proc";
 import { readBytes, writeBytes } from "./storage/bytes";
+import { sha256 } from "./storage/sha256";
 
 /** Who holds a lock. `pstart` and `boot` are missing in locks written by older versions. */
 export interface LockInfo {
@@ -153,7 +153,7 @@ export interface TakeOptions {
 const MAX_GUARD_DEPTH = 3;
 
 function guardPath(path: string, raw: Buffer): string {
-  const token = createHash("sha256").update(raw).digest("hex").slice(0, 16);
+  const token = sha256(raw).slice(0, 16);
   return posix.join(posix.dirname(path), `.walmgr-break.${posix.basename(path).replace(/^\.+/, "")}.${token}`);
 }
 

@@ -3,13 +3,13 @@
  * stored under a name with its sha256 computed on the way, and a stored file fetched into a
  * local file through sha256, put in place only when its digest is the one expected.
  */
-import { createHash } from "node:crypto";
 import { closeSync, fsync as fsFsync, open as fsOpen, read as fsRead, renameSync, write as fsWrite } from "node:fs";
 import { dirname } from "node:path";
 import type { Writable } from "node:stream";
 import { IoError, ioError, WalmgrError } from "../errors";
 import type { ReadStream, StorageDriver, WriteHandle, WriteOptions } from "./driver";
 import { createTemp, fsyncDir, removeQuietly, tempNameFor } from "./durable";
+import { newSha256 } from "./sha256";
 
 const CHUNK = 1 << 20;
 
@@ -73,7 +73,7 @@ export async function storeFile(
     closeSync(fd);
     throw err;
   }
-  const hash = createHash("sha256");
+  const hash = newSha256();
   let bytes = 0;
   handle.on("error", () => undefined); // reported through the write callbacks
   try {
@@ -126,7 +126,7 @@ export async function fetchToFile(
     input.destroy();
     throw ioError("cannot write", dest, err);
   }
-  const hash = createHash("sha256");
+  const hash = newSha256();
   let bytes = 0;
   let reading = true;
   try {

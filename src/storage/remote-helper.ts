@@ -11,7 +11,6 @@
  * code from the one table in errors.ts (1 = not there, for xread).
  * SLAVE_CONFIG may be "-" when the master has no slave_config: the helper then needs none.
  */
-import { createHash } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, writeSync, chmodSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { spawnSync } from "node:child_process";
@@ -35,7 +34,7 @@ import {
 import { parseTrailer, TRAILER_BYTES } from "./body-trailer";
 import { requireFeature } from "./driver";
 import { LocalDriver, mkdirPrivate } from "./local";
-import { sha256 as sha } from "./sha256";
+import { sha256 as sha, newSha256 } from "./sha256";
 import { walkTreeSync } from "./tree-walk";
 
 export const HELPER_VERBS = new Set([
@@ -111,7 +110,7 @@ async function put(
 ): Promise<boolean> {
   removeStaleTemps(dirname(path));
   const tmp = tempNameFor(path);
-  const hash = createHash("sha256");
+  const hash = newSha256();
   let got = 0;
   let fd: number | undefined;
   const trailerMode = bytes === undefined;

@@ -2,9 +2,14 @@
  * The one sha256 helper: of a buffer, of a local file (read in 1 MiB chunks, constant memory),
  * and of a stream passing through (`HashStream`), so that verify-while-read costs no second read.
  */
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { closeSync, openSync, readSync } from "node:fs";
 import { Transform, type TransformCallback } from "node:stream";
+
+/** An incremental sha256 (update chunks, digest("hex") at the end): the one place naming it. */
+export function newSha256(): Hash {
+  return createHash("sha256");
+}
 
 /** Hex sha256 of `data`. */
 export function sha256(data: Uint8Array): string {

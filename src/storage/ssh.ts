@@ -30,9 +30,8 @@ import type {
 } from "./driver";
 import type { Manifest } from "./manifest";
 import { bodyTrailer } from "./body-trailer";
-import { sha256 as sha } from "./sha256";
+import { sha256 as sha, newSha256 } from "./sha256";
 import { walkTreeSync } from "./tree-walk";
-import { createHash } from "node:crypto";
 
 export interface SshOptions {
   host: string;
@@ -614,7 +613,7 @@ export class SshDriver implements StorageDriver {
 
 /** The handle of `SshDriver.newWrite`: bytes to the helper's stdin, trailer at the end. */
 class SshWrite extends Writable implements WriteHandle {
-  private readonly hash = createHash("sha256");
+  private readonly hash = newSha256();
   private bytes = 0;
   private done = false;
   private pending: ((err?: Error | null) => void) | undefined;
