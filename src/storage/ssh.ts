@@ -647,9 +647,12 @@ class SshWrite extends Writable implements WriteHandle {
     // Done with the chunk only once the pipe has taken it: the caller may reuse the buffer.
     this.pending = cb;
     stdin.write(chunk, (err) => {
+      // A broken pipe (EPIPE: ssh died) is left pending: how ssh ended (a TransportError naming
+      // the host, exit 6) settles it once the process is gone.
+      if (err) return;
       const p = this.pending;
       this.pending = undefined;
-      p?.(err ?? null);
+      p?.();
     });
   }
 
