@@ -3,6 +3,7 @@ import {
   constants,
   fchmodSync,
   fchownSync,
+  fstatSync,
   fsyncSync,
   linkSync,
   lstatSync,
@@ -373,11 +374,16 @@ export function hashFile(path: string): { sha256: string; bytes: number } {
   return { sha256: hash.digest("hex"), bytes };
 }
 
-/** Writes `data` at `offset` of an existing file and fsyncs it. */
+/**
+ * Writes `data` at `offset` of an existing regular file and fsyncs it. A symbolic link (or
+ * anything else) planted under `path` is refused, never written through: its target could be
+ * any file the writer may write (a master's WAL segment, say).
+ */
 export function writeAtDurable(path: string, offset: number, data: Uint8Array): void {
   let fd: number | undefined;
   try {
-    fd = openSync(path, "r+");
+    fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    if (!fstatSync(fd).isFile()) throw new Error("not a regular file");
     writeAll(fd, data, offset);
     fsyncSync(fd);
   } catch (err) {
