@@ -20,7 +20,6 @@ import {
   write as fsWrite,
   fsync as fsFsync,
   copyFile as fsCopyFile,
-  fstatSync,
 } from "node:fs";
 import { createHash } from "node:crypto";
 import { hostname } from "node:os";
@@ -464,8 +463,14 @@ export function removeStaleTemps(dir: string, forName?: string): void {
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return isErrno(err, "EPERM");
+  }
+  // A zombie has exited and only waits for its parent to reap it: it holds nothing.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return true; // no /proc here, or gone this instant: kill(0) said it was there
   }
 }
