@@ -399,15 +399,19 @@ export class HelperSession {
   /** Turns a stream failure into the error worth reporting, and ends the session. */
   private async broken(err: unknown): Promise<WalmgrError> {
     if (this.dead) return this.dead;
-    this.child.kill("SIGKILL");
+    // Killed here only when still running: how it ended by itself says more than our kill.
+    const running = this.child.exitCode === null && this.child.signalCode === null;
+    if (running) this.child.kill("SIGKILL");
     const ended = await this.ended;
-    const fromSsh = this.transport.failure(ended, this.why);
+    const fromSsh = !running || this.why !== undefined ? this.transport.failure(ended, this.why) : undefined;
     let e: WalmgrError;
     if (err instanceof ProtocolError && /before the protocol started/.test(err.message)) e = err;
-    else if (fromSsh && (ended.code !== null || this.why !== undefined)) e = fromSsh;
+    else if (fromSsh) e = fromSsh;
     else if (err instanceof WalmgrError) e = err;
-    else e = new TransportError(`ssh to ${this.host}: ${(err as Error)?.message ?? String(err)}`, this.transport.hint());
-    if (!(e instanceof TransportError) && !(err instanceof WalmgrError)) e = new TransportError(e.message, e.hint);
+    else e = new TransportError((err as Error)?.message ?? String(err));
+    if (e instanceof TransportError && !e.message.includes(this.host)) {
+      e = new TransportError(`ssh to ${this.host}: ${e.message}`, e.hint ?? this.transport.hint());
+    }
     this.dead = e;
     return e;
   }
