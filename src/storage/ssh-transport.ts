@@ -268,6 +268,13 @@ export class SshTransport {
       );
     }
     if (res.code === 0) return undefined;
+    if (res.code > 128) {
+      // The remote shell reports a helper that died of a signal (kill -9, the OOM killer).
+      return new TransportError(
+        `the helper on ${host} died (signal ${res.code - 128}): ${lastLines(res.stderr) || "no message"}`,
+        "look at the slave host's logs (OOM killer?) and retry",
+      );
+    }
     const valid = Object.values(ExitCode) as number[];
     const code = (valid.includes(res.code) ? res.code : ExitCode.TRANSPORT) as ExitCodeValue;
     const [msg, ...rest] = res.stderr.trim().split("\nHINT: ");
@@ -359,6 +366,11 @@ export class HelperSession {
     };
     this.reader = new FrameReader(tap(this, this.child.stdout), `the helper on ${transport.opts.host}`);
     this.idle();
+  }
+
+  /** False once a stream failure ended this session (the next request needs a new one). */
+  get alive(): boolean {
+    return this.dead === undefined;
   }
 
   private get host(): string {

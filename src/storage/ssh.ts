@@ -46,7 +46,7 @@ export class SshDriver implements StorageDriver {
     try {
       return await s.request(verb, args, { idleMs: this.smallMs(), ...o });
     } catch (err) {
-      if (err instanceof TransportError && this.session !== undefined && (await this.session) === s) {
+      if (!s.alive && this.session !== undefined && (await this.session) === s) {
         this.session = undefined; // the next request starts a new session
       }
       throw err;

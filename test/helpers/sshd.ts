@@ -5,8 +5,8 @@
  *   walslave-test  the slave host (user `walslave` when the suite runs as root)
  *   deadhost       a port nobody listens on (connection refused)
  *   silenthost     a port that accepts and never answers (a hung host)
- *   junkhost       the slave host, but its login runs an rc file that echoes a greeting to stdout
- *                  before the command (like a chatty ~/.bashrc of the slave user)
+ *   junkhost       the slave host, but the login shell is bash with a ~/.bashrc that echoes a
+ *                  greeting to stdout (bash run by sshd reads ~/.bashrc even for a command)
  *   wrongkeyhost   the slave host, with another host key in known_hosts (a host key mismatch)
  * When the suite runs as root, master commands run as `postgres` and the slave side (the ssh
  * login and the slave's PostgreSQL) as `walslave`, created here if missing. As another user,
@@ -106,8 +106,9 @@ export class TestSshd {
     keygen(join(dir, "host_key"));
     keygen(join(dir, "client_key"));
     keygen(join(dir, "other_host_key"));
-    // What a chatty login script does: bash reads $BASH_ENV before a non-interactive command.
-    writeFileSync(join(dir, "junkrc"), 'echo "Welcome to the slave host, $USER!"\n', { mode: 0o644 });
+    // A chatty ~/.bashrc: bash started by sshd reads it before running the command.
+    mkdirSync(join(dir, "junkhome"), { mode: 0o755 });
+    writeFileSync(join(dir, "junkhome", ".bashrc"), 'echo "Welcome to the slave host, $USER!"\n', { mode: 0o644 });
     chownMaster(join(dir, "client_key"));
     writeFileSync(join(dir, "authorized_keys"), readFileSync(join(dir, "client_key.pub")), { mode: 0o644 });
     const cfg = join(dir, "sshd_config");
@@ -131,7 +132,7 @@ export class TestSshd {
         "MaxSessions 100",
         "LogLevel ERROR",
         `Match LocalPort ${junkPort}`,
-        `  ForceCommand BASH_ENV=${join(dir, "junkrc")} exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"`,
+        `  ForceCommand HOME=${join(dir, "junkhome")} exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"`,
         "",
       ].join("\n"),
     );
