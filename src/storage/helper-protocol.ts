@@ -117,7 +117,7 @@ export class FrameReader {
       this.done = true;
       return false;
     }
-    const b = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as Uint8Array);
+    const b = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
     this.chunks.push(b);
     this.buffered += b.length;
     return true;
@@ -169,7 +169,7 @@ export class FrameReader {
     if (got.length === 0 && this.done) return "eof";
     throw new ProtocolError(
       `${this.where} sent ${showJunk(got)} before the protocol started: something on the slave host (a login script such as ~/.bashrc or ~/.profile of the ssh user) writes to stdout`,
-      "make non-interactive logins of the slave's ssh user print nothing (e.g. return early in ~/.bashrc when the shell is not interactive: [ -z \"$PS1\" ] && return)",
+      'make non-interactive logins of the slave\'s ssh user print nothing (e.g. return early in ~/.bashrc when the shell is not interactive: [ -z "$PS1" ] && return)',
     );
   }
 
@@ -189,7 +189,9 @@ export class FrameReader {
       );
     }
     if (length > (type === "H" ? MAX_HEADER : MAX_CHUNK)) {
-      throw new ProtocolError(`${this.where} sent a frame of ${length} bytes (type ${type}): too large, not our protocol`);
+      throw new ProtocolError(
+        `${this.where} sent a frame of ${length} bytes (type ${type}): too large, not our protocol`,
+      );
     }
     const payload = await this.exact(length);
     if (payload === undefined) {
@@ -207,7 +209,9 @@ export class FrameReader {
       throw new ProtocolError(`${this.where} sent a malformed ${frame.type} frame: ${showJunk(frame.payload)}`);
     }
     if (typeof v !== "object" || v === null || Array.isArray(v)) {
-      throw new ProtocolError(`${this.where} sent a ${frame.type} frame that is not an object: ${showJunk(frame.payload)}`);
+      throw new ProtocolError(
+        `${this.where} sent a ${frame.type} frame that is not an object: ${showJunk(frame.payload)}`,
+      );
     }
     return v as Record<string, unknown>;
   }

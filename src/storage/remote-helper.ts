@@ -43,7 +43,15 @@ import {
   writeAll,
   writeAtDurable,
 } from "./durable";
-import { errorAnswer, encodeJson, FrameReader, HELPER_MAGIC, ProtocolError, sendBody, writeOut } from "./helper-protocol";
+import {
+  errorAnswer,
+  encodeJson,
+  FrameReader,
+  HELPER_MAGIC,
+  ProtocolError,
+  sendBody,
+  writeOut,
+} from "./helper-protocol";
 import { HELPER_COMMAND, HELPER_VERBS, isHelperVerb, type HelperVerb } from "./helper-verbs";
 import { LocalDriver, mkdirPrivate } from "./local";
 
@@ -134,7 +142,7 @@ async function put(
     throw ioError("cannot write", path, failure);
   }
   try {
-    for (let size = sum.bytes; padTo !== undefined && size < padTo; ) {
+    for (let size = sum.bytes; padTo !== undefined && size < padTo;) {
       const n = Math.min(ZEROS.length, padTo - size);
       writeAll(fd, ZEROS.subarray(0, n), size);
       size += n;
@@ -385,6 +393,7 @@ const HANDLERS: { [V in HelperVerb]: Handler } = {
   },
 };
 
+// eslint-disable-next-line require-yield -- a body with nothing in it
 async function* noBody(): AsyncGenerator<Buffer, { bytes: number; sha256: string }> {
   await Promise.resolve();
   return { bytes: 0, sha256: "" };
@@ -399,7 +408,10 @@ async function serve(req: Record<string, unknown>, reader: FrameReader, log: Log
   let served: Served;
   try {
     if (typeof v !== "string" || !isHelperVerb(v)) {
-      throw new UsageError(`helper: unknown verb ${JSON.stringify(v)}`, "the master and slave run different walmgr-ts versions? install the same one on both hosts");
+      throw new UsageError(
+        `helper: unknown verb ${JSON.stringify(v)}`,
+        "the master and slave run different walmgr-ts versions? install the same one on both hosts",
+      );
     }
     const spec = HELPER_VERBS[v];
     if (!Array.isArray(a) || a.length !== spec.args.length || a.some((x) => typeof x !== "string")) {
@@ -417,11 +429,12 @@ async function serve(req: Record<string, unknown>, reader: FrameReader, log: Log
   }
   await reader.drain(body);
   await writeOut(out, encodeJson("H", { ok: 1, r: served.r, ...(served.body ? { b: 1 } : {}) }));
-  if (served.body) await sendBody(out, served.body).catch((err: unknown) => {
-    // The A frame went out (the master discards what it got); the session goes on.
-    if (err instanceof ProtocolError) throw err;
-    log.error(describeError(err).text);
-  });
+  if (served.body)
+    await sendBody(out, served.body).catch((err: unknown) => {
+      // The A frame went out (the master discards what it got); the session goes on.
+      if (err instanceof ProtocolError) throw err;
+      log.error(describeError(err).text);
+    });
 }
 
 /** Entry of the helper (from wal-ctl, before its normal argument parsing). Exits when done. */
@@ -458,4 +471,3 @@ export function helperMain(argv: string[]): void {
     finish(code);
   });
 }
-

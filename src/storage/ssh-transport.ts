@@ -20,14 +20,7 @@ import { basename, isAbsolute, join } from "node:path";
 import { ConfigError, ExitCode, IoError, TransportError, WalmgrError, type ExitCodeValue } from "../errors";
 import { writeStderr } from "../log";
 import { shellQuote } from "../pg/postgresql-conf";
-import {
-  answerError,
-  encodeJson,
-  FrameReader,
-  ProtocolError,
-  sendBody,
-  writeOut,
-} from "./helper-protocol";
+import { answerError, encodeJson, FrameReader, ProtocolError, sendBody, writeOut } from "./helper-protocol";
 import { HELPER_COMMAND, type HelperVerb } from "./helper-verbs";
 
 export interface SshOptions {
@@ -225,7 +218,9 @@ export class SshTransport {
           } catch {
             // gone meanwhile
           }
-          this.warn(`ssh connection sharing: stale control socket ${path} (its ssh master is gone) removed; ${fallback}`);
+          this.warn(
+            `ssh connection sharing: stale control socket ${path} (its ssh master is gone) removed; ${fallback}`,
+          );
           return;
         }
       }
@@ -278,11 +273,7 @@ export class SshTransport {
     const valid = Object.values(ExitCode) as number[];
     const code = (valid.includes(res.code) ? res.code : ExitCode.TRANSPORT) as ExitCodeValue;
     const [msg, ...rest] = res.stderr.trim().split("\nHINT: ");
-    return new WalmgrError(
-      `on ${host}: ${msg || `the helper exited ${res.code}`}`,
-      code,
-      rest.join(" ") || undefined,
-    );
+    return new WalmgrError(`on ${host}: ${msg || `the helper exited ${res.code}`}`, code, rest.join(" ") || undefined);
   }
 
   /** Starts a helper session (one ssh process). */
@@ -491,7 +482,7 @@ export class HelperSession {
       }
       if (localError !== undefined || a.ok !== 1) {
         finish();
-        if (localError !== undefined) throw localError;
+        if (localError !== undefined) throw localError as Error;
         throw answerError(
           {
             code: typeof a.code === "number" ? a.code : ExitCode.IO,

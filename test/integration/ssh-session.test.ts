@@ -8,7 +8,17 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { binPath, makeTempDir, packageRoot, removeTempDir, run, RUN_AS, runBin, waitFor } from "../helpers/env";
@@ -309,4 +319,3 @@ test("a stale control socket: one warning, a plain connection, the socket remove
     run("ssh", ["-F", sshd.clientConfig, "-o", `ControlPath=${sock}`, "-O", "exit", "walslave-test"]);
   }
 });
-
