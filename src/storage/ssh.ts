@@ -1,316 +1,170 @@
 /**
- * The slave directory on another host, reached with ssh (and rsync for base backups, where
- * installed on both sides). Every operation runs our own helper on the slave
- * (`wal-ctl SLAVE_CONFIG xVERB …`, see remote-helper.ts), which does it with the local driver
- * there: so a WAL file is stored under a temporary name, fsynced, renamed and its folder fsynced
- * on the slave, which rsync alone would not do. Data travels on the helper's stdin with its
- * length and sha256, so a connection cut mid-stream never leaves a file under its final name.
- *
- * ssh runs non-interactively (BatchMode) with a connect timeout and keep-alives: a dead or
- * unreachable host is a TransportError (exit 6) naming the host, never a hang or a password
- * prompt. Host-key checking and everything else follow the operator's ssh config (`ssh_config`
- * to use another file than ~/.ssh/config).
+ * The remote driver: the slave directory on another host, reached with ssh (and rsync for base
+ * backups, where installed on both sides). Every operation is a request to our own helper on the
+ * slave (remote-helper.ts), over one ssh session per command (ssh-transport.ts, protocol in
+ * helper-protocol.ts), which does it with the local driver there: so a WAL file is stored under
+ * a temporary name, fsynced, renamed and its folder fsynced on the slave, which rsync alone
+ * would not do. Data travels as a body with its length and sha256, so a connection cut
+ * mid-stream never leaves a file under its final name.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, createReadStream, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
 import { join, posix } from "node:path";
-import { ConfigError, ExitCode, IoError, isErrno, ioError, TransportError, WalmgrError } from "../errors";
-import type { ExitCodeValue } from "../errors";
-import { shellQuote } from "../pg/postgresql-conf";
+import { IoError, isErrno, ioError, TransportError } from "../errors";
 import type { FileInfo, StorageDriver, TreeStats } from "./driver";
 import type { Manifest } from "./manifest";
-import { hashFile } from "./durable";
-import { createHash } from "node:crypto";
+import type { HelperVerb } from "./helper-verbs";
+import { HelperSession, lastLines, SshTransport, type RequestOpts, type SshOptions } from "./ssh-transport";
 
-export interface SshOptions {
-  host: string;
-  /** Path of wal-ctl on the slave host. */
-  remoteBin: string;
-  /** The slave's config file on the slave host (slave_config), or undefined. */
-  remoteConfig?: string;
-  /** Seconds for ssh to connect (and for an idle operation to answer). */
-  timeout: number;
-  /** ssh -C for streamed files, rsync -z for trees. */
-  compression: boolean;
-  /** ssh client config file (ssh -F); undefined: the user's ~/.ssh/config. */
-  sshConfig?: string;
-}
+export { remoteArg, remoteCommand, type SshOptions } from "./ssh-transport";
 
 const BAD_CHARS = /[\0\n\r]/;
 
-/** Quotes one argument of the remote command; refuses what no shell quoting can carry safely. */
-export function remoteArg(word: string): string {
-  if (BAD_CHARS.test(word)) {
-    throw new IoError(
-      `refusing to pass ${JSON.stringify(word)} to the slave: it contains a NUL or line break`,
-      "rename the path; NUL and line breaks cannot travel safely through a remote shell",
-    );
-  }
-  return shellQuote(word);
-}
-
-/** The remote command line: each word quoted for the slave's /bin/sh. */
-export function remoteCommand(words: string[]): string {
-  return words.map(remoteArg).join(" ");
-}
-
-function checkHost(host: string): void {
-  // user@host, host names, IPv4, bracketed IPv6; nothing that ssh could read as an option.
-  if (!/^[A-Za-z0-9_.%+@[\]-]+$/.test(host) || host.startsWith("-")) {
-    throw new ConfigError(
-      `slave host ${JSON.stringify(host)} is not a host name`,
-      "write `slave = host:/path` (or user@host:/path); put ports and other details in the ssh config",
-    );
-  }
-}
-
-interface CallOpts {
-  input?: Buffer;
-  inputFile?: string;
-  /** Kill the call when nothing moved for this long; undefined = only ssh keep-alives. */
-  idleMs?: number;
-}
-
-interface CallResult {
-  code: number;
-  stdout: Buffer;
-  stderr: string;
-}
-
-function lastLines(text: string): string {
-  return text.trim().split("\n").slice(-3).join(" / ");
-}
-
 export class SshDriver implements StorageDriver {
   readonly description: string;
+  readonly transport: SshTransport;
+  private session: Promise<HelperSession> | undefined;
 
   constructor(readonly opts: SshOptions) {
-    checkHost(opts.host);
+    this.transport = new SshTransport(opts);
     this.description = `ssh ${opts.host}`;
   }
 
-  /** ssh's own options: non-interactive, bounded connect time, keep-alives, compression. */
+  /** ssh's own options (see SshTransport.sshArgs). */
   sshArgs(): string[] {
-    const t = Math.max(1, Math.ceil(this.opts.timeout));
-    return [
-      ...(this.opts.sshConfig ? ["-F", this.opts.sshConfig] : []),
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      `ConnectTimeout=${t}`,
-      "-o",
-      `ServerAliveInterval=${Math.max(1, Math.ceil(t / 3))}`,
-      "-o",
-      "ServerAliveCountMax=3",
-      "-T",
-      ...(this.opts.compression ? ["-C"] : []),
-    ];
-  }
-
-  private helperArgs(verb: string, args: string[]): string[] {
-    const cmd = remoteCommand([this.opts.remoteBin, this.opts.remoteConfig ?? "-", verb, ...args]);
-    return [...this.sshArgs(), "--", this.opts.host, cmd];
-  }
-
-  /** Maps how ssh ended to an error, or undefined when the helper answered. */
-  private failure(verb: string, res: { code: number | null; signal: string | null; stderr: string }, why?: string) {
-    const host = this.opts.host;
-    if (why) return new TransportError(`ssh to ${host} (${verb}): ${why}`, this.hint());
-    if (res.code === null) {
-      return new TransportError(`ssh to ${host} (${verb}) was killed by ${res.signal ?? "a signal"}`, this.hint());
-    }
-    if (res.code === 255) {
-      return new TransportError(`ssh to ${host} failed (${verb}): ${lastLines(res.stderr) || "exit 255"}`, this.hint());
-    }
-    if (res.code === 126 || res.code === 127) {
-      return new TransportError(
-        `the helper ${this.opts.remoteBin} cannot be run on ${host}: ${lastLines(res.stderr)}`,
-        "install walmgr-ts at the same path on the slave, or set slave_wal_ctl to its wal-ctl there",
-      );
-    }
-    if (res.code === 0) return undefined;
-    const valid = Object.values(ExitCode) as number[];
-    const code = (valid.includes(res.code) ? res.code : ExitCode.IO) as ExitCodeValue;
-    const [msg, ...rest] = res.stderr.trim().split("\nHINT: ");
-    return new WalmgrError(
-      `on ${host}: ${msg || `the helper ${verb} exited ${res.code}`}`,
-      code,
-      rest.join(" ") || undefined,
-    );
-  }
-
-  private hint(): string {
-    return `check that \`ssh ${this.opts.sshConfig ? `-F ${this.opts.sshConfig} ` : ""}${this.opts.host} true\` works without a password as this user (BatchMode), and that the host is up`;
-  }
-
-  /** Runs the helper; resolves with its result (exit 1 included); TransportError for ssh trouble. */
-  async call(verb: string, args: string[], o: CallOpts = {}): Promise<CallResult> {
-    const argv = this.helperArgs(verb, args);
-    return new Promise<CallResult>((resolve, reject) => {
-      const child = spawn("ssh", argv, { stdio: ["pipe", "pipe", "pipe"] });
-      const out: Buffer[] = [];
-      let err = "";
-      let why: string | undefined;
-      let timer: NodeJS.Timeout | undefined;
-      const arm = (): void => {
-        if (o.idleMs === undefined) return;
-        if (timer) clearTimeout(timer);
-        timer = setTimeout(() => {
-          why = `no answer for ${Math.round((o.idleMs ?? 0) / 1000)} s`;
-          child.kill("SIGKILL");
-        }, o.idleMs);
-      };
-      arm();
-      child.stdout.on("data", (c: Buffer) => {
-        out.push(c);
-        arm();
-      });
-      child.stderr.on("data", (c: Buffer) => {
-        if (err.length < 65536) err += c.toString("utf8");
-        arm();
-      });
-      child.stdin.on("error", () => undefined); // EPIPE when ssh dies: reported by its exit
-      child.on("error", (e) => {
-        if (timer) clearTimeout(timer);
-        reject(new TransportError(`cannot run ssh for ${this.opts.host}: ${e.message}`, "install openssh-client"));
-      });
-      child.on("close", (code, signal) => {
-        if (timer) clearTimeout(timer);
-        const fail = this.failure(verb, { code, signal, stderr: err }, why);
-        if (fail && !(code === 1 && verb === "xread" && why === undefined)) return reject(fail);
-        resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: err });
-      });
-      if (o.inputFile !== undefined) {
-        const rs = createReadStream(o.inputFile, { highWaterMark: 1 << 20 });
-        rs.on("data", () => arm());
-        rs.on("error", (e) => {
-          why = `cannot read ${o.inputFile}: ${e.message}`;
-          child.kill("SIGKILL");
-        });
-        rs.pipe(child.stdin);
-      } else {
-        child.stdin.end(o.input ?? Buffer.alloc(0));
-      }
-    });
+    return this.transport.sshArgs();
   }
 
   private smallMs(): number {
     return Math.max(30, this.opts.timeout * 3) * 1000;
   }
 
-  private async json<T>(verb: string, args: string[], o: CallOpts = {}): Promise<T> {
-    const res = await this.call(verb, args, { idleMs: this.smallMs(), ...o });
+  /** One request over this command's session (started on first use; a broken one is replaced). */
+  private async request(verb: HelperVerb, args: string[], o: RequestOpts = {}) {
+    this.session ??= this.transport.session();
+    const s = await this.session;
     try {
-      return JSON.parse(res.stdout.toString("utf8")) as T;
-    } catch {
-      throw new TransportError(
-        `ssh to ${this.opts.host} (${verb}): unexpected answer ${JSON.stringify(res.stdout.toString("utf8").slice(0, 200))}`,
-        "something on the slave (a login script?) writes to stdout; make non-interactive logins silent",
-      );
+      return await s.request(verb, args, { idleMs: this.smallMs(), ...o });
+    } catch (err) {
+      if (!s.alive && this.session !== undefined && (await this.session) === s) {
+        this.session = undefined; // the next request starts a new session
+      }
+      throw err;
     }
   }
 
-  /** Synchronous helper call, for signal handlers (bounded by the timeout). */
-  callSync(verb: string, args: string[]): boolean {
-    const res = spawnSync("ssh", this.helperArgs(verb, args), {
-      stdio: ["ignore", "pipe", "pipe"],
-      timeout: this.smallMs(),
-    });
-    return res.status === 0;
+  private async result<T>(verb: HelperVerb, args: string[], o: RequestOpts = {}): Promise<T> {
+    return (await this.request(verb, args, o)).r as T;
+  }
+
+  /** Ends the session (the helper exits); the process may also just exit. */
+  async close(): Promise<void> {
+    const s = this.session;
+    this.session = undefined;
+    if (s) await (await s).close();
+  }
+
+  /** Synchronous request, for signal handlers (bounded by the timeout). */
+  callSync(verb: HelperVerb, args: string[]): boolean {
+    return this.transport.requestSync(verb, args);
   }
 
   async publish(path: string, data: Uint8Array, opts: { exclusive?: boolean; padTo?: number } = {}): Promise<boolean> {
-    const buf = Buffer.from(data);
-    const r = await this.json<{ stored: boolean }>(
-      "xpublish",
-      [
-        path,
-        opts.exclusive ? "1" : "0",
-        opts.padTo === undefined ? "-" : String(opts.padTo),
-        String(buf.length),
-        sha(buf),
-      ],
-      { input: buf },
+    const r = await this.result<{ stored: boolean }>(
+      "put",
+      [path, opts.exclusive ? "1" : "0", opts.padTo === undefined ? "-" : String(opts.padTo)],
+      { body: [Buffer.from(data)] },
     );
     return r.stored;
   }
 
   /**
-   * One helper call (xput) streams the file, checks its length and sha256, fsyncs it and puts
-   * it in place: the helper that writes the temp file lives until it is committed or removed,
-   * so the temp carries a live writer's name the whole time and the slave's stale-temp cleanup
-   * never takes it (a temp named after a helper that had already exited could be deleted
-   * between a separate stage and commit).
+   * One request (put) streams the file, and the helper checks its length and sha256, fsyncs it
+   * and puts it in place: the helper that writes the temp file lives until it is committed or
+   * removed, so the temp carries a live writer's name the whole time and the slave's stale-temp
+   * cleanup never takes it. The sha256 is the one of the bytes sent (the file is read once).
    */
   async publishFile(
     path: string,
     src: string,
     opts: { exclusive?: boolean } = {},
   ): Promise<{ sha256: string; bytes: number; stored: boolean }> {
-    let local: { sha256: string; bytes: number };
-    try {
-      local = hashFile(src);
-    } catch (err) {
-      throw ioError("cannot read", src, err);
-    }
-    const { stored } = await this.json<{ stored: boolean }>(
-      "xput",
-      [path, opts.exclusive ? "1" : "0", String(local.bytes), local.sha256],
-      { inputFile: src },
+    const rs = createReadStream(src, { highWaterMark: 1 << 20 });
+    const opened = new Promise<void>((resolve, reject) => {
+      rs.once("open", () => resolve());
+      rs.once("error", (e) => reject(ioError("cannot read", src, e)));
+    });
+    await opened;
+    const reading = (async function* () {
+      try {
+        for await (const c of rs) yield c as Buffer;
+      } catch (err) {
+        throw ioError("cannot read", src, err);
+      }
+    })();
+    const r = await this.result<{ stored: boolean; bytes: number; sha256: string }>(
+      "put",
+      [path, opts.exclusive ? "1" : "0", "-"],
+      { body: reading },
     );
-    return { ...local, stored };
+    return { sha256: r.sha256, bytes: r.bytes, stored: r.stored };
   }
 
   async writeAt(path: string, offset: number, data: Uint8Array): Promise<void> {
-    const buf = Buffer.from(data);
-    await this.call("xwriteat", [path, String(offset), String(buf.length), sha(buf)], {
-      input: buf,
-      idleMs: this.smallMs(),
-    });
+    await this.request("writeat", [path, String(offset)], { body: [Buffer.from(data)] });
+  }
+
+  /** The file's content as a stream of chunks (undefined: not there); read it to its end. */
+  async readStream(path: string): Promise<AsyncGenerator<Buffer, unknown> | undefined> {
+    const a = await this.request("read", [path]);
+    return a.r === null ? undefined : a.body;
   }
 
   async read(path: string): Promise<Buffer | undefined> {
-    const res = await this.call("xread", [path], { idleMs: this.smallMs() });
-    return res.code === ExitCode.NOT_AVAILABLE ? undefined : res.stdout;
+    const body = await this.readStream(path);
+    if (body === undefined) return undefined;
+    const parts: Buffer[] = [];
+    for await (const c of body) parts.push(c);
+    return Buffer.concat(parts);
   }
 
   async stat(path: string): Promise<FileInfo | undefined> {
-    return (await this.json<FileInfo | null>("xstat", [path])) ?? undefined;
+    return (await this.result<FileInfo | null>("stat", [path])) ?? undefined;
   }
 
   async manifest(dir: string): Promise<Manifest> {
-    const m = await this.json<Manifest | null>("xmanifest", [dir]);
+    const m = await this.result<Manifest | null>("manifest", [dir]);
     if (!m) throw new IoError(`${this.description}: no backup tree at ${dir}`);
     return m;
   }
 
   async list(dir: string): Promise<string[] | undefined> {
-    return (await this.json<string[] | null>("xlist", [dir])) ?? undefined;
+    return (await this.result<string[] | null>("list", [dir])) ?? undefined;
   }
 
   async remove(path: string): Promise<boolean> {
-    return (await this.json<{ removed: boolean }>("xremove", [path])).removed;
+    return (await this.result<{ removed: boolean }>("remove", [path])).removed;
   }
 
   async removeTree(path: string): Promise<void> {
-    await this.call("xrmtree", [path]);
+    await this.request("rmtree", [path], { idleMs: undefined });
   }
 
   async mkdirp(path: string): Promise<void> {
-    await this.call("xmkdir", [path], { idleMs: this.smallMs() });
+    await this.request("mkdir", [path]);
   }
 
   async rename(from: string, to: string): Promise<void> {
-    await this.call("xrename", [from, to], { idleMs: this.smallMs() });
+    await this.request("rename", [from, to]);
   }
 
   /** Synchronously removes `lockPath` on the slave if it names this process (signal-time cleanup). */
   releaseLockSync(lockPath: string, pid: number, host: string): void {
-    this.callSync("xunlock", [lockPath, String(pid), host]);
+    this.callSync("unlock", [lockPath, String(pid), host]);
   }
 
   removeTreeSync(path: string): void {
-    this.callSync("xrmtree", [path]);
+    this.callSync("rmtree", [path]);
   }
 
   /**
@@ -333,7 +187,7 @@ export class SshDriver implements StorageDriver {
     opts: { basis?: string; trustMtimeBefore?: number | undefined } = {},
   ): Promise<TreeStats> {
     const entries = listTree(src, keep);
-    const probe = await this.json<{ rsync: boolean }>("xprobe", []);
+    const probe = await this.result<{ rsync: boolean }>("probe", []);
     const useRsync = probe.rsync && process.env.WALMGR_NO_RSYNC !== "1" && localRsync();
     if (!useRsync) return this.streamTree(src, dest, entries);
     let basis: string | undefined;
@@ -351,7 +205,7 @@ export class SshDriver implements StorageDriver {
       sent = await this.rsync(src, dest, trusted, basis, false);
       if (compared.length > 0) sent += await this.rsync(src, dest, compared, basis, true);
     }
-    await this.call("xfsynctree", [dest]);
+    await this.request("fsynctree", [dest], { idleMs: undefined });
     const stats: TreeStats = { files: 0, bytes: 0 };
     for (const e of entries) {
       if (e.isDir) continue;
@@ -363,7 +217,7 @@ export class SshDriver implements StorageDriver {
 
   /** The ssh command for rsync -e: every word quoted for rsync's own splitting. */
   rsyncShell(): string {
-    return ["ssh", ...this.sshArgs()].map((w) => (/^[A-Za-z0-9_=./:,+-]+$/.test(w) ? w : `"${w}"`)).join(" ");
+    return ["ssh", ...this.transport.sshArgs()].map((w) => (/^[A-Za-z0-9_=./:,+-]+$/.test(w) ? w : `"${w}"`)).join(" ");
   }
 
   private async rsync(
@@ -419,31 +273,26 @@ export class SshDriver implements StorageDriver {
         // 23: some files could not be transferred (permissions, disk full) — an I/O problem.
         if (code === 23 || code === 11)
           return reject(new IoError(msg, "check the free space and the owner of the slave directory"));
-        reject(new TransportError(msg, this.hint()));
+        reject(new TransportError(msg, this.transport.hint()));
       });
       child.stdin.end(list);
     });
   }
 
-  /** Fallback without rsync: the tree as frames on the helper's stdin (see remote-helper.ts). */
+  /** Fallback without rsync: the tree as records in one request's body (see remote-helper.ts). */
   private async streamTree(src: string, dest: string, entries: TreeEntry[]): Promise<TreeStats> {
-    const { PassThrough } = await import("node:stream");
-    const pass = new PassThrough({ highWaterMark: 1 << 20 });
-    const frame = (h: object): Buffer => {
+    const record = (h: object): Buffer => {
       const j = Buffer.from(JSON.stringify(h));
       const len = Buffer.alloc(4);
       len.writeUInt32BE(j.length);
       return Buffer.concat([len, j]);
     };
-    const write = async (b: Buffer): Promise<void> => {
-      if (!pass.write(b)) await new Promise((r) => pass.once("drain", r));
-    };
     const stats: TreeStats = { files: 0, bytes: 0 };
-    const feed = (async (): Promise<void> => {
-      const buf = Buffer.allocUnsafe(1 << 20);
+    let sent = 0;
+    const feed = async function* (): AsyncGenerator<Buffer> {
       for (const e of entries) {
         if (e.isDir) {
-          await write(frame({ p: e.rel, d: true }));
+          yield record({ p: e.rel, d: true });
           continue;
         }
         let fd: number;
@@ -455,17 +304,19 @@ export class SshDriver implements StorageDriver {
         }
         try {
           const size = fstatSync(fd).size;
-          await write(frame({ p: e.rel, s: size }));
+          yield record({ p: e.rel, s: size });
           let off = 0;
           while (off < size) {
-            const n = readSync(fd, buf, 0, Math.min(buf.length, size - off), off);
+            const buf = Buffer.allocUnsafe(Math.min(1 << 20, size - off));
+            const n = readSync(fd, buf, 0, buf.length, off);
             if (n === 0) {
               // Shrank while copying: pad (like tar); WAL replay repairs the file.
-              await write(Buffer.alloc(size - off));
+              yield Buffer.alloc(size - off);
               break;
             }
-            await write(Buffer.from(buf.subarray(0, n)));
             off += n;
+            sent += n;
+            yield buf.subarray(0, n);
           }
           stats.files++;
           stats.bytes += size;
@@ -473,42 +324,10 @@ export class SshDriver implements StorageDriver {
           closeSync(fd);
         }
       }
-      await write(frame({ end: true }));
-      pass.end();
-    })();
-    const sent = { n: 0 };
-    pass.on("data", (c: Buffer) => (sent.n += c.length));
-    const callP = this.callStream("xputtree", [dest], pass);
-    await Promise.all([
-      feed.catch((e: unknown) => {
-        pass.destroy(); // the helper sees no end frame and stores nothing as complete
-        throw e;
-      }),
-      callP,
-    ]);
-    return { ...stats, sent: sent.n };
-  }
-
-  private async callStream(verb: string, args: string[], input: NodeJS.ReadableStream): Promise<CallResult> {
-    const argv = this.helperArgs(verb, args);
-    return new Promise<CallResult>((resolve, reject) => {
-      const child = spawn("ssh", argv, { stdio: ["pipe", "pipe", "pipe"] });
-      const out: Buffer[] = [];
-      let err = "";
-      child.stdout.on("data", (c: Buffer) => out.push(c));
-      child.stderr.on("data", (c: Buffer) => {
-        if (err.length < 65536) err += c.toString("utf8");
-      });
-      child.stdin.on("error", () => undefined);
-      child.on("error", (e) => reject(new TransportError(`cannot run ssh for ${this.opts.host}: ${e.message}`)));
-      child.on("close", (code, signal) => {
-        const fail = this.failure(verb, { code, signal, stderr: err });
-        if (fail) return reject(fail);
-        resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: err });
-      });
-      input.on("close", () => child.stdin.end());
-      input.pipe(child.stdin);
-    });
+      yield record({ end: true });
+    };
+    await this.request("puttree", [dest], { body: feed(), idleMs: undefined });
+    return { ...stats, sent };
   }
 }
 
@@ -565,8 +384,4 @@ let setprivHere: boolean | undefined;
 function pdeathsig(): boolean {
   setprivHere ??= spawnSync("setpriv", ["--pdeathsig", "KILL", "--", "true"], { stdio: "ignore" }).status === 0;
   return setprivHere;
-}
-
-function sha(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
 }
