@@ -1,3 +1,4 @@
+import { HELPER_VERBS } from "../storage/helper-verbs";
 /* Man-page style help for each executable. Kept as plain strings: --help must be instant. */
 
 const COMMON = `GENERAL OPTIONS
@@ -13,6 +14,14 @@ const EXIT = `EXIT STATUS
     6 transport (ssh/rsync/network)   7 database   8 archive conflict
     9 I/O (disk full, permissions, corrupt file)   70 internal error
 `;
+
+/** The helper's requests, from the one list (storage/helper-verbs.ts). */
+const HELPER_VERBS_HELP = Object.entries(HELPER_VERBS)
+  .map(([v, spec]) => {
+    const left = [v, ...spec.args.map((a) => a.toUpperCase())].join(" ");
+    return `        ${left.padEnd(24)}${spec.doc}${spec.body === "in" ? " (body in)" : spec.body === "out" ? " (body out)" : ""}`;
+  })
+  .join("\n");
 
 export const HELP = {
   walArchive: `NAME
@@ -167,11 +176,11 @@ POINT-IN-TIME RESTORE
 INTERNAL COMMANDS (as walmgr.py named them)
     xarchive %p %f          same as wal-archive
     xrestore %f %p [%r]     same as wal-restore
-    xstat, xlist, xread, xput, xpublish, xwriteat, xremove, xrmtree, xmanifest,
-    xmkdir, xrename, xfsynctree, xputtree, xunlock, xprobe
-                            the slave side of the ssh transport: the master runs
-                            \`wal-ctl SLAVE_CONFIG xVERB ...\` over ssh (SLAVE_CONFIG
-                            may be -); not for use by hand
+    xhelper                 the slave side of the ssh transport: the master runs
+                            \`wal-ctl SLAVE_CONFIG xhelper\` over ssh (SLAVE_CONFIG
+                            may be -), which serves these requests on its stdin and
+                            stdout until the master closes it; not for use by hand:
+${HELPER_VERBS_HELP}
 
 OPTIONS
         --json              machine-readable output where the output is data

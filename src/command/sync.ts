@@ -405,7 +405,11 @@ export class Shipper {
     }
     const existing = await this.layout.driver.info(dest);
     const incremental =
-      !this.rewriteWhole && state?.name === name && state.offset <= offset && existing?.size === segSize;
+      !this.rewriteWhole &&
+      state?.name === name &&
+      state.offset <= offset &&
+      existing?.isFile === true && // a planted link is replaced whole, never written through
+      existing.size === segSize;
     const from = incremental ? state.offset : 0;
     if (from === offset) {
       this.note(`${name} already shipped up to ${lsnText}: nothing new`);
@@ -491,7 +495,7 @@ export class Shipper {
     const end = pageStart + validPrefix(bytes, pageStart, segLsn, blockSize);
     if (end <= from) return 0;
     const existing = await this.layout.driver.info(dest);
-    const inPlace = !this.rewriteWhole && from > 0 && existing?.size === segSize;
+    const inPlace = !this.rewriteWhole && from > 0 && existing?.isFile === true && existing.size === segSize;
     const chunk = bytes.subarray(inPlace ? from - pageStart : 0, end - pageStart);
     if (this.ctx.dryRun) {
       this.ctx.out(`[not really] ship the rest of ${name} (offset ${inPlace ? from : 0}..${end}) to ${dest}`);

@@ -63,6 +63,11 @@ export const SETTINGS: Record<string, SettingSpec> = {
     doc: "Seconds ssh may take to connect to the slave host (also its keep-alive budget).",
   },
   ssh_config: { type: "path", doc: "ssh client config file for the slave host (ssh -F); default ~/.ssh/config." },
+  ssh_control_persist: {
+    type: "float",
+    default: "60",
+    doc: "Seconds an ssh connection to the slave host stays open for the next command (ControlPersist); 0: no sharing.",
+  },
   restore_timeout: {
     type: "float",
     default: "10",

@@ -1,4 +1,5 @@
 import { posix } from "node:path";
+import { statSync } from "node:fs";
 import { ArchiveConflictError, IoError, ioError } from "../errors";
 import type { WalName } from "../wal/names";
 import { readBytes, writeBytes } from "./bytes";
@@ -20,6 +21,28 @@ export function isChecksumName(name: string): boolean {
 function formatChecksum(hex: string, name: string): string {
   // The sha256sum format, so `cd completed_wals && sha256sum -c .NAME.sha256` works by hand.
   return `${hex}  ${name}\n`;
+}
+
+/**
+ * Refuses an empty file (or a device such as /dev/null) as `wal`: no WAL file PostgreSQL archives (segment, .partial,
+ * .history, .backup) is ever empty, so an empty one is the wreck of a crash or a wrong path.
+ * Archived, it would block the real file of that name forever (exit 8) and be served as a
+ * short file to a standby. A pipe's size is unknown here and is not checked.
+ */
+function refuseEmpty(wal: WalName, src: string): void {
+  let st;
+  try {
+    st = statSync(src);
+  } catch {
+    return; // reported with its path when the copy opens it
+  }
+  // Devices (/dev/null, /dev/zero) report size 0 too: never WAL, and /dev/zero never ends.
+  if (!st.isFIFO() && st.size === 0) {
+    throw new IoError(
+      `${src} is empty${st.isFile() ? "" : " (not a regular file)"}: refusing to archive it as ${wal.name} (PostgreSQL never archives an empty WAL file)`,
+      "check the path given to wal-archive; if PostgreSQL passed it, the master's pg_wal is damaged (a crash?): nothing was archived",
+    );
+  }
 }
 
 /**
@@ -54,6 +77,7 @@ export class WalArchive {
    * writes the checksum. A checksum written first (as before) could be the loser's.
    */
   async pushFile(wal: WalName, src: string): Promise<{ result: PushResult; bytes: number }> {
+    refuseEmpty(wal, src);
     const dest = this.path(wal.name);
     const info = await this.driver.info(dest);
     if (info?.isSymlink === true || info?.isFile === false) this.refuseNotAFile(dest, info);

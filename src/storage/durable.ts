@@ -3,6 +3,7 @@ import {
   constants,
   fchmodSync,
   fchownSync,
+  fstatSync,
   fsyncSync,
   linkSync,
   lstatSync,
@@ -199,7 +200,8 @@ export function writeFileDurable(
 export function writeAtDurable(path: string, offset: number, data: Uint8Array): void {
   let fd: number | undefined;
   try {
-    fd = openSync(path, "r+");
+    fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    if (!fstatSync(fd).isFile()) throw new Error("not a regular file");
     writeAll(fd, data, offset);
     fsyncSync(fd);
   } catch (err) {
@@ -280,8 +282,14 @@ export function removeStaleTemps(dir: string, forName?: string): void {
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return isErrno(err, "EPERM");
+  }
+  // A zombie has exited and only waits for its parent to reap it: it holds nothing.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return true; // no /proc here, or gone this instant: kill(0) said it was there
   }
 }

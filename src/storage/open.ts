@@ -19,5 +19,6 @@ export function driverFor(loc: Location, config?: Config, opts: { timeout?: numb
     timeout: opts.timeout ?? (config ? config.float("ssh_timeout") : 10),
     compression: config?.bool("compression") ?? false,
     ...(config?.has("ssh_config") ? { sshConfig: config.path("ssh_config") } : {}),
+    controlPersist: config ? config.float("ssh_control_persist") : 60,
   });
 }

@@ -1,163 +1,215 @@
 /**
- * The slave side of the ssh transport: `wal-ctl SLAVE_CONFIG xVERB ARGS…`, run by the master
- * over ssh (walmgr ran `walmgr.py slave_config xlock` and friends the same way). Each verb does
- * one storage operation with the local driver on this host, so everything the local driver
- * promises (temp name, fsync, rename, directory fsync, 0600/0700) holds on the slave too.
+ * The slave side of the ssh transport: `wal-ctl SLAVE_CONFIG xhelper`, started once per master
+ * command over ssh (walmgr ran `walmgr.py slave_config xlock` and friends the same way). It
+ * serves requests (helper-protocol.ts) until the master closes its stdin; each verb
+ * (helper-verbs.ts) does one storage operation with the local driver on this host, so
+ * everything the local driver promises (temp name, fsync, rename, directory fsync, 0600/0700)
+ * holds on the slave too. A body that arrives cut short or damaged is never published under
+ * its final name.
  *
- * Protocol: arguments are positional only (no option parsing, so no path can pose as an
- * option); data arrives on stdin together with its length and sha256 as arguments, and nothing
- * is stored unless both match (a connection cut mid-stream can never commit a short file);
- * results are JSON on stdout (raw bytes for xread); errors are a message on stderr and an exit
- * code from the one table in errors.ts (1 = not there, for xread).
- * SLAVE_CONFIG may be "-" when the master has no slave_config: the helper then needs none.
+ * Errors of one request are answered (code from the one table in errors.ts) and the session
+ * goes on; a broken stream ends the session. What ends the process (a bad command line, a bad
+ * SLAVE_CONFIG, a cut connection) goes through the same describeError and exit codes as every
+ * executable. SLAVE_CONFIG may be "-" when the master has no slave_config.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, writeSync, chmodSync } from "node:fs";
-import { pipeline } from "node:stream/promises";
 import { spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readSync,
+  writeSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
-import { ExitCode, IoError, UsageError, WalmgrError, ioError, type ExitCodeValue } from "../errors";
+import { describeError } from "../cli/entry";
 import { loadConfig } from "../config/load";
+import { ExitCode, IoError, isErrno, ioError, UsageError, type ExitCodeValue } from "../errors";
 import { Logger, writeStderr, writeStdout } from "../log";
 import {
   commitTemp,
   createTemp,
-  removeQuietly,
-  removeStaleTemps,
-  writeAll,
   fsyncDir,
   inheritOwner,
   removeDurable,
+  removeQuietly,
+  removeStaleTemps,
   tempNameFor,
+  writeAll,
   writeAtDurable,
-  writeFileDurable,
 } from "./durable";
-import { parseTrailer, TRAILER_BYTES } from "./body-trailer";
+import {
+  errorAnswer,
+  encodeJson,
+  FrameReader,
+  HELPER_MAGIC,
+  ProtocolError,
+  sendBody,
+  writeOut,
+} from "./helper-protocol";
+import { HELPER_COMMAND, HELPER_VERBS, isHelperVerb, type HelperVerb } from "./helper-verbs";
 import { requireFeature } from "./driver";
 import { LocalDriver, mkdirPrivate } from "./local";
-import { sha256 as sha, newSha256 } from "./sha256";
 import { walkTreeSync } from "./tree-walk";
 
-export const HELPER_VERBS = new Set([
-  "xprobe",
-  "xstat",
-  "xlist",
-  "xmanifest",
-  "xread",
-  "xput",
-  "xpublish",
-  "xwriteat",
-  "xremove",
-  "xrmtree",
-  "xmkdir",
-  "xrename",
-  "xfsynctree",
-  "xputtree",
-  "xunlock",
-]);
-
-/** True when wal-ctl's arguments are a helper call: CONFIG then a helper verb (bin/wal-ctl has the same list). */
+/** True when wal-ctl's arguments start a helper session: CONFIG then `xhelper`. */
 export function isHelperCall(argv: string[]): boolean {
-  return argv.length >= 2 && HELPER_VERBS.has(argv[1] ?? "");
+  return argv[1] === HELPER_COMMAND;
 }
 
-/** Fails unless `data` has the announced length and sha256 (a cut stream never gets stored). */
-function verify(what: string, bytes: number, sha: string, gotBytes: number, gotSha: string): void {
-  if (gotBytes !== bytes || gotSha !== sha) {
-    throw new IoError(
-      `${what}: received ${gotBytes} bytes (sha256 ${gotSha.slice(0, 16)}…), expected ${bytes} (sha256 ${sha.slice(0, 16)}…): the transfer was cut short or damaged; nothing was stored`,
-      "retry: the connection to the master was probably interrupted",
-    );
-  }
+interface Served {
+  r: unknown;
+  /** A body to send after the answer (read). */
+  body?: AsyncIterable<Buffer>;
 }
 
-async function readStdin(): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of process.stdin) parts.push(chunk as Buffer);
-  return Buffer.concat(parts);
+interface VerbContext {
+  log: Logger;
+  /** The request's body (verbs that take one); each handler reads it to its end or throws. */
+  body: AsyncGenerator<Buffer, { bytes: number; sha256: string }>;
 }
+
+type Handler = (args: string[], ctx: VerbContext) => Promise<Served>;
 
 function num(v: string | undefined, what: string): number {
   const n = Number(v);
-  if (v === undefined || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`helper: bad ${what} ${String(v)}`);
+  if (v === undefined || v === "" || !Number.isSafeInteger(n) || n < 0) {
+    throw new UsageError(`helper: bad ${what} ${JSON.stringify(v)}`);
+  }
   return n;
 }
 
-function arg(args: string[], i: number, what: string): string {
-  const v = args[i];
+function nonEmpty(v: string | undefined, what: string): string {
   if (v === undefined || v === "") throw new UsageError(`helper: missing ${what}`);
   return v;
 }
 
-function out(value: unknown): void {
-  // Synchronous: the helper exits right after, and a pipe would drop what Node had not flushed.
-  writeStdout(`${JSON.stringify(value)}\n`);
-}
+/** Zeros, for padding a stored partial segment to full size. */
+const ZEROS = Buffer.alloc(1 << 20);
 
 /**
- * Streams stdin into a temp file beside `path` (0600 from its creation, named after this
- * helper, which lives until the temp is committed or removed), fsyncs it, checks length and
- * sha256, and puts it in place (exclusively: false when `path` exists). Temps of dead writers
- * beside `path` are removed first. With `bytes` and `sha` undefined the body ends with a
- * trailer (`bodyTrailer`) instead, so a writer can stream what it has not measured yet; a
- * stream cut anywhere fails the check either way. `padTo` zero-extends the stored file.
+ * Streams the body into a temp file beside `path` (0600 from its creation, named after this
+ * helper, which lives until the temp is committed or removed), zero-pads it to `padTo`, fsyncs
+ * it, and once the body's length and sha256 have checked out puts it in place (exclusively:
+ * stored false when `path` exists). Temps of dead writers beside `path` are removed first.
  */
 async function put(
   path: string,
   exclusive: boolean,
-  bytes: number | undefined,
-  sha: string | undefined,
-  padTo?: number,
-): Promise<boolean> {
-  removeStaleTemps(dirname(path));
-  const tmp = tempNameFor(path);
-  const hash = newSha256();
-  let got = 0;
+  padTo: number | undefined,
+  body: VerbContext["body"],
+): Promise<{ stored: boolean; bytes: number; sha256: string }> {
+  let tmp: string | undefined;
   let fd: number | undefined;
-  const trailerMode = bytes === undefined;
-  let held = Buffer.alloc(0);
+  let failure: unknown;
   try {
-    const tmpFd = createTemp(tmp);
-    fd = tmpFd;
-    const take = (b: Buffer): void => {
-      hash.update(b);
-      writeAll(tmpFd, b);
-      got += b.length;
-    };
-    for await (const chunk of process.stdin) {
-      const b = chunk as Buffer;
-      if (!trailerMode) {
-        take(b);
-        continue;
-      }
-      // Hold back the last TRAILER_BYTES: they are the trailer if the stream ends here.
-      const all = held.length === 0 ? b : Buffer.concat([held, b]);
-      const cut = Math.max(0, all.length - TRAILER_BYTES);
-      if (cut > 0) take(all.subarray(0, cut));
-      held = Buffer.from(all.subarray(cut));
-    }
-    let wantBytes = bytes ?? -1;
-    let wantSha = sha ?? "";
-    const trailer = trailerMode ? parseTrailer(held) : undefined;
-    if (trailer) {
-      wantBytes = trailer.bytes;
-      wantSha = trailer.sha256;
-    }
-    const digest = hash.digest("hex");
-    verify(path, wantBytes, wantSha, got, digest);
-    if (padTo !== undefined && padTo > got) writeAll(tmpFd, Buffer.alloc(padTo - got), got);
-    fsyncSync(tmpFd);
-    fd = undefined;
-    closeSync(tmpFd);
+    removeStaleTemps(dirname(path));
+    tmp = tempNameFor(path);
+    fd = createTemp(tmp);
   } catch (err) {
+    failure = err;
+  }
+  const cleanup = (): void => {
     if (fd !== undefined) closeSync(fd);
-    removeQuietly(tmp);
-    throw ioError("cannot write", path, err);
+    fd = undefined;
+    if (tmp !== undefined) removeQuietly(tmp);
+  };
+  let sum: { bytes: number; sha256: string };
+  try {
+    for (;;) {
+      const r = await body.next();
+      if (r.done) {
+        sum = r.value;
+        break;
+      }
+      if (failure === undefined && fd !== undefined) {
+        try {
+          writeAll(fd, r.value);
+        } catch (err) {
+          failure = err; // keep reading: the session stays in step; answered below
+        }
+      }
+    }
+  } catch (err) {
+    cleanup(); // cut short or damaged: nothing under the final name
+    throw err;
+  }
+  if (failure !== undefined || fd === undefined || tmp === undefined) {
+    cleanup();
+    throw ioError("cannot write", path, failure);
   }
   try {
-    return commitTemp(tmp, path, exclusive);
+    for (let size = sum.bytes; padTo !== undefined && size < padTo;) {
+      const n = Math.min(ZEROS.length, padTo - size);
+      writeAll(fd, ZEROS.subarray(0, n), size);
+      size += n;
+    }
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    return { stored: commitTemp(tmp, path, exclusive), ...sum };
   } catch (err) {
-    removeQuietly(tmp);
+    cleanup();
     throw ioError("cannot write", path, err);
+  }
+}
+
+/** The whole body in memory (small in-place updates only: writeat). */
+async function collect(body: VerbContext["body"]): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of body) parts.push(c);
+  return Buffer.concat(parts);
+}
+
+/**
+ * Opens the regular file `path` for reading; undefined when nothing is there. A symbolic link,
+ * FIFO or folder under the name is refused (see local.ts readRegularFile for why).
+ */
+function openRegular(path: string): { fd: number; size: number } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return undefined;
+    if (isErrno(err, "ELOOP")) throw notRegular(path, "a symbolic link");
+    throw ioError("cannot read", path, err);
+  }
+  const st = fstatSync(fd);
+  if (!st.isFile()) {
+    closeSync(fd);
+    throw notRegular(path, st.isDirectory() ? "a folder" : "a special file");
+  }
+  return { fd, size: st.size };
+}
+
+function notRegular(path: string, what: string): IoError {
+  return new IoError(
+    `${path} is ${what}, not a regular file: refusing to read it`,
+    "only regular files belong there; find out who put it there, remove it, and re-archive or re-ship what it should have been",
+  );
+}
+
+/** The content of an open file, 1 MiB at a time; closes it at the end. */
+async function* fileChunks(fd: number, path: string): AsyncGenerator<Buffer> {
+  try {
+    let pos = 0;
+    for (;;) {
+      const buf = Buffer.allocUnsafe(1 << 20);
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, pos);
+      } catch (err) {
+        throw ioError("cannot read", path, err);
+      }
+      if (n === 0) return;
+      pos += n;
+      yield buf.subarray(0, n);
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -189,20 +241,25 @@ export function fsyncTree(root: string): { files: number; bytes: number } {
 }
 
 /**
- * Receives a tree in the fallback format (when rsync is missing on either side): frames of a
- * 4-byte big-endian header length, a JSON header {p: relative path, d: folder?, s: size}, then
- * `s` bytes of content. A header with `end` closes the stream; without it nothing counts.
+ * Receives a tree in the fallback format (when rsync is missing on either side), carried as
+ * the request's body: records of a 4-byte big-endian header length, a JSON header
+ * {p: relative path, d: folder?, s: size}, then `s` bytes of content. A header with `end`
+ * closes the tree; without it nothing counts.
  */
-async function receiveTree(dest: string): Promise<{ files: number; bytes: number }> {
+async function receiveTree(dest: string, body: VerbContext["body"]): Promise<{ files: number; bytes: number }> {
   mkdirPrivate(dest);
-  let buf = Buffer.alloc(0);
+  let buf: Buffer = Buffer.alloc(0);
   let fd: number | undefined;
   let left = 0;
-  let header: { p?: string; d?: boolean; s?: number; end?: boolean } | undefined;
   let ended = false;
   const stats = { files: 0, bytes: 0 };
-  const safe = (rel: string): string => {
-    if (rel.split("/").some((c) => c === ".." || c === "") || rel.startsWith("/") || rel.includes("\0")) {
+  const safe = (rel: unknown): string => {
+    if (
+      typeof rel !== "string" ||
+      rel.split("/").some((c) => c === ".." || c === "") ||
+      rel.startsWith("/") ||
+      rel.includes("\0")
+    ) {
       throw new UsageError(`helper: refusing path ${JSON.stringify(rel)} in a tree stream`);
     }
     return join(dest, rel);
@@ -213,43 +270,51 @@ async function receiveTree(dest: string): Promise<{ files: number; bytes: number
     closeSync(fd);
     fd = undefined;
   };
-  for await (const chunk of process.stdin) {
-    buf = Buffer.concat([buf, chunk as Buffer]);
-    for (;;) {
-      if (left > 0) {
-        const n = Math.min(left, buf.length);
-        if (n === 0) break;
-        let off = 0;
-        while (off < n) off += writeSync(fd ?? -1, buf, off, n - off);
-        buf = buf.subarray(n);
-        left -= n;
+  try {
+    for await (const chunk of body) {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      for (;;) {
+        if (left > 0) {
+          const n = Math.min(left, buf.length);
+          if (n === 0) break;
+          let off = 0;
+          while (off < n) off += writeSync(fd ?? -1, buf, off, n - off);
+          buf = buf.subarray(n);
+          left -= n;
+          if (left === 0) finishFile();
+          continue;
+        }
+        if (buf.length < 4) break;
+        const len = buf.readUInt32BE(0);
+        if (buf.length < 4 + len) break;
+        let header: { p?: unknown; d?: unknown; s?: unknown; end?: unknown };
+        try {
+          header = JSON.parse(buf.subarray(4, 4 + len).toString("utf8")) as typeof header;
+        } catch {
+          throw new UsageError(`helper: malformed record in the tree stream into ${dest}`);
+        }
+        buf = buf.subarray(4 + len);
+        if (typeof header !== "object" || header === null) continue;
+        if (header.end === true) {
+          ended = true;
+          continue;
+        }
+        const p = safe(header.p);
+        if (header.d === true) {
+          mkdirPrivate(p);
+          continue;
+        }
+        fd = openSync(p, "w", 0o600);
+        inheritOwner(fd, dirname(p));
+        left = typeof header.s === "number" && Number.isSafeInteger(header.s) && header.s >= 0 ? header.s : 0;
+        stats.files++;
+        stats.bytes += left;
         if (left === 0) finishFile();
-        continue;
       }
-      if (buf.length < 4) break;
-      const len = buf.readUInt32BE(0);
-      if (buf.length < 4 + len) break;
-      header = JSON.parse(buf.subarray(4, 4 + len).toString("utf8")) as typeof header;
-      buf = buf.subarray(4 + len);
-      if (!header) continue;
-      if (header.end) {
-        ended = true;
-        continue;
-      }
-      const p = safe(header.p ?? "");
-      if (header.d) {
-        mkdirPrivate(p);
-        continue;
-      }
-      fd = openSync(p, "w", 0o600);
-      inheritOwner(fd, dirname(p));
-      left = header.s ?? 0;
-      stats.files++;
-      stats.bytes += left;
-      if (left === 0) finishFile();
     }
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
-  finishFile();
   if (!ended || left > 0) {
     throw new IoError(`tree stream into ${dest} was cut short`, "retry the backup: the connection was interrupted");
   }
@@ -257,138 +322,149 @@ async function receiveTree(dest: string): Promise<{ files: number; bytes: number
   return stats;
 }
 
-async function runVerb(verb: string, args: string[], log: Logger): Promise<ExitCodeValue> {
-  const local = new LocalDriver();
-  const tree = requireFeature(local, "tree");
-  switch (verb) {
-    case "xprobe": {
-      const r = spawnSync("rsync", ["--version"], { stdio: "ignore" });
-      out({ rsync: r.status === 0, pid: process.pid });
-      return ExitCode.OK;
+const local = new LocalDriver();
+const tree = requireFeature(local, "tree");
+
+/** One handler per verb of HELPER_VERBS (the type makes the two lists the same). */
+const HANDLERS: { [V in HelperVerb]: Handler } = {
+  probe: () => {
+    const r = spawnSync("rsync", ["--version"], { stdio: "ignore" });
+    return Promise.resolve({ r: { rsync: r.status === 0, pid: process.pid } });
+  },
+  stat: async ([path]) => ({ r: (await local.info(nonEmpty(path, "path"))) ?? null }),
+  manifest: async ([dir]) => {
+    const d = nonEmpty(dir, "directory");
+    return { r: (await local.info(d))?.isDirectory ? await tree.manifest(d) : null };
+  },
+  list: async ([dir]) => ({ r: (await local.list(nonEmpty(dir, "directory"))) ?? null }),
+  read: ([path]) => {
+    const p = nonEmpty(path, "path");
+    const f = openRegular(p);
+    if (f === undefined) return Promise.resolve({ r: null });
+    return Promise.resolve({ r: { size: f.size }, body: fileChunks(f.fd, p) });
+  },
+  put: async ([path, exclusive, padTo], { body }) => {
+    const p = nonEmpty(path, "path");
+    const pad = padTo === "-" ? undefined : num(padTo, "padding");
+    return { r: await put(p, exclusive === "1", pad, body) };
+  },
+  writeat: async ([path, offset], { body }) => {
+    const p = nonEmpty(path, "path");
+    const off = num(offset, "offset");
+    const data = await collect(body);
+    writeAtDurable(p, off, data);
+    return { r: {} };
+  },
+  remove: ([path]) => Promise.resolve({ r: { removed: removeDurable(nonEmpty(path, "path")) } }),
+  rmtree: async ([path], { log }) => {
+    const p = nonEmpty(path, "path");
+    await tree.removeTree(p);
+    log.info(`removed ${p} (for the master)`);
+    return { r: {} };
+  },
+  mkdir: async ([path]) => {
+    await local.pathCreate(nonEmpty(path, "path"));
+    return { r: {} };
+  },
+  rename: async ([from, to], { log }) => {
+    const f = nonEmpty(from, "source path");
+    const t = nonEmpty(to, "target path");
+    await tree.renameDir(f, t);
+    log.info(`renamed ${f} to ${t} (for the master)`);
+    return { r: {} };
+  },
+  fsynctree: ([path]) => Promise.resolve({ r: fsyncTree(nonEmpty(path, "path")) }),
+  puttree: async ([path], { body }) => ({ r: await receiveTree(nonEmpty(path, "path"), body) }),
+  unlock: ([path, pid, host], { log }) => {
+    // Removes a lock file only when it names this holder (pid and host): never another's lock.
+    const p = nonEmpty(path, "path");
+    let removed = false;
+    try {
+      const held = JSON.parse(readFileSync(p, "utf8")) as { pid?: number; host?: string };
+      if (String(held.pid) === pid && held.host === host) removed = removeDurable(p);
+    } catch {
+      // not ours, or already gone
     }
-    case "xstat":
-      out((await local.info(arg(args, 0, "path"))) ?? null);
-      return ExitCode.OK;
-    case "xmanifest": {
-      const dir = arg(args, 0, "directory");
-      out((await local.info(dir))?.isDirectory ? await tree.manifest(dir) : null);
-      return ExitCode.OK;
+    if (removed) log.info(`released ${p} (for the master)`);
+    return Promise.resolve({ r: { removed } });
+  },
+};
+
+// eslint-disable-next-line require-yield -- a body with nothing in it
+async function* noBody(): AsyncGenerator<Buffer, { bytes: number; sha256: string }> {
+  await Promise.resolve();
+  return { bytes: 0, sha256: "" };
+}
+
+/** Serves one request: runs its verb and writes the answer (and its body). */
+async function serve(req: Record<string, unknown>, reader: FrameReader, log: Logger): Promise<void> {
+  const out = process.stdout;
+  const { v, a, b } = req;
+  const hasBody = b === 1;
+  const body = hasBody ? reader.body(`the body of ${JSON.stringify(v)}`) : noBody();
+  let served: Served;
+  try {
+    if (typeof v !== "string" || !isHelperVerb(v)) {
+      throw new UsageError(
+        `helper: unknown verb ${JSON.stringify(v)}`,
+        "the master and slave run different walmgr-ts versions? install the same one on both hosts",
+      );
     }
-    case "xlist":
-      out((await local.list(arg(args, 0, "directory"))) ?? null);
-      return ExitCode.OK;
-    case "xread": {
-      // Streamed: a segment of any size costs this helper constant memory.
-      const data = await local.newRead(arg(args, 0, "path"));
-      if (data === undefined) return ExitCode.NOT_AVAILABLE;
-      await pipeline(data, process.stdout, { end: false });
-      return ExitCode.OK;
+    const spec = HELPER_VERBS[v];
+    if (!Array.isArray(a) || a.length !== spec.args.length || a.some((x) => typeof x !== "string")) {
+      throw new UsageError(`helper: ${v} takes ${spec.args.length} string arguments (${spec.args.join(", ")})`);
     }
-    case "xput": {
-      const path = arg(args, 0, "path");
-      // LENGTH and SHA256 "-": the body ends with a trailer (see put); PADTO optional.
-      const trailer = args[2] === "-";
-      const padTo = args[4] === undefined || args[4] === "-" ? undefined : num(args[4], "padding");
-      out({
-        stored: await put(
-          path,
-          args[1] === "1",
-          trailer ? undefined : num(args[2], "length"),
-          trailer ? undefined : arg(args, 3, "sha256"),
-          padTo,
-        ),
-      });
-      return ExitCode.OK;
+    if (hasBody !== (spec.body === "in")) {
+      throw new UsageError(`helper: ${v} ${spec.body === "in" ? "needs" : "takes no"} body`);
     }
-    case "xpublish": {
-      const path = arg(args, 0, "path");
-      const data = await readStdin();
-      verify(path, num(args[3], "length"), arg(args, 4, "sha256"), data.length, sha(data));
-      const padTo = args[2] === "" || args[2] === "-" ? undefined : num(args[2], "padding");
-      out({
-        stored: writeFileDurable(path, data, { exclusive: args[1] === "1", ...(padTo ? { padTo } : {}) }),
-      });
-      return ExitCode.OK;
-    }
-    case "xwriteat": {
-      const path = arg(args, 0, "path");
-      const data = await readStdin();
-      verify(path, num(args[2], "length"), arg(args, 3, "sha256"), data.length, sha(data));
-      writeAtDurable(path, num(args[1], "offset"), data);
-      return ExitCode.OK;
-    }
-    case "xremove":
-      out({ removed: removeDurable(arg(args, 0, "path")) });
-      return ExitCode.OK;
-    case "xrmtree": {
-      const p = arg(args, 0, "path");
-      await tree.removeTree(p);
-      log.info(`removed ${p} (for the master)`);
-      return ExitCode.OK;
-    }
-    case "xmkdir": {
-      const p = arg(args, 0, "path");
-      await local.pathCreate(p);
-      return ExitCode.OK;
-    }
-    case "xrename": {
-      const from = arg(args, 0, "source path");
-      const to = arg(args, 1, "target path");
-      await tree.renameDir(from, to);
-      log.info(`renamed ${from} to ${to} (for the master)`);
-      return ExitCode.OK;
-    }
-    case "xfsynctree":
-      out(fsyncTree(arg(args, 0, "path")));
-      return ExitCode.OK;
-    case "xputtree":
-      out(await receiveTree(arg(args, 0, "path")));
-      return ExitCode.OK;
-    case "xunlock": {
-      // Removes a lock file only when it names this holder (pid and host): never another's lock.
-      const p = arg(args, 0, "path");
-      let removed = false;
-      try {
-        const held = JSON.parse(readFileSync(p, "utf8")) as { pid?: number; host?: string };
-        if (String(held.pid) === args[1] && held.host === args[2]) removed = removeDurable(p);
-      } catch {
-        // not ours, or already gone
-      }
-      if (removed) log.info(`released ${p} (for the master)`);
-      out({ removed });
-      return ExitCode.OK;
-    }
-    default:
-      throw new UsageError(`helper: unknown verb ${JSON.stringify(verb)}`);
+    served = await HANDLERS[v](a as string[], { log, body });
+  } catch (err) {
+    if (err instanceof ProtocolError) throw err;
+    await reader.drain(body); // stay in step with the master
+    await writeOut(out, errorAnswer(err));
+    return;
   }
+  await reader.drain(body);
+  await writeOut(out, encodeJson("H", { ok: 1, r: served.r, ...(served.body ? { b: 1 } : {}) }));
+  if (served.body)
+    await sendBody(out, served.body).catch((err: unknown) => {
+      // The A frame went out (the master discards what it got); the session goes on.
+      if (err instanceof ProtocolError) throw err;
+      log.error(describeError(err).text);
+    });
 }
 
 /** Entry of the helper (from wal-ctl, before its normal argument parsing). Exits when done. */
 export function helperMain(argv: string[]): void {
-  const [configFile = "-", verb = "", ...args] = argv;
+  const [configFile = "-", command = "", ...extra] = argv;
   const log = new Logger({ verbosity: -1, jobName: "wal-ctl helper" });
+  const finish = (code: ExitCodeValue): void => {
+    log.close();
+    process.exit(code);
+  };
   (async (): Promise<ExitCodeValue> => {
+    if (command !== HELPER_COMMAND || extra.length > 0) {
+      throw new UsageError(
+        `wal-ctl helper: expected \`wal-ctl SLAVE_CONFIG ${HELPER_COMMAND}\`, got ${JSON.stringify(argv)}`,
+        "the master and slave run different walmgr-ts versions? install the same one on both hosts",
+      );
+    }
     if (configFile !== "-") {
       const config = loadConfig(configFile);
       const logfile = config.path("logfile");
       log.configure({ jobName: `${config.jobName} (helper)`, ...(logfile ? { logfile } : {}) });
     }
-    return runVerb(verb, args, log);
-  })().then(
-    (code) => {
-      log.close();
-      process.exit(code);
-    },
-    (err: unknown) => {
-      const code = err instanceof WalmgrError ? err.exitCode : ExitCode.INTERNAL;
-      const text =
-        err instanceof WalmgrError
-          ? err.message + (err.hint ? `\nHINT: ${err.hint}` : "")
-          : `internal error: ${(err as Error)?.stack ?? String(err)}`;
-      writeStderr(`${text}\n`);
-      log.error(text);
-      log.close();
-      process.exit(code);
-    },
-  );
+    writeStdout(HELPER_MAGIC);
+    const reader = new FrameReader(process.stdin, "the master");
+    for (;;) {
+      const req = await reader.header();
+      if (req === undefined) return ExitCode.OK; // the master closed the session
+      await serve(req, reader, log);
+    }
+  })().then(finish, (err: unknown) => {
+    const { text, code } = describeError(err);
+    writeStderr(`${text}\n`);
+    log.error(text);
+    finish(code);
+  });
 }

@@ -38,10 +38,17 @@ export function pidIn(path: string): number | undefined {
   }
 }
 
+/** The process runs (a zombie, exited and waiting to be reaped, does not). */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  // A detached daemon that exited stays a zombie until init reaps it: it has ended.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
   } catch {
     return false;
   }

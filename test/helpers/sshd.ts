@@ -5,6 +5,9 @@
  *   walslave-test  the slave host (user `walslave` when the suite runs as root)
  *   deadhost       a port nobody listens on (connection refused)
  *   silenthost     a port that accepts and never answers (a hung host)
+ *   junkhost       the slave host, but the login shell is bash with a ~/.bashrc that echoes a
+ *                  greeting to stdout (bash run by sshd reads ~/.bashrc even for a command)
+ *   wrongkeyhost   the slave host, with another host key in known_hosts (a host key mismatch)
  * When the suite runs as root, master commands run as `postgres` and the slave side (the ssh
  * login and the slave's PostgreSQL) as `walslave`, created here if missing. As another user,
  * both sides run as that user (sshd then runs unprivileged, which works for a single user).
@@ -93,6 +96,7 @@ export class TestSshd {
     chmodSync(dir, 0o755);
     const port = await freePort();
     const deadPort = await freePort();
+    const junkPort = await freePort();
     const keygen = (file: string): void => {
       const r = spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "walmgr-test", "-f", file], {
         encoding: "utf8",
@@ -101,6 +105,10 @@ export class TestSshd {
     };
     keygen(join(dir, "host_key"));
     keygen(join(dir, "client_key"));
+    keygen(join(dir, "other_host_key"));
+    // A chatty ~/.bashrc: bash started by sshd reads it before running the command.
+    mkdirSync(join(dir, "junkhome"), { mode: 0o755 });
+    writeFileSync(join(dir, "junkhome", ".bashrc"), 'echo "Welcome to the slave host, $USER!"\n', { mode: 0o644 });
     chownMaster(join(dir, "client_key"));
     writeFileSync(join(dir, "authorized_keys"), readFileSync(join(dir, "client_key.pub")), { mode: 0o644 });
     const cfg = join(dir, "sshd_config");
@@ -108,6 +116,7 @@ export class TestSshd {
       cfg,
       [
         `Port ${port}`,
+        `Port ${junkPort}`,
         "ListenAddress 127.0.0.1",
         `HostKey ${join(dir, "host_key")}`,
         `PidFile ${join(dir, "sshd.pid")}`,
@@ -122,15 +131,18 @@ export class TestSshd {
         "MaxStartups 100:30:200",
         "MaxSessions 100",
         "LogLevel ERROR",
+        `Match LocalPort ${junkPort}`,
+        `  ForceCommand HOME=${join(dir, "junkhome")} exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"`,
         "",
       ].join("\n"),
     );
     if (IS_ROOT && !existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
-    writeFileSync(
-      join(dir, "known_hosts"),
-      `[127.0.0.1]:${port} ${readFileSync(join(dir, "host_key.pub"), "utf8").split(" ").slice(0, 2).join(" ")}\n`,
-      { mode: 0o644 },
-    );
+    const hostKey = readFileSync(join(dir, "host_key.pub"), "utf8").split(" ").slice(0, 2).join(" ");
+    writeFileSync(join(dir, "known_hosts"), `[127.0.0.1]:${port} ${hostKey}\n[127.0.0.1]:${junkPort} ${hostKey}\n`, {
+      mode: 0o644,
+    });
+    const otherKey = readFileSync(join(dir, "other_host_key.pub"), "utf8").split(" ").slice(0, 2).join(" ");
+    writeFileSync(join(dir, "wrong_known_hosts"), `[127.0.0.1]:${port} ${otherKey}\n`, { mode: 0o644 });
     const silent = createServer(() => undefined); // accepts, never speaks
     const silentPort = await new Promise<number>((resolve) =>
       silent.listen(0, "127.0.0.1", () => {
@@ -138,12 +150,12 @@ export class TestSshd {
         resolve(typeof a === "object" && a ? a.port : 0);
       }),
     );
-    const common = [
+    const common = (knownHosts = "known_hosts"): string[] => [
       `  HostName 127.0.0.1`,
       `  User ${SLAVE_USER_NAME}`,
       `  IdentityFile ${join(dir, "client_key")}`,
       "  IdentitiesOnly yes",
-      `  UserKnownHostsFile ${join(dir, "known_hosts")}`,
+      `  UserKnownHostsFile ${join(dir, knownHosts)}`,
       "  StrictHostKeyChecking yes",
       "  LogLevel ERROR",
     ];
@@ -153,13 +165,19 @@ export class TestSshd {
       [
         "Host walslave-test",
         `  Port ${port}`,
-        ...common,
+        ...common(),
         "Host deadhost",
         `  Port ${deadPort}`,
-        ...common,
+        ...common(),
         "Host silenthost",
         `  Port ${silentPort}`,
-        ...common,
+        ...common(),
+        "Host junkhost",
+        `  Port ${junkPort}`,
+        ...common(),
+        "Host wrongkeyhost",
+        `  Port ${port}`,
+        ...common("wrong_known_hosts"),
         "",
       ].join("\n"),
       { mode: 0o600 },
@@ -185,6 +203,18 @@ export class TestSshd {
 
   /** The sshd process goes away (the slave host is down); `resume` brings it back. */
   stop(): void {
+    // Connections still open (a shared ssh master keeps one for ssh_control_persist seconds)
+    // go down with the host: the per-connection sshd processes are this sshd's children.
+    if (this.proc?.pid !== undefined) {
+      const kids = spawnSync("pgrep", ["-P", String(this.proc.pid)], { encoding: "utf8" });
+      for (const pid of kids.stdout.split("\n").filter(Boolean)) {
+        try {
+          process.kill(Number(pid), "SIGTERM");
+        } catch {
+          // already gone
+        }
+      }
+    }
     this.proc?.kill("SIGTERM");
     this.proc = undefined;
     this.silent?.close();

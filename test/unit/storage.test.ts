@@ -1,6 +1,6 @@
 /** Durable writes, the local driver and the archive policy (checksums, no overwrites). */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
@@ -653,6 +653,23 @@ describe("removeStaleTemps", () => {
     utimesSync(join(dir, old), past, past);
     removeStaleTemps(dir);
     assert.deepEqual(temps(dir), [fresh]);
+  });
+
+  test("a zombie (exited, not yet reaped by its parent) is not alive", async () => {
+    // `sleep 3` inherits the backgrounded child and never reaps it: a zombie until sleep ends.
+    const parent = spawn("sh", ["-c", "sleep 0.1 & echo $!; exec sleep 3"], { stdio: ["ignore", "pipe", "ignore"] });
+    try {
+      const pid = await new Promise<number>((res) =>
+        parent.stdout.once("data", (b: Buffer) => res(Number(String(b).trim()))),
+      );
+      assert.equal(processAlive(pid), true, "running");
+      await new Promise((r) => setTimeout(r, 400));
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      assert.equal(stat[stat.lastIndexOf(")") + 2], "Z", "the child is a zombie now");
+      assert.equal(processAlive(pid), false);
+    } finally {
+      parent.kill("SIGKILL");
+    }
   });
 
   test("removes temps of dead pids only", () => {
