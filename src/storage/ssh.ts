@@ -409,7 +409,14 @@ class SshWrite extends Writable implements WriteHandle {
         yield q.chunk;
         sent = true;
       } finally {
-        q.cb(sent ? null : new IoError("the connection failed while sending"));
+        // Not sent: the request failed; its error (how the connection or helper ended) is the
+        // one to report, not a generic one.
+        if (sent) q.cb(null);
+        else
+          this.stored.then(
+            () => q.cb(new IoError("the write ended before its body was sent")),
+            (err: unknown) => q.cb(err instanceof Error ? err : new Error(String(err))),
+          );
       }
     }
   }

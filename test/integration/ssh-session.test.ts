@@ -170,12 +170,12 @@ test("the helper killed between requests of a session: that request fails (exit 
     const line = () => new Promise((r) => process.stdin.once("data", r));
     (async () => {
       const out = {};
-      out.first = await d.stat(${JSON.stringify(dir)});
+      out.first = await d.info(${JSON.stringify(dir)});
       out.pid = (await d.result("probe", [])).pid;
       process.stderr.write("PID " + out.pid + "\\n");
       await line(); // the test kills the helper now
-      try { await d.stat(${JSON.stringify(dir)}); out.second = "ok"; } catch (e) { out.second = { code: e.exitCode, message: e.message }; }
-      out.third = await d.stat(${JSON.stringify(dir)});
+      try { await d.info(${JSON.stringify(dir)}); out.second = "ok"; } catch (e) { out.second = { code: e.exitCode, message: e.message }; }
+      out.third = await d.info(${JSON.stringify(dir)});
       out.pid2 = (await d.result("probe", [])).pid;
       process.stdout.write(JSON.stringify(out));
       process.exit(0);
