@@ -22,6 +22,7 @@
  * Every parse of input from the other side is guarded: malformed frames are a ProtocolError
  * (a TransportError, exit 6), never an internal error.
  */
+import { releaseGarbage } from "./gc";
 import { newSha256 } from "./sha256";
 import type { Readable, Writable } from "node:stream";
 import { ExitCode, IoError, TransportError, WalmgrError, type ExitCodeValue } from "../errors";
@@ -131,12 +132,22 @@ export class FrameReader {
       if (first.length === n) this.chunks.shift();
       else this.chunks[0] = first.subarray(n);
     } else {
-      const all = Buffer.concat(this.chunks);
+      // Join only the chunks that hold the n bytes.
+      let k = 0;
+      for (let got = 0; got < n; k++) got += this.chunks[k]?.length ?? 0;
+      const all = Buffer.concat(this.chunks.slice(0, k));
       out = all.subarray(0, n);
-      this.chunks = all.length > n ? [all.subarray(n)] : [];
+      this.chunks = all.length > n ? [all.subarray(n), ...this.chunks.slice(k)] : this.chunks.slice(k);
     }
     this.buffered -= n;
     return out;
+  }
+
+  /** Up to `n` bytes as they are buffered (never joined); undefined at the end of the stream. */
+  private async some(n: number): Promise<Buffer | undefined> {
+    if (this.buffered === 0 && !(await this.more())) return undefined;
+    const first = this.chunks[0];
+    return this.take(Math.min(n, first?.length ?? 0));
   }
 
   /** Exactly `n` bytes; undefined when the stream ends first (the bytes seen are `partial`). */
@@ -175,6 +186,17 @@ export class FrameReader {
 
   /** The next frame; undefined at a clean end of stream between frames. */
   async next(): Promise<Frame | undefined> {
+    const head = await this.nextHead();
+    if (head === undefined) return undefined;
+    const payload = await this.exact(head.length);
+    if (payload === undefined) {
+      throw new ProtocolError(`${this.where}: the stream ended inside a frame (the connection was cut)`);
+    }
+    return { type: head.type, payload };
+  }
+
+  /** The type and length of the next frame (its payload follows); undefined at a clean end. */
+  private async nextHead(): Promise<{ type: FrameType; length: number } | undefined> {
     const head = await this.exact(5);
     if (head === undefined) {
       if (this.buffered === 0) return undefined;
@@ -193,11 +215,7 @@ export class FrameReader {
         `${this.where} sent a frame of ${length} bytes (type ${type}): too large, not our protocol`,
       );
     }
-    const payload = await this.exact(length);
-    if (payload === undefined) {
-      throw new ProtocolError(`${this.where}: the stream ended inside a frame (the connection was cut)`);
-    }
-    return { type: type as FrameType, payload };
+    return { type: type as FrameType, length };
   }
 
   /** The JSON of a frame's payload, parsed with a guard. */
@@ -233,17 +251,33 @@ export class FrameReader {
   async *body(what: string): AsyncGenerator<Buffer, { bytes: number; sha256: string }> {
     const hash = newSha256();
     let bytes = 0;
+    let sinceGc = 0;
+    const cut = (): ProtocolError =>
+      new ProtocolError(`${this.where}: the connection ended in the middle of ${what} after ${bytes} bytes`);
     for (;;) {
-      const f = await this.next();
-      if (f === undefined) {
-        throw new ProtocolError(`${this.where}: the connection ended in the middle of ${what} after ${bytes} bytes`);
-      }
-      if (f.type === "D") {
-        hash.update(f.payload);
-        bytes += f.payload.length;
-        yield f.payload;
+      const head = await this.nextHead();
+      if (head === undefined) throw cut();
+      if (head.type === "D") {
+        // Data is passed on as the pipe delivered it, never joined into whole frames: nothing
+        // is copied, and the garbage is released as it goes (releaseGarbage).
+        for (let left = head.length; left > 0;) {
+          const piece = await this.some(left);
+          if (piece === undefined) throw cut();
+          left -= piece.length;
+          hash.update(piece);
+          bytes += piece.length;
+          yield piece;
+          sinceGc += piece.length;
+          if (sinceGc >= GC_EVERY) {
+            sinceGc = 0;
+            releaseGarbage();
+          }
+        }
         continue;
       }
+      const payload = await this.exact(head.length);
+      if (payload === undefined) throw cut();
+      const f: Frame = { type: head.type, payload };
       if (f.type === "A") {
         const j = this.json(f);
         throw new IoError(`${what}: the sender gave up after ${bytes} bytes: ${String(j.message)}; nothing was stored`);
@@ -271,7 +305,9 @@ export class FrameReader {
   }
 }
 
-/** Writes to a stream, waiting when it is full; rejects when the stream closes or fails first. */
+/** A body's received bytes between two `releaseGarbage` calls (see gc.ts). */
+const GC_EVERY = 2 << 20;
+
 /** Writes `data` and resolves once the stream has handed it on (its write callback). */
 export function writeFlushed(out: Writable, data: Buffer): Promise<void> {
   if (out.destroyed || out.writableEnded) return Promise.reject(new ProtocolError("the connection is closed"));
@@ -286,6 +322,7 @@ export function writeFlushed(out: Writable, data: Buffer): Promise<void> {
   });
 }
 
+/** Writes to a stream, waiting when it is full; rejects when the stream closes or fails first. */
 export function writeOut(out: Writable, data: Buffer): Promise<void> {
   if (out.destroyed || out.writableEnded) return Promise.reject(new ProtocolError("the connection is closed"));
   if (out.write(data)) return Promise.resolve();

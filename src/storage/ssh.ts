@@ -115,7 +115,7 @@ export class SshDriver implements StorageDriver {
   async newRead(path: string): Promise<ReadStream | undefined> {
     const a = await this.request("read", [path]);
     if (a.r === null || a.body === undefined) return undefined;
-    return Readable.from(a.body, { objectMode: false, highWaterMark: 1 << 20 });
+    return Readable.from(a.body, { objectMode: false, highWaterMark: 1 });
   }
 
   async info(path: string): Promise<FileInfo | undefined> {

@@ -18,6 +18,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { hashFile } from "../../src/storage/sha256";
 import { binPath, makeTempDir, mkdirAs, removeTempDir, run, type RunResult } from "../helpers/env";
+import { makeSlaveDir, runSlave, TestSshd } from "../helpers/sshd";
 import { writeFileAs } from "../helpers/walmgr";
 
 const GIB = 1 << 30;
@@ -31,6 +32,8 @@ let ini: string;
 let slaveIni: string;
 let src: string;
 let srcSha: string;
+let sshd: TestSshd | undefined;
+let slaveBase: string | undefined;
 
 /** Runs an executable under GNU time; its result and its peak RSS in kB. */
 function measured(name: string, args: string[]): RunResult & { rssKb: number } {
@@ -39,6 +42,22 @@ function measured(name: string, args: string[]): RunResult & { rssKb: number } {
   const rssKb = Number(readFileSync(out, "utf8").trim().split("\n").pop());
   assert.ok(Number.isFinite(rssKb) && rssKb > 0, `no RSS figure from ${TIME}: ${readFileSync(out, "utf8")}`);
   return { ...res, rssKb };
+}
+
+/** 1 GiB of incompressible bytes at `src`, every MiB different, written in 1 MiB steps. */
+function makeSource(): void {
+  src = join(base, SEG);
+  writeFileAs(src, "");
+  const chunk = randomBytes(1 << 20);
+  const hash = createHash("sha256");
+  const fd = openSync(src, "w");
+  for (let i = 0; i < GIB / chunk.length; i++) {
+    chunk.writeUInt32BE(i, 0);
+    writeSync(fd, chunk);
+    hash.update(chunk);
+  }
+  closeSync(fd);
+  srcSha = hash.digest("hex");
 }
 
 function flipByte(path: string, offset: number): void {
@@ -63,22 +82,14 @@ before(() => {
   writeFileAs(ini, `[wal-master]\nmaster_db = dbname=postgres\nmaster_data = ${base}/nodata\nslave = ${slave}\n`);
   slaveIni = join(base, "slave.ini");
   writeFileAs(slaveIni, `[wal-slave]\nslave_data = ${base}/sdata\nslave = ${slave}\n`);
-  // 1 GiB of incompressible bytes, every MiB different, written in 1 MiB steps.
-  src = join(base, SEG);
-  writeFileAs(src, "");
-  const chunk = randomBytes(1 << 20);
-  const hash = createHash("sha256");
-  const fd = openSync(src, "w");
-  for (let i = 0; i < GIB / chunk.length; i++) {
-    chunk.writeUInt32BE(i, 0);
-    writeSync(fd, chunk);
-    hash.update(chunk);
-  }
-  closeSync(fd);
-  srcSha = hash.digest("hex");
+  makeSource();
 });
 
-after(() => removeTempDir(base));
+after(() => {
+  sshd?.stop();
+  removeTempDir(base);
+  if (slaveBase) removeTempDir(slaveBase);
+});
 
 test("a 1 GiB segment is archived and restored with peak RSS < 64 MB in every path", () => {
   const figures: string[] = [];
@@ -109,4 +120,37 @@ test("a 1 GiB segment is archived and restored with peak RSS < 64 MB in every pa
   assert.match(bad.stderr, /fails its checksum/);
   assert.deepEqual(readdirSync(join(base, "pg_wal")), [], "nothing at %p, no temp beside it");
   process.stdout.write(`# peak RSS: ${figures.join("; ")}\n`);
+});
+
+test("over ssh: a 1 GiB segment is archived and restored with peak RSS < 64 MB", async () => {
+  // The local test above consumed the source and the archived copy: fresh ones, local space freed.
+  rmSync(join(completed, SEG), { force: true });
+  makeSource();
+  sshd = await TestSshd.start();
+  slaveBase = makeSlaveDir("bigseg-slavehost");
+  const slaveDir = join(slaveBase, "walshipping");
+  const remoteCompleted = join(slaveDir, "logs.complete");
+  const mk = runSlave("mkdir", ["-p", "-m", "700", remoteCompleted, join(slaveDir, "logs.partial")]);
+  assert.equal(mk.status, 0, mk.stderr);
+  const remoteIni = join(base, "remote.ini");
+  writeFileAs(
+    remoteIni,
+    `[wal-master]\nslave = walslave-test:${slaveDir}\nssh_config = ${sshd.clientConfig}\nssh_timeout = 10\n`,
+  );
+  const figures: string[] = [];
+  const check = (what: string, res: RunResult & { rssKb: number }, status: number): void => {
+    figures.push(`${what}: ${(res.rssKb / 1000).toFixed(1)} MB`);
+    assert.equal(res.status, status, `${what}: exit ${String(res.status)}\n${res.stderr}`);
+    assert.ok(res.rssKb < LIMIT_KB, `${what}: peak RSS ${res.rssKb} kB >= 64 MB`);
+  };
+  check("wal-archive over ssh", measured("wal-archive", [remoteIni, src, SEG]), 0);
+  const remoteSha = runSlave("sha256sum", [join(remoteCompleted, SEG)]);
+  assert.equal(remoteSha.stdout.split(" ")[0], srcSha, "the slave holds the segment's exact bytes");
+  check("wal-archive over ssh again (identical)", measured("wal-archive", [remoteIni, src, SEG]), 0);
+  rmSync(src);
+  const dest = join(base, "pg_wal", "RECOVERYXLOG");
+  check("wal-restore over ssh", measured("wal-restore", [remoteIni, SEG, dest]), 0);
+  assert.equal(hashFile(dest).sha256, srcSha);
+  rmSync(dest);
+  process.stdout.write(`# peak RSS over ssh: ${figures.join("; ")}\n`);
 });
