@@ -52,6 +52,13 @@ export interface WriteOptions {
 export interface WriteHandle extends Writable {
   commit(): Promise<boolean>;
   abort(): Promise<void>;
+  /**
+   * Optional, and only before any write: fills the object with the whole local file `src`
+   * (open as `srcFd`) faster than writes could (the local driver has the kernel copy it) and
+   * returns the sha256 and size of the source as read; undefined when it will not for this
+   * source (the caller then writes it). `commit` and `abort` work as after writes.
+   */
+  copyFile?(src: string, srcFd: number): Promise<{ sha256: string; bytes: number } | undefined>;
 }
 
 /**

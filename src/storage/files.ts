@@ -73,9 +73,21 @@ export async function storeFile(
     closeSync(fd);
     throw err;
   }
+  handle.on("error", () => undefined); // reported through the write callbacks
+  let whole: { sha256: string; bytes: number } | undefined;
+  try {
+    whole = await handle.copyFile?.(src, fd);
+  } catch (err) {
+    closeSync(fd);
+    await handle.abort();
+    throw err;
+  }
+  if (whole !== undefined) {
+    closeSync(fd);
+    return { ...whole, stored: await handle.commit() };
+  }
   const hash = newSha256();
   let bytes = 0;
-  handle.on("error", () => undefined); // reported through the write callbacks
   try {
     let cur = Buffer.allocUnsafe(CHUNK);
     let spare = Buffer.allocUnsafe(CHUNK);
