@@ -19,7 +19,9 @@ const EXIT = `EXIT STATUS
 const HELPER_VERBS_HELP = Object.entries(HELPER_VERBS)
   .map(([v, spec]) => {
     const left = [v, ...spec.args.map((a) => a.toUpperCase())].join(" ");
-    return `        ${left.padEnd(24)}${spec.doc}${spec.body === "in" ? " (body in)" : spec.body === "out" ? " (body out)" : ""}`;
+    const doc = `${spec.doc}${spec.body === "in" ? " (body in)" : spec.body === "out" ? " (body out)" : ""}`;
+    // A name too long for its column gets a line of its own, as man pages do.
+    return left.length < 24 ? `        ${left.padEnd(24)}${doc}` : `        ${left}\n${" ".repeat(32)}${doc}`;
   })
   .join("\n");
 
