@@ -68,6 +68,18 @@ export const SETTINGS: Record<string, SettingSpec> = {
     default: "60",
     doc: "Seconds an ssh connection to the slave host stays open for the next command (ControlPersist); 0: no sharing.",
   },
+  archive_batch: {
+    type: "int",
+    default: "16",
+    roles: ["master"],
+    doc: "wal-archive also archives up to this many further segments PostgreSQL marked ready (0: only %p).",
+  },
+  archive_parallel: {
+    type: "int",
+    default: "2",
+    roles: ["master"],
+    doc: "Segments one wal-archive run copies at once, %p included (local slave directory; 1 over ssh).",
+  },
   restore_timeout: {
     type: "float",
     default: "10",
