@@ -80,6 +80,12 @@ export const SETTINGS: Record<string, SettingSpec> = {
     roles: ["master"],
     doc: "Segments one wal-archive run copies at once, %p included (local slave directory; 1 over ssh).",
   },
+  restore_prefetch: {
+    type: "int",
+    default: "8",
+    roles: ["slave"],
+    doc: "wal-restore keeps up to this many next segments, verified, in pg_wal/.walmgr-prefetch (0: off).",
+  },
   restore_timeout: {
     type: "float",
     default: "10",

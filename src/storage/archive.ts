@@ -144,7 +144,11 @@ export class WalArchive {
    * is not archived; `verified` is false for files archived without a checksum (by walmgr.py,
    * say). A mismatch is an IoError and leaves nothing at `dest`.
    */
-  async restoreTo(name: string, dest: string): Promise<{ bytes: number; verified: boolean } | undefined> {
+  async restoreTo(
+    name: string,
+    dest: string,
+    opts: { durable?: boolean } = {},
+  ): Promise<{ bytes: number; verified: boolean } | undefined> {
     const path = this.path(name);
     // The checksum first: it is written after its file and removed before it, so one that is
     // there has its file (or the file's removal under way: then nothing is served).
@@ -152,6 +156,7 @@ export class WalArchive {
     const expected = sum === undefined ? undefined : sum.toString("utf8").slice(0, 64);
     const got = await fetchToFile(this.driver, path, dest, {
       ...(expected !== undefined ? { expectSha256: expected } : {}),
+      ...(opts.durable === true ? { durable: true } : {}),
       onMismatch: (actual) =>
         new IoError(
           `${path} fails its checksum (expected sha256 ${(expected ?? "").slice(0, 16)}…, found ${actual.slice(0, 16)}…): refusing to serve it`,

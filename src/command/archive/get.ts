@@ -16,6 +16,8 @@ import type { StorageDriver } from "../../storage/driver";
 import { fetchToFile } from "../../storage/files";
 import { driverFor } from "../../storage/open";
 import { comparePosition, parseWalName, requireWalName } from "../../wal/names";
+import { ensurePrefetcher, spoolBinding } from "./prefetch";
+import { Spool } from "./spool";
 
 /**
  * restore_command (walmgr's xrestore). Exit 0 with the file at `destPath`, or 1 when it is not
@@ -67,8 +69,22 @@ async function restoreGetFrom(ctx: Context, name: string, destPath: string, keep
   // Streams through sha256 into a temp beside %p, renamed only when the digest matches: never
   // a short, partial or corrupt file at %p (safety rule 3). No fsync: PostgreSQL treats the
   // restored file as a copy.
+  // The prefetch spool first (bin/wal-restore's shell front serves it without Node when it can;
+  // this is the same rule for the calls it passes on: under STOP, say).
+  const spool = wal.kind === "segment" && !ctx.dryRun ? Spool.forDest(destPath) : undefined;
+  const fromSpool = spool !== undefined ? serveFromSpool(ctx, spool, wal.name, dest) : undefined;
+  if (spool !== undefined && fromSpool !== undefined) {
+    ctx.log.info(`restored ${wal.name} from the prefetch spool ${spool.dir}`);
+    ensurePrefetcher(ctx, spool, wal.name, fromSpool);
+    if (keepFrom !== undefined) {
+      await noteRestartPoint(control, keepFrom);
+      if (ctx.config.int("keep_backups") === 0) await cleanupBefore(ctx, driver, archive, keepFrom);
+    }
+    return ExitCode.OK;
+  }
   const found = ctx.dryRun ? undefined : await archive.restoreTo(wal.name, dest);
   if (found) {
+    if (spool !== undefined && found.verified) ensurePrefetcher(ctx, spool, wal.name, found.bytes);
     if (!found.verified) ctx.log.warn(`${archive.path(wal.name)} has no checksum file; served it unverified`);
     ctx.log.info(`restored ${wal.name} from ${loc.path}`);
     if (keepFrom !== undefined && wal.kind === "segment") {
@@ -82,6 +98,29 @@ async function restoreGetFrom(ctx: Context, name: string, destPath: string, keep
     return ExitCode.NOT_AVAILABLE;
   }
   return servePartialUnderStop(ctx, driver, control, wal.name, dest);
+}
+
+/**
+ * Serves `name` from the prefetch spool when the spool is bound to this data directory,
+ * cluster, config and archive (else the whole spool is discarded) and holds it complete.
+ * Returns the segment size served, or undefined when it did not serve.
+ */
+function serveFromSpool(ctx: Context, spool: Spool, name: string, dest: string): number | undefined {
+  if (ctx.config.int("restore_prefetch") <= 0) return undefined;
+  const meta = spool.readMeta();
+  if (meta === undefined) return undefined;
+  const bound = spoolBinding(ctx, spool);
+  const why = bound === undefined ? "the data directory has no pg_control" : spool.mismatch(bound.expect);
+  if (why !== undefined) {
+    ctx.log.warn(`prefetch spool ${spool.dir} discarded: ${why}`);
+    try {
+      spool.discard();
+    } catch (err) {
+      ctx.log.warn(`cannot remove ${spool.dir} (${(err as Error).message}); not serving from it`);
+    }
+    return undefined;
+  }
+  return spool.take(name, dest, meta.segSize) ? meta.segSize : undefined;
 }
 
 async function servePartialUnderStop(

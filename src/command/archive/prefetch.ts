@@ -1,0 +1,188 @@
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { Context } from "../../context";
+import { LockHeldError } from "../../errors";
+import {
+  judgeHolder,
+  lockBody,
+  parseLockInfo,
+  releaseLock,
+  releaseLockNow,
+  selfLockInfo,
+  tryTakeLock,
+} from "../../lock";
+import { formatLocation } from "../../config/load";
+import { WalArchive } from "../../storage/archive";
+import { driverFor } from "../../storage/open";
+import { LocalDriver } from "../../storage/local";
+import { comparePosition, parseWalName, segmentName, segmentNumber } from "../../wal/names";
+import { readSysid, Spool, type SpoolMeta } from "./spool";
+
+/** The program a prefetcher runs as (its lock names it; the stale test looks for it). */
+export const PREFETCH_PROGRAM = "wal-prefetch";
+
+/** How long a prefetcher with nothing to do (spool full and untouched, or nothing new archived) lives on. */
+const IDLE_EXIT_MS = 30_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What a spool must be bound to, for this config and data directory. */
+export function spoolBinding(
+  ctx: Context,
+  spool: Spool,
+): { expect: Omit<SpoolMeta, "version" | "created" | "segSize">; localArchive: string | undefined } | undefined {
+  const sysid = readSysid(spool.dataDir);
+  if (sysid === undefined) return undefined;
+  const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
+  return {
+    expect: { config: resolve(ctx.config.file), archive: formatLocation(loc), sysid },
+    localArchive: loc.host === undefined ? loc.path : undefined,
+  };
+}
+
+/**
+ * After wal-restore served `served` (a complete segment) itself: records it as the position and
+ * makes sure one prefetcher fills the spool from there. Starting one is cheap to skip: its lock
+ * names a live prefetcher. Never fails the restore: a spool that cannot be made is only logged.
+ */
+export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, segSize: number): void {
+  const depth = ctx.config.int("restore_prefetch");
+  if (depth <= 0) return;
+  try {
+    const bound = spoolBinding(ctx, spool);
+    if (bound === undefined) return;
+    const why = existsSync(spool.dir) ? spool.mismatch(bound.expect) : "none yet";
+    if (why !== undefined) {
+      if (why !== "none yet") ctx.log.info(`prefetch spool ${spool.dir} discarded: ${why}`);
+      spool.discard();
+      spool.create(
+        { version: 1, ...bound.expect, segSize, created: new Date().toISOString() },
+        bound.localArchive,
+      );
+    }
+    spool.setWant(served);
+    if (prefetcherLive(spool)) return; // it reads `want` on its next round
+    const child = spawn(
+      process.execPath,
+      [join(__dirname, `${PREFETCH_PROGRAM}.js`), resolve(ctx.config.file), spool.dir],
+      // Its own session, no stdio: it never holds PostgreSQL's pipes or process group.
+      { cwd: spool.dataDir, detached: true, stdio: "ignore" },
+    );
+    child.unref();
+  } catch (err) {
+    ctx.log.warn(`restore prefetch not started: ${(err as Error).message}`);
+  }
+}
+
+/** True when the spool's lock names a live prefetcher. */
+function prefetcherLive(spool: Spool): boolean {
+  let raw: string;
+  try {
+    raw = readFileSync(spool.path("lock"), "utf8");
+  } catch {
+    return false;
+  }
+  return judgeHolder(parseLockInfo(raw), [PREFETCH_PROGRAM]).state === "live";
+}
+
+/**
+ * The prefetcher (one per data directory, under the spool's lock): keeps the next
+ * `restore_prefetch` complete segments after the position in the spool, each verified against
+ * its checksum and fsynced before it appears under its name. The position is the newest segment
+ * wal-restore served itself (`want`); entries the shell front served have simply gone. Never the
+ * partial segment (it changes), never a file without a checksum. Ends when the spool is
+ * discarded or rebound, or after IDLE_EXIT_MS with nothing to do.
+ */
+export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<void> {
+  const spool = new Spool(spoolDir, resolve("."));
+  const bound = spoolBinding(ctx, spool);
+  if (bound === undefined || spool.mismatch(bound.expect) !== undefined) return;
+  const meta = spool.readMeta();
+  if (meta === undefined) return;
+  const depth = ctx.config.int("restore_prefetch");
+  const local = new LocalDriver();
+  const lockPath = spool.path("lock");
+  const body = lockBody(selfLockInfo("prefetch", "slave"));
+  const got = await tryTakeLock(local, lockPath, body, { programs: [PREFETCH_PROGRAM], breakStale: true });
+  if (!got.taken) {
+    if (got.verdict.state === "live") return; // one is at work already
+    throw new LockHeldError(`cannot take ${lockPath}: ${got.verdict.why}`);
+  }
+  const unregister = ctx.onCleanup(() => releaseLockNow(local, lockPath, body));
+  try {
+    spool.removeTemps();
+    const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
+    const driver = driverFor(loc, ctx.config, { timeout: ctx.config.float("restore_timeout") });
+    const archive = new WalArchive(driver, loc.path);
+    let want = spool.want();
+    let next: string | undefined;
+    let idleSince = Date.now();
+    for (;;) {
+      if (spool.mismatch(bound.expect) !== undefined) return; // discarded or rebound: not ours
+      const w = spool.want();
+      if (w !== undefined && w !== want) {
+        want = w;
+        next = undefined;
+      }
+      if (want === undefined) return;
+      const wantWal = parseWalName(want);
+      if (wantWal === undefined) return;
+      // Entries at or before the position, or of another timeline, are never asked for again.
+      const entries = spool.entries();
+      for (const e of entries) {
+        if (e.slice(0, 8) !== want.slice(0, 8) || comparePosition(e, want) <= 0) spool.remove(e);
+      }
+      const ahead = spool.entries();
+      if (next === undefined) {
+        const after = ahead.length > 0 ? (ahead[ahead.length - 1] as string) : want;
+        next = segmentName(wantWal.timeline, segmentNumber(after, meta.segSize) + 1n, meta.segSize);
+      }
+      if (ahead.length >= depth) {
+        if (Date.now() - idleSince > IDLE_EXIT_MS) return;
+        await sleep(50);
+        continue;
+      }
+      const got = await fetchEntry(ctx, archive, spool, next, meta.segSize);
+      if (got === "missing") {
+        if (Date.now() - idleSince > IDLE_EXIT_MS) return;
+        await sleep(200);
+        continue;
+      }
+      idleSince = Date.now();
+      next = segmentName(wantWal.timeline, segmentNumber(next, meta.segSize) + 1n, meta.segSize);
+    }
+  } finally {
+    unregister();
+    await releaseLock(local, lockPath, body);
+  }
+}
+
+/**
+ * Copies `name` from the archive into the spool: streamed through sha256 into a temp there,
+ * fsynced, renamed only when the digest matches the checksum. A file without a checksum or of
+ * the wrong size is not spooled ("skipped": wal-restore serves it itself).
+ */
+async function fetchEntry(
+  ctx: Context,
+  archive: WalArchive,
+  spool: Spool,
+  name: string,
+  segSize: number,
+): Promise<"spooled" | "skipped" | "missing"> {
+  const dest = spool.path(name);
+  let got;
+  try {
+    got = await archive.restoreTo(name, dest, { durable: true });
+  } catch (err) {
+    ctx.log.warn(`prefetch: ${name} not spooled: ${(err as Error).message}`);
+    return "skipped";
+  }
+  if (got === undefined) return "missing";
+  if (!got.verified || got.bytes !== segSize) {
+    spool.remove(name);
+    return "skipped";
+  }
+  ctx.log.debug(`prefetch: spooled ${name}`);
+  return "spooled";
+}

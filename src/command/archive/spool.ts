@@ -1,0 +1,242 @@
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+} from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { isErrno } from "../../errors";
+import { removeQuietly, TMP_PREFIX, writeFileDurable } from "../../storage/durable";
+import { parseWalName } from "../../wal/names";
+
+/**
+ * The restore prefetch spool: `pg_wal/.walmgr-prefetch/` of the standby's data directory, on the
+ * same file system as `%p`, so delivering an entry is a rename. Layout:
+ *
+ *   meta      JSON: what the spool is bound to (config, archive, system identifier, segment size)
+ *   fast      two lines for bin/wal-restore's shell front: the config path and the segment size
+ *   datadir   symbolic link to the data directory it belongs to (the front tests it with -ef .)
+ *   archive   symbolic link to the local completed_wals (only for a local archive: the front
+ *             looks for PAUSE and STOP through it; without it every call goes to Node)
+ *   want      the newest segment wal-restore itself served (tells the prefetcher where to go)
+ *   lock      the prefetcher's lock (one per data directory)
+ *   NAME      a verified, fsynced, complete segment; served by renaming it to %p
+ *
+ * An entry is only ever created complete (a temp renamed after its digest matched the archive's
+ * checksum and it was fsynced), and served only while the spool is bound to the same data
+ * directory (inode), cluster (system identifier), config and archive as the caller; anything
+ * else discards the whole spool.
+ */
+export const SPOOL_DIR = ".walmgr-prefetch";
+
+export interface SpoolMeta {
+  version: 1;
+  /** Absolute path of the config file (as the caller resolved it). */
+  config: string;
+  /** completed_wals as `host:path` or a local path. */
+  archive: string;
+  /** pg_control's system identifier, as a decimal string. */
+  sysid: string;
+  segSize: number;
+  created: string;
+}
+
+/** The system identifier in `dataDir/global/pg_control` (its first 8 bytes), or undefined. */
+export function readSysid(dataDir: string): string | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(join(dataDir, "global", "pg_control"), "r");
+    const buf = Buffer.alloc(8);
+    if (readSync(fd, buf, 0, 8, 0) !== 8) return undefined;
+    return buf.readBigUInt64LE(0).toString();
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+export class Spool {
+  constructor(
+    /** The spool folder. */
+    readonly dir: string,
+    /** The data directory the spool belongs to. */
+    readonly dataDir: string,
+  ) {}
+
+  /**
+   * The spool for restore_command's `%p` (relative to the data directory, PostgreSQL's working
+   * directory): undefined unless `%p` is in `pg_wal` of a data directory.
+   */
+  static forDest(destPath: string): Spool | undefined {
+    const walDir = dirname(resolve(destPath));
+    const dataDir = dirname(walDir);
+    if (!existsSync(join(dataDir, "global", "pg_control"))) return undefined;
+    return new Spool(join(walDir, SPOOL_DIR), dataDir);
+  }
+
+  path(name: string): string {
+    return join(this.dir, name);
+  }
+
+  readMeta(): SpoolMeta | undefined {
+    try {
+      const m = JSON.parse(readFileSync(this.path("meta"), "utf8")) as Partial<SpoolMeta>;
+      if (
+        m.version !== 1 ||
+        typeof m.config !== "string" ||
+        typeof m.archive !== "string" ||
+        typeof m.sysid !== "string" ||
+        typeof m.segSize !== "number"
+      )
+        return undefined;
+      return m as SpoolMeta;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Why the spool may not serve for `expect` (undefined: it may): another data directory (by
+   * inode, so a spool copied from elsewhere or left by a data directory restored over this one
+   * does not count), another cluster, config or archive, or a config changed since.
+   */
+  mismatch(expect: Omit<SpoolMeta, "version" | "created" | "segSize">): string | undefined {
+    const meta = this.readMeta();
+    if (meta === undefined) return "no valid meta";
+    try {
+      const a = statSync(this.path("datadir"));
+      const b = statSync(this.dataDir);
+      if (a.ino !== b.ino || a.dev !== b.dev) return "made for another data directory";
+    } catch {
+      return "its data directory link is missing";
+    }
+    if (meta.sysid !== expect.sysid) return `made for cluster ${meta.sysid}, this is ${expect.sysid}`;
+    if (meta.config !== expect.config) return `made for config ${meta.config}`;
+    if (meta.archive !== expect.archive) return `made from archive ${meta.archive}`;
+    try {
+      if (statSync(expect.config).mtimeMs > statSync(this.path("meta")).mtimeMs) return "the config changed since";
+    } catch {
+      return "the config cannot be read";
+    }
+    return undefined;
+  }
+
+  /**
+   * Binds a new, empty spool to `meta`: the links and `meta` first, `fast` last (the shell front
+   * serves nothing without it). Any older spool must have been discarded.
+   */
+  create(meta: SpoolMeta, localArchive: string | undefined): void {
+    mkdirSync(this.dir, { mode: 0o700 });
+    symlinkSync(this.dataDir, this.path("datadir"));
+    if (localArchive !== undefined) symlinkSync(resolve(localArchive), this.path("archive"));
+    writeFileDurable(this.path("meta"), Buffer.from(`${JSON.stringify(meta)}\n`));
+    writeFileDurable(this.path("fast"), Buffer.from(`${meta.config}\n${meta.segSize}\n`));
+  }
+
+  /**
+   * Removes the whole spool: renamed away first (one step: neither the shell front nor a
+   * prefetcher finds a half-removed spool under its name), then deleted.
+   */
+  discard(): void {
+    const away = `${this.dir}.discarded.${process.pid}.${Date.now()}`;
+    try {
+      renameSync(this.dir, away);
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return;
+      throw err;
+    }
+    rmSync(away, { recursive: true, force: true });
+  }
+
+  /** Segment names spooled, oldest first. */
+  entries(): string[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return [];
+    }
+    return names.filter((n) => parseWalName(n)?.kind === "segment").sort();
+  }
+
+  /**
+   * Serves the entry `name` at `dest` by renaming it there, then checks its size: an entry that
+   * is not exactly `segSize` bytes (truncated by anyone) is removed from `dest` again and false
+   * returned, so PostgreSQL never reads it (it reads `%p` only after restore_command exits 0).
+   */
+  take(name: string, dest: string, segSize: number): boolean {
+    const entry = this.path(name);
+    try {
+      if (!lstatSync(entry).isFile()) {
+        removeQuietly(entry);
+        return false;
+      }
+      renameSync(entry, dest);
+    } catch {
+      return false;
+    }
+    let size = -1;
+    try {
+      const fd = openSync(dest, "r");
+      try {
+        size = fstatSync(fd).size;
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      // unreadable: not served
+    }
+    if (size === segSize) return true;
+    try {
+      unlinkSync(dest);
+    } catch {
+      // gone
+    }
+    return false;
+  }
+
+  /** Removes one entry (or anything else under that name in the spool). */
+  remove(name: string): void {
+    removeQuietly(this.path(name));
+  }
+
+  /** Records the newest segment wal-restore served itself, for the prefetcher. */
+  setWant(name: string): void {
+    try {
+      writeFileDurable(this.path("want"), Buffer.from(`${name}\n`));
+    } catch {
+      // the spool may just have been discarded
+    }
+  }
+
+  want(): string | undefined {
+    try {
+      const w = readFileSync(this.path("want"), "utf8").trim();
+      return parseWalName(w)?.kind === "segment" ? w : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Removes temps (only a live prefetcher, holding the lock, writes them). */
+  removeTemps(): void {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return;
+    }
+    for (const n of names) if (n.startsWith(TMP_PREFIX)) removeQuietly(this.path(n));
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * Restore prefetch and bin/wal-restore's shell front, against real data directories (initdb)
+ * and a local archive filled by the real wal-archive. wal-restore runs as PostgreSQL runs it:
+ * working directory the data directory, `CONFIG %f pg_wal/RECOVERYXLOG`.
+ */
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { Cluster } from "../helpers/cluster";
+import { makeTempDir, mkdirAs, packageRoot, removeTempDir, run, runBin, sleep, spawnAs, waitFor } from "../helpers/env";
+import { writeFileAs } from "../helpers/walmgr";
+
+const SEG_SIZE = 1 << 20;
+const names = Array.from({ length: 40 }, (_, i) => `0000000100000000000000${(i + 1).toString(16).toUpperCase().padStart(2, "0")}`);
+const content = new Map<string, Buffer>();
+
+let base: string;
+let completed: string;
+let ini: string;
+let log: string;
+let dataA: string;
+let dataB: string;
+
+before(async () => {
+  base = makeTempDir("prefetch");
+  const slave = join(base, "walshipping");
+  completed = join(slave, "logs.complete");
+  mkdirAs(completed);
+  mkdirAs(join(slave, "logs.partial"));
+  const masterIni = join(base, "master.ini");
+  writeFileAs(masterIni, `[wal-master]\nmaster_data = ${base}/nodata\nslave = ${slave}\n`);
+  for (const n of names) {
+    const data = randomBytes(SEG_SIZE);
+    content.set(n, data);
+    const src = join(base, "src");
+    writeFileAs(src, "");
+    writeFileSync(src, data);
+    assert.equal(runBin("wal-archive", [masterIni, src, n]).status, 0);
+  }
+  dataA = (await Cluster.create(base, "a")).dataDir;
+  dataB = (await Cluster.create(base, "b")).dataDir;
+  ini = join(base, "slave.ini");
+  log = join(base, "slave.log");
+  writeFileAs(
+    ini,
+    `[wal-slave]\nlogfile = slave.log\nslave_data = ${dataA}\nslave = ${slave}\ncompleted_wals = %(slave)s/logs.complete\npartial_wals = %(slave)s/logs.partial\nrestore_prefetch = 6\n`,
+  );
+});
+
+/** Kills the prefetcher that holds `dataDir`'s spool lock, if any. */
+function killPrefetcher(dataDir: string): void {
+  try {
+    const pid = (JSON.parse(readFileSync(join(spoolOf(dataDir), "lock"), "utf8")) as { pid: number }).pid;
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // none
+  }
+}
+
+after(async () => {
+  killPrefetcher(dataA);
+  killPrefetcher(dataB);
+  await sleep(200);
+  removeTempDir(base);
+});
+
+function spoolOf(dataDir: string): string {
+  return join(dataDir, "pg_wal", ".walmgr-prefetch");
+}
+
+function entries(dataDir: string): string[] {
+  try {
+    return readdirSync(spoolOf(dataDir))
+      .filter((n) => /^[0-9A-F]{24}$/.test(n))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+function restore(dataDir: string, name: string): { status: number | null; stderr: string; logged: string } {
+  const before = existsSync(log) ? readFileSync(log, "utf8").length : 0;
+  const res = runBin("wal-restore", [ini, name, "pg_wal/RECOVERYXLOG"], { cwd: dataDir });
+  const logged = existsSync(log) ? readFileSync(log, "utf8").slice(before) : "";
+  return { status: res.status, stderr: res.stderr, logged };
+}
+
+function assertServed(dataDir: string, name: string): void {
+  const got = readFileSync(join(dataDir, "pg_wal", "RECOVERYXLOG"));
+  assert.ok(got.equals(content.get(name) ?? Buffer.alloc(0)), `RECOVERYXLOG is not ${name}`);
+  rmSync(join(dataDir, "pg_wal", "RECOVERYXLOG"));
+}
+
+const sha = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
+
+/** Every entry under a segment name is complete and byte-equal to the archived segment. */
+function assertEntriesVerified(dataDir: string): void {
+  for (const e of entries(dataDir)) {
+    const data = readFileSync(join(spoolOf(dataDir), e));
+    assert.equal(sha(data), sha(content.get(e) ?? Buffer.alloc(0)), `spool entry ${e} is not the archived segment`);
+  }
+}
+
+test("a served segment starts the prefetcher; the next ones are served by the shell front without Node", async () => {
+  const first = restore(dataA, names[0] ?? "");
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.logged, new RegExp(`restored ${names[0] ?? ""} from `));
+  assertServed(dataA, names[0] ?? "");
+  await waitFor("the prefetcher to spool 6 segments", () => entries(dataA).length === 6, 30_000, 50);
+  assert.deepEqual(entries(dataA), names.slice(1, 7));
+  assertEntriesVerified(dataA);
+  for (const n of names.slice(1, 4)) {
+    const r = restore(dataA, n);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.logged, "", `${n} should have been served by the shell front (Node logs every serve)`);
+    assertServed(dataA, n);
+  }
+  // The prefetcher refills behind the front.
+  await waitFor("the spool to be refilled", () => entries(dataA).includes(names[9] ?? ""), 30_000, 50);
+});
+
+test("a truncated spool entry is never served: Node serves the archived segment instead", () => {
+  const n = names[4] ?? "";
+  assert.ok(entries(dataA).includes(n));
+  truncateSync(join(spoolOf(dataA), n), SEG_SIZE / 2);
+  const r = restore(dataA, n);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.logged, new RegExp(`restored ${n} from ${completed}`));
+  assertServed(dataA, n);
+});
+
+test("PAUSE stops the fast path; under STOP the spool is served through Node in order", () => {
+  const n = names[5] ?? "";
+  assert.ok(entries(dataA).includes(n));
+  writeFileAs(join(completed, "PAUSE"), "");
+  try {
+    const r = restore(dataA, n);
+    assert.equal(r.status, 1, "nothing is served while PAUSE exists");
+    assert.ok(!existsSync(join(dataA, "pg_wal", "RECOVERYXLOG")));
+    assert.ok(entries(dataA).includes(n), "the entry stays for later");
+  } finally {
+    rmSync(join(completed, "PAUSE"));
+  }
+  writeFileAs(join(completed, "STOP"), "");
+  try {
+    const r = restore(dataA, n);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.logged, /from the prefetch spool/);
+    assertServed(dataA, n);
+  } finally {
+    rmSync(join(completed, "STOP"));
+  }
+});
+
+test("a spool copied from another cluster's data directory is discarded, never served", () => {
+  const n = names[6] ?? "";
+  assert.ok(entries(dataA).includes(n));
+  // Copied as the server user would (cp -a keeps the links as they are).
+  assert.equal(run("cp", ["-a", spoolOf(dataA), spoolOf(dataB)]).status, 0);
+  // A wrong file under the name, to be sure nothing from the copy is served.
+  writeFileSync(join(spoolOf(dataB), n), randomBytes(SEG_SIZE));
+  const r = restore(dataB, n);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.logged, /discarded: made for another data directory/);
+  assert.match(r.logged, new RegExp(`restored ${n} from ${completed}`));
+  assertServed(dataB, n);
+  const meta = JSON.parse(readFileSync(join(spoolOf(dataB), "meta"), "utf8")) as { sysid: string };
+  const metaA = JSON.parse(readFileSync(join(spoolOf(dataA), "meta"), "utf8")) as { sysid: string };
+  assert.notEqual(meta.sysid, metaA.sysid, "B's new spool is bound to B's cluster");
+});
+
+test("the prefetcher killed at random moments (20 rounds) leaves nothing the front would serve", async () => {
+  const prefetch = join(packageRoot(), "dist", "bin", "wal-prefetch.js");
+  killPrefetcher(dataA);
+  await sleep(100);
+  for (let round = 0; round < 20; round++) {
+    for (const e of entries(dataA)) rmSync(join(spoolOf(dataA), e));
+    const p = spawnAs(process.execPath, [prefetch, ini, spoolOf(dataA)], { cwd: dataA });
+    await sleep(Math.floor(Math.random() * 150));
+    p.child.kill("SIGKILL");
+    await p.exited;
+    assertEntriesVerified(dataA);
+    for (const e of entries(dataA)) assert.equal(readFileSync(join(spoolOf(dataA), e)).length, SEG_SIZE);
+  }
+  // The next prefetcher clears the temps killed ones left, and the front serves what it spools.
+  const p = spawnAs(process.execPath, [prefetch, ini, spoolOf(dataA)], { cwd: dataA });
+  await waitFor("a full spool", () => entries(dataA).length === 6, 30_000, 50);
+  assert.deepEqual(
+    readdirSync(spoolOf(dataA)).filter((n) => n.startsWith(".walmgr-tmp.")),
+    [],
+    "temps of killed prefetchers are removed",
+  );
+  const next = entries(dataA)[0] ?? "";
+  const r = restore(dataA, next);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.logged, "");
+  assertServed(dataA, next);
+  p.child.kill("SIGKILL");
+  await p.exited;
+});
