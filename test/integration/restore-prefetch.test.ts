@@ -13,7 +13,10 @@ import { makeTempDir, mkdirAs, packageRoot, removeTempDir, run, runBin, sleep, s
 import { writeFileAs } from "../helpers/walmgr";
 
 const SEG_SIZE = 1 << 20;
-const names = Array.from({ length: 40 }, (_, i) => `0000000100000000000000${(i + 1).toString(16).toUpperCase().padStart(2, "0")}`);
+const names = Array.from(
+  { length: 40 },
+  (_, i) => `0000000100000000000000${(i + 1).toString(16).toUpperCase().padStart(2, "0")}`,
+);
 const content = new Map<string, Buffer>();
 
 let base: string;

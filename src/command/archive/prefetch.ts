@@ -56,10 +56,7 @@ export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, seg
     if (why !== undefined) {
       if (why !== "none yet") ctx.log.info(`prefetch spool ${spool.dir} discarded: ${why}`);
       spool.discard();
-      spool.create(
-        { version: 1, ...bound.expect, segSize, created: new Date().toISOString() },
-        bound.localArchive,
-      );
+      spool.create({ version: 1, ...bound.expect, segSize, created: new Date().toISOString() }, bound.localArchive);
     }
     spool.setWant(served);
     if (prefetcherLive(spool)) return; // it reads `want` on its next round
