@@ -1,0 +1,275 @@
+/**
+ * `npm run bench` (fourth part): the local hot paths against pgBackRest, side by side in one run.
+ *
+ * 1. Archive drain: a real PostgreSQL 15 piles up 16 ready segments (16 MiB) with an empty
+ *    archive_command, then gets one contender's command by reload; the time until its archiver
+ *    has no `.ready` left. Contenders: wal-archive as `setup` configures it (batch archiving on),
+ *    `pgbackrest archive-push` sync and async (process-max=2), compress none, and the serial
+ *    `cp` + fsync + rename floor.
+ * 2. Standby catch-up: a standby made from one base backup replays 32 archived segments; the
+ *    time from its start until it has replayed them. Contenders: wal-restore (prefetch and the
+ *    sh front on), `pgbackrest archive-get` sync and async (process-max=2), and `cp`.
+ *
+ * Contenders rotate within each round; medians and ratios. A measurement, not a test: exits 0
+ * whatever the ratios. Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
+ */
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpus } from "node:os";
+import { join } from "node:path";
+import { Cluster, freePort } from "../test/helpers/cluster";
+import { binPath, makeTempDir, mkdirAs, pgBin, removeTempDir, run, sleep } from "../test/helpers/env";
+import { writeFileAs } from "../test/helpers/walmgr";
+
+const DRAIN_SEGMENTS = 16;
+const CATCHUP_SEGMENTS = 32;
+
+interface Contender {
+  label: string;
+  command: string;
+  samples: number[];
+  before?: () => void;
+  after?: (dataDir: string) => void;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] ?? NaN) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
+}
+
+const literal = (s: string): string => `'${s.replace(/'/g, "''")}'`;
+const sh = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function ready(c: Cluster): number {
+  return readdirSync(join(c.dataDir, "pg_wal", "archive_status")).filter((n) => n.endsWith(".ready")).length;
+}
+
+async function setArchiveCommand(c: Cluster, command: string): Promise<void> {
+  await c.query(`ALTER SYSTEM SET archive_command = ${literal(command)}`);
+  await c.query("SELECT pg_reload_conf()");
+}
+
+async function switches(c: Cluster, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await c.query("INSERT INTO t SELECT generate_series(1, 20000)");
+    await c.query("SELECT pg_switch_wal()");
+  }
+}
+
+async function waitUntil(what: string, check: () => boolean | Promise<boolean>, ms = 300_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await sleep(10);
+  }
+}
+
+function pgbackrestConf(dir: string, name: string, c: Cluster, async: boolean): string {
+  const file = join(dir, `${name}.conf`);
+  writeFileAs(
+    file,
+    [
+      "[global]",
+      `repo1-path=${join(dir, "repo")}`,
+      `log-path=${join(dir, "log")}`,
+      `lock-path=${join(dir, "lock")}`,
+      `spool-path=${join(dir, `spool-${name}`)}`,
+      "log-level-console=off",
+      "log-level-file=off",
+      "compress-type=none",
+      "start-fast=y",
+      ...(async ? ["archive-async=y", "process-max=2"] : []),
+      "",
+      "[bench]",
+      `pg1-path=${c.dataDir}`,
+      `pg1-port=${c.port}`,
+      `pg1-socket-path=${c.socketDir}`,
+      `pg1-user=postgres`,
+      "",
+    ].join("\n"),
+  );
+  return file;
+}
+
+function report(title: string, contenders: Contender[], unit: number, what: string): void {
+  process.stdout.write(`\n${title}\n`);
+  const ours = median(contenders[0]?.samples ?? []);
+  for (const x of contenders) {
+    const m = median(x.samples);
+    process.stdout.write(
+      `  ${x.label.padEnd(52)} median ${m.toFixed(0).padStart(6)} ms  (${(m / unit).toFixed(1)} ms/${what})${x === contenders[0] ? "" : `   walmgr-ts: ${(ours / m).toFixed(2)}×`}\n`,
+    );
+  }
+}
+
+async function main(): Promise<void> {
+  const runsArg = process.argv.indexOf("--runs");
+  const runs = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 3;
+  const base = makeTempDir("bench-local");
+  const stopAll: Cluster[] = [];
+  try {
+    for (const d of ["repo", "log", "lock", "spool-sync", "spool-async", "plain", "cp-restore"]) mkdirAs(join(base, d));
+    const slave = join(base, "walshipping");
+    mkdirAs(join(slave, "logs.complete"));
+    mkdirAs(join(slave, "logs.partial"));
+    const c = await Cluster.create(base, "master");
+    stopAll.push(c);
+    writeFileAs(
+      join(c.dataDir, "postgresql.conf"),
+      `${readFileSync(join(c.dataDir, "postgresql.conf"), "utf8")}\narchive_mode = on\narchive_command = ''\nwal_level = replica\nmax_wal_size = 2GB\n`,
+    );
+    c.start();
+    await c.query("CREATE TABLE t (v int)");
+    const ini = join(base, "master.ini");
+    writeFileAs(ini, `[wal-master]\njob_name = bench\nmaster_data = ${c.dataDir}\nslave = ${slave}\n`);
+    const syncConf = pgbackrestConf(base, "sync", c, false);
+    const asyncConf = pgbackrestConf(base, "async", c, true);
+    const create = run("pgbackrest", [`--config=${syncConf}`, "--stanza=bench", "stanza-create"]);
+    if (create.status !== 0) throw new Error(`pgbackrest stanza-create: ${create.stdout}${create.stderr}`);
+    const plain = join(base, "plain");
+
+    // 1. Archive drain.
+    const drainers: Contender[] = [
+      {
+        label: "wal-archive CONFIG %p %f (batch, as setup sets it)",
+        command: `${sh(binPath("wal-archive"))} ${sh(ini)} %p %f`,
+        samples: [],
+      },
+      {
+        label: "pgbackrest archive-push (sync)",
+        command: `pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p`,
+        samples: [],
+      },
+      {
+        label: "pgbackrest archive-push (async, process-max=2)",
+        command: `pgbackrest --config=${sh(asyncConf)} --stanza=bench archive-push %p`,
+        samples: [],
+      },
+      {
+        label: "cp + fsync + rename (serial floor)",
+        command: `cp %p ${plain}/.t.%f && sync ${plain}/.t.%f && mv ${plain}/.t.%f ${plain}/%f && sync ${plain}`,
+        samples: [],
+      },
+    ];
+    for (let i = 0; i < runs + 1; i++) {
+      for (let k = 0; k < drainers.length; k++) {
+        const x = drainers[(i + k) % drainers.length];
+        if (!x) continue;
+        await setArchiveCommand(c, "");
+        await sleep(200);
+        await switches(c, DRAIN_SEGMENTS);
+        await waitUntil("segments ready", () => ready(c) >= DRAIN_SEGMENTS, 60_000);
+        const t0 = process.hrtime.bigint();
+        await setArchiveCommand(c, x.command);
+        await waitUntil(`${x.label} to drain`, () => ready(c) === 0);
+        x.samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      if (i === 0) for (const x of drainers) x.samples = [];
+    }
+    report(
+      `archive drain: PostgreSQL's archiver, ${DRAIN_SEGMENTS} ready segments of 16 MiB, ${runs} runs each; ${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
+      drainers,
+      DRAIN_SEGMENTS,
+      "segment",
+    );
+
+    // 2. Standby catch-up: every contender's archive gets the same segments.
+    await setArchiveCommand(
+      c,
+      `${sh(binPath("wal-archive"))} ${sh(ini)} %p %f && pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p && cp %p ${join(base, "cp-restore")}/%f`,
+    );
+    await sleep(300);
+    const pristine = join(base, "pristine");
+    const bb = run(pgBin("pg_basebackup"), [
+      "-D",
+      pristine,
+      "-h",
+      c.socketDir,
+      "-p",
+      String(c.port),
+      "-U",
+      "postgres",
+      "-X",
+      "none",
+      "-c",
+      "fast",
+    ]);
+    if (bb.status !== 0) throw new Error(`pg_basebackup: ${bb.stderr}`);
+    await switches(c, CATCHUP_SEGMENTS);
+    const target = await c.value<string>("SELECT pg_current_wal_lsn()::text");
+    await c.query("SELECT pg_switch_wal()");
+    await waitUntil("the catch-up segments archived", () => ready(c) === 0);
+    const slaveIni = join(base, "slave.ini");
+    writeFileAs(slaveIni, `[wal-slave]\njob_name = bench-slave\nslave_data = ${base}/standby\nslave = ${slave}\n`);
+    const killPrefetcher = (dataDir: string): void => {
+      try {
+        const lock = join(dataDir, "pg_wal", ".walmgr-prefetch", "lock");
+        if (existsSync(lock)) process.kill((JSON.parse(readFileSync(lock, "utf8")) as { pid: number }).pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    };
+    const catchers: Contender[] = [
+      {
+        label: "wal-restore CONFIG %f %p %r (prefetch, sh front)",
+        command: `${sh(binPath("wal-restore"))} ${sh(slaveIni)} %f %p %r`,
+        samples: [],
+        after: killPrefetcher,
+      },
+      {
+        label: "pgbackrest archive-get (sync)",
+        command: `pgbackrest --config=${sh(syncConf)} --stanza=bench --pg1-path=${sh(join(base, "standby"))} archive-get %f %p`,
+        samples: [],
+      },
+      {
+        label: "pgbackrest archive-get (async, process-max=2)",
+        command: `pgbackrest --config=${sh(asyncConf)} --stanza=bench --pg1-path=${sh(join(base, "standby"))} archive-get %f %p`,
+        samples: [],
+      },
+      { label: "cp dir/%f %p", command: `cp ${join(base, "cp-restore")}/%f %p`, samples: [] },
+    ];
+    const port = await freePort();
+    for (let i = 0; i < runs + 1; i++) {
+      for (let k = 0; k < catchers.length; k++) {
+        const x = catchers[(i + k) % catchers.length];
+        if (!x) continue;
+        const dataDir = join(base, "standby");
+        rmSync(dataDir, { recursive: true, force: true });
+        // Copied as the server user, so the standby's files are its own.
+        const cp = run("cp", ["-a", pristine, dataDir]);
+        if (cp.status !== 0) throw new Error(`cp: ${cp.stderr}`);
+        writeFileAs(join(dataDir, "standby.signal"), "");
+        writeFileAs(
+          join(dataDir, "postgresql.auto.conf"),
+          `restore_command = ${literal(x.command)}\narchive_mode = off\nhot_standby = on\nport = ${port}\n`,
+        );
+        const s = new Cluster(dataDir, port, c.socketDir, join(base, "standby.log"));
+        const t0 = process.hrtime.bigint();
+        s.start();
+        await waitUntil(
+          `${x.label} to replay`,
+          async () =>
+            (await s.value<boolean>(`SELECT pg_last_wal_replay_lsn() >= ${literal(target)}::pg_lsn`)) === true,
+        );
+        x.samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        s.stop("immediate");
+        x.after?.(dataDir);
+      }
+      if (i === 0) for (const x of catchers) x.samples = [];
+    }
+    report(
+      `standby catch-up: ${CATCHUP_SEGMENTS} archived segments replayed from one base backup (start to replayed), ${runs} runs each`,
+      catchers,
+      CATCHUP_SEGMENTS,
+      "segment",
+    );
+  } finally {
+    for (const c of stopAll) c.stop("immediate");
+    removeTempDir(base);
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench-local: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});
