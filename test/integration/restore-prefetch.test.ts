@@ -44,6 +44,8 @@ before(async () => {
   }
   dataA = (await Cluster.create(base, "a")).dataDir;
   dataB = (await Cluster.create(base, "b")).dataDir;
+  // The prefetcher works only while a server runs in the data directory: stand in for one.
+  for (const d of [dataA, dataB]) writeFileAs(join(d, "postmaster.pid"), "");
   ini = join(base, "slave.ini");
   log = join(base, "slave.log");
   writeFileAs(

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { Context } from "../../context";
 import { LockHeldError } from "../../errors";
 import {
@@ -63,8 +63,9 @@ export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, seg
     const child = spawn(
       process.execPath,
       [join(__dirname, `${PREFETCH_PROGRAM}.js`), resolve(ctx.config.file), spool.dir],
-      // Its own session, no stdio: it never holds PostgreSQL's pipes or process group.
-      { cwd: spool.dataDir, detached: true, stdio: "ignore" },
+      // Its own session, no stdio: it never holds PostgreSQL's pipes or process group; its
+      // working directory is /, so it never keeps the data directory's file system busy.
+      { cwd: "/", detached: true, stdio: "ignore" },
     );
     child.unref();
   } catch (err) {
@@ -92,7 +93,7 @@ function prefetcherLive(spool: Spool): boolean {
  * discarded or rebound, or after IDLE_EXIT_MS with nothing to do.
  */
 export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<void> {
-  const spool = new Spool(spoolDir, resolve("."));
+  const spool = new Spool(resolve(spoolDir), dirname(dirname(resolve(spoolDir))));
   const bound = spoolBinding(ctx, spool);
   if (bound === undefined || spool.mismatch(bound.expect) !== undefined) return;
   const meta = spool.readMeta();
@@ -117,6 +118,8 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
     let idleSince = Date.now();
     for (;;) {
       if (spool.mismatch(bound.expect) !== undefined) return; // discarded or rebound: not ours
+      // The server stopped: nobody will ask for WAL until it starts again (and restarts us).
+      if (!existsSync(join(spool.dataDir, "postmaster.pid"))) return;
       const w = spool.want();
       if (w !== undefined && w !== want) {
         want = w;
