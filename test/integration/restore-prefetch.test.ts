@@ -45,7 +45,10 @@ before(async () => {
   dataA = (await Cluster.create(base, "a")).dataDir;
   dataB = (await Cluster.create(base, "b")).dataDir;
   // The prefetcher works only while a server runs in the data directory: stand in for one.
-  for (const d of [dataA, dataB]) writeFileAs(join(d, "postmaster.pid"), "");
+  for (const d of [dataA, dataB]) {
+    writeFileAs(join(d, "postmaster.pid"), "");
+    writeFileAs(join(d, "standby.signal"), "");
+  }
   ini = join(base, "slave.ini");
   log = join(base, "slave.log");
   writeFileAs(

@@ -73,6 +73,16 @@ export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, seg
   }
 }
 
+/**
+ * A promoted server (neither standby.signal nor recovery.signal) never asks for archived WAL
+ * again: its spool would only hold disk, so it goes.
+ */
+function discardIfPromoted(spool: Spool): void {
+  if (existsSync(join(spool.dataDir, "standby.signal")) || existsSync(join(spool.dataDir, "recovery.signal"))) return;
+  if (existsSync(join(spool.dataDir, "recovery.conf"))) return; // before PostgreSQL 12
+  spool.discard();
+}
+
 /** True when the spool's lock names a live prefetcher. */
 function prefetcherLive(spool: Spool): boolean {
   let raw: string;
@@ -139,13 +149,13 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
         next = segmentName(wantWal.timeline, segmentNumber(after, meta.segSize) + 1n, meta.segSize);
       }
       if (ahead.length >= depth) {
-        if (Date.now() - idleSince > IDLE_EXIT_MS) return;
+        if (Date.now() - idleSince > IDLE_EXIT_MS) return discardIfPromoted(spool);
         await sleep(50);
         continue;
       }
       const got = await fetchEntry(ctx, archive, spool, next, meta.segSize);
       if (got === "missing") {
-        if (Date.now() - idleSince > IDLE_EXIT_MS) return;
+        if (Date.now() - idleSince > IDLE_EXIT_MS) return discardIfPromoted(spool);
         await sleep(200);
         continue;
       }
