@@ -11,13 +11,14 @@
  * Contenders alternate within each round; medians and ratios are printed. A measurement, not a
  * test: exits 0 whatever the ratios. Usage: node dist/scripts/bench-drain.js [--runs N] (default 5)
  */
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { Cluster } from "../test/helpers/cluster";
 import { binPath, makeTempDir, removeTempDir, sleep } from "../test/helpers/env";
 import { makeSlaveDir, runSlave, TestSshd } from "../test/helpers/sshd";
 import { writeFileAs } from "../test/helpers/walmgr";
+import { median, ready, setArchiveCommand, sh } from "./bench-util";
 
 const SEGMENTS = 16;
 
@@ -25,27 +26,6 @@ interface Contender {
   label: string;
   command: string;
   samples: number[];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] ?? NaN) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
-}
-
-/** A single-quoted SQL literal. */
-const literal = (s: string): string => `'${s.replace(/'/g, "''")}'`;
-
-/** Single-quoted for /bin/sh (PostgreSQL runs archive_command through it). */
-const sh = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-
-function ready(c: Cluster): number {
-  return readdirSync(join(c.dataDir, "pg_wal", "archive_status")).filter((n) => n.endsWith(".ready")).length;
-}
-
-async function setArchiveCommand(c: Cluster, command: string): Promise<void> {
-  await c.query(`ALTER SYSTEM SET archive_command = ${literal(command)}`);
-  await c.query("SELECT pg_reload_conf()");
 }
 
 /** Piles up SEGMENTS ready segments while the archiver has no command. */

@@ -13,12 +13,14 @@
  * Contenders rotate within each round; medians and ratios. A measurement, not a test: exits 0
  * whatever the ratios. Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
  */
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { Cluster, freePort } from "../test/helpers/cluster";
 import { binPath, makeTempDir, mkdirAs, pgBin, removeTempDir, run, sleep } from "../test/helpers/env";
+import { killPrefetcher } from "../test/helpers/prefetch";
 import { writeFileAs } from "../test/helpers/walmgr";
+import { literal, median, ready, setArchiveCommand, sh } from "./bench-util";
 
 const DRAIN_SEGMENTS = 16;
 const CATCHUP_SEGMENTS = 32;
@@ -27,26 +29,7 @@ interface Contender {
   label: string;
   command: string;
   samples: number[];
-  before?: () => void;
   after?: (dataDir: string) => void;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] ?? NaN) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
-}
-
-const literal = (s: string): string => `'${s.replace(/'/g, "''")}'`;
-const sh = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-
-function ready(c: Cluster): number {
-  return readdirSync(join(c.dataDir, "pg_wal", "archive_status")).filter((n) => n.endsWith(".ready")).length;
-}
-
-async function setArchiveCommand(c: Cluster, command: string): Promise<void> {
-  await c.query(`ALTER SYSTEM SET archive_command = ${literal(command)}`);
-  await c.query("SELECT pg_reload_conf()");
 }
 
 async function switches(c: Cluster, n: number): Promise<void> {
@@ -201,14 +184,6 @@ async function main(): Promise<void> {
     await waitUntil("the catch-up segments archived", () => ready(c) === 0);
     const slaveIni = join(base, "slave.ini");
     writeFileAs(slaveIni, `[wal-slave]\njob_name = bench-slave\nslave_data = ${base}/standby\nslave = ${slave}\n`);
-    const killPrefetcher = (dataDir: string): void => {
-      try {
-        const lock = join(dataDir, "pg_wal", ".walmgr-prefetch", "lock");
-        if (existsSync(lock)) process.kill((JSON.parse(readFileSync(lock, "utf8")) as { pid: number }).pid, "SIGKILL");
-      } catch {
-        // gone
-      }
-    };
     const catchers: Contender[] = [
       {
         label: "wal-restore CONFIG %f %p %r (prefetch, sh front)",

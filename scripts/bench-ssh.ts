@@ -20,6 +20,7 @@ import { join } from "node:path";
 import { binPath, makeTempDir, removeTempDir, run } from "../test/helpers/env";
 import { makeSlaveDir, runSlave, TestSshd } from "../test/helpers/sshd";
 import { writeFileAs } from "../test/helpers/walmgr";
+import { median } from "./bench-util";
 
 const SEGMENT = 16 * 1024 * 1024;
 
@@ -27,12 +28,6 @@ interface Contender {
   label: string;
   run: (i: number) => { file: string; args: string[]; input?: string };
   samples: number[];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] ?? NaN) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
 }
 
 function seg(i: number): string {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster } from "../helpers/cluster";
 import { makeTempDir, mkdirAs, packageRoot, removeTempDir, run, runBin, sleep, spawnAs, waitFor } from "../helpers/env";
+import { killPrefetcher } from "../helpers/prefetch";
 import { writeFileAs } from "../helpers/walmgr";
 
 const SEG_SIZE = 1 << 20;
@@ -56,16 +57,6 @@ before(async () => {
     `[wal-slave]\nlogfile = slave.log\nslave_data = ${dataA}\nslave = ${slave}\ncompleted_wals = %(slave)s/logs.complete\npartial_wals = %(slave)s/logs.partial\nrestore_prefetch = 6\n`,
   );
 });
-
-/** Kills the prefetcher that holds `dataDir`'s spool lock, if any. */
-function killPrefetcher(dataDir: string): void {
-  try {
-    const pid = (JSON.parse(readFileSync(join(spoolOf(dataDir), "lock"), "utf8")) as { pid: number }).pid;
-    process.kill(pid, "SIGKILL");
-  } catch {
-    // none
-  }
-}
 
 after(async () => {
   killPrefetcher(dataA);

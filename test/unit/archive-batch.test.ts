@@ -27,9 +27,15 @@ test("readySegments: complete segments marked ready, oldest first, %p and other 
   const cur = "000000010000000000000003";
   const all = readySegments(join(walDir, cur), cur, 10);
   assert.equal(all.statusDir, status);
-  assert.deepEqual(all.names, ["000000010000000000000004", "000000010000000000000005", "000000020000000000000007"]);
-  assert.deepEqual(readySegments(join(walDir, cur), cur, 1).names, ["000000010000000000000004"]);
-  assert.deepEqual(readySegments(join(walDir, cur), cur, 0).names, []);
+  assert.deepEqual(
+    all.wals.map((w) => w.name),
+    ["000000010000000000000004", "000000010000000000000005", "000000020000000000000007"],
+  );
+  assert.deepEqual(
+    readySegments(join(walDir, cur), cur, 1).wals.map((w) => w.name),
+    ["000000010000000000000004"],
+  );
+  assert.deepEqual(readySegments(join(walDir, cur), cur, 0).wals, []);
   // Run by hand on a file outside pg_wal: no archive_status beside it, no batch.
-  assert.deepEqual(readySegments(join(base, cur), cur, 10).names, []);
+  assert.deepEqual(readySegments(join(base, cur), cur, 10).wals, []);
 });

@@ -2,7 +2,7 @@ import { readdirSync, renameSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { Context } from "../../context";
 import { isErrno } from "../../errors";
-import type { PushResult, WalArchive } from "../../storage/archive";
+import type { WalArchive } from "../../storage/archive";
 import { fsyncDir } from "../../storage/durable";
 import { parseWalName, type WalName } from "../../wal/names";
 import { testPause } from "../backup/test-pause";
@@ -13,25 +13,25 @@ import { testPause } from "../backup/test-pause";
  * PostgreSQL has marked ready in `pg_wal/archive_status`, oldest first, at most `limit`.
  * Empty when `%p` is not in a folder with an `archive_status` beside it (a run by hand).
  */
-export function readySegments(srcPath: string, current: string, limit: number): { statusDir: string; names: string[] } {
+export function readySegments(srcPath: string, current: string, limit: number): { statusDir: string; wals: WalName[] } {
   const statusDir = join(dirname(resolve(srcPath)), "archive_status");
-  if (limit <= 0) return { statusDir, names: [] };
+  if (limit <= 0) return { statusDir, wals: [] };
   let entries: string[];
   try {
     entries = readdirSync(statusDir);
   } catch {
-    return { statusDir, names: [] };
+    return { statusDir, wals: [] };
   }
-  const names: string[] = [];
+  const wals: WalName[] = [];
   for (const e of entries) {
     if (!e.endsWith(".ready")) continue;
     const name = e.slice(0, -".ready".length);
-    if (name === current || parseWalName(name)?.kind !== "segment") continue;
-    names.push(name);
+    const wal = parseWalName(name);
+    if (name !== current && wal?.kind === "segment") wals.push(wal);
   }
   // Within a timeline names sort as positions; PostgreSQL also archives in name order.
-  names.sort();
-  return { statusDir, names: names.slice(0, limit) };
+  wals.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { statusDir, wals: wals.slice(0, limit) };
 }
 
 export interface BatchOutcome {
@@ -43,7 +43,7 @@ export interface BatchOutcome {
 
 /**
  * Archives `names` (complete segments beside `%p`, see readySegments) with `parallel` workers.
- * Each segment's `.ready` becomes `.done` only once `push` resolved, which is when the segment and
+ * Each segment's `.ready` becomes `.done` only once `archive.pushFile` resolved, which is when the segment and
  * its checksum are durable at the destination: PostgreSQL then never calls archive_command for it
  * (pgarch.c re-checks each cached name's `.ready` before archiving it, because "the
  * archive_command for a previous file may have already marked it done"), and its checkpointer
@@ -58,7 +58,6 @@ export async function archiveBatch(
   statusDir: string,
   names: WalName[],
   parallel: number,
-  push: (wal: WalName, src: string) => Promise<{ result: PushResult; bytes: number }>,
 ): Promise<BatchOutcome> {
   const outcome: BatchOutcome = { done: [], failed: [] };
   let next = 0;
@@ -66,7 +65,7 @@ export async function archiveBatch(
     while (next < names.length) {
       const wal = names[next++] as WalName;
       try {
-        await push(wal, join(walDir, wal.name));
+        await archive.pushFile(wal, join(walDir, wal.name));
         await testPause("archive-batch-stored");
         markDone(statusDir, wal.name);
         outcome.done.push(wal.name);

@@ -66,27 +66,23 @@ async function restoreGetFrom(ctx: Context, name: string, destPath: string, keep
       return ExitCode.OK;
     }
   }
-  // Streams through sha256 into a temp beside %p, renamed only when the digest matches: never
-  // a short, partial or corrupt file at %p (safety rule 3). No fsync: PostgreSQL treats the
-  // restored file as a copy.
   // The prefetch spool first (bin/wal-restore's shell front serves it without Node when it can;
   // this is the same rule for the calls it passes on: under STOP, say).
   const spool = wal.kind === "segment" && !ctx.dryRun ? Spool.forDest(destPath) : undefined;
-  const fromSpool = spool !== undefined ? serveFromSpool(ctx, spool, wal.name, dest) : undefined;
-  if (spool !== undefined && fromSpool !== undefined) {
-    ctx.log.info(`restored ${wal.name} from the prefetch spool ${spool.dir}`);
-    ensurePrefetcher(ctx, spool, wal.name, fromSpool);
-    if (keepFrom !== undefined) {
-      await noteRestartPoint(control, keepFrom);
-      if (ctx.config.int("keep_backups") === 0) await cleanupBefore(ctx, driver, archive, keepFrom);
-    }
-    return ExitCode.OK;
-  }
-  const found = ctx.dryRun ? undefined : await archive.restoreTo(wal.name, dest);
+  const spooled = spool !== undefined ? serveFromSpool(ctx, spool, wal.name, dest) : undefined;
+  if (spooled !== undefined) ctx.log.info(`restored ${wal.name} from the prefetch spool ${spool?.dir ?? ""}`);
+  // Streams through sha256 into a temp beside %p, renamed only when the digest matches: never
+  // a short, partial or corrupt file at %p (safety rule 3). No fsync: PostgreSQL treats the
+  // restored file as a copy.
+  const found = spooled !== undefined || ctx.dryRun ? undefined : await archive.restoreTo(wal.name, dest);
   if (found) {
-    if (spool !== undefined && found.verified) ensurePrefetcher(ctx, spool, wal.name, found.bytes);
     if (!found.verified) ctx.log.warn(`${archive.path(wal.name)} has no checksum file; served it unverified`);
     ctx.log.info(`restored ${wal.name} from ${loc.path}`);
+  }
+  if (spooled !== undefined || found) {
+    // Only a verified segment tells the prefetcher its size and where to go on from.
+    const segSize = spooled ?? (found?.verified === true ? found.bytes : undefined);
+    if (spool !== undefined && segSize !== undefined) ensurePrefetcher(ctx, spool, wal.name, segSize);
     if (keepFrom !== undefined && wal.kind === "segment") {
       await noteRestartPoint(control, keepFrom);
       if (ctx.config.int("keep_backups") === 0) await cleanupBefore(ctx, driver, archive, keepFrom);

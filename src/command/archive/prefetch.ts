@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Context } from "../../context";
 import { LockHeldError } from "../../errors";
 import {
@@ -24,8 +25,6 @@ export const PREFETCH_PROGRAM = "wal-prefetch";
 
 /** How long a prefetcher with nothing to do (spool full and untouched, or nothing new archived) lives on. */
 const IDLE_EXIT_MS = 30_000;
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What a spool must be bound to, for this config and data directory. */
 export function spoolBinding(
@@ -139,11 +138,11 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
       const wantWal = parseWalName(want);
       if (wantWal === undefined) return;
       // Entries at or before the position, or of another timeline, are never asked for again.
-      const entries = spool.entries();
-      for (const e of entries) {
+      const ahead: string[] = [];
+      for (const e of spool.entries()) {
         if (e.slice(0, 8) !== want.slice(0, 8) || comparePosition(e, want) <= 0) spool.remove(e);
+        else ahead.push(e);
       }
-      const ahead = spool.entries();
       if (next === undefined) {
         const after = ahead.length > 0 ? (ahead[ahead.length - 1] as string) : want;
         next = segmentName(wantWal.timeline, segmentNumber(after, meta.segSize) + 1n, meta.segSize);

@@ -3,7 +3,7 @@ import type { Context } from "../../context";
 import { IoError } from "../../errors";
 import { WalArchive } from "../../storage/archive";
 import { driverFor } from "../../storage/open";
-import { parseWalName, requireWalName, type WalName } from "../../wal/names";
+import { requireWalName } from "../../wal/names";
 import { archiveBatch, readySegments } from "./batch";
 
 /**
@@ -29,11 +29,10 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   const ready =
     wal.kind === "segment"
       ? readySegments(src, wal.name, ctx.config.int("archive_batch"))
-      : { statusDir: "", names: [] };
-  const batch = ready.names.map((n) => parseWalName(n) as WalName);
+      : { statusDir: "", wals: [] };
   if (ctx.dryRun) {
     ctx.out(`[not really] archive ${src} as ${archive.path(wal.name)}`);
-    for (const b of batch)
+    for (const b of ready.wals)
       ctx.out(`[not really] archive ready ${b.name} as ${archive.path(b.name)}, then mark it done`);
     return;
   }
@@ -43,10 +42,8 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   const own = archive.pushFile(wal, src);
   if (parallel === 1) await own.catch(() => undefined);
   const rest =
-    batch.length > 0
-      ? archiveBatch(ctx, archive, dirname(src), ready.statusDir, batch, Math.max(1, parallel - 1), (w, p) =>
-          archive.pushFile(w, p),
-        )
+    ready.wals.length > 0
+      ? archiveBatch(ctx, archive, dirname(src), ready.statusDir, ready.wals, Math.max(1, parallel - 1))
       : undefined;
   // %p decides the exit: the batch is waited for (never left half-done behind an exit) but its
   // failures are only logged.

@@ -1,7 +1,6 @@
 import {
   closeSync,
   existsSync,
-  fstatSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -188,14 +187,9 @@ export class Spool {
     }
     let size = -1;
     try {
-      const fd = openSync(dest, "r");
-      try {
-        size = fstatSync(fd).size;
-      } finally {
-        closeSync(fd);
-      }
+      size = statSync(dest).size;
     } catch {
-      // unreadable: not served
+      // gone: not served
     }
     if (size === segSize) return true;
     try {
