@@ -9,6 +9,9 @@
  * 2. Standby catch-up: a standby made from one base backup replays 32 archived segments; the
  *    time from its start until it has replayed them. Contenders: wal-restore (prefetch and the
  *    sh front on), `pgbackrest archive-get` sync and async (process-max=2), and `cp`.
+ * 3. Base backup of a pgbench scale-30 database, a full copy each time (targets emptied, untimed):
+ *    wal-backup, `pg_basebackup` (-X none, which like the others waits for the archive, and the
+ *    default -X stream), `pgbackrest backup --type=full`, compress none.
  *
  * Contenders rotate within each round; medians and ratios. A measurement, not a test: exits 0
  * whatever the ratios. Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
@@ -17,19 +20,29 @@ import { readFileSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { Cluster, freePort } from "../test/helpers/cluster";
-import { binPath, makeTempDir, mkdirAs, pgBin, removeTempDir, run, sleep } from "../test/helpers/env";
+import { binPath, makeTempDir, mkdirAs, pgBin, removeTempDir, run, sleep, type RunResult } from "../test/helpers/env";
 import { killPrefetcher } from "../test/helpers/prefetch";
-import { writeFileAs } from "../test/helpers/walmgr";
+import { masterIniText, writeFileAs } from "../test/helpers/walmgr";
 import { literal, median, ready, setArchiveCommand, sh } from "./bench-util";
 
 const DRAIN_SEGMENTS = 16;
 const CATCHUP_SEGMENTS = 32;
+const PGBENCH_SCALE = 30;
 
 interface Contender {
   label: string;
   command: string;
   samples: number[];
   after?: (dataDir: string) => void;
+}
+
+interface BackupContender {
+  label: string;
+  samples: number[];
+  /** Untimed: clears what the previous run left, so every run is a full copy. */
+  before?: () => void;
+  run: () => RunResult;
+  after?: () => void;
 }
 
 async function switches(c: Cluster, n: number): Promise<void> {
@@ -74,7 +87,7 @@ function pgbackrestConf(dir: string, name: string, c: Cluster, async: boolean): 
   return file;
 }
 
-function report(title: string, contenders: Contender[], unit: number, what: string): void {
+function report(title: string, contenders: { label: string; samples: number[] }[], unit: number, what: string): void {
   process.stdout.write(`\n${title}\n`);
   const ours = median(contenders[0]?.samples ?? []);
   for (const x of contenders) {
@@ -237,6 +250,69 @@ async function main(): Promise<void> {
       catchers,
       CATCHUP_SEGMENTS,
       "segment",
+    );
+
+    // 3. Base backup of a pgbench scale-30 database, each a full copy into an empty target.
+    const pgArgs = ["-h", c.socketDir, "-p", String(c.port), "-U", "postgres"];
+    const init = run(pgBin("pgbench"), ["-i", "-q", "-s", String(PGBENCH_SCALE), ...pgArgs, "postgres"]);
+    if (init.status !== 0) throw new Error(`pgbench -i: ${init.stderr}`);
+    await c.query("CHECKPOINT");
+    const dbSize = Number(await c.value<string>("SELECT sum(pg_database_size(oid))::text FROM pg_database"));
+    const backupIni = join(base, "backup.ini");
+    const backupSlave = join(base, "backup-slave");
+    mkdirAs(backupSlave);
+    writeFileAs(backupIni, masterIniText(c, backupSlave));
+    const bbDir = join(base, "bb");
+    const backers: BackupContender[] = [
+      {
+        label: "wal-backup CONFIG (full: empty full_backup)",
+        samples: [],
+        before: () => rmSync(join(backupSlave, "data.master"), { recursive: true, force: true }),
+        run: () => run(binPath("wal-backup"), [backupIni]),
+      },
+      {
+        label: "pg_basebackup -X none -c fast (waits for the archive, as the others)",
+        samples: [],
+        before: () => rmSync(bbDir, { recursive: true, force: true }),
+        run: () => run(pgBin("pg_basebackup"), ["-D", bbDir, ...pgArgs, "-X", "none", "-c", "fast"]),
+      },
+      {
+        label: "pg_basebackup -c fast (default -X stream)",
+        samples: [],
+        before: () => rmSync(bbDir, { recursive: true, force: true }),
+        run: () => run(pgBin("pg_basebackup"), ["-D", bbDir, ...pgArgs, "-c", "fast"]),
+      },
+      {
+        label: "pgbackrest backup --type=full (compress none)",
+        samples: [],
+        run: () => run("pgbackrest", [`--config=${syncConf}`, "--stanza=bench", "--type=full", "backup"]),
+        after: () => {
+          // Only the newest full backup kept, so the repository holds one copy at a time.
+          run("pgbackrest", [`--config=${syncConf}`, "--stanza=bench", "--repo1-retention-full=1", "expire"]);
+        },
+      },
+    ];
+    for (let i = 0; i < runs + 1; i++) {
+      for (let k = 0; k < backers.length; k++) {
+        const x = backers[(i + k) % backers.length];
+        if (!x) continue;
+        x.before?.();
+        run("sync", []);
+        const t0 = process.hrtime.bigint();
+        const r = x.run();
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        if (r.status !== 0) throw new Error(`${x.label}: exit ${String(r.status)}\n${r.stdout}${r.stderr}`);
+        x.samples.push(ms);
+        x.after?.();
+      }
+      if (i === 0) for (const x of backers) x.samples = [];
+    }
+    rmSync(bbDir, { recursive: true, force: true });
+    report(
+      `base backup: pgbench scale ${PGBENCH_SCALE} (${(dbSize / 1048576).toFixed(0)} MiB of databases), a full copy each, ${runs} runs each`,
+      backers,
+      1,
+      "backup",
     );
   } finally {
     for (const c of stopAll) c.stop("immediate");

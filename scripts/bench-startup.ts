@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: what does one `wal-archive` call cost, compared with what it has to do anyway?
+ * `npm run bench`: what does one `wal-archive` or `wal-restore` call cost, compared with what it has
+ * to do anyway?
  *
  * PostgreSQL starts archive_command once per 16 MiB WAL segment, so the fixed cost of a call
  * (starting node, loading our modules, reading CONFIG) adds up. The issue's target: a plain
@@ -10,6 +11,9 @@
  *   wal-archive --version      our start-up: node + the modules bin/wal-archive loads, no work
  *   cp+fsync (16MB)            the copy baseline: sh -c 'cp "$1" "$2" && sync "$2"'
  *   wal-archive (16MB)         a real archive of a 16 MiB segment under a fresh name
+ *   cp (16MB restore)          PostgreSQL's example restore_command: sh -c 'cp "$1" "$2"'
+ *   wal-restore (16MB, archive)  the Node path: fetch, verify against the checksum, rename (prefetch off)
+ *   wal-restore (16MB, spooled)  the shell front serving a spooled entry (a rename; no Node)
  *
  * plus two informational rows: `sh -c true` (what the shell in the cp baseline costs) and
  * `dd conv=fsync (16MB)` (a one-process read/write copy, no shell, no copy_file_range).
@@ -29,12 +33,15 @@ import { spawnSync } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import {
   closeSync,
+  copyFileSync,
+  existsSync,
   fsyncSync,
   mkdirSync,
   mkdtempSync,
   openSync,
   rmSync,
   statSync,
+  symlinkSync,
   unlinkSync,
   writeFileSync,
   writeSync,
@@ -46,6 +53,9 @@ const SEGMENT_SIZE = 16 * 1024 * 1024;
 const TARGET_RATIO = 1.3;
 const ROOT = resolve(__dirname, "..", ".."); // dist/scripts/ -> repository root
 const WAL_ARCHIVE = join(ROOT, "bin", "wal-archive");
+const WAL_RESTORE = join(ROOT, "bin", "wal-restore");
+/** The archived segment the wal-restore rows fetch (timeline 2: never one of walName's). */
+const RESTORE_NAME = "000000020000000000000001";
 
 interface Options {
   runs: number;
@@ -115,7 +125,9 @@ interface Bench {
   /** Part of the table, or only shown for context. */
   informational: boolean;
   /** Builds the command for run number `run` (fresh destination names each time). */
-  command: (run: number) => { file: string; args: string[] };
+  command: (run: number) => { file: string; args: string[]; cwd?: string };
+  /** Sets up what the run needs (untimed). */
+  before?: (run: number) => void;
   /** Checks the result of the run and removes what it wrote; throws when the run did not do its job. */
   after?: (run: number) => void;
   samples: number[];
@@ -238,6 +250,31 @@ function main(): number {
     const removedEnv = opts.keepEnv ? [] : NODE_STARTUP_ENV.filter((k) => process.env[k] !== undefined);
     for (const k of removedEnv) delete env[k];
 
+    // wal-restore: a slave config on the same archive with prefetch off (the Node path alone),
+    // the segment archived once under RESTORE_NAME, and a data directory holding a spool the
+    // shell front serves from (the files the prefetcher writes, made here by hand: spool.ts).
+    const slaveConfig = join(base, "slave.ini");
+    writeFileSync(
+      slaveConfig,
+      `[wal-slave]\nslave = ${slave}\ncompleted_wals = %(slave)s/logs.complete\nrestore_prefetch = 0\n`,
+      { mode: 0o600 },
+    );
+    const archived = spawnSync(WAL_ARCHIVE, [config, seg, RESTORE_NAME], { env, stdio: ["ignore", "pipe", "pipe"] });
+    if (archived.status !== 0)
+      throw new RunFailure(`wal-archive of ${RESTORE_NAME} failed: ${archived.stderr?.toString() ?? ""}`);
+    const plainData = join(base, "data-plain");
+    const spoolData = join(base, "data-spool");
+    const spoolDir = join(spoolData, "pg_wal", ".walmgr-prefetch");
+    mkdirSync(join(plainData, "pg_wal"), { recursive: true, mode: 0o700 });
+    mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
+    symlinkSync(spoolData, join(spoolDir, "datadir"));
+    symlinkSync(completed, join(spoolDir, "archive"));
+    writeFileSync(join(spoolDir, "fast"), `${slaveConfig}\n${SEGMENT_SIZE}\n`, { mode: 0o600 });
+    const restored = (dataDir: string, what: string): void => {
+      requireFile(join(dataDir, "pg_wal", "RECOVERYXLOG"), SEGMENT_SIZE, what);
+      removeQuietly(join(dataDir, "pg_wal", "RECOVERYXLOG"));
+    };
+
     const benches: Bench[] = [
       {
         key: "node",
@@ -294,6 +331,49 @@ function main(): number {
         samples: [],
       },
       {
+        // PostgreSQL's own example restore_command, run through sh as PostgreSQL runs it.
+        key: "cpRestore",
+        label: "cp (16MB restore)",
+        informational: false,
+        command: () => ({
+          file: "/bin/sh",
+          args: ["-c", 'cp "$1" "$2"', "sh", join(completed, RESTORE_NAME), "pg_wal/RECOVERYXLOG"],
+          cwd: plainData,
+        }),
+        after: () => restored(plainData, "cp restore"),
+        samples: [],
+      },
+      {
+        key: "walRestore",
+        label: "wal-restore (16MB, archive)",
+        informational: false,
+        command: () => ({
+          file: WAL_RESTORE,
+          args: [slaveConfig, RESTORE_NAME, "pg_wal/RECOVERYXLOG"],
+          cwd: plainData,
+        }),
+        after: () => restored(plainData, "wal-restore"),
+        samples: [],
+      },
+      {
+        key: "walRestoreFast",
+        label: "wal-restore (16MB, spooled)",
+        informational: false,
+        before: () => copyFileSync(seg, join(spoolDir, RESTORE_NAME)),
+        command: () => ({
+          file: WAL_RESTORE,
+          args: [slaveConfig, RESTORE_NAME, "pg_wal/RECOVERYXLOG"],
+          cwd: spoolData,
+        }),
+        after: () => {
+          // Served by the shell front (the Node path with prefetch off never takes a spool entry).
+          if (existsSync(join(spoolDir, RESTORE_NAME)))
+            throw new RunFailure("wal-restore (spooled): the spool entry was not served by the shell front");
+          restored(spoolData, "wal-restore (spooled)");
+        },
+        samples: [],
+      },
+      {
         key: "shTrue",
         label: "sh -c true",
         informational: true,
@@ -318,9 +398,10 @@ function main(): number {
     ];
 
     const runOnce = (b: Bench, run: number): number => {
-      const { file, args } = b.command(run);
+      b.before?.(run);
+      const { file, args, cwd } = b.command(run);
       const t0 = process.hrtime.bigint();
-      const res = spawnSync(file, args, { env, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 16 * 1024 * 1024 });
+      const res = spawnSync(file, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 16 * 1024 * 1024 });
       const t1 = process.hrtime.bigint();
       if (res.error || res.status !== 0 || res.signal !== null) {
         const why = res.error
@@ -356,11 +437,13 @@ function main(): number {
     const archiveRatio = med("walArchive") / baseline;
     const ddRatio = med("walArchive") / (med("node") + med("ddFsync"));
     const met = archiveRatio <= TARGET_RATIO;
+    const restoreRatio = med("walRestore") / (med("node") + med("cpRestore"));
+    const fastRatio = med("walRestoreFast") / med("cpRestore");
 
     const lines: string[] = [];
     const w = Math.max(...benches.map((b) => b.label.length)) + 2;
     lines.push(
-      `wal-archive start-up benchmark: ${opts.runs} runs each (after ${opts.warmup} warm-up), node ${process.version}, temp ${tmpdir()}`,
+      `start-up benchmark (wal-archive, wal-restore): ${opts.runs} runs each (after ${opts.warmup} warm-up), node ${process.version}, temp ${tmpdir()}`,
     );
     lines.push(
       removedEnv.length > 0
@@ -390,6 +473,12 @@ function main(): number {
           ? ""
           : ` — ${fmt(med("walArchive") - TARGET_RATIO * baseline)} ms over the ${fmt(TARGET_RATIO * baseline)} ms budget`),
     );
+    lines.push(
+      `wal-restore (16MB, archive) / (node -e '' + cp (16MB restore)) = ${restoreRatio.toFixed(2)}x  (the Node path: checksum-verified)`,
+    );
+    lines.push(
+      `wal-restore (16MB, spooled) / cp (16MB restore)               = ${fastRatio.toFixed(2)}x  (the shell front: a rename)`,
+    );
     const table = `${lines.join("\n")}\n`;
 
     if (opts.json) {
@@ -408,6 +497,8 @@ function main(): number {
           versionOverNode: versionRatio,
           archiveOverNodePlusCp: archiveRatio,
           archiveOverNodePlusDd: ddRatio,
+          restoreOverNodePlusCp: restoreRatio,
+          spooledRestoreOverCp: fastRatio,
         },
         target: { maxRatio: TARGET_RATIO, budgetMs: TARGET_RATIO * baseline, met },
       };

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster } from "../helpers/cluster";
@@ -214,4 +214,39 @@ test("a batch member that conflicts keeps its .ready and is logged; the others g
   await waitFor("the archiver to drain", () => ready().length === 0, 120_000);
   await setArchiveCommand("/bin/false");
   assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
+});
+
+test("two wal-archive runs at once on one pg_wal (20 rounds): both exit 0, nothing conflicts, every .done durable", async () => {
+  const doneBefore = new Set(done());
+  const all: string[] = [];
+  for (let round = 0; round < 20; round++) {
+    const names = await pileUp(4);
+    all.push(...names);
+    // Same %p in even rounds (an operator's run beside the archiver's), neighbours in odd ones.
+    const pa = names[0] ?? "";
+    const pb = round % 2 === 0 ? pa : (names[1] ?? "");
+    const a = spawnBin("wal-archive", [ini, `pg_wal/${pa}`, pa], { cwd: master.dataDir });
+    const b = spawnBin("wal-archive", [ini, `pg_wal/${pb}`, pb], { cwd: master.dataDir });
+    const [ea, eb] = await Promise.all([a.exited, b.exited]);
+    assert.equal(ea.status, 0, `round ${round}, run A: ${a.output()}`);
+    assert.equal(eb.status, 0, `round ${round}, run B: ${b.output()}`);
+    assert.doesNotMatch(a.output() + b.output(), /not archived|other content|conflict/i, `round ${round}`);
+    // What PostgreSQL does after each 0 exit.
+    for (const p of new Set([pa, pb])) {
+      if (existsSync(join(statusDir, `${p}.ready`)))
+        renameSync(join(statusDir, `${p}.ready`), join(statusDir, `${p}.done`));
+    }
+    assert.deepEqual(
+      names.filter((n) => ready().includes(n)),
+      [],
+      `round ${round}: every segment of the round marked done`,
+    );
+    assertDoneAreDurable(done().filter((d) => names.includes(d) && !doneBefore.has(d)));
+  }
+  for (const n of all) assert.ok(existsSync(join(completed, n)), `${n} not archived`);
+  assert.deepEqual(
+    readdirSync(completed).filter((n) => n.startsWith(".walmgr-tmp.")),
+    [],
+    "no temp left by either writer",
+  );
 });
