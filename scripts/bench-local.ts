@@ -6,8 +6,8 @@
  *    has no `.ready` left. Contenders: wal-archive as `setup` configures it (batch archiving on),
  *    `pgbackrest archive-push` sync and async (process-max=2), compress none, and the serial
  *    `cp` + fsync + rename floor.
- * 2. Standby catch-up: a standby made from one base backup replays 32 archived segments; the
- *    time from its start until it has replayed them. Contenders: wal-restore (prefetch and the
+ * 2. Standby catch-up: a standby made from one base backup replays 32 archived segments full of
+ *    WAL (row inserts); the time from its start until it has replayed them. Contenders: wal-restore (prefetch and the
  *    sh front on), `pgbackrest archive-get` sync and async (process-max=2), and `cp`.
  * 3. Base backup of a pgbench scale-30 database, a full copy each time (targets emptied, untimed):
  *    wal-backup, `pg_basebackup` (-X none, which like the others waits for the archive, and the
@@ -15,9 +15,11 @@
  *
  * Contenders rotate within each round; medians and ratios. A measurement, not a test: exits 0
  * whatever the ratios. Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
+ * [--only drain,catchup,backup] (default all three)
  */
 import { readFileSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
+import { Client } from "pg";
 import { join } from "node:path";
 import { Cluster, freePort } from "../test/helpers/cluster";
 import { binPath, makeTempDir, mkdirAs, pgBin, removeTempDir, run, sleep, type RunResult } from "../test/helpers/env";
@@ -49,6 +51,40 @@ async function switches(c: Cluster, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
     await c.query("INSERT INTO t SELECT generate_series(1, 20000)");
     await c.query("SELECT pg_switch_wal()");
+  }
+}
+
+/**
+ * Writes `n` segments full of WAL (row inserts, as a busy master writes them), not `n` switches:
+ * a switched segment holds little WAL, so replaying it costs next to nothing and the benchmark
+ * would time the restore commands alone, not a standby catching up.
+ */
+async function fill(c: Cluster, n: number): Promise<void> {
+  const start = await c.value<string>("SELECT pg_current_wal_lsn()::text");
+  const bytes = async (): Promise<number> =>
+    Number(await c.value<string>(`SELECT (pg_current_wal_lsn() - ${literal(start)}::pg_lsn)::text`));
+  while ((await bytes()) < n * 16 * 1024 * 1024) await c.query("INSERT INTO t SELECT generate_series(1, 100000)");
+}
+
+/**
+ * Waits until standby `s` has replayed up to `target`, asking over one connection every 20 ms
+ * (a new connection per question would fork a backend each time, and compete with replay).
+ */
+async function replayed(s: Cluster, target: string, what: string, ms = 120_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  const client = new Client({ host: s.socketDir, port: s.port, user: "postgres", database: "postgres" });
+  await client.connect();
+  try {
+    for (;;) {
+      const r = await client.query<{ done: boolean }>(`SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS done`, [
+        target,
+      ]);
+      if (r.rows[0]?.done === true) return;
+      if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+      await sleep(20);
+    }
+  } finally {
+    await client.end();
   }
 }
 
@@ -101,6 +137,9 @@ function report(title: string, contenders: { label: string; samples: number[] }[
 async function main(): Promise<void> {
   const runsArg = process.argv.indexOf("--runs");
   const runs = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 3;
+  const onlyArg = process.argv.indexOf("--only");
+  const only = onlyArg > 0 ? (process.argv[onlyArg + 1] ?? "").split(",") : ["drain", "catchup", "backup"];
+  const want = (part: string): boolean => only.includes(part);
   const base = makeTempDir("bench-local");
   const stopAll: Cluster[] = [];
   try {
@@ -124,196 +163,213 @@ async function main(): Promise<void> {
     if (create.status !== 0) throw new Error(`pgbackrest stanza-create: ${create.stdout}${create.stderr}`);
     const plain = join(base, "plain");
 
-    // 1. Archive drain.
-    const drainers: Contender[] = [
-      {
-        label: "wal-archive CONFIG %p %f (batch, as setup sets it)",
-        command: `${sh(binPath("wal-archive"))} ${sh(ini)} %p %f`,
-        samples: [],
-      },
-      {
-        label: "pgbackrest archive-push (sync)",
-        command: `pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p`,
-        samples: [],
-      },
-      {
-        label: "pgbackrest archive-push (async, process-max=2)",
-        command: `pgbackrest --config=${sh(asyncConf)} --stanza=bench archive-push %p`,
-        samples: [],
-      },
-      {
-        label: "cp + fsync + rename (serial floor)",
-        command: `cp %p ${plain}/.t.%f && sync ${plain}/.t.%f && mv ${plain}/.t.%f ${plain}/%f && sync ${plain}`,
-        samples: [],
-      },
-    ];
-    for (let i = 0; i < runs + 1; i++) {
-      for (let k = 0; k < drainers.length; k++) {
-        const x = drainers[(i + k) % drainers.length];
-        if (!x) continue;
-        await setArchiveCommand(c, "");
-        await sleep(200);
-        await switches(c, DRAIN_SEGMENTS);
-        await waitUntil("segments ready", () => ready(c) >= DRAIN_SEGMENTS, 60_000);
-        const t0 = process.hrtime.bigint();
-        await setArchiveCommand(c, x.command);
-        await waitUntil(`${x.label} to drain`, () => ready(c) === 0);
-        x.samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      }
-      if (i === 0) for (const x of drainers) x.samples = [];
-    }
-    report(
-      `archive drain: PostgreSQL's archiver, ${DRAIN_SEGMENTS} ready segments of 16 MiB, ${runs} runs each; ${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
-      drainers,
-      DRAIN_SEGMENTS,
-      "segment",
-    );
-
-    // 2. Standby catch-up: every contender's archive gets the same segments.
-    await setArchiveCommand(
-      c,
-      `${sh(binPath("wal-archive"))} ${sh(ini)} %p %f && pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p && cp %p ${join(base, "cp-restore")}/%f`,
-    );
-    await sleep(300);
-    const pristine = join(base, "pristine");
-    const bb = run(pgBin("pg_basebackup"), [
-      "-D",
-      pristine,
-      "-h",
-      c.socketDir,
-      "-p",
-      String(c.port),
-      "-U",
-      "postgres",
-      "-X",
-      "none",
-      "-c",
-      "fast",
-    ]);
-    if (bb.status !== 0) throw new Error(`pg_basebackup: ${bb.stderr}`);
-    await switches(c, CATCHUP_SEGMENTS);
-    const target = await c.value<string>("SELECT pg_current_wal_lsn()::text");
-    await c.query("SELECT pg_switch_wal()");
-    await waitUntil("the catch-up segments archived", () => ready(c) === 0);
-    const slaveIni = join(base, "slave.ini");
-    writeFileAs(slaveIni, `[wal-slave]\njob_name = bench-slave\nslave_data = ${base}/standby\nslave = ${slave}\n`);
-    const catchers: Contender[] = [
-      {
-        label: "wal-restore CONFIG %f %p %r (prefetch, sh front)",
-        command: `${sh(binPath("wal-restore"))} ${sh(slaveIni)} %f %p %r`,
-        samples: [],
-        after: killPrefetcher,
-      },
-      {
-        label: "pgbackrest archive-get (sync)",
-        command: `pgbackrest --config=${sh(syncConf)} --stanza=bench --pg1-path=${sh(join(base, "standby"))} archive-get %f %p`,
-        samples: [],
-      },
-      {
-        label: "pgbackrest archive-get (async, process-max=2)",
-        command: `pgbackrest --config=${sh(asyncConf)} --stanza=bench --pg1-path=${sh(join(base, "standby"))} archive-get %f %p`,
-        samples: [],
-      },
-      { label: "cp dir/%f %p", command: `cp ${join(base, "cp-restore")}/%f %p`, samples: [] },
-    ];
-    const port = await freePort();
-    for (let i = 0; i < runs + 1; i++) {
-      for (let k = 0; k < catchers.length; k++) {
-        const x = catchers[(i + k) % catchers.length];
-        if (!x) continue;
-        const dataDir = join(base, "standby");
-        rmSync(dataDir, { recursive: true, force: true });
-        // Copied as the server user, so the standby's files are its own.
-        const cp = run("cp", ["-a", pristine, dataDir]);
-        if (cp.status !== 0) throw new Error(`cp: ${cp.stderr}`);
-        writeFileAs(join(dataDir, "standby.signal"), "");
-        writeFileAs(
-          join(dataDir, "postgresql.auto.conf"),
-          `restore_command = ${literal(x.command)}\narchive_mode = off\nhot_standby = on\nport = ${port}\n`,
-        );
-        const s = new Cluster(dataDir, port, c.socketDir, join(base, "standby.log"));
-        const t0 = process.hrtime.bigint();
-        s.start();
-        await waitUntil(
-          `${x.label} to replay`,
-          async () =>
-            (await s.value<boolean>(`SELECT pg_last_wal_replay_lsn() >= ${literal(target)}::pg_lsn`)) === true,
-        );
-        x.samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
-        s.stop("immediate");
-        x.after?.(dataDir);
-      }
-      if (i === 0) for (const x of catchers) x.samples = [];
-    }
-    report(
-      `standby catch-up: ${CATCHUP_SEGMENTS} archived segments replayed from one base backup (start to replayed), ${runs} runs each`,
-      catchers,
-      CATCHUP_SEGMENTS,
-      "segment",
-    );
-
-    // 3. Base backup of a pgbench scale-30 database, each a full copy into an empty target.
-    const pgArgs = ["-h", c.socketDir, "-p", String(c.port), "-U", "postgres"];
-    const init = run(pgBin("pgbench"), ["-i", "-q", "-s", String(PGBENCH_SCALE), ...pgArgs, "postgres"]);
-    if (init.status !== 0) throw new Error(`pgbench -i: ${init.stderr}`);
-    await c.query("CHECKPOINT");
-    const dbSize = Number(await c.value<string>("SELECT sum(pg_database_size(oid))::text FROM pg_database"));
-    const backupIni = join(base, "backup.ini");
-    const backupSlave = join(base, "backup-slave");
-    mkdirAs(backupSlave);
-    writeFileAs(backupIni, masterIniText(c, backupSlave));
-    const bbDir = join(base, "bb");
-    const backers: BackupContender[] = [
-      {
-        label: "wal-backup CONFIG (full: empty full_backup)",
-        samples: [],
-        before: () => rmSync(join(backupSlave, "data.master"), { recursive: true, force: true }),
-        run: () => run(binPath("wal-backup"), [backupIni]),
-      },
-      {
-        label: "pg_basebackup -X none -c fast (waits for the archive, as the others)",
-        samples: [],
-        before: () => rmSync(bbDir, { recursive: true, force: true }),
-        run: () => run(pgBin("pg_basebackup"), ["-D", bbDir, ...pgArgs, "-X", "none", "-c", "fast"]),
-      },
-      {
-        label: "pg_basebackup -c fast (default -X stream)",
-        samples: [],
-        before: () => rmSync(bbDir, { recursive: true, force: true }),
-        run: () => run(pgBin("pg_basebackup"), ["-D", bbDir, ...pgArgs, "-c", "fast"]),
-      },
-      {
-        label: "pgbackrest backup --type=full (compress none)",
-        samples: [],
-        run: () => run("pgbackrest", [`--config=${syncConf}`, "--stanza=bench", "--type=full", "backup"]),
-        after: () => {
-          // Only the newest full backup kept, so the repository holds one copy at a time.
-          run("pgbackrest", [`--config=${syncConf}`, "--stanza=bench", "--repo1-retention-full=1", "expire"]);
+    // Every contender's archive gets every segment from here on (catch-up and backups need them):
+    // one command for each segment, so wal-archive must not batch here (a batched segment's
+    // .done would keep it from the commands after wal-archive's).
+    const chainIni = join(base, "chain.ini");
+    writeFileAs(chainIni, `${readFileSync(ini, "utf8")}archive_batch = 0\n`);
+    const archiveToAll = (): Promise<void> =>
+      setArchiveCommand(
+        c,
+        `${sh(binPath("wal-archive"))} ${sh(chainIni)} %p %f && pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p && cp %p ${join(base, "cp-restore")}/%f`,
+      );
+    if (want("drain")) {
+      // 1. Archive drain.
+      const drainers: Contender[] = [
+        {
+          label: "wal-archive CONFIG %p %f (batch, as setup sets it)",
+          command: `${sh(binPath("wal-archive"))} ${sh(ini)} %p %f`,
+          samples: [],
         },
-      },
-    ];
-    for (let i = 0; i < runs + 1; i++) {
-      for (let k = 0; k < backers.length; k++) {
-        const x = backers[(i + k) % backers.length];
-        if (!x) continue;
-        x.before?.();
-        run("sync", []);
-        const t0 = process.hrtime.bigint();
-        const r = x.run();
-        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-        if (r.status !== 0) throw new Error(`${x.label}: exit ${String(r.status)}\n${r.stdout}${r.stderr}`);
-        x.samples.push(ms);
-        x.after?.();
+        {
+          label: "pgbackrest archive-push (sync)",
+          command: `pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p`,
+          samples: [],
+        },
+        {
+          label: "pgbackrest archive-push (async, process-max=2)",
+          command: `pgbackrest --config=${sh(asyncConf)} --stanza=bench archive-push %p`,
+          samples: [],
+        },
+        {
+          label: "cp + fsync + rename (serial floor)",
+          command: `cp %p ${plain}/.t.%f && sync ${plain}/.t.%f && mv ${plain}/.t.%f ${plain}/%f && sync ${plain}`,
+          samples: [],
+        },
+      ];
+      for (let i = 0; i < runs + 1; i++) {
+        for (let k = 0; k < drainers.length; k++) {
+          const x = drainers[(i + k) % drainers.length];
+          if (!x) continue;
+          await setArchiveCommand(c, "");
+          await sleep(200);
+          await switches(c, DRAIN_SEGMENTS);
+          await waitUntil("segments ready", () => ready(c) >= DRAIN_SEGMENTS, 60_000);
+          // Each contender starts with no dirty pages left by the one before it.
+          run("sync", []);
+          const t0 = process.hrtime.bigint();
+          await setArchiveCommand(c, x.command);
+          await waitUntil(`${x.label} to drain`, () => ready(c) === 0);
+          x.samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        }
+        if (i === 0) for (const x of drainers) x.samples = [];
       }
-      if (i === 0) for (const x of backers) x.samples = [];
+      report(
+        `archive drain: PostgreSQL's archiver, ${DRAIN_SEGMENTS} ready segments of 16 MiB, ${runs} runs each; ${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
+        drainers,
+        DRAIN_SEGMENTS,
+        "segment",
+      );
     }
-    rmSync(bbDir, { recursive: true, force: true });
-    report(
-      `base backup: pgbench scale ${PGBENCH_SCALE} (${(dbSize / 1048576).toFixed(0)} MiB of databases), a full copy each, ${runs} runs each`,
-      backers,
-      1,
-      "backup",
-    );
+    if (want("catchup")) {
+      // 2. Standby catch-up: every contender's archive gets the same segments.
+      await archiveToAll();
+      await sleep(300);
+      const pristine = join(base, "pristine");
+      const bb = run(pgBin("pg_basebackup"), [
+        "-D",
+        pristine,
+        "-h",
+        c.socketDir,
+        "-p",
+        String(c.port),
+        "-U",
+        "postgres",
+        "-X",
+        "none",
+        "-c",
+        "fast",
+      ]);
+      if (bb.status !== 0) throw new Error(`pg_basebackup: ${bb.stderr}`);
+      await fill(c, CATCHUP_SEGMENTS);
+      const target = await c.value<string>("SELECT pg_current_wal_lsn()::text");
+      await c.query("SELECT pg_switch_wal()");
+      await waitUntil("the catch-up segments archived", () => ready(c) === 0);
+      const slaveIni = join(base, "slave.ini");
+      writeFileAs(slaveIni, `[wal-slave]\njob_name = bench-slave\nslave_data = ${base}/standby\nslave = ${slave}\n`);
+      const catchers: Contender[] = [
+        {
+          label: "wal-restore CONFIG %f %p %r (prefetch, sh front)",
+          command: `${sh(binPath("wal-restore"))} ${sh(slaveIni)} %f %p %r`,
+          samples: [],
+          after: killPrefetcher,
+        },
+        {
+          label: "pgbackrest archive-get (sync)",
+          command: `pgbackrest --config=${sh(syncConf)} --stanza=bench --pg1-path=${sh(join(base, "standby"))} archive-get %f %p`,
+          samples: [],
+        },
+        {
+          label: "pgbackrest archive-get (async, process-max=2)",
+          command: `pgbackrest --config=${sh(asyncConf)} --stanza=bench --pg1-path=${sh(join(base, "standby"))} archive-get %f %p`,
+          samples: [],
+        },
+        { label: "cp dir/%f %p", command: `cp ${join(base, "cp-restore")}/%f %p`, samples: [] },
+      ];
+      const port = await freePort();
+      for (let i = 0; i < runs + 1; i++) {
+        for (let k = 0; k < catchers.length; k++) {
+          const x = catchers[(i + k) % catchers.length];
+          if (!x) continue;
+          const dataDir = join(base, "standby");
+          rmSync(dataDir, { recursive: true, force: true });
+          // Copied as the server user, so the standby's files are its own.
+          const cp = run("cp", ["-a", pristine, dataDir]);
+          if (cp.status !== 0) throw new Error(`cp: ${cp.stderr}`);
+          writeFileAs(join(dataDir, "standby.signal"), "");
+          writeFileAs(
+            join(dataDir, "postgresql.auto.conf"),
+            `restore_command = ${literal(x.command)}\narchive_mode = off\nhot_standby = on\nport = ${port}\n`,
+          );
+          const s = new Cluster(dataDir, port, c.socketDir, join(base, "standby.log"));
+          run("sync", []);
+          const t0 = process.hrtime.bigint();
+          s.start();
+          try {
+            await replayed(s, target, `${x.label} to replay`);
+          } catch (err) {
+            const log = readFileSync(join(base, "standby.log"), "utf8").split("\n").slice(-15).join("\n");
+            throw new Error(`${(err as Error).message}; the standby's log ends:\n${log}`);
+          }
+          x.samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+          s.stop("immediate");
+          x.after?.(dataDir);
+        }
+        if (i === 0) for (const x of catchers) x.samples = [];
+      }
+      report(
+        `standby catch-up: ${CATCHUP_SEGMENTS} archived segments full of WAL replayed from one base backup (start to replayed), ${runs} runs each`,
+        catchers,
+        CATCHUP_SEGMENTS,
+        "segment",
+      );
+    }
+    if (want("backup")) {
+      // 3. Base backup of a pgbench scale-30 database, each a full copy into an empty target.
+      await archiveToAll();
+      await sleep(300);
+      const pgArgs = ["-h", c.socketDir, "-p", String(c.port), "-U", "postgres"];
+      const init = run(pgBin("pgbench"), ["-i", "-q", "-s", String(PGBENCH_SCALE), ...pgArgs, "postgres"]);
+      if (init.status !== 0) throw new Error(`pgbench -i: ${init.stderr}`);
+      await c.query("CHECKPOINT");
+      const dbSize = Number(await c.value<string>("SELECT sum(pg_database_size(oid))::text FROM pg_database"));
+      const backupIni = join(base, "backup.ini");
+      const backupSlave = join(base, "backup-slave");
+      mkdirAs(backupSlave);
+      writeFileAs(backupIni, masterIniText(c, backupSlave));
+      const bbDir = join(base, "bb");
+      const backers: BackupContender[] = [
+        {
+          label: "wal-backup CONFIG (full: empty full_backup)",
+          samples: [],
+          before: () => rmSync(join(backupSlave, "data.master"), { recursive: true, force: true }),
+          run: () => run(binPath("wal-backup"), [backupIni]),
+        },
+        {
+          label: "pg_basebackup -X none -c fast (waits for the archive, as the others)",
+          samples: [],
+          before: () => rmSync(bbDir, { recursive: true, force: true }),
+          run: () => run(pgBin("pg_basebackup"), ["-D", bbDir, ...pgArgs, "-X", "none", "-c", "fast"]),
+        },
+        {
+          label: "pg_basebackup -c fast (default -X stream)",
+          samples: [],
+          before: () => rmSync(bbDir, { recursive: true, force: true }),
+          run: () => run(pgBin("pg_basebackup"), ["-D", bbDir, ...pgArgs, "-c", "fast"]),
+        },
+        {
+          label: "pgbackrest backup --type=full (compress none)",
+          samples: [],
+          run: () => run("pgbackrest", [`--config=${syncConf}`, "--stanza=bench", "--type=full", "backup"]),
+          after: () => {
+            // Only the newest full backup kept, so the repository holds one copy at a time.
+            run("pgbackrest", [`--config=${syncConf}`, "--stanza=bench", "--repo1-retention-full=1", "expire"]);
+          },
+        },
+      ];
+      for (let i = 0; i < runs + 1; i++) {
+        for (let k = 0; k < backers.length; k++) {
+          const x = backers[(i + k) % backers.length];
+          if (!x) continue;
+          x.before?.();
+          run("sync", []);
+          const t0 = process.hrtime.bigint();
+          const r = x.run();
+          const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+          if (r.status !== 0) throw new Error(`${x.label}: exit ${String(r.status)}\n${r.stdout}${r.stderr}`);
+          x.samples.push(ms);
+          x.after?.();
+        }
+        if (i === 0) for (const x of backers) x.samples = [];
+      }
+      rmSync(bbDir, { recursive: true, force: true });
+      report(
+        `base backup: pgbench scale ${PGBENCH_SCALE} (${(dbSize / 1048576).toFixed(0)} MiB of databases), a full copy each, ${runs} runs each`,
+        backers,
+        1,
+        "backup",
+      );
+    }
   } finally {
     for (const c of stopAll) c.stop("immediate");
     removeTempDir(base);

@@ -52,6 +52,11 @@ export function requireWalName(name: string | undefined, what = "WAL file name")
 }
 
 /** Segments per 4 GiB "log" id, for a segment size in bytes. */
+/** A size PostgreSQL allows for a WAL segment: a power of two from 1 MiB to 1 GiB (initdb --wal-segsize). */
+export function isWalSegmentSize(size: number): boolean {
+  return size >= 1 << 20 && size <= 1 << 30 && (size & (size - 1)) === 0;
+}
+
 function segsPerId(segSize: number): number {
   return 0x100000000 / segSize;
 }

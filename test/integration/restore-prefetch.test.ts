@@ -5,12 +5,23 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster } from "../helpers/cluster";
-import { makeTempDir, mkdirAs, packageRoot, removeTempDir, run, runBin, sleep, spawnAs, waitFor } from "../helpers/env";
-import { killPrefetcher } from "../helpers/prefetch";
+import {
+  makeTempDir,
+  mkdirAs,
+  packageRoot,
+  removeTempDir,
+  run,
+  runBin,
+  sleep,
+  spawnAs,
+  spawnBin,
+  waitFor,
+} from "../helpers/env";
+import { killPrefetcher, stopStartedPrefetcher } from "../helpers/prefetch";
 import { writeFileAs } from "../helpers/walmgr";
 
 const SEG_SIZE = 1 << 20;
@@ -170,6 +181,63 @@ test("a spool copied from another cluster's data directory is discarded, never s
   assert.notEqual(meta.sysid, metaA.sysid, "B's new spool is bound to B's cluster");
 });
 
+test("a spool made before the machine last booted is never served (its entries are not fsynced)", async () => {
+  await waitFor("an entry in A's spool", () => entries(dataA).length > 0, 30_000, 50);
+  killPrefetcher(dataA);
+  await sleep(100);
+  const n = entries(dataA)[0] ?? "";
+  // What a reboot changes: the kernel's boot id. Stand in for it by binding the spool to another.
+  const other = "00000000-0000-4000-8000-000000000000";
+  const metaPath = join(spoolOf(dataA), "meta");
+  const meta = JSON.parse(readFileSync(metaPath, "utf8")) as { boot: string };
+  assert.match(meta.boot, /^[0-9a-f-]{36}$/, "the spool is bound to this boot");
+  writeFileSync(metaPath, JSON.stringify({ ...meta, boot: other }));
+  const fast = readFileSync(join(spoolOf(dataA), "fast"), "utf8").split("\n");
+  assert.equal(fast[2], meta.boot, "the shell front's copy of the boot id");
+  writeFileSync(join(spoolOf(dataA), "fast"), [fast[0], fast[1], other, ""].join("\n"));
+  // Content the front would serve, were it to trust the old boot's entries.
+  writeFileSync(join(spoolOf(dataA), n), randomBytes(SEG_SIZE));
+  const r = restore(dataA, n);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.logged, /discarded: made before the machine last booted/);
+  assert.match(r.logged, new RegExp(`restored ${n} from ${completed}`));
+  assertServed(dataA, n);
+});
+
+test("the front waits for an entry the prefetcher is copying; a copy that never ends goes to Node", async () => {
+  await waitFor("entries in A's spool", () => entries(dataA).length >= 2, 30_000, 50);
+  killPrefetcher(dataA);
+  await sleep(100);
+  const [n, m] = entries(dataA) as [string, string];
+  // n: its copy "finishes" 300 ms after the call (the temp is renamed to the entry).
+  const held = join(base, "held");
+  renameSync(join(spoolOf(dataA), n), held);
+  const tmp = join(spoolOf(dataA), `.walmgr-tmp.${n}.test`);
+  writeFileAs(tmp, "");
+  const logBefore = readFileSync(log, "utf8").length;
+  const t0 = Date.now();
+  const call = spawnBin("wal-restore", [ini, n, "pg_wal/RECOVERYXLOG"], { cwd: dataA });
+  await sleep(300);
+  renameSync(held, join(spoolOf(dataA), n));
+  rmSync(tmp);
+  const e = await call.exited;
+  assert.equal(e.status, 0, call.output());
+  assert.ok(Date.now() - t0 >= 300, "the front waited for the copy");
+  assert.equal(readFileSync(log, "utf8").slice(logBefore), "", "served by the front (Node logs every serve)");
+  assertServed(dataA, n);
+  // m: a temp that stays (a prefetcher that died mid-copy) and no entry: after its wait the front
+  // hands the call to Node, which serves the archived segment.
+  renameSync(join(spoolOf(dataA), m), held);
+  writeFileAs(join(spoolOf(dataA), `.walmgr-tmp.${m}.test`), "");
+  const r = restore(dataA, m);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.logged, new RegExp(`restored ${m} from ${completed}`));
+  assertServed(dataA, m);
+  rmSync(held);
+  // That call started a prefetcher: stop it once it runs, so the next test starts from none.
+  await stopStartedPrefetcher(dataA);
+});
+
 test("the prefetcher killed at random moments (20 rounds) leaves nothing the front would serve", async () => {
   const prefetch = join(packageRoot(), "dist", "bin", "wal-prefetch.js");
   killPrefetcher(dataA);
@@ -185,7 +253,11 @@ test("the prefetcher killed at random moments (20 rounds) leaves nothing the fro
   }
   // The next prefetcher clears the temps killed ones left, and the front serves what it spools.
   const p = spawnAs(process.execPath, [prefetch, ini, spoolOf(dataA)], { cwd: dataA });
-  await waitFor("a full spool", () => entries(dataA).length === 6, 30_000, 50);
+  await waitFor("a full spool", () => entries(dataA).length === 6, 30_000, 50).catch((e: unknown) => {
+    throw new Error(
+      `${String(e)}: exit ${String(p.child.exitCode)} ${p.output()} ${readdirSync(spoolOf(dataA)).join(",")}`,
+    );
+  });
   assert.deepEqual(
     readdirSync(spoolOf(dataA)).filter((n) => n.startsWith(".walmgr-tmp.")),
     [],

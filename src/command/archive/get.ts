@@ -15,7 +15,7 @@ import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { fetchToFile } from "../../storage/files";
 import { driverFor } from "../../storage/open";
-import { comparePosition, parseWalName, requireWalName } from "../../wal/names";
+import { comparePosition, isWalSegmentSize, parseWalName, requireWalName } from "../../wal/names";
 import { ensurePrefetcher, spoolBinding } from "./prefetch";
 import { Spool } from "./spool";
 
@@ -71,6 +71,17 @@ async function restoreGetFrom(ctx: Context, name: string, destPath: string, keep
   const spool = wal.kind === "segment" && !ctx.dryRun ? Spool.forDest(destPath) : undefined;
   const spooled = spool !== undefined ? serveFromSpool(ctx, spool, wal.name, dest) : undefined;
   if (spooled !== undefined) ctx.log.info(`restored ${wal.name} from the prefetch spool ${spool?.dir ?? ""}`);
+  // Not in the spool: start the prefetcher now, so that its start-up overlaps our own copy
+  // (it goes on from this segment; the size is the archived file's, which PostgreSQL's own
+  // sizes bound: a corrupt one only makes the prefetcher skip, never serve, what differs).
+  let early: number | undefined;
+  if (spool !== undefined && spooled === undefined && ctx.config.int("restore_prefetch") > 0) {
+    const size = (await driver.info(archive.path(wal.name)))?.size;
+    if (size !== undefined && isWalSegmentSize(size)) {
+      ensurePrefetcher(ctx, spool, wal.name, size);
+      early = size;
+    }
+  }
   // Streams through sha256 into a temp beside %p, renamed only when the digest matches: never
   // a short, partial or corrupt file at %p (safety rule 3). No fsync: PostgreSQL treats the
   // restored file as a copy.
@@ -82,7 +93,8 @@ async function restoreGetFrom(ctx: Context, name: string, destPath: string, keep
   if (spooled !== undefined || found) {
     // Only a verified segment tells the prefetcher its size and where to go on from.
     const segSize = spooled ?? (found?.verified === true ? found.bytes : undefined);
-    if (spool !== undefined && segSize !== undefined) ensurePrefetcher(ctx, spool, wal.name, segSize);
+    if (spool !== undefined && segSize !== undefined && segSize !== early)
+      ensurePrefetcher(ctx, spool, wal.name, segSize);
     if (keepFrom !== undefined && wal.kind === "segment") {
       await noteRestartPoint(control, keepFrom);
       if (ctx.config.int("keep_backups") === 0) await cleanupBefore(ctx, driver, archive, keepFrom);

@@ -18,13 +18,22 @@ import { WalArchive } from "../../storage/archive";
 import { driverFor } from "../../storage/open";
 import { LocalDriver } from "../../storage/local";
 import { comparePosition, parseWalName, segmentName, segmentNumber } from "../../wal/names";
-import { readSysid, Spool, type SpoolMeta } from "./spool";
+import { bootId, readSysid, Spool, type SpoolMeta } from "./spool";
 
 /** The program a prefetcher runs as (its lock names it; the stale test looks for it). */
 export const PREFETCH_PROGRAM = "wal-prefetch";
 
 /** How long a prefetcher with nothing to do (spool full and untouched, or nothing new archived) lives on. */
 const IDLE_EXIT_MS = 30_000;
+
+/** Fetches at once from a local archive: one hashes while the other waits on the disk. */
+const PREFETCH_WORKERS = 2;
+
+/** How often an idle prefetcher looks whether the shell front took entries. */
+const POLL_MS = 10;
+
+/** How long before a segment found not archived is asked for again. */
+const MISSING_RETRY_MS = 200;
 
 /** What a spool must be bound to, for this config and data directory. */
 export function spoolBinding(
@@ -35,7 +44,7 @@ export function spoolBinding(
   if (sysid === undefined) return undefined;
   const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
   return {
-    expect: { config: resolve(ctx.config.file), archive: formatLocation(loc), sysid },
+    expect: { config: resolve(ctx.config.file), archive: formatLocation(loc), sysid, boot: bootId() },
     localArchive: loc.host === undefined ? loc.path : undefined,
   };
 }
@@ -51,11 +60,16 @@ export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, seg
   try {
     const bound = spoolBinding(ctx, spool);
     if (bound === undefined) return;
-    const why = existsSync(spool.dir) ? spool.mismatch(bound.expect) : "none yet";
+    const why = !existsSync(spool.dir)
+      ? "none yet"
+      : (spool.mismatch(bound.expect) ??
+        (spool.readMeta()?.segSize !== segSize
+          ? `made for segments of another size than ${segSize} bytes`
+          : undefined));
     if (why !== undefined) {
       if (why !== "none yet") ctx.log.info(`prefetch spool ${spool.dir} discarded: ${why}`);
       spool.discard();
-      spool.create({ version: 1, ...bound.expect, segSize, created: new Date().toISOString() }, bound.localArchive);
+      spool.create({ version: 2, ...bound.expect, segSize, created: new Date().toISOString() }, bound.localArchive);
     }
     spool.setWant(served);
     if (prefetcherLive(spool)) return; // it reads `want` on its next round
@@ -96,10 +110,12 @@ function prefetcherLive(spool: Spool): boolean {
 /**
  * The prefetcher (one per data directory, under the spool's lock): keeps the next
  * `restore_prefetch` complete segments after the position in the spool, each verified against
- * its checksum and fsynced before it appears under its name. The position is the newest segment
+ * its checksum before it appears under its name, PREFETCH_WORKERS at a time from a local archive
+ * (one at a time over ssh: the command's one session). The position is the newest segment
  * wal-restore served itself (`want`); entries the shell front served have simply gone. Never the
  * partial segment (it changes), never a file without a checksum. Ends when the spool is
- * discarded or rebound, or after IDLE_EXIT_MS with nothing to do.
+ * discarded or rebound, or after IDLE_EXIT_MS with nothing to do; a fetch under way is always
+ * finished (or failed) before it lets go of the lock.
  */
 export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<void> {
   const spool = new Spool(resolve(spoolDir), dirname(dirname(resolve(spoolDir))));
@@ -117,13 +133,19 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
     throw new LockHeldError(`cannot take ${lockPath}: ${got.verdict.why}`);
   }
   const unregister = ctx.onCleanup(() => releaseLockNow(local, lockPath, body));
+  const inflight = new Map<string, Promise<void>>();
   try {
     spool.removeTemps();
     const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
     const driver = driverFor(loc, ctx.config, { timeout: ctx.config.float("restore_timeout") });
     const archive = new WalArchive(driver, loc.path);
+    const workers = loc.host === undefined ? PREFETCH_WORKERS : 1;
+    // Without a boot id to bind the spool to, entries must survive a crash of the machine.
+    const durable = meta.boot === "";
     let want = spool.want();
     let next: string | undefined;
+    let missing: string | undefined; // the oldest name found not archived (yet)
+    let retryAt = 0;
     let idleSince = Date.now();
     for (;;) {
       if (spool.mismatch(bound.expect) !== undefined) return; // discarded or rebound: not ours
@@ -137,40 +159,57 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
       if (want === undefined) return;
       const wantWal = parseWalName(want);
       if (wantWal === undefined) return;
+      const succ = (name: string): string =>
+        segmentName(wantWal.timeline, segmentNumber(name, meta.segSize) + 1n, meta.segSize);
       // Entries at or before the position, or of another timeline, are never asked for again.
       const ahead: string[] = [];
       for (const e of spool.entries()) {
         if (e.slice(0, 8) !== want.slice(0, 8) || comparePosition(e, want) <= 0) spool.remove(e);
         else ahead.push(e);
       }
-      if (next === undefined) {
-        const after = ahead.length > 0 ? (ahead[ahead.length - 1] as string) : want;
-        next = segmentName(wantWal.timeline, segmentNumber(after, meta.segSize) + 1n, meta.segSize);
+      if (missing !== undefined) {
+        // Go back to the oldest one not there yet, and give the archive a moment.
+        next = missing;
+        missing = undefined;
+        retryAt = Date.now() + MISSING_RETRY_MS;
       }
-      if (ahead.length >= depth) {
-        if (Date.now() - idleSince > IDLE_EXIT_MS) return discardIfPromoted(spool);
-        await sleep(50);
-        continue;
+      if (next === undefined || comparePosition(next, want) <= 0) {
+        const newest = [...ahead, ...inflight.keys()].sort().pop();
+        next = succ(newest !== undefined && comparePosition(newest, want) > 0 ? newest : want);
       }
-      const got = await fetchEntry(ctx, archive, spool, next, meta.segSize);
-      if (got === "missing") {
-        if (Date.now() - idleSince > IDLE_EXIT_MS) return discardIfPromoted(spool);
-        await sleep(200);
-        continue;
+      while (inflight.size < workers && ahead.length + inflight.size < depth && Date.now() >= retryAt) {
+        const name: string = next;
+        if (inflight.has(name) || ahead.includes(name)) {
+          next = succ(name);
+          continue;
+        }
+        next = succ(name);
+        const job = fetchEntry(ctx, archive, spool, name, meta.segSize, durable).then((r) => {
+          inflight.delete(name);
+          if (r === "missing") {
+            if (missing === undefined || comparePosition(name, missing) < 0) missing = name;
+          } else idleSince = Date.now();
+        });
+        inflight.set(name, job);
       }
-      idleSince = Date.now();
-      next = segmentName(wantWal.timeline, segmentNumber(next, meta.segSize) + 1n, meta.segSize);
+      if (inflight.size === 0 && Date.now() - idleSince > IDLE_EXIT_MS) return discardIfPromoted(spool);
+      // Wake when a fetch ends; when full, soon anyway (the shell front takes entries without
+      // telling); when the archive had no more, at the retry.
+      const now = Date.now();
+      const nap = inflight.size > 0 ? 200 : retryAt > now ? retryAt - now : POLL_MS;
+      await Promise.race([...inflight.values(), sleep(nap)]);
     }
   } finally {
+    await Promise.allSettled(inflight.values());
     unregister();
     await releaseLock(local, lockPath, body);
   }
 }
 
 /**
- * Copies `name` from the archive into the spool: streamed through sha256 into a temp there,
- * fsynced, renamed only when the digest matches the checksum. A file without a checksum or of
- * the wrong size is not spooled ("skipped": wal-restore serves it itself).
+ * Copies `name` from the archive into the spool: streamed through sha256 into a temp there
+ * (fsynced when `durable`), renamed only when the digest matches the checksum. A file without a
+ * checksum or of the wrong size is not spooled ("skipped": wal-restore serves it itself).
  */
 async function fetchEntry(
   ctx: Context,
@@ -178,11 +217,12 @@ async function fetchEntry(
   spool: Spool,
   name: string,
   segSize: number,
+  durable: boolean,
 ): Promise<"spooled" | "skipped" | "missing"> {
   const dest = spool.path(name);
   let got;
   try {
-    got = await archive.restoreTo(name, dest, { durable: true });
+    got = await archive.restoreTo(name, dest, { durable });
   } catch (err) {
     ctx.log.warn(`prefetch: ${name} not spooled: ${(err as Error).message}`);
     return "skipped";

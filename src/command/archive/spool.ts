@@ -22,32 +22,50 @@ import { parseWalName } from "../../wal/names";
  * The restore prefetch spool: `pg_wal/.walmgr-prefetch/` of the standby's data directory, on the
  * same file system as `%p`, so delivering an entry is a rename. Layout:
  *
- *   meta      JSON: what the spool is bound to (config, archive, system identifier, segment size)
- *   fast      two lines for bin/wal-restore's shell front: the config path and the segment size
+ *   meta      JSON: what the spool is bound to (config, archive, system identifier, boot, segment size)
+ *   fast      three lines for bin/wal-restore's shell front: the config path, the segment size and
+ *             the boot id (or `durable`)
  *   datadir   symbolic link to the data directory it belongs to (the front tests it with -ef .)
  *   archive   symbolic link to the local completed_wals (only for a local archive: the front
  *             looks for PAUSE and STOP through it; without it every call goes to Node)
  *   want      the newest segment wal-restore itself served (tells the prefetcher where to go)
  *   lock      the prefetcher's lock (one per data directory)
- *   NAME      a verified, fsynced, complete segment; served by renaming it to %p
+ *   NAME      a verified, complete segment; served by renaming it to %p
  *
  * An entry is only ever created complete (a temp renamed after its digest matched the archive's
- * checksum and it was fsynced), and served only while the spool is bound to the same data
- * directory (inode), cluster (system identifier), config and archive as the caller; anything
- * else discards the whole spool.
+ * checksum), and served only while the spool is bound to the same data directory (inode),
+ * cluster (system identifier), config, archive and boot as the caller; anything else discards
+ * the whole spool. Entries are not fsynced: the spool is bound to the kernel's boot id, so what
+ * a crash of the machine may have left half-written on disk is never served (the next boot has
+ * another id), and within one boot the page cache is what every reader sees. Where the boot id
+ * cannot be read (no /proc) the spool's boot is `""` and entries are fsynced instead.
  */
 export const SPOOL_DIR = ".walmgr-prefetch";
 
 export interface SpoolMeta {
-  version: 1;
+  version: 2;
   /** Absolute path of the config file (as the caller resolved it). */
   config: string;
   /** completed_wals as `host:path` or a local path. */
   archive: string;
   /** pg_control's system identifier, as a decimal string. */
   sysid: string;
+  /** The kernel's boot id when the spool was made; "" when it cannot be read (entries fsynced). */
+  boot: string;
   segSize: number;
   created: string;
+}
+
+/** Where Linux says which boot this is (a random UUID made at each boot). */
+export const BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id";
+
+/** The kernel's boot id, or "" when it cannot be read. */
+export function bootId(): string {
+  try {
+    return readFileSync(BOOT_ID_FILE, "utf8").trim();
+  } catch {
+    return "";
+  }
 }
 
 /** The system identifier in `dataDir/global/pg_control` (its first 8 bytes), or undefined. */
@@ -92,10 +110,11 @@ export class Spool {
     try {
       const m = JSON.parse(readFileSync(this.path("meta"), "utf8")) as Partial<SpoolMeta>;
       if (
-        m.version !== 1 ||
+        m.version !== 2 ||
         typeof m.config !== "string" ||
         typeof m.archive !== "string" ||
         typeof m.sysid !== "string" ||
+        typeof m.boot !== "string" ||
         typeof m.segSize !== "number"
       )
         return undefined;
@@ -108,7 +127,8 @@ export class Spool {
   /**
    * Why the spool may not serve for `expect` (undefined: it may): another data directory (by
    * inode, so a spool copied from elsewhere or left by a data directory restored over this one
-   * does not count), another cluster, config or archive, or a config changed since.
+   * does not count), another cluster, config or archive, another boot of the machine, or a
+   * config changed since.
    */
   mismatch(expect: Omit<SpoolMeta, "version" | "created" | "segSize">): string | undefined {
     const meta = this.readMeta();
@@ -123,6 +143,7 @@ export class Spool {
     if (meta.sysid !== expect.sysid) return `made for cluster ${meta.sysid}, this is ${expect.sysid}`;
     if (meta.config !== expect.config) return `made for config ${meta.config}`;
     if (meta.archive !== expect.archive) return `made from archive ${meta.archive}`;
+    if (meta.boot !== expect.boot) return "made before the machine last booted";
     try {
       if (statSync(expect.config).mtimeMs > statSync(this.path("meta")).mtimeMs) return "the config changed since";
     } catch {
@@ -140,7 +161,7 @@ export class Spool {
     symlinkSync(this.dataDir, this.path("datadir"));
     if (localArchive !== undefined) symlinkSync(resolve(localArchive), this.path("archive"));
     writeFileDurable(this.path("meta"), Buffer.from(`${JSON.stringify(meta)}\n`));
-    writeFileDurable(this.path("fast"), Buffer.from(`${meta.config}\n${meta.segSize}\n`));
+    writeFileDurable(this.path("fast"), Buffer.from(`${meta.config}\n${meta.segSize}\n${meta.boot || "durable"}\n`));
   }
 
   /**
