@@ -76,7 +76,7 @@ export const SETTINGS: Record<string, SettingSpec> = {
   },
   archive_parallel: {
     type: "int",
-    default: "2",
+    default: "4",
     roles: ["master"],
     doc: "Segments one wal-archive run copies at once, %p included (local slave directory; 1 over ssh).",
   },
