@@ -314,15 +314,14 @@ async function main(): Promise<void> {
       await c.query("CHECKPOINT");
       const dbSize = Number(await c.value<string>("SELECT sum(pg_database_size(oid))::text FROM pg_database"));
       const backupIni = join(base, "backup.ini");
-      const backupSlave = join(base, "backup-slave");
-      mkdirAs(backupSlave);
-      writeFileAs(backupIni, masterIniText(c, backupSlave));
+      // The slave directory the archive chain fills: wal-backup waits for its end segment there.
+      writeFileAs(backupIni, masterIniText(c, slave));
       const bbDir = join(base, "bb");
       const backers: BackupContender[] = [
         {
           label: "wal-backup CONFIG (full: empty full_backup)",
           samples: [],
-          before: () => rmSync(join(backupSlave, "data.master"), { recursive: true, force: true }),
+          before: () => rmSync(join(slave, "data.master"), { recursive: true, force: true }),
           run: () => run(binPath("wal-backup"), [backupIni]),
         },
         {

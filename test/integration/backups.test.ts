@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster, freePort } from "../helpers/cluster";
-import { binPath, mkdirAs, removeTempDir, runBin, RUN_AS, sleep, waitFor, ok } from "../helpers/env";
+import { binPath, mkdirAs, removeTempDir, runBin, RUN_AS, sleep, spawnBin, waitFor, ok } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
@@ -222,4 +222,36 @@ test("backups in depth", async (t) => {
       writeFileAs(p.slaveIni, slaveIni);
     },
   );
+});
+
+test("a master's backup ends only once its last segment is archived", async () => {
+  const command = await p.master.value<string>("SHOW archive_command");
+  const setCommand = async (cmd: string): Promise<void> => {
+    await p.master.query(`ALTER SYSTEM SET archive_command = '${cmd.replace(/'/g, "''")}'`);
+    await p.master.query("SELECT pg_reload_conf()");
+  };
+  const infoOf = (): { label: string; stopLsn: string } =>
+    JSON.parse(readFileSync(join(setsDir(), "data.master", ".walmgr-backup.json"), "utf8")) as {
+      label: string;
+      stopLsn: string;
+    };
+  const before = infoOf().label;
+  await setCommand("/bin/false");
+  let b: ReturnType<typeof spawnBin> | undefined;
+  try {
+    await sleep(300);
+    b = spawnBin("wal-backup", [p.masterIni]);
+    // The copy of this small cluster takes a second or two; the archive never catches up.
+    await sleep(6000);
+    assert.equal(b.child.exitCode, null, `wal-backup ended while its last segment was not archived: ${b.output()}`);
+    assert.equal(infoOf().label, before, "the new set is not in place before its WAL is archived");
+  } finally {
+    await setCommand(command);
+  }
+  const e = await b.exited;
+  assert.equal(e.status, 0, b.output());
+  const info = infoOf();
+  assert.notEqual(info.label, before, "the new set is in place");
+  const last = await p.master.value<string>("SELECT pg_walfile_name($1::pg_lsn - 1)", [info.stopLsn]);
+  assert.ok(existsSync(join(p.slaveDir, "logs.complete", last)), `${last}, the backup's last segment, is archived`);
 });

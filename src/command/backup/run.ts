@@ -1,4 +1,5 @@
-import { readFileSync, rmSync, unlinkSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, unlinkSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { hostname } from "node:os";
 import { basename, join, posix } from "node:path";
 import { loadConfig, type Config } from "../../config/load";
@@ -267,16 +268,28 @@ async function takeBackup(
   const control = await storeFile(driver, posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
   stats.files++;
   stats.bytes += control.bytes;
-  const stop = await db.one<{ lsn: string; labelfile: string; spcmapfile: string | null }>(
-    v15
-      ? `SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(${fromStandby ? "false" : "true"})`
-      : `SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, ${fromStandby ? "false" : "true"})`,
+  // Never PostgreSQL's own wait for the archive: it looks once a second. We look every
+  // ARCHIVE_POLL_MS, the same way, while the label, manifest and info are written.
+  const stop = await db.one<{ lsn: string; labelfile: string; spcmapfile: string | null; archiving: boolean }>(
+    `SELECT lsn::text AS lsn, labelfile, spcmapfile, current_setting('archive_mode') <> 'off' AS archiving
+       FROM ${v15 ? "pg_backup_stop(false)" : "pg_stop_backup(false, false)"}`,
   );
   await writeBytes(driver, posix.join(tmp, "backup_label"), Buffer.from(stop.labelfile));
   if (stop.spcmapfile) await writeBytes(driver, posix.join(tmp, "tablespace_map"), Buffer.from(stop.spcmapfile));
   const segSize = parseSize(start.seg);
   const labelStart = /START WAL LOCATION: ([0-9A-F/]+) \(file ([0-9A-F]{24})\)/.exec(stop.labelfile);
   const timeline = Number.parseInt(/START TIMELINE: (\d+)/.exec(stop.labelfile)?.[1] ?? start.tli, 10);
+  // A master's backup is complete once its last segment is archived (a standby's: when the
+  // standby's WAL reaches the archive, which restore waits for anyway, as pg_backup_stop does).
+  const archived =
+    fromStandby || !stop.archiving
+      ? Promise.resolve()
+      : waitArchived(
+          ctx,
+          join(source, "pg_wal"),
+          lsnToSegment(parseLsn(stop.lsn) - 1n, timeline, segSize).name,
+        );
+  archived.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
   const info: BackupInfo = {
     label,
     startLsn: labelStart?.[1] ?? start.lsn,
@@ -300,9 +313,36 @@ async function takeBackup(
   );
   await writeBytes(driver, posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
   if (!fromStandby) await saveConfigFiles(ctx, db, driver);
+  await archived;
   ctx.log.info(
     `backup copied: ${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB${stats.sent === undefined ? "" : `, ${stats.sent} bytes sent`}, WAL ${info.startWal} .. ${info.stopWal ?? "?"}`,
   );
+}
+
+/** How often a master's backup looks whether its last segment is archived. */
+const ARCHIVE_POLL_MS = 50;
+
+/**
+ * Waits until PostgreSQL counts `segment` as archived, by the rule pg_backup_stop's own wait
+ * uses (xlogarchive.c, XLogArchiveIsBusy): its `.done` exists, or neither its `.ready` nor the
+ * segment does (a checkpoint removed it after archiving). Batch archiving marks `.done` too.
+ * Without limit, as PostgreSQL waits, but says so every minute.
+ */
+async function waitArchived(ctx: Context, walDir: string, segment: string): Promise<void> {
+  const status = join(walDir, "archive_status");
+  const started = Date.now();
+  let said = started;
+  for (;;) {
+    if (existsSync(join(status, `${segment}.done`))) return;
+    if (!existsSync(join(status, `${segment}.ready`)) && !existsSync(join(walDir, segment))) return;
+    if (Date.now() - said >= 60_000) {
+      said = Date.now();
+      ctx.log.warn(
+        `still waiting for ${segment} to be archived (${Math.round((said - started) / 1000)} s): the backup is complete only then; check archive_command`,
+      );
+    }
+    await sleep(ARCHIVE_POLL_MS);
+  }
 }
 
 /**
