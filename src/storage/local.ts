@@ -19,7 +19,6 @@ import {
   fsync as fsFsync,
   copyFile as fsCopyFile,
   fchmodSync,
-  readSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { finished } from "node:stream/promises";

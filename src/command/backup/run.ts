@@ -284,11 +284,7 @@ async function takeBackup(
   const archived =
     fromStandby || !stop.archiving
       ? Promise.resolve()
-      : waitArchived(
-          ctx,
-          join(source, "pg_wal"),
-          lsnToSegment(parseLsn(stop.lsn) - 1n, timeline, segSize).name,
-        );
+      : waitArchived(ctx, join(source, "pg_wal"), lsnToSegment(parseLsn(stop.lsn) - 1n, timeline, segSize).name);
   archived.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
   const info: BackupInfo = {
     label,
