@@ -48,6 +48,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
+import { bootId } from "../src/command/archive/spool";
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
 const TARGET_RATIO = 1.3;
@@ -269,7 +270,9 @@ function main(): number {
     mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
     symlinkSync(spoolData, join(spoolDir, "datadir"));
     symlinkSync(completed, join(spoolDir, "archive"));
-    writeFileSync(join(spoolDir, "fast"), `${slaveConfig}\n${SEGMENT_SIZE}\n`, { mode: 0o600 });
+    writeFileSync(join(spoolDir, "fast"), `${slaveConfig}\n${SEGMENT_SIZE}\n${bootId() || "durable"}\n`, {
+      mode: 0o600,
+    });
     const restored = (dataDir: string, what: string): void => {
       requireFile(join(dataDir, "pg_wal", "RECOVERYXLOG"), SEGMENT_SIZE, what);
       removeQuietly(join(dataDir, "pg_wal", "RECOVERYXLOG"));
