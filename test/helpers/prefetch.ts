@@ -1,6 +1,7 @@
 /** The restore prefetcher from the outside: tests and benchmarks stop it through its lock. */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { processAlive } from "../../src/storage/durable";
 import { waitFor } from "./env";
 
 function lockHolder(dataDir: string): number | undefined {
@@ -9,15 +10,6 @@ function lockHolder(dataDir: string): number | undefined {
     return (JSON.parse(readFileSync(lock, "utf8")) as { pid: number }).pid;
   } catch {
     return undefined; // no lock (or one being written)
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -41,7 +33,7 @@ export async function stopStartedPrefetcher(dataDir: string): Promise<void> {
     "a live prefetcher",
     () => {
       const pid = lockHolder(dataDir);
-      return pid !== undefined && alive(pid);
+      return pid !== undefined && processAlive(pid);
     },
     30_000,
     20,
