@@ -1,17 +1,52 @@
 import { closeSync, openSync, readSync } from "node:fs";
-import { basename, dirname, isAbsolute, resolve } from "node:path";
+import { basename, dirname, isAbsolute, posix, resolve } from "node:path";
 import { ConfigError } from "../errors";
 import { IniSyntaxError, InterpolationError, makeInterpolator, parseIni, type RawSection } from "./ini";
 import { IMPLICIT_KEYS, parseBool, SETTINGS, type Role } from "./settings";
 
-/** Where a directory lives: on this machine (`host` undefined) or on `host` over ssh. */
+/**
+ * Where a directory lives: on this machine, on `host` over ssh, or under the key prefix `path`
+ * of the S3 bucket `bucket` (then `path` is absolute, `/` being the bucket's root).
+ */
 export interface Location {
   host?: string;
+  bucket?: string;
   path: string;
 }
 
-/** `host:/path` → remote; `/path`, `./path`, `path` → local (relative to the config file). */
+/** A directory of this machine's file system (neither ssh nor an object store). */
+export function isLocal(loc: Location): boolean {
+  return loc.host === undefined && loc.bucket === undefined;
+}
+
+/** Same storage (same host, same bucket, or both local): one driver reaches both. */
+export function sameStorage(a: Location, b: Location): boolean {
+  return a.host === b.host && a.bucket === b.bucket;
+}
+
+const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/**
+ * `s3://bucket/prefix` → S3; `host:/path` → remote over ssh; `/path`, `./path`, `path` → local
+ * (relative to the config file).
+ */
 export function parseLocation(value: string, baseDir: string): Location {
+  if (/^s3:\/\//i.test(value)) {
+    const rest = value.slice(5);
+    const slash = rest.indexOf("/");
+    const bucket = slash < 0 ? rest : rest.slice(0, slash);
+    if (!S3_BUCKET.test(bucket)) {
+      throw new ConfigError(
+        `${JSON.stringify(value)} does not name a valid S3 bucket (${JSON.stringify(bucket)})`,
+        "write s3://BUCKET/PREFIX: a bucket name is 3-63 lower-case letters, digits, dots and dashes",
+      );
+    }
+    const prefix = posix.normalize(`/${slash < 0 ? "" : rest.slice(slash + 1)}`).replace(/\/+$/, "");
+    if (prefix.split("/").includes("..")) {
+      throw new ConfigError(`${JSON.stringify(value)}: '..' is not allowed in an S3 prefix`, "write s3://BUCKET/PREFIX");
+    }
+    return { bucket, path: prefix === "" ? "/" : prefix };
+  }
   const m = /^([^/:\s][^/:]*):(.*)$/.exec(value);
   if (m && !value.startsWith(".")) {
     return { host: m[1] ?? "", path: m[2] === "" ? "." : (m[2] ?? ".") };
@@ -20,6 +55,7 @@ export function parseLocation(value: string, baseDir: string): Location {
 }
 
 export function formatLocation(loc: Location): string {
+  if (loc.bucket !== undefined) return `s3://${loc.bucket}${loc.path}`;
   return loc.host === undefined ? loc.path : `${loc.host}:${loc.path}`;
 }
 

@@ -86,6 +86,52 @@ export const SETTINGS: Record<string, SettingSpec> = {
     roles: ["slave"],
     doc: "wal-restore keeps up to this many next segments, verified, in pg_wal/.walmgr-prefetch (0: off).",
   },
+  s3_endpoint: {
+    type: "string",
+    doc: "S3 endpoint URL for slave = s3://bucket/prefix (default https://s3.REGION.amazonaws.com).",
+  },
+  s3_region: { type: "string", default: "us-east-1", doc: "S3 region (signature scope)." },
+  s3_uri_style: {
+    type: "string",
+    doc: "S3 addressing: path (endpoint/bucket/key) or host (bucket.endpoint/key); default path when s3_endpoint is set, else host.",
+  },
+  s3_access_key: { type: "string", doc: "S3 access key id (else AWS_ACCESS_KEY_ID or ~/.aws/credentials)." },
+  s3_secret_key: {
+    type: "string",
+    doc: "S3 secret key; only in a config file no one else can read (mode 0600). Never printed.",
+  },
+  s3_session_token: { type: "string", doc: "S3 session token for temporary credentials." },
+  s3_profile: { type: "string", doc: "Profile of ~/.aws/credentials to use (default $AWS_PROFILE, else default)." },
+  s3_timeout: {
+    type: "float",
+    default: "30",
+    doc: "Seconds an S3 request may stall before it is retried; after s3_retries, exit 6.",
+  },
+  s3_retries: { type: "int", default: "4", doc: "Retries (with backoff) of an S3 request that failed with 5xx/408/429 or a network error." },
+  s3_part_size: {
+    type: "int",
+    default: "16777216",
+    doc: "Bytes per S3 upload part (multipart above it); also the memory an upload holds. At least 5 MiB.",
+  },
+  control_dir: {
+    type: "path",
+    doc: "Local folder of the control files (STOP, PAUSE) when completed_wals is in an object store (default: beside the config file, NAME.control).",
+  },
+  also_archive_to: {
+    type: "string",
+    roles: ["master"],
+    doc: "More slave directories (comma-separated locations: /path, host:/path, s3://bucket/prefix) that every WAL file is archived to as well.",
+  },
+  standby_name: {
+    type: "string",
+    roles: ["slave"],
+    doc: "Name this standby records its restart point under in completed_wals (default: host name and a hash of slave_data).",
+  },
+  standby_expire: {
+    type: "float",
+    default: "86400",
+    doc: "Seconds after which a standby that has not recorded its restart point stops holding WAL back (0: never).",
+  },
   restore_timeout: {
     type: "float",
     default: "10",

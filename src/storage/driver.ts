@@ -111,6 +111,13 @@ export interface TreeFeature {
     keep: (rel: string, isDir: boolean) => boolean,
     opts?: { basis?: string; trustMtimeBefore?: number | undefined },
   ): Promise<TreeStats>;
+  /**
+   * Copies the stored tree `src` into the new local folder `dest` (folders 0700, files 0600,
+   * everything fsynced before this resolves). Offered by storage a restore cannot reach as a
+   * local folder (an object store); undefined elsewhere. With `expect`, a file it lists must
+   * match its sha256 (else an IoError, and that file is not put in place).
+   */
+  getTree?(src: string, dest: string, expect?: Manifest): Promise<TreeStats>;
 }
 
 /** The capabilities beyond the common verbs; absent means the storage cannot do it. */

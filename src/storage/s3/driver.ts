@@ -1,0 +1,502 @@
+/**
+ * The S3 driver: the slave directory as keys under a prefix of a bucket (`slave =
+ * s3://bucket/prefix`), walmgr's layout kept (`prefix/logs.complete/NAME`, `prefix/data.master/…`).
+ * Folders are key prefixes; `pathCreate` leaves an empty `dir/` marker object so that an empty
+ * folder (a fresh logs.complete, PostgreSQL's empty pg_* folders in a backup) exists too.
+ *
+ * Promises kept: an object appears under its name complete or not at all (a single PUT, or a
+ * multipart upload that becomes visible only when completed), and durable once the store
+ * answered 200. Exclusive create is *checked*, not atomic (see `exclusiveCreate`): S3 engines
+ * without conditional writes (Swift's s3api answers `If-None-Match: *` with 501) cannot refuse
+ * a second writer, so the driver looks before it writes and looks again after: the object must
+ * carry its writer's token, else it lost.
+ */
+import { randomBytes } from "node:crypto";
+import { Readable, Writable } from "node:stream";
+import type { IncomingMessage } from "node:http";
+import { posix } from "node:path";
+import { IoError, TransportError } from "../../errors";
+import type {
+  FileInfo,
+  ReadStream,
+  StorageDriver,
+  StorageFeatures,
+  TreeStats,
+  WriteHandle,
+  WriteOptions,
+} from "../driver";
+import type { Manifest } from "../manifest";
+import { newSha256 } from "../sha256";
+import { S3Client, xmlBlocks, xmlText, type S3Request } from "./client";
+import { s3GetTree, s3PutTree } from "./tree";
+
+/** Metadata header naming the writer of an object (the exclusive-create check). */
+const WRITER = "x-amz-meta-walmgr-writer";
+/** Below this, a write is kept as small copies; above, one part-size buffer is taken. */
+const SMALL = 64 * 1024;
+const PARALLEL = 8;
+
+export interface S3DriverOptions {
+  client: S3Client;
+  /** Bytes per part of a multipart upload; also what one upload holds in memory. */
+  partSize: number;
+}
+
+export class S3Driver implements StorageDriver {
+  readonly description: string;
+  readonly features: StorageFeatures;
+  /**
+   * "checked": exclusive writes look before and after writing (no conditional create on the
+   * engine), so two writers that both stall between the look and the write longer than the
+   * other takes to finish can both believe they won. Locks built on it re-check after a pause.
+   */
+  readonly exclusiveCreate = "checked" as const;
+  readonly client: S3Client;
+  readonly partSize: number;
+  /** Digests of what this process stored (path → size, sha256): a backup's manifest without reading it back. */
+  readonly written = new Map<string, { size: number; sha256: string }>();
+
+  constructor(opts: S3DriverOptions) {
+    this.client = opts.client;
+    this.partSize = opts.partSize;
+    this.description = `S3 ${opts.client.target.endpoint.origin} bucket ${opts.client.target.bucket}`;
+    this.features = {
+      tree: {
+        manifest: (dir) => this.manifest(dir),
+        removeTree: (path) => this.removeTree(path),
+        renameDir: (from, to) => this.renameDir(from, to),
+        putTree: (src, dest, keep) => s3PutTree(this, src, dest, keep),
+        getTree: (src, dest, expect) => s3GetTree(this, src, dest, expect),
+      },
+    };
+  }
+
+  /** The object key of a slave-directory path ("/a/b" → "a/b"). */
+  key(path: string): string {
+    return posix.normalize(`/${path}`).replace(/^\/+/, "").replace(/\/+$/, "");
+  }
+
+  async info(path: string): Promise<FileInfo | undefined> {
+    const key = this.key(path);
+    if (key === "") return { size: 0, mtimeMs: 0, isDirectory: true };
+    const req: S3Request = { method: "HEAD", key };
+    const res = await this.client.send(req);
+    if (res.status === 200) {
+      return {
+        size: Number(res.headers["content-length"] ?? 0),
+        mtimeMs: Date.parse(String(res.headers["last-modified"] ?? "")) || 0,
+        isDirectory: false,
+        isFile: true,
+      };
+    }
+    if (res.status !== 404) this.client.fail(req, res);
+    const page = await this.listPage(`${key}/`, undefined, undefined, 1);
+    return page.keys.length + page.prefixes.length > 0 ? { size: 0, mtimeMs: 0, isDirectory: true } : undefined;
+  }
+
+  async list(dir: string): Promise<string[] | undefined> {
+    const key = this.key(dir);
+    const prefix = key === "" ? "" : `${key}/`;
+    const names: string[] = [];
+    let any = false;
+    let token: string | undefined;
+    do {
+      const page = await this.listPage(prefix, "/", token);
+      for (const k of page.keys) {
+        any = true;
+        const n = k.slice(prefix.length);
+        if (n !== "") names.push(n);
+      }
+      for (const p of page.prefixes) {
+        any = true;
+        const n = p.slice(prefix.length).replace(/\/$/, "");
+        if (n !== "") names.push(n);
+      }
+      token = page.next;
+    } while (token !== undefined);
+    return any || key === "" ? names : undefined;
+  }
+
+  /** Every key below `dir` (recursive), relative to it, folder markers included (ending in /). */
+  async listAll(dir: string): Promise<{ rel: string; size: number }[]> {
+    const key = this.key(dir);
+    const prefix = key === "" ? "" : `${key}/`;
+    const out: { rel: string; size: number }[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.listPage(prefix, undefined, token);
+      page.keys.forEach((k, i) => out.push({ rel: k.slice(prefix.length), size: page.sizes[i] ?? 0 }));
+      token = page.next;
+    } while (token !== undefined);
+    return out;
+  }
+
+  private async listPage(
+    prefix: string,
+    delimiter: string | undefined,
+    token: string | undefined,
+    max = 1000,
+  ): Promise<{ keys: string[]; sizes: number[]; prefixes: string[]; next: string | undefined }> {
+    const req: S3Request = {
+      method: "GET",
+      key: "",
+      query: {
+        "list-type": "2",
+        prefix,
+        "max-keys": String(max),
+        ...(delimiter !== undefined ? { delimiter } : {}),
+        ...(token !== undefined ? { "continuation-token": token } : {}),
+      },
+    };
+    const res = await this.client.send(req);
+    if (res.status !== 200) this.client.fail(req, res);
+    const xml = res.body.toString("utf8");
+    const contents = xmlBlocks(xml, "Contents");
+    return {
+      keys: contents.map((c) => xmlText(c, "Key") ?? ""),
+      sizes: contents.map((c) => Number(xmlText(c, "Size") ?? 0)),
+      prefixes: xmlBlocks(xml, "CommonPrefixes").map((c) => xmlText(c, "Prefix") ?? ""),
+      next: xmlText(xml, "IsTruncated") === "true" ? xmlText(xml, "NextContinuationToken") : undefined,
+    };
+  }
+
+  async remove(path: string): Promise<boolean> {
+    const key = this.key(path);
+    const head: S3Request = { method: "HEAD", key };
+    const res = await this.client.send(head);
+    if (res.status === 404) return false;
+    if (res.status !== 200) this.client.fail(head, res);
+    await this.deleteKey(key);
+    this.written.delete(path);
+    return true;
+  }
+
+  async deleteKey(key: string): Promise<void> {
+    const req: S3Request = { method: "DELETE", key };
+    const res = await this.client.send(req);
+    if (res.status !== 204 && res.status !== 200 && res.status !== 404) this.client.fail(req, res);
+  }
+
+  async pathCreate(dir: string): Promise<void> {
+    const key = this.key(dir);
+    if (key === "") return;
+    const req: S3Request = { method: "PUT", key: `${key}/`, body: Buffer.alloc(0) };
+    const res = await this.client.send(req);
+    if (res.status !== 200) this.client.fail(req, res);
+  }
+
+  async newRead(path: string): Promise<ReadStream | undefined> {
+    const req: S3Request = { method: "GET", key: this.key(path), stream: true };
+    const res = await this.client.send(req);
+    if (res.status === 404) return undefined;
+    if (!res.stream) this.client.fail(req, res);
+    const size = Number(res.headers["content-length"] ?? -1);
+    return new S3Read(res.stream, size, this.client.url(req.key), this.client.target.timeoutMs);
+  }
+
+  async newWrite(path: string, opts: WriteOptions = {}): Promise<WriteHandle> {
+    return new S3Write(this, path, opts);
+  }
+
+  private async manifest(dir: string): Promise<Manifest> {
+    const files: Manifest["files"] = {};
+    for (const { rel } of await this.listAll(dir)) {
+      if (rel === "" || rel.endsWith("/")) continue;
+      if (!rel.includes("/") && rel.startsWith(".walmgr-")) continue;
+      const path = posix.join(dir, rel);
+      let got = this.written.get(path);
+      if (got === undefined) {
+        // Not stored by this process: read it back and hash it where it is.
+        const stream = await this.newRead(path);
+        if (stream === undefined) continue; // removed meanwhile
+        const h = newSha256();
+        let size = 0;
+        for await (const c of stream) {
+          h.update(c as Buffer);
+          size += (c as Buffer).length;
+        }
+        got = { size, sha256: h.digest("hex") };
+      }
+      files[rel] = got;
+    }
+    return { files };
+  }
+
+  private async removeTree(path: string): Promise<void> {
+    const key = this.key(path);
+    const all = await this.listAll(path);
+    // The metadata of a set (top-level dot files) goes first: a half-removed set is never listed as complete.
+    const order = [...all].sort((a, b) => rank(b.rel) - rank(a.rel));
+    await eachLimit(order, PARALLEL, async ({ rel }) => {
+      await this.deleteKey(`${key}/${rel}`);
+      this.written.delete(posix.join(path, rel));
+    });
+    await this.deleteKey(`${key}/`);
+  }
+
+  /**
+   * No rename in S3: each object is copied server-side, the set's metadata (top-level dot files)
+   * last, then the sources are removed, metadata first. Killed in between, the source stays
+   * whole (its metadata goes first only once the copy is complete) and a rerun resumes: a
+   * destination without metadata counts as an unfinished copy, not as an existing set.
+   */
+  private async renameDir(from: string, to: string): Promise<void> {
+    const src = this.key(from);
+    const dst = this.key(to);
+    const have = await this.listAll(to);
+    if (have.some((e) => e.rel !== "" && !e.rel.includes("/") && e.rel.startsWith("."))) {
+      throw new IoError(`cannot rename ${this.client.url(src)} to ${this.client.url(dst)}: the destination exists`);
+    }
+    const all = await this.listAll(from);
+    if (all.length === 0) throw new IoError(`cannot rename ${this.client.url(src)}: it does not exist`);
+    const order = [...all].sort((a, b) => rank(a.rel) - rank(b.rel));
+    const meta = order.filter((e) => rank(e.rel) > 0);
+    const body = order.filter((e) => rank(e.rel) === 0);
+    const copy = async ({ rel }: { rel: string }): Promise<void> => {
+      const req: S3Request = {
+        method: "PUT",
+        key: `${dst}/${rel}`,
+        headers: { "x-amz-copy-source": `/${this.client.target.bucket}/${`${src}/${rel}`.split("/").map(encodeURIComponent).join("/")}` },
+      };
+      const res = await this.client.send(req);
+      if (res.status !== 200 || xmlText(res.body.toString("utf8"), "Code") !== undefined) this.client.fail(req, res);
+      const w = this.written.get(posix.join(from, rel));
+      if (w) this.written.set(posix.join(to, rel), w);
+    };
+    await eachLimit(body, PARALLEL, copy);
+    for (const e of meta) await copy(e);
+    await this.pathCreate(to);
+    await this.removeTree(from);
+  }
+}
+
+/** 1 for a set's metadata (top-level dot files), 0 for the rest. */
+function rank(rel: string): number {
+  return rel !== "" && !rel.includes("/") && rel.startsWith(".") ? 1 : 0;
+}
+
+/** Runs `fn` over `items`, at most `limit` at once; the first error wins (the rest still settle). */
+export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async (): Promise<void> => {
+    while (failed === undefined && next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await fn(item);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failed !== undefined) throw failed;
+}
+
+/** A GET's body that errors (never just ends) when fewer bytes came than announced. */
+class S3Read extends Readable implements ReadStream {
+  private got = 0;
+
+  constructor(
+    private readonly res: IncomingMessage,
+    private readonly size: number,
+    private readonly url: string,
+    timeoutMs: number,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+    res.setTimeout(timeoutMs, () => res.destroy(new Error(`no data for ${timeoutMs / 1000} s`)));
+    res.on("data", (c: Buffer) => {
+      this.got += c.length;
+      if (!this.push(c)) res.pause();
+    });
+    res.on("end", () => {
+      if (this.size >= 0 && this.got !== this.size) {
+        this.destroy(new TransportError(`reading ${url}: the answer ended after ${this.got} of ${this.size} bytes`));
+      } else this.push(null);
+    });
+    const fail = (err: Error): void => {
+      this.destroy(new TransportError(`reading ${this.url}: ${err.message}`, "check that the S3 endpoint is up"));
+    };
+    res.on("error", fail);
+    res.on("aborted", () => fail(new Error("the connection closed in the middle of the object")));
+  }
+
+  override _read(): void {
+    this.res.resume();
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.res.destroy();
+    cb(err);
+  }
+}
+
+/**
+ * An upload: bytes gather in one part-size buffer; a full buffer becomes a part of a multipart
+ * upload (the write callback fires once it is stored, so the buffer is reused, never piled up);
+ * `commit` sends what is left as one PUT (the whole object, when it fits one part) or the last
+ * part and completes the upload. Nothing is visible under the name before that answer.
+ */
+class S3Write extends Writable implements WriteHandle {
+  private small: Buffer[] = [];
+  private buf: Buffer | undefined;
+  private fill = 0;
+  private total = 0;
+  private readonly hash = newSha256();
+  private uploadId: string | undefined;
+  private readonly parts: string[] = [];
+  private readonly token = randomBytes(12).toString("hex");
+  private done = false;
+  private readonly key: string;
+
+  constructor(
+    private readonly driver: S3Driver,
+    private readonly path: string,
+    private readonly opts: WriteOptions,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+    this.key = driver.key(path);
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.add(chunk).then(() => cb(), cb);
+  }
+
+  private async add(chunk: Buffer): Promise<void> {
+    this.hash.update(chunk);
+    this.total += chunk.length;
+    let off = 0;
+    while (off < chunk.length) {
+      if (this.buf === undefined && this.fill + chunk.length - off <= SMALL) {
+        this.small.push(Buffer.from(chunk.subarray(off)));
+        this.fill += chunk.length - off;
+        return;
+      }
+      if (this.buf === undefined) {
+        this.buf = Buffer.allocUnsafe(this.driver.partSize);
+        this.fill = 0;
+        for (const s of this.small) {
+          s.copy(this.buf, this.fill);
+          this.fill += s.length;
+        }
+        this.small = [];
+      }
+      const n = Math.min(this.buf.length - this.fill, chunk.length - off);
+      chunk.copy(this.buf, this.fill, off, off + n);
+      this.fill += n;
+      off += n;
+      if (this.fill === this.buf.length) await this.flushPart();
+    }
+  }
+
+  private pending(): Buffer {
+    return this.buf !== undefined ? this.buf.subarray(0, this.fill) : Buffer.concat(this.small);
+  }
+
+  private async flushPart(): Promise<void> {
+    const c = this.driver.client;
+    if (this.uploadId === undefined) {
+      const req: S3Request = { method: "POST", key: this.key, query: { uploads: "" }, headers: { [WRITER]: this.token } };
+      const res = await c.send(req);
+      const id = xmlText(res.body.toString("utf8"), "UploadId");
+      if (res.status !== 200 || !id) c.fail(req, res);
+      this.uploadId = id;
+    }
+    const body = this.pending();
+    const req: S3Request = {
+      method: "PUT",
+      key: this.key,
+      query: { partNumber: String(this.parts.length + 1), uploadId: this.uploadId ?? "" },
+      body,
+      bodySha256: newSha256().update(body).digest("hex"),
+    };
+    const res = await c.send(req);
+    if (res.status !== 200) c.fail(req, res);
+    this.parts.push(String(res.headers.etag ?? ""));
+    this.fill = 0;
+  }
+
+  private async exists(): Promise<boolean> {
+    const req: S3Request = { method: "HEAD", key: this.key };
+    const res = await this.driver.client.send(req);
+    if (res.status === 200) return true;
+    if (res.status !== 404) this.driver.client.fail(req, res);
+    return false;
+  }
+
+  async commit(): Promise<boolean> {
+    if (this.done) throw new Error(`${this.path}: write handle already finished`);
+    try {
+      if (!this.writableFinished) {
+        await new Promise<void>((res, rej) => {
+          this.once("error", rej);
+          this.end(() => res());
+        });
+      }
+      if (this.opts.padTo !== undefined && this.total < this.opts.padTo) {
+        const zeros = Buffer.alloc(Math.min(1 << 20, this.opts.padTo - this.total));
+        while (this.total < this.opts.padTo) await this.add(zeros.subarray(0, Math.min(zeros.length, this.opts.padTo - this.total)));
+      }
+      const c = this.driver.client;
+      if (this.uploadId === undefined) {
+        if (this.opts.exclusive && (await this.exists())) return this.finish(false);
+        const body = this.pending();
+        const req: S3Request = {
+          method: "PUT",
+          key: this.key,
+          headers: { [WRITER]: this.token },
+          body,
+          bodySha256: newSha256().update(body).digest("hex"),
+        };
+        const res = await c.send(req);
+        if (res.status !== 200) c.fail(req, res);
+      } else {
+        if (this.fill > 0) await this.flushPart();
+        if (this.opts.exclusive && (await this.exists())) {
+          await this.abortUpload();
+          return this.finish(false);
+        }
+        const xml = `<CompleteMultipartUpload>${this.parts.map((e, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${e}</ETag></Part>`).join("")}</CompleteMultipartUpload>`;
+        const req: S3Request = { method: "POST", key: this.key, query: { uploadId: this.uploadId }, body: Buffer.from(xml) };
+        const res = await c.send(req);
+        // S3 may answer 200 and still report an error in the body.
+        if (res.status !== 200 || xmlText(res.body.toString("utf8"), "Code") !== undefined) c.fail(req, res);
+        this.uploadId = undefined;
+      }
+      if (this.opts.exclusive) {
+        // Written: but did a concurrent writer's object replace ours (or ours theirs)? The token
+        // on the stored object names who won; a loser changes nothing further.
+        const head: S3Request = { method: "HEAD", key: this.key };
+        const res = await c.send(head);
+        if (res.status === 200 && res.headers[WRITER] !== this.token) return this.finish(false);
+      }
+      this.driver.written.set(this.path, { size: this.total, sha256: this.hash.digest("hex") });
+      return this.finish(true);
+    } catch (err) {
+      await this.abort();
+      throw err;
+    }
+  }
+
+  private finish(v: boolean): boolean {
+    this.done = true;
+    this.small = [];
+    this.buf = undefined;
+    return v;
+  }
+
+  private async abortUpload(): Promise<void> {
+    const id = this.uploadId;
+    if (id === undefined) return;
+    this.uploadId = undefined;
+    // Best effort: an unfinished upload is invisible; a bucket lifecycle rule reaps what is left.
+    await this.driver.client.send({ method: "DELETE", key: this.key, query: { uploadId: id } }).catch(() => undefined);
+  }
+
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.finish(false);
+    if (!this.destroyed) this.destroy();
+    await this.abortUpload();
+  }
+}

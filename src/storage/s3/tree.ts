@@ -1,0 +1,94 @@
+/**
+ * Backup sets in an object store: a local tree stored one object per file (uploads in
+ * parallel, each streamed, multipart above the part size), and a stored tree fetched back into
+ * a local folder. Folders travel as empty `dir/` marker objects, so PostgreSQL's empty folders
+ * (pg_wal, pg_replslot …) come back.
+ */
+import { chmodSync, mkdirSync } from "node:fs";
+import { join, posix } from "node:path";
+import { IoError, isErrno } from "../../errors";
+import type { TreeStats } from "../driver";
+import { fetchToFile, storeFile } from "../files";
+import { fsyncDir } from "../durable";
+import type { Manifest } from "../manifest";
+import { walkTree } from "../tree-walk";
+import { eachLimit, type S3Driver } from "./driver";
+
+/** Files uploaded or fetched at once: enough to hide a request's latency, few enough for memory (each holds up to a part). */
+const TREE_PARALLEL = 4;
+
+export async function s3PutTree(
+  driver: S3Driver,
+  src: string,
+  dest: string,
+  keep: (rel: string, isDir: boolean) => boolean,
+): Promise<TreeStats> {
+  const stats: TreeStats = { files: 0, bytes: 0 };
+  const dirs: string[] = [""];
+  const files: { rel: string; path: string }[] = [];
+  await walkTree(src, ({ rel, path, st }) => {
+    if (st.isDirectory()) {
+      if (!keep(rel, true)) return false;
+      dirs.push(rel);
+      return true;
+    }
+    if (st.isFile() && keep(rel, false)) files.push({ rel, path });
+    return false;
+  });
+  await eachLimit(dirs, TREE_PARALLEL * 2, (rel) => driver.pathCreate(rel === "" ? dest : posix.join(dest, rel)));
+  await eachLimit(files, TREE_PARALLEL, async ({ rel, path }) => {
+    let put;
+    try {
+      put = await storeFile(driver, posix.join(dest, rel), path);
+    } catch (err) {
+      // A running database removes files; WAL replay repairs that (the backup contract).
+      if (err instanceof IoError && /ENOENT|no such file/i.test(err.message)) return;
+      throw err;
+    }
+    stats.files++;
+    stats.bytes += put.bytes;
+  });
+  return stats;
+}
+
+export async function s3GetTree(driver: S3Driver, src: string, dest: string, expect?: Manifest): Promise<TreeStats> {
+  const stats: TreeStats = { files: 0, bytes: 0 };
+  const all = await driver.listAll(src);
+  if (all.length === 0) throw new IoError(`${driver.client.url(driver.key(src))} holds nothing: no such backup set`);
+  const mkdir = (rel: string): void => {
+    const p = rel === "" ? dest : join(dest, rel);
+    try {
+      mkdirSync(p, { recursive: true, mode: 0o700 });
+      chmodSync(p, 0o700);
+    } catch (err) {
+      if (!isErrno(err, "EEXIST")) throw err;
+    }
+  };
+  mkdir("");
+  const dirs = new Set<string>([""]);
+  for (const { rel } of all) {
+    const d = rel.endsWith("/") ? rel.slice(0, -1) : posix.dirname(rel) === "." ? "" : posix.dirname(rel);
+    for (let p = d; p !== "" && p !== "." && !dirs.has(p); p = posix.dirname(p) === "." ? "" : posix.dirname(p)) {
+      dirs.add(p);
+    }
+  }
+  for (const d of [...dirs].sort()) mkdir(d);
+  const files = all.filter((e) => e.rel !== "" && !e.rel.endsWith("/"));
+  await eachLimit(files, TREE_PARALLEL, async ({ rel }) => {
+    const want = expect?.files[rel]?.sha256;
+    const got = await fetchToFile(driver, posix.join(src, rel), join(dest, rel), {
+      durable: true,
+      ...(want !== undefined ? { expectSha256: want } : {}),
+      onMismatch: (actual) =>
+        new IoError(
+          `${driver.client.url(driver.key(posix.join(src, rel)))} fails its manifest checksum (expected ${want?.slice(0, 16)}…, found ${actual.slice(0, 16)}…)`,
+          "the stored backup set is damaged: restore another set",
+        ),
+    });
+    if (got === undefined) throw new IoError(`${driver.client.url(driver.key(posix.join(src, rel)))} vanished while the set was fetched`, "is a backup rotating the sets? restore again");
+    stats.files++;
+    stats.bytes += got.bytes;
+  });
+  for (const d of [...dirs].sort().reverse()) fsyncDir(d === "" ? dest : join(dest, d));
+  return stats;
+}
