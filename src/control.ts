@@ -19,14 +19,35 @@ export const BOOT_END_OF_WAL = ".walmgr-boot-end";
 /** Written by wal-restore: the standby's last restart point (%r); backup purging keeps WAL from it. */
 export const STANDBY_RESTARTPOINT = ".walmgr-standby-restartpoint";
 
+/**
+ * Where a slave directory's control files are: PAUSE, STOP and the boot markers in `dir` of
+ * `driver` (completed_wals; for an object store, a local folder of the standby: they are about
+ * that standby), BACKUPLOCK in `lock` (always beside the WAL, where every backup of this slave
+ * directory, on the master or on the slave, meets it).
+ */
 export class ControlFiles {
+  readonly lock: { driver: StorageDriver; dir: string };
+
   constructor(
     readonly driver: StorageDriver,
     readonly dir: string,
-  ) {}
+    lock?: { driver: StorageDriver; dir: string },
+  ) {
+    this.lock = lock ?? { driver, dir };
+  }
 
   path(name: string): string {
     return posix.join(this.dir, name);
+  }
+
+  /** Where BACKUPLOCK is. */
+  lockPath(): string {
+    return posix.join(this.lock.dir, BACKUPLOCK);
+  }
+
+  /** True while a backup holds (or a dead one left) BACKUPLOCK. */
+  async lockExists(): Promise<boolean> {
+    return (await this.lock.driver.info(this.lockPath())) !== undefined;
   }
 
   async exists(name: string): Promise<boolean> {
@@ -34,6 +55,7 @@ export class ControlFiles {
   }
 
   async create(name: string, content = ""): Promise<void> {
+    if (this.lock.driver !== this.driver) await this.driver.pathCreate(this.dir); // a local control_dir
     await writeBytes(this.driver, this.path(name), Buffer.from(content));
   }
 
@@ -72,12 +94,27 @@ export async function acquireBackupLock(
   opts: { breakStale?: boolean; onStale?: (msg: string) => void } = {},
 ): Promise<LockInfo> {
   const info = selfLockInfo(command);
-  const path = control.path(BACKUPLOCK);
-  const res = await tryTakeLock(control.driver, path, lockBody(info), {
+  const path = control.lockPath();
+  const { driver } = control.lock;
+  const res = await tryTakeLock(driver, path, lockBody(info), {
     programs: BACKUP_PROGRAMS,
     breakStale: opts.breakStale === true,
     ...(opts.onStale ? { onStale: opts.onStale } : {}),
   });
+  if (res.taken && driver.exclusiveCreate === "checked") {
+    // No atomic create-exclusive on this storage (an object store): a second backup that
+    // looked before our write and wrote after it replaced our lock with its own. Wait, and look
+    // again: of two such backups, the one whose lock is not there any more steps back.
+    await new Promise((r) => setTimeout(r, CHECKED_LOCK_SETTLE_MS));
+    const now = await readBytes(driver, path);
+    if (now === undefined || !now.equals(lockBody(info))) {
+      const other = now === undefined ? undefined : parseLockInfo(now.toString("utf8"));
+      throw new LockHeldError(
+        `another backup took ${path} at the same moment: ${other ? describeHolder(other, now?.toString("utf8") ?? "") : "it is gone again"}`,
+        "wait for it to finish, then run the backup again",
+      );
+    }
+  }
   if (res.taken) return info;
   const holder = describeHolder(res.holder, res.raw);
   if (res.verdict.state === "stale") {
@@ -98,9 +135,16 @@ export async function acquireBackupLock(
 
 /** Releases BACKUPLOCK if it is still ours (never another process's lock). */
 export async function releaseBackupLock(control: ControlFiles, info: LockInfo): Promise<void> {
-  const raw = await control.read(BACKUPLOCK);
+  const raw = (await readBytes(control.lock.driver, control.lockPath()))?.toString("utf8");
   const holder = raw === undefined ? undefined : parseLockInfo(raw);
   if (holder && holder.pid === info.pid && holder.host === info.host && holder.started === info.started) {
-    await control.remove(BACKUPLOCK);
+    await control.lock.driver.remove(control.lockPath());
   }
 }
+
+/**
+ * How long a backup on storage with a checked (not atomic) exclusive create waits before it
+ * looks again whether its BACKUPLOCK is still its own: longer than any writer plausibly stalls
+ * between its look and its write (one small PUT).
+ */
+export const CHECKED_LOCK_SETTLE_MS = 2000;

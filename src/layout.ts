@@ -1,4 +1,7 @@
+import { basename, join } from "node:path";
 import type { Config, Location } from "./config/load";
+import { ControlFiles } from "./control";
+import { LocalDriver } from "./storage/local";
 import type { StorageDriver } from "./storage/driver";
 import { driverFor } from "./storage/open";
 
@@ -20,4 +23,17 @@ export function slaveLayout(config: Config, why: string): SlaveLayout {
     configBackup: config.location("config_backup"),
     driver: driverFor(completed, config),
   };
+}
+
+/**
+ * The control files of the slave directory at `completed` (reached through `driver`): in
+ * completed_wals itself (walmgr's place), except in an object store, where PAUSE, STOP and the
+ * boot markers live in a local folder of the standby (`control_dir`, default NAME.control beside
+ * the config file) and only BACKUPLOCK stays beside the WAL.
+ */
+export function controlFilesFor(config: Config, completed: Location, driver: StorageDriver): ControlFiles {
+  if (completed.bucket === undefined) return new ControlFiles(driver, completed.path);
+  const dir =
+    config.path("control_dir") ?? join(config.baseDir, `${basename(config.file).replace(/\.[^.]*$/, "")}.control`);
+  return new ControlFiles(new LocalDriver(), dir, { driver, dir: completed.path });
 }

@@ -3,13 +3,13 @@ import { join } from "node:path";
 import type { Context } from "../context";
 import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../control";
 import { ExitCode, UsageError, WalmgrError } from "../errors";
-import { slaveLayout } from "../layout";
+import { controlFilesFor, slaveLayout } from "../layout";
 import { readPostmaster } from "../pg/server";
 import { writeFileDurable } from "../storage/durable";
 
 function control(ctx: Context, why: string): ControlFiles {
   const layout = slaveLayout(ctx.config, why);
-  return new ControlFiles(layout.driver, layout.completed.path);
+  return controlFilesFor(ctx.config, layout.completed, layout.driver);
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -43,7 +43,10 @@ export function parseLocation(value: string, baseDir: string): Location {
     }
     const prefix = posix.normalize(`/${slash < 0 ? "" : rest.slice(slash + 1)}`).replace(/\/+$/, "");
     if (prefix.split("/").includes("..")) {
-      throw new ConfigError(`${JSON.stringify(value)}: '..' is not allowed in an S3 prefix`, "write s3://BUCKET/PREFIX");
+      throw new ConfigError(
+        `${JSON.stringify(value)}: '..' is not allowed in an S3 prefix`,
+        "write s3://BUCKET/PREFIX",
+      );
     }
     return { bucket, path: prefix === "" ? "/" : prefix };
   }

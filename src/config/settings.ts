@@ -107,7 +107,11 @@ export const SETTINGS: Record<string, SettingSpec> = {
     default: "30",
     doc: "Seconds an S3 request may stall before it is retried; after s3_retries, exit 6.",
   },
-  s3_retries: { type: "int", default: "4", doc: "Retries (with backoff) of an S3 request that failed with 5xx/408/429 or a network error." },
+  s3_retries: {
+    type: "int",
+    default: "4",
+    doc: "Retries (with backoff) of an S3 request that failed with 5xx/408/429 or a network error.",
+  },
   s3_part_size: {
     type: "int",
     default: "16777216",

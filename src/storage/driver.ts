@@ -131,6 +131,13 @@ export interface StorageDriver {
   readonly description: string;
   /** Capabilities a caller must ask for explicitly (`requireFeature`). */
   readonly features: StorageFeatures;
+  /**
+   * How `exclusive` writes are kept exclusive: "atomic" (absent: the default) by the storage
+   * itself (link/rename without replace); "checked" by looking before and after the write
+   * (object stores without conditional create): two writers that both stall between their
+   * look and their write can both win, so a lock built on it re-checks after a pause.
+   */
+  readonly exclusiveCreate?: "atomic" | "checked";
   /** What is under `path`; undefined when nothing is. */
   info(path: string): Promise<FileInfo | undefined>;
   /** Entry names in the folder `dir`; undefined when there is no such folder. */

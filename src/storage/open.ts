@@ -49,7 +49,9 @@ function s3Driver(bucket: string, config: Config | undefined, timeout: number | 
   }
   const style = config?.get("s3_uri_style") || (config?.has("s3_endpoint") ? "path" : "host");
   if (style !== "path" && style !== "host") {
-    throw new ConfigError(`${config?.where("s3_uri_style") ?? "s3_uri_style"} must be path or host, not ${JSON.stringify(style)}`);
+    throw new ConfigError(
+      `${config?.where("s3_uri_style") ?? "s3_uri_style"} must be path or host, not ${JSON.stringify(style)}`,
+    );
   }
   const timeoutS = timeout ?? (config ? config.float("s3_timeout") : 30);
   const retries = config ? config.int("s3_retries") : 4;
@@ -57,7 +59,8 @@ function s3Driver(bucket: string, config: Config | undefined, timeout: number | 
   if (!(partSize >= 5 << 20 && partSize <= 5 << 30)) {
     throw new ConfigError(`${config?.where("s3_part_size") ?? "s3_part_size"} = ${partSize}: a part is 5 MiB to 5 GiB`);
   }
-  if (!(retries >= 0 && retries <= 20)) throw new ConfigError(`${config?.where("s3_retries") ?? "s3_retries"} must be 0 to 20`);
+  if (!(retries >= 0 && retries <= 20))
+    throw new ConfigError(`${config?.where("s3_retries") ?? "s3_retries"} must be 0 to 20`);
   const id = JSON.stringify([endpoint.href, bucket, style, region, timeoutS, retries, partSize, config?.file]);
   let d = s3Drivers.get(id);
   if (d === undefined) {

@@ -4,9 +4,9 @@ import { hostname } from "node:os";
 import { basename, join, posix } from "node:path";
 import { loadConfig, type Config } from "../../config/load";
 import type { Context } from "../../context";
-import { acquireBackupLock, BACKUPLOCK, ControlFiles, releaseBackupLock } from "../../control";
+import { acquireBackupLock, releaseBackupLock } from "../../control";
 import { DatabaseError, IoError } from "../../errors";
-import { slaveLayout, type SlaveLayout } from "../../layout";
+import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../layout";
 import { connectMaster, connectStandby, type Db } from "../../pg/client";
 import { parseSize } from "../../pg/units";
 import { runConfigured } from "../../shell";
@@ -60,13 +60,13 @@ export async function backup(ctx: Context): Promise<void> {
   const layout = slaveLayout(ctx.config, "backup");
   const full = ctx.config.requireLocation("full_backup", "backup").path;
   const source = ctx.config.requirePath(fromStandby ? "slave_data" : "master_data", "backup");
-  const control = new ControlFiles(layout.driver, layout.completed.path);
+  const control = controlFilesFor(ctx.config, layout.completed, layout.driver);
   if (!(await layout.driver.info(layout.completed.path))?.isDirectory) {
     throw new IoError(`completed_wals ${layout.completed.path} does not exist`, "run `wal-ctl CONFIG setup` first");
   }
   const keep = ctx.config.int("keep_backups");
   if (ctx.dryRun) {
-    ctx.out(`[not really] take ${control.path(BACKUPLOCK)}`);
+    ctx.out(`[not really] take ${control.lockPath()}`);
     ctx.out(`[not really] rotate backups in ${posix.dirname(full)} (keep_backups = ${keep})`);
     ctx.out(`[not really] pg_backup_start, copy ${source} to ${full}, pg_backup_stop`);
     return;
@@ -76,7 +76,7 @@ export async function backup(ctx: Context): Promise<void> {
     onStale: (msg) => ctx.log.warn(msg),
   });
   const tmp = tempSetPath(full);
-  const lockPath = control.path(BACKUPLOCK);
+  const lockPath = control.lockPath();
   /** Once the new set is being renamed into place, the temp tree must not be removed any more. */
   let committing = false;
   // Synchronous, so it also runs from a SIGINT/SIGTERM handler.

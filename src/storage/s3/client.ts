@@ -141,7 +141,15 @@ export class S3Client {
     if (req.body) headers["content-length"] = String(req.body.length);
     else if (req.method === "PUT" || req.method === "POST") headers["content-length"] = "0";
     const opts = aws4.sign(
-      { host, path, method: req.method, service: "s3", region: t.region, headers, ...(req.body ? { body: req.body } : {}) },
+      {
+        host,
+        path,
+        method: req.method,
+        service: "s3",
+        region: t.region,
+        headers,
+        ...(req.body ? { body: req.body } : {}),
+      },
       {
         accessKeyId: creds.accessKeyId,
         secretAccessKey: creds.secretAccessKey,

@@ -28,7 +28,10 @@ export function resolveCredentials(config: Config | undefined, env: NodeJS.Proce
   if (config?.has("s3_secret_key") || config?.has("s3_access_key")) {
     if (!config.has("s3_access_key") || !config.has("s3_secret_key")) {
       const missing = config.has("s3_access_key") ? "s3_secret_key" : "s3_access_key";
-      throw new ConfigError(`${config.where(missing)} is missing: the other half of the S3 key pair is set`, "set both, or neither (then the environment or ~/.aws/credentials is used)");
+      throw new ConfigError(
+        `${config.where(missing)} is missing: the other half of the S3 key pair is set`,
+        "set both, or neither (then the environment or ~/.aws/credentials is used)",
+      );
     }
     if (config.has("s3_secret_key")) requirePrivate(config.file, "s3_secret_key");
     const token = config.get("s3_session_token");
@@ -66,7 +69,12 @@ export function resolveCredentials(config: Config | undefined, env: NodeJS.Proce
     const secret = section?.values.get("aws_secret_access_key");
     if (id && secret) {
       const token = section?.values.get("aws_session_token");
-      return { accessKeyId: id, secretAccessKey: secret, ...(token ? { sessionToken: token } : {}), source: `${file} [${profile}]` };
+      return {
+        accessKeyId: id,
+        secretAccessKey: secret,
+        ...(token ? { sessionToken: token } : {}),
+        source: `${file} [${profile}]`,
+      };
     }
   }
   throw new ConfigError(

@@ -16,15 +16,7 @@ import { Readable, Writable } from "node:stream";
 import type { IncomingMessage } from "node:http";
 import { posix } from "node:path";
 import { IoError, TransportError } from "../../errors";
-import type {
-  FileInfo,
-  ReadStream,
-  StorageDriver,
-  StorageFeatures,
-  TreeStats,
-  WriteHandle,
-  WriteOptions,
-} from "../driver";
+import type { FileInfo, ReadStream, StorageDriver, StorageFeatures, WriteHandle, WriteOptions } from "../driver";
 import type { Manifest } from "../manifest";
 import { newSha256 } from "../sha256";
 import { S3Client, xmlBlocks, xmlText, type S3Request } from "./client";
@@ -256,7 +248,9 @@ export class S3Driver implements StorageDriver {
       const req: S3Request = {
         method: "PUT",
         key: `${dst}/${rel}`,
-        headers: { "x-amz-copy-source": `/${this.client.target.bucket}/${`${src}/${rel}`.split("/").map(encodeURIComponent).join("/")}` },
+        headers: {
+          "x-amz-copy-source": `/${this.client.target.bucket}/${`${src}/${rel}`.split("/").map(encodeURIComponent).join("/")}`,
+        },
       };
       const res = await this.client.send(req);
       if (res.status !== 200 || xmlText(res.body.toString("utf8"), "Code") !== undefined) this.client.fail(req, res);
@@ -278,14 +272,14 @@ function rank(rel: string): number {
 /** Runs `fn` over `items`, at most `limit` at once; the first error wins (the rest still settle). */
 export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  let failed: unknown;
+  let failed: Error | undefined;
   const worker = async (): Promise<void> => {
     while (failed === undefined && next < items.length) {
       const item = items[next++] as T;
       try {
         await fn(item);
       } catch (err) {
-        failed ??= err;
+        failed ??= err instanceof Error ? err : new Error(String(err));
       }
     }
   };
@@ -396,7 +390,12 @@ class S3Write extends Writable implements WriteHandle {
   private async flushPart(): Promise<void> {
     const c = this.driver.client;
     if (this.uploadId === undefined) {
-      const req: S3Request = { method: "POST", key: this.key, query: { uploads: "" }, headers: { [WRITER]: this.token } };
+      const req: S3Request = {
+        method: "POST",
+        key: this.key,
+        query: { uploads: "" },
+        headers: { [WRITER]: this.token },
+      };
       const res = await c.send(req);
       const id = xmlText(res.body.toString("utf8"), "UploadId");
       if (res.status !== 200 || !id) c.fail(req, res);
@@ -435,7 +434,8 @@ class S3Write extends Writable implements WriteHandle {
       }
       if (this.opts.padTo !== undefined && this.total < this.opts.padTo) {
         const zeros = Buffer.alloc(Math.min(1 << 20, this.opts.padTo - this.total));
-        while (this.total < this.opts.padTo) await this.add(zeros.subarray(0, Math.min(zeros.length, this.opts.padTo - this.total)));
+        while (this.total < this.opts.padTo)
+          await this.add(zeros.subarray(0, Math.min(zeros.length, this.opts.padTo - this.total)));
       }
       const c = this.driver.client;
       if (this.uploadId === undefined) {
@@ -457,7 +457,12 @@ class S3Write extends Writable implements WriteHandle {
           return this.finish(false);
         }
         const xml = `<CompleteMultipartUpload>${this.parts.map((e, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${e}</ETag></Part>`).join("")}</CompleteMultipartUpload>`;
-        const req: S3Request = { method: "POST", key: this.key, query: { uploadId: this.uploadId }, body: Buffer.from(xml) };
+        const req: S3Request = {
+          method: "POST",
+          key: this.key,
+          query: { uploadId: this.uploadId },
+          body: Buffer.from(xml),
+        };
         const res = await c.send(req);
         // S3 may answer 200 and still report an error in the body.
         if (res.status !== 200 || xmlText(res.body.toString("utf8"), "Code") !== undefined) c.fail(req, res);

@@ -85,7 +85,11 @@ export async function s3GetTree(driver: S3Driver, src: string, dest: string, exp
           "the stored backup set is damaged: restore another set",
         ),
     });
-    if (got === undefined) throw new IoError(`${driver.client.url(driver.key(posix.join(src, rel)))} vanished while the set was fetched`, "is a backup rotating the sets? restore again");
+    if (got === undefined)
+      throw new IoError(
+        `${driver.client.url(driver.key(posix.join(src, rel)))} vanished while the set was fetched`,
+        "is a backup rotating the sets? restore again",
+      );
     stats.files++;
     stats.bytes += got.bytes;
   });
