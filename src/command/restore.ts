@@ -13,13 +13,14 @@ import {
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import type { Context } from "../context";
-import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, STANDBY_RESTARTPOINT, STOP } from "../control";
+import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STOP } from "../control";
 import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
-import { slaveLayout } from "../layout";
+import { controlFilesFor, slaveLayout } from "../layout";
 import { binPath } from "../paths";
 import { pgCommandLine, quoteConfValue, shellQuote } from "../pg/postgresql-conf";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
+import { restartStandbyRecord } from "../standbys";
 import {
   copyTree,
   emptyDir,
@@ -514,10 +515,12 @@ async function runSteps(
       fsyncDir(dirname(paths.trash));
     }
     if (j.claimed !== undefined) removeTreeDurable(j.claimed);
-    // A new standby replays afresh: no STOP, no boot markers, no old restart point.
+    // A new standby replays afresh: no STOP, no boot markers, and its own restart point (not the
+    // other standbys') starts again at the set's start WAL.
     if (j.standbyRestore) {
-      const control = new ControlFiles(driver, completed);
-      for (const f of [STOP, BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STANDBY_RESTARTPOINT]) await control.remove(f);
+      const control = controlFilesFor(ctx.config, ctx.config.requireLocation("completed_wals", "restore"), driver);
+      for (const f of [STOP, BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED]) await control.remove(f);
+      await restartStandbyRecord(ctx, driver, completed, j.dst);
     }
     advance("start");
   }

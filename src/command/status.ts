@@ -8,6 +8,17 @@ import { DAEMON_STATE, type DaemonState } from "./daemon";
 import { readPeriodicState, type PeriodicState } from "./periodic";
 import { readSyncState, type SyncState } from "./sync";
 import { readBytes } from "../storage/bytes";
+import {
+  DEFAULT_SEGMENT_SIZE,
+  formatAge,
+  judge,
+  lagOf,
+  readRegistry,
+  standbyExpireSeconds,
+  type JudgedStandby,
+} from "../standbys";
+import { isWalSegmentSize, parseWalName, comparePosition } from "../wal/names";
+import type { SlaveLayout } from "../layout";
 
 export interface Status {
   role: "master" | "slave";
@@ -27,6 +38,65 @@ export interface Status {
   lastSync?: SyncState & { secondsAgo: number };
   master?: { lsn: string; bytesBehind: number | null; asOf: string };
   periodic?: PeriodicState;
+  /** Each standby recorded in completed_wals (see standbys.ts), with its lag. */
+  standbys?: StandbyStatus[];
+  /** The newest complete segment in completed_wals, which the lags are measured against. */
+  newestSegment?: string;
+}
+
+export interface StandbyStatus {
+  name: string;
+  /** Its restart point (%r); null when its record cannot be read. */
+  restartPoint: string | null;
+  host?: string;
+  slaveData?: string;
+  updated: string | null;
+  ageSeconds: number | null;
+  state: "live" | "expired";
+  /** Segments (and bytes) between its restart point and the newest archived segment. */
+  behindSegments: number | null;
+  behindBytes: number | null;
+  /** The one restart-point file of earlier versions. */
+  legacy?: boolean;
+}
+
+/** The standby registry and how far each is behind the newest complete segment. */
+async function gatherStandbys(
+  ctx: Context,
+  layout: SlaveLayout,
+  now: number,
+): Promise<{ standbys: StandbyStatus[]; newest?: string }> {
+  const dir = layout.completed.path;
+  const names = (await layout.driver.list(dir)) ?? [];
+  let newest: string | undefined;
+  for (const n of names) {
+    if (parseWalName(n)?.kind === "segment" && (newest === undefined || comparePosition(n, newest) > 0)) newest = n;
+  }
+  const entries = await readRegistry(layout.driver, dir, names);
+  let segSize = DEFAULT_SEGMENT_SIZE;
+  if (newest !== undefined && entries.length > 0) {
+    const size = (await layout.driver.info(posix.join(dir, newest)))?.size;
+    if (size !== undefined && isWalSegmentSize(size)) segSize = size;
+  }
+  const expire = standbyExpireSeconds(ctx.config);
+  const standbys = entries.map((e): StandbyStatus => {
+    const j: JudgedStandby = judge(e, expire, now);
+    const lag =
+      j.restartpoint !== undefined && newest !== undefined ? lagOf(j.restartpoint, newest, segSize) : undefined;
+    return {
+      name: j.name,
+      restartPoint: j.restartpoint ?? null,
+      ...(j.host !== undefined ? { host: j.host } : {}),
+      ...(j.slaveData !== undefined ? { slaveData: j.slaveData } : {}),
+      updated: Number.isFinite(j.updatedMs) ? new Date(j.updatedMs).toISOString() : null,
+      ageSeconds: Number.isFinite(j.ageSeconds) ? Math.round(j.ageSeconds * 10) / 10 : null,
+      state: j.live ? "live" : "expired",
+      behindSegments: lag?.segments ?? null,
+      behindBytes: lag?.bytes ?? null,
+      ...(j.legacy ? { legacy: true } : {}),
+    };
+  });
+  return newest !== undefined ? { standbys, newest } : { standbys };
 }
 
 async function readDaemonState(ctx: Context, dir: string): Promise<DaemonState | undefined> {
@@ -138,6 +208,13 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
     const p = await readPeriodicState(layout, dir);
     if (p) status.periodic = p;
   }
+  try {
+    const reg = await gatherStandbys(ctx, layout, now);
+    status.standbys = reg.standbys;
+    if (reg.newest !== undefined) status.newestSegment = reg.newest;
+  } catch (err) {
+    ctx.log.warn(`cannot read the standby records in ${layout.completed.path}: ${(err as Error).message}`);
+  }
   return status;
 }
 
@@ -191,6 +268,21 @@ export async function status(ctx: Context): Promise<void> {
           ? `killed by ${p.signal}`
           : `status ${p.status ?? "?"}`;
     row("periodic", `last started ${p.started} (${how})`);
+  }
+  if (s.standbys !== undefined) {
+    if (s.standbys.length === 0) row("standbys", "none recorded in completed_wals");
+    for (const [i, sb] of s.standbys.entries()) {
+      const behind =
+        sb.behindSegments === null
+          ? "lag unknown"
+          : `${sb.behindSegments} segment(s), ${sb.behindBytes ?? 0} bytes behind ${s.newestSegment ?? "?"}`;
+      const where = [sb.host, sb.slaveData].filter((x) => x !== undefined).join(":");
+      row(
+        i === 0 ? "standbys" : "",
+        `${sb.name}${where ? ` (${where})` : ""}: ${sb.state}, restart point ${sb.restartPoint ?? "unreadable"}, ` +
+          `${behind}, recorded ${formatAge(sb.ageSeconds ?? NaN)} ago`,
+      );
+    }
   }
   ctx.out(lines.join("\n"));
 }

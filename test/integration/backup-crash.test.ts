@@ -153,7 +153,10 @@ test("wal-restore %r cleanup keeps what the kept set needs, and waits while BACK
       .sort();
   const restartPoint = (): string => {
     try {
-      return readFileSync(join(completed, ".walmgr-standby-restartpoint"), "utf8").trim();
+      // The one standby's record (src/standbys.ts), under its default name.
+      const rec = readdirSync(completed).find((n) => n.startsWith(".walmgr-standby."));
+      if (rec === undefined) return "";
+      return (JSON.parse(readFileSync(join(completed, rec), "utf8")) as { restartpoint: string }).restartpoint;
     } catch {
       return "";
     }

@@ -14,7 +14,7 @@ const seg = (n: number): string => `0000000100000000000000${n.toString(16).toUpp
 
 function ctx(): Context {
   return {
-    config: {} as Config,
+    config: { get: () => undefined } as unknown as Config,
     log: new Logger({ verbosity: 0, jobName: "test" }),
     dryRun: false,
     json: false,

@@ -1,21 +1,27 @@
 import { posix, resolve } from "node:path";
 import type { Context } from "../../context";
-import {
-  BACKUPLOCK,
-  BOOT_END_OF_WAL,
-  BOOT_PARTIAL_SERVED,
-  ControlFiles,
-  PAUSE,
-  STANDBY_RESTARTPOINT,
-  STOP,
-} from "../../control";
+import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../../control";
+import { controlFilesFor } from "../../layout";
+import { sameStorage } from "../../config/load";
 import { walNeededBySets } from "../backup/purge";
 import { ExitCode, TransportError, type ExitCodeValue } from "../../errors";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { fetchToFile } from "../../storage/files";
 import { driverFor } from "../../storage/open";
-import { comparePosition, isWalSegmentSize, parseWalName, requireWalName } from "../../wal/names";
+import { comparePosition, isWalSegmentSize, parseWalName, requireWalName, type WalName } from "../../wal/names";
+import {
+  describeStandby,
+  formatAge,
+  noteStandby,
+  readRegistry,
+  reportExpired,
+  standbyExpireSeconds,
+  standbyHold,
+  standbyName,
+  usableRestartPoint,
+  type StandbyEntry,
+} from "../../standbys";
 import { ensurePrefetcher, spoolBinding } from "./prefetch";
 import { Spool } from "./spool";
 
@@ -43,27 +49,61 @@ export async function restoreGet(
 
 async function restoreGetFrom(ctx: Context, name: string, destPath: string, keepFrom?: string): Promise<ExitCodeValue> {
   const wal = requireWalName(name);
+  const served = await serve(ctx, wal, destPath);
+  if (served === undefined) return ExitCode.NOT_AVAILABLE;
+  // Every call with %r (a segment served or not, paused or not: a live standby asks every few
+  // seconds) records this standby's restart point; with keep_backups = 0 a served segment also
+  // cleans up WAL no live standby and no kept set needs.
+  if (keepFrom !== undefined && !ctx.dryRun) {
+    const own = await recordRestartPoint(ctx, served.driver, served.dir, keepFrom);
+    if (served.code === ExitCode.OK && wal.kind === "segment" && ctx.config.int("keep_backups") === 0) {
+      try {
+        await cleanupBefore(ctx, served.driver, new WalArchive(served.driver, served.dir), keepFrom, own);
+      } catch (err) {
+        // The segment is at %p: a failed cleanup is for the next call, never a failed restore.
+        ctx.log.warn(`WAL cleanup in ${served.dir} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+  return served.code;
+}
+
+/**
+ * Serves `wal` to `destPath`; undefined when completed_wals is not there at all (nothing to
+ * record a restart point in either).
+ */
+async function serve(
+  ctx: Context,
+  wal: WalName,
+  destPath: string,
+): Promise<{ code: ExitCodeValue; driver: StorageDriver; dir: string } | undefined> {
+  const name = wal.name;
   const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
   const driver = driverFor(loc, ctx.config, { timeout: ctx.config.float("restore_timeout") });
-  const control = new ControlFiles(driver, loc.path);
+  const code = (c: ExitCodeValue): { code: ExitCodeValue; driver: StorageDriver; dir: string } => ({
+    code: c,
+    driver,
+    dir: loc.path,
+  });
+  const control = controlFilesFor(ctx.config, loc, driver);
   const dir = await driver.info(loc.path);
   if (!dir?.isDirectory) {
     ctx.log.error(
       `completed_wals ${loc.path} is not there (${ctx.config.where("completed_wals")}): ${name} not available`,
     );
-    return ExitCode.NOT_AVAILABLE;
+    return undefined;
   }
   const stop = await control.exists(STOP);
   if (!stop && (await control.exists(PAUSE))) {
     ctx.log.info(`replay is paused (${control.path(PAUSE)} exists): not serving ${name}`);
-    return ExitCode.NOT_AVAILABLE;
+    return code(ExitCode.NOT_AVAILABLE);
   }
   const dest = resolve(destPath);
   const archive = new WalArchive(driver, loc.path);
   if (ctx.dryRun) {
     if ((await driver.info(archive.path(wal.name))) !== undefined) {
       ctx.out(`[not really] restore ${archive.path(wal.name)} to ${dest}`);
-      return ExitCode.OK;
+      return code(ExitCode.OK);
     }
   }
   // The prefetch spool first (bin/wal-restore's shell front serves it without Node when it can;
@@ -95,17 +135,13 @@ async function restoreGetFrom(ctx: Context, name: string, destPath: string, keep
     const segSize = spooled ?? (found?.verified === true ? found.bytes : undefined);
     if (spool !== undefined && segSize !== undefined && segSize !== early)
       ensurePrefetcher(ctx, spool, wal.name, segSize);
-    if (keepFrom !== undefined && wal.kind === "segment") {
-      await noteRestartPoint(control, keepFrom);
-      if (ctx.config.int("keep_backups") === 0) await cleanupBefore(ctx, driver, archive, keepFrom);
-    }
-    return ExitCode.OK;
+    return code(ExitCode.OK);
   }
   if (!stop || wal.kind !== "segment") {
     ctx.log.debug(`${wal.name} is not in ${loc.path} (yet)`);
-    return ExitCode.NOT_AVAILABLE;
+    return code(ExitCode.NOT_AVAILABLE);
   }
-  return servePartialUnderStop(ctx, driver, control, wal.name, dest);
+  return code(await servePartialUnderStop(ctx, driver, control, wal.name, dest));
 }
 
 /**
@@ -161,41 +197,73 @@ async function servePartialUnderStop(
   return ExitCode.NOT_AVAILABLE;
 }
 
-/** Records the standby's restart point (%r) so that backup purging never removes WAL it needs. */
-async function noteRestartPoint(control: ControlFiles, keepFrom: string): Promise<void> {
-  if (parseWalName(keepFrom)?.kind !== "segment") return;
-  if ((await control.read(STANDBY_RESTARTPOINT))?.trim() === keepFrom) return;
-  await control.create(STANDBY_RESTARTPOINT, `${keepFrom}\n`);
+/**
+ * Records %r as this standby's restart point in the registry (`standbys.ts`), so that purging
+ * keeps the WAL it needs: one read of its record, a write only when something changed or the
+ * record is due for a refresh. Never fails the call: a record that cannot be written is a
+ * warning (until it is, less WAL is kept for this standby; its older record still holds).
+ * Returns the record as it now stands (undefined when there is none to go by).
+ */
+async function recordRestartPoint(
+  ctx: Context,
+  driver: StorageDriver,
+  dir: string,
+  keepFrom: string,
+): Promise<StandbyEntry | undefined> {
+  if (!usableRestartPoint(keepFrom)) return undefined; // zeros before redo starts: nothing known yet
+  try {
+    const name = standbyName(ctx.config);
+    const res = await noteStandby(driver, dir, name, keepFrom, {
+      expireSeconds: standbyExpireSeconds(ctx.config),
+      slaveData: ctx.config.path("slave_data") ?? process.cwd(),
+    });
+    if (res.written && res.conflict !== undefined) {
+      ctx.log.warn(
+        `standby_name ${JSON.stringify(name)} was last recorded by another standby ` +
+          `(${res.conflict.host ?? "?"}:${res.conflict.slaveData ?? "?"}, ${formatAge((Date.now() - res.conflict.updatedMs) / 1000)} ago): ` +
+          `give each standby its own standby_name, or WAL one of them needs may be purged`,
+      );
+    }
+    if (res.written) ctx.log.debug(`recorded restart point ${keepFrom} of standby ${JSON.stringify(name)}`);
+    return res.entry;
+  } catch (err) {
+    ctx.log.warn(`cannot record the restart point ${keepFrom} in ${dir}: ${(err as Error).message}`);
+    return undefined;
+  }
 }
 
 /**
- * With keep_backups = 0 the standby's restart point (%r) bounds what the standby needs: remove
- * complete and partial segments older than it, as pg_archivecleanup would, but never what a
- * backup set in full_backup still needs (its start WAL onwards: the same rule as backup's purge,
- * `walNeededBySets`), and nothing at all while a backup holds BACKUPLOCK (it is about to put a set
- * in place). Never .history, never .backup files.
+ * With keep_backups = 0 the standbys' restart points bound what they need: remove complete and
+ * partial segments older than this standby's %r and the oldest restart point of every other live
+ * standby in the registry (`standbys.ts`), as pg_archivecleanup would, but never what a backup
+ * set in full_backup still needs (its start WAL onwards: the same rule as backup's purge,
+ * `walNeededBySets`), nothing while another live standby's record cannot be read, and nothing at
+ * all while a backup holds BACKUPLOCK (it is about to put a set in place). Never .history, never
+ * .backup files. `own` is this standby's record as just noted (not read again).
  */
 async function cleanupBefore(
   ctx: Context,
   driver: StorageDriver,
   archive: WalArchive,
   keepFrom: string,
+  own: StandbyEntry | undefined,
 ): Promise<void> {
   const keep = parseWalName(keepFrom);
   if (!keep || keep.kind !== "segment") {
     ctx.log.warn(`ignoring invalid %r ${JSON.stringify(keepFrom)}: no WAL cleaned up`);
     return;
   }
-  const control = new ControlFiles(driver, archive.completedDir);
-  if (await control.exists(BACKUPLOCK)) {
-    ctx.log.info(`a backup holds ${control.path(BACKUPLOCK)}: no WAL cleaned up now`);
+  if (!usableRestartPoint(keepFrom)) return; // zeros: PostgreSQL knows no restart point yet
+  const control = controlFilesFor(ctx.config, ctx.config.requireLocation("completed_wals", "wal-restore"), driver);
+  if (await control.lockExists()) {
+    ctx.log.info(`a backup holds ${control.lockPath()}: no WAL cleaned up now`);
     return;
   }
   let bound = keep.name;
   const full = ctx.config.location("full_backup");
   if (full) {
     const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
-    if (full.host !== loc.host) {
+    if (!sameStorage(full, loc)) {
       ctx.log.warn(`full_backup ${full.path} is not where completed_wals is: no WAL cleaned up`);
       return;
     }
@@ -210,15 +278,28 @@ async function cleanupBefore(
     }
   }
   const names = (await driver.list(archive.completedDir)) ?? [];
-  let removed = 0;
+  const expireSeconds = standbyExpireSeconds(ctx.config);
+  const others = await readRegistry(driver, archive.completedDir, names, own?.name);
+  const hold = standbyHold(others, expireSeconds);
+  if (hold.unknown !== undefined) {
+    ctx.log.warn(`cannot tell which WAL ${describeStandby(hold.unknown)} needs: no WAL cleaned up`);
+    return;
+  }
+  if (hold.from !== undefined && comparePosition(hold.from, bound) < 0) {
+    ctx.log.debug(`standby ${JSON.stringify(hold.by)} still needs WAL from ${hold.from}: keeping it`);
+    bound = hold.from;
+  }
+  const removed: string[] = [];
   for (const n of names) {
     if (isChecksumName(n)) continue;
     const w = parseWalName(n);
     if (!w || (w.kind !== "segment" && w.kind !== "partial")) continue;
     if (comparePosition(n, bound) < 0) {
       if (ctx.dryRun) ctx.out(`[not really] remove ${archive.path(n)}`);
-      else if (await archive.remove(n)) removed++;
+      else if (await archive.remove(n)) removed.push(n);
     }
   }
-  if (removed > 0) ctx.log.info(`removed ${removed} WAL file(s) older than ${bound} from ${archive.completedDir}`);
+  await reportExpired(ctx.log, driver, archive.completedDir, hold, removed, expireSeconds, ctx.dryRun);
+  if (removed.length > 0)
+    ctx.log.info(`removed ${removed.length} WAL file(s) older than ${bound} from ${archive.completedDir}`);
 }

@@ -1,11 +1,11 @@
 import { posix } from "node:path";
-import { STANDBY_RESTARTPOINT } from "../../control";
 import type { Context } from "../../context";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { comparePosition, parseWalName } from "../../wal/names";
 import { BACKUP_INFO, leftoverPid, listSets, readBackupInfo, tempSetPath, type BackupInfo } from "./sets";
 import { readBytes } from "../../storage/bytes";
+import { describeStandby, readRegistry, reportExpired, standbyExpireSeconds, standbyHold } from "../../standbys";
 
 /** The first WAL segment a backup set needs: from its metadata, or its backup_label. */
 export async function setStartWal(driver: StorageDriver, set: string): Promise<string | undefined> {
@@ -53,15 +53,19 @@ export async function walNeededBySets(
 }
 
 /**
- * Removes WAL that no kept backup set and no running standby needs: segments (and .partial and
- * .backup files) older than both the oldest set's start WAL and the standby's restart point.
- * `.history` files are always kept. Does nothing when any set's start cannot be read.
+ * Removes WAL that no kept backup set and no live standby needs: segments (and .partial and
+ * .backup files) older than both the oldest set's start WAL and the oldest restart point among
+ * the live standbys of the registry (`standbys.ts`: a standby whose record is older than
+ * standby_expire no longer counts, and is warned about when WAL it would need goes).
+ * `.history` files are always kept. Does nothing when any set's start, or a live standby's
+ * restart point, cannot be read.
  */
 export async function purgeWal(
   ctx: Context,
   driver: StorageDriver,
   completedDir: string,
   fullBackup: string,
+  opts: { expireSeconds?: number; now?: number } = {},
 ): Promise<number> {
   const needed = await walNeededBySets(driver, fullBackup);
   if (needed.unknown !== undefined) {
@@ -70,24 +74,33 @@ export async function purgeWal(
   }
   if (needed.from === undefined) return 0;
   let keepFrom = needed.from;
-  const standby = (await readBytes(driver, posix.join(completedDir, STANDBY_RESTARTPOINT)))?.toString("utf8").trim();
-  if (standby && parseWalName(standby)?.kind === "segment" && comparePosition(standby, keepFrom) < 0) {
-    ctx.log.info(`the standby still needs WAL from ${standby}: keeping it`);
-    keepFrom = standby;
+  const names = (await driver.list(completedDir)) ?? [];
+  const expireSeconds = opts.expireSeconds ?? standbyExpireSeconds(ctx.config);
+  const hold = standbyHold(await readRegistry(driver, completedDir, names), expireSeconds, opts.now);
+  if (hold.unknown !== undefined) {
+    ctx.log.warn(
+      `cannot tell which WAL ${describeStandby(hold.unknown)} needs (${posix.join(completedDir, hold.unknown.file)} is not a standby record): no WAL purged`,
+    );
+    return 0;
+  }
+  if (hold.from !== undefined && comparePosition(hold.from, keepFrom) < 0) {
+    ctx.log.info(`standby ${JSON.stringify(hold.by)} still needs WAL from ${hold.from}: keeping it`);
+    keepFrom = hold.from;
   }
   const archive = new WalArchive(driver, completedDir);
-  let removed = 0;
-  for (const n of (await driver.list(completedDir)) ?? []) {
+  const removed: string[] = [];
+  for (const n of names) {
     if (isChecksumName(n)) continue;
     const w = parseWalName(n);
     if (!w || w.kind === "history") continue;
     if (comparePosition(n, keepFrom) < 0) {
       if (ctx.dryRun) ctx.out(`[not really] remove ${archive.path(n)}`);
-      else if (await archive.remove(n)) removed++;
+      else if (await archive.remove(n)) removed.push(n);
     }
   }
+  await reportExpired(ctx.log, driver, completedDir, hold, removed, expireSeconds, ctx.dryRun);
   ctx.log.info(
-    `purged ${removed} WAL file(s) older than ${keepFrom} (needed by the oldest kept backup or the standby)`,
+    `purged ${removed.length} WAL file(s) older than ${keepFrom} (needed by the oldest kept backup or a live standby)`,
   );
-  return removed;
+  return removed.length;
 }
