@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { hostname } from "node:os";
 import { posix } from "node:path";
-import { loadConfig } from "../config/load";
+import { isLocal, loadConfig } from "../config/load";
 import type { Context } from "../context";
 import { ConfigError, ExitCode, LockHeldError, UsageError, WalmgrError, type ExitCodeValue } from "../errors";
 import { acquirePidfile, readPidfile } from "../pidfile";
@@ -138,7 +138,7 @@ class Daemon {
     process.on("SIGHUP", onHup);
     ctx.log.info(`sync daemon started (pid ${process.pid}): ${this.describe()}`);
     const layout = this.shipper.layout;
-    if (layout.completed.host === undefined) removeStaleTemps(this.shipper.dir);
+    if (isLocal(layout.completed)) removeStaleTemps(this.shipper.dir);
     try {
       await this.takeLockAtStart();
       while (!this.stopping) {

@@ -21,6 +21,8 @@ export interface RestoreJournal {
   command: string;
   /** The set as found when the restore began. */
   set: string;
+  /** The set is in an object store (a path there): it is fetched (copied), never moved. */
+  stored?: boolean;
   /** The newest set is moved (consumed); a named one is copied. */
   move: boolean;
   /** move: the set's name beside the sets while it is being restored (renamed there first). */

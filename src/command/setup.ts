@@ -17,7 +17,8 @@ import { tmpdir } from "node:os";
 import { basename, join, posix } from "node:path";
 import type { Context } from "../context";
 import { ArchiveConflictError, ConfigError, DatabaseError, ioError, isErrno } from "../errors";
-import { slaveLayout } from "../layout";
+import { controlFilesFor, slaveLayout } from "../layout";
+import { isLocal } from "../config/load";
 import { binPath } from "../paths";
 import { connectMaster, type Db } from "../pg/client";
 import { commentOutSettings, getConfValue, pgCommandLine, setConfValues, type ConfEdit } from "../pg/postgresql-conf";
@@ -40,7 +41,12 @@ export async function createLayout(ctx: Context): Promise<void> {
     await ctx.act(`create directory ${loc.path}`, () => layout.driver.pathCreate(loc.path));
     if (!ctx.dryRun) ctx.log.info(`created ${loc.path}`);
   }
-  if (!ctx.dryRun && layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
+  if (!ctx.dryRun && layout.completed.bucket !== undefined) {
+    // PAUSE and STOP of an object-store slave directory live on this machine.
+    const control = controlFilesFor(ctx.config, layout.completed, layout.driver);
+    await ctx.act(`create directory ${control.dir}`, () => control.driver.pathCreate(control.dir));
+  }
+  if (!ctx.dryRun && isLocal(layout.completed)) removeStaleTemps(layout.completed.path);
 }
 
 async function tryConnect(ctx: Context): Promise<Db | undefined> {

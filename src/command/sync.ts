@@ -404,7 +404,9 @@ export class Shipper {
       return { shipped, segment: name, masterLsn: lsnText, switched };
     }
     const existing = await this.layout.driver.info(dest);
+    // Storage that cannot update part of an object (S3) gets the segment republished whole.
     const incremental =
+      this.layout.driver.features.writeAt !== undefined &&
       !this.rewriteWhole &&
       state?.name === name &&
       state.offset <= offset &&
@@ -495,7 +497,12 @@ export class Shipper {
     const end = pageStart + validPrefix(bytes, pageStart, segLsn, blockSize);
     if (end <= from) return 0;
     const existing = await this.layout.driver.info(dest);
-    const inPlace = !this.rewriteWhole && from > 0 && existing?.isFile === true && existing.size === segSize;
+    const inPlace =
+      this.layout.driver.features.writeAt !== undefined &&
+      !this.rewriteWhole &&
+      from > 0 &&
+      existing?.isFile === true &&
+      existing.size === segSize;
     const chunk = bytes.subarray(inPlace ? from - pageStart : 0, end - pageStart);
     if (this.ctx.dryRun) {
       this.ctx.out(`[not really] ship the rest of ${name} (offset ${inPlace ? from : 0}..${end}) to ${dest}`);

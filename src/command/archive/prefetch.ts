@@ -13,7 +13,8 @@ import {
   selfLockInfo,
   tryTakeLock,
 } from "../../lock";
-import { formatLocation } from "../../config/load";
+import { formatLocation, isLocal } from "../../config/load";
+import { controlFilesFor } from "../../layout";
 import { WalArchive } from "../../storage/archive";
 import { driverFor } from "../../storage/open";
 import { LocalDriver } from "../../storage/local";
@@ -45,7 +46,12 @@ export function spoolBinding(
   const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
   return {
     expect: { config: resolve(ctx.config.file), archive: formatLocation(loc), sysid, boot: bootId() },
-    localArchive: loc.host === undefined ? loc.path : undefined,
+    // What the shell front looks into for PAUSE and STOP: completed_wals, or an object store's local control_dir.
+    localArchive: isLocal(loc)
+      ? loc.path
+      : loc.bucket !== undefined
+        ? controlFilesFor(ctx.config, loc, driverFor(loc, ctx.config)).dir
+        : undefined,
   };
 }
 

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, rmSync, unlinkSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { hostname } from "node:os";
 import { basename, join, posix } from "node:path";
-import { loadConfig, type Config } from "../../config/load";
+import { isLocal, loadConfig, type Config } from "../../config/load";
 import type { Context } from "../../context";
 import { acquireBackupLock, releaseBackupLock } from "../../control";
 import { DatabaseError, IoError } from "../../errors";
@@ -95,7 +95,7 @@ export async function backup(ctx: Context): Promise<void> {
   });
   ctx.log.info(`backup lock taken: ${lockPath}`);
   // Temp files of killed wal-archive runs (their pids are gone) are litter: clear them now.
-  if (layout.completed.host === undefined) removeStaleTemps(layout.completed.path);
+  if (isLocal(layout.completed)) removeStaleTemps(layout.completed.path);
   try {
     await layout.driver.pathCreate(posix.dirname(full));
     await clearLeftovers(ctx, layout.driver, full);

@@ -138,8 +138,10 @@ export class S3Client {
       "x-amz-content-sha256": req.bodySha256 ?? (req.body ? "" : EMPTY_SHA256),
     };
     if (headers["x-amz-content-sha256"] === "") delete headers["x-amz-content-sha256"]; // aws4 hashes the body
-    if (req.body) headers["content-length"] = String(req.body.length);
-    else if (req.method === "PUT" || req.method === "POST") headers["content-length"] = "0";
+    if (req.body) {
+      headers["content-length"] = String(req.body.length);
+      headers["content-type"] ??= "application/octet-stream"; // aws4 would say form-urlencoded
+    } else if (req.method === "PUT" || req.method === "POST") headers["content-length"] = "0";
     const opts = aws4.sign(
       {
         host,
