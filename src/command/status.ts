@@ -277,11 +277,11 @@ export async function status(ctx: Context): Promise<void> {
           ? "lag unknown"
           : `${sb.behindSegments} segment(s), ${sb.behindBytes ?? 0} bytes behind ${s.newestSegment ?? "?"}`;
       const where = [sb.host, sb.slaveData].filter((x) => x !== undefined).join(":");
-      row(
-        i === 0 ? "standbys" : "",
+      const text =
         `${sb.name}${where ? ` (${where})` : ""}: ${sb.state}, restart point ${sb.restartPoint ?? "unreadable"}, ` +
-          `${behind}, recorded ${formatAge(sb.ageSeconds ?? NaN)} ago`,
-      );
+        `${behind}, recorded ${formatAge(sb.ageSeconds ?? NaN)} ago`;
+      if (i === 0) row("standbys", text);
+      else lines.push(`${"".padEnd(17)}${text}`);
     }
   }
   ctx.out(lines.join("\n"));
