@@ -59,8 +59,11 @@ DESCRIPTION
     the file is not there yet (the standby retries). While completed_wals/PAUSE
     exists nothing is served. While completed_wals/STOP exists (made by boot) the
     in-progress segment from partial_wals is served after the complete ones, and
-    the end of shipped WAL is recorded for boot. With keep_backups = 0 and %r
-    given, WAL older than %r is removed from completed_wals.
+    the end of shipped WAL is recorded for boot. With %r given, the standby's
+    restart point is recorded in completed_wals/.walmgr-standby.NAME (NAME:
+    standby_name), so that purging keeps the WAL it needs until its record is
+    older than standby_expire seconds; with keep_backups = 0, WAL older than %r
+    that no other live standby and no kept backup set needs is removed.
     Never waits: PostgreSQL does the retrying. With slave = host:/path an
     unreachable host answers 1 within restore_timeout seconds.
 
@@ -118,7 +121,8 @@ DESCRIPTION
     sets are rotated before the copy starts (data.master -> data.master.0 -> ...;
     at most N remain, the slave's archive_command runs with the path of a set
     before that set is removed, and its failure stops the backup), and after the
-    backup WAL that no kept set and no standby needs is purged (.history kept).
+    backup WAL that no kept set and no live standby needs is purged (.history
+    kept; a standby whose record is older than standby_expire is warned about).
     With keep_backups = 0 the new set replaces the old one once it is complete.
     The set is built under a hidden temporary name and appears only when
     complete; it holds backup_label, tablespace_map, .walmgr-backup.json (LSNs,
@@ -149,8 +153,9 @@ MASTER COMMANDS
     periodic       run periodic_command if command_interval seconds have passed
                    since its last run (--force: now); exit 9 when it fails
     status         the sync daemon (running? pid, heartbeat), the last sync
-                   (segment, position, seconds ago) and how many bytes the
-                   master is ahead of what was shipped; --json for scripts
+                   (segment, position, seconds ago), how many bytes the master
+                   is ahead of what was shipped, and each standby recorded in
+                   completed_wals with its lag; --json for scripts
     backup         take a base backup (see wal-backup)
     listbackups    list backup sets in the slave directory
 
@@ -173,7 +178,8 @@ POINT-IN-TIME RESTORE
                    restore a set (copied when named) into DST (default slave_data) and
                    recover to the target instead of following the master; on the master
                    (EXPERIMENTAL, as in walmgr) SET and DST are required
-    status         the last sync and the daemon's heartbeat, as the slave sees them
+    status         the last sync and the daemon's heartbeat, as the slave sees them,
+                   and each standby recorded in completed_wals with its lag
 
 INTERNAL COMMANDS (as walmgr.py named them)
     xarchive %p %f          same as wal-archive
