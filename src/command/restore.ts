@@ -11,7 +11,7 @@ import {
   symlinkSync,
   mkdirSync,
 } from "node:fs";
-import { basename, dirname, isAbsolute, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, posix, resolve } from "node:path";
 import type { Context } from "../context";
 import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STOP } from "../control";
 import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
@@ -34,7 +34,9 @@ import {
 import { writeFileDurable, fsyncDir, removeStaleTemps } from "../storage/durable";
 import { storeFile } from "../storage/files";
 import { walkTreeSync } from "../storage/tree-walk";
-import type { Manifest } from "../storage/manifest";
+import { parseManifest, type Manifest } from "../storage/manifest";
+import { readBytes } from "../storage/bytes";
+import { requireFeature, type StorageDriver } from "../storage/driver";
 import { BACKUP_MANIFEST, listSets } from "./backup/sets";
 import {
   claimedName,
@@ -249,6 +251,8 @@ interface Request {
   target: Record<string, string>;
   standbyRestore: boolean;
   command: string;
+  /** The set is in an object store. */
+  stored?: boolean;
 }
 
 /** Refuses to resume a pending restore for a command line that asks for something else. */
@@ -316,7 +320,9 @@ export async function restore(ctx: Context): Promise<void> {
   }
   const layout = slaveLayout(ctx.config, "restore");
   const full = ctx.config.requireLocation("full_backup", "restore");
-  if (full.host !== undefined) throw new UsageError("full_backup must be a local directory to restore from it");
+  if (full.host !== undefined)
+    throw new UsageError("full_backup must be a local directory (or an S3 bucket) to restore from it");
+  const stored = full.bucket !== undefined;
   const target = recoveryTarget(ctx.options);
   const timeoutS = Number.parseFloat(ctx.options.get("timeout") ?? "60");
   if (!Number.isFinite(timeoutS) || timeoutS <= 0)
@@ -326,15 +332,19 @@ export async function restore(ctx: Context): Promise<void> {
   const named =
     setArg === undefined
       ? undefined
-      : isAbsolute(setArg) || setArg.includes("/")
-        ? resolve(setArg)
-        : join(dirname(full.path), setArg);
+      : stored
+        ? posix.join(posix.dirname(full.path), setArg)
+        : isAbsolute(setArg) || setArg.includes("/")
+          ? resolve(setArg)
+          : join(dirname(full.path), setArg);
   const options = [...ctx.options]
     .filter(([k]) => k.startsWith("target-"))
     .flatMap(([k, v]) => (k === "target-exclusive" ? [`--${k}`] : [`--${k}`, v]));
   const req: Request = {
     // walmgr: the newest set is moved into slave_data (it does not obey retention), a named one copied.
-    move: setArg === undefined && !onMaster,
+    // From an object store the set is fetched: it stays there (nothing to move it to).
+    move: setArg === undefined && !onMaster && !stored,
+    stored,
     named,
     dst,
     target,
@@ -387,7 +397,7 @@ async function plan(
 ): Promise<RestoreJournal> {
   const layout = slaveLayout(ctx.config, "restore");
   const sets = await listSets(layout.driver, fullBackup);
-  const src = findSet(req, sets, fullBackup);
+  const src = await findSet(req, sets, fullBackup, layout.driver);
   const unfit = unfitDestination(req.dst, sets);
   if (unfit !== undefined) {
     throw new WalmgrError(
@@ -405,6 +415,7 @@ async function plan(
     step: "stage",
     command: req.command,
     set: src,
+    ...(req.stored ? { stored: true } : {}),
     move: req.move,
     ...(req.move ? { claimed: claimedName(src) } : {}),
     dst: req.dst,
@@ -419,7 +430,7 @@ async function plan(
   return j;
 }
 
-function findSet(req: Request, sets: string[], fullBackup: string): string {
+async function findSet(req: Request, sets: string[], fullBackup: string, driver: StorageDriver): Promise<string> {
   if (req.named === undefined) {
     const newest = sets[0];
     if (newest === undefined) {
@@ -431,7 +442,10 @@ function findSet(req: Request, sets: string[], fullBackup: string): string {
     }
     return newest;
   }
-  if (!existsSync(join(req.named, "backup_label"))) {
+  const labelled = req.stored
+    ? (await driver.info(posix.join(req.named, "backup_label"))) !== undefined
+    : existsSync(join(req.named, "backup_label"));
+  if (!labelled) {
     throw new WalmgrError(
       `${req.named} is not a backup set (no backup_label)`,
       ExitCode.NOT_AVAILABLE,
@@ -452,7 +466,7 @@ async function dryRun(ctx: Context, req: Request, paths: RestorePaths, fullBacku
   }
   const layout = slaveLayout(ctx.config, "restore");
   const sets = await listSets(layout.driver, fullBackup);
-  const src = findSet(req, sets, fullBackup);
+  const src = await findSet(req, sets, fullBackup, layout.driver);
   const unfit = unfitDestination(req.dst, sets);
   if (unfit !== undefined) throw new WalmgrError(`refusing to restore into ${req.dst}: ${unfit}`, ExitCode.USAGE);
   const pm = readPostmaster(req.dst);
@@ -483,7 +497,7 @@ async function runSteps(
   };
   if (j.step === "stage") {
     try {
-      await stage(ctx, paths, j);
+      await stage(ctx, paths, j, driver);
     } catch (err) {
       // A copy that failed (not a crash) is rolled back: DST and the set were never touched.
       if (!j.move) {
@@ -552,7 +566,7 @@ async function runSteps(
  * across file systems copied and only then removed. A named set is copied; a rerun starts the
  * copy over.
  */
-async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal): Promise<void> {
+async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal, driver: StorageDriver): Promise<void> {
   if (j.move && j.claimed !== undefined) {
     const claimed = j.claimed;
     if (!existsSync(claimed) && !existsSync(paths.stage)) {
@@ -577,6 +591,18 @@ async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal): Prom
       }
       ctx.log.info(`${how === "copied" ? "copied" : "moved"} ${j.set} to ${paths.stage}`);
     }
+  } else if (j.stored) {
+    // From an object store: fetched file by file, each checked against the set's manifest.
+    io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
+    const raw = await readBytes(driver, posix.join(j.set, BACKUP_MANIFEST));
+    const manifest =
+      raw === undefined ? undefined : parseManifest(raw.toString("utf8"), posix.join(j.set, BACKUP_MANIFEST));
+    const stats = await requireFeature(driver, "tree").getTree?.(j.set, paths.stage, manifest);
+    if (stats === undefined) throw new UsageError(`${driver.description} cannot fetch a backup set`);
+    fsyncDir(dirname(paths.stage));
+    ctx.log.info(
+      `fetched ${j.set} (${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB) from ${driver.description} to ${paths.stage}`,
+    );
   } else {
     io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
     await copyTree(j.set, paths.stage, () => true);

@@ -18,7 +18,8 @@ import { basename, join, posix } from "node:path";
 import type { Context } from "../context";
 import { ArchiveConflictError, ConfigError, DatabaseError, ioError, isErrno } from "../errors";
 import { controlFilesFor, slaveLayout } from "../layout";
-import { isLocal } from "../config/load";
+import { formatLocation, isLocal } from "../config/load";
+import { archiveRepositories } from "./archive/repositories";
 import { binPath } from "../paths";
 import { connectMaster, type Db } from "../pg/client";
 import { commentOutSettings, getConfValue, pgCommandLine, setConfValues, type ConfEdit } from "../pg/postgresql-conf";
@@ -40,6 +41,14 @@ export async function createLayout(ctx: Context): Promise<void> {
     if (st?.isDirectory) continue;
     await ctx.act(`create directory ${loc.path}`, () => layout.driver.pathCreate(loc.path));
     if (!ctx.dryRun) ctx.log.info(`created ${loc.path}`);
+  }
+  // The master's further repositories (also_archive_to) need their logs.complete too.
+  if (ctx.config.role === "master") {
+    for (const r of archiveRepositories(ctx.config).slice(1)) {
+      if ((await r.archive.driver.info(r.loc.path))?.isDirectory) continue;
+      await ctx.act(`create directory ${formatLocation(r.loc)}`, () => r.archive.driver.pathCreate(r.loc.path));
+      if (!ctx.dryRun) ctx.log.info(`created ${formatLocation(r.loc)} (${r.name})`);
+    }
   }
   if (!ctx.dryRun && layout.completed.bucket !== undefined) {
     // PAUSE and STOP of an object-store slave directory live on this machine.

@@ -3,6 +3,7 @@ import { dirname, join, resolve } from "node:path";
 import type { Context } from "../../context";
 import { isErrno } from "../../errors";
 import type { WalArchive } from "../../storage/archive";
+import type { MultiArchive } from "./repositories";
 import { fsyncDir } from "../../storage/durable";
 import { parseWalName, type WalName } from "../../wal/names";
 import { testPause } from "../backup/test-pause";
@@ -53,7 +54,7 @@ export interface BatchOutcome {
  */
 export async function archiveBatch(
   ctx: Context,
-  archive: WalArchive,
+  archive: WalArchive | MultiArchive,
   walDir: string,
   statusDir: string,
   names: WalName[],

@@ -1,8 +1,8 @@
 import { dirname, resolve } from "node:path";
 import type { Context } from "../../context";
 import { IoError } from "../../errors";
-import { WalArchive } from "../../storage/archive";
-import { driverFor } from "../../storage/open";
+import { formatLocation } from "../../config/load";
+import { archiveRepositories, MultiArchive, type Repository } from "./repositories";
 import { requireWalName } from "../../wal/names";
 import { archiveBatch, readySegments } from "./batch";
 
@@ -13,17 +13,20 @@ import { archiveBatch, readySegments } from "./batch";
  */
 export async function archivePush(ctx: Context, srcPath: string, name: string): Promise<void> {
   const wal = requireWalName(name);
-  const loc = ctx.config.requireLocation("completed_wals", "wal-archive");
-  const driver = driverFor(loc, ctx.config);
+  const repos = archiveRepositories(ctx.config);
   const src = resolve(srcPath);
-  const dir = await driver.info(loc.path);
-  if (!dir?.isDirectory) {
+  const missing = await Promise.all(
+    repos.map(async (r) => ((await r.archive.driver.info(r.loc.path))?.isDirectory ? undefined : r)),
+  );
+  for (const r of missing) {
+    if (r === undefined) continue;
     throw new IoError(
-      `completed_wals ${loc.path} does not exist (${ctx.config.where("completed_wals")})`,
+      `${r.name} ${formatLocation(r.loc)} does not exist (${ctx.config.where(r.name === "completed_wals" ? "completed_wals" : "also_archive_to")})`,
       "create the slave directory layout with `wal-ctl CONFIG setup`",
     );
   }
-  const archive = new WalArchive(driver, loc.path);
+  const [main] = repos as [Repository, ...Repository[]];
+  const archive = repos.length === 1 ? main.archive : new MultiArchive(repos);
   // Batch archiving: only for a complete segment PostgreSQL passed from pg_wal (a .history,
   // .backup or .partial %p is archived alone, as PostgreSQL orders those itself).
   const ready =
@@ -37,7 +40,7 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
     return;
   }
   // Over ssh one helper session serves one request at a time: workers there would only queue.
-  const parallel = loc.host === undefined ? Math.max(1, ctx.config.int("archive_parallel")) : 1;
+  const parallel = repos.every((r) => r.loc.host === undefined) ? Math.max(1, ctx.config.int("archive_parallel")) : 1;
   // %p is one of the `parallel` copies in flight; with 1, the batch follows it.
   const own = archive.pushFile(wal, src);
   if (parallel === 1) await own.catch(() => undefined);
@@ -52,7 +55,7 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   const { result, bytes } = settled[0].value;
   ctx.log.info(
     result === "stored"
-      ? `archived ${wal.name} (${bytes} bytes) to ${loc.path}`
-      : `${wal.name} was already archived with identical content in ${loc.path}`,
+      ? `archived ${wal.name} (${bytes} bytes) to ${archive.completedDir}`
+      : `${wal.name} was already archived with identical content in ${archive.completedDir}`,
   );
 }

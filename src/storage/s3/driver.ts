@@ -26,7 +26,7 @@ import { s3GetTree, s3PutTree } from "./tree";
 const WRITER = "x-amz-meta-walmgr-writer";
 /** Below this, a write is kept as small copies; above, one part-size buffer is taken. */
 const SMALL = 64 * 1024;
-const PARALLEL = 8;
+const PARALLEL = 16;
 
 export interface S3DriverOptions {
   client: S3Client;

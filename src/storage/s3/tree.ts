@@ -15,7 +15,7 @@ import { walkTree } from "../tree-walk";
 import { eachLimit, type S3Driver } from "./driver";
 
 /** Files uploaded or fetched at once: enough to hide a request's latency, few enough for memory (each holds up to a part). */
-const TREE_PARALLEL = 4;
+const TREE_PARALLEL = 8;
 
 export async function s3PutTree(
   driver: S3Driver,
