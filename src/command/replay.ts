@@ -5,6 +5,7 @@ import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from 
 import { ExitCode, UsageError, WalmgrError } from "../errors";
 import { controlFilesFor, slaveLayout } from "../layout";
 import { readPostmaster } from "../pg/server";
+import { removeStandby, standbyName } from "../standbys";
 import { writeFileDurable } from "../storage/durable";
 
 function control(ctx: Context, why: string): ControlFiles {
@@ -167,4 +168,13 @@ export async function boot(ctx: Context): Promise<void> {
     await sleep(200);
   }
   ctx.log.info(`booted: ${dataDir} has left recovery and accepts writes`);
+  // No longer a standby: its record in the registry must not hold WAL back (nor expire into warnings).
+  try {
+    const layout = slaveLayout(ctx.config, "boot");
+    const name = standbyName(ctx.config);
+    if (await removeStandby(layout.driver, layout.completed.path, name))
+      ctx.log.info(`removed the record of standby ${JSON.stringify(name)}: purging no longer keeps WAL for it`);
+  } catch (err) {
+    ctx.log.warn(`cannot remove this standby's record from completed_wals: ${(err as Error).message}`);
+  }
 }

@@ -4,6 +4,7 @@
  * beta is stopped so that it lags. A backup's purge keeps the WAL from beta's restart point on
  * and removes what is older than both; `status --json` lists both with their lag. Once beta's
  * record is older than standby_expire, the next purge removes its WAL, with a warning naming it.
+ * Booting alpha removes its record (not beta's).
  */
 import assert from "node:assert/strict";
 import { appendFileSync, existsSync, readdirSync, readFileSync } from "node:fs";
@@ -196,5 +197,12 @@ test("two standbys, one lagging: purge keeps its WAL, status shows both; expired
     );
     // alpha still replays.
     await switchAndReplay([p.slave]);
+  });
+
+  await t.test("boot removes the booted standby's record, and only its own", async () => {
+    ok(runBin("wal-ctl", [p.slaveIni, "boot"]), "boot alpha");
+    assert.equal(await p.slave.value("SELECT pg_is_in_recovery()"), false);
+    assert.ok(!existsSync(join(completed(), ".walmgr-standby.alpha")));
+    assert.ok(existsSync(join(completed(), ".walmgr-standby.beta")));
   });
 });
