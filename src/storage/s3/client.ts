@@ -83,11 +83,13 @@ export class S3Client {
    * only when no answer came after the retries.
    */
   async send(req: S3Request): Promise<S3Response> {
+    // Outside the retries: missing or unsafe credentials are the config's error (exit 3).
+    const creds = this.target.credentials();
     let lastErr: Error | undefined;
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) await backoff(attempt);
       try {
-        const res = await this.once(req);
+        const res = await this.once(req, creds);
         const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
         if (!retryable || attempt >= this.target.retries) return res;
         res.stream?.destroy();
@@ -123,9 +125,8 @@ export class S3Client {
     throw new TransportError(`${what}: HTTP ${res.status}${code ? ` ${code}` : ""}${message ? `: ${message}` : ""}`);
   }
 
-  private once(req: S3Request): Promise<S3Response> {
+  private once(req: S3Request, creds: Credentials): Promise<S3Response> {
     const t = this.target;
-    const creds = t.credentials();
     const keyPath = req.key === "" ? "" : `/${req.key.split("/").map(encodeRfc3986).join("/")}`;
     const query = Object.entries(req.query ?? {})
       .map(([k, v]) => (v === "" ? encodeRfc3986(k) : `${encodeRfc3986(k)}=${encodeRfc3986(v)}`))
