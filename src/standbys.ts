@@ -350,24 +350,30 @@ export async function restartStandbyRecord(
   dir: string,
   dataDir: string,
 ): Promise<void> {
-  const name = standbyName(ctx.config);
-  await removeStandby(driver, dir, LEGACY_NAME);
-  let start: string | undefined;
+  // The restore itself is done by now: a record that cannot be written is a warning (the
+  // standby's first wal-restore calls write it), never a failed restore.
   try {
-    const label = readFileSync(join(dataDir, "backup_label"), "utf8");
-    start = /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(label)?.[1];
-  } catch {
-    // no label (already started?): no record until wal-restore writes one
+    const name = standbyName(ctx.config);
+    await removeStandby(driver, dir, LEGACY_NAME);
+    let start: string | undefined;
+    try {
+      const label = readFileSync(join(dataDir, "backup_label"), "utf8");
+      start = /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(label)?.[1];
+    } catch {
+      // no label (already started?): no record until wal-restore writes one
+    }
+    if (start === undefined || !usableRestartPoint(start)) {
+      if (await removeStandby(driver, dir, name))
+        ctx.log.info(`removed the old record of standby ${JSON.stringify(name)}`);
+      return;
+    }
+    await noteStandby(driver, dir, name, start, {
+      expireSeconds: standbyExpireSeconds(ctx.config),
+      slaveData: dataDir,
+      now: Date.now(),
+    });
+    ctx.log.info(`standby ${JSON.stringify(name)} recorded in ${dir}: WAL from ${start} on is kept for it`);
+  } catch (err) {
+    ctx.log.warn(`cannot record this standby in ${dir}: ${(err as Error).message}`);
   }
-  if (start === undefined || !usableRestartPoint(start)) {
-    if (await removeStandby(driver, dir, name))
-      ctx.log.info(`removed the old record of standby ${JSON.stringify(name)}`);
-    return;
-  }
-  await noteStandby(driver, dir, name, start, {
-    expireSeconds: standbyExpireSeconds(ctx.config),
-    slaveData: dataDir,
-    now: Date.now(),
-  });
-  ctx.log.info(`standby ${JSON.stringify(name)} recorded in ${dir}: WAL from ${start} on is kept for it`);
 }
