@@ -1,0 +1,286 @@
+/**
+ * A real OpenStack Swift all-in-one with its s3api middleware on a loopback port, for the S3
+ * tests and the demo: scripts/swift/aio.py run by Debian's /usr/bin/python3 (python3-swift).
+ * Path-style addressing, region us-east-1, access key `test:tester`, secret `testing`.
+ * When the suite runs as root, the servers run as `postgres` in a temp folder it owns.
+ *
+ * The launcher prints READY / PROXY DOWN / PROXY UP on stdout and stops with its servers when
+ * its stdin closes, so a test process that dies leaves no servers behind (the child and its
+ * pipes are unref'd: a forgotten stop() does not keep the test process alive either).
+ * Logs: <dir>/log/{proxy,account,container,object,aio}.log (see logTail()).
+ */
+import aws4 from "aws4";
+import { type ChildProcess } from "node:child_process";
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http";
+import { type Socket } from "node:net";
+import { join } from "node:path";
+import { freePort } from "./cluster";
+import { makeTempDir, removeTempDir, REPO_ROOT, RUN_AS, RUN_AS_NAME, spawnAs, type Spawned } from "./env";
+
+export const SWIFT_PYTHON = "/usr/bin/python3";
+const AIO_SCRIPT = join(REPO_ROOT, "scripts", "swift", "aio.py");
+const READY_TIMEOUT_MS = 30_000;
+
+/** True when python3-swift is installed (for a skip message). */
+export function swiftAvailable(): boolean {
+  return existsSync(SWIFT_PYTHON) && existsSync("/usr/lib/python3/dist-packages/swift/__init__.py");
+}
+
+export interface S3Response {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+export interface S3RequestOptions {
+  body?: Buffer | string;
+  /** Extra headers (signed too). */
+  headers?: Record<string, string>;
+  /** Credentials other than the harness's own (a wrong secret, say). */
+  accessKey?: string;
+  secretKey?: string;
+  /** Abort (rejecting) after this long; default 30 s. */
+  timeoutMs?: number;
+}
+
+export class TestSwift {
+  readonly accessKey = "test:tester";
+  readonly secretKey = "testing";
+  readonly region = "us-east-1";
+  /** http://127.0.0.1:PORT (path-style: endpoint/bucket/key). */
+  readonly endpoint: string;
+  private readonly lines: string[] = [];
+  private lineWaiters: (() => void)[] = [];
+  private exitStatus: { status: number | null; signal: NodeJS.Signals | null } | undefined;
+  private stopped = false;
+  /** ms from spawning the launcher to its READY line. */
+  startupMs = 0;
+
+  private constructor(
+    /** The temp folder: etc/, srv/, log/, the `slow` file. */
+    readonly dir: string,
+    readonly port: number,
+    private readonly proc: Spawned,
+  ) {
+    this.endpoint = `http://127.0.0.1:${port}`;
+  }
+
+  /** Starts Swift on a free port (retried on a port clash); resolves once the proxy answers. */
+  static async start(): Promise<TestSwift> {
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const dir = makeTempDir("swift");
+      try {
+        return await TestSwift.startIn(dir, await freePort());
+      } catch (err) {
+        removeTempDir(dir);
+        lastErr = err;
+        if (!(err instanceof Error) || !/is not free/.test(err.message)) throw err;
+      }
+    }
+    throw lastErr;
+  }
+
+  private static async startIn(dir: string, port: number): Promise<TestSwift> {
+    // A copy the server user can read even when the checkout is private (CI clones under /root).
+    const script = join(dir, "aio.py");
+    copyFileSync(AIO_SCRIPT, script);
+    chmodSync(script, 0o644);
+    if (RUN_AS) chownSync(script, RUN_AS.uid, RUN_AS.gid);
+    const t0 = Date.now();
+    const proc = spawnAs(SWIFT_PYTHON, [script, dir, String(port), "--user", RUN_AS_NAME], {
+      stdio: ["pipe", "pipe", "pipe"],
+      cwd: dir,
+    });
+    const s = new TestSwift(dir, port, proc);
+    let partial = "";
+    proc.child.stdout?.on("data", (b: Buffer) => {
+      partial += b.toString("utf8");
+      const parts = partial.split("\n");
+      partial = parts.pop() ?? "";
+      s.addLines(parts);
+    });
+    void proc.exited.then((st) => {
+      s.exitStatus = st;
+      s.wake();
+    });
+    unrefChild(proc.child);
+    try {
+      await s.waitLine((l) => l.startsWith("READY "), READY_TIMEOUT_MS, "READY");
+    } catch (err) {
+      await s.stop();
+      throw new Error(`Swift did not start: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    s.startupMs = Date.now() - t0;
+    return s;
+  }
+
+  private addLines(lines: string[]): void {
+    this.lines.push(...lines);
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.lineWaiters;
+    this.lineWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** Waits for a stdout line from index `from` on matching `match`; rejects on exit/timeout. */
+  private async waitLine(match: (line: string) => boolean, timeoutMs: number, what: string, from = 0): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.lines.slice(from).find(match);
+      if (hit !== undefined) return hit;
+      if (this.exitStatus)
+        throw new Error(
+          `the Swift launcher exited (${this.exitStatus.signal ?? `status ${String(this.exitStatus.status)}`}) before ${what}\n${this.diagnostics()}`,
+        );
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no ${what} from the Swift launcher after ${timeoutMs} ms\n${this.diagnostics()}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.lineWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** The launcher's output and the last `lines` lines of each log file. */
+  logTail(lines = 20): string {
+    const out = [`launcher output:\n${this.proc.output()}`];
+    const logDir = join(this.dir, "log");
+    if (existsSync(logDir)) {
+      for (const f of readdirSync(logDir).sort()) {
+        const text = readFileSync(join(logDir, f), "utf8").split("\n").filter(Boolean);
+        out.push(`${f}:\n${text.slice(-lines).join("\n")}`);
+      }
+    }
+    return out.join("\n");
+  }
+
+  private diagnostics(): string {
+    try {
+      return this.logTail();
+    } catch (err) {
+      return `(no logs: ${String(err)})`;
+    }
+  }
+
+  private async command(signal: NodeJS.Signals, want: string): Promise<void> {
+    if (this.exitStatus || this.stopped) throw new Error("the Swift launcher is not running");
+    const from = this.lines.length;
+    this.proc.child.kill(signal);
+    const line = await this.waitLine(
+      (l) => l === want || l.startsWith("PROXY FAILED"),
+      READY_TIMEOUT_MS + 5_000,
+      want,
+      from,
+    );
+    if (line !== want) throw new Error(`${line}\n${this.diagnostics()}`);
+  }
+
+  /** Stops the proxy only: its port refuses connections (an endpoint that is down). */
+  async stopProxy(): Promise<void> {
+    await this.command("SIGUSR1", "PROXY DOWN");
+  }
+
+  /** Starts the proxy again on the same port; resolves once it answers. */
+  async startProxy(): Promise<void> {
+    await this.command("SIGUSR2", "PROXY UP");
+  }
+
+  /**
+   * The proxy waits `seconds` before handling each request from now on (0: no delay), or
+   * only each request with one of `methods` ("PUT", say). Read by the proxy per request.
+   */
+  setSlow(seconds: number, ...methods: string[]): void {
+    const file = join(this.dir, "slow");
+    if (seconds > 0)
+      writeFileSync(file, `${[String(seconds), ...methods.map((m) => m.toUpperCase())].join(" ")}\n`, { mode: 0o644 });
+    else rmSync(file, { force: true });
+  }
+
+  /** Stops all servers and removes the temp folder (kept with WALMGR_KEEP_TMP). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (!this.exitStatus) {
+      this.proc.child.kill("SIGTERM");
+      const killer = setTimeout(() => this.proc.child.kill("SIGKILL"), 10_000);
+      await this.proc.exited;
+      clearTimeout(killer);
+    }
+    removeTempDir(this.dir);
+  }
+
+  /** A signed (SigV4) S3 request; `path` is /bucket[/key][?query], already URI-encoded. */
+  async request(method: string, path: string, opts: S3RequestOptions = {}): Promise<S3Response> {
+    return s3Request(this.port, method, path, {
+      ...opts,
+      accessKey: opts.accessKey ?? this.accessKey,
+      secretKey: opts.secretKey ?? this.secretKey,
+      region: this.region,
+    });
+  }
+
+  /** PUT Bucket (a signed request); throws unless Swift answers 200. */
+  async createBucket(name: string): Promise<void> {
+    const res = await this.request("PUT", `/${encodeURIComponent(name)}`);
+    if (res.status !== 200)
+      throw new Error(`PUT bucket ${name}: HTTP ${res.status}: ${res.body.toString("utf8").slice(0, 500)}`);
+  }
+}
+
+/** A signed S3 request to 127.0.0.1:`port` over node:http (a new connection each time). */
+export function s3Request(
+  port: number,
+  method: string,
+  path: string,
+  opts: S3RequestOptions & { accessKey: string; secretKey: string; region: string },
+): Promise<S3Response> {
+  const body = typeof opts.body === "string" ? Buffer.from(opts.body, "utf8") : opts.body;
+  const headers: OutgoingHttpHeaders = { ...(opts.headers ?? {}) };
+  if (body && !Object.keys(headers).some((h) => h.toLowerCase() === "content-type"))
+    headers["Content-Type"] = "application/octet-stream"; // aws4 would say form-urlencoded
+  if (!body && (method === "PUT" || method === "POST")) headers["Content-Length"] = 0;
+  const signed = aws4.sign(
+    { host: "127.0.0.1", port, method, path, service: "s3", region: opts.region, headers, ...(body ? { body } : {}) },
+    { accessKeyId: opts.accessKey, secretAccessKey: opts.secretKey },
+  );
+  return new Promise<S3Response>((resolve, reject) => {
+    const req = httpRequest(
+      { host: "127.0.0.1", port, method, path: signed.path, headers: signed.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+        res.on("error", reject);
+      },
+    );
+    req.setTimeout(opts.timeoutMs ?? 30_000, () =>
+      req.destroy(new Error(`S3 ${method} ${path}: no answer after ${opts.timeoutMs ?? 30_000} ms`)),
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+function unrefChild(child: ChildProcess): void {
+  child.unref();
+  for (const s of [child.stdin, child.stdout, child.stderr]) (s as Socket | null)?.unref();
+}
