@@ -17,7 +17,9 @@ import {
   standbyExpireSeconds,
   type JudgedStandby,
 } from "../standbys";
-import { isWalSegmentSize, parseWalName, comparePosition } from "../wal/names";
+import { isWalSegmentSize, parseWalName, comparePosition, segmentNumber } from "../wal/names";
+import { formatLocation } from "../config/load";
+import { archiveRepositories } from "./archive/repositories";
 import type { SlaveLayout } from "../layout";
 
 export interface Status {
@@ -40,6 +42,8 @@ export interface Status {
   periodic?: PeriodicState;
   /** Each standby recorded in completed_wals (see standbys.ts), with its lag. */
   standbys?: StandbyStatus[];
+  /** With also_archive_to: each repository, its newest segment and how far it is behind the newest of all. */
+  repositories?: RepositoryStatus[];
   /** The newest complete segment in completed_wals, which the lags are measured against. */
   newestSegment?: string;
 }
@@ -59,6 +63,55 @@ export interface StandbyStatus {
   /** The one restart-point file of earlier versions. */
   legacy?: boolean;
 }
+
+export interface RepositoryStatus {
+  name: string;
+  location: string;
+  /** Its newest complete segment (undefined: none, or unreachable). */
+  newestSegment?: string;
+  /** Segments it lacks up to the newest segment of any repository (null: unknown). */
+  behindSegments: number | null;
+  /** Why it could not be read (down, no credentials …). */
+  error?: string;
+}
+
+/** Each repository the master archives to (only with also_archive_to), and how far behind it is. */
+async function gatherRepositories(ctx: Context): Promise<RepositoryStatus[] | undefined> {
+  if (ctx.config.role !== "master" || !ctx.config.has("also_archive_to")) return undefined;
+  // A repository that is down must not hang status: a short timeout, one retry.
+  const repos = archiveRepositories(ctx.config, 5);
+  const out = await Promise.all(
+    repos.map(async (r): Promise<RepositoryStatus> => {
+      const base = { name: r.name, location: formatLocation(r.loc), behindSegments: null };
+      try {
+        let newest: string | undefined;
+        for (const n of (await r.archive.driver.list(r.loc.path)) ?? []) {
+          if (parseWalName(n)?.kind === "segment" && (newest === undefined || comparePosition(n, newest) > 0))
+            newest = n;
+        }
+        return newest === undefined ? base : { ...base, newestSegment: newest };
+      } catch (err) {
+        return { ...base, error: (err as Error).message };
+      }
+    }),
+  );
+  const top = out.reduce<string | undefined>(
+    (m, r) =>
+      r.newestSegment !== undefined && (m === undefined || comparePosition(r.newestSegment, m) > 0)
+        ? r.newestSegment
+        : m,
+    undefined,
+  );
+  for (const r of out) {
+    if (r.error !== undefined || top === undefined) continue;
+    r.behindSegments =
+      r.newestSegment === undefined ? null : Number(segmentNumber(top, SEG16) - segmentNumber(r.newestSegment, SEG16));
+  }
+  return out;
+}
+
+/** Segment size for counting segments between two names (the count does not depend on it as long as both use it). */
+const SEG16 = 16 * 1024 * 1024;
 
 /** The standby registry and how far each is behind the newest complete segment. */
 async function gatherStandbys(
@@ -208,6 +261,8 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
     const p = await readPeriodicState(layout, dir);
     if (p) status.periodic = p;
   }
+  const repos = await gatherRepositories(ctx);
+  if (repos !== undefined) status.repositories = repos;
   try {
     const reg = await gatherStandbys(ctx, layout, now);
     status.standbys = reg.standbys;
@@ -268,6 +323,17 @@ export async function status(ctx: Context): Promise<void> {
           ? `killed by ${p.signal}`
           : `status ${p.status ?? "?"}`;
     row("periodic", `last started ${p.started} (${how})`);
+  }
+  for (const [i, r] of (s.repositories ?? []).entries()) {
+    const text = `${r.name} ${r.location}: ${
+      r.error !== undefined
+        ? `UNREACHABLE (${r.error})`
+        : r.newestSegment === undefined
+          ? "no segment archived"
+          : `newest ${r.newestSegment}, ${r.behindSegments === 0 ? "up to date" : `${r.behindSegments ?? "?"} segment(s) behind`}`
+    }`;
+    if (i === 0) row("repositories", text);
+    else lines.push(`${"".padEnd(17)}${text}`);
   }
   if (s.standbys !== undefined) {
     if (s.standbys.length === 0) row("standbys", "none recorded in completed_wals");

@@ -15,8 +15,13 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   const wal = requireWalName(name);
   const repos = archiveRepositories(ctx.config);
   const src = resolve(srcPath);
+  // A repository that cannot be reached now fails in its push below, after the others stored
+  // the file; only one that answers "no such folder" (setup never ran) stops the run here.
   const missing = await Promise.all(
-    repos.map(async (r) => ((await r.archive.driver.info(r.loc.path))?.isDirectory ? undefined : r)),
+    repos.map(async (r) => {
+      const st = await r.archive.driver.info(r.loc.path).catch(() => ({ isDirectory: true }));
+      return st?.isDirectory ? undefined : r;
+    }),
   );
   for (const r of missing) {
     if (r === undefined) continue;
