@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { removeTempDir, runBin, sleep, waitFor, ok } from "../helpers/env";
+import { removeTempDir, runBin, sleep, spawnBin, waitFor, ok } from "../helpers/env";
 import { TestSwift } from "../helpers/swift";
 import { createPair, stopPair, type Pair } from "../helpers/walmgr";
 
@@ -86,6 +86,24 @@ test("QUICK START against S3: setup, backup, restore, replay, pause, continue, s
     assert.ok(!(await keys("site/logs.complete/BACKUPLOCK")).length, "BACKUPLOCK released");
     const list = ok(runBin("wal-ctl", [p.slaveIni, "listbackups"]), "listbackups");
     assert.match(list.stdout, /data\.master/);
+  });
+
+  await t.test("a second backup is refused while one holds BACKUPLOCK; SIGTERM releases it", async () => {
+    const first = spawnBin("wal-backup", [p.masterIni]);
+    await waitFor(
+      "BACKUPLOCK in the bucket",
+      async () => (await keys("site/logs.complete/BACKUPLOCK")).length > 0,
+      30_000,
+    );
+    const second = runBin("wal-backup", [p.masterIni]);
+    assert.equal(second.status, 4, second.stderr);
+    assert.match(second.stderr, /another backup holds s3:\/\/|another backup holds \/site\/logs.complete\/BACKUPLOCK/);
+    first.child.kill("SIGTERM");
+    const end = await first.exited;
+    assert.notEqual(end.status, 0, "the killed backup must not report success");
+    assert.equal((await keys("site/logs.complete/BACKUPLOCK")).length, 0, "BACKUPLOCK released on SIGTERM");
+    assert.equal((await keys("site/.walmgr-tmp")).length, 0, "the half-built set removed");
+    assert.ok((await keys("site/data.master/backup_label")).length, "the previous set is untouched");
   });
 
   await t.test("restore fetches the set and starts a standby that replays switched segments", async () => {

@@ -11,10 +11,11 @@
  * a second writer, so the driver looks before it writes and looks again after: the object must
  * carry its writer's token, else it lost.
  */
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { Readable, Writable } from "node:stream";
 import type { IncomingMessage } from "node:http";
-import { posix } from "node:path";
+import { join, posix } from "node:path";
 import { IoError, TransportError } from "../../errors";
 import type { FileInfo, ReadStream, StorageDriver, StorageFeatures, WriteHandle, WriteOptions } from "../driver";
 import type { Manifest } from "../manifest";
@@ -61,6 +62,33 @@ export class S3Driver implements StorageDriver {
         getTree: (src, dest, expect) => s3GetTree(this, src, dest, expect),
       },
     };
+  }
+
+  /**
+   * Synchronous cleanup for a signal handler (see release-sync.ts): a child process does the
+   * requests (dist/bin/wal-s3-release.js) while this one waits, for at most a minute.
+   */
+  removeTreeSync(path: string): void {
+    this.releaseInChild({ tree: path });
+  }
+
+  releaseLockSync(lockPath: string, pid: number, host: string): void {
+    this.releaseInChild({ lock: { path: lockPath, pid, host } });
+  }
+
+  private releaseInChild(what: { tree?: string; lock?: { path: string; pid: number; host: string } }): void {
+    const t = this.client.target;
+    const job = {
+      target: { ...t, endpoint: t.endpoint.href, credentials: undefined },
+      credentials: t.credentials(),
+      partSize: this.partSize,
+      ...what,
+    };
+    spawnSync(process.execPath, [join(__dirname, "wal-s3-release.js")], {
+      input: JSON.stringify(job),
+      stdio: ["pipe", "ignore", "inherit"],
+      timeout: 60_000,
+    });
   }
 
   /** The object key of a slave-directory path ("/a/b" → "a/b"). */
