@@ -71,10 +71,6 @@ export async function backup(ctx: Context): Promise<void> {
     ctx.out(`[not really] pg_backup_start, copy ${source} to ${full}, pg_backup_stop`);
     return;
   }
-  const lock = await acquireBackupLock(control, `wal-backup ${ctx.config.file} (${process.argv.slice(1).join(" ")})`, {
-    breakStale: ctx.options.has("clear-stale-lock"),
-    onStale: (msg) => ctx.log.warn(msg),
-  });
   const tmp = tempSetPath(full);
   const lockPath = control.lockPath();
   /** Once the new set is being renamed into place, the temp tree must not be removed any more. */
@@ -93,6 +89,19 @@ export async function backup(ctx: Context): Promise<void> {
       // not ours, or already gone
     }
   });
+  // The cleanup is in place before the lock is taken: taking it can take seconds (a checked
+  // lock re-reads itself after a pause), and a signal then must not leave it behind. It removes
+  // only a lock that names this process.
+  let lock;
+  try {
+    lock = await acquireBackupLock(control, `wal-backup ${ctx.config.file} (${process.argv.slice(1).join(" ")})`, {
+      breakStale: ctx.options.has("clear-stale-lock"),
+      onStale: (msg) => ctx.log.warn(msg),
+    });
+  } catch (err) {
+    unregister();
+    throw err;
+  }
   ctx.log.info(`backup lock taken: ${lockPath}`);
   // Temp files of killed wal-archive runs (their pids are gone) are litter: clear them now.
   if (isLocal(layout.completed)) removeStaleTemps(layout.completed.path);
