@@ -86,6 +86,8 @@ test("QUICK START against S3: setup, backup, restore, replay, pause, continue, s
     assert.ok(!(await keys("site/logs.complete/BACKUPLOCK")).length, "BACKUPLOCK released");
     const list = ok(runBin("wal-ctl", [p.slaveIni, "listbackups"]), "listbackups");
     assert.match(list.stdout, /data\.master/);
+    const verified = ok(runBin("wal-ctl", [p.slaveIni, "verify"]), "verify");
+    assert.match(verified.stdout, /all backup sets verified/);
   });
 
   await t.test("a second backup is refused while one holds BACKUPLOCK; SIGTERM releases it", async () => {

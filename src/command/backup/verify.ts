@@ -1,9 +1,10 @@
-import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode, IoError, WalmgrError } from "../../errors";
 import { slaveLayout } from "../../layout";
-import { hashFile } from "../../storage/sha256";
+import { readBytes } from "../../storage/bytes";
+import { chunks } from "../../storage/files";
+import { hashStream } from "../../storage/sha256";
 import { parseManifest } from "../../storage/manifest";
 import { BACKUP_MANIFEST, listSets } from "./sets";
 
@@ -16,19 +17,28 @@ export async function verify(ctx: Context): Promise<void> {
   const full = ctx.config.requireLocation("full_backup", "verify");
   const [setArg] = ctx.args;
   const sets = setArg
-    ? [setArg.includes("/") ? setArg : join(dirname(full.path), setArg)]
+    ? [
+        full.bucket !== undefined && !setArg.startsWith("/")
+          ? posix.join(posix.dirname(full.path), setArg)
+          : setArg.includes("/")
+            ? setArg
+            : join(dirname(full.path), setArg),
+      ]
     : await listSets(layout.driver, full.path);
   if (sets.length === 0) throw new WalmgrError(`no backup set in ${dirname(full.path)}`, ExitCode.NOT_AVAILABLE);
   const bad: string[] = [];
+  const driver = layout.driver;
   for (const set of sets) {
     const file = posix.join(set, BACKUP_MANIFEST);
-    if (!existsSync(file)) {
-      bad.push(`${set}: no manifest (${BACKUP_MANIFEST})`);
-      continue;
-    }
     let manifest;
     try {
-      manifest = parseManifest(readFileSync(file, "utf8"), file);
+      // Through the storage driver: a set in an object store (or on the slave host) is read where it is.
+      const raw = await readBytes(driver, file);
+      if (raw === undefined) {
+        bad.push(`${set}: no manifest (${BACKUP_MANIFEST})`);
+        continue;
+      }
+      manifest = parseManifest(raw.toString("utf8"), file);
     } catch (err) {
       // One damaged set fails the run, after the others are checked too.
       bad.push(`${set}: ${(err as Error).message}`);
@@ -36,15 +46,16 @@ export async function verify(ctx: Context): Promise<void> {
     }
     let checked = 0;
     for (const [rel, want] of Object.entries(manifest.files)) {
-      const abs = join(set, rel);
-      if (!existsSync(abs)) {
-        bad.push(`${set}: ${rel} is missing`);
-        continue;
-      }
+      const path = posix.join(set, rel);
       try {
-        const size = statSync(abs).size;
-        if (size !== want.size) bad.push(`${set}: ${rel} has ${size} bytes, expected ${want.size}`);
-        else if (hashFile(abs).sha256 !== want.sha256) bad.push(`${set}: ${rel} does not match its checksum`);
+        const stream = await driver.newRead(path);
+        if (stream === undefined) {
+          bad.push(`${set}: ${rel} is missing`);
+          continue;
+        }
+        const got = await hashStream(chunks(stream));
+        if (got.bytes !== want.size) bad.push(`${set}: ${rel} has ${got.bytes} bytes, expected ${want.size}`);
+        else if (got.sha256 !== want.sha256) bad.push(`${set}: ${rel} does not match its checksum`);
       } catch (err) {
         bad.push(`${set}: cannot read ${rel}: ${(err as Error).message}`);
       }
