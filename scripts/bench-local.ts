@@ -4,32 +4,44 @@
  * 1. Archive drain: a real PostgreSQL 15 piles up 16 ready segments (16 MiB) with an empty
  *    archive_command, then gets one contender's command by reload; the time until its archiver
  *    has no `.ready` left. Contenders: wal-archive as `setup` configures it (batch archiving on),
- *    `pgbackrest archive-push` sync and async (process-max=2), compress none, and the serial
- *    `cp` + fsync + rename floor.
+ *    the same with its slave directory in S3, `pgbackrest archive-push` sync and async
+ *    (process-max=2), compress none, and the serial `cp` + fsync + rename floor.
  * 2. Standby catch-up: a standby made from one base backup replays 32 archived segments full of
  *    WAL (row inserts); the time from its start until it has replayed them. Contenders: wal-restore (prefetch and the
- *    sh front on), `pgbackrest archive-get` sync and async (process-max=2), and `cp`.
+ *    sh front on), the same from S3, `pgbackrest archive-get` sync and async (process-max=2), and `cp`.
  * 3. Base backup of a pgbench scale-30 database, a full copy each time (targets emptied, untimed):
  *    wal-backup, `pg_basebackup` (-X none, which like the others waits for the archive, and the
  *    default -X stream), `pgbackrest backup --type=full`, compress none.
  *
- * Contenders rotate within each round; medians and ratios. A measurement, not a test: exits 0
- * whatever the ratios. Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
- * [--only drain,catchup,backup] (default all three)
+ * The S3 contenders (drain and catch-up) use `slave = s3://bench/site` on an OpenStack Swift
+ * all-in-one with s3api on loopback (test/helpers/swift.ts: Python, single process per server,
+ * one replica), so they time walmgr-ts's S3 driver plus that server, not a cloud. pgBackRest has
+ * no S3 contender: 2.45 speaks only https to an S3 endpoint (repo1-storage-verify-tls=n turns
+ * off the certificate check, not TLS; pointed at Swift's plain http port, `repo-ls` sat in the
+ * TLS handshake with no answer for 60 s), so S3 is compared with its local repository instead.
+ * Swift is stopped before the base backups. Skipped with --no-s3 or when python3-swift is missing.
+ *
+ * Contenders rotate within each round; medians and ratios (against walmgr-ts local, and for
+ * the others against walmgr-ts S3 too). A measurement, not a test: exits 0 whatever the ratios.
+ * Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
+ * [--only drain,catchup,backup] (default all three) [--no-s3]
  */
-import { readFileSync, rmSync } from "node:fs";
+import { chmodSync, readFileSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
 import { Client } from "pg";
 import { join } from "node:path";
 import { Cluster, freePort } from "../test/helpers/cluster";
 import { binPath, makeTempDir, mkdirAs, pgBin, removeTempDir, run, sleep, type RunResult } from "../test/helpers/env";
 import { killPrefetcher } from "../test/helpers/prefetch";
+import { swiftAvailable, TestSwift } from "../test/helpers/swift";
 import { masterIniText, writeFileAs } from "../test/helpers/walmgr";
 import { literal, median, ready, setArchiveCommand, sh } from "./bench-util";
 
 const DRAIN_SEGMENTS = 16;
 const CATCHUP_SEGMENTS = 32;
 const PGBENCH_SCALE = 30;
+const S3_BUCKET = "bench";
+const S3_SLAVE = `s3://${S3_BUCKET}/site`;
 
 interface Contender {
   label: string;
@@ -123,13 +135,36 @@ function pgbackrestConf(dir: string, name: string, c: Cluster, async: boolean): 
   return file;
 }
 
-function report(title: string, contenders: { label: string; samples: number[] }[], unit: number, what: string): void {
+/** A config file holding the S3 secret: mode 0600 (walmgr-ts refuses it readable by others). */
+function writeS3Ini(file: string, text: string, swift: TestSwift): void {
+  writeFileAs(
+    file,
+    `${text}slave = ${S3_SLAVE}\ns3_endpoint = ${swift.endpoint}\ns3_region = ${swift.region}\ns3_access_key = ${swift.accessKey}\ns3_secret_key = ${swift.secretKey}\n`,
+  );
+  chmodSync(file, 0o600);
+}
+
+/**
+ * Medians, and each one's ratio to walmgr-ts's (the first contender): walmgr-ts time / its
+ * time, below 1 where walmgr-ts is faster. `s3` (walmgr-ts with an S3 slave directory) gets
+ * the same ratio column of its own for the others.
+ */
+function report(
+  title: string,
+  contenders: { label: string; samples: number[] }[],
+  unit: number,
+  what: string,
+  s3?: { label: string; samples: number[] },
+): void {
   process.stdout.write(`\n${title}\n`);
+  if (s3)
+    process.stdout.write("  (ratios: walmgr-ts local's or S3's median / that line's; below 1: walmgr-ts is faster)\n");
   const ours = median(contenders[0]?.samples ?? []);
+  const theirs = s3 ? median(s3.samples) : NaN;
   for (const x of contenders) {
     const m = median(x.samples);
     process.stdout.write(
-      `  ${x.label.padEnd(52)} median ${m.toFixed(0).padStart(6)} ms  (${(m / unit).toFixed(1)} ms/${what})${x === contenders[0] ? "" : `   walmgr-ts: ${(ours / m).toFixed(2)}×`}\n`,
+      `  ${x.label.padEnd(52)} median ${m.toFixed(0).padStart(6)} ms  (${(m / unit).toFixed(1)} ms/${what})${x === contenders[0] ? "" : `   walmgr-ts: ${(ours / m).toFixed(2)}×`}${!s3 || x === s3 || x === contenders[0] ? "" : `   S3: ${(theirs / m).toFixed(2)}×`}\n`,
     );
   }
 }
@@ -142,7 +177,20 @@ async function main(): Promise<void> {
   const want = (part: string): boolean => only.includes(part);
   const base = makeTempDir("bench-local");
   const stopAll: Cluster[] = [];
+  let swift: TestSwift | undefined;
   try {
+    if ((want("drain") || want("catchup")) && !process.argv.includes("--no-s3")) {
+      if (swiftAvailable()) {
+        swift = await TestSwift.start();
+        await swift.createBucket(S3_BUCKET);
+        // What `setup` leaves: the folders' marker objects (wal-archive wants logs.complete to exist).
+        for (const d of ["logs.complete", "logs.partial"]) {
+          const res = await swift.request("PUT", `/${S3_BUCKET}/site/${d}/`, { body: "" });
+          if (res.status !== 200) throw new Error(`PUT ${d}/: HTTP ${res.status}`);
+        }
+        process.stdout.write(`S3: ${S3_SLAVE} on Swift (s3api) at ${swift.endpoint}\n`);
+      } else process.stdout.write("S3 contenders skipped: python3-swift is not installed\n");
+    }
     for (const d of ["repo", "log", "lock", "spool-sync", "spool-async", "plain", "cp-restore"]) mkdirAs(join(base, d));
     const slave = join(base, "walshipping");
     mkdirAs(join(slave, "logs.complete"));
@@ -157,6 +205,8 @@ async function main(): Promise<void> {
     await c.query("CREATE TABLE t (v int)");
     const ini = join(base, "master.ini");
     writeFileAs(ini, `[wal-master]\njob_name = bench\nmaster_data = ${c.dataDir}\nslave = ${slave}\n`);
+    const s3Ini = join(base, "master-s3.ini");
+    if (swift) writeS3Ini(s3Ini, `[wal-master]\njob_name = bench-s3\nmaster_data = ${c.dataDir}\n`, swift);
     const syncConf = pgbackrestConf(base, "sync", c, false);
     const asyncConf = pgbackrestConf(base, "async", c, true);
     const create = run("pgbackrest", [`--config=${syncConf}`, "--stanza=bench", "stanza-create"]);
@@ -168,10 +218,17 @@ async function main(): Promise<void> {
     // .done would keep it from the commands after wal-archive's).
     const chainIni = join(base, "chain.ini");
     writeFileAs(chainIni, `${readFileSync(ini, "utf8")}archive_batch = 0\n`);
-    const archiveToAll = (): Promise<void> =>
+    const s3ChainIni = join(base, "chain-s3.ini");
+    if (swift)
+      writeS3Ini(
+        s3ChainIni,
+        `[wal-master]\njob_name = bench-s3\nmaster_data = ${c.dataDir}\narchive_batch = 0\n`,
+        swift,
+      );
+    const archiveToAll = (s3: boolean): Promise<void> =>
       setArchiveCommand(
         c,
-        `${sh(binPath("wal-archive"))} ${sh(chainIni)} %p %f && pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p && cp %p ${join(base, "cp-restore")}/%f`,
+        `${sh(binPath("wal-archive"))} ${sh(chainIni)} %p %f && pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p && cp %p ${join(base, "cp-restore")}/%f${s3 ? ` && ${sh(binPath("wal-archive"))} ${sh(s3ChainIni)} %p %f` : ""}`,
       );
     if (want("drain")) {
       // 1. Archive drain.
@@ -181,6 +238,15 @@ async function main(): Promise<void> {
           command: `${sh(binPath("wal-archive"))} ${sh(ini)} %p %f`,
           samples: [],
         },
+        ...(swift
+          ? [
+              {
+                label: "wal-archive S3-CONFIG %p %f (bucket on local Swift)",
+                command: `${sh(binPath("wal-archive"))} ${sh(s3Ini)} %p %f`,
+                samples: [],
+              },
+            ]
+          : []),
         {
           label: "pgbackrest archive-push (sync)",
           command: `pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p`,
@@ -219,11 +285,12 @@ async function main(): Promise<void> {
         drainers,
         DRAIN_SEGMENTS,
         "segment",
+        swift ? drainers[1] : undefined,
       );
     }
     if (want("catchup")) {
       // 2. Standby catch-up: every contender's archive gets the same segments.
-      await archiveToAll();
+      await archiveToAll(swift !== undefined);
       await sleep(300);
       const pristine = join(base, "pristine");
       const bb = run(pgBin("pg_basebackup"), [
@@ -247,6 +314,16 @@ async function main(): Promise<void> {
       await waitUntil("the catch-up segments archived", () => ready(c) === 0);
       const slaveIni = join(base, "slave.ini");
       writeFileAs(slaveIni, `[wal-slave]\njob_name = bench-slave\nslave_data = ${base}/standby\nslave = ${slave}\n`);
+      const s3SlaveIni = join(base, "slave-s3.ini");
+      if (swift) {
+        // PAUSE and STOP of an S3 slave directory are local: its control_dir (made by setup).
+        mkdirAs(join(base, "slave-s3.control"));
+        writeS3Ini(
+          s3SlaveIni,
+          `[wal-slave]\njob_name = bench-slave-s3\nslave_data = ${base}/standby\ncontrol_dir = ${base}/slave-s3.control\n`,
+          swift,
+        );
+      }
       const catchers: Contender[] = [
         {
           label: "wal-restore CONFIG %f %p %r (prefetch, sh front)",
@@ -254,6 +331,16 @@ async function main(): Promise<void> {
           samples: [],
           after: killPrefetcher,
         },
+        ...(swift
+          ? [
+              {
+                label: "wal-restore S3-CONFIG %f %p %r (prefetch, sh front)",
+                command: `${sh(binPath("wal-restore"))} ${sh(s3SlaveIni)} %f %p %r`,
+                samples: [],
+                after: killPrefetcher,
+              },
+            ]
+          : []),
         {
           label: "pgbackrest archive-get (sync)",
           command: `pgbackrest --config=${sh(syncConf)} --stanza=bench --pg1-path=${sh(join(base, "standby"))} archive-get %f %p`,
@@ -302,11 +389,14 @@ async function main(): Promise<void> {
         catchers,
         CATCHUP_SEGMENTS,
         "segment",
+        swift ? catchers[1] : undefined,
       );
     }
     if (want("backup")) {
       // 3. Base backup of a pgbench scale-30 database, each a full copy into an empty target.
-      await archiveToAll();
+      // No S3 contender here: Swift's servers would only compete with the backups for the CPUs.
+      await swift?.stop();
+      await archiveToAll(false);
       await sleep(300);
       const pgArgs = ["-h", c.socketDir, "-p", String(c.port), "-U", "postgres"];
       // Only the pgbench database is backed up beside the catalog: the drain's and catch-up's rows go.
@@ -373,6 +463,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const c of stopAll) c.stop("immediate");
+    await swift?.stop();
     removeTempDir(base);
   }
 }
