@@ -112,6 +112,10 @@ test("QUICK START against S3: setup, backup, restore, replay, pause, continue, s
     ok(runBin("wal-ctl", [p.slaveIni, "restore"]), "restore");
     assert.ok(existsSync(join(p.slaveData, "standby.signal")));
     assert.ok((await keys("site/data.master/backup_label")).length, "the set stays in the bucket");
+    // The standby's record (several standbys) is in the bucket, where the master's purge sees it.
+    assert.equal((await keys("site/logs.complete/.walmgr-standby.")).length, 1, "one standby record");
+    const st = ok(runBin("wal-ctl", [p.masterIni, "status", "--json"]), "status");
+    assert.equal((JSON.parse(st.stdout) as { standbys: unknown[] }).standbys.length, 1);
     p.master.pgbench(["-t", "200", "-c", "2", "-n"]);
     await p.master.query("INSERT INTO shipped (tag) SELECT 'replayed' FROM generate_series(1, 50)");
     await p.master.query("SELECT pg_switch_wal()");
