@@ -41,8 +41,9 @@ export function parseLocation(value: string, baseDir: string): Location {
         "write s3://BUCKET/PREFIX: a bucket name is 3-63 lower-case letters, digits, dots and dashes",
       );
     }
-    const prefix = posix.normalize(`/${slash < 0 ? "" : rest.slice(slash + 1)}`).replace(/\/+$/, "");
-    if (prefix.split("/").includes("..")) {
+    const raw = slash < 0 ? "" : rest.slice(slash + 1);
+    const prefix = posix.normalize(`/${raw}`).replace(/\/+$/, "");
+    if (raw.split("/").includes("..")) {
       throw new ConfigError(
         `${JSON.stringify(value)}: '..' is not allowed in an S3 prefix`,
         "write s3://BUCKET/PREFIX",
