@@ -39,8 +39,8 @@ export async function createLayout(ctx: Context): Promise<void> {
   for (const loc of dirs) {
     const st = await layout.driver.info(loc.path);
     if (st?.isDirectory) continue;
-    await ctx.act(`create directory ${loc.path}`, () => layout.driver.pathCreate(loc.path));
-    if (!ctx.dryRun) ctx.log.info(`created ${loc.path}`);
+    await ctx.act(`create directory ${formatLocation(loc)}`, () => layout.driver.pathCreate(loc.path));
+    if (!ctx.dryRun) ctx.log.info(`created ${formatLocation(loc)}`);
   }
   // The master's further repositories (also_archive_to) need their logs.complete too.
   if (ctx.config.role === "master") {

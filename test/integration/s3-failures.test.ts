@@ -8,9 +8,10 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { makeTempDir, removeTempDir, runBin, sleep, spawnBin } from "../helpers/env";
+import { makeTempDir, removeTempDir, runBin, sleep, spawnBin, waitFor } from "../helpers/env";
 import { TestSwift } from "../helpers/swift";
 import { writeFileAs } from "../helpers/walmgr";
 
@@ -71,21 +72,36 @@ after(async () => {
 
 test("the endpoint stopped in the middle of an upload: nothing under the final name, the retry stores it", async () => {
   const cfg = ini("master-stop", { s3_timeout: "20", s3_retries: "1" });
-  // Every upload now waits 3 s in the proxy: the PUT is in flight when the proxy goes away.
+  // Every upload now waits 3 s in the proxy. The writer's claim (a small PUT) goes first; once
+  // it is listed, the segment's PUT is on its way: the proxy goes away while it is in flight.
   swift.setSlow(3, "PUT");
   const run = spawnBin("wal-archive", [cfg, join(dir, SEG), SEG], { cwd: dir });
-  await sleep(1500);
-  await swift.stopProxy();
-  swift.setSlow(0);
+  try {
+    await waitFor(
+      "the writer's claim",
+      async () =>
+        (await swift.request("GET", `/${BUCKET}?list-type=2&prefix=site/logs.complete/.walmgr-claims/${SEG}/`)).body
+          .toString("utf8")
+          .includes("<Key>"),
+      20_000,
+    );
+    await sleep(1000);
+  } finally {
+    await swift.stopProxy();
+    swift.setSlow(0);
+  }
   const { status } = await run.exited;
-  assert.equal(status, 6, `exit 6 (transport) expected: ${run.output()}`);
-  assert.match(run.output(), /S3 PUT s3:\/\/walmgr-fail\/site\/logs.complete\/000000010000000000000007/);
   await swift.startProxy();
+  assert.equal(status, 6, `exit 6 (transport) expected: ${run.output()}`);
+  assert.match(run.output(), /S3 PUT s3:\/\/walmgr-fail\/site\/logs.complete\/000000010000000000000007 /);
   assert.equal(await stored(SEG), undefined, "nothing may be visible under the final name");
   const again = runBin("wal-archive", [cfg, join(dir, SEG), SEG], { cwd: dir });
   assert.equal(again.status, 0, again.stderr);
   const got = await stored(SEG);
   assert.ok(got !== undefined && sha(got) === sha(segment), "the retry stores the whole segment");
+  // A segment of exactly s3_part_size (16 MiB) is one PUT, not a one-part multipart upload.
+  const head = await swift.request("HEAD", `/${BUCKET}/site/logs.complete/${SEG}`);
+  assert.doesNotMatch(String(head.headers.etag), /-\d+"?$/, "a single PUT");
   const sum = await stored(`.${SEG}.sha256`);
   assert.match(sum?.toString("utf8") ?? "", new RegExp(`^${sha(segment)}  ${SEG}`));
   // Archiving it once more is identical content: success, nothing changed.
@@ -156,15 +172,35 @@ test("two archivers of one name at once, 20 times: the stored object always matc
       assert.deepEqual([ra.status, rb.status], [0, 0], `${name}: identical content: both succeed`);
     } else {
       for (const r of [ra, rb]) assert.ok(r.status === 0 || r.status === 8, `exit 0 or 8, not ${r.status}`);
-      // The one that exits 0 is the one whose content is stored (unless both stalled between
-      // their look and their write: the documented window, counted here).
+      // Claims make the create exclusive: exactly one wins, and its content is what is stored.
       if (ra.status === 0 && rb.status === 0) conflicts++;
       else if (ra.status === 0) assert.equal(sha(got), sha(segment));
       else if (rb.status === 0) assert.equal(sha(got), sha(otherBytes));
+      else assert.fail(`${name}: neither writer succeeded (${ra.status}, ${rb.status})`);
     }
+    const claims = (
+      await swift.request("GET", `/${BUCKET}?list-type=2&prefix=site/logs.complete/.walmgr-claims/`)
+    ).body.toString("utf8");
+    assert.ok(!claims.includes("<Key>"), `no claim left behind: ${claims}`);
   }
-  process.stdout.write(`both writers of different content succeeded ${conflicts} times in 10\n`);
-  assert.ok(conflicts <= 2, `both writers of different content succeeded ${conflicts} times in 10`);
+  assert.equal(conflicts, 0, `both writers of different content succeeded ${conflicts} times in 10`);
+});
+
+test("a claim left by a writer killed on this host does not block the name", async () => {
+  const cfg = ini("master-deadclaim");
+  const name = "000000010000000200000001";
+  const dead = { pid: 2 ** 22 + 12345, host: hostname(), started: new Date().toISOString(), command: "claim" };
+  const put = await swift.request("PUT", `/${BUCKET}/site/logs.complete/.walmgr-claims/${name}/deadbeef`, {
+    body: `${JSON.stringify(dead)}\n`,
+  });
+  assert.equal(put.status, 200);
+  const t0 = Date.now();
+  const res = runBin("wal-archive", [cfg, join(dir, SEG), name], { cwd: dir });
+  assert.equal(res.status, 0, res.stderr);
+  assert.ok(Date.now() - t0 < 10_000, "not held up by the dead writer's claim");
+  const left = await swift.request("GET", `/${BUCKET}?list-type=2&prefix=site/logs.complete/.walmgr-claims/${name}/`);
+  assert.ok(!left.body.toString("utf8").includes("<Key>"), "the dead writer's claim was cleared");
+  assert.equal(sha((await stored(name)) ?? Buffer.alloc(0)), sha(segment));
 });
 
 test("wrong credentials: exit 6 with a clear message, the secret never printed", () => {

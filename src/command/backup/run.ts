@@ -2,7 +2,7 @@ import { existsSync, readFileSync, rmSync, unlinkSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { hostname } from "node:os";
 import { basename, join, posix } from "node:path";
-import { isLocal, loadConfig, type Config } from "../../config/load";
+import { formatLocation, isLocal, loadConfig, type Config } from "../../config/load";
 import type { Context } from "../../context";
 import { acquireBackupLock, releaseBackupLock } from "../../control";
 import { DatabaseError, IoError } from "../../errors";
@@ -102,7 +102,9 @@ export async function backup(ctx: Context): Promise<void> {
     unregister();
     throw err;
   }
-  ctx.log.info(`backup lock taken: ${lockPath}`);
+  // For messages: s3://bucket/… or host:/… where the lock is not a local file.
+  const lockWhere = formatLocation({ ...layout.completed, path: lockPath });
+  ctx.log.info(`backup lock taken: ${lockWhere}`);
   // Temp files of killed wal-archive runs (their pids are gone) are litter: clear them now.
   if (isLocal(layout.completed)) removeStaleTemps(layout.completed.path);
   try {
@@ -128,7 +130,7 @@ export async function backup(ctx: Context): Promise<void> {
     if (!committing) await requireFeature(layout.driver, "tree").removeTree(tmp);
     await releaseBackupLock(control, lock);
     unregister();
-    ctx.log.info(`backup lock released: ${lockPath}`);
+    ctx.log.info(`backup lock released: ${lockWhere}`);
   }
 }
 

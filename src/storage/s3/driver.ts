@@ -20,11 +20,23 @@ import { IoError, TransportError } from "../../errors";
 import type { FileInfo, ReadStream, StorageDriver, StorageFeatures, WriteHandle, WriteOptions } from "../driver";
 import type { Manifest } from "../manifest";
 import { newSha256 } from "../sha256";
+import { readBytes } from "../bytes";
+import { judgeHolder, lockBody, parseLockInfo, selfLockInfo } from "../../lock";
 import { S3Client, xmlBlocks, xmlText, type S3Request } from "./client";
 import { s3GetTree, s3PutTree } from "./tree";
 
 /** Metadata header naming the writer of an object (the exclusive-create check). */
 const WRITER = "x-amz-meta-walmgr-writer";
+/** Folder (beside the objects) of the claims that make exclusive creates exclusive. */
+const CLAIMS = ".walmgr-claims";
+/** How long a writer that stepped back waits for the other writer's object. */
+const CLAIM_WAIT_MS = 30_000;
+/** Rounds of claiming when claims keep colliding (each round backs off at random). */
+const CLAIM_ROUNDS = 8;
+/** A claim older than this is ignored: no upload of ours takes that long. */
+const CLAIM_TTL_MS = 10 * 60_000;
+/** Programs that write exclusively (a claim naming another process is not ours: not stale by that alone). */
+const WRITER_PROGRAMS = ["wal-archive", "wal-ctl", "wal-backup", "wal-sync", "wal-helper", "wal-prefetch"] as const;
 /** Below this, a write is kept as small copies; above, one part-size buffer is taken. */
 const SMALL = 64 * 1024;
 const PARALLEL = 16;
@@ -151,12 +163,19 @@ export class S3Driver implements StorageDriver {
     return out;
   }
 
-  private async listPage(
+  /** One page of ListObjectsV2 (keys with sizes and modification times, common prefixes). */
+  async listPage(
     prefix: string,
     delimiter: string | undefined,
     token: string | undefined,
     max = 1000,
-  ): Promise<{ keys: string[]; sizes: number[]; prefixes: string[]; next: string | undefined }> {
+  ): Promise<{
+    keys: string[];
+    sizes: number[];
+    modified: number[];
+    prefixes: string[];
+    next: string | undefined;
+  }> {
     const req: S3Request = {
       method: "GET",
       key: "",
@@ -175,6 +194,7 @@ export class S3Driver implements StorageDriver {
     return {
       keys: contents.map((c) => xmlText(c, "Key") ?? ""),
       sizes: contents.map((c) => Number(xmlText(c, "Size") ?? 0)),
+      modified: contents.map((c) => Date.parse(xmlText(c, "LastModified") ?? "") || 0),
       prefixes: xmlBlocks(xml, "CommonPrefixes").map((c) => xmlText(c, "Prefix") ?? ""),
       next: xmlText(xml, "IsTruncated") === "true" ? xmlText(xml, "NextContinuationToken") : undefined,
     };
@@ -369,6 +389,7 @@ class S3Write extends Writable implements WriteHandle {
   private readonly parts: string[] = [];
   private readonly token = randomBytes(12).toString("hex");
   private done = false;
+  private claimed = false;
   private readonly key: string;
 
   constructor(
@@ -389,6 +410,9 @@ class S3Write extends Writable implements WriteHandle {
     this.total += chunk.length;
     let off = 0;
     while (off < chunk.length) {
+      // A full buffer becomes a part only once more bytes come: an object of exactly one part
+      // (a 16 MiB segment at the default part size) is then one PUT, not a one-part upload.
+      if (this.buf !== undefined && this.fill === this.buf.length) await this.flushPart();
       if (this.buf === undefined && this.fill + chunk.length - off <= SMALL) {
         this.small.push(Buffer.from(chunk.subarray(off)));
         this.fill += chunk.length - off;
@@ -407,7 +431,6 @@ class S3Write extends Writable implements WriteHandle {
       chunk.copy(this.buf, this.fill, off, off + n);
       this.fill += n;
       off += n;
-      if (this.fill === this.buf.length) await this.flushPart();
     }
   }
 
@@ -467,7 +490,7 @@ class S3Write extends Writable implements WriteHandle {
       }
       const c = this.driver.client;
       if (this.uploadId === undefined) {
-        if (this.opts.exclusive && (await this.exists())) return this.finish(false);
+        if (this.opts.exclusive && !(await this.claim())) return this.finish(false);
         const body = this.pending();
         const req: S3Request = {
           method: "PUT",
@@ -480,7 +503,7 @@ class S3Write extends Writable implements WriteHandle {
         if (res.status !== 200) c.fail(req, res);
       } else {
         if (this.fill > 0) await this.flushPart();
-        if (this.opts.exclusive && (await this.exists())) {
+        if (this.opts.exclusive && !(await this.claim())) {
           await this.abortUpload();
           return this.finish(false);
         }
@@ -496,19 +519,92 @@ class S3Write extends Writable implements WriteHandle {
         if (res.status !== 200 || xmlText(res.body.toString("utf8"), "Code") !== undefined) c.fail(req, res);
         this.uploadId = undefined;
       }
-      if (this.opts.exclusive) {
-        // Written: but did a concurrent writer's object replace ours (or ours theirs)? The token
-        // on the stored object names who won; a loser changes nothing further.
-        const head: S3Request = { method: "HEAD", key: this.key };
-        const res = await c.send(head);
-        if (res.status === 200 && res.headers[WRITER] !== this.token) return this.finish(false);
-      }
+      await this.dropClaim();
       this.driver.written.set(this.path, { size: this.total, sha256: this.hash.digest("hex") });
       return this.finish(true);
     } catch (err) {
       await this.abort();
+      await this.dropClaim().catch(() => undefined);
       throw err;
     }
+  }
+
+  /** Key of this writer's claim on the name (see `claim`). */
+  private claimKey(): string {
+    return `${posix.dirname(this.key)}/${CLAIMS}/${posix.basename(this.key)}/${this.token}`;
+  }
+
+  /**
+   * Exclusive create without conditional writes: the writer first publishes a claim on the name
+   * (`DIR/.walmgr-claims/NAME/TOKEN`, naming its process), then lists the name's claims. It
+   * goes on only when the name is still free and no other live claim is listed; otherwise it
+   * withdraws its claim and reports the name taken (the caller compares content, or PostgreSQL
+   * retries). Of two writers, the one whose claim became visible second sees the first one's
+   * claim in its listing, so at most one goes on: this holds when listings are read-after-write
+   * consistent (AWS S3, MinIO, Ceph, and Swift with synchronous container updates). A claim
+   * stays until its writer's object is stored; a writer that died leaves one that is ignored at
+   * once when it provably belongs to a dead process of this host, else after CLAIM_TTL_MS.
+   */
+  private async claim(): Promise<boolean> {
+    const c = this.driver.client;
+    for (let round = 0; round < CLAIM_ROUNDS; round++) {
+      if (await this.exists()) return false;
+      const put: S3Request = { method: "PUT", key: this.claimKey(), body: lockBody(selfLockInfo("claim")) };
+      const res = await c.send(put);
+      if (res.status !== 200) c.fail(put, res);
+      this.claimed = true;
+      const other = await this.otherLiveClaim();
+      if (other === undefined) {
+        // Free when we listed, and nobody can take it now without a claim we would have seen;
+        // but a writer that finished before our claim (and withdrew its own) may have stored it.
+        if (await this.exists()) {
+          await this.dropClaim();
+          return false;
+        }
+        return true;
+      }
+      // Another writer holds the name: step back and wait for its object (then the caller
+      // compares content, as with a name that was taken all along) or for its claim to go.
+      await this.dropClaim();
+      const deadline = Date.now() + CLAIM_WAIT_MS;
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 20 + Math.random() * 60));
+        if (await this.exists()) return false;
+        if ((await this.driver.info(`/${other}`)) === undefined) break; // withdrawn: try again
+        if (Date.now() > deadline) return false;
+      }
+    }
+    return false;
+  }
+
+  /** The key of a live claim on the name other than ours, if any. */
+  private async otherLiveClaim(): Promise<string | undefined> {
+    const page = await this.driver.listPage(`${posix.dirname(this.claimKey())}/`, undefined, undefined);
+    const now = Date.now();
+    for (let i = 0; i < page.keys.length; i++) {
+      const key = page.keys[i] ?? "";
+      if (key === this.claimKey()) continue;
+      // A claim whose writer is provably dead (or long gone) is litter: removed, never waited for.
+      if (now - (page.modified[i] ?? 0) > CLAIM_TTL_MS || (await this.claimOfDeadWriter(key))) {
+        await this.driver.deleteKey(key).catch(() => undefined);
+        continue;
+      }
+      return key;
+    }
+    return undefined;
+  }
+
+  /** True when the claim at `key` names a process of this host that is gone. */
+  private async claimOfDeadWriter(key: string): Promise<boolean> {
+    const raw = await readBytes(this.driver, `/${key}`);
+    if (raw === undefined) return true; // withdrawn meanwhile
+    return judgeHolder(parseLockInfo(raw.toString("utf8")), WRITER_PROGRAMS).state === "stale";
+  }
+
+  private async dropClaim(): Promise<void> {
+    if (!this.claimed) return;
+    this.claimed = false;
+    await this.driver.deleteKey(this.claimKey());
   }
 
   private finish(v: boolean): boolean {
