@@ -548,7 +548,8 @@ class S3Write extends Writable implements WriteHandle {
   private async claim(): Promise<boolean> {
     const c = this.driver.client;
     for (let round = 0; round < CLAIM_ROUNDS; round++) {
-      if (await this.exists()) return false;
+      // (No look before the first claim: callers looked already, and the look after the listing decides.)
+      if (round > 0 && (await this.exists())) return false;
       const put: S3Request = { method: "PUT", key: this.claimKey(), body: lockBody(selfLockInfo("claim")) };
       const res = await c.send(put);
       if (res.status !== 200) c.fail(put, res);
