@@ -53,13 +53,16 @@ function s3Driver(bucket: string, config: Config | undefined, timeout: number | 
       `${config?.where("s3_uri_style") ?? "s3_uri_style"} must be path or host, not ${JSON.stringify(style)}`,
     );
   }
-  const timeoutS = timeout ?? (config ? config.float("s3_timeout") : 30);
-  const retries = config ? config.int("s3_retries") : 4;
+  const configured = config ? config.int("s3_retries") : 4;
+  // wal-restore passes restore_timeout: PostgreSQL's startup process waits for it, so that is the
+  // whole budget (two tries of half of it), not one request's stall limit.
+  const timeoutS = timeout !== undefined ? timeout / 2 : config ? config.float("s3_timeout") : 30;
+  const retries = timeout !== undefined ? Math.min(1, configured) : configured;
   const partSize = config ? config.int("s3_part_size") : 16 << 20;
   if (!(partSize >= 5 << 20 && partSize <= 5 << 30)) {
     throw new ConfigError(`${config?.where("s3_part_size") ?? "s3_part_size"} = ${partSize}: a part is 5 MiB to 5 GiB`);
   }
-  if (!(retries >= 0 && retries <= 20))
+  if (!(configured >= 0 && configured <= 20))
     throw new ConfigError(`${config?.where("s3_retries") ?? "s3_retries"} must be 0 to 20`);
   const id = JSON.stringify([endpoint.href, bucket, style, region, timeoutS, retries, partSize, config?.file]);
   let d = s3Drivers.get(id);
