@@ -102,9 +102,9 @@ export async function acquireBackupLock(
     ...(opts.onStale ? { onStale: opts.onStale } : {}),
   });
   if (res.taken && driver.exclusiveCreate === "checked") {
-    // No atomic create-exclusive on this storage (an object store): a second backup that
-    // looked before our write and wrote after it replaced our lock with its own. Wait, and look
-    // again: of two such backups, the one whose lock is not there any more steps back.
+    // No atomic create-exclusive on this storage (an object store): its claims keep a second
+    // backup out only where listings are consistent. As a second guard, wait and look again:
+    // of two backups that both took it, the one whose lock is not there any more steps back.
     await new Promise((r) => setTimeout(r, CHECKED_LOCK_SETTLE_MS));
     const now = await readBytes(driver, path);
     if (now === undefined || !now.equals(lockBody(info))) {

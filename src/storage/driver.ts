@@ -133,9 +133,9 @@ export interface StorageDriver {
   readonly features: StorageFeatures;
   /**
    * How `exclusive` writes are kept exclusive: "atomic" (absent: the default) by the storage
-   * itself (link/rename without replace); "checked" by looking before and after the write
-   * (object stores without conditional create): two writers that both stall between their
-   * look and their write can both win, so a lock built on it re-checks after a pause.
+   * itself (link/rename without replace); "checked" by the driver's own protocol (object stores
+   * without conditional create: claims, which need read-after-write consistent listings), so a
+   * lock built on it re-checks after a pause as a second guard.
    */
   readonly exclusiveCreate?: "atomic" | "checked";
   /** What is under `path`; undefined when nothing is. */

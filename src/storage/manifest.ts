@@ -8,6 +8,11 @@ export interface Manifest {
   files: Record<string, { size: number; sha256: string }>;
 }
 
+/** Our own metadata in a set (top-level `.walmgr-*` files): never listed in its manifest. */
+export function isOwnMetadata(rel: string): boolean {
+  return !rel.includes("/") && rel.startsWith(".walmgr-");
+}
+
 /**
  * Builds the manifest of a local tree (symbolic links followed, each file hashed in 1 MiB
  * chunks); top-level `.walmgr-*` files (our metadata) are left out.
@@ -17,7 +22,7 @@ export function buildManifest(dir: string): Manifest {
   walkTreeSync(
     dir,
     ({ rel, path, st }) => {
-      if (!rel.includes("/") && rel.startsWith(".walmgr-")) return false;
+      if (isOwnMetadata(rel)) return false;
       if (st.isFile()) files[rel] = { size: st.size, sha256: hashFile(path).sha256 };
       return true;
     },

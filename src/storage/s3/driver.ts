@@ -8,8 +8,8 @@
  * multipart upload that becomes visible only when completed), and durable once the store
  * answered 200. Exclusive create is *checked*, not atomic (see `exclusiveCreate`): S3 engines
  * without conditional writes (Swift's s3api answers `If-None-Match: *` with 501) cannot refuse
- * a second writer, so the driver looks before it writes and looks again after: the object must
- * carry its writer's token, else it lost.
+ * a second writer, so writers publish claims on the name first and only one goes on (see
+ * `S3Write.claim`).
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -18,15 +18,14 @@ import type { IncomingMessage } from "node:http";
 import { join, posix } from "node:path";
 import { IoError, TransportError } from "../../errors";
 import type { FileInfo, ReadStream, StorageDriver, StorageFeatures, WriteHandle, WriteOptions } from "../driver";
-import type { Manifest } from "../manifest";
-import { newSha256 } from "../sha256";
+import { hashStream, newSha256, sha256 } from "../sha256";
+import { chunks } from "../files";
+import { isOwnMetadata, type Manifest } from "../manifest";
 import { readBytes } from "../bytes";
 import { judgeHolder, lockBody, parseLockInfo, selfLockInfo } from "../../lock";
 import { S3Client, xmlBlocks, xmlText, type S3Request } from "./client";
 import { s3GetTree, s3PutTree } from "./tree";
 
-/** Metadata header naming the writer of an object (the exclusive-create check). */
-const WRITER = "x-amz-meta-walmgr-writer";
 /** Folder (beside the objects) of the claims that make exclusive creates exclusive. */
 const CLAIMS = ".walmgr-claims";
 /** How long a writer that stepped back waits for the other writer's object. */
@@ -51,9 +50,9 @@ export class S3Driver implements StorageDriver {
   readonly description: string;
   readonly features: StorageFeatures;
   /**
-   * "checked": exclusive writes look before and after writing (no conditional create on the
-   * engine), so two writers that both stall between the look and the write longer than the
-   * other takes to finish can both believe they won. Locks built on it re-check after a pause.
+   * "checked": no conditional create on the engine; exclusive writes are made exclusive by
+   * claims, which rely on read-after-write consistent listings. Locks built on it re-check
+   * after a pause as a second guard.
    */
   readonly exclusiveCreate = "checked" as const;
   readonly client: S3Client;
@@ -200,12 +199,18 @@ export class S3Driver implements StorageDriver {
     };
   }
 
+  /** True when an object is stored under `key` (one HEAD; a folder prefix does not count). */
+  async has(key: string): Promise<boolean> {
+    const req: S3Request = { method: "HEAD", key };
+    const res = await this.client.send(req);
+    if (res.status === 200) return true;
+    if (res.status !== 404) this.client.fail(req, res);
+    return false;
+  }
+
   async remove(path: string): Promise<boolean> {
     const key = this.key(path);
-    const head: S3Request = { method: "HEAD", key };
-    const res = await this.client.send(head);
-    if (res.status === 404) return false;
-    if (res.status !== 200) this.client.fail(head, res);
+    if (!(await this.has(key))) return false;
     await this.deleteKey(key);
     this.written.delete(path);
     return true;
@@ -241,21 +246,15 @@ export class S3Driver implements StorageDriver {
   private async manifest(dir: string): Promise<Manifest> {
     const files: Manifest["files"] = {};
     for (const { rel } of await this.listAll(dir)) {
-      if (rel === "" || rel.endsWith("/")) continue;
-      if (!rel.includes("/") && rel.startsWith(".walmgr-")) continue;
+      if (rel === "" || rel.endsWith("/") || isOwnMetadata(rel)) continue;
       const path = posix.join(dir, rel);
       let got = this.written.get(path);
       if (got === undefined) {
         // Not stored by this process: read it back and hash it where it is.
         const stream = await this.newRead(path);
         if (stream === undefined) continue; // removed meanwhile
-        const h = newSha256();
-        let size = 0;
-        for await (const c of stream) {
-          h.update(c as Buffer);
-          size += (c as Buffer).length;
-        }
-        got = { size, sha256: h.digest("hex") };
+        const { sha256, bytes } = await hashStream(chunks(stream));
+        got = { size: bytes, sha256 };
       }
       files[rel] = got;
     }
@@ -266,7 +265,7 @@ export class S3Driver implements StorageDriver {
     const key = this.key(path);
     const all = await this.listAll(path);
     // The metadata of a set (top-level dot files) goes first: a half-removed set is never listed as complete.
-    const order = [...all].sort((a, b) => rank(b.rel) - rank(a.rel));
+    const order = [...all].sort((a, b) => Number(isSetMetadata(b.rel)) - Number(isSetMetadata(a.rel)));
     await eachLimit(order, PARALLEL, async ({ rel }) => {
       await this.deleteKey(`${key}/${rel}`);
       this.written.delete(posix.join(path, rel));
@@ -284,14 +283,13 @@ export class S3Driver implements StorageDriver {
     const src = this.key(from);
     const dst = this.key(to);
     const have = await this.listAll(to);
-    if (have.some((e) => e.rel !== "" && !e.rel.includes("/") && e.rel.startsWith("."))) {
+    if (have.some((e) => isSetMetadata(e.rel))) {
       throw new IoError(`cannot rename ${this.client.url(src)} to ${this.client.url(dst)}: the destination exists`);
     }
     const all = await this.listAll(from);
     if (all.length === 0) throw new IoError(`cannot rename ${this.client.url(src)}: it does not exist`);
-    const order = [...all].sort((a, b) => rank(a.rel) - rank(b.rel));
-    const meta = order.filter((e) => rank(e.rel) > 0);
-    const body = order.filter((e) => rank(e.rel) === 0);
+    const meta = all.filter((e) => isSetMetadata(e.rel));
+    const body = all.filter((e) => !isSetMetadata(e.rel));
     const copy = async ({ rel }: { rel: string }): Promise<void> => {
       const req: S3Request = {
         method: "PUT",
@@ -312,9 +310,9 @@ export class S3Driver implements StorageDriver {
   }
 }
 
-/** 1 for a set's metadata (top-level dot files), 0 for the rest. */
-function rank(rel: string): number {
-  return rel !== "" && !rel.includes("/") && rel.startsWith(".") ? 1 : 0;
+/** A set's metadata (top-level dot files): copied last and removed first, so a half-moved set is never complete. */
+function isSetMetadata(rel: string): boolean {
+  return rel !== "" && !rel.includes("/") && rel.startsWith(".");
 }
 
 /** Runs `fn` over `items`, at most `limit` at once; the first error wins (the rest still settle). */
@@ -445,7 +443,6 @@ class S3Write extends Writable implements WriteHandle {
         method: "POST",
         key: this.key,
         query: { uploads: "" },
-        headers: { [WRITER]: this.token },
       };
       const res = await c.send(req);
       const id = xmlText(res.body.toString("utf8"), "UploadId");
@@ -458,7 +455,7 @@ class S3Write extends Writable implements WriteHandle {
       key: this.key,
       query: { partNumber: String(this.parts.length + 1), uploadId: this.uploadId ?? "" },
       body,
-      bodySha256: newSha256().update(body).digest("hex"),
+      bodySha256: sha256(body),
     };
     const res = await c.send(req);
     if (res.status !== 200) c.fail(req, res);
@@ -466,12 +463,8 @@ class S3Write extends Writable implements WriteHandle {
     this.fill = 0;
   }
 
-  private async exists(): Promise<boolean> {
-    const req: S3Request = { method: "HEAD", key: this.key };
-    const res = await this.driver.client.send(req);
-    if (res.status === 200) return true;
-    if (res.status !== 404) this.driver.client.fail(req, res);
-    return false;
+  private exists(): Promise<boolean> {
+    return this.driver.has(this.key);
   }
 
   async commit(): Promise<boolean> {
@@ -495,9 +488,8 @@ class S3Write extends Writable implements WriteHandle {
         const req: S3Request = {
           method: "PUT",
           key: this.key,
-          headers: { [WRITER]: this.token },
           body,
-          bodySha256: newSha256().update(body).digest("hex"),
+          bodySha256: sha256(body),
         };
         const res = await c.send(req);
         if (res.status !== 200) c.fail(req, res);

@@ -4,12 +4,11 @@
  * a local folder. Folders travel as empty `dir/` marker objects, so PostgreSQL's empty folders
  * (pg_wal, pg_replslot …) come back.
  */
-import { chmodSync, mkdirSync } from "node:fs";
 import { join, posix } from "node:path";
-import { IoError, isErrno } from "../../errors";
+import { IoError } from "../../errors";
 import type { TreeStats } from "../driver";
 import { fetchToFile, storeFile } from "../files";
-import { fsyncDir } from "../durable";
+import { mkdirPrivate } from "../local";
 import type { Manifest } from "../manifest";
 import { walkTree } from "../tree-walk";
 import { eachLimit, type S3Driver } from "./driver";
@@ -55,24 +54,13 @@ export async function s3GetTree(driver: S3Driver, src: string, dest: string, exp
   const stats: TreeStats = { files: 0, bytes: 0 };
   const all = await driver.listAll(src);
   if (all.length === 0) throw new IoError(`${driver.client.url(driver.key(src))} holds nothing: no such backup set`);
-  const mkdir = (rel: string): void => {
-    const p = rel === "" ? dest : join(dest, rel);
-    try {
-      mkdirSync(p, { recursive: true, mode: 0o700 });
-      chmodSync(p, 0o700);
-    } catch (err) {
-      if (!isErrno(err, "EEXIST")) throw err;
-    }
-  };
-  mkdir("");
+  // Every folder a file or a folder marker names (mkdirPrivate makes the parents, fsyncing each).
   const dirs = new Set<string>([""]);
   for (const { rel } of all) {
-    const d = rel.endsWith("/") ? rel.slice(0, -1) : posix.dirname(rel) === "." ? "" : posix.dirname(rel);
-    for (let p = d; p !== "" && p !== "." && !dirs.has(p); p = posix.dirname(p) === "." ? "" : posix.dirname(p)) {
-      dirs.add(p);
-    }
+    const d = rel.endsWith("/") ? rel.slice(0, -1) : posix.dirname(rel);
+    dirs.add(d === "." ? "" : d);
   }
-  for (const d of [...dirs].sort()) mkdir(d);
+  for (const d of dirs) mkdirPrivate(d === "" ? dest : join(dest, d));
   const files = all.filter((e) => e.rel !== "" && !e.rel.endsWith("/"));
   await eachLimit(files, TREE_PARALLEL, async ({ rel }) => {
     const want = expect?.files[rel]?.sha256;
@@ -93,6 +81,6 @@ export async function s3GetTree(driver: S3Driver, src: string, dest: string, exp
     stats.files++;
     stats.bytes += got.bytes;
   });
-  for (const d of [...dirs].sort().reverse()) fsyncDir(d === "" ? dest : join(dest, d));
+  // (Each file's folder was fsynced after its rename by fetchToFile's `durable`.)
   return stats;
 }
