@@ -17,7 +17,7 @@ import {
   standbyExpireSeconds,
   type JudgedStandby,
 } from "../standbys";
-import { isWalSegmentSize, parseWalName, comparePosition, segmentNumber } from "../wal/names";
+import { isWalSegmentSize, parseWalName, comparePosition } from "../wal/names";
 import { formatLocation } from "../config/load";
 import { archiveRepositories } from "./archive/repositories";
 import type { SlaveLayout } from "../layout";
@@ -84,34 +84,30 @@ async function gatherRepositories(ctx: Context): Promise<RepositoryStatus[] | un
     repos.map(async (r): Promise<RepositoryStatus> => {
       const base = { name: r.name, location: formatLocation(r.loc), behindSegments: null };
       try {
-        let newest: string | undefined;
-        for (const n of (await r.archive.driver.list(r.loc.path)) ?? []) {
-          if (parseWalName(n)?.kind === "segment" && (newest === undefined || comparePosition(n, newest) > 0))
-            newest = n;
-        }
+        const newest = newestSegment((await r.archive.driver.list(r.loc.path)) ?? []);
         return newest === undefined ? base : { ...base, newestSegment: newest };
       } catch (err) {
         return { ...base, error: (err as Error).message };
       }
     }),
   );
-  const top = out.reduce<string | undefined>(
-    (m, r) =>
-      r.newestSegment !== undefined && (m === undefined || comparePosition(r.newestSegment, m) > 0)
-        ? r.newestSegment
-        : m,
-    undefined,
-  );
+  const top = newestSegment(out.flatMap((r) => (r.newestSegment !== undefined ? [r.newestSegment] : [])));
   for (const r of out) {
     if (r.error !== undefined || top === undefined) continue;
-    r.behindSegments =
-      r.newestSegment === undefined ? null : Number(segmentNumber(top, SEG16) - segmentNumber(r.newestSegment, SEG16));
+    // Counted as the standbys' lag is, at the default segment size.
+    r.behindSegments = r.newestSegment === undefined ? null : lagOf(r.newestSegment, top).segments;
   }
   return out;
 }
 
-/** Segment size for counting segments between two names (the count does not depend on it as long as both use it). */
-const SEG16 = 16 * 1024 * 1024;
+/** The newest complete segment among `names` (anything else ignored); undefined when none. */
+function newestSegment(names: string[]): string | undefined {
+  let newest: string | undefined;
+  for (const n of names) {
+    if (parseWalName(n)?.kind === "segment" && (newest === undefined || comparePosition(n, newest) > 0)) newest = n;
+  }
+  return newest;
+}
 
 /** The standby registry and how far each is behind the newest complete segment. */
 async function gatherStandbys(
@@ -121,10 +117,7 @@ async function gatherStandbys(
 ): Promise<{ standbys: StandbyStatus[]; newest?: string }> {
   const dir = layout.completed.path;
   const names = (await layout.driver.list(dir)) ?? [];
-  let newest: string | undefined;
-  for (const n of names) {
-    if (parseWalName(n)?.kind === "segment" && (newest === undefined || comparePosition(n, newest) > 0)) newest = n;
-  }
+  const newest = newestSegment(names);
   const entries = await readRegistry(layout.driver, dir, names);
   let segSize = DEFAULT_SEGMENT_SIZE;
   if (newest !== undefined && entries.length > 0) {

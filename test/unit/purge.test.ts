@@ -8,23 +8,13 @@ import type { Config } from "../../src/config/load";
 import type { Context } from "../../src/context";
 import { Logger } from "../../src/log";
 import { LocalDriver } from "../../src/storage/local";
+import { testContext } from "../helpers/context";
 
 let dir: string;
 const seg = (n: number): string => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, "0")}`;
 
 function ctx(): Context {
-  return {
-    config: { get: () => undefined } as unknown as Config,
-    log: new Logger({ verbosity: 0, jobName: "test" }),
-    dryRun: false,
-    json: false,
-    args: [],
-    options: new Map(),
-    out: () => undefined,
-    act: async (_what, fn) => fn(),
-    onCleanup: () => () => undefined,
-    onStopSignal: () => () => undefined,
-  };
+  return testContext({ get: () => undefined } as unknown as Config, new Logger({ verbosity: 0, jobName: "test" }));
 }
 
 function setup(standby?: string): { completed: string; full: string } {

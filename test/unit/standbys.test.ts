@@ -32,6 +32,7 @@ import {
 } from "../../src/standbys";
 import type { StorageDriver } from "../../src/storage/driver";
 import { LocalDriver } from "../../src/storage/local";
+import { testContext } from "../helpers/context";
 
 let dir: string;
 const seg = (n: number): string => `0000000100000000000000${n.toString(16).toUpperCase().padStart(2, "0")}`;
@@ -49,21 +50,7 @@ function ctx(config: Config = { get: () => undefined } as unknown as Config): { 
     info: (m: string) => logs.info.push(m),
     debug: () => undefined,
   } as unknown as Logger;
-  return {
-    logs,
-    ctx: {
-      config,
-      log,
-      dryRun: false,
-      json: false,
-      args: [],
-      options: new Map(),
-      out: () => undefined,
-      act: async (_what, fn) => fn(),
-      onCleanup: () => () => undefined,
-      onStopSignal: () => () => undefined,
-    },
-  };
+  return { logs, ctx: testContext(config, log) };
 }
 
 /** A driver that counts writes. */
