@@ -137,6 +137,7 @@ export const CTL_COMMAND_ARGS = {
   syncdaemon: { min: 0, max: 0, args: "" },
   periodic: { min: 0, max: 0, args: "" },
   status: { min: 0, max: 0, args: "" },
+  check: { min: 0, max: 0, args: "" },
   backup: { min: 0, max: 0, args: "" },
   restore: { min: 0, max: 2, args: "[SET [DST]]" },
   listbackups: { min: 0, max: 0, args: "" },

@@ -19,6 +19,7 @@ const COMMANDS: Record<CtlCommand, Command> = {
   syncdaemon: async (ctx) => (await import("../command/daemon")).syncDaemon(ctx),
   periodic: async (ctx) => (await import("../command/periodic")).periodic(ctx),
   status: async (ctx) => (await import("../command/status")).status(ctx),
+  check: async (ctx) => (await import("../command/check/run")).check(ctx),
   backup: async (ctx) => (await import("../command/backup/run")).backup(ctx),
   restore: async (ctx) => (await import("../command/restore")).restore(ctx),
   listbackups: async (ctx) => (await import("../command/backup/list")).listBackups(ctx),
@@ -42,7 +43,7 @@ main({
   positionals: checkCtlArgs,
   spec: {
     valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"],
-    flags: ["clear-stale-lock", "target-exclusive", "detach", "force"],
+    flags: ["clear-stale-lock", "target-exclusive", "detach", "force", "nagios", "prometheus"],
     short: { d: "detach" },
   },
   run: async (ctx) => {
