@@ -1,5 +1,6 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
+import { colourEnabled, paint } from "./colour";
 import { inheritOwner } from "./storage/durable";
 
 export type Level = "ERROR" | "WARNING" | "INFO" | "DEBUG";
@@ -13,13 +14,29 @@ export interface LoggerOptions {
 }
 
 /**
+ * Something drawn on stderr's last line that a log line must not be written into (the progress
+ * line of a long command, progress.ts). `hide` is called before each line goes to stderr and
+ * clears what is drawn; the overlay draws itself again later, on its own schedule, rather than
+ * right after the line: a configured command run next (slave_start_cmd) writes to the same
+ * terminal, and its output must start on a clean line too.
+ */
+export interface StderrOverlay {
+  hide(): void;
+}
+
+/**
  * Lines go to stderr (which PostgreSQL puts in its own log for archive/restore commands) and,
  * when `logfile` is set, are appended to it in full detail regardless of -q. A logfile that
  * cannot be opened is reported once and otherwise ignored: logging must never fail archiving.
+ * On a terminal (see colour.ts) the level words ERROR and WARNING are coloured; the logfile and
+ * a stderr that is a pipe or a file (PostgreSQL's log) always get plain text.
  */
 export class Logger {
   private fd: number | undefined;
   private fileBroken = false;
+  private overlay: StderrOverlay | undefined;
+  /** Decided on the first line to stderr (one isatty call), not at start-up. */
+  private colourStderr: boolean | undefined;
 
   constructor(private opts: LoggerOptions) {}
 
@@ -45,12 +62,35 @@ export class Logger {
     this.write("DEBUG", msg);
   }
 
+  /**
+   * A line for the logfile alone (when one is set): what a terminal already shows another way
+   * (a progress line's stage) but the logfile, read later, must still tell.
+   */
+  fileOnly(level: Level, msg: string): void {
+    this.toFile(this.format(level, msg), level);
+  }
+
+  /** Registers (or, with undefined, removes) the one overlay log lines must not be written into. */
+  setOverlay(overlay: StderrOverlay | undefined): void {
+    this.overlay = overlay;
+  }
+
+  private format(level: Level, msg: string): string {
+    const ts = new Date().toISOString().replace("T", " ").replace("Z", "");
+    return `${ts} ${process.pid} ${level} ${this.opts.jobName}: ${msg}\n`;
+  }
+
   private write(level: Level, msg: string): void {
-    const now = new Date();
-    const ts = now.toISOString().replace("T", " ").replace("Z", "");
-    const line = `${ts} ${process.pid} ${level} ${this.opts.jobName}: ${msg}\n`;
-    // writeSync(2) rather than process.stderr: no stream machinery to load on the hot path.
-    if (RANK[level] <= this.opts.verbosity) writeStderr(line);
+    const line = this.format(level, msg);
+    if (RANK[level] <= this.opts.verbosity) {
+      this.overlay?.hide();
+      this.colourStderr ??= colourEnabled(2);
+      const kind = level === "ERROR" ? "fail" : level === "WARNING" ? "warn" : undefined;
+      // The first " LEVEL " is the level word: timestamp and pid before it are digits.
+      const shown = this.colourStderr && kind ? line.replace(` ${level} `, ` ${paint(kind, level)} `) : line;
+      // writeSync(2) rather than process.stderr: no stream machinery to load on the hot path.
+      writeStderr(shown);
+    }
     this.toFile(line, level);
   }
 
@@ -62,6 +102,7 @@ export class Logger {
       writeSync(this.fd, line);
     } catch (err) {
       this.fileBroken = true;
+      this.overlay?.hide();
       writeStderr(`WARNING: cannot write logfile ${this.opts.logfile}: ${(err as Error).message}\n`);
     }
   }
