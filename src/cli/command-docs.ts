@@ -1,0 +1,515 @@
+/**
+ * wal-ctl's commands as data: what each takes, does and exits with. help.ts renders the man
+ * pages (`wal-ctl COMMAND --help`, `wal-ctl help COMMAND`, the overview of `wal-ctl --help`)
+ * from this record, and a command-line parser can build its per-command help from the same
+ * record, so the manual and the parser never describe two different commands.
+ *
+ * Only type imports: --help loads this file and must stay instant.
+ */
+import type { CtlCommand } from "./args";
+import type { HELPER_COMMAND } from "../storage/helper-verbs";
+
+/** Which side a command runs on; a command for both does different work on each. */
+export type Role = "master" | "slave";
+
+/** Every command wal-ctl documents: the CtlCommand table, plus the ssh helper's `xhelper`. */
+export type DocumentedCommand = CtlCommand | typeof HELPER_COMMAND;
+
+/** One command's manual page, as data. */
+export interface CommandDoc {
+  /** Roles the command runs in (from the CONFIG's section: [wal-master] or [wal-slave]). */
+  roles: readonly Role[];
+  /** walmgr.py's internal x-commands and the ssh helper: listed apart, not for use by hand. */
+  internal?: boolean;
+  /** What stands for CONFIG in the synopsis (default CONFIG). */
+  config?: string;
+  /** The positional arguments after the command name; must equal CTL_COMMAND_ARGS[name].args. */
+  args: string;
+  /**
+   * The options part of each synopsis line (one line each; "" for none), rendered after
+   * `wal-ctl [OPTIONS] CONFIG COMMAND ARGS`; a "\n" continues the line on the next one.
+   */
+  synopsis: readonly string[];
+  /** One line: NAME's text and the overview's entry. */
+  summary: string;
+  /** Each positional argument and what it is. */
+  arguments?: readonly (readonly [name: string, doc: string])[];
+  /**
+   * The DESCRIPTION section: paragraphs (reflowed to the page) separated by blank lines; a line
+   * that starts with a space (a setting, a command line) is kept as written.
+   */
+  description: string;
+  /** The options this command takes beyond the general ones: [flags as typed, what it does]. */
+  options: readonly (readonly [flag: string, doc: string])[];
+  /** Command lines (or crontab, postgresql.conf, NRPE lines) and what each does. */
+  examples: readonly (readonly [line: string, doc: string])[];
+  /** What this command's exit codes mean, where it gives them a meaning of their own. */
+  exit?: readonly (readonly [code: number, doc: string])[];
+}
+
+/** The pages, in the order the overview lists them. */
+export const COMMAND_DOCS: Record<DocumentedCommand, CommandDoc> = {
+  setup: {
+    roles: ["master", "slave"],
+    args: "",
+    synopsis: [""],
+    summary: "turn archiving on and create the slave directory layout",
+    description: `On the master: sets archive_mode = on, archive_command (this project's
+wal-archive with CONFIG, absolute paths) and wal_level = replica in
+master_config, editing it in place and keeping every other line and comment
+(a copy is saved first). Removes overrides of these three settings from
+postgresql.auto.conf. Restarts the server with master_restart_cmd only when
+a restart is needed (archive_mode, wal_level), otherwise reloads, then
+checks the values with SHOW (exit 7 when they are not what it set). Creates
+completed_wals, partial_wals, full_backup and config_backup in the slave
+directory, and logs.complete in each also_archive_to repository. On a promoted standby
+it also archives the new timeline's .history file and the segments
+completed since the promotion. Running it twice changes nothing.
+
+On the slave: creates the slave directory layout.`,
+    options: [],
+    examples: [
+      ["wal-ctl /etc/walmgr/master.ini setup", "start archiving into the slave directory"],
+      ["wal-ctl -n /etc/walmgr/master.ini setup", "show the edits and the restart it would make; change nothing"],
+      ["wal-ctl /etc/walmgr/slave.ini setup", "create the slave directory layout on the slave host"],
+    ],
+    exit: [
+      [3, "a file read after master_config would keep a wrong value (named with file and line)"],
+      [7, "after the restart or reload SHOW does not report the values set"],
+      [8, "another node made this timeline's .history in the slave directory"],
+    ],
+  },
+  stop: {
+    roles: ["master"],
+    args: "",
+    synopsis: [""],
+    summary: "turn archiving off and stop the sync daemon",
+    description: `Turns archiving off in master_config the way setup turned it on:
+archive_mode = off and a restart with master_restart_cmd, or, without
+master_restart_cmd, archive_command = '/bin/true' and a reload (so that
+pg_wal does not fill up). Then stops the sync daemon named by pidfile
+(SIGTERM; waits up to 30 s for it to exit), even when turning archiving
+off failed. WAL is no longer shipped afterwards: a standby restored from
+this slave directory falls behind. Run setup to start again.`,
+    options: [],
+    examples: [["wal-ctl /etc/walmgr/master.ini stop", "stop shipping WAL (e.g. on an old master after a failover)"]],
+  },
+  pause: {
+    roles: ["slave"],
+    args: "",
+    synopsis: [""],
+    summary: "hold back new WAL from the standby (creates PAUSE)",
+    description: `Creates PAUSE in completed_wals (in control_dir when the slave directory
+is in S3). While it exists wal-restore serves nothing, so the standby stops
+replaying at the end of the WAL it already has; WAL keeps arriving in the
+slave directory. Pausing twice is harmless. continue undoes it.`,
+    options: [],
+    examples: [["wal-ctl /etc/walmgr/slave.ini pause", "freeze the standby before a risky change on the master"]],
+  },
+  continue: {
+    roles: ["slave"],
+    args: "",
+    synopsis: [""],
+    summary: "let WAL reach the standby again (removes PAUSE)",
+    description: `Removes PAUSE; the standby picks up the WAL that arrived meanwhile at its
+next retry of restore_command (within a few seconds).`,
+    options: [],
+    examples: [["wal-ctl /etc/walmgr/slave.ini continue", "resume replay after pause"]],
+  },
+  boot: {
+    roles: ["slave"],
+    args: "",
+    synopsis: ["[--timeout SECONDS]"],
+    summary: "replay all shipped WAL, then promote the standby",
+    description: `Creates STOP in completed_wals: wal-restore then serves every complete
+segment, then the partial segment, and records when the standby asks past
+the end of all shipped WAL. boot waits for that, at most --timeout seconds,
+and only then promotes the server in slave_data, so nothing the master
+committed and shipped is lost (PostgreSQL 12+ ends recovery on a promote
+without asking restore_command again). The standby moves to a new
+timeline and is writable. When no server runs in slave_data, STOP is set
+and boot is run again once the server runs. restore removes STOP.
+
+After a failover: write a master config for the promoted node with the
+same slave directory and run setup with it (see README, Failover).`,
+    options: [["--timeout SECONDS", "how long to wait for the standby to replay all shipped WAL (default 600)"]],
+    examples: [
+      ["wal-ctl /etc/walmgr/slave.ini boot", "fail over: the standby becomes the master"],
+      ["wal-ctl /etc/walmgr/slave.ini boot --timeout 3600", "a standby far behind: allow an hour of replay"],
+    ],
+    exit: [
+      [1, "the standby did not reach the end of the shipped WAL within --timeout (not promoted; STOP stays)"],
+      [7, "the server stopped while booting, or did not finish the promotion"],
+    ],
+  },
+  sync: {
+    roles: ["master"],
+    args: "",
+    synopsis: [""],
+    summary: "ship the in-progress WAL segment once (see wal-sync)",
+    description: `Ships the segment the master is writing into partial_wals, once. With
+use_xlog_functions = 1 only the bytes written since the last sync; with 0
+the newest pg_wal segment when it changed. The partial segment is stored
+full-size (zero-padded). Refused (exit 4) while the sync daemon runs: it
+is not needed then. Same as wal-sync CONFIG.`,
+    options: [],
+    examples: [
+      ["wal-ctl /etc/walmgr/master.ini sync", "ship what the master wrote, e.g. before a planned failover"],
+      [
+        "* * * * * /opt/walmgr-ts/bin/wal-ctl -q /etc/walmgr/master.ini sync",
+        "crontab line: ship every minute when no daemon runs",
+      ],
+    ],
+    exit: [[4, "the sync daemon or another sync holds partial_wals/.walmgr-sync-lock"]],
+  },
+  syncdaemon: {
+    roles: ["master"],
+    args: "",
+    synopsis: ["[-d | --detach]"],
+    summary: "ship the in-progress segment every loop_delay seconds",
+    description: `Runs sync every loop_delay seconds until stopped, with one database
+connection kept open. Failures (master or slave directory down) are logged
+and retried after a doubling delay, up to 30 s. It writes its pid to
+pidfile and refuses to start while another daemon runs (exit 4).
+periodic_command runs every command_interval seconds beside it. SIGTERM,
+SIGINT or wal-ctl CONFIG stop end it after the current step (exit 0);
+SIGHUP re-reads CONFIG. Same as wal-sync CONFIG --daemon.`,
+    options: [["-d, --detach", "run in the background (needs pidfile); returns once the pidfile is written"]],
+    examples: [
+      ["wal-ctl /etc/walmgr/master.ini syncdaemon", "in the foreground, e.g. as a systemd service's ExecStart"],
+      ["wal-ctl /etc/walmgr/master.ini syncdaemon -d", "in the background"],
+      ['kill -HUP "$(cat /var/lib/postgresql/walmgr/master.pid)"', "re-read master.ini (loop_delay …)"],
+    ],
+    exit: [
+      [0, "stopped by SIGTERM, SIGINT or wal-ctl CONFIG stop"],
+      [4, "another daemon runs (named by pidfile)"],
+    ],
+  },
+  periodic: {
+    roles: ["master"],
+    args: "",
+    synopsis: ["[--force]"],
+    summary: "run periodic_command if command_interval has passed",
+    description: `Runs periodic_command through /bin/sh -c when command_interval seconds
+have passed since its last run (recorded in partial_wals), for cron when
+no sync daemon runs it. The command is meant for syncing scripts, config
+files, crontabs and the like to the slave.`,
+    options: [["--force", "run periodic_command now, even when it is not due"]],
+    examples: [
+      [
+        "*/5 * * * * /opt/walmgr-ts/bin/wal-ctl -q /etc/walmgr/master.ini periodic",
+        "crontab line: look every 5 minutes, run when due",
+      ],
+      ["wal-ctl /etc/walmgr/master.ini periodic --force", "run it now"],
+    ],
+    exit: [
+      [0, "ran and succeeded, or not due"],
+      [9, "periodic_command failed (its exit status is logged)"],
+    ],
+  },
+  status: {
+    roles: ["master", "slave"],
+    args: "",
+    synopsis: ["[--json | --prometheus]"],
+    summary: "shipping, replay, backups and standbys at a glance",
+    description: `Prints what is going on, read from the slave directory and (on the
+master, with master_db) from PostgreSQL:
+
+On both: the sync daemon (running? pid, heartbeat), the last sync
+(segment, position, seconds ago), the master's position and how far the
+shipped WAL is behind it; backups (count, newest, oldest, size); each
+standby recorded in completed_wals with its lag; each also_archive_to
+repository with its newest segment.
+
+On the master: the .ready backlog in pg_wal/archive_status (count, age of
+the oldest) and pg_stat_archiver (failures, last error).
+
+On the slave: the newest complete segment and the partial segment, the
+control files (PAUSE, STOP, BACKUPLOCK with its age and holder), free
+disk, and the standby's replay position, lag and paused state.
+
+--prometheus prints the text exposition format for node_exporter's
+textfile collector; write it to a temporary name and rename it, so the
+collector never reads half a file.`,
+    options: [
+      ["--json", "one JSON object (schema: schemas/status.schema.json)"],
+      ["--prometheus", "Prometheus text exposition format (node_exporter textfile collector)"],
+    ],
+    examples: [
+      ["wal-ctl /etc/walmgr/master.ini status", "is the daemon running, how far behind is the slave"],
+      ["wal-ctl /etc/walmgr/slave.ini status --json | jq .standbys", "the standbys' lag, for a script"],
+      [
+        "* * * * * wal-ctl /etc/walmgr/master.ini status --prometheus > /var/lib/node_exporter/textfile/walmgr.prom.$$ && mv /var/lib/node_exporter/textfile/walmgr.prom.$$ /var/lib/node_exporter/textfile/walmgr.prom",
+        "crontab line: metrics for node_exporter every minute",
+      ],
+    ],
+    exit: [[0, "always, whatever the status shows; only a bad CONFIG (3) or bad arguments (2) fail it"]],
+  },
+  check: {
+    roles: ["master", "slave"],
+    args: "",
+    synopsis: ["[--timeout SECONDS] [--json | --nagios]"],
+    summary: "check that WAL shipping works end to end, item by item",
+    description: `Checks the setup one item at a time and prints one line per item: OK,
+WARN, FAIL or SKIP (an item that cannot be checked because an earlier one
+failed), with the reason and, for WARN and FAIL, the fix.
+
+On the master: CONFIG is valid; archive_mode, archive_command (it must run
+this project's wal-archive with this CONFIG) and wal_level as PostgreSQL
+reports them; the slave directory is reachable and writable (a probe file
+is written and removed); the archiver is not failing and the .ready
+backlog is small (pg_stat_archiver, pg_wal/archive_status). Then it forces
+a WAL switch (pg_switch_wal after a restore point) and waits until that
+segment has arrived in completed_wals, at most --timeout seconds.
+
+On the slave: the directory layout exists; the standby's restore_command
+points at this CONFIG; the newest backup's WAL chain is complete; no stale
+BACKUPLOCK; the standby is replaying (not paused).
+
+The exit code is that of the first FAIL's kind (with no FAIL, the first
+WARN's), from the table below.
+
+--nagios prints one line for Nagios, Icinga or NRPE, with perfdata:
+    WALMGR OK|WARNING|CRITICAL|UNKNOWN - ...
+and exits with the Nagios codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+instead of the ones below.`,
+    options: [
+      ["--timeout SECONDS", "master: how long to wait for the switched segment to arrive (default 60)"],
+      ["--json", "{ok, role, checks: [{name, status, detail, fix?}]} (schema: schemas/check.schema.json)"],
+      ["--nagios", "one Nagios plugin line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"],
+    ],
+    examples: [
+      ["wal-ctl /etc/walmgr/master.ini check", "after setup: does a WAL switch reach the slave directory?"],
+      ["wal-ctl /etc/walmgr/slave.ini check", "is the standby set up and replaying?"],
+      [
+        "command[check_walmgr]=/opt/walmgr-ts/bin/wal-ctl /etc/walmgr/master.ini check --nagios --timeout 30",
+        "NRPE line (nrpe.cfg)",
+      ],
+    ],
+    exit: [
+      [0, "every item is OK (or SKIP, not applicable)"],
+      [1, "the switched WAL segment did not reach completed_wals within --timeout"],
+      [3, "configuration (CONFIG, archive settings); the first FAIL's kind counts (no FAIL: the first WARN's)"],
+      [4, "a lock (a stale BACKUPLOCK)"],
+      [6, "the transport (ssh, network, S3)"],
+      [7, "the database (connection, archiver, replay)"],
+      [9, "I/O (slave directory not writable, WAL chain broken)"],
+    ],
+  },
+  backup: {
+    roles: ["master", "slave"],
+    args: "",
+    synopsis: ["[--clear-stale-lock]"],
+    summary: "take a base backup into full_backup (see wal-backup)",
+    description: `On the master: a non-exclusive base backup (pg_backup_start/pg_backup_stop
+in one session) of master_data and its tablespaces into full_backup; it
+ends once the WAL the backup needs is archived. On the slave: the same,
+taken from the running standby, with no load on the master.
+
+completed_wals/BACKUPLOCK is held throughout; a second backup is refused
+and names the holder. With keep_backups = N > 0 sets are rotated
+(data.master, data.master.0, ...) and WAL no kept set and no live standby
+needs is purged. The set appears only when complete, with a manifest
+(size and sha256 of every file) for verify. Same as wal-backup CONFIG.`,
+    options: [["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"]],
+    examples: [
+      [
+        "30 2 * * * /opt/walmgr-ts/bin/wal-ctl -q /etc/walmgr/master.ini backup",
+        "crontab line of the postgres user: a base backup every night",
+      ],
+      ["wal-ctl /etc/walmgr/slave.ini backup", "back up from the standby instead of the master"],
+      ["wal-ctl /etc/walmgr/master.ini backup --clear-stale-lock", "after a backup was killed with kill -9"],
+    ],
+    exit: [
+      [4, "another backup holds BACKUPLOCK (or a stale lock: rerun with --clear-stale-lock)"],
+      [7, "the database refused pg_backup_start/pg_backup_stop"],
+    ],
+  },
+  restore: {
+    roles: ["master", "slave"],
+    args: "[SET [DST]]",
+    synopsis: [
+      "[--timeout SECONDS]",
+      "\n{--target-time T | --target-lsn L | --target-xid X | --target-name N}\n[--target-action promote|pause|shutdown] [--target-exclusive]\n[--timeout SECONDS]",
+    ],
+    summary: "restore a backup set: a standby, or a point in time",
+    arguments: [
+      ["SET", "a backup set name (data.master, data.master.1, ...) or path; default: the newest, moved"],
+      ["DST", "the data directory to restore into; default slave_data"],
+    ],
+    description: `On the slave: puts a backup set into DST (default slave_data): the newest
+set is moved when no SET is named, a named SET is copied. The old data
+directory is kept as DST.N (backup_datadir = yes) or removed; a server
+running in DST is stopped with slave_stop_cmd first. pg_wal is linked to
+slave_pg_xlog when set; saved config files go to slave_config_dir. Then it
+writes the recovery settings (restore_command running wal-restore with
+this CONFIG, standby.signal; recovery.conf before PostgreSQL 12), makes
+sure the restored node does not archive, removes STOP, and starts the
+server with slave_start_cmd (only when DST is slave_data).
+
+With a --target-* option it is a point-in-time restore: recovery.signal
+instead of standby.signal, recovery stops at the target and then does
+--target-action.
+
+An interrupted restore (error, kill -9, power loss) is finished by running
+the same command again. On the master (EXPERIMENTAL, as in walmgr) SET and
+DST are required and nothing is started.`,
+    options: [
+      ["--timeout SECONDS", "how long to wait for the server in DST to stop after slave_stop_cmd (default 60)"],
+      [
+        "--target-time T",
+        "recover up to a time: YYYY-MM-DD[ HH:MM[:SS]] with an optional zone (Z, +02, Europe/Berlin)",
+      ],
+      ["--target-lsn L", "recover up to a WAL location X/X"],
+      ["--target-xid X", "recover up to a transaction id"],
+      ["--target-name N", "recover up to a restore point made with pg_create_restore_point"],
+      ["--target-action A", "at the target: promote (default), pause or shutdown"],
+      ["--target-exclusive", "stop just before the target instead of just after it"],
+    ],
+    examples: [
+      ["wal-ctl /etc/walmgr/slave.ini restore", "build the standby from the newest backup and start it"],
+      [
+        "wal-ctl /etc/walmgr/slave.ini restore data.master.1 /srv/pitr --target-time '2026-11-24 06:00:00+00'",
+        "a copy of the database as it was at 06:00 UTC, beside the standby",
+      ],
+      [
+        "wal-ctl /etc/walmgr/slave.ini restore data.master --target-name before_upgrade --target-action pause",
+        "recover to a restore point and pause there for inspection",
+      ],
+    ],
+    exit: [
+      [2, "a bad --target-* value, or DST is neither missing, empty nor a data directory"],
+      [4, "the server in DST did not stop within --timeout, or another restore into DST runs"],
+    ],
+  },
+  listbackups: {
+    roles: ["master", "slave"],
+    args: "",
+    synopsis: ["[--json]"],
+    summary: "list the backup sets in the slave directory",
+    description: `Lists the backup sets in full_backup, newest first: NAME, START TIME,
+LABEL, START WAL, SIZE. A set whose metadata cannot be read is listed as
+DAMAGED, and leftovers of killed backups are named.`,
+    options: [["--json", "an array of sets, for scripts"]],
+    examples: [
+      ["wal-ctl /etc/walmgr/slave.ini listbackups", "which sets can be restored"],
+      ["wal-ctl /etc/walmgr/master.ini listbackups --json", "the same from the master, as JSON"],
+    ],
+    exit: [[9, "a set is DAMAGED"]],
+  },
+  verify: {
+    roles: ["master", "slave"],
+    args: "[SET]",
+    synopsis: ["[--json]"],
+    summary: "check backup sets and archived WAL against their checksums",
+    arguments: [["SET", "one backup set (name or path); default: every set"]],
+    description: `Checks each backup set's files against its manifest (size and sha256),
+re-reads every archived WAL file against its checksum, and walks the WAL
+chain of each timeline from each set's start to the newest segment. It
+reports every gap, corrupt file and unexpected file, and for each set the
+latest point it can be restored to. Works from the master for an ssh or S3
+slave directory too (the files are read where they are). Shows progress on
+a terminal.`,
+    options: [["--json", "the findings as one JSON object (schema: schemas/verify.schema.json)"]],
+    examples: [
+      ["wal-ctl /etc/walmgr/slave.ini verify", "check everything"],
+      ["wal-ctl /etc/walmgr/master.ini verify data.master", "check the newest set and the WAL it needs"],
+      [
+        "0 4 * * 0 /opt/walmgr-ts/bin/wal-ctl -q /etc/walmgr/slave.ini verify",
+        "crontab line: every Sunday; cron mails the output when it fails",
+      ],
+    ],
+    exit: [
+      [0, "everything checks"],
+      [1, "there is no backup set (or no set of that name)"],
+      [9, "a file is damaged or missing, the WAL chain has a gap, or a set cannot reach the newest WAL"],
+    ],
+  },
+  xarchive: {
+    roles: ["master"],
+    internal: true,
+    args: "%p %f",
+    synopsis: [""],
+    summary: "archive one WAL file (same as wal-archive)",
+    arguments: [
+      ["%p", "the file's path, relative to the data directory"],
+      ["%f", "its name in the archive"],
+    ],
+    description: `walmgr.py's archive_command, kept so that an existing
+archive_command = 'walmgr.py master.ini xarchive %p %f' has an equivalent.
+Same as wal-archive CONFIG %p %f, which setup configures.`,
+    options: [],
+    examples: [
+      [
+        "archive_command = '/opt/walmgr-ts/bin/wal-ctl /etc/walmgr/master.ini xarchive %p %f'",
+        "postgresql.conf line (setup writes the wal-archive form)",
+      ],
+    ],
+    exit: [
+      [0, "the file and its checksum are durable in completed_wals"],
+      [8, "an archived file of this name holds other content (left untouched)"],
+    ],
+  },
+  xrestore: {
+    roles: ["slave"],
+    internal: true,
+    args: "%f %p [%r]",
+    synopsis: [""],
+    summary: "serve one WAL file to the standby (same as wal-restore)",
+    arguments: [
+      ["%f", "the WAL file PostgreSQL asks for"],
+      ["%p", "where to put it"],
+      ["%r", "the standby's restart point: WAL before it may be purged"],
+    ],
+    description: `walmgr.py's restore_command, kept so that an existing
+restore_command = 'walmgr.py slave.ini xrestore %f %p' has an equivalent.
+Same as wal-restore CONFIG %f %p [%r], which restore configures.`,
+    options: [],
+    examples: [
+      [
+        "restore_command = '/opt/walmgr-ts/bin/wal-ctl /etc/walmgr/slave.ini xrestore %f %p %r'",
+        "recovery setting (restore writes the wal-restore form)",
+      ],
+    ],
+    exit: [
+      [0, "the file is at %p, checked against its checksum"],
+      [1, "not available (yet, or PAUSE): PostgreSQL retries"],
+    ],
+  },
+  xpartialsync: {
+    roles: ["master"],
+    internal: true,
+    args: "",
+    synopsis: [""],
+    summary: "walmgr.py's partial sync; same as sync",
+    description: `walmgr.py's name for one partial-segment sync, kept for old scripts.
+Same as sync.`,
+    options: [],
+    examples: [["wal-ctl /etc/walmgr/master.ini xpartialsync", "same as wal-ctl /etc/walmgr/master.ini sync"]],
+    exit: [[4, "the sync daemon or another sync holds partial_wals/.walmgr-sync-lock"]],
+  },
+  xhelper: {
+    roles: ["slave"],
+    internal: true,
+    config: "SLAVE_CONFIG",
+    args: "",
+    synopsis: [""],
+    summary: "the slave side of the ssh transport (run by the master)",
+    description: `With slave = host:/path the master starts one helper session per command:
+ssh HOST 'wal-ctl SLAVE_CONFIG xhelper' (SLAVE_CONFIG is - when the master
+has no slave_config; slave_wal_ctl names wal-ctl on that host). The helper
+serves the master's requests on its stdin and stdout in a framed protocol
+until the master closes it, each with the local storage on the slave host:
+files are written under a temporary name, fsynced, renamed and their
+folder fsynced, exactly as locally. Master and slave must run the same
+walmgr-ts version. The requests:`,
+    options: [],
+    examples: [
+      [
+        "ssh slavehost '/opt/walmgr-ts/bin/wal-ctl /etc/walmgr/slave.ini xhelper' </dev/null",
+        "what the master runs; by hand it only shows that ssh and wal-ctl work on the slave host",
+      ],
+    ],
+    exit: [[0, "the master closed the session"]],
+  },
+};
