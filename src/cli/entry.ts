@@ -9,6 +9,12 @@ export interface Program {
   name: string;
   /** Key of the help text in cli/help.ts, loaded only for --help. */
   help: keyof typeof import("./help").HELP;
+  /**
+   * Help pages beyond that one (wal-ctl: `help COMMAND`, `COMMAND --help`): the page the command
+   * line asks for, or undefined when it asks for none (then --help prints `help`'s page). Runs
+   * before CONFIG is read, so help works without a config file.
+   */
+  helpPage?: (parsed: ParsedArgs) => Promise<string | undefined>;
   spec?: ArgSpec;
   /**
    * The positional arguments after CONFIG: how many (min, max; `usage` for the hint), or a function
@@ -82,8 +88,10 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
   process.once("SIGTERM", onSignal);
   (async (): Promise<number> => {
     const parsed = parseArgs(argv, program.spec);
-    if (parsed.help) {
-      writeStdout((await import("./help")).HELP[program.help]);
+    const page =
+      (await program.helpPage?.(parsed)) ?? (parsed.help ? (await import("./help")).HELP[program.help] : undefined);
+    if (page !== undefined) {
+      writeStdout(page);
       return ExitCode.OK;
     }
     if (parsed.version) {

@@ -40,6 +40,12 @@ const COMMANDS: Record<CtlCommand, Command> = {
 main({
   name: "wal-ctl",
   help: "walCtl",
+  // `wal-ctl help [COMMAND]`, `wal-ctl [CONFIG] COMMAND --help`: that command's page. Only such a
+  // command line loads the pages; `help` stands where CONFIG or COMMAND would.
+  helpPage: async ({ positional, help }) =>
+    help || positional[0] === "help" || positional[1] === "help"
+      ? (await import("../cli/help")).ctlHelp(positional, help)
+      : undefined,
   positionals: checkCtlArgs,
   spec: {
     valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"],
