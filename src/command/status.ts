@@ -1,13 +1,15 @@
 import { hostname } from "node:os";
 import { posix } from "node:path";
 import type { Context } from "../context";
-import { slaveLayout } from "../layout";
-import { connectMaster } from "../pg/client";
+import { UsageError } from "../errors";
+import { slaveLayout, type SlaveLayout } from "../layout";
+import { connectMaster, type Db } from "../pg/client";
 import { readPidfile } from "../pidfile";
 import { DAEMON_STATE, type DaemonState } from "./daemon";
 import { readPeriodicState, type PeriodicState } from "./periodic";
 import { readSyncState, type SyncState } from "./sync";
 import { readBytes } from "../storage/bytes";
+import { driverFor } from "../storage/open";
 import {
   DEFAULT_SEGMENT_SIZE,
   formatAge,
@@ -15,15 +17,46 @@ import {
   lagOf,
   readRegistry,
   standbyExpireSeconds,
+  standbyName,
   type JudgedStandby,
 } from "../standbys";
-import { isWalSegmentSize, parseWalName, comparePosition } from "../wal/names";
+import { isWalSegmentSize, parseLsn, segmentNumber } from "../wal/names";
 import { formatLocation } from "../config/load";
 import { archiveRepositories } from "./archive/repositories";
-import type { SlaveLayout } from "../layout";
+import { archiverStats, readyBacklog, type ArchiverStats, type ReadyBacklog } from "../monitor/archiver";
+import { backupsStatus, type BackupsStatus } from "../monitor/backups";
+import {
+  controlFiles,
+  freeDisk,
+  newestSegment,
+  partialSegment,
+  segmentFile,
+  type ControlFileStatus,
+  type SegmentFile,
+  type SlaveDirStatus,
+} from "../monitor/slave-dir";
+import { standbyReplay, type StandbyReplay } from "../monitor/standby-replay";
+import { formatPrometheus } from "../monitor/prometheus";
+import {
+  Budget,
+  DB_TIMEOUT_MS,
+  errorText,
+  STORAGE_BUDGET_MS,
+  STORAGE_TIMEOUT_S,
+  withTimeout,
+} from "../monitor/timeout";
 
+/**
+ * What `wal-ctl CONFIG status --json` prints (schemas/status.schema.json describes it). Fields
+ * are only ever added: scripts rely on the existing ones. A part that cannot be read is
+ * reported in its own field (`error`, `…Error`, `reason`), never by failing the command.
+ */
 export interface Status {
   role: "master" | "slave";
+  /** The config's job name (job_name, or the config file's name). */
+  job: string;
+  /** When this status was gathered (ISO time). */
+  time: string;
   daemon: {
     /** running: the pidfile's process is alive (master) or the heartbeat is recent (slave). */
     state: "running" | "stopped" | "stale" | "unknown" | "not running";
@@ -46,6 +79,29 @@ export interface Status {
   repositories?: RepositoryStatus[];
   /** The newest complete segment in completed_wals, which the lags are measured against. */
   newestSegment?: string;
+  /** Master: what waits to be archived, and PostgreSQL's archiver counters. */
+  archiver?: ArchiverStatus;
+  /** The slave directory (from the master too, when its driver reaches it). */
+  slaveDir?: SlaveDirStatus;
+  /** Slave: the standby server in slave_data, and how far behind its replay is. */
+  replay?: ReplayStatus;
+  /** The backup sets in full_backup. */
+  backups?: BackupsStatus;
+}
+
+/** The master's archiving: the .ready backlog (master_data) and pg_stat_archiver (master_db). */
+export interface ArchiverStatus {
+  ready: ReadyBacklog | null;
+  readyError?: string;
+  stats: ArchiverStats | null;
+  statsError?: string;
+}
+
+/** The standby server's replay, under its standby name. */
+export interface ReplayStatus extends StandbyReplay {
+  standby: string;
+  /** Bytes between its replay position and the end of the newest archived segment (null: unknown). */
+  behindArchiveBytes?: number | null;
 }
 
 export interface StandbyStatus {
@@ -84,10 +140,11 @@ async function gatherRepositories(ctx: Context): Promise<RepositoryStatus[] | un
     repos.map(async (r): Promise<RepositoryStatus> => {
       const base = { name: r.name, location: formatLocation(r.loc), behindSegments: null };
       try {
-        const newest = newestSegment((await r.archive.driver.list(r.loc.path)) ?? []);
+        const names = await withTimeout(r.archive.driver.list(r.loc.path), STORAGE_BUDGET_MS, r.name);
+        const newest = newestSegment(names ?? []);
         return newest === undefined ? base : { ...base, newestSegment: newest };
       } catch (err) {
-        return { ...base, error: (err as Error).message };
+        return { ...base, error: errorText(err) };
       }
     }),
   );
@@ -100,32 +157,18 @@ async function gatherRepositories(ctx: Context): Promise<RepositoryStatus[] | un
   return out;
 }
 
-/** The newest complete segment among `names` (anything else ignored); undefined when none. */
-function newestSegment(names: string[]): string | undefined {
-  let newest: string | undefined;
-  for (const n of names) {
-    if (parseWalName(n)?.kind === "segment" && (newest === undefined || comparePosition(n, newest) > 0)) newest = n;
-  }
-  return newest;
-}
-
-/** The standby registry and how far each is behind the newest complete segment. */
+/** The standby registry in completed_wals (listed as `names`), and how far each is behind `newest`. */
 async function gatherStandbys(
   ctx: Context,
   layout: SlaveLayout,
+  names: string[],
+  newest: string | undefined,
+  segSize: number,
   now: number,
-): Promise<{ standbys: StandbyStatus[]; newest?: string }> {
-  const dir = layout.completed.path;
-  const names = (await layout.driver.list(dir)) ?? [];
-  const newest = newestSegment(names);
-  const entries = await readRegistry(layout.driver, dir, names);
-  let segSize = DEFAULT_SEGMENT_SIZE;
-  if (newest !== undefined && entries.length > 0) {
-    const size = (await layout.driver.info(posix.join(dir, newest)))?.size;
-    if (size !== undefined && isWalSegmentSize(size)) segSize = size;
-  }
+): Promise<StandbyStatus[]> {
+  const entries = await readRegistry(layout.driver, layout.completed.path, names);
   const expire = standbyExpireSeconds(ctx.config);
-  const standbys = entries.map((e): StandbyStatus => {
+  return entries.map((e): StandbyStatus => {
     const j: JudgedStandby = judge(e, expire, now);
     const lag =
       j.restartpoint !== undefined && newest !== undefined ? lagOf(j.restartpoint, newest, segSize) : undefined;
@@ -142,11 +185,9 @@ async function gatherStandbys(
       ...(j.legacy ? { legacy: true } : {}),
     };
   });
-  return newest !== undefined ? { standbys, newest } : { standbys };
 }
 
-async function readDaemonState(ctx: Context, dir: string): Promise<DaemonState | undefined> {
-  const layout = slaveLayout(ctx.config, "status");
+async function readDaemonState(layout: SlaveLayout, dir: string): Promise<DaemonState | undefined> {
   const raw = await readBytes(layout.driver, posix.join(dir, DAEMON_STATE));
   if (!raw) return undefined;
   try {
@@ -161,15 +202,19 @@ function secondsSince(iso: string | undefined, now: number): number {
   return Number.isFinite(t) ? Math.max(0, (now - t) / 1000) : NaN;
 }
 
-/** Gathers the status; the database is asked only on the master and only in record-capable setups. */
-export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Status> {
-  const role = ctx.config.role;
+/**
+ * The slave directory with a driver whose requests time out after STORAGE_TIMEOUT_S (an ssh or
+ * S3 slave directory that does not answer must not hang status; ssh_timeout/s3_timeout are
+ * sized for shipping, not for a look).
+ */
+function statusLayout(ctx: Context): SlaveLayout {
   const layout = slaveLayout(ctx.config, "status");
-  const dir = ctx.config.requireLocation("partial_wals", "status").path;
-  const sync = await readSyncState(layout, dir);
-  const hb = await readDaemonState(ctx, dir);
-  const status: Status = { role, daemon: { state: "unknown", detail: "" } };
-  if (sync) status.lastSync = { ...sync, secondsAgo: secondsSince(sync.time, now) };
+  return { ...layout, driver: driverFor(layout.completed, ctx.config, { timeout: STORAGE_TIMEOUT_S }) };
+}
+
+/** The daemon's state, from its pidfile (master) or its heartbeat in partial_wals. */
+function daemonStatus(ctx: Context, hb: DaemonState | undefined, now: number): Status["daemon"] {
+  const role = ctx.config.role;
   const hbAge = secondsSince(hb?.heartbeat, now);
   const hbFields = hb
     ? {
@@ -184,84 +229,277 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
   if (pidfile) {
     const st = readPidfile(pidfile, ctx.config.file);
     if (st.kind === "running") {
-      status.daemon = { state: "running", pid: st.pid, pidfile, detail: `running (pid ${st.pid})`, ...hbFields };
+      return { state: "running", pid: st.pid, pidfile, detail: `running (pid ${st.pid})`, ...hbFields };
     } else if (st.kind === "stale") {
-      status.daemon = { state: "stale", pid: st.pid, pidfile, detail: `not running: stale pidfile (${st.why})` };
+      return { state: "stale", pid: st.pid, pidfile, detail: `not running: stale pidfile (${st.why})` };
     } else if (st.kind === "unknown") {
-      status.daemon = { state: "unknown", pid: st.pid, pidfile, detail: `cannot tell: ${st.why}` };
+      return { state: "unknown", pid: st.pid, pidfile, detail: `cannot tell: ${st.why}` };
     } else if (st.kind === "invalid") {
-      status.daemon = { state: "unknown", pidfile, detail: `pidfile ${pidfile} does not hold a pid` };
-    } else {
-      status.daemon = { state: "not running", pidfile, detail: `not running (no ${pidfile})` };
+      return { state: "unknown", pidfile, detail: `pidfile ${pidfile} does not hold a pid` };
     }
-  } else if (hb) {
+    return { state: "not running", pidfile, detail: `not running (no ${pidfile})` };
+  }
+  if (hb) {
     // The slave side (or a master without pidfile) knows the daemon by its heartbeat only.
     const limit = Math.max(3 * hb.loopDelay, 30) + 5;
     const where = `pid ${hb.pid} on ${hb.host === hostname() ? "this host" : hb.host}`;
     if (hb.stopped) {
-      status.daemon = { state: "stopped", pid: hb.pid, host: hb.host, detail: `stopped at ${hb.stopped} (${where})` };
-    } else if (hbAge <= limit) {
-      status.daemon = {
+      return { state: "stopped", pid: hb.pid, host: hb.host, detail: `stopped at ${hb.stopped} (${where})` };
+    }
+    if (hbAge <= limit) {
+      return {
         state: "running",
         pid: hb.pid,
         host: hb.host,
         detail: `running (${where}, heard from ${hbAge.toFixed(1)} s ago)`,
         ...hbFields,
       };
-    } else {
-      status.daemon = {
-        state: "stale",
-        pid: hb.pid,
-        host: hb.host,
-        detail: `not heard from for ${hbAge.toFixed(0)} s (${where}): not running?`,
-        ...hbFields,
-      };
     }
-  } else {
-    status.daemon = {
-      state: "unknown",
-      detail: role === "master" ? "pidfile is not set and no daemon has run" : "no daemon has shipped here",
+    return {
+      state: "stale",
+      pid: hb.pid,
+      host: hb.host,
+      detail: `not heard from for ${hbAge.toFixed(0)} s (${where}): not running?`,
+      ...hbFields,
     };
   }
-  if (role === "master" && ctx.config.has("master_db") && sync?.lsn) {
+  return {
+    state: "unknown",
+    detail: role === "master" ? "pidfile is not set and no daemon has run" : "no daemon has shipped here",
+  };
+}
+
+/**
+ * The master's side, over one connection to master_db: its WAL position against what was
+ * shipped (when the sync state has an LSN), and pg_stat_archiver. Bounded by DB_TIMEOUT_MS.
+ */
+async function askMaster(
+  ctx: Context,
+  syncLsn: string | undefined,
+): Promise<{ master?: NonNullable<Status["master"]>; stats?: ArchiverStats; error?: string }> {
+  // Not configured is not an error: the archiver's counters are then simply not shown.
+  if (!ctx.config.has("master_db")) return {};
+  let db: Db | undefined;
+  try {
+    db = await withTimeout(connectMaster(ctx.config, "status"), DB_TIMEOUT_MS, "the master", (late) => {
+      void late.close();
+    });
+    const conn = db;
+    return await withTimeout(
+      (async () => {
+        // A server that accepted the connection and then stalls must not hold status up.
+        await conn.query("SET statement_timeout = 5000");
+        let master: Status["master"];
+        if (syncLsn) {
+          const v10 = conn.serverVersion >= 100000;
+          const fn = v10 ? "pg_current_wal_lsn()" : "pg_current_xlog_location()";
+          const diff = v10 ? "pg_wal_lsn_diff" : "pg_xlog_location_diff";
+          const row = await conn.one<{ lsn: string; behind: string | null }>(
+            `SELECT ${fn}::text AS lsn, ${diff}(${fn}, $1::pg_lsn)::text AS behind`,
+            [syncLsn],
+          );
+          master = {
+            lsn: row.lsn,
+            bytesBehind: row.behind === null ? null : Number(row.behind),
+            asOf: new Date().toISOString(),
+          };
+        }
+        const stats = await archiverStats(conn);
+        return master ? { master, stats } : { stats };
+      })(),
+      DB_TIMEOUT_MS,
+      `the master (${conn.where})`,
+    );
+  } catch (err) {
+    return { error: errorText(err) };
+  } finally {
+    await db?.close();
+  }
+}
+
+/** The archiver part of the master's status. */
+function archiverStatus(ctx: Context, asked: { stats?: ArchiverStats; error?: string }, now: number): ArchiverStatus {
+  const out: ArchiverStatus = { ready: null, stats: asked.stats ?? null };
+  if (asked.error !== undefined) out.statsError = asked.error;
+  const data = ctx.config.path("master_data");
+  if (data === undefined) {
+    out.readyError = "master_data is not set";
+  } else {
     try {
-      const db = await connectMaster(ctx.config, "status");
-      try {
-        const v10 = db.serverVersion >= 100000;
-        const fn = v10 ? "pg_current_wal_lsn()" : "pg_current_xlog_location()";
-        const diff = v10 ? "pg_wal_lsn_diff" : "pg_xlog_location_diff";
-        const row = await db.one<{ lsn: string; behind: string | null }>(
-          `SELECT ${fn}::text AS lsn, ${diff}(${fn}, $1::pg_lsn)::text AS behind`,
-          [sync.lsn],
-        );
-        status.master = {
-          lsn: row.lsn,
-          bytesBehind: row.behind === null ? null : Number(row.behind),
-          asOf: new Date().toISOString(),
-        };
-      } finally {
-        await db.close();
-      }
+      out.ready = readyBacklog(data, now);
     } catch (err) {
-      ctx.log.warn(`cannot ask the master how far behind the slave is: ${(err as Error).message}`);
+      out.readyError = errorText(err);
     }
-  } else if (hb?.masterLsn && sync?.lsn) {
+  }
+  return out;
+}
+
+/** What status sees in the slave directory, within `budget`; `names` is completed_wals' listing. */
+async function gatherSlaveDir(
+  ctx: Context,
+  layout: SlaveLayout,
+  listed: { names?: string[]; error?: string },
+  newest: SegmentFile | null,
+  newestError: string | undefined,
+  sync: SyncState | undefined,
+  now: number,
+  budget: Budget,
+): Promise<SlaveDirStatus> {
+  const out: SlaveDirStatus = {
+    location: formatLocation(ctx.config.location("slave") ?? layout.completed),
+    ...(listed.error !== undefined ? { error: listed.error } : {}),
+    newestSegment: newest,
+    ...(newestError !== undefined ? { newestSegmentError: newestError } : {}),
+    partial: null,
+    controlFiles: await controlFiles(ctx.config, layout.completed, layout.driver, now, budget),
+    freeDisk: freeDisk(layout.completed),
+  };
+  if (layout.partial !== undefined) {
+    const dir = layout.partial.path;
+    try {
+      out.partial = await budget.run(() => partialSegment(layout.driver, dir, sync, now));
+    } catch (err) {
+      out.partialError = errorText(err);
+    }
+  }
+  return out;
+}
+
+/** Bytes from `lsn` to the end of the segment `newest` (of `segSize` bytes); null when unknown. */
+function bytesToEndOf(newest: string | undefined, segSize: number, lsn: string | null | undefined): number | null {
+  if (newest === undefined || !lsn) return null;
+  try {
+    const end = (segmentNumber(newest, segSize) + 1n) * BigInt(segSize);
+    const d = end - parseLsn(lsn);
+    // Streaming can take a standby past the archive: then it is not behind it.
+    return d > 0n ? Number(d) : 0;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Gathers the status. Nothing waits without a limit: the databases get DB_TIMEOUT_MS, the slave
+ * directory STORAGE_BUDGET_MS for all its reads; the database, the slave directory, the
+ * repositories and the standby server are asked at the same time.
+ */
+export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Status> {
+  const role = ctx.config.role;
+  const layout = statusLayout(ctx);
+  const dir = ctx.config.requireLocation("partial_wals", "status").path;
+  const budget = new Budget(STORAGE_BUDGET_MS, `the slave directory (${layout.driver.description})`);
+  let storageError: string | undefined;
+  const tryRead = async <T>(fn: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await budget.run(fn);
+    } catch (err) {
+      storageError ??= errorText(err);
+      return undefined;
+    }
+  };
+  const sync = await tryRead(() => readSyncState(layout, dir));
+  const hb = await tryRead(() => readDaemonState(layout, dir));
+  const status: Status = {
+    role,
+    job: ctx.config.jobName,
+    time: new Date(now).toISOString(),
+    daemon: daemonStatus(ctx, hb, now),
+  };
+  if (sync) status.lastSync = { ...sync, secondsAgo: secondsSince(sync.time, now) };
+
+  const masterLane = role === "master" ? askMaster(ctx, sync?.lsn || undefined) : undefined;
+  const reposLane = gatherRepositories(ctx);
+  const replayLane = role === "slave" ? standbyReplay(ctx.config, now) : undefined;
+
+  // The slave directory, one read after the other (an ssh session is one channel).
+  if (role === "master" && ctx.config.has("periodic_command")) {
+    const p = await tryRead(() => readPeriodicState(layout, dir));
+    if (p) status.periodic = p;
+  }
+  const listed: { names?: string[]; error?: string } = {};
+  try {
+    listed.names = (await budget.run(() => layout.driver.list(layout.completed.path))) ?? [];
+  } catch (err) {
+    listed.error = errorText(err);
+  }
+  const newestName = listed.names !== undefined ? newestSegment(listed.names) : undefined;
+  let newest: SegmentFile | null = null;
+  let newestError: string | undefined;
+  if (newestName !== undefined) {
+    try {
+      newest = await budget.run(() => segmentFile(layout.driver, layout.completed.path, newestName, now));
+    } catch (err) {
+      newestError = errorText(err);
+    }
+  }
+  const segSize = newest?.bytes != null && isWalSegmentSize(newest.bytes) ? newest.bytes : DEFAULT_SEGMENT_SIZE;
+  if (listed.names !== undefined) {
+    const names = listed.names;
+    try {
+      status.standbys = await budget.run(() => gatherStandbys(ctx, layout, names, newestName, segSize, now));
+      if (newestName !== undefined) status.newestSegment = newestName;
+    } catch (err) {
+      ctx.log.warn(`cannot read the standby records in ${layout.completed.path}: ${errorText(err)}`);
+    }
+  } else {
+    ctx.log.warn(`cannot list ${formatLocation(layout.completed)}: ${listed.error ?? "?"}`);
+  }
+  status.slaveDir = await gatherSlaveDir(
+    ctx,
+    layout,
+    listed.error === undefined && storageError !== undefined ? { ...listed, error: storageError } : listed,
+    newest,
+    newestError,
+    sync,
+    now,
+    budget,
+  );
+  const fullBackup = ctx.config.location("full_backup");
+  if (fullBackup !== undefined) {
+    const driver = driverFor(fullBackup, ctx.config, { timeout: STORAGE_TIMEOUT_S });
+    try {
+      status.backups = await backupsStatus(driver, fullBackup, now, budget);
+    } catch (err) {
+      status.backups = {
+        location: formatLocation(fullBackup),
+        count: 0,
+        totalBytes: 0,
+        withoutMetadata: 0,
+        newest: null,
+        oldest: null,
+        error: errorText(err),
+      };
+    }
+  }
+
+  if (masterLane) {
+    const asked = await masterLane;
+    if (asked.master) {
+      status.master = asked.master;
+    } else if (asked.error !== undefined && ctx.config.has("master_db")) {
+      ctx.log.warn(`cannot ask the master how far behind the slave is, nor pg_stat_archiver: ${asked.error}`);
+    }
+    status.archiver = archiverStatus(ctx, asked, now);
+  }
+  if (!status.master && hb?.masterLsn && sync?.lsn) {
     // Without a connection: what the daemon saw at its last heartbeat.
     status.master = { lsn: hb.masterLsn, bytesBehind: lsnDiff(hb.masterLsn, sync.lsn), asOf: hb.heartbeat };
   }
-  const periodic = role === "master" && ctx.config.has("periodic_command");
-  if (periodic) {
-    const p = await readPeriodicState(layout, dir);
-    if (p) status.periodic = p;
-  }
-  const repos = await gatherRepositories(ctx);
+  const repos = await reposLane;
   if (repos !== undefined) status.repositories = repos;
-  try {
-    const reg = await gatherStandbys(ctx, layout, now);
-    status.standbys = reg.standbys;
-    if (reg.newest !== undefined) status.newestSegment = reg.newest;
-  } catch (err) {
-    ctx.log.warn(`cannot read the standby records in ${layout.completed.path}: ${(err as Error).message}`);
+  if (replayLane) {
+    const replay = await replayLane;
+    let name: string;
+    try {
+      name = standbyName(ctx.config);
+    } catch (err) {
+      name = `? (${errorText(err)})`;
+    }
+    status.replay = {
+      standby: name,
+      ...replay,
+      ...(replay.running ? { behindArchiveBytes: bytesToEndOf(newestName, segSize, replay.replayLsn) } : {}),
+    };
   }
   return status;
 }
@@ -277,24 +515,152 @@ function lsnDiff(a: string, b: string): number | null {
   return x === undefined || y === undefined ? null : Math.max(0, Number(x - y));
 }
 
-/** `wal-ctl CONFIG status` (either side; `--json` for a machine). Always exits 0. */
+/** 1536 → "1.5 KiB". */
+function formatBytes(n: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[i] ?? ""}`;
+}
+
+/** A ready backlog older than this without a recorded failure looks like a hung archive_command. */
+const STUCK_AFTER_SECONDS = 300;
+
+function archiverRows(a: ArchiverStatus, row: (k: string, v: string) => void): void {
+  const st = a.stats;
+  if (st === null) {
+    row("archiving", `pg_stat_archiver not read: ${a.statsError ?? "master_db is not set"}`);
+  } else {
+    const counts = `${st.archivedCount} archived, ${st.failedCount} failed since ${st.statsReset ?? "the stats reset"}`;
+    if (st.failingNow) {
+      row("archiving", `FAILING NOW: ${st.lastFailedWal ?? "?"} failed at ${st.lastFailedTime ?? "?"} (${counts})`);
+    } else {
+      const last = st.lastArchivedWal ? `last archived ${st.lastArchivedWal} at ${st.lastArchivedTime ?? "?"}` : "";
+      row("archiving", `ok${last ? `: ${last}` : ""} (${counts})`);
+    }
+  }
+  const r = a.ready;
+  if (r === null) {
+    row("ready backlog", `not read: ${a.readyError ?? "?"}`);
+  } else if (r.count === 0) {
+    row("ready backlog", "nothing waits to be archived");
+  } else {
+    const stuck =
+      st !== null && !st.failingNow && (r.oldestAgeSeconds ?? 0) > STUCK_AFTER_SECONDS
+        ? "; PostgreSQL records no failure: is archive_command hanging, or the archiver not running?"
+        : "";
+    row(
+      "ready backlog",
+      `${r.count} file(s) wait to be archived, the oldest (${r.oldest ?? "?"}) for ${formatAge(r.oldestAgeSeconds ?? NaN)}${stuck}`,
+    );
+  }
+}
+
+function controlText(name: string, c: ControlFileStatus): string {
+  if (c.present === null) return `${name} unknown (${c.error ?? "?"})`;
+  if (!c.present) return `${name} absent`;
+  return `${name} PRESENT${c.ageSeconds !== undefined ? ` for ${formatAge(c.ageSeconds)}` : ""}`;
+}
+
+function slaveDirRows(d: SlaveDirStatus, row: (k: string, v: string) => void, more: (v: string) => void): void {
+  row("slave dir", `${d.location}${d.error !== undefined ? `: UNREADABLE (${d.error})` : ""}`);
+  if (d.newestSegment) {
+    const n = d.newestSegment;
+    row("newest segment", `${n.name}, archived ${formatAge(n.ageSeconds ?? NaN)} ago`);
+  } else if (d.error === undefined) {
+    row("newest segment", d.newestSegmentError !== undefined ? `not read: ${d.newestSegmentError}` : "none archived");
+  }
+  if (d.partial) {
+    const p = d.partial;
+    const shipped =
+      p.shippedBytes === null ? "" : `, ${p.shippedBytes} bytes shipped${p.lsn ? ` (up to ${p.lsn})` : ""}`;
+    row("partial segment", `${p.name}${shipped}, written ${formatAge(p.ageSeconds ?? NaN)} ago`);
+  } else if (d.partialError !== undefined) {
+    row("partial segment", `not read: ${d.partialError}`);
+  }
+  const c = d.controlFiles;
+  row("control files", [controlText("PAUSE", c.PAUSE), controlText("STOP", c.STOP)].join(", "));
+  const lock = c.BACKUPLOCK;
+  if (lock.present === true) {
+    const h = lock.holder;
+    const who = h ? `pid ${h.pid} on ${h.host}, started ${h.started}, command: ${h.command}` : "names no holder";
+    const verdict = lock.stale
+      ? `STALE (${lock.why ?? "?"}): no backup runs; the next backup clears it with --clear-stale-lock`
+      : lock.verdict === "live"
+        ? "a backup is running"
+        : `cannot tell whether it runs: ${lock.why ?? "?"}`;
+    more(`${controlText("BACKUPLOCK", lock)}: ${who}; ${verdict}`);
+  } else {
+    more(controlText("BACKUPLOCK", lock));
+  }
+  const f = d.freeDisk;
+  row(
+    "free disk",
+    f.freeBytes === null
+      ? `unknown (${f.reason ?? "?"})`
+      : `${formatBytes(f.freeBytes)} of ${formatBytes(f.totalBytes ?? 0)} free (${f.path})`,
+  );
+}
+
+function replayText(r: ReplayStatus): string {
+  if (!r.running) {
+    return `${r.standby}: NOT RUNNING (${r.reason ?? "?"})${r.pauseFile ? "; PAUSE file present" : ""}`;
+  }
+  if (r.inRecovery === undefined) return `${r.standby}: running, replay not read (${r.reason ?? "?"})`;
+  if (!r.inRecovery) return `${r.standby}: running, not in recovery (booted), replayed up to ${r.replayLsn ?? "?"}`;
+  const parts = [`${r.standby}: running, in recovery, replayed up to ${r.replayLsn ?? "?"}`];
+  if (r.lastReplayTime) {
+    parts.push(`last transaction replayed committed ${formatAge(r.replayLagSeconds ?? NaN)} ago (${r.lastReplayTime})`);
+  } else {
+    parts.push("no transaction replayed yet");
+  }
+  if (r.receiveLsn) parts.push(`received (streaming) up to ${r.receiveLsn}`);
+  if (r.behindArchiveBytes != null) parts.push(`${r.behindArchiveBytes} bytes behind the archive`);
+  parts.push(r.paused ? `PAUSED (${r.pauseState ?? "?"})` : "not paused");
+  return parts.join("; ");
+}
+
+function backupsText(b: BackupsStatus): string {
+  if (b.error !== undefined) return `${b.location}: not read (${b.error})`;
+  if (b.count === 0) return `none in ${b.location}`;
+  const set = (s: NonNullable<BackupsStatus["newest"]>): string =>
+    `${s.name} started ${s.startTime ?? "?"}${s.ageSeconds !== null ? ` (${formatAge(s.ageSeconds)} ago)` : ""}`;
+  const unknown = b.withoutMetadata > 0 ? ` (+${b.withoutMetadata} set(s) of unknown size)` : "";
+  const oldest = b.count > 1 && b.oldest ? `; oldest ${set(b.oldest)}` : "";
+  return `${b.count} set(s), ${formatBytes(b.totalBytes)}${unknown}; newest ${b.newest ? set(b.newest) : "?"}${oldest}`;
+}
+
+/**
+ * `wal-ctl CONFIG status` (either side): text, `--json` for a script, or `--prometheus` for
+ * node_exporter's textfile collector. Always exits 0: what it cannot read, it reports.
+ */
 export async function status(ctx: Context): Promise<void> {
+  const prometheus = ctx.options.get("prometheus") === "true";
+  if (prometheus && ctx.json) throw new UsageError("--json and --prometheus cannot be used together", "pick one");
   const s = await gatherStatus(ctx);
   if (ctx.json) {
     ctx.out(JSON.stringify(s, null, 2));
     return;
   }
+  if (prometheus) {
+    ctx.out(formatPrometheus(s).replace(/\n$/, ""));
+    return;
+  }
   const lines: string[] = [];
   const row = (k: string, v: string): number => lines.push(`${`${k}:`.padEnd(17)}${v}`);
+  const more = (v: string): number => lines.push(`${"".padEnd(17)}${v}`);
   row("role", s.role);
   row("sync daemon", s.daemon.detail);
   if (s.daemon.mode !== undefined) {
-    row(
-      "",
+    more(
       `${s.daemon.mode} mode, loop_delay ${s.daemon.loopDelay ?? "?"} s, last heartbeat ${s.daemon.heartbeat ?? "?"}`,
     );
   }
-  if (s.daemon.failures) row("", `${s.daemon.failures} failed attempt(s) in a row; last: ${s.daemon.lastError ?? "?"}`);
+  if (s.daemon.failures) more(`${s.daemon.failures} failed attempt(s) in a row; last: ${s.daemon.lastError ?? "?"}`);
   if (s.lastSync) {
     const at = s.lastSync.lsn ? `up to ${s.lastSync.lsn}` : `${s.lastSync.offset} bytes (whole file)`;
     row("last sync", `${s.lastSync.name} ${at} at ${s.lastSync.time} (${s.lastSync.secondsAgo.toFixed(1)} s ago)`);
@@ -307,6 +673,7 @@ export async function status(ctx: Context): Promise<void> {
       `${s.master.lsn}: ${s.master.bytesBehind === null ? "?" : s.master.bytesBehind} bytes not shipped yet (as of ${s.master.asOf})`,
     );
   }
+  if (s.archiver) archiverRows(s.archiver, row);
   if (s.periodic) {
     const p = s.periodic;
     const how =
@@ -326,7 +693,7 @@ export async function status(ctx: Context): Promise<void> {
           : `newest ${r.newestSegment}, ${r.behindSegments === 0 ? "up to date" : `${r.behindSegments ?? "?"} segment(s) behind`}`
     }`;
     if (i === 0) row("repositories", text);
-    else lines.push(`${"".padEnd(17)}${text}`);
+    else more(text);
   }
   if (s.standbys !== undefined) {
     if (s.standbys.length === 0) row("standbys", "none recorded in completed_wals");
@@ -340,8 +707,11 @@ export async function status(ctx: Context): Promise<void> {
         `${sb.name}${where ? ` (${where})` : ""}: ${sb.state}, restart point ${sb.restartPoint ?? "unreadable"}, ` +
         `${behind}, recorded ${formatAge(sb.ageSeconds ?? NaN)} ago`;
       if (i === 0) row("standbys", text);
-      else lines.push(`${"".padEnd(17)}${text}`);
+      else more(text);
     }
   }
+  if (s.slaveDir) slaveDirRows(s.slaveDir, row, more);
+  if (s.replay) row("standby server", replayText(s.replay));
+  if (s.backups) row("backups", backupsText(s.backups));
   ctx.out(lines.join("\n"));
 }
