@@ -1,73 +1,266 @@
 import { dirname, join, posix } from "node:path";
 import type { Context } from "../../context";
-import { ExitCode, IoError, WalmgrError } from "../../errors";
+import { ExitCode, IoError, WalmgrError, type ExitCodeValue } from "../../errors";
 import { slaveLayout } from "../../layout";
 import { readBytes } from "../../storage/bytes";
+import type { StorageDriver } from "../../storage/driver";
 import { chunks } from "../../storage/files";
 import { hashStream } from "../../storage/sha256";
 import { parseManifest } from "../../storage/manifest";
+import { archiveGaps, reach, type Gap, type Reach } from "../../monitor/chain";
+import { checkArchivedFile, listArchive, type BadFile } from "../../monitor/wal-scan";
+import { setStart } from "../../monitor/set-start";
+import { comparePosition, parseWalName } from "../../wal/names";
 import { BACKUP_MANIFEST, listSets } from "./sets";
 
-/**
- * `verify [SET]`: checks every file of a backup set (all sets when none is named) against the
- * manifest written when it was taken. A missing, resized or changed file is an I/O error (9).
- */
-export async function verify(ctx: Context): Promise<void> {
-  const layout = slaveLayout(ctx.config, "verify");
-  const full = ctx.config.requireLocation("full_backup", "verify");
-  const [setArg] = ctx.args;
-  const sets = setArg
-    ? [
-        full.bucket !== undefined && !setArg.startsWith("/")
-          ? posix.join(posix.dirname(full.path), setArg)
-          : setArg.includes("/")
-            ? setArg
-            : join(dirname(full.path), setArg),
-      ]
-    : await listSets(layout.driver, full.path);
-  if (sets.length === 0) throw new WalmgrError(`no backup set in ${dirname(full.path)}`, ExitCode.NOT_AVAILABLE);
-  const bad: string[] = [];
-  const driver = layout.driver;
-  for (const set of sets) {
-    const file = posix.join(set, BACKUP_MANIFEST);
-    let manifest;
+/** One backup set as verify found it (`verify --json`: schemas/verify.schema.json). */
+export interface SetReport {
+  name: string;
+  path: string;
+  /** Files checked against the manifest; null when there is no readable manifest. */
+  files: number | null;
+  bytes: number;
+  timeline: number | null;
+  startWal: string | null;
+  /** The last segment recovery needs to be consistent. */
+  stopWal: string | null;
+  /** The set can be restored: its files match and the WAL to its consistency point is there. */
+  restorable: boolean;
+  /** What recovery from it reaches in the archive (null when its start is unknown). */
+  reach: Reach | null;
+  problems: string[];
+}
+
+/** The archive as verify found it. */
+export interface WalReport {
+  dir: string;
+  segmentSize: number;
+  /** WAL files re-read (segments, .history, .backup, .partial). */
+  files: number;
+  bytes: number;
+  /** Files with a checksum that matched. */
+  verified: number;
+  /** Files without a checksum (archived by walmgr.py): checked by size and header only. */
+  unchecksummed: number;
+  newestSegment: string | null;
+  corrupt: BadFile[];
+  gaps: Gap[];
+  unexpected: BadFile[];
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  sets: SetReport[];
+  wal: WalReport;
+}
+
+/** `verify SET`: a set name (data.master.1) beside full_backup, or a path. */
+function namedSet(full: { path: string; bucket?: string }, arg: string): string {
+  if (full.bucket !== undefined && !arg.startsWith("/")) return posix.join(posix.dirname(full.path), arg);
+  return arg.includes("/") ? arg : join(dirname(full.path), arg);
+}
+
+/** Checks every file of `set` against its manifest; problems go to `problems`. */
+async function checkManifest(
+  driver: StorageDriver,
+  set: string,
+  problems: string[],
+  onBytes: (n: number) => void,
+): Promise<{ files: number | null; bytes: number }> {
+  const file = posix.join(set, BACKUP_MANIFEST);
+  let manifest;
+  try {
+    // Through the storage driver: a set in an object store (or on the slave host) is read where it is.
+    const raw = await readBytes(driver, file);
+    if (raw === undefined) {
+      problems.push(`no manifest (${BACKUP_MANIFEST}): its files cannot be checked`);
+      return { files: null, bytes: 0 };
+    }
+    manifest = parseManifest(raw.toString("utf8"), file);
+  } catch (err) {
+    problems.push((err as Error).message);
+    return { files: null, bytes: 0 };
+  }
+  let files = 0;
+  let bytes = 0;
+  for (const [rel, want] of Object.entries(manifest.files)) {
     try {
-      // Through the storage driver: a set in an object store (or on the slave host) is read where it is.
-      const raw = await readBytes(driver, file);
-      if (raw === undefined) {
-        bad.push(`${set}: no manifest (${BACKUP_MANIFEST})`);
+      const stream = await driver.newRead(posix.join(set, rel));
+      if (stream === undefined) {
+        problems.push(`${rel} is missing`);
         continue;
       }
-      manifest = parseManifest(raw.toString("utf8"), file);
-    } catch (err) {
-      // One damaged set fails the run, after the others are checked too.
-      bad.push(`${set}: ${(err as Error).message}`);
-      continue;
-    }
-    let checked = 0;
-    for (const [rel, want] of Object.entries(manifest.files)) {
-      const path = posix.join(set, rel);
-      try {
-        const stream = await driver.newRead(path);
-        if (stream === undefined) {
-          bad.push(`${set}: ${rel} is missing`);
-          continue;
+      const counted = async function* (): AsyncGenerator<Buffer> {
+        for await (const c of chunks(stream)) {
+          onBytes(c.length);
+          yield c;
         }
-        const got = await hashStream(chunks(stream));
-        if (got.bytes !== want.size) bad.push(`${set}: ${rel} has ${got.bytes} bytes, expected ${want.size}`);
-        else if (got.sha256 !== want.sha256) bad.push(`${set}: ${rel} does not match its checksum`);
-      } catch (err) {
-        bad.push(`${set}: cannot read ${rel}: ${(err as Error).message}`);
-      }
-      checked++;
+      };
+      const got = await hashStream(counted());
+      bytes += got.bytes;
+      if (got.bytes !== want.size) problems.push(`${rel} has ${got.bytes} bytes, expected ${want.size}`);
+      else if (got.sha256 !== want.sha256) problems.push(`${rel} does not match its checksum`);
+    } catch (err) {
+      problems.push(`cannot read ${rel}: ${(err as Error).message}`);
     }
-    ctx.out(`${set}: ${checked} files checked`);
+    files++;
   }
-  if (bad.length > 0) {
-    throw new IoError(
-      `backup verification failed:\n  ${bad.join("\n  ")}`,
-      "take a new backup; do not restore a damaged set",
+  return { files, bytes };
+}
+
+/**
+ * Verifies backups and the archive: every file of each set (all sets, or the one named) against
+ * its manifest; every WAL file in completed_wals (from the oldest start of the sets checked, or
+ * all of it) against its checksum, size and page header; the WAL chain per timeline, with every
+ * gap; and for each set how far recovery from it reaches. Everything is read through the
+ * storage driver, so it works from the master for an ssh or S3 slave directory too.
+ */
+export async function runVerify(ctx: Context, onBytes: (n: number) => void = () => {}): Promise<VerifyReport> {
+  const layout = slaveLayout(ctx.config, "verify");
+  const driver = layout.driver;
+  const full = ctx.config.requireLocation("full_backup", "verify");
+  const [setArg] = ctx.args;
+  const sets = setArg ? [namedSet(full, setArg)] : await listSets(driver, full.path);
+  if (setArg && (await driver.info(sets[0] ?? "")) === undefined) {
+    throw new WalmgrError(`no backup set ${sets[0]}`, ExitCode.NOT_AVAILABLE, "see wal-ctl CONFIG listbackups");
+  }
+  const listing = await listArchive(driver, layout.completed.path);
+  const starts = await Promise.all(
+    sets.map(async (s) => ({ set: s, start: await setStart(driver, s, listing.segSize) })),
+  );
+  const systemIds = new Set(starts.flatMap((s) => (s.start?.systemIdentifier ? [s.start.systemIdentifier] : [])));
+  const systemId = systemIds.size === 1 ? [...systemIds][0] : undefined;
+  // With a set named, the WAL it needs (from its start on); otherwise the whole archive.
+  const from = setArg ? starts[0]?.start?.startWal : undefined;
+  const corrupt: BadFile[] = [...listing.badHistories];
+  let files = 0;
+  let bytes = 0;
+  let verified = 0;
+  let unchecksummed = 0;
+  const broken = new Set<string>();
+  for (const name of listing.wal) {
+    const w = parseWalName(name);
+    if (from !== undefined && w?.kind !== "history" && comparePosition(name, from) < 0) continue;
+    let got;
+    try {
+      got = await checkArchivedFile(driver, listing.dir, name, listing.segSize, systemId, onBytes);
+    } catch (err) {
+      got = { bytes: 0, checksumOk: undefined, problem: `cannot be read: ${(err as Error).message}` };
+    }
+    files++;
+    bytes += got.bytes;
+    if (got.checksumOk === true) verified++;
+    if (got.checksumOk === undefined) unchecksummed++;
+    if (got.problem !== undefined) {
+      corrupt.push({ name, reason: got.problem });
+      broken.add(name);
+    }
+  }
+  // A corrupt segment breaks the chain as a missing one does: recovery stops there either way.
+  const usable = listing.wal.filter((n) => !broken.has(n));
+  const newest = [...usable].reverse().find((n) => parseWalName(n)?.kind === "segment") ?? null;
+  const gaps = archiveGaps(usable, listing.segSize);
+  const setReports: SetReport[] = [];
+  for (const { set, start } of starts) {
+    const problems: string[] = [];
+    const m = await checkManifest(driver, set, problems, onBytes);
+    let r: Reach | null = null;
+    if (start === undefined) problems.push("no .walmgr-backup.json or backup_label: where its WAL starts is unknown");
+    else {
+      r = reach(start, usable, listing.histories, listing.segSize);
+      if (!r.consistent) {
+        problems.push(
+          `the WAL it needs to become consistent is not all there: ${r.firstMissing ?? start.startWal} is ${broken.has(r.firstMissing ?? "") ? "corrupt" : "missing"} (needed through ${start.stopWal ?? start.startWal})`,
+        );
+      } else if (r.firstMissing !== undefined) {
+        problems.push(
+          `recovery from it stops at ${r.reachableLsn ?? "?"} (end of ${r.lastSegment ?? "?"}): ${r.firstMissing} is ${broken.has(r.firstMissing) ? "corrupt" : "missing"}, so it cannot reach the newest WAL`,
+        );
+      }
+    }
+    setReports.push({
+      name: posix.basename(set),
+      path: set,
+      files: m.files,
+      bytes: m.bytes,
+      timeline: start?.timeline ?? null,
+      startWal: start?.startWal ?? null,
+      stopWal: start?.stopWal ?? null,
+      restorable: m.files !== null && problems.every((p) => p.startsWith("recovery from it stops")) && r !== null,
+      reach: r,
+      problems,
+    });
+  }
+  const wal: WalReport = {
+    dir: listing.dir,
+    segmentSize: listing.segSize,
+    files,
+    bytes,
+    verified,
+    unchecksummed,
+    newestSegment: newest,
+    corrupt,
+    gaps,
+    unexpected: listing.unexpected,
+  };
+  const ok = corrupt.length === 0 && gaps.length === 0 && setReports.every((s) => s.problems.length === 0);
+  return { ok, sets: setReports, wal };
+}
+
+/** The report as an operator reads it. */
+function formatReport(rep: VerifyReport): string {
+  const lines: string[] = [];
+  const w = rep.wal;
+  lines.push(
+    `WAL in ${w.dir}: ${w.files} file(s), ${(w.bytes / 1048576).toFixed(1)} MiB re-read; ${w.verified} match their checksums` +
+      (w.unchecksummed ? `, ${w.unchecksummed} have none (checked by size and header only)` : "") +
+      `; newest segment ${w.newestSegment ?? "none"}`,
+  );
+  for (const g of w.gaps) {
+    lines.push(
+      `  GAP: ${g.count === 1 ? g.from : `${g.from} .. ${g.to} (${g.count} segments)`} missing on timeline ${g.timeline}`,
     );
   }
-  ctx.out("all backup sets verified");
+  for (const c of w.corrupt) lines.push(`  CORRUPT: ${c.name}: ${c.reason}`);
+  for (const u of w.unexpected) lines.push(`  UNEXPECTED: ${u.name}: ${u.reason}`);
+  for (const s of rep.sets) {
+    const head = s.files === null ? "files not checked" : `${s.files} files checked against the manifest`;
+    const r = s.reach;
+    const where =
+      r === null
+        ? ""
+        : `; WAL from ${s.startWal} on timeline ${s.timeline}` +
+          (r.consistent
+            ? `; can be restored to ${r.reachableLsn} (end of ${r.lastSegment}${r.timeline !== s.timeline ? `, timeline ${r.timeline}` : ""})`
+            : "; CANNOT be restored");
+    lines.push(`${s.path}: ${head}${where}`);
+    for (const p of s.problems) lines.push(`  ${p}`);
+  }
+  lines.push(rep.ok ? "all backup sets verified, and the WAL they need" : "verification FAILED");
+  return lines.join("\n");
+}
+
+/**
+ * `verify [SET]`: see runVerify. Exit 0 when everything checks; 9 when anything is damaged,
+ * missing, or a set cannot reach the newest WAL (the report is printed first, whole).
+ */
+export async function verify(ctx: Context): Promise<ExitCodeValue> {
+  const rep = await runVerify(ctx);
+  ctx.out(ctx.json ? JSON.stringify(rep, null, 2) : formatReport(rep));
+  if (rep.sets.length === 0) {
+    const dir = posix.dirname(ctx.config.requireLocation("full_backup", "verify").path);
+    throw new WalmgrError(`no backup set in ${dir}`, ExitCode.NOT_AVAILABLE, "take one with wal-backup CONFIG");
+  }
+  if (!rep.ok) {
+    const all = [
+      ...rep.wal.gaps.map((g) => `${g.from}${g.count > 1 ? ` .. ${g.to}` : ""} missing (timeline ${g.timeline})`),
+      ...rep.wal.corrupt.map((c) => `${c.name}: ${c.reason}`),
+      ...rep.sets.flatMap((s) => s.problems.map((p) => `${s.path}: ${p}`)),
+    ];
+    throw new IoError(
+      `backup verification failed:\n  ${all.join("\n  ")}`,
+      "do not rely on a set that cannot be restored; take a new backup (wal-backup CONFIG), and find out what removed or damaged the files",
+    );
+  }
+  return ExitCode.OK;
 }

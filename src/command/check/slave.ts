@@ -1,0 +1,214 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join, posix } from "node:path";
+import type { Context } from "../../context";
+import { ExitCode } from "../../errors";
+import { controlFilesFor, slaveLayout } from "../../layout";
+import { reach } from "../../monitor/chain";
+import { setStart } from "../../monitor/set-start";
+import { standbyReplay } from "../../monitor/standby-replay";
+import { listArchive } from "../../monitor/wal-scan";
+import { getConfValue } from "../../pg/postgresql-conf";
+import { listSets } from "../backup/sets";
+import { STOP } from "../../control";
+import { backupLockItem, codeOf, commandMatches, expectedCommand, why } from "./items";
+import type { CheckItem } from "./report";
+
+/** completed_wals, partial_wals and full_backup's folder exist (through the driver). */
+async function layoutItem(ctx: Context): Promise<CheckItem> {
+  const layout = slaveLayout(ctx.config, "check");
+  const want = [
+    layout.completed.path,
+    ...(layout.partial ? [layout.partial.path] : []),
+    ...(layout.fullBackup ? [posix.dirname(layout.fullBackup.path)] : []),
+  ];
+  try {
+    const missing: string[] = [];
+    for (const dir of want) {
+      const info = await layout.driver.info(dir);
+      if (info === undefined || !info.isDirectory) missing.push(dir);
+    }
+    if (missing.length > 0) {
+      return {
+        name: "layout",
+        status: "FAIL",
+        detail: `missing: ${missing.join(", ")} (${layout.driver.description})`,
+        fix: "run 'wal-ctl CONFIG setup' (it creates the layout)",
+        code: ExitCode.IO,
+      };
+    }
+    return { name: "layout", status: "OK", detail: `${want.join(", ")} exist (${layout.driver.description})` };
+  } catch (err) {
+    return { name: "layout", status: "FAIL", detail: `cannot look at ${want[0]}: ${why(err)}`, code: codeOf(err) };
+  }
+}
+
+/**
+ * The restored standby's restore_command (postgresql.auto.conf over postgresql.conf, or
+ * recovery.conf before 12) runs wal-restore with this config. SKIP when slave_data holds no
+ * node in recovery (not restored yet, or booted).
+ */
+function restoreCommandItem(ctx: Context): CheckItem {
+  const name = "restore_command";
+  const data = ctx.config.path("slave_data");
+  if (data === undefined || !existsSync(join(data, "PG_VERSION"))) {
+    return { name, status: "SKIP", detail: `no data directory in ${data ?? "slave_data (not set)"}: not restored yet` };
+  }
+  const read = (f: string): string | undefined => {
+    try {
+      return readFileSync(join(data, f), "utf8");
+    } catch {
+      return undefined;
+    }
+  };
+  const recoveryConf = read("recovery.conf");
+  const signal = existsSync(join(data, "standby.signal")) || existsSync(join(data, "recovery.signal"));
+  if (!signal && recoveryConf === undefined) {
+    return { name, status: "SKIP", detail: `${data} is not in recovery (no standby.signal): booted, or not a standby` };
+  }
+  let cmd: string | undefined;
+  for (const text of [read("postgresql.conf"), recoveryConf, read("postgresql.auto.conf")]) {
+    const v = text === undefined ? undefined : getConfValue(text, "restore_command");
+    if (v !== undefined) cmd = v;
+  }
+  if (cmd !== undefined && commandMatches(cmd, "wal-restore", ctx.config, "%f %p")) {
+    return { name, status: "OK", detail: `the standby in ${data} restores with this config: ${cmd}` };
+  }
+  return {
+    name,
+    status: "FAIL",
+    detail:
+      cmd === undefined || cmd === ""
+        ? `the standby in ${data} has no restore_command: it gets no WAL from the archive`
+        : `the standby in ${data} restores with ${JSON.stringify(cmd)}, not with this config (expected ${JSON.stringify(expectedCommand("wal-restore", ctx.config, "%f %p %r"))})`,
+    fix: "restore the standby with 'wal-ctl CONFIG restore' (it writes restore_command), or correct restore_command in postgresql.auto.conf and restart the standby",
+    code: ExitCode.CONFIG,
+  };
+}
+
+/** The newest set's WAL chain: from its start, unbroken, to the newest archived segment (names only). */
+async function chainItem(ctx: Context): Promise<CheckItem> {
+  const name = "newest backup's WAL";
+  const layout = slaveLayout(ctx.config, "check");
+  const full = layout.fullBackup;
+  if (full === undefined) return { name, status: "SKIP", detail: "full_backup is not set" };
+  try {
+    const [newest] = await listSets(layout.driver, full.path);
+    if (newest === undefined) {
+      return {
+        name,
+        status: "WARN",
+        detail: `no backup set in ${posix.dirname(full.path)}: nothing to restore from`,
+        fix: "take a backup: wal-backup MASTER_CONFIG (on the master) or wal-backup CONFIG (from the standby)",
+        code: ExitCode.NOT_AVAILABLE,
+      };
+    }
+    const listing = await listArchive(layout.driver, layout.completed.path);
+    const start = await setStart(layout.driver, newest, listing.segSize);
+    if (start === undefined) {
+      return {
+        name,
+        status: "FAIL",
+        detail: `${newest} has no .walmgr-backup.json or backup_label: where its WAL starts is unknown`,
+        fix: "run 'wal-ctl CONFIG verify' and take a new backup",
+        code: ExitCode.IO,
+      };
+    }
+    const r = reach(start, listing.wal, listing.histories, listing.segSize);
+    const metrics = { chain_gaps: r.gaps.length };
+    if (!r.consistent) {
+      return {
+        name,
+        status: "FAIL",
+        detail: `${newest} cannot be restored: ${r.firstMissing ?? start.startWal} is missing (needed through ${start.stopWal ?? start.startWal})`,
+        fix: "take a new backup now (wal-backup), then find out what removed the WAL",
+        code: ExitCode.IO,
+        metrics,
+      };
+    }
+    if (r.firstMissing !== undefined) {
+      return {
+        name,
+        status: "FAIL",
+        detail: `${newest} can be restored only to ${r.reachableLsn} (end of ${r.lastSegment}): ${r.firstMissing} is missing, ${r.gaps.length} gap(s) up to the newest segment`,
+        fix: "take a new backup now (wal-backup) so that recovery reaches the newest WAL; 'wal-ctl CONFIG verify' lists every gap",
+        code: ExitCode.IO,
+        metrics,
+      };
+    }
+    return {
+      name,
+      status: "OK",
+      detail: `${newest}: WAL unbroken from ${start.startWal} to ${r.lastSegment ?? "?"} (timeline ${r.timeline})`,
+      metrics,
+    };
+  } catch (err) {
+    return { name, status: "FAIL", detail: why(err), code: codeOf(err) };
+  }
+}
+
+/** The standby replays: running, in recovery, not paused; STOP not left behind. */
+async function replayItem(ctx: Context): Promise<CheckItem> {
+  const name = "standby replay";
+  const data = ctx.config.path("slave_data");
+  if (data === undefined || !existsSync(join(data, "PG_VERSION"))) {
+    return { name, status: "SKIP", detail: "no standby restored in slave_data" };
+  }
+  const r = await standbyReplay(ctx.config);
+  const layout = slaveLayout(ctx.config, "check");
+  let stop = false;
+  try {
+    stop = await controlFilesFor(ctx.config, layout.completed, layout.driver).exists(STOP);
+  } catch {
+    // the replay state is what this item is about; STOP only adds to it
+  }
+  if (!r.running) {
+    const signal = existsSync(join(data, "standby.signal")) || existsSync(join(data, "recovery.conf"));
+    return signal
+      ? {
+          name,
+          status: "FAIL",
+          detail: `the standby in ${data} is not running (${r.reason ?? "?"})`,
+          fix: "start it with slave_start_cmd; read its server log if it stopped by itself",
+          code: ExitCode.DATABASE,
+        }
+      : { name, status: "SKIP", detail: `no server runs in ${data} and it is not a standby` };
+  }
+  if (r.inRecovery === false) {
+    return { name, status: "SKIP", detail: `the server in ${data} is not in recovery (booted): nothing to replay` };
+  }
+  const metrics: Record<string, number> = {};
+  if (typeof r.replayLagSeconds === "number") metrics.replay_lag_seconds = Math.round(r.replayLagSeconds);
+  const at = `replayed to ${r.replayLsn ?? "?"}${r.lastReplayTime ? `, last commit from ${r.lastReplayTime}` : ""}`;
+  if (r.paused) {
+    return {
+      name,
+      status: "WARN",
+      detail: `replay is paused (${r.pauseState ?? "?"}): ${at}; the standby falls behind`,
+      fix: "wal-ctl CONFIG continue (or SELECT pg_wal_replay_resume() for a pause made in the server); leave it if you paused on purpose",
+      code: ExitCode.NOT_AVAILABLE,
+      metrics,
+    };
+  }
+  if (stop) {
+    return {
+      name,
+      status: "WARN",
+      detail: `STOP is present (a boot in progress or interrupted): ${at}`,
+      fix: "finish the boot with 'wal-ctl CONFIG boot'; if the standby should go on replaying, remove STOP",
+      code: ExitCode.NOT_AVAILABLE,
+      metrics,
+    };
+  }
+  return { name, status: "OK", detail: at, metrics };
+}
+
+/** The slave's checks. */
+export async function slaveChecks(ctx: Context): Promise<CheckItem[]> {
+  const items: CheckItem[] = [await layoutItem(ctx)];
+  items.push(restoreCommandItem(ctx));
+  items.push(await chainItem(ctx));
+  const layout = slaveLayout(ctx.config, "check");
+  items.push(await backupLockItem(controlFilesFor(ctx.config, layout.completed, layout.driver)));
+  items.push(await replayItem(ctx));
+  return items;
+}

@@ -1,0 +1,361 @@
+/**
+ * `wal-ctl check` and `wal-ctl verify` on real PostgreSQL 15, each catching a real fault on one
+ * master/standby pair: archive_command pointing elsewhere, a slave directory that is not
+ * writable, archiving failing with a growing .ready backlog (--nagios), a stale BACKUPLOCK, a
+ * paused standby, a segment deleted from the middle of the chain (verify names it and says how
+ * far the newest backup reaches; check says it cannot reach the newest WAL), and a flipped byte
+ * in an archived segment and in a backup file. Every --json output is validated against the
+ * schemas in schemas/.
+ */
+import assert from "node:assert/strict";
+import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import Ajv2020 from "ajv/dist/2020";
+import { REPO_ROOT, removeTempDir, runBin, waitFor, ok, type RunResult } from "../helpers/env";
+import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
+
+let p: Pair;
+const ajv = new Ajv2020({ allErrors: true });
+const schema = (name: string): object =>
+  JSON.parse(readFileSync(join(REPO_ROOT, "schemas", `${name}.schema.json`), "utf8")) as object;
+const validCheck = ajv.compile(schema("check"));
+const validVerify = ajv.compile(schema("verify"));
+
+interface CheckJson {
+  ok: boolean;
+  role: string;
+  checks: { name: string; status: string; detail: string; fix?: string }[];
+}
+
+interface VerifyJson {
+  ok: boolean;
+  sets: {
+    name: string;
+    restorable: boolean;
+    problems: string[];
+    reach: { firstMissing?: string; lastSegment?: string; reachableLsn?: string; consistent: boolean } | null;
+  }[];
+  wal: {
+    files: number;
+    verified: number;
+    newestSegment: string | null;
+    corrupt: { name: string }[];
+    gaps: { from: string }[];
+  };
+}
+
+const completed = (): string => join(p.slaveDir, "logs.complete");
+const segments = (): string[] =>
+  readdirSync(completed())
+    .filter((n) => /^[0-9A-F]{24}$/.test(n))
+    .sort();
+
+function checkJson(ini: string, ...extra: string[]): { res: RunResult; rep: CheckJson } {
+  const res = runBin("wal-ctl", [ini, "check", "--json", ...extra]);
+  const rep = JSON.parse(res.stdout) as CheckJson;
+  assert.ok(validCheck(rep), `check --json against schemas/check.schema.json: ${ajv.errorsText(validCheck.errors)}`);
+  assert.equal(rep.ok, res.status === 0, "ok is true exactly when check exits 0");
+  return { res, rep };
+}
+
+function item(rep: CheckJson, name: string): { status: string; detail: string; fix?: string } {
+  const it = rep.checks.find((c) => c.name === name);
+  assert.ok(it, `item ${name} in ${JSON.stringify(rep.checks.map((c) => c.name))}`);
+  return it;
+}
+
+function verifyJson(...args: string[]): { res: RunResult; rep: VerifyJson } {
+  const res = runBin("wal-ctl", [p.slaveIni, "verify", ...args, "--json"]);
+  const rep = JSON.parse(res.stdout) as VerifyJson;
+  assert.ok(
+    validVerify(rep),
+    `verify --json against schemas/verify.schema.json: ${ajv.errorsText(validVerify.errors)}`,
+  );
+  assert.equal(rep.ok, res.status === 0, "ok is true exactly when verify exits 0");
+  return { res, rep };
+}
+
+async function reload(sql: string): Promise<void> {
+  await p.master.query(sql);
+  await p.master.query("SELECT pg_reload_conf()");
+  await new Promise((r) => setTimeout(r, 300));
+}
+
+/** Flips one byte of `file` in place; returns the function that flips it back. */
+function flipByte(file: string, offset: number): () => void {
+  const buf = readFileSync(file);
+  buf[offset] = (buf[offset] ?? 0) ^ 0xff;
+  writeFileSync(file, buf);
+  return () => {
+    buf[offset] = (buf[offset] ?? 0) ^ 0xff;
+    writeFileSync(file, buf);
+  };
+}
+
+before(async () => {
+  p = await createPair("checkverify");
+  ok(runBin("wal-ctl", [p.masterIni, "setup"]), "setup");
+  await p.master.query("CREATE TABLE t (id serial, v text)");
+  ok(runBin("wal-backup", [p.masterIni]), "backup");
+  // A named set is copied: data.master stays for verify.
+  ok(runBin("wal-ctl", [p.slaveIni, "restore", "data.master"]), "restore");
+  // A few segments after the backup: a chain with a middle.
+  let last = "";
+  for (let i = 0; i < 4; i++) {
+    await p.master.query("INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 100)");
+    last = await p.master.value<string>("SELECT pg_walfile_name(pg_switch_wal())");
+  }
+  await waitFor(`${last} archived`, async () => segments().includes(last), 90_000, 100);
+});
+
+after(() => {
+  if (p) {
+    stopPair(p);
+    removeTempDir(p.base);
+  }
+});
+
+test("check and verify on a healthy pair: every item OK, exit 0", async (t) => {
+  await t.test("master: settings, a durable probe write, the archiver, a WAL switch that arrives", () => {
+    const { res, rep } = checkJson(p.masterIni, "--timeout", "30");
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+    assert.equal(rep.role, "master");
+    for (const n of [
+      "config",
+      "slave directory writable",
+      "database",
+      "archive_mode",
+      "wal_level",
+      "archive_command",
+      "archiver",
+      "WAL switch archived",
+      "BACKUPLOCK",
+    ]) {
+      assert.equal(item(rep, n).status, "OK", `${n}: ${item(rep, n).detail}`);
+    }
+    const text = runBin("wal-ctl", [p.masterIni, "check"]);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, /^OK +archive_command: /m);
+    assert.match(text.stdout, /all \d+ checks passed/);
+    assert.ok(!text.stdout.includes("\u001b["), "no colour when stdout is not a terminal");
+    const nagios = runBin("wal-ctl", [p.masterIni, "check", "--nagios"]);
+    assert.equal(nagios.status, 0);
+    assert.match(nagios.stdout, /^WALMGR OK - .* \| checks=\d+/);
+    assert.equal(nagios.stdout.trim().split("\n").length, 1, "one line");
+  });
+
+  await t.test("slave: layout, restore_command, the newest backup's chain, no lock, replaying", async () => {
+    await waitFor(
+      "the standby to run",
+      async () => (await p.slave.value<boolean>("SELECT pg_is_in_recovery()")) === true,
+      30_000,
+      200,
+    );
+    const { res, rep } = checkJson(p.slaveIni);
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+    for (const n of ["layout", "restore_command", "newest backup's WAL", "BACKUPLOCK", "standby replay"]) {
+      assert.equal(item(rep, n).status, "OK", `${n}: ${item(rep, n).detail}`);
+    }
+  });
+
+  await t.test("verify: every set and every archived file checks, the set reaches the newest segment", () => {
+    const { res, rep } = verifyJson();
+    assert.equal(res.status, 0, res.stderr);
+    assert.ok(rep.wal.files >= 6 && rep.wal.verified === rep.wal.files, JSON.stringify(rep.wal));
+    assert.equal(rep.sets[0]?.reach?.lastSegment, rep.wal.newestSegment);
+    const text = ok(runBin("wal-ctl", [p.slaveIni, "verify"]), "verify");
+    assert.match(
+      text.stdout,
+      /data\.master: \d+ files checked against the manifest; WAL from [0-9A-F]{24} on timeline 1; can be restored to /,
+    );
+  });
+});
+
+test("check catches each fault, names it with a fix, exits non-zero; it passes again once mended", async (t) => {
+  await t.test("archive_command pointing elsewhere: FAIL, exit 3 (config); --nagios CRITICAL", async () => {
+    await reload("ALTER SYSTEM SET archive_command = '/usr/bin/env true %p %f'");
+    const { res, rep } = checkJson(p.masterIni, "--timeout", "5");
+    assert.equal(res.status, 3, res.stdout);
+    const a = item(rep, "archive_command");
+    assert.equal(a.status, "FAIL");
+    assert.match(a.detail, /does not archive with this config/);
+    assert.match(a.fix ?? "", /wal-ctl CONFIG setup/);
+    const nagios = runBin("wal-ctl", [p.masterIni, "check", "--nagios", "--timeout", "5"]);
+    assert.equal(nagios.status, 2, nagios.stdout);
+    assert.match(nagios.stdout, /^WALMGR CRITICAL - archive_command: /);
+    await reload("ALTER SYSTEM RESET archive_command");
+  });
+
+  await t.test("a slave directory that is not writable: FAIL, exit 9 (I/O), the switch skipped", () => {
+    chmodSync(completed(), 0o500);
+    try {
+      const { res, rep } = checkJson(p.masterIni, "--timeout", "5");
+      assert.equal(res.status, 9, res.stdout);
+      const w = item(rep, "slave directory writable");
+      assert.equal(w.status, "FAIL");
+      assert.match(w.detail, /cannot write to .*logs\.complete/);
+      assert.equal(item(rep, "WAL switch archived").status, "SKIP");
+    } finally {
+      chmodSync(completed(), 0o700);
+    }
+  });
+
+  await t.test(
+    "archiving failing (slave directory unwritable) with a growing .ready backlog: the archiver FAILs; --nagios says so",
+    async () => {
+      chmodSync(completed(), 0o500);
+      try {
+        for (let i = 0; i < 3; i++) {
+          await p.master.query("INSERT INTO t (v) VALUES ('backlog')");
+          await p.master.query("SELECT pg_switch_wal()");
+        }
+        await waitFor(
+          "pg_stat_archiver to record a failure",
+          async () => Number(await p.master.value<string>("SELECT failed_count::text FROM pg_stat_archiver")) > 0,
+          30_000,
+          200,
+        );
+        const nagios = runBin("wal-ctl", [p.masterIni, "check", "--nagios", "--timeout", "2"]);
+        assert.equal(nagios.status, 2, nagios.stdout);
+        assert.match(
+          nagios.stdout,
+          /^WALMGR CRITICAL - .*archiver: archiving is failing: .*[1-9]\d* WAL file\(s\) waiting/,
+        );
+        assert.match(nagios.stdout, /\bready=[1-9]\d*\b/, "the backlog in the perfdata");
+        assert.equal(nagios.stdout.trim().split("\n").length, 1, "one line");
+        const { res, rep } = checkJson(p.masterIni, "--timeout", "2");
+        assert.equal(res.status, 9);
+        assert.equal(item(rep, "archiver").status, "FAIL");
+        assert.match(item(rep, "archiver").fix ?? "", /server log/);
+      } finally {
+        chmodSync(completed(), 0o700);
+      }
+      await waitFor(
+        "the backlog to drain and check to pass",
+        async () => runBin("wal-ctl", [p.masterIni, "check", "--nagios", "--timeout", "20"]).status === 0,
+        90_000,
+        500,
+      );
+    },
+  );
+
+  await t.test("a stale BACKUPLOCK: FAIL on both sides, exit 4 (lock), the fix names --clear-stale-lock", () => {
+    const lock = join(completed(), "BACKUPLOCK");
+    writeFileAs(
+      lock,
+      `${JSON.stringify({ pid: 2 ** 22 + 17, host: hostname(), started: new Date().toISOString(), command: "wal-backup x" })}\n`,
+    );
+    try {
+      const { res, rep } = checkJson(p.slaveIni);
+      assert.equal(res.status, 4, res.stdout);
+      const l = item(rep, "BACKUPLOCK");
+      assert.equal(l.status, "FAIL");
+      assert.match(l.detail, /stale lock .* is gone/);
+      assert.match(l.fix ?? "", /--clear-stale-lock/);
+    } finally {
+      rmSync(lock, { force: true });
+    }
+  });
+
+  await t.test("a paused standby: WARN, exit 1; --nagios WARNING", () => {
+    ok(runBin("wal-ctl", [p.slaveIni, "pause"]), "pause");
+    try {
+      const { res, rep } = checkJson(p.slaveIni);
+      assert.equal(res.status, 1, res.stdout);
+      const r = item(rep, "standby replay");
+      assert.equal(r.status, "WARN");
+      assert.match(r.detail, /replay is paused \(PAUSE file/);
+      assert.match(r.fix ?? "", /wal-ctl CONFIG continue/);
+      const nagios = runBin("wal-ctl", [p.slaveIni, "check", "--nagios"]);
+      assert.equal(nagios.status, 1, nagios.stdout);
+      assert.match(nagios.stdout, /^WALMGR WARNING - standby replay: replay is paused/);
+    } finally {
+      ok(runBin("wal-ctl", [p.slaveIni, "continue"]), "continue");
+    }
+    assert.equal(runBin("wal-ctl", [p.slaveIni, "check"]).status, 0);
+  });
+});
+
+test("verify finds damage: a segment missing from the middle, a flipped byte in WAL and in a backup file", async (t) => {
+  await t.test(
+    "a segment deleted from the middle: verify names the gap and how far the set reaches; check FAILs",
+    () => {
+      const segs = segments();
+      const victim = segs[segs.length - 3] ?? "";
+      const before = segs[segs.length - 4] ?? "";
+      const saved = join(p.base, victim);
+      renameSync(join(completed(), victim), saved);
+      try {
+        const { res, rep } = verifyJson();
+        assert.equal(res.status, 9, res.stderr);
+        assert.deepEqual(
+          rep.wal.gaps.map((g) => g.from),
+          [victim],
+        );
+        const set = rep.sets[0];
+        assert.equal(set?.reach?.firstMissing, victim);
+        assert.equal(set?.reach?.lastSegment, before);
+        assert.equal(set?.reach?.consistent, true);
+        const text = runBin("wal-ctl", [p.slaveIni, "verify"]);
+        assert.equal(text.status, 9);
+        assert.match(text.stdout, new RegExp(`GAP: ${victim} missing on timeline 1`));
+        assert.match(
+          text.stdout,
+          new RegExp(
+            `recovery from it stops at [0-9A-F]+/[0-9A-F]+ \\(end of ${before}\\): ${victim} is missing, so it cannot reach the newest WAL`,
+          ),
+        );
+        assert.match(text.stderr, /backup verification failed/);
+        const { res: cres, rep: crep } = checkJson(p.slaveIni);
+        assert.equal(cres.status, 9);
+        assert.match(
+          item(crep, "newest backup's WAL").detail,
+          new RegExp(`can be restored only to .*${victim} is missing`),
+        );
+      } finally {
+        renameSync(saved, join(completed(), victim));
+      }
+      assert.equal(runBin("wal-ctl", [p.slaveIni, "verify"]).status, 0);
+    },
+  );
+
+  await t.test("a flipped byte in an archived segment: CORRUPT, named; the chain breaks there", () => {
+    const segs = segments();
+    const victim = segs[segs.length - 2] ?? "";
+    const unflip = flipByte(join(completed(), victim), 5000);
+    try {
+      const { res, rep } = verifyJson();
+      assert.equal(res.status, 9);
+      assert.deepEqual(
+        rep.wal.corrupt.map((c) => c.name),
+        [victim],
+      );
+      assert.equal(rep.sets[0]?.reach?.firstMissing, victim);
+      const text = runBin("wal-ctl", [p.slaveIni, "verify"]);
+      assert.match(text.stdout, new RegExp(`CORRUPT: ${victim}: does not match its checksum`));
+      assert.match(text.stdout, new RegExp(`${victim} is corrupt`));
+    } finally {
+      unflip();
+    }
+  });
+
+  await t.test("a flipped byte in a backup file: the set's file is named, the set not restorable", () => {
+    const set = join(p.slaveDir, "data.master");
+    const file = join(set, "global", "pg_control");
+    const unflip = flipByte(file, 100);
+    try {
+      const { res, rep } = verifyJson("data.master");
+      assert.equal(res.status, 9);
+      assert.equal(rep.sets[0]?.restorable, false);
+      assert.ok(
+        rep.sets[0]?.problems.some((x) => x === "global/pg_control does not match its checksum"),
+        JSON.stringify(rep.sets[0]?.problems),
+      );
+    } finally {
+      unflip();
+    }
+    ok(runBin("wal-ctl", [p.slaveIni, "verify"]), "verify after mending");
+  });
+});
