@@ -200,7 +200,8 @@ export function commandPage(name: DocumentedCommand): string {
       `${commandLine(name, doc)}${opts.startsWith("\n") ? "" : " "}${opts}`.trimEnd(),
     ),
     ...(doc.arguments ? { arguments: doc.arguments } : {}),
-    description: `${wrap(roleText(doc.roles), WIDTH - INDENT.length).join("\n")}\n\n${doc.description}`,
+    // A command given another CONFIG (xhelper's SLAVE_CONFIG, maybe -) says where it runs itself.
+    description: doc.config ? doc.description : `${roleText(doc.roles)}\n\n${doc.description}`,
     ...(name === "xhelper" ? { descriptionExtra: HELPER_VERBS_HELP } : {}),
     options: doc.options,
     examples: doc.examples,
@@ -304,7 +305,7 @@ export function ctlHelp(positional: readonly string[], helpFlag: boolean): strin
     const rest = positional.slice(verbAt + 1);
     if (rest.length > 1) {
       throw new UsageError(
-        `wal-ctl help: takes one COMMAND, got ${rest.map((a) => JSON.stringify(a)).join(" ")}`,
+        `help takes one COMMAND, got ${rest.map((a) => JSON.stringify(a)).join(" ")}`,
         "usage: wal-ctl help [COMMAND]",
       );
     }
@@ -318,7 +319,7 @@ export function ctlHelp(positional: readonly string[], helpFlag: boolean): strin
   if (topic === undefined) return HELP.walCtl;
   if (!isDocumentedCommand(topic)) {
     throw new UsageError(
-      `wal-ctl: unknown command ${JSON.stringify(topic)}`,
+      `unknown command ${JSON.stringify(topic)}`,
       `commands: ${Object.keys(COMMAND_DOCS).join(", ")}; wal-ctl --help describes them`,
     );
   }
