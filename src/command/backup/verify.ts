@@ -12,6 +12,7 @@ import { checkArchivedFile, listArchive, type BadFile } from "../../monitor/wal-
 import { setStart } from "../../monitor/set-start";
 import { comparePosition, parseWalName } from "../../wal/names";
 import { BACKUP_MANIFEST, listSets } from "./sets";
+import { startProgress, type Progress } from "../../progress";
 
 /** One backup set as verify found it (`verify --json`: schemas/verify.schema.json). */
 export interface SetReport {
@@ -65,7 +66,7 @@ async function checkManifest(
   driver: StorageDriver,
   set: string,
   problems: string[],
-  onBytes: (n: number) => void,
+  progress?: Progress,
 ): Promise<{ files: number | null; bytes: number }> {
   const file = posix.join(set, BACKUP_MANIFEST);
   let manifest;
@@ -81,9 +82,14 @@ async function checkManifest(
     problems.push((err as Error).message);
     return { files: null, bytes: 0 };
   }
+  const entries = Object.entries(manifest.files);
+  progress?.stage(`checking ${set} against its manifest`, {
+    files: entries.length,
+    bytes: entries.reduce((sum, [, f]) => sum + f.size, 0),
+  });
   let files = 0;
   let bytes = 0;
-  for (const [rel, want] of Object.entries(manifest.files)) {
+  for (const [rel, want] of entries) {
     try {
       const stream = await driver.newRead(posix.join(set, rel));
       if (stream === undefined) {
@@ -92,7 +98,7 @@ async function checkManifest(
       }
       const counted = async function* (): AsyncGenerator<Buffer> {
         for await (const c of chunks(stream)) {
-          onBytes(c.length);
+          progress?.add(c.length);
           yield c;
         }
       };
@@ -104,6 +110,7 @@ async function checkManifest(
       problems.push(`cannot read ${rel}: ${(err as Error).message}`);
     }
     files++;
+    progress?.add(0, 1);
   }
   return { files, bytes };
 }
@@ -115,7 +122,8 @@ async function checkManifest(
  * gap; and for each set how far recovery from it reaches. Everything is read through the
  * storage driver, so it works from the master for an ssh or S3 slave directory too.
  */
-export async function runVerify(ctx: Context, onBytes: (n: number) => void = () => {}): Promise<VerifyReport> {
+export async function runVerify(ctx: Context, progress?: Progress): Promise<VerifyReport> {
+  const onBytes = (n: number): void => progress?.add(n);
   const layout = slaveLayout(ctx.config, "verify");
   const driver = layout.driver;
   const full = ctx.config.requireLocation("full_backup", "verify");
@@ -133,14 +141,19 @@ export async function runVerify(ctx: Context, onBytes: (n: number) => void = () 
   // With a set named, the WAL it needs (from its start on); otherwise the whole archive.
   const from = setArg ? starts[0]?.start?.startWal : undefined;
   const corrupt: BadFile[] = [...listing.badHistories];
+  const walToRead = listing.wal.filter(
+    (n) => from === undefined || parseWalName(n)?.kind === "history" || comparePosition(n, from) >= 0,
+  );
+  progress?.stage(`re-reading ${walToRead.length} WAL file(s) in ${listing.dir}`, {
+    files: walToRead.length,
+    bytes: walToRead.filter((n) => parseWalName(n)?.kind === "segment").length * listing.segSize,
+  });
   let files = 0;
   let bytes = 0;
   let verified = 0;
   let unchecksummed = 0;
   const broken = new Set<string>();
-  for (const name of listing.wal) {
-    const w = parseWalName(name);
-    if (from !== undefined && w?.kind !== "history" && comparePosition(name, from) < 0) continue;
+  for (const name of walToRead) {
     let got;
     try {
       got = await checkArchivedFile(driver, listing.dir, name, listing.segSize, systemId, onBytes);
@@ -148,6 +161,7 @@ export async function runVerify(ctx: Context, onBytes: (n: number) => void = () 
       got = { bytes: 0, checksumOk: undefined, problem: `cannot be read: ${(err as Error).message}` };
     }
     files++;
+    progress?.add(0, 1);
     bytes += got.bytes;
     if (got.checksumOk === true) verified++;
     if (got.checksumOk === undefined) unchecksummed++;
@@ -163,7 +177,7 @@ export async function runVerify(ctx: Context, onBytes: (n: number) => void = () 
   const setReports: SetReport[] = [];
   for (const { set, start } of starts) {
     const problems: string[] = [];
-    const m = await checkManifest(driver, set, problems, onBytes);
+    const m = await checkManifest(driver, set, problems, progress);
     let r: Reach | null = null;
     if (start === undefined) problems.push("no .walmgr-backup.json or backup_label: where its WAL starts is unknown");
     else {
@@ -245,7 +259,13 @@ function formatReport(rep: VerifyReport): string {
  * missing, or a set cannot reach the newest WAL (the report is printed first, whole).
  */
 export async function verify(ctx: Context): Promise<ExitCodeValue> {
-  const rep = await runVerify(ctx);
+  const progress = startProgress("verify", ctx.log, { json: ctx.json });
+  let rep: VerifyReport;
+  try {
+    rep = await runVerify(ctx, progress);
+  } finally {
+    progress.done();
+  }
   ctx.out(ctx.json ? JSON.stringify(rep, null, 2) : formatReport(rep));
   if (rep.sets.length === 0) {
     const dir = posix.dirname(ctx.config.requireLocation("full_backup", "verify").path);
