@@ -186,9 +186,8 @@ class LiveProgress extends Counts implements Progress, StderrOverlay {
   private draw(t: number): void {
     this.sample(t);
     this.lastDraw = t;
-    const width = Math.max(20, (this.stream.columns || 80) - 1);
     // Never as wide as the terminal: a line that wraps cannot be redrawn with \r.
-    const text = this.render(t).slice(0, width);
+    const text = this.render(t, Math.max(20, (this.stream.columns || 80) - 1));
     if (this.shown && text === this.lastText) return;
     this.stream.write(`\r${text}\x1b[K`);
     this.shown = true;
@@ -209,20 +208,42 @@ class LiveProgress extends Counts implements Progress, StderrOverlay {
     return ((this.stageBytes - base.b) * 1000) / (t - base.t);
   }
 
-  private render(t: number): string {
+  /**
+   * The line, at most `width` characters: what matters least goes first when it is too long
+   * (the files count, then the percentage, then the rate); the label and the bytes stay.
+   */
+  private render(t: number, width: number): string {
     const { bytes: totalBytes, files: totalFiles } = this.stageTotals;
-    const parts = [`${this.what}: ${this.stageName}`];
+    let bytes: string[] = [];
     if (totalBytes !== undefined && totalBytes > 0) {
+      const of = `${formatBytes(this.stageBytes)} / ${formatBytes(totalBytes)}`;
       const pct = Math.min(100, Math.floor((this.stageBytes * 100) / totalBytes));
-      parts.push(`${formatBytes(this.stageBytes)} / ${formatBytes(totalBytes)} (${pct}%)`);
-    } else if (this.stageBytes > 0) parts.push(formatBytes(this.stageBytes));
-    if (totalFiles !== undefined) parts.push(`${this.stageFiles}/${totalFiles} files`);
-    else if (this.stageFiles > 0) parts.push(`${this.stageFiles} files`);
+      bytes = [`${of} (${pct}%)`, of];
+    } else if (this.stageBytes > 0) bytes = [formatBytes(this.stageBytes)];
+    let files: string[] = [];
+    if (totalFiles !== undefined) files = [`${this.stageFiles}/${totalFiles} files`, ""];
+    else if (this.stageFiles > 0) files = [`${this.stageFiles} files`, ""];
     const rate = this.rate(t);
-    if (rate !== undefined && this.stageBytes > 0) parts.push(`${formatBytes(rate)}/s`);
+    const rateText = rate !== undefined && this.stageBytes > 0 ? [`${formatBytes(rate)}/s`, ""] : [];
     const eta = rate === undefined ? undefined : etaSeconds(this.stageBytes, totalBytes, rate);
-    parts.push(eta === undefined ? formatClock((t - this.stageStart) / 1000) : `ETA ${formatClock(eta)}`);
-    return parts.join("  ");
+    const time = eta === undefined ? formatClock((t - this.stageStart) / 1000) : `ETA ${formatClock(eta)}`;
+    // Each part's variants, most detailed first; `dropOrder` says which part gives way next.
+    const parts = [[`${this.what}: ${this.stageName}`], bytes, files, rateText, [time]];
+    const chosen = parts.map(() => 0);
+    const join = (): string =>
+      parts
+        .map((v, i) => v[chosen[i] ?? 0] ?? "")
+        .filter((x) => x !== "")
+        .join("  ");
+    let line = join();
+    for (const i of [2, 1, 3]) {
+      const variants = parts[i] ?? [];
+      while (line.length > width && (chosen[i] ?? 0) < variants.length - 1) {
+        chosen[i] = (chosen[i] ?? 0) + 1;
+        line = join();
+      }
+    }
+    return line.slice(0, width);
   }
 }
 

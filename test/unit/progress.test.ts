@@ -275,6 +275,21 @@ describe("progress at a terminal", () => {
     assert.equal(text.length, 39);
     p.done();
   });
+
+  test("a narrow terminal loses the files count and the percentage before the rate and the time left", () => {
+    const { stream, writes } = fakeStream(true, 82);
+    const { log } = fakeLog();
+    let t = 0;
+    const p = startProgress("backup", log, { stream, now: () => t });
+    p.stage("copying data directory", { bytes: 1000 * MiB, files: 900 });
+    for (let i = 0; i < 30; i++) {
+      t += 100;
+      p.add(10 * MiB, 3);
+    }
+    const last = (writes[writes.length - 1] ?? "").replace("\r", "").replace("\x1b[K", "");
+    assert.equal(last, "backup: copying data directory  300.0 MiB / 1000.0 MiB  100.0 MiB/s  ETA 0:07");
+    p.done();
+  });
 });
 
 describe("colour", () => {
