@@ -21,7 +21,7 @@ import {
   type JudgedStandby,
 } from "../standbys";
 import { isWalSegmentSize, parseLsn, segmentNumber } from "../wal/names";
-import { formatLocation } from "../config/load";
+import { formatLocation, sameStorage } from "../config/load";
 import { archiveRepositories } from "./archive/repositories";
 import { archiverStats, readyBacklog, type ArchiverStats, type ReadyBacklog } from "../monitor/archiver";
 import { backupsStatus, type BackupsStatus } from "../monitor/backups";
@@ -334,7 +334,10 @@ function archiverStatus(ctx: Context, asked: { stats?: ArchiverStats; error?: st
   return out;
 }
 
-/** What status sees in the slave directory, within `budget`; `names` is completed_wals' listing. */
+/**
+ * What status sees in the slave directory, within `budget`: `listed` is completed_wals' listing
+ * (or why it failed), `stateError` why the state files in partial_wals could not be read.
+ */
 async function gatherSlaveDir(
   ctx: Context,
   layout: SlaveLayout,
@@ -342,6 +345,7 @@ async function gatherSlaveDir(
   newest: SegmentFile | null,
   newestError: string | undefined,
   sync: SyncState | undefined,
+  stateError: string | undefined,
   now: number,
   budget: Budget,
 ): Promise<SlaveDirStatus> {
@@ -362,6 +366,8 @@ async function gatherSlaveDir(
       out.partialError = errorText(err);
     }
   }
+  // The sync and daemon state files are in partial_wals: a failure to read them is its failure.
+  if (stateError !== undefined && out.partialError === undefined) out.partialError = stateError;
   return out;
 }
 
@@ -418,7 +424,11 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
   }
   const listed: { names?: string[]; error?: string } = {};
   try {
-    listed.names = (await budget.run(() => layout.driver.list(layout.completed.path))) ?? [];
+    const names = await budget.run(() => layout.driver.list(layout.completed.path));
+    listed.names = names ?? [];
+    if (names === undefined) {
+      listed.error = `${formatLocation(layout.completed)} does not exist: run wal-ctl CONFIG setup`;
+    }
   } catch (err) {
     listed.error = errorText(err);
   }
@@ -434,6 +444,7 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
   }
   const segSize = newest?.bytes != null && isWalSegmentSize(newest.bytes) ? newest.bytes : DEFAULT_SEGMENT_SIZE;
   if (listed.names !== undefined) {
+    // A folder that does not exist (yet) lists no standby, as before; slaveDir.error says why.
     const names = listed.names;
     try {
       status.standbys = await budget.run(() => gatherStandbys(ctx, layout, names, newestName, segSize, now));
@@ -441,24 +452,17 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
     } catch (err) {
       ctx.log.warn(`cannot read the standby records in ${layout.completed.path}: ${errorText(err)}`);
     }
-  } else {
-    ctx.log.warn(`cannot list ${formatLocation(layout.completed)}: ${listed.error ?? "?"}`);
   }
-  status.slaveDir = await gatherSlaveDir(
-    ctx,
-    layout,
-    listed.error === undefined && storageError !== undefined ? { ...listed, error: storageError } : listed,
-    newest,
-    newestError,
-    sync,
-    now,
-    budget,
-  );
+  status.slaveDir = await gatherSlaveDir(ctx, layout, listed, newest, newestError, sync, storageError, now, budget);
   const fullBackup = ctx.config.location("full_backup");
   if (fullBackup !== undefined) {
     const driver = driverFor(fullBackup, ctx.config, { timeout: STORAGE_TIMEOUT_S });
+    // Backups on other storage than the WAL get their own budget: one being down says nothing of the other.
+    const own = sameStorage(fullBackup, layout.completed)
+      ? budget
+      : new Budget(STORAGE_BUDGET_MS, `full_backup (${driver.description})`);
     try {
-      status.backups = await backupsStatus(driver, fullBackup, now, budget);
+      status.backups = await backupsStatus(driver, fullBackup, now, own);
     } catch (err) {
       status.backups = {
         location: formatLocation(fullBackup),
@@ -567,11 +571,16 @@ function controlText(name: string, c: ControlFileStatus): string {
 }
 
 function slaveDirRows(d: SlaveDirStatus, row: (k: string, v: string) => void, more: (v: string) => void): void {
-  row("slave dir", `${d.location}${d.error !== undefined ? `: UNREADABLE (${d.error})` : ""}`);
+  if (d.error !== undefined) {
+    // Everything below would repeat the same error.
+    row("slave dir", `${d.location}: UNREADABLE (${d.error})`);
+    return;
+  }
+  row("slave dir", d.location);
   if (d.newestSegment) {
     const n = d.newestSegment;
     row("newest segment", `${n.name}, archived ${formatAge(n.ageSeconds ?? NaN)} ago`);
-  } else if (d.error === undefined) {
+  } else {
     row("newest segment", d.newestSegmentError !== undefined ? `not read: ${d.newestSegmentError}` : "none archived");
   }
   if (d.partial) {

@@ -91,23 +91,18 @@ export function formatPrometheus(s: Status): string {
   const x = new Exposition({ job: s.job, role: s.role });
   x.gauge("walmgr_up", "1: walmgr's status was gathered (see walmgr_status_error for parts it could not read).", 1);
   x.gauge("walmgr_status_time_seconds", "When this status was gathered (Unix time).", epoch(s.time));
-  const errors: [string, string | undefined][] = [
-    ["slave_dir", s.slaveDir?.error],
-    ["newest_segment", s.slaveDir?.newestSegmentError],
-    ["partial_segment", s.slaveDir?.partialError],
-    ["archive_ready", s.archiver?.readyError],
-    ["archiver_stats", s.archiver?.statsError],
-    ["backups", s.backups?.error],
+  // One sample per part this side has (a slave has no archiver part): 0 read, 1 not.
+  const errors: [string, boolean, string | undefined][] = [
+    ["slave_dir", s.slaveDir !== undefined, s.slaveDir?.error],
+    ["newest_segment", s.slaveDir !== undefined, s.slaveDir?.newestSegmentError],
+    ["partial_segment", s.slaveDir !== undefined, s.slaveDir?.partialError],
+    ["archive_ready", s.archiver !== undefined, s.archiver?.readyError],
+    ["archiver_stats", s.archiver !== undefined, s.archiver?.statsError],
+    ["backups", s.backups !== undefined, s.backups?.error],
   ];
-  for (const [part, err] of errors) {
-    x.gauge(
-      "walmgr_status_error",
-      "1: this part of the status could not be read (status shows why).",
-      err !== undefined,
-      {
-        part,
-      },
-    );
+  const errorHelp = "1: this part of the status could not be read (status shows why).";
+  for (const [part, has, err] of errors) {
+    if (has) x.gauge("walmgr_status_error", errorHelp, err !== undefined, { part });
   }
 
   for (const state of DAEMON_STATES) {

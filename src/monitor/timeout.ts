@@ -2,6 +2,7 @@
  * Time limits for the monitoring reads: status (and check) must answer even when the database
  * or the slave directory does not, so every wait they make is raced against a timer.
  */
+import { TransportError } from "../errors";
 
 /** How long status waits for a database (connect and queries together). */
 export const DB_TIMEOUT_MS = 15_000;
@@ -9,6 +10,9 @@ export const DB_TIMEOUT_MS = 15_000;
 export const STORAGE_TIMEOUT_S = 10;
 /** How long status waits for all its reads of one slave directory (or repository) together. */
 export const STORAGE_BUDGET_MS = 30_000;
+
+/** What `withTimeout` rejects with. */
+export class TimeoutError extends Error {}
 
 /**
  * Resolves or rejects as `work` does, or rejects after `ms` with an error saying that `what`
@@ -26,7 +30,7 @@ export async function withTimeout<T>(
   const limit = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       timedOut = true;
-      reject(new Error(`${what} did not answer within ${ms / 1000} s`));
+      reject(new TimeoutError(`${what} did not answer within ${(ms / 1000).toFixed(1)} s`));
     }, ms);
     timer.unref();
   });
@@ -44,11 +48,13 @@ export async function withTimeout<T>(
 }
 
 /**
- * A shared time budget for a sequence of reads: each `run` gets what is left of it, so a
- * storage that hangs costs the budget once, not once per read.
+ * A shared time budget for a sequence of reads of one storage: each `run` gets what is left of
+ * it, and once the storage has not answered (a timeout, a transport error) the reads after it
+ * are skipped at once, so a storage that is down costs one timeout, not one per read.
  */
 export class Budget {
   private readonly end: number;
+  private down: Error | undefined;
 
   constructor(
     ms: number,
@@ -57,11 +63,17 @@ export class Budget {
     this.end = Date.now() + ms;
   }
 
-  /** `fn()` within what is left of the budget (rejects at once when none is left). */
+  /** `fn()` within what is left of the budget (rejects at once when none is left, or the storage is down). */
   async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.down) throw new Error(`skipped: ${this.down.message}`);
     const left = this.end - Date.now();
-    if (left <= 0) throw new Error(`${this.what} did not answer in time (skipped)`);
-    return withTimeout(fn(), left, this.what);
+    if (left <= 0) throw new TimeoutError(`${this.what} did not answer in time (skipped)`);
+    try {
+      return await withTimeout(fn(), left, this.what);
+    } catch (err) {
+      if (err instanceof TimeoutError || err instanceof TransportError) this.down = err;
+      throw err;
+    }
   }
 }
 
