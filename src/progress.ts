@@ -179,7 +179,8 @@ class LiveProgress extends Counts implements Progress, StderrOverlay {
   }
 
   private maybeDraw(t: number): void {
-    if (this.ended || t - this.lastDraw < REDRAW_MS) return;
+    // Nothing to show before the first stage (a backup's lock and rotation come first).
+    if (this.ended || this.stageName === "" || t - this.lastDraw < REDRAW_MS) return;
     this.draw(t);
   }
 

@@ -250,6 +250,9 @@ describe("progress at a terminal", () => {
     let t = 0;
     const p = startProgress("backup", log, { stream, now: () => t });
     assert.ok(overlay(), "registered with the logger");
+    t += 500;
+    p.add(1, 0);
+    assert.deepEqual(writes, [], "nothing drawn before the first stage");
     p.stage("copying data directory");
     log.info("a warning meanwhile");
     assert.deepEqual(writes.slice(-1), ["\r\x1b[K"]);
@@ -261,7 +264,7 @@ describe("progress at a terminal", () => {
     t += 60;
     p.add(MiB, 1);
     assert.equal(writes.length, n + 1);
-    assert.match(writes[n] ?? "", /^\rbackup: copying data directory {2}2\.0 MiB {2}2 files/);
+    assert.match(writes[n] ?? "", /^\rbackup: copying data directory {2}2\.0 MiB {2}2 files {2}0:01/);
     p.done();
     assert.equal(overlay(), undefined, "unregistered at the end");
   });
