@@ -81,6 +81,12 @@ export interface TreeStats {
   sent?: number;
 }
 
+/**
+ * Called as a tree copy goes with the bytes and files done since the last call (a progress
+ * display's `add`, progress.ts): after each file, or per chunk where the copy streams.
+ */
+export type TreeProgress = (bytes: number, files: number) => void;
+
 /** Feature `writeAt`: in-place durable update of part of an existing file (local, ssh). */
 export interface WriteAtFeature {
   /** Durably overwrites bytes of the existing file `path` at `offset` (in-progress segments). */
@@ -103,21 +109,23 @@ export interface TreeFeature {
    * may send differences against; it is never modified. A file may be taken from the basis
    * without reading its content only when its mtime is older than `trustMtimeBefore` (ms since
    * the epoch) and its size and mtime match the basis copy; every other file is compared by
-   * content (without `trustMtimeBefore`: every file).
+   * content (without `trustMtimeBefore`: every file). `onProgress` hears of the files as they
+   * are done (a file taken unchanged from the basis counts as done, with its size).
    */
   putTree(
     src: string,
     dest: string,
     keep: (rel: string, isDir: boolean) => boolean,
-    opts?: { basis?: string; trustMtimeBefore?: number | undefined },
+    opts?: { basis?: string; trustMtimeBefore?: number | undefined; onProgress?: TreeProgress },
   ): Promise<TreeStats>;
   /**
    * Copies the stored tree `src` into the new local folder `dest` (folders 0700, files 0600,
    * everything fsynced before this resolves). Offered by storage a restore cannot reach as a
    * local folder (an object store); undefined elsewhere. With `expect`, a file it lists must
-   * match its sha256 (else an IoError, and that file is not put in place).
+   * match its sha256 (else an IoError, and that file is not put in place). `onProgress` hears
+   * of each file fetched.
    */
-  getTree?(src: string, dest: string, expect?: Manifest): Promise<TreeStats>;
+  getTree?(src: string, dest: string, expect?: Manifest, opts?: { onProgress?: TreeProgress }): Promise<TreeStats>;
 }
 
 /** The capabilities beyond the common verbs; absent means the storage cannot do it. */

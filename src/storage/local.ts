@@ -29,6 +29,7 @@ import type {
   ReadStream,
   StorageDriver,
   StorageFeatures,
+  TreeProgress,
   TreeStats,
   WriteHandle,
   WriteOptions,
@@ -105,7 +106,7 @@ export class LocalDriver implements StorageDriver {
         if (dirname(from) !== dirname(to)) fsyncDir(dirname(from));
         return Promise.resolve();
       },
-      putTree: async (src, dest, keep): Promise<TreeStats> => copyTree(src, dest, keep),
+      putTree: async (src, dest, keep, opts): Promise<TreeStats> => copyTree(src, dest, keep, opts?.onProgress),
     },
   };
 
@@ -380,12 +381,14 @@ async function writeFully(fd: number, data: Buffer): Promise<void> {
 
 /**
  * Copies a local tree (following symlinks to directories and files), fsyncing everything. It
- * yields to the event loop every few files so that SIGINT/SIGTERM are handled promptly.
+ * yields to the event loop every few files so that SIGINT/SIGTERM are handled promptly (and a
+ * progress line gets redrawn). `onProgress` hears of each file once it is copied.
  */
 export async function copyTree(
   src: string,
   dest: string,
   keep: (rel: string, isDir: boolean) => boolean,
+  onProgress?: TreeProgress,
 ): Promise<TreeStats> {
   const stats: TreeStats = { files: 0, bytes: 0 };
   const target = (rel: string): string => (rel === "" ? dest : join(dest, rel));
@@ -416,6 +419,7 @@ export async function copyTree(
       }
       stats.files++;
       stats.bytes += st.size;
+      onProgress?.(st.size, 1);
       if (stats.files % 64 === 0) await new Promise((r) => setImmediate(r));
       return false;
     },
@@ -474,12 +478,13 @@ export function isSymlink(path: string): boolean {
  * existing `to` must be an empty directory; it is kept (a mount point is never removed, only
  * filled). After a copy `from` is still there: the caller removes it (`removeTreeDurable`) once
  * it has recorded that the copy is complete, so a crash never leaves only a partial copy.
- * `rename` is for tests (fault injection).
+ * `rename` is for tests (fault injection); `onProgress` hears of each file a copy copies.
  */
 export async function renameOrCopyTree(
   from: string,
   to: string,
   rename: (a: string, b: string) => void = renameSync,
+  onProgress?: TreeProgress,
 ): Promise<"renamed" | "copied"> {
   try {
     rename(from, to);
@@ -489,7 +494,7 @@ export async function renameOrCopyTree(
   } catch (err) {
     if (!isErrno(err, "EXDEV") && !isErrno(err, "EBUSY")) throw ioError(`cannot move ${from} to`, to, err);
   }
-  await copyTree(from, to, () => true);
+  await copyTree(from, to, () => true, onProgress);
   fsyncDir(dirname(to));
   return "copied";
 }

@@ -17,6 +17,7 @@ import type {
   ReadStream,
   StorageDriver,
   StorageFeatures,
+  TreeProgress,
   TreeStats,
   WriteHandle,
   WriteOptions,
@@ -173,31 +174,35 @@ export class SshDriver implements StorageDriver {
    * bytes. So two runs: the files whose mtime is older than `trustMtimeBefore` with the quick
    * check (an unchanged old file costs no read), all others with --ignore-times, which compares
    * their content against the basis (still a delta transfer: unchanged blocks are not sent).
+   *
+   * `onProgress` hears of each file rsync reports done (sent, or "is uptodate": taken from the
+   * basis), with its size from our own listing; in the framed stream, of each chunk sent.
    */
   async putTree(
     src: string,
     dest: string,
     keep: (rel: string, isDir: boolean) => boolean,
-    opts: { basis?: string; trustMtimeBefore?: number | undefined } = {},
+    opts: { basis?: string; trustMtimeBefore?: number | undefined; onProgress?: TreeProgress } = {},
   ): Promise<TreeStats> {
     const entries = listTree(src, keep);
     const probe = await this.result<{ rsync: boolean }>("probe", []);
     const useRsync = probe.rsync && process.env.WALMGR_NO_RSYNC !== "1" && localRsync();
-    if (!useRsync) return this.streamTree(src, dest, entries);
+    if (!useRsync) return this.streamTree(src, dest, entries, opts.onProgress);
     let basis: string | undefined;
     if (opts.basis !== undefined && (await this.info(opts.basis))?.isDirectory) {
       basis = posix.isAbsolute(opts.basis) ? opts.basis : posix.relative(dest, opts.basis);
     }
+    const progress = opts.onProgress && rsyncProgress(entries, opts.onProgress);
     let sent: number;
     if (basis === undefined) {
-      sent = await this.rsync(src, dest, entries, undefined, false);
+      sent = await this.rsync(src, dest, entries, undefined, false, progress);
     } else {
       const cutoff = opts.trustMtimeBefore ?? -Infinity;
       const trusted = entries.filter((e) => e.isDir || e.mtimeMs < cutoff);
       const compared = entries.filter((e) => !e.isDir && !(e.mtimeMs < cutoff));
       // The first run creates every folder; the second only fills in files.
-      sent = await this.rsync(src, dest, trusted, basis, false);
-      if (compared.length > 0) sent += await this.rsync(src, dest, compared, basis, true);
+      sent = await this.rsync(src, dest, trusted, basis, false, progress);
+      if (compared.length > 0) sent += await this.rsync(src, dest, compared, basis, true, progress);
     }
     await this.request("fsynctree", [dest], { idleMs: undefined });
     const stats: TreeStats = { files: 0, bytes: 0 };
@@ -220,6 +225,7 @@ export class SshDriver implements StorageDriver {
     entries: TreeEntry[],
     basis: string | undefined,
     byContent: boolean,
+    progress?: (line: string) => void,
   ): Promise<number> {
     const t = Math.max(1, Math.ceil(this.opts.timeout));
     const args = [
@@ -235,6 +241,9 @@ export class SshDriver implements StorageDriver {
       ...(this.opts.compression ? ["-z"] : []),
       ...(basis !== undefined ? [`--copy-dest=${basis}`] : []),
       ...(byContent ? ["--ignore-times"] : []),
+      // One stdout line per file done: "SIZE NAME" when sent, "NAME is uptodate" when taken
+      // from the basis (name2), names unescaped (-8); rsync 3.1 and later.
+      ...(progress ? ["--info=name2", "--out-format=%l %n", "-8"] : []),
       "-e",
       this.rsyncShell(),
       `${src}/`,
@@ -248,9 +257,22 @@ export class SshDriver implements StorageDriver {
       const child = pdeathsig()
         ? spawn("setpriv", ["--pdeathsig", "KILL", "--", "rsync", ...args], { stdio: ["pipe", "pipe", "pipe"] })
         : spawn("rsync", args, { stdio: ["pipe", "pipe", "pipe"] });
-      let out = "";
+      // Read line by line, keeping nothing but the count of bytes sent (--stats): with a line
+      // per file, the whole output of a big tree would not be small.
+      let sent = 0;
+      let partial = "";
+      const line = (l: string): void => {
+        const m = /^Total bytes sent:\s*([\d,.]+)/.exec(l);
+        if (m) sent = Number((m[1] ?? "0").replace(/[,.]/g, ""));
+        else progress?.(l);
+      };
       let err = "";
-      child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
+      child.stdout.setEncoding("utf8");
+      child.stdout.on("data", (c: string) => {
+        const lines = (partial + c).split("\n");
+        partial = lines.pop() ?? "";
+        for (const l of lines) line(l);
+      });
       child.stderr.on("data", (c: Buffer) => {
         if (err.length < 65536) err += c.toString("utf8");
       });
@@ -259,8 +281,8 @@ export class SshDriver implements StorageDriver {
       child.on("close", (code, signal) => {
         // 24: files vanished while copying (a running database removes files; replay repairs that).
         if (code === 0 || code === 24) {
-          const m = /Total bytes sent:\s*([\d,.]+)/.exec(out);
-          return resolve(m ? Number((m[1] ?? "0").replace(/[,.]/g, "")) : 0);
+          if (partial !== "") line(partial);
+          return resolve(sent);
         }
         const what = code === null ? `was killed by ${signal ?? "a signal"}` : `exited ${code}`;
         const msg = `rsync to ${this.opts.host}:${dest} ${what}: ${lastLines(err)}`;
@@ -274,7 +296,12 @@ export class SshDriver implements StorageDriver {
   }
 
   /** Fallback without rsync: the tree as records in one request's body (see remote-helper.ts). */
-  private async streamTree(src: string, dest: string, entries: TreeEntry[]): Promise<TreeStats> {
+  private async streamTree(
+    src: string,
+    dest: string,
+    entries: TreeEntry[],
+    onProgress?: TreeProgress,
+  ): Promise<TreeStats> {
     const record = (h: object): Buffer => {
       const j = Buffer.from(JSON.stringify(h));
       const len = Buffer.alloc(4);
@@ -311,9 +338,11 @@ export class SshDriver implements StorageDriver {
             off += n;
             sent += n;
             yield buf.subarray(0, n);
+            onProgress?.(n, 0);
           }
           stats.files++;
           stats.bytes += size;
+          onProgress?.(0, 1);
         } finally {
           closeSync(fd);
         }
@@ -346,6 +375,28 @@ function listTree(src: string, keep: (rel: string, isDir: boolean) => boolean): 
     return false;
   });
   return out;
+}
+
+/**
+ * A reader of rsync's per-file lines (see `rsync`'s --out-format) that tells `onProgress` of
+ * each file of `entries` done, with its size as listed (a file rsync took from the basis sent
+ * nothing, but it is done). Each file counts once, over both runs; other lines are ignored.
+ */
+function rsyncProgress(entries: TreeEntry[], onProgress: TreeProgress): (line: string) => void {
+  const size = new Map<string, number>();
+  for (const e of entries) if (!e.isDir) size.set(e.rel, e.size);
+  const done = (rel: string): boolean => {
+    const n = size.get(rel);
+    if (n === undefined) return false;
+    size.delete(rel);
+    onProgress(n, 1);
+    return true;
+  };
+  return (line) => {
+    const sent = /^\d+ (.+)$/.exec(line);
+    if (sent?.[1] !== undefined && done(sent[1])) return;
+    if (line.endsWith(" is uptodate")) done(line.slice(0, -" is uptodate".length));
+  };
 }
 
 let rsyncHere: boolean | undefined;

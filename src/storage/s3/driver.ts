@@ -69,8 +69,8 @@ export class S3Driver implements StorageDriver {
         manifest: (dir) => this.manifest(dir),
         removeTree: (path) => this.removeTree(path),
         renameDir: (from, to) => this.renameDir(from, to),
-        putTree: (src, dest, keep) => s3PutTree(this, src, dest, keep),
-        getTree: (src, dest, expect) => s3GetTree(this, src, dest, expect),
+        putTree: (src, dest, keep, opts) => s3PutTree(this, src, dest, keep, opts?.onProgress),
+        getTree: (src, dest, expect, opts) => s3GetTree(this, src, dest, expect, opts?.onProgress),
       },
     };
   }

@@ -6,7 +6,7 @@
  */
 import { join, posix } from "node:path";
 import { IoError } from "../../errors";
-import type { TreeStats } from "../driver";
+import type { TreeProgress, TreeStats } from "../driver";
 import { fetchToFile, storeFile } from "../files";
 import { mkdirPrivate } from "../local";
 import type { Manifest } from "../manifest";
@@ -16,11 +16,13 @@ import { eachLimit, type S3Driver } from "./driver";
 /** Files uploaded or fetched at once: enough to hide a request's latency, few enough for memory (each holds up to a part). */
 const TREE_PARALLEL = 8;
 
+/** TreeFeature.putTree for an object store: one object per file, uploaded in parallel. */
 export async function s3PutTree(
   driver: S3Driver,
   src: string,
   dest: string,
   keep: (rel: string, isDir: boolean) => boolean,
+  onProgress?: TreeProgress,
 ): Promise<TreeStats> {
   const stats: TreeStats = { files: 0, bytes: 0 };
   const dirs: string[] = [""];
@@ -46,11 +48,19 @@ export async function s3PutTree(
     }
     stats.files++;
     stats.bytes += put.bytes;
+    onProgress?.(put.bytes, 1);
   });
   return stats;
 }
 
-export async function s3GetTree(driver: S3Driver, src: string, dest: string, expect?: Manifest): Promise<TreeStats> {
+/** TreeFeature.getTree for an object store: every object of the set fetched into a local folder, checked against `expect`. */
+export async function s3GetTree(
+  driver: S3Driver,
+  src: string,
+  dest: string,
+  expect?: Manifest,
+  onProgress?: TreeProgress,
+): Promise<TreeStats> {
   const stats: TreeStats = { files: 0, bytes: 0 };
   const all = await driver.listAll(src);
   if (all.length === 0) throw new IoError(`${driver.client.url(driver.key(src))} holds nothing: no such backup set`);
@@ -80,6 +90,7 @@ export async function s3GetTree(driver: S3Driver, src: string, dest: string, exp
       );
     stats.files++;
     stats.bytes += got.bytes;
+    onProgress?.(got.bytes, 1);
   });
   // (Each file's folder was fsynced after its rename by fetchToFile's `durable`.)
   return stats;
