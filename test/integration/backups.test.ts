@@ -4,12 +4,24 @@
  * set into another directory, a tablespace, and a backup taken from the standby.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster, freePort } from "../helpers/cluster";
-import { binPath, mkdirAs, removeTempDir, runBin, RUN_AS, sleep, spawnBin, waitFor, ok } from "../helpers/env";
+import {
+  binPath,
+  mkdirAs,
+  removeTempDir,
+  run,
+  runBin,
+  RUN_AS,
+  sleep,
+  spawnBin,
+  waitFor,
+  ok,
+  type RunResult,
+} from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
@@ -20,6 +32,30 @@ const sets = (): string[] =>
   readdirSync(setsDir())
     .filter((n) => /^data\.master(\.\d+)?$/.test(n))
     .sort();
+
+/** util-linux `script`, which runs a command on a pseudo-terminal (absent: the TTY check is skipped). */
+const HAVE_SCRIPT = spawnSync("sh", ["-c", "command -v script"], { stdio: "ignore" }).status === 0;
+
+/**
+ * Runs wal-backup on a pseudo-terminal, as an operator at a terminal would (as the server user,
+ * like runBin): `script` puts stdout and stderr together on its own stdout, line ends as \r\n.
+ */
+function backupOnTty(ini: string): RunResult {
+  const q = (w: string): string => `'${w.replace(/'/g, "'\\''")}'`;
+  return run("script", ["-qfec", `${q(binPath("wal-backup"))} ${q(ini)}`, "/dev/null"], {
+    env: { TERM: "xterm", NO_COLOR: "" },
+  });
+}
+
+/** The stage lines every master backup with keep_backups > 0 logs, once each, without a terminal. */
+const BACKUP_STAGES = [
+  "backup: starting backup (pg_backup_start)",
+  "backup: copying data directory (",
+  "backup: stopping backup, writing the manifest",
+  "backup: rotating sets",
+  "backup: purging WAL",
+  "backup done in ",
+];
 
 async function count(c: Cluster, tag: string): Promise<number> {
   return Number(await c.value<string>("SELECT count(*) FROM t WHERE tag = $1", [tag]));
@@ -73,7 +109,29 @@ test("backups in depth", async (t) => {
       for (const n of [1, 2, 3]) {
         await p.master.query("INSERT INTO t (tag) SELECT $1 FROM generate_series(1, 10)", [`b${n}`]);
         await switchAndArchive();
-        ok(runBin("wal-backup", [p.masterIni]), `backup ${n}`);
+        if (n < 3 || !HAVE_SCRIPT) {
+          const res = ok(runBin("wal-backup", [p.masterIni]), `backup ${n}`);
+          if (n === 1) {
+            // Not a terminal: one log line per stage, no redrawn line, no colour.
+            assert.ok(!res.stderr.includes("\r") && !res.stderr.includes("\x1b"), res.stderr);
+            const lines = res.stderr.split("\n");
+            for (const stage of BACKUP_STAGES) {
+              assert.equal(lines.filter((l) => l.includes(stage)).length, 1, `one "${stage}" line:\n${res.stderr}`);
+            }
+          }
+          continue;
+        }
+        // The third at a terminal: the progress line, redrawn in place, cleared at the end.
+        const res = backupOnTty(p.masterIni);
+        assert.equal(res.status, 0, `backup 3 on a terminal failed:\n${res.stdout}\n${res.stderr}`);
+        const drawn = res.stdout.split("\r").filter((d) => d.startsWith("backup: copying data directory  "));
+        assert.ok(
+          drawn.some((d) => / \d+\/\d+ files /.test(d) && d.endsWith("\x1b[K")),
+          `a progress line with the files done of the total:\n${JSON.stringify(res.stdout)}`,
+        );
+        assert.ok(res.stdout.includes("\r\x1b[K"), "the line is cleared");
+        assert.match(res.stdout, /INFO [^\r\n]*: backup done in [\d.]+ s: \d+ files, /);
+        assert.ok(!/INFO [^\r\n]*: backup: copying data directory/.test(res.stdout), "no stage log line at a terminal");
       }
       assert.deepEqual(sets(), ["data.master", "data.master.0"]);
       const info = JSON.parse(readFileSync(join(setsDir(), "data.master.0", ".walmgr-backup.json"), "utf8")) as {

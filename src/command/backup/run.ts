@@ -10,6 +10,7 @@ import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../layout";
 import { connectMaster, connectStandby, type Db } from "../../pg/client";
 import { parseSize } from "../../pg/units";
 import { runConfigured } from "../../shell";
+import { startProgress, type Progress } from "../../progress";
 import { requireFeature, type StorageDriver } from "../../storage/driver";
 import { removeStaleTemps } from "../../storage/durable";
 import { releaseRemoteNow } from "../../storage/release-sync";
@@ -30,6 +31,7 @@ import {
 import { testPause } from "./test-pause";
 import { writeBytes } from "../../storage/bytes";
 import { storeFile } from "../../storage/files";
+import { walkTreeSync } from "../../storage/tree-walk";
 
 /** pg_control is copied after everything else, as pg_basebackup does (required from a standby). */
 const PG_CONTROL = "global/pg_control";
@@ -73,6 +75,8 @@ export async function backup(ctx: Context): Promise<void> {
   }
   const tmp = tempSetPath(full);
   const lockPath = control.lockPath();
+  // At a terminal a progress line; elsewhere a log line per stage (progress.ts).
+  const progress = startProgress("backup", ctx.log, { json: ctx.json });
   /** Once the new set is being renamed into place, the temp tree must not be removed any more. */
   let committing = false;
   // Synchronous, so it also runs from a SIGINT/SIGTERM handler.
@@ -111,27 +115,33 @@ export async function backup(ctx: Context): Promise<void> {
     await layout.driver.pathCreate(posix.dirname(full));
     await clearLeftovers(ctx, layout.driver, full);
     await rotate(ctx, layout.driver, full, keep);
+    progress.stage("starting backup (pg_backup_start)");
     const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
     try {
-      await takeBackup(ctx, db, source, tmp, full, layout, fromStandby);
+      await takeBackup(ctx, db, source, tmp, full, layout, fromStandby, progress);
     } finally {
       await db.close();
     }
     await testPause("copied");
     committing = true;
+    progress.stage("rotating sets");
     await putInPlace(ctx, layout.driver, tmp, full);
     // Only now that the new set is listed: the old ones beyond keep_backups go (their
     // archive_command ran in `rotate`, before the copy).
     for (const old of await pruneSets(layout.driver, full, Math.max(keep, 1))) {
       ctx.log.info(`removed the previous backup set (listed as ${old} meanwhile; keep_backups = ${keep})`);
     }
-    if (keep > 0) await purgeWal(ctx, layout.driver, layout.completed.path, full);
+    if (keep > 0) {
+      progress.stage("purging WAL");
+      await purgeWal(ctx, layout.driver, layout.completed.path, full);
+    }
   } finally {
     if (!committing) await requireFeature(layout.driver, "tree").removeTree(tmp);
     await releaseBackupLock(control, lock);
     unregister();
     ctx.log.info(`backup lock released: ${lockWhere}`);
   }
+  progress.done();
 }
 
 /**
@@ -243,6 +253,10 @@ async function rotate(ctx: Context, driver: StorageDriver, full: string, keep: n
   }
 }
 
+/**
+ * pg_backup_start, the copy of `source` into `tmp`, pg_backup_stop, the label, manifest and
+ * metadata of the set, and the wait for its WAL.
+ */
 async function takeBackup(
   ctx: Context,
   db: Db,
@@ -251,6 +265,7 @@ async function takeBackup(
   full: string,
   layout: SlaveLayout,
   fromStandby: boolean,
+  progress: Progress,
 ): Promise<void> {
   const driver = layout.driver;
   const v15 = db.serverVersion >= 150000;
@@ -270,15 +285,31 @@ async function takeBackup(
   ctx.log.info(`backup started at ${start.lsn}: copying ${source} to ${tmp}`);
   // The newest remaining set is the basis for delta transfer (rsync) on a remote slave.
   const basis = (await listSets(driver, full))[0];
+  progress.stage("copying data directory", sourceTotals(source));
+  // What the driver reported, so that the summary can be topped up to the copy's own counts.
+  const counted = { bytes: 0, files: 0 };
+  const onProgress = (bytes: number, files: number): void => {
+    counted.bytes += bytes;
+    counted.files += files;
+    progress.add(bytes, files);
+  };
   const stats = await requireFeature(driver, "tree").putTree(
     source,
     tmp,
     (rel, isDir) => rel !== PG_CONTROL && keepInBackup(rel, isDir),
-    basis === undefined ? {} : { basis, trustMtimeBefore: await trustMtimeBefore(driver, basis, start.sysid) },
+    basis === undefined
+      ? { onProgress }
+      : { basis, trustMtimeBefore: await trustMtimeBefore(driver, basis, start.sysid), onProgress },
   );
+  // A driver may miss a file in its reports (an rsync line it could not match): the summary
+  // counts what the copy says it copied.
+  progress.add(Math.max(0, stats.bytes - counted.bytes), Math.max(0, stats.files - counted.files));
   const control = await storeFile(driver, posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
   stats.files++;
   stats.bytes += control.bytes;
+  progress.add(control.bytes, 1);
+  // The manifest hashes the whole set where it is stored: on a big set as long as a copy.
+  progress.stage("stopping backup, writing the manifest");
   // Never PostgreSQL's own wait for the archive: it looks once a second. We look every
   // ARCHIVE_POLL_MS, the same way, while the label, manifest and info are written.
   const stop = await db.one<{ lsn: string; labelfile: string; spcmapfile: string | null; archiving: boolean }>(
@@ -296,7 +327,11 @@ async function takeBackup(
     fromStandby || !stop.archiving
       ? Promise.resolve()
       : waitArchived(ctx, join(source, "pg_wal"), lsnToSegment(parseLsn(stop.lsn) - 1n, timeline, segSize).name);
-  archived.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+  let waited = false;
+  archived.then(
+    () => (waited = true),
+    () => undefined, // awaited below; not an unhandled rejection meanwhile
+  );
   const info: BackupInfo = {
     label,
     startLsn: labelStart?.[1] ?? start.lsn,
@@ -320,10 +355,35 @@ async function takeBackup(
   );
   await writeBytes(driver, posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
   if (!fromStandby) await saveConfigFiles(ctx, db, driver);
+  // Mostly archived by now (the manifest took a while); a stage only when it is not.
+  if (!waited) progress.stage("waiting for WAL to be archived");
   await archived;
+  // Scripts and tests read this line (bytes sent): it stays as it was, beside the summary.
   ctx.log.info(
     `backup copied: ${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB${stats.sent === undefined ? "" : `, ${stats.sent} bytes sent`}, WAL ${info.startWal} .. ${info.stopWal ?? "?"}`,
   );
+}
+
+/**
+ * Bytes and files `source` holds as the backup copies it (pg_control included), for the
+ * progress line's percentage and time left: a walk that only stats, cheap beside the copy that
+ * reads every byte. Undefined when the walk fails (the copy then reports the real problem).
+ */
+function sourceTotals(source: string): { bytes: number; files: number } | undefined {
+  const totals = { bytes: 0, files: 0 };
+  try {
+    walkTreeSync(source, ({ rel, st }) => {
+      if (st.isDirectory()) return keepInBackup(rel, true);
+      if (st.isFile() && keepInBackup(rel, false)) {
+        totals.bytes += st.size;
+        totals.files++;
+      }
+      return false;
+    });
+  } catch {
+    return undefined;
+  }
+  return totals;
 }
 
 /** How often a master's backup looks whether its last segment is archived. */
