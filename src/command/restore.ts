@@ -18,6 +18,7 @@ import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
 import { controlFilesFor, slaveLayout } from "../layout";
 import { binPath } from "../paths";
 import { pgCommandLine, quoteConfValue, shellQuote } from "../pg/postgresql-conf";
+import { startProgress, type Progress } from "../progress";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
 import { restartStandbyRecord } from "../standbys";
@@ -37,7 +38,7 @@ import { walkTreeSync } from "../storage/tree-walk";
 import { parseManifest, type Manifest } from "../storage/manifest";
 import { readBytes } from "../storage/bytes";
 import { requireFeature, type StorageDriver } from "../storage/driver";
-import { BACKUP_MANIFEST, listSets } from "./backup/sets";
+import { BACKUP_MANIFEST, listSets, readBackupInfo } from "./backup/sets";
 import {
   claimedName,
   crashPoint,
@@ -278,6 +279,7 @@ async function ensureStopped(
   dst: string,
   slaveData: string | undefined,
   timeoutS: number,
+  progress: Progress,
 ): Promise<void> {
   const pm = readPostmaster(dst);
   if (!pm) return;
@@ -291,6 +293,7 @@ async function ensureStopped(
         : "stop it first: restore never replaces a running server's data directory",
     );
   }
+  progress.stage("stopping the server");
   runConfigured(ctx, "slave_stop_cmd", stopCmd);
   const still = await waitStopped(dst, timeoutS * 1000);
   if (still) {
@@ -367,23 +370,32 @@ export async function restore(ctx: Context): Promise<void> {
     throw err;
   }
   const unregister = ctx.onCleanup(release);
+  // At a terminal a progress line; elsewhere a log line per stage (progress.ts).
+  const progress = startProgress("restore", ctx.log, { json: ctx.json });
   try {
     let j = readJournal(paths);
     if (j) {
       checkSameRequest(j, req, ctx.config.file);
       ctx.log.info(`resuming the interrupted restore of ${basename(j.set)} into ${dst} (next step: ${j.step})`);
       // prepare empties slave_pg_xlog, which the old server may use: it must be down first.
-      if (j.step === "stage" || j.step === "prepare") await ensureStopped(ctx, dst, slaveData, timeoutS);
+      if (j.step === "stage" || j.step === "prepare") await ensureStopped(ctx, dst, slaveData, timeoutS, progress);
     } else {
-      j = await plan(ctx, req, paths, full.path, slaveData, timeoutS);
+      j = await plan(ctx, req, paths, full.path, slaveData, timeoutS, progress);
     }
-    await runSteps(ctx, paths, j, layout.driver, layout.completed.path, () =>
-      ensureStopped(ctx, dst, slaveData, timeoutS),
+    await runSteps(
+      ctx,
+      paths,
+      j,
+      layout.driver,
+      layout.completed.path,
+      () => ensureStopped(ctx, dst, slaveData, timeoutS, progress),
+      progress,
     );
   } finally {
     release();
     unregister();
   }
+  progress.done();
 }
 
 /** Finds the set, checks DST, stops its server, and records the journal (step "stage"). */
@@ -394,6 +406,7 @@ async function plan(
   fullBackup: string,
   slaveData: string | undefined,
   timeoutS: number,
+  progress: Progress,
 ): Promise<RestoreJournal> {
   const layout = slaveLayout(ctx.config, "restore");
   const sets = await listSets(layout.driver, fullBackup);
@@ -406,7 +419,7 @@ async function plan(
       "restore replaces only a (stopped) PostgreSQL data directory, or fills an empty or new one: name another DST",
     );
   }
-  await ensureStopped(ctx, req.dst, slaveData, timeoutS);
+  await ensureStopped(ctx, req.dst, slaveData, timeoutS, progress);
   // Owner of the restored tree (matters only when root restores for the postgres user).
   const ownerRef = existsSync(req.dst) ? req.dst : dirname(req.dst);
   const st = io("cannot stat", ownerRef, () => statSync(ownerRef));
@@ -489,6 +502,7 @@ async function runSteps(
   driver: ReturnType<typeof slaveLayout>["driver"],
   completed: string,
   ensureDown: () => Promise<void>,
+  progress: Progress,
 ): Promise<void> {
   const advance = (step: RestoreJournal["step"]): void => {
     j.step = step;
@@ -497,7 +511,7 @@ async function runSteps(
   };
   if (j.step === "stage") {
     try {
-      await stage(ctx, paths, j, driver);
+      await stage(ctx, paths, j, driver, progress);
     } catch (err) {
       // A copy that failed (not a crash) is rolled back: DST and the set were never touched.
       if (!j.move) {
@@ -510,7 +524,8 @@ async function runSteps(
     advance("prepare");
   }
   if (j.step === "prepare") {
-    await prepare(ctx, paths, j);
+    progress.stage("preparing the data directory (tablespaces, recovery settings)");
+    await prepare(ctx, paths, j, progress);
     // Where the old data directory goes is decided (and recorded) before it moves.
     if (existsSync(j.dst) || isSymlink(j.dst)) {
       j.old = j.keepOld && !isEmptyDir(j.dst) ? firstFree(j.dst) : paths.trash;
@@ -525,6 +540,8 @@ async function runSteps(
   }
   if (j.step === "finish") {
     if (j.old === paths.trash) {
+      // A big data directory takes a while to remove.
+      if (existsSync(paths.trash)) progress.stage("removing the old data directory");
       io("cannot remove", paths.trash, () => rmSync(paths.trash, { recursive: true, force: true }));
       fsyncDir(dirname(paths.trash));
     }
@@ -542,6 +559,7 @@ async function runSteps(
   if (j.standbyRestore && startCmd) {
     if (readPostmaster(j.dst)) ctx.log.info(`the server in ${j.dst} is already running`);
     else {
+      progress.stage("starting the server");
       try {
         runConfigured(ctx, "slave_start_cmd", startCmd);
       } catch (err) {
@@ -566,7 +584,14 @@ async function runSteps(
  * across file systems copied and only then removed. A named set is copied; a rerun starts the
  * copy over.
  */
-async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal, driver: StorageDriver): Promise<void> {
+async function stage(
+  ctx: Context,
+  paths: RestorePaths,
+  j: RestoreJournal,
+  driver: StorageDriver,
+  progress: Progress,
+): Promise<void> {
+  const onProgress = (bytes: number, files: number): void => progress.add(bytes, files);
   if (j.move && j.claimed !== undefined) {
     const claimed = j.claimed;
     if (!existsSync(claimed) && !existsSync(paths.stage)) {
@@ -582,9 +607,11 @@ async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal, drive
       crashPoint("claimed");
     }
     if (existsSync(claimed)) {
+      // Usually a rename (nothing to count); across file systems a copy, which the totals time.
+      progress.stage(`moving ${basename(j.set)} into place`, await setTotals(localDriver, claimed));
       // The stage may hold a partial copy from a crash; the claimed set is complete while it exists.
       io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
-      const how = await renameOrCopyTree(claimed, paths.stage);
+      const how = await renameOrCopyTree(claimed, paths.stage, undefined, onProgress);
       if (how === "copied") {
         crashPoint("set-copied");
         removeTreeDurable(claimed);
@@ -597,15 +624,17 @@ async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal, drive
     const raw = await readBytes(driver, posix.join(j.set, BACKUP_MANIFEST));
     const manifest =
       raw === undefined ? undefined : parseManifest(raw.toString("utf8"), posix.join(j.set, BACKUP_MANIFEST));
-    const stats = await requireFeature(driver, "tree").getTree?.(j.set, paths.stage, manifest);
+    progress.stage(`fetching ${basename(j.set)} from ${driver.description}`, await setTotals(driver, j.set));
+    const stats = await requireFeature(driver, "tree").getTree?.(j.set, paths.stage, manifest, { onProgress });
     if (stats === undefined) throw new UsageError(`${driver.description} cannot fetch a backup set`);
     fsyncDir(dirname(paths.stage));
     ctx.log.info(
       `fetched ${j.set} (${stats.files} files, ${(stats.bytes / 1048576).toFixed(1)} MiB) from ${driver.description} to ${paths.stage}`,
     );
   } else {
+    progress.stage(`copying ${basename(j.set)}`, await setTotals(localDriver, j.set));
     io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
-    await copyTree(j.set, paths.stage, () => true);
+    await copyTree(j.set, paths.stage, () => true, onProgress);
     fsyncDir(dirname(paths.stage));
     if (!existsSync(join(j.set, "backup_label")))
       throw new WalmgrError(`the backup set ${j.set} vanished while it was copied`, ExitCode.NOT_AVAILABLE);
@@ -622,6 +651,21 @@ async function stage(ctx: Context, paths: RestorePaths, j: RestoreJournal, drive
         ? `the set is incomplete: remove ${paths.journal} and ${paths.stage}, and restore another set`
         : "the set changed while it was copied (rotated by a backup?): rerun restore to copy it again",
     );
+  }
+}
+
+/**
+ * Bytes and files of the set at `set` as its backup recorded them (.walmgr-backup.json: one
+ * small read), for the progress line's percentage and time left; undefined when unknown.
+ */
+async function setTotals(driver: StorageDriver, set: string): Promise<{ bytes: number; files: number } | undefined> {
+  try {
+    const info = await readBackupInfo(driver, set);
+    return typeof info?.bytes === "number" && typeof info.files === "number"
+      ? { bytes: info.bytes, files: info.files }
+      : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -654,10 +698,10 @@ function missingFiles(dir: string): string[] {
  * Step "prepare": everything the new data directory needs, done in the stage (each part can be
  * redone): mode, tablespaces, pg_wal link, recovery settings, config files, owner.
  */
-async function prepare(ctx: Context, paths: RestorePaths, j: RestoreJournal): Promise<void> {
+async function prepare(ctx: Context, paths: RestorePaths, j: RestoreJournal, progress: Progress): Promise<void> {
   const dir = paths.stage;
   io("cannot chmod", dir, () => chmodSync(dir, 0o700));
-  await relocateTablespaces(ctx, paths, j);
+  await relocateTablespaces(ctx, paths, j, progress);
 
   // pg_wal as a link to slave_pg_xlog.
   const xlog = ctx.config.path("slave_pg_xlog");
@@ -778,7 +822,12 @@ function swap(ctx: Context, paths: RestorePaths, j: RestoreJournal): void {
  * file system the folder is copied into place (a mount point itself is kept), then removed from
  * the set. tablespace_map goes last.
  */
-async function relocateTablespaces(ctx: Context, paths: RestorePaths, j: RestoreJournal): Promise<void> {
+async function relocateTablespaces(
+  ctx: Context,
+  paths: RestorePaths,
+  j: RestoreJournal,
+  progress: Progress,
+): Promise<void> {
   const tblspc = join(paths.stage, "pg_tblspc");
   const mapFile = join(paths.stage, "tablespace_map");
   if (j.tablespaces === undefined) {
@@ -805,7 +854,8 @@ async function relocateTablespaces(ctx: Context, paths: RestorePaths, j: Restore
       mkdirPrivate(dirname(where));
       // Decided when it was missing or empty: whatever is there now is a partial copy of ours.
       if (existsSync(where)) emptyDir(where);
-      const how = await renameOrCopyTree(inSet, where);
+      // On another file system a copy: its bytes count on the progress line.
+      const how = await renameOrCopyTree(inSet, where, undefined, (bytes, files) => progress.add(bytes, files));
       if (how === "copied") {
         crashPoint("tablespace-copied");
         removeTreeDurable(inSet);
