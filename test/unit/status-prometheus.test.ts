@@ -5,7 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
+import Ajv2020 from "ajv/dist/2020";
 import type { Status } from "../../src/command/status";
 import { escapeLabelValue, formatPrometheus } from "../../src/monitor/prometheus";
 
@@ -210,8 +213,9 @@ test("the values of a master's status, in base units", () => {
   assert.equal(value(f, "walmgr_status_error", { part: "slave_dir" }), 0);
 });
 
-test("a slave's standby server: replay lag, bytes behind, paused", () => {
-  const s: Status = {
+/** The slave's status of these tests. */
+function slaveStatus(): Status {
+  return {
     role: "slave",
     job: "slave",
     time: new Date(NOW).toISOString(),
@@ -231,6 +235,10 @@ test("a slave's standby server: replay lag, bytes behind, paused", () => {
       behindArchiveBytes: 16777216,
     },
   };
+}
+
+test("a slave's standby server: replay lag, bytes behind, paused", () => {
+  const s = slaveStatus();
   const f = parse(formatPrometheus(s));
   assert.equal(value(f, "walmgr_standby_up", { standby: "alpha" }), 1);
   assert.equal(value(f, "walmgr_standby_replay_lag_seconds", { standby: "alpha", role: "slave" }), 42);
@@ -253,4 +261,18 @@ test("label values with quotes, backslashes and newlines are escaped and read ba
   const f = parse(text);
   for (const fam of f) for (const x of fam.samples) assert.equal(x.labels.job, job);
   assert.equal(value(f, "walmgr_standby_behind_segments", { standby: 'a "b"\\c\nd' }), 1);
+});
+
+test("the statuses of these tests fit schemas/status.schema.json (the schema and the types agree)", () => {
+  const schema = JSON.parse(
+    readFileSync(join(__dirname, "..", "..", "..", "schemas", "status.schema.json"), "utf8"),
+  ) as object;
+  const validate = new Ajv2020({ allErrors: true }).compile(schema);
+  for (const s of [masterStatus(), slaveStatus()]) {
+    assert.ok(validate(s), JSON.stringify(validate.errors, null, 1));
+  }
+  const bad = { ...masterStatus(), surprise: 1 };
+  assert.ok(!validate(bad), "no unknown top-level field");
+  const slaveWithArchiver = { ...slaveStatus(), archiver: masterStatus().archiver };
+  assert.ok(!validate(slaveWithArchiver), "a slave has no archiver part");
 });
