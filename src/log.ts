@@ -35,7 +35,10 @@ export class Logger {
   private fd: number | undefined;
   private fileBroken = false;
   private overlay: StderrOverlay | undefined;
-  /** Decided on the first line to stderr (one isatty call), not at start-up. */
+  /**
+   * Decided on the first ERROR or WARNING line to stderr, the only ones coloured: the INFO
+   * lines of wal-archive and wal-restore (one run per segment) never pay for the question.
+   */
   private colourStderr: boolean | undefined;
 
   constructor(private opts: LoggerOptions) {}
@@ -84,10 +87,10 @@ export class Logger {
     const line = this.format(level, msg);
     if (RANK[level] <= this.opts.verbosity) {
       this.overlay?.hide();
-      this.colourStderr ??= colourEnabled(2);
       const kind = level === "ERROR" ? "fail" : level === "WARNING" ? "warn" : undefined;
+      if (kind) this.colourStderr ??= colourEnabled(2);
       // The first " LEVEL " is the level word: timestamp and pid before it are digits.
-      const shown = this.colourStderr && kind ? line.replace(` ${level} `, ` ${paint(kind, level)} `) : line;
+      const shown = kind && this.colourStderr ? line.replace(` ${level} `, ` ${paint(kind, level)} `) : line;
       // writeSync(2) rather than process.stderr: no stream machinery to load on the hot path.
       writeStderr(shown);
     }

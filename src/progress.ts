@@ -5,7 +5,7 @@
  * that garbles logs, so there each stage is one INFO log line and the end one summary line,
  * and nothing is written per file or per chunk.
  */
-import { isatty } from "node:tty";
+import { isTerminal } from "./colour";
 import type { Logger, StderrOverlay } from "./log";
 
 /** What a long command reports as it goes (see `startProgress`). */
@@ -49,8 +49,8 @@ const CLEAR_LINE = "\r\x1b[K";
  * clears it (the logger's overlay hook) and the line comes back at the next redraw.
  */
 export function startProgress(what: string, log: Logger, opts: ProgressOptions = {}): Progress {
-  // isatty(2) first: process.stderr is a stream object built on first touch, needed only at a terminal.
-  const stream = opts.stream ?? (isatty(2) ? process.stderr : undefined);
+  // Asked of fd 2 first: process.stderr is a stream object built on first touch, needed only at a terminal.
+  const stream = opts.stream ?? (isTerminal(2) ? process.stderr : undefined);
   const now = opts.now ?? Date.now;
   const live = stream?.isTTY === true && log.verbosity > 0 && opts.json !== true && process.env.TERM !== "dumb";
   return live && stream ? new LiveProgress(what, log, stream, now) : new LoggedProgress(what, log, now);
