@@ -85,6 +85,22 @@ test("QUICK START over ssh: master and slave as different users, odd slave path,
     // The manifest is built on the slave host, so the set verifies there.
     const verified = ok(runSlaveBin("wal-ctl", [p.slaveIni, "verify", "data.master"]), "verify on the slave");
     assert.match(verified.stdout, /data\.master: \d{3,} files checked/);
+    // From the master too: the manifests, the sets' files and the WAL are read over ssh, where they are.
+    const fromMaster = runBin("wal-ctl", [p.masterIni, "verify", "--json"]);
+    assert.equal(fromMaster.status, 0, fromMaster.stdout + fromMaster.stderr);
+    const rep = JSON.parse(fromMaster.stdout) as {
+      sets: { name: string; files: number | null; restorable: boolean }[];
+      wal: { files: number; verified: number };
+    };
+    assert.ok(
+      rep.sets.length > 0 && rep.sets.every((s) => (s.files ?? 0) > 100 && s.restorable),
+      JSON.stringify(rep.sets),
+    );
+    assert.ok(rep.wal.verified > 0 && rep.wal.verified === rep.wal.files, JSON.stringify(rep.wal));
+    // check over ssh: the probe write and the forced WAL switch reach the slave host.
+    const checked = runBin("wal-ctl", [p.masterIni, "check", "--timeout", "60"]);
+    assert.equal(checked.status, 0, checked.stdout + checked.stderr);
+    assert.match(checked.stdout, /^OK +slave directory writable: .*\(ssh /m);
   });
 
   await t.test("restore on the slave host starts a standby that replays WAL shipped over ssh", async () => {
