@@ -1,5 +1,5 @@
-import { basename, join } from "node:path";
-import type { Config, Location } from "./config/load";
+import { join } from "node:path";
+import { configStem, type Config, type Location } from "./config/load";
 import { ControlFiles } from "./control";
 import { LocalDriver } from "./storage/local";
 import type { StorageDriver } from "./storage/driver";
@@ -33,7 +33,6 @@ export function slaveLayout(config: Config, why: string): SlaveLayout {
  */
 export function controlFilesFor(config: Config, completed: Location, driver: StorageDriver): ControlFiles {
   if (completed.bucket === undefined) return new ControlFiles(driver, completed.path);
-  const dir =
-    config.path("control_dir") ?? join(config.baseDir, `${basename(config.file).replace(/\.[^.]*$/, "")}.control`);
+  const dir = config.path("control_dir") ?? join(config.baseDir, `${configStem(config.file)}.control`);
   return new ControlFiles(new LocalDriver(), dir, { driver, dir: completed.path });
 }

@@ -1,8 +1,10 @@
 import { closeSync, openSync, readSync } from "node:fs";
+import { hostname } from "node:os";
 import { basename, dirname, isAbsolute, posix, resolve } from "node:path";
 import { ConfigError } from "../errors";
+import { expandHome } from "./home";
 import { IniSyntaxError, InterpolationError, makeInterpolator, parseIni, type RawSection } from "./ini";
-import { IMPLICIT_KEYS, parseBool, SETTINGS, type Role } from "./settings";
+import { IMPLICIT_KEYS, parseBool, settingSpec, type Role } from "./settings";
 
 /**
  * Where a directory lives: on this machine, on `host` over ssh, or under the key prefix `path`
@@ -58,6 +60,7 @@ export function parseLocation(value: string, baseDir: string): Location {
   return { path: isAbsolute(value) ? value : resolve(baseDir, value) };
 }
 
+/** A location as the config file writes it: `/path`, `host:/path` or `s3://bucket/prefix`. */
 export function formatLocation(loc: Location): string {
   if (loc.bucket !== undefined) return `s3://${loc.bucket}${loc.path}`;
   return loc.host === undefined ? loc.path : `${loc.host}:${loc.path}`;
@@ -94,7 +97,7 @@ export class Config {
 
   /** The interpolated value, the default when unset, or undefined. */
   get(key: string): string | undefined {
-    return this.values.get(key) ?? SETTINGS[key]?.default;
+    return this.values.get(key) ?? settingSpec(key)?.default;
   }
 
   has(key: string): boolean {
@@ -145,8 +148,18 @@ export class Config {
 
   /** Job name for log lines: job_name, or the config file's name without extension. */
   get jobName(): string {
-    return this.get("job_name") ?? basename(this.file).replace(/\.[^.]*$/, "");
+    return this.get("job_name") ?? configStem(this.file);
   }
+}
+
+/**
+ * The config file's name without its extension, as Python's os.path.splitext cuts it
+ * (`master.ini` → `master`, `a.b.ini` → `a.b`, a leading dot is not an extension: `.ini` stays):
+ * skytools' default job_name.
+ */
+export function configStem(file: string): string {
+  const base = basename(file);
+  return /^(\.*[^.].*)\.[^.]*$/.exec(base)?.[1] ?? base;
 }
 
 function pickSection(file: string, sections: RawSection[]): { section: RawSection; role: Role } {
@@ -220,12 +233,22 @@ export function loadConfig(file: string): Config {
     throw err;
   }
   const { section, role } = pickSection(abs, raw.sections);
-  const lookupRaw = (name: string): string | undefined => {
-    const own = section.values.get(name) ?? raw.defaults.values.get(name);
-    if (own !== undefined) return own;
-    if (name === "job_name") return section.name;
-    if (name === "config_dir") return dirname(abs);
-    return undefined;
+  // The names skytools' Config class defines for every file, where the file does not set them.
+  // They are values, not templates: `%` is doubled so that a folder named `a%b` stays that.
+  const implicit = new Map<string, string>([
+    ["job_name", configStem(abs)],
+    ["service_name", section.name],
+    ["host_name", hostname()],
+    ["config_dir", dirname(abs)],
+    ["config_file", abs],
+  ]);
+  const lookupRaw = (name: string): string | undefined =>
+    section.values.get(name) ?? raw.defaults.values.get(name) ?? implicit.get(name)?.replace(/%/g, "%%");
+  /** Where `key` is written, for messages: `file:line [section] key`. */
+  const at = (key: string): string => {
+    const own = section.values.has(key);
+    const line = own ? section.lines.get(key) : raw.defaults.lines.get(key);
+    return `${abs}${line ? `:${line}` : ""} [${own ? section.name : "DEFAULT"}] ${key}`;
   };
 
   // Derived defaults: the slave subdirectories follow `slave` (or skytools-3 `walmgr_data`).
@@ -238,14 +261,22 @@ export function loadConfig(file: string): Config {
     try {
       values.set(key, interpolate(key));
     } catch (err) {
-      if (err instanceof InterpolationError) {
-        const own = section.values.has(err.key);
-        const line = own ? section.lines.get(err.key) : raw.defaults.lines.get(err.key);
-        throw new ConfigError(
-          `${abs}${line ? `:${line}` : ""} [${own ? section.name : "DEFAULT"}] ${err.key}: ${err.message}`,
-        );
-      }
+      if (err instanceof InterpolationError) throw new ConfigError(`${at(err.key)}: ${err.message}`);
       throw err;
+    }
+  }
+  for (const key of keys) {
+    const type = settingSpec(key)?.type;
+    const value = values.get(key);
+    // `~` only where a local path is written: a command goes through /bin/sh, which expands it.
+    if (value === undefined || !(type === "path" || type === "location")) continue;
+    try {
+      values.set(key, expandHome(value));
+    } catch (err) {
+      throw new ConfigError(
+        `${at(key)}: ${(err as Error).message}`,
+        "write the path out, or '~/…' for the home of the user running the command",
+      );
     }
   }
   if (base !== undefined) {
@@ -256,21 +287,20 @@ export function loadConfig(file: string): Config {
   }
 
   for (const key of keys) {
-    const spec = SETTINGS[key];
+    const spec = settingSpec(key);
     const own = section.values.has(key);
-    const line = own ? section.lines.get(key) : raw.defaults.lines.get(key);
-    const at = `${abs}${line ? `:${line}` : ""} [${own ? section.name : "DEFAULT"}] ${key}`;
     if (!spec) {
       // [DEFAULT] commonly holds helper names for %(…)s interpolation: no warning for those.
       if (!own) continue;
-      if (!IMPLICIT_KEYS.has(key)) warnings.push(`${at}: unknown setting '${key}' is ignored (check the spelling)`);
+      if (IMPLICIT_KEYS.has(key)) continue;
+      warnings.push(`${at(key)}: unknown setting '${key}' is ignored (check the spelling)`);
       continue;
     }
     const value = values.get(key) ?? "";
     if (own && spec.roles && !spec.roles.includes(role)) {
-      warnings.push(`${at}: '${key}' is a ${spec.roles.join("/")} setting and is ignored in a ${role} config`);
+      warnings.push(`${at(key)}: '${key}' is a ${spec.roles.join("/")} setting and is ignored in a ${role} config`);
     }
-    checkType(at, key, value, spec.type);
+    checkType(at(key), key, value, spec.type);
   }
   return new Config(abs, section.name, role, values, warnings);
 }

@@ -143,8 +143,19 @@ export const SETTINGS: Record<string, SettingSpec> = {
   },
 };
 
-/** Keys that Python's ConfigParser or skytools add themselves; never warned about. */
-export const IMPLICIT_KEYS = new Set(["service_name", "host_name", "config_dir", "job_name"]);
+/**
+ * The spec of setting `key`, or undefined for a key walmgr does not know. Only SETTINGS' own
+ * keys count: `constructor` or `__proto__` in a config file is an unknown key, not Object's.
+ */
+export function settingSpec(key: string): SettingSpec | undefined {
+  return Object.hasOwn(SETTINGS, key) ? SETTINGS[key] : undefined;
+}
+
+/**
+ * Names skytools' Config class defines for every file (job_name, service_name, host_name,
+ * config_dir, config_file), usable in `%(name)s` and settable to override; never warned about.
+ */
+export const IMPLICIT_KEYS = new Set(["service_name", "host_name", "config_dir", "config_file", "job_name"]);
 
 const TRUE = new Set(["1", "yes", "true", "on"]);
 const FALSE = new Set(["0", "no", "false", "off", ""]);

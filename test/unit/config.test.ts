@@ -3,13 +3,15 @@
  * interpolation, type checks, defaults, locations and derived slave sub-directories.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { MAX_INTERPOLATED_LENGTH, MAX_INTERPOLATION_DEPTH } from "../../src/config/ini";
-import { loadConfig, MAX_CONFIG_FILE_SIZE, parseLocation, type Config } from "../../src/config/load";
+import { configStem, loadConfig, MAX_CONFIG_FILE_SIZE, parseLocation, type Config } from "../../src/config/load";
 import { ConfigError, ExitCode } from "../../src/errors";
+import { binPath } from "../helpers/env";
 
 // The two samples of walmgr.1.txt, exactly as printed there (minus the manual's page indent).
 const SAMPLE_MASTER = `[wal-master]
@@ -249,6 +251,159 @@ describe("interpolation", () => {
   test("an unknown reference is a ConfigError naming both keys", () => {
     const file = ini("[wal-slave]\nslave = %(nosuchkey)s/x\n");
     throwsConfig(() => loadConfig(file), [file, "[wal-slave]", "'slave'", "'nosuchkey'"]);
+  });
+});
+
+describe("names skytools defines (job_name, service_name, host_name, config_dir, config_file)", () => {
+  test("%(job_name)s is the config file's name without its extension, not the section name", () => {
+    const cfg = loadConfig(ini("[wal-master]\nslave = /s\nlogfile = /var/log/%(job_name)s.log\n", "site-a.ini"));
+    assert.equal(cfg.get("logfile"), "/var/log/site-a.log");
+    assert.equal(cfg.jobName, "site-a");
+    assert.deepEqual(cfg.warnings, []);
+  });
+
+  test("the base name is cut as Python's os.path.splitext cuts it", () => {
+    assert.equal(configStem("/etc/walmgr/master.ini"), "master");
+    assert.equal(configStem("/etc/walmgr/a.b.ini"), "a.b");
+    assert.equal(configStem("/etc/walmgr/noext"), "noext");
+    assert.equal(configStem("/etc/walmgr/.ini"), ".ini");
+    assert.equal(configStem("/etc/walmgr/..ini"), "..ini");
+    assert.equal(configStem("/etc/walmgr/x."), "x");
+  });
+
+  test("%(service_name)s is the section, %(host_name)s this host, %(config_dir)s and %(config_file)s the file", () => {
+    const file = ini(
+      "[wal-slave]\nslave = /s\nstandby_name = %(service_name)s.%(host_name)s\nslave_data = %(config_dir)s/data\n" +
+        "slave_config_dir = %(config_file)s.d\n",
+      "names.ini",
+    );
+    const cfg = loadConfig(file);
+    assert.equal(cfg.get("standby_name"), `wal-slave.${hostname()}`);
+    assert.equal(cfg.get("slave_data"), `${dir}/data`);
+    assert.equal(cfg.get("slave_config_dir"), `${file}.d`);
+    assert.deepEqual(cfg.warnings, []);
+  });
+
+  test("in [DEFAULT] they expand for the role section, as ConfigParser reads [DEFAULT] for it", () => {
+    const cfg = loadConfig(ini("[DEFAULT]\nlog = /log/%(service_name)s\n[walmgr]\nwalmgr_data = %(log)s\n", "d.ini"));
+    assert.equal(cfg.get("walmgr_data"), "/log/walmgr");
+  });
+
+  test("the file's own value wins, in the section or in [DEFAULT], and feeds the log lines' name", () => {
+    const own = loadConfig(ini("[wal-master]\nslave = /s/%(job_name)s\njob_name = shipper\n", "own.ini"));
+    assert.equal(own.get("slave"), "/s/shipper");
+    assert.equal(own.jobName, "shipper");
+    const dflt = loadConfig(ini("[DEFAULT]\nhost_name = db1\n[wal-master]\nslave = /s/%(host_name)s\n", "dflt.ini"));
+    assert.equal(dflt.get("slave"), "/s/db1");
+    assert.deepEqual(dflt.warnings, []);
+  });
+
+  test("their values are taken as they are: a % in the folder's name is not a reference", () => {
+    const sub = join(dir, "50%(x)s done");
+    mkdirSync(sub);
+    const file = join(sub, "pct.ini");
+    writeFileSync(file, "[wal-slave]\nslave = %(config_dir)s/ship\n");
+    assert.equal(loadConfig(file).get("slave"), `${sub}/ship`);
+  });
+
+  test("setting one of them is not an unknown key", () => {
+    const cfg = load("[wal-master]\nslave = /s\nservice_name = x\nhost_name = y\nconfig_dir = z\nconfig_file = f\n");
+    assert.deepEqual(cfg.warnings, []);
+  });
+});
+
+describe("~ in paths (os.path.expanduser, as skytools read file names)", () => {
+  const home = (): string => join(dir, "home");
+  let saved: string | undefined;
+  before(() => {
+    mkdirSync(home(), { recursive: true });
+    saved = process.env.HOME;
+    process.env.HOME = home();
+  });
+  after(() => {
+    if (saved === undefined) delete process.env.HOME;
+    else process.env.HOME = saved;
+  });
+
+  test("~/… and ~ in a path setting are the running user's home", () => {
+    const cfg = load("[wal-slave]\nslave = /s\nslave_data = ~/pg/main\nlogfile = ~/log/slave.log\nslave_pg_xlog = ~\n");
+    assert.equal(cfg.path("slave_data"), join(home(), "pg/main"));
+    assert.equal(cfg.path("logfile"), join(home(), "log/slave.log"));
+    assert.equal(cfg.path("slave_pg_xlog"), home());
+  });
+
+  test("a local slave = ~/… and the sub-directories derived from it are under the home", () => {
+    const cfg = load("[wal-slave]\nslave = ~/ship\n");
+    assert.deepEqual(cfg.location("slave"), { path: join(home(), "ship") });
+    assert.deepEqual(cfg.location("completed_wals"), { path: join(home(), "ship/logs.complete") });
+  });
+
+  test("~ that interpolation brings to the front is expanded too (after interpolation, like Python)", () => {
+    const cfg = load("[DEFAULT]\nbase = ~/walmgr\n[wal-slave]\nslave = /s\nslave_data = %(base)s/data\n");
+    assert.equal(cfg.path("slave_data"), join(home(), "walmgr/data"));
+  });
+
+  test("~name/… is the home of user name (from the passwd database)", () => {
+    const me = userInfo();
+    const cfg = load(`[wal-slave]\nslave = /s\nslave_data = ~${me.username}/data\n`);
+    assert.equal(cfg.path("slave_data"), join(me.homedir, "data"));
+  });
+
+  test("~name of no user is a ConfigError naming file, section, key and the name", () => {
+    const file = ini("[wal-slave]\nslave = /s\nslave_data = ~no-such-user-xq/data\n");
+    throwsConfig(() => loadConfig(file), [file, "[wal-slave]", "slave_data", "no-such-user-xq"]);
+    throwsConfig(() => load("[wal-slave]\nslave = /s\nslave_data = ~-x/data\n"), ["slave_data", "'-x'"]);
+  });
+
+  test("~ elsewhere is left alone: mid-path, in commands (the shell expands it), on a remote host", () => {
+    const cfg = load(
+      "[wal-slave]\nslave = host:~/ship\nslave_data = /a/~b\nslave_start_cmd = ~/bin/start\nstandby_name = ~x\n",
+    );
+    assert.deepEqual(cfg.location("slave"), { host: "host", path: "~/ship" });
+    assert.equal(cfg.path("slave_data"), "/a/~b");
+    assert.equal(cfg.get("slave_start_cmd"), "~/bin/start");
+    assert.equal(cfg.get("standby_name"), "~x");
+  });
+});
+
+describe("Object's own names (constructor, __proto__, toString …) are plain names", () => {
+  test("as keys they are unknown settings (warned about), not Object's properties", () => {
+    const cfg = load("[wal-master]\nslave = /s\nconstructor = 1\n__proto__ = 2\nhasOwnProperty = 3\n");
+    assert.deepEqual(
+      cfg.warnings.map((w) => /unknown setting '([^']+)'/.exec(w)?.[1]),
+      ["constructor", "__proto__", "hasownproperty"],
+    );
+    assert.equal(cfg.get("constructor"), "1");
+    assert.equal(cfg.get("__proto__"), "2");
+    assert.equal(cfg.get("tostring"), undefined);
+    assert.equal(cfg.get("valueOf"), undefined);
+  });
+
+  test("as interpolation names they expand when set and are unknown references when not", () => {
+    const cfg = load(
+      "[DEFAULT]\n__proto__ = p\n[wal-master]\nconstructor = c\nslave = /%(constructor)s/%(__proto__)s\n",
+    );
+    assert.equal(cfg.get("slave"), "/c/p");
+    for (const name of ["tostring", "constructor", "__proto__", "hasownproperty"]) {
+      const file = ini(`[wal-master]\nslave = /%(${name})s\n`);
+      throwsConfig(() => loadConfig(file), [file, "'slave'", `'${name}'`]);
+    }
+  });
+
+  test("as section names they are just other sections", () => {
+    const cfg = load("[__proto__]\nslave = /x\n[constructor]\na = 1\n[wal-slave]\nslave = /s\n");
+    assert.equal(cfg.get("slave"), "/s");
+    throwsConfig(() => load("[__proto__]\nslave = /x\n[toString]\n"), ["[__proto__], [toString]"]);
+  });
+
+  test("as wal-ctl commands they are unknown commands (exit 2), never a TypeError", () => {
+    const file = ini("[wal-master]\nslave = /s\n");
+    for (const name of ["toString", "__proto__", "constructor", "hasOwnProperty", "valueOf"]) {
+      const r = spawnSync(binPath("wal-ctl"), [file, name], { encoding: "utf8", timeout: 30_000 });
+      assert.equal(r.status, ExitCode.USAGE, `${name}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`unknown command "${name}"`));
+      assert.doesNotMatch(r.stderr, /TypeError|internal error/);
+    }
   });
 });
 
