@@ -1,7 +1,7 @@
 import { posix } from "node:path";
 import type { StorageDriver } from "./storage/driver";
 import { LockHeldError } from "./errors";
-import { describeHolder, judgeHolder, lockBody, parseLockInfo, selfLockInfo, tryTakeLock, type LockInfo } from "./lock";
+import { describeHolder, lockBody, parseLockInfo, selfLockInfo, tryTakeLock, type LockInfo } from "./lock";
 import { readBytes, writeBytes } from "./storage/bytes";
 
 /**
@@ -16,8 +16,6 @@ export const BACKUPLOCK = "BACKUPLOCK";
 export const BOOT_PARTIAL_SERVED = ".walmgr-boot-partial";
 /** Written by wal-restore under STOP once the standby asked for WAL past everything there is. */
 export const BOOT_END_OF_WAL = ".walmgr-boot-end";
-/** Written by wal-restore: the standby's last restart point (%r); backup purging keeps WAL from it. */
-export const STANDBY_RESTARTPOINT = ".walmgr-standby-restartpoint";
 
 /**
  * Where a slave directory's control files are: PAUSE, STOP and the boot markers in `dir` of
@@ -72,15 +70,6 @@ export type { LockInfo } from "./lock";
 
 /** Programs that may hold BACKUPLOCK: wal-backup, and wal-ctl's backup command. */
 export const BACKUP_PROGRAMS = ["wal-backup", "wal-ctl"] as const;
-
-/**
- * True when the holder is provably not a running backup: on this host and its pid is gone,
- * now belongs to another process (start time), or is not wal-backup/wal-ctl (see lock.ts).
- * A holder on another host, or a lock that names none, is never stale.
- */
-export function lockIsStale(info: LockInfo | undefined): boolean {
-  return judgeHolder(info, BACKUP_PROGRAMS).state === "stale";
-}
 
 /**
  * Takes BACKUPLOCK atomically (create-exclusive). A held lock is refused with the holder named;

@@ -44,12 +44,6 @@ export class ConfigError extends WalmgrError {
   }
 }
 
-export class NotAvailableError extends WalmgrError {
-  constructor(message: string) {
-    super(message, ExitCode.NOT_AVAILABLE);
-  }
-}
-
 export class LockHeldError extends WalmgrError {
   constructor(message: string, hint?: string) {
     super(message, ExitCode.LOCK_HELD, hint);

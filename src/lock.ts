@@ -18,8 +18,7 @@ import { readFileSync, unlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import { posix } from "node:path";
 import type { StorageDriver } from "./storage/driver";
-import { processAlive } from "./storage/durable";
-import { bootId, ourProgram, procInfo, selfStartTime } from "./proc";
+import { bootId, ourProgram, processAlive, processStart, procInfo } from "./proc";
 import { readBytes, writeBytes } from "./storage/bytes";
 import { sha256 } from "./storage/sha256";
 
@@ -46,7 +45,7 @@ export interface Verdict {
 
 /** A lock body for this process. */
 export function selfLockInfo(command: string, role?: string): LockInfo {
-  const pstart = selfStartTime();
+  const pstart = processStart(process.pid);
   const boot = bootId();
   return {
     pid: process.pid,
@@ -112,7 +111,7 @@ export function judgeHolder(info: LockInfo | undefined, programs: readonly strin
     return { state: "stale", why: `the host has rebooted since process ${pid} took the lock` };
   }
   if (!processAlive(pid)) return { state: "stale", why: `process ${pid} is gone` };
-  if (pid === process.pid && info.pstart !== undefined && info.pstart === selfStartTime()) {
+  if (pid === process.pid && info.pstart !== undefined && info.pstart === processStart(process.pid)) {
     return { state: "live", why: "this process holds it" };
   }
   const proc = procInfo(pid);

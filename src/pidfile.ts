@@ -2,9 +2,9 @@ import { chownSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { ioError, isErrno, LockHeldError } from "./errors";
 import { breakStaleLock } from "./lock";
-import { namesConfig, ourProgram, procInfo } from "./proc";
+import { namesConfig, ourProgram, processAlive, procInfo } from "./proc";
 import { LocalDriver, mkdirPrivate } from "./storage/local";
-import { processAlive, writeFileDurable } from "./storage/durable";
+import { writeFileDurable } from "./storage/durable";
 
 /**
  * What a pidfile says about the process named in it. `running`: provably the sync daemon of

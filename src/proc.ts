@@ -6,6 +6,7 @@
  */
 import { readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, isAbsolute, resolve } from "node:path";
+import { isErrno } from "./errors";
 
 export interface ProcInfo {
   pid: number;
@@ -89,12 +90,36 @@ export function procInfo(pid: number): ProcInfo | undefined {
   }
 }
 
-/** This process's start time in ticks since boot (stored in lock files to identify the holder). */
-export function selfStartTime(): string | undefined {
+/**
+ * When the process `pid` started (clock ticks since boot, /proc/PID/stat field 22), or
+ * undefined where that cannot be read (no /proc, or the process is gone). Together with the
+ * pid it names a process for certain: a reused pid has another start time.
+ */
+export function processStart(pid: number): string | undefined {
   try {
-    return parseStatStart(readFileSync("/proc/self/stat", "utf8"));
+    return parseStatStart(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * True while process `pid` exists and has not exited: kill(pid, 0) succeeds or is refused for
+ * want of permission (another user's process is still a process), and /proc does not show it
+ * as a zombie. Where /proc cannot be read, kill's answer is all there is.
+ */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return isErrno(err, "EPERM");
+  }
+  // A zombie has exited and only waits for its parent to reap it: it holds nothing.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return true; // no /proc here, or gone this instant: kill(0) said it was there
   }
 }
 

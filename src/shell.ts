@@ -1,6 +1,16 @@
+/**
+ * The shell, the one place that speaks to it: words quoted for /bin/sh, and the commands the
+ * operator configured run through /bin/sh -c as written.
+ */
 import { spawnSync } from "node:child_process";
 import type { Context } from "./context";
 import { ExitCode, WalmgrError } from "./errors";
+
+/** Quotes a word for /bin/sh when it needs it; safe for any content. */
+export function shellQuote(word: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
 
 /**
  * Runs a command the operator configured (master_restart_cmd, slave_start_cmd …) through

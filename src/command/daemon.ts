@@ -8,28 +8,9 @@ import { acquirePidfile, readPidfile } from "../pidfile";
 import { removeStaleTemps } from "../storage/durable";
 import { PeriodicRunner } from "./periodic";
 import { describeHolder } from "../lock";
-import { Shipper, syncLockHeld, type StepResult } from "./sync";
+import { DAEMON_STATE, type DaemonState } from "./daemon-state";
+import { Shipper, syncLockHeld, syncOnce, type StepResult } from "./sync";
 import { writeBytes } from "../storage/bytes";
-
-/** Kept in partial_wals by the daemon: who ships, how often, and when it last looked. */
-export const DAEMON_STATE = ".walmgr-daemon-state";
-
-export interface DaemonState {
-  pid: number;
-  host: string;
-  started: string;
-  mode: "record" | "file";
-  loopDelay: number;
-  /** Last time the daemon completed a loop (or tried to). */
-  heartbeat: string;
-  /** The master's WAL position at the heartbeat (record mode). */
-  masterLsn?: string;
-  /** Consecutive failed steps, and the last failure. */
-  failures: number;
-  lastError?: string;
-  /** Set when the daemon stopped cleanly. */
-  stopped?: string;
-}
 
 /** Longest wait between attempts while the master or the slave directory is unreachable. */
 export const MAX_BACKOFF_SEC = 30;
@@ -68,6 +49,15 @@ function checkSettings(ctx: Context): void {
   ctx.config.requireLocation("partial_wals", "the sync daemon");
   if (ctx.config.bool("use_xlog_functions"))
     ctx.config.require("master_db", "the sync daemon (use_xlog_functions = 1)");
+}
+
+/**
+ * `wal-sync CONFIG [--daemon]`, `wal-ctl CONFIG sync [--daemon]`: one step (syncOnce), or with
+ * `--daemon`/`--detach` the daemon.
+ */
+export async function syncCommand(ctx: Context): Promise<ExitCodeValue | void> {
+  if (ctx.options.has("daemon") || ctx.options.has("detach")) return syncDaemon(ctx);
+  return syncOnce(ctx);
 }
 
 /**

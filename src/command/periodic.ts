@@ -3,7 +3,7 @@ import { posix } from "node:path";
 import type { Context } from "../context";
 import { IoError, UsageError } from "../errors";
 import { slaveLayout, type SlaveLayout } from "../layout";
-import { readBytes, writeBytes } from "../storage/bytes";
+import { readJson, writeBytes } from "../storage/bytes";
 
 /** Kept in partial_wals: when periodic_command was last started, and how it ended. */
 export const PERIODIC_STATE = ".walmgr-periodic-state";
@@ -25,14 +25,9 @@ export function describeExit(status: number | null | undefined, signal: string |
   return `exited with status ${status ?? "?"}`;
 }
 
+/** The last periodic_command run recorded in partial_wals folder `dir`; undefined when none (or not JSON). */
 export async function readPeriodicState(layout: SlaveLayout, dir: string): Promise<PeriodicState | undefined> {
-  const raw = await readBytes(layout.driver, posix.join(dir, PERIODIC_STATE));
-  if (!raw) return undefined;
-  try {
-    return JSON.parse(raw.toString("utf8")) as PeriodicState;
-  } catch {
-    return undefined;
-  }
+  return readJson<PeriodicState>(layout.driver, posix.join(dir, PERIODIC_STATE));
 }
 
 /**
@@ -89,11 +84,6 @@ export class PeriodicRunner {
     const interval = this.ctx.config.float("command_interval");
     if (!force && !periodicDue(await this.lastState(), interval)) return undefined;
     return this.start(cmd);
-  }
-
-  /** Waits for a run in progress, if any. */
-  async wait(): Promise<void> {
-    await this.running;
   }
 
   private start(cmd: string): Promise<PeriodicState> {

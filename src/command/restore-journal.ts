@@ -8,7 +8,8 @@
 import { readFileSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ioError, isErrno, LockHeldError, WalmgrError, ExitCode } from "../errors";
-import { processAlive, removeStaleTemps, writeFileDurable } from "../storage/durable";
+import { processAlive, processStart } from "../proc";
+import { removeStaleTemps, writeFileDurable } from "../storage/durable";
 
 /** The steps, in order; the journal names the next one to run. */
 export const RESTORE_STEPS = ["stage", "prepare", "swap", "finish", "start"] as const;
@@ -113,17 +114,6 @@ export function removeJournal(paths: RestorePaths): void {
   removeStaleTemps(dirname(paths.journal), basename(paths.journal));
 }
 
-/** Start time of a process (clock ticks after boot, /proc/PID/stat field 22); undefined without /proc. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name (field 2) is in parentheses and may hold spaces: count after the last ")".
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
-}
-
 /** True when the lock text ("PID STARTTIME") names a process that is still the one that wrote it. */
 function holderAlive(text: string): boolean {
   const [pidText = "", start] = text.trim().split(" ");
@@ -131,7 +121,7 @@ function holderAlive(text: string): boolean {
   if (!Number.isInteger(pid) || pid <= 0 || String(pid) !== pidText) return false;
   if (pid === process.pid) return false;
   if (!processAlive(pid)) return false;
-  const now = processStartTime(pid);
+  const now = processStart(pid);
   // A recycled pid has another start time; without /proc, alive is all we know.
   return start === undefined || now === undefined || now === start;
 }
@@ -142,7 +132,7 @@ function holderAlive(text: string): boolean {
  * then taken. Returns the release function.
  */
 export function lockRestore(paths: RestorePaths, onStale: (msg: string) => void): () => void {
-  const mine = `${process.pid} ${processStartTime(process.pid) ?? ""}`.trim();
+  const mine = `${process.pid} ${processStart(process.pid) ?? ""}`.trim();
   removeStaleTemps(dirname(paths.lock), basename(paths.lock));
   for (let attempt = 0; attempt < 3; attempt++) {
     if (writeFileDurable(paths.lock, Buffer.from(`${mine}\n`), { exclusive: true, mode: 0o644 })) {

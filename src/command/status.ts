@@ -1,14 +1,12 @@
 import { hostname } from "node:os";
-import { posix } from "node:path";
 import type { Context } from "../context";
 import { UsageError } from "../errors";
 import { slaveLayout, type SlaveLayout } from "../layout";
 import { connectMaster, type Db } from "../pg/client";
 import { readPidfile } from "../pidfile";
-import { DAEMON_STATE, type DaemonState } from "./daemon";
-import { readPeriodicState, type PeriodicState } from "./periodic";
+import { readDaemonState, type DaemonState } from "./daemon-state";
+import { readPeriodicState } from "./periodic";
 import { readSyncState, type SyncState } from "./sync";
-import { readBytes } from "../storage/bytes";
 import { driverFor } from "../storage/open";
 import {
   DEFAULT_SEGMENT_SIZE,
@@ -23,7 +21,7 @@ import {
 import { isWalSegmentSize, parseLsn, segmentNumber } from "../wal/names";
 import { formatLocation, sameStorage } from "../config/load";
 import { archiveRepositories } from "./archive/repositories";
-import { archiverStats, readyBacklog, type ArchiverStats, type ReadyBacklog } from "../monitor/archiver";
+import { archiverStats, readyBacklog, type ArchiverStats } from "../monitor/archiver";
 import { backupsStatus, type BackupsStatus } from "../monitor/backups";
 import {
   controlFiles,
@@ -35,8 +33,9 @@ import {
   type SegmentFile,
   type SlaveDirStatus,
 } from "../monitor/slave-dir";
-import { standbyReplay, type StandbyReplay } from "../monitor/standby-replay";
+import { standbyReplay } from "../monitor/standby-replay";
 import { formatPrometheus } from "../monitor/prometheus";
+import type { ArchiverStatus, ReplayStatus, RepositoryStatus, StandbyStatus, Status } from "../monitor/status-report";
 import {
   Budget,
   DB_TIMEOUT_MS,
@@ -45,91 +44,6 @@ import {
   STORAGE_TIMEOUT_S,
   withTimeout,
 } from "../monitor/timeout";
-
-/**
- * What `wal-ctl CONFIG status --json` prints (schemas/status.schema.json describes it). Fields
- * are only ever added: scripts rely on the existing ones. A part that cannot be read is
- * reported in its own field (`error`, `…Error`, `reason`), never by failing the command.
- */
-export interface Status {
-  role: "master" | "slave";
-  /** The config's job name (job_name, or the config file's name). */
-  job: string;
-  /** When this status was gathered (ISO time). */
-  time: string;
-  daemon: {
-    /** running: the pidfile's process is alive (master) or the heartbeat is recent (slave). */
-    state: "running" | "stopped" | "stale" | "unknown" | "not running";
-    pid?: number;
-    host?: string;
-    pidfile?: string;
-    detail: string;
-    heartbeat?: string;
-    loopDelay?: number;
-    mode?: string;
-    failures?: number;
-    lastError?: string;
-  };
-  lastSync?: SyncState & { secondsAgo: number };
-  master?: { lsn: string; bytesBehind: number | null; asOf: string };
-  periodic?: PeriodicState;
-  /** Each standby recorded in completed_wals (see standbys.ts), with its lag. */
-  standbys?: StandbyStatus[];
-  /** With also_archive_to: each repository, its newest segment and how far it is behind the newest of all. */
-  repositories?: RepositoryStatus[];
-  /** The newest complete segment in completed_wals, which the lags are measured against. */
-  newestSegment?: string;
-  /** Master: what waits to be archived, and PostgreSQL's archiver counters. */
-  archiver?: ArchiverStatus;
-  /** The slave directory (from the master too, when its driver reaches it). */
-  slaveDir?: SlaveDirStatus;
-  /** Slave: the standby server in slave_data, and how far behind its replay is. */
-  replay?: ReplayStatus;
-  /** The backup sets in full_backup. */
-  backups?: BackupsStatus;
-}
-
-/** The master's archiving: the .ready backlog (master_data) and pg_stat_archiver (master_db). */
-export interface ArchiverStatus {
-  ready: ReadyBacklog | null;
-  readyError?: string;
-  stats: ArchiverStats | null;
-  statsError?: string;
-}
-
-/** The standby server's replay, under its standby name. */
-export interface ReplayStatus extends StandbyReplay {
-  standby: string;
-  /** Bytes between its replay position and the end of the newest archived segment (null: unknown). */
-  behindArchiveBytes?: number | null;
-}
-
-export interface StandbyStatus {
-  name: string;
-  /** Its restart point (%r); null when its record cannot be read. */
-  restartPoint: string | null;
-  host?: string;
-  slaveData?: string;
-  updated: string | null;
-  ageSeconds: number | null;
-  state: "live" | "expired";
-  /** Segments (and bytes) between its restart point and the newest archived segment. */
-  behindSegments: number | null;
-  behindBytes: number | null;
-  /** The one restart-point file of earlier versions. */
-  legacy?: boolean;
-}
-
-export interface RepositoryStatus {
-  name: string;
-  location: string;
-  /** Its newest complete segment (undefined: none, or unreachable). */
-  newestSegment?: string;
-  /** Segments it lacks up to the newest segment of any repository (null: unknown). */
-  behindSegments: number | null;
-  /** Why it could not be read (down, no credentials …). */
-  error?: string;
-}
 
 /** Each repository the master archives to (only with also_archive_to), and how far behind it is. */
 async function gatherRepositories(ctx: Context): Promise<RepositoryStatus[] | undefined> {
@@ -185,16 +99,6 @@ async function gatherStandbys(
       ...(j.legacy ? { legacy: true } : {}),
     };
   });
-}
-
-async function readDaemonState(layout: SlaveLayout, dir: string): Promise<DaemonState | undefined> {
-  const raw = await readBytes(layout.driver, posix.join(dir, DAEMON_STATE));
-  if (!raw) return undefined;
-  try {
-    return JSON.parse(raw.toString("utf8")) as DaemonState;
-  } catch {
-    return undefined;
-  }
 }
 
 function secondsSince(iso: string | undefined, now: number): number {

@@ -1,7 +1,7 @@
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { Context } from "../context";
-import { IoError, ioError, isErrno, LockHeldError, UsageError, type ExitCodeValue } from "../errors";
+import { IoError, ioError, isErrno, LockHeldError, UsageError } from "../errors";
 import {
   describeHolder,
   lockBody,
@@ -612,11 +612,11 @@ function statSafe(path: string): boolean {
   }
 }
 
-/** `sync` (one shot): ships the in-progress segment to partial_wals. `--daemon`: see daemon.ts. */
-export async function syncOnce(ctx: Context): Promise<ExitCodeValue | void> {
-  if (ctx.options.has("daemon") || ctx.options.has("detach")) {
-    return (await import("./daemon")).syncDaemon(ctx);
-  }
+/**
+ * `sync` (one shot): ships the in-progress segment to partial_wals. (`--daemon` is routed to
+ * the daemon by daemon.ts's syncCommand, which imports this file: never the other way round.)
+ */
+export async function syncOnce(ctx: Context): Promise<void> {
   const shipper = new Shipper(ctx, "once");
   await shipper.checkTarget();
   try {

@@ -215,8 +215,3 @@ export function makeInterpolator(lookup: (name: string) => string | undefined): 
   };
   return (key) => expand(key, []).value;
 }
-
-/** One key's expansion (see makeInterpolator; use that to expand many keys of one section). */
-export function interpolate(key: string, lookup: (name: string) => string | undefined): string {
-  return makeInterpolator(lookup)(key);
-}

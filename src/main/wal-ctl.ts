@@ -15,7 +15,7 @@ const COMMANDS: Record<CtlCommand, Command> = {
   pause: async (ctx) => (await import("../command/replay")).pause(ctx),
   continue: async (ctx) => (await import("../command/replay")).resume(ctx),
   boot: async (ctx) => (await import("../command/replay")).boot(ctx),
-  sync: async (ctx) => (await import("../command/sync")).syncOnce(ctx),
+  sync: async (ctx) => (await import("../command/daemon")).syncCommand(ctx),
   syncdaemon: async (ctx) => (await import("../command/daemon")).syncDaemon(ctx),
   periodic: async (ctx) => (await import("../command/periodic")).periodic(ctx),
   status: async (ctx) => (await import("../command/status")).status(ctx),
@@ -34,7 +34,7 @@ const COMMANDS: Record<CtlCommand, Command> = {
     if (name === undefined || dest === undefined) throw new UsageError("xrestore needs %f %p [%r]");
     return (await import("../command/archive/get")).restoreGet(ctx, name, dest, keep);
   },
-  xpartialsync: async (ctx) => (await import("../command/sync")).syncOnce(ctx),
+  xpartialsync: async (ctx) => (await import("../command/daemon")).syncCommand(ctx),
 };
 
 main({

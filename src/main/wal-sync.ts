@@ -5,5 +5,5 @@ main({
   help: "walSync",
   positionals: { min: 0, max: 0, usage: "wal-sync CONFIG [--daemon]" },
   spec: { flags: ["daemon", "detach"], short: { d: "detach" } },
-  run: async (ctx) => (await import("../command/sync")).syncOnce(ctx),
+  run: async (ctx) => (await import("../command/daemon")).syncCommand(ctx),
 });

@@ -5,7 +5,7 @@
  * out rather than written as NaN, so alert rules do not fire on it; what failed to be read is
  * in walmgr_status_error{part}.
  */
-import type { Status } from "../command/status";
+import type { Status } from "./status-report";
 import type { ControlFileStatus } from "./slave-dir";
 
 type Labels = Record<string, string>;

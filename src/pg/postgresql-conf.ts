@@ -3,6 +3,7 @@
  * rewritten in place, every other line and comment is kept, and a setting with no active line
  * is added after its commented-out default (or at the end).
  */
+import { shellQuote } from "../shell";
 
 export function quoteConfValue(value: string): string {
   // PostgreSQL reads a backslash in a quoted value as an escape: double it to keep it.
@@ -83,12 +84,6 @@ export function setConfValues(text: string, values: Record<string, string>, mark
     }
   }
   return { text: lines.join("\n"), changed };
-}
-
-/** Quotes a word for /bin/sh when it needs it; safe for any content. */
-export function shellQuote(word: string): string {
-  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
-  return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 /**

@@ -1,7 +1,7 @@
-import { readFileSync, readlinkSync, realpathSync, statSync } from "node:fs";
+import { readFileSync, readlinkSync, realpathSync } from "node:fs";
 import { basename, join } from "node:path";
 import { ioError, isErrno } from "../errors";
-import { processAlive } from "../storage/durable";
+import { processAlive } from "../proc";
 
 export interface PostmasterInfo {
   pid: number;
@@ -89,15 +89,5 @@ export function dataDirVersion(dataDir: string): number | undefined {
     return Number.parseInt(readFileSync(join(dataDir, "PG_VERSION"), "utf8").trim(), 10);
   } catch {
     return undefined;
-  }
-}
-
-/** The owner of a path (uid, gid), for running as root on behalf of the postgres user. */
-export function ownerOf(path: string): { uid: number; gid: number } {
-  try {
-    const st = statSync(path);
-    return { uid: st.uid, gid: st.gid };
-  } catch (err) {
-    throw ioError("cannot stat", path, err);
   }
 }

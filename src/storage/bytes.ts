@@ -37,6 +37,21 @@ export async function readBytes(
 }
 
 /**
+ * The JSON in the small file `path`, as the caller's type (unchecked: for our own state files);
+ * undefined when nothing is there or it is not JSON (a file from a newer or crashed writer
+ * reads as none, never as an error).
+ */
+export async function readJson<T>(driver: StorageDriver, path: string): Promise<T | undefined> {
+  const raw = await readBytes(driver, path);
+  if (raw === undefined) return undefined;
+  try {
+    return JSON.parse(raw.toString("utf8")) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Stores `data` at `path` as one object (complete and durable once this resolves); false when
  * `exclusive` and the name was taken (nothing changed).
  */

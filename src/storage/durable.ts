@@ -9,7 +9,6 @@ import {
   lstatSync,
   openSync,
   readdirSync,
-  readFileSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -18,6 +17,7 @@ import {
 import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { ioError, isErrno } from "../errors";
+import { processAlive, processStart } from "../proc";
 
 /** Prefix of every temporary file this project writes; never a WAL-like name. */
 export const TMP_PREFIX = ".walmgr-tmp.";
@@ -99,23 +99,6 @@ export function removeQuietly(path: string): void {
 /** This host's name as it appears in temp names: letters, digits and '-' only (no '.'). */
 export function hostTag(host = hostname()): string {
   return host.replace(/[^A-Za-z0-9-]/g, "-").slice(0, 64) || "-";
-}
-
-/**
- * When the process `pid` started (clock ticks since boot, /proc/PID/stat field 22), or
- * undefined where that cannot be read (no /proc, or the process is gone). Together with the
- * pid it names a process for certain: a reused pid has another start time.
- */
-export function processStart(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // "PID (COMM) STATE PPID …": COMM may hold spaces and parentheses, so count from the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const start = fields[19];
-    return start !== undefined && /^\d+$/.test(start) ? start : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 let ownToken: string | undefined;
@@ -276,20 +259,5 @@ export function removeStaleTemps(dir: string, forName?: string): void {
     } catch {
       // raced with another cleaner, or not a file
     }
-  }
-}
-
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return isErrno(err, "EPERM");
-  }
-  // A zombie has exited and only waits for its parent to reap it: it holds nothing.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat[stat.lastIndexOf(")") + 2] !== "Z";
-  } catch {
-    return true; // no /proc here, or gone this instant: kill(0) said it was there
   }
 }

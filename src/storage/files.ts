@@ -48,8 +48,9 @@ function writeTo(w: Writable, chunk: Buffer): Promise<void> {
 
 /**
  * Stores the local file `src` (a regular file or a pipe) at `path`, streaming, and returns the
- * sha256 and size of what it stored. `stored` is false when `exclusive` and the name was taken:
- * nothing changed (the digest is still that of `src`, for comparison). Two buffers alternate:
+ * sha256 and size of `src` as it was read (what was stored, before any `padTo` zeros: the
+ * stored copy itself is not read back). `stored` is false when `exclusive` and the name was
+ * taken: nothing changed (the digest is still that of `src`, for comparison). Two buffers alternate:
  * the next chunk is read while the last is written and hashed, and nothing is allocated per
  * chunk, so a segment of any size costs a few MB.
  */

@@ -43,16 +43,6 @@ export interface Frame {
   payload: Buffer;
 }
 
-/** A request from the master. */
-export interface Request {
-  v: string;
-  a: string[];
-  b?: 1;
-}
-
-/** The helper's answer. */
-export type Answer = { ok: 1; r: unknown; b?: 1 } | { ok: 0; code: number; msg: string; hint?: string };
-
 /** Malformed or cut protocol input: a transport failure (exit 6). */
 export class ProtocolError extends TransportError {}
 

@@ -150,9 +150,9 @@ export class LocalDriver implements StorageDriver {
   }
 
   async newRead(path: string): Promise<ReadStream | undefined> {
-    const fd = openRegularFile(path);
-    if (fd === undefined) return undefined;
-    return Promise.resolve(new LocalRead(path, fd));
+    const file = openRegularFile(path);
+    if (file === undefined) return undefined;
+    return Promise.resolve(new LocalRead(path, file.fd));
   }
 
   async newWrite(path: string, opts: WriteOptions = {}): Promise<WriteHandle> {
@@ -429,12 +429,13 @@ export async function copyTree(
 }
 
 /**
- * An open descriptor on the regular file `path`; undefined when nothing is there. Anything else
+ * An open descriptor on the regular file `path`, and its size; undefined when nothing is there
+ * (the local driver's reads, and the ssh helper's on the slave host). Anything else
  * under that name (a symbolic link, even to a regular file; a FIFO, a device, a folder) is an
  * IoError naming it: the slave directory holds only regular files this project wrote, so
  * anything else was planted, and following it could serve another file's bytes as WAL.
  */
-export function openRegularFile(path: string): number | undefined {
+export function openRegularFile(path: string): { fd: number; size: number } | undefined {
   let fd: number;
   try {
     // O_NOFOLLOW refuses a symlink in the last component atomically; O_NONBLOCK keeps a planted
@@ -448,7 +449,7 @@ export function openRegularFile(path: string): number | undefined {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw notRegular(path, st.isDirectory() ? "a folder" : "a special file");
-    return fd;
+    return { fd, size: st.size };
   } catch (err) {
     closeSync(fd);
     if (err instanceof WalmgrError) throw err;

@@ -13,21 +13,11 @@
  * executable. SLAVE_CONFIG may be "-" when the master has no slave_config.
  */
 import { spawnSync } from "node:child_process";
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  fstatSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  readSync,
-  writeSync,
-} from "node:fs";
+import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describeError } from "../cli/entry";
 import { loadConfig } from "../config/load";
-import { ExitCode, IoError, isErrno, ioError, UsageError, type ExitCodeValue } from "../errors";
+import { ExitCode, IoError, ioError, UsageError, type ExitCodeValue } from "../errors";
 import { Logger, writeStderr, writeStdout } from "../log";
 import {
   commitTemp,
@@ -52,13 +42,8 @@ import {
 } from "./helper-protocol";
 import { HELPER_COMMAND, HELPER_VERBS, isHelperVerb, type HelperVerb } from "./helper-verbs";
 import { requireFeature } from "./driver";
-import { LocalDriver, mkdirPrivate } from "./local";
+import { LocalDriver, mkdirPrivate, openRegularFile } from "./local";
 import { walkTreeSync } from "./tree-walk";
-
-/** True when wal-ctl's arguments start a helper session: CONFIG then `xhelper`. */
-export function isHelperCall(argv: string[]): boolean {
-  return argv[1] === HELPER_COMMAND;
-}
 
 interface Served {
   r: unknown;
@@ -162,34 +147,6 @@ async function collect(body: VerbContext["body"]): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const c of body) parts.push(c);
   return Buffer.concat(parts);
-}
-
-/**
- * Opens the regular file `path` for reading; undefined when nothing is there. A symbolic link,
- * FIFO or folder under the name is refused (see local.ts readRegularFile for why).
- */
-function openRegular(path: string): { fd: number; size: number } | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch (err) {
-    if (isErrno(err, "ENOENT")) return undefined;
-    if (isErrno(err, "ELOOP")) throw notRegular(path, "a symbolic link");
-    throw ioError("cannot read", path, err);
-  }
-  const st = fstatSync(fd);
-  if (!st.isFile()) {
-    closeSync(fd);
-    throw notRegular(path, st.isDirectory() ? "a folder" : "a special file");
-  }
-  return { fd, size: st.size };
-}
-
-function notRegular(path: string, what: string): IoError {
-  return new IoError(
-    `${path} is ${what}, not a regular file: refusing to read it`,
-    "only regular files belong there; find out who put it there, remove it, and re-archive or re-ship what it should have been",
-  );
 }
 
 /** The content of an open file, 1 MiB at a time; closes it at the end. */
@@ -339,7 +296,7 @@ const HANDLERS: { [V in HelperVerb]: Handler } = {
   list: async ([dir]) => ({ r: (await local.list(nonEmpty(dir, "directory"))) ?? null }),
   read: ([path]) => {
     const p = nonEmpty(path, "path");
-    const f = openRegular(p);
+    const f = openRegularFile(p);
     if (f === undefined) return Promise.resolve({ r: null });
     return Promise.resolve({ r: { size: f.size }, body: fileChunks(f.fd, p) });
   },

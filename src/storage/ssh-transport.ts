@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { basename, isAbsolute, join } from "node:path";
 import { ConfigError, ExitCode, IoError, TransportError, WalmgrError, type ExitCodeValue } from "../errors";
 import { writeStderr } from "../log";
-import { shellQuote } from "../pg/postgresql-conf";
+import { shellQuote } from "../shell";
 import { answerError, encodeJson, FrameReader, ProtocolError, sendBody, writeOut } from "./helper-protocol";
 import { HELPER_COMMAND, type HelperVerb } from "./helper-verbs";
 
@@ -44,7 +44,7 @@ export interface SshOptions {
 const BAD_CHARS = /[\0\n\r]/;
 
 /** Quotes one argument of the remote command; refuses what no shell quoting can carry safely. */
-export function remoteArg(word: string): string {
+function remoteArg(word: string): string {
   if (BAD_CHARS.test(word)) {
     throw new IoError(
       `refusing to pass ${JSON.stringify(word)} to the slave: it contains a NUL or line break`,
@@ -527,12 +527,5 @@ export class HelperSession {
       if (!complete) await this.broken(new ProtocolError(`${verb} ${what}: the reader stopped before the end`));
       finish();
     }
-  }
-
-  /** Ends the session: the helper sees the end of its input and exits. */
-  async close(): Promise<void> {
-    await this.queue;
-    this.child.stdin.end();
-    this.disarm();
   }
 }

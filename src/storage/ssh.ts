@@ -27,7 +27,7 @@ import type { HelperVerb } from "./helper-verbs";
 import { walkTreeSync } from "./tree-walk";
 import { HelperSession, lastLines, SshTransport, type RequestOpts, type SshOptions } from "./ssh-transport";
 
-export { remoteArg, remoteCommand, type SshOptions } from "./ssh-transport";
+export { remoteCommand, type SshOptions } from "./ssh-transport";
 
 const BAD_CHARS = /[\0\n\r]/;
 
@@ -39,11 +39,6 @@ export class SshDriver implements StorageDriver {
   constructor(readonly opts: SshOptions) {
     this.transport = new SshTransport(opts);
     this.description = `ssh ${opts.host}`;
-  }
-
-  /** ssh's own options (see SshTransport.sshArgs). */
-  sshArgs(): string[] {
-    return this.transport.sshArgs();
   }
 
   private smallMs(): number {
@@ -66,13 +61,6 @@ export class SshDriver implements StorageDriver {
 
   private async result<T>(verb: HelperVerb, args: string[], o: RequestOpts = {}): Promise<T> {
     return (await this.request(verb, args, o)).r as T;
-  }
-
-  /** Ends the session (the helper exits); the process may also just exit. */
-  async close(): Promise<void> {
-    const s = this.session;
-    this.session = undefined;
-    if (s) await (await s).close();
   }
 
   /** Synchronous request, for signal handlers (bounded by the timeout). */
@@ -143,10 +131,6 @@ export class SshDriver implements StorageDriver {
 
   async removeTree(path: string): Promise<void> {
     await this.request("rmtree", [path], { idleMs: undefined });
-  }
-
-  async mkdirp(path: string): Promise<void> {
-    await this.request("mkdir", [path]);
   }
 
   async rename(from: string, to: string): Promise<void> {

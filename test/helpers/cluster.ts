@@ -3,7 +3,7 @@ import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { Client } from "pg";
-import { pgBin, run, RUN_AS } from "./env";
+import { pgBin, run } from "./env";
 
 /** A TCP port nobody listens on right now (the servers use unix sockets, but ports name them). */
 export async function freePort(): Promise<number> {
@@ -121,5 +121,3 @@ export class Cluster {
     if (res.status !== 0) throw new Error(`pgbench ${args.join(" ")} failed: ${res.stderr}`);
   }
 }
-
-export const serverUser = RUN_AS?.name;

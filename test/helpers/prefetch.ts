@@ -1,7 +1,7 @@
 /** The restore prefetcher from the outside: tests and benchmarks stop it through its lock. */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { processAlive } from "../../src/storage/durable";
+import { processAlive } from "../../src/proc";
 import { waitFor } from "./env";
 
 function lockHolder(dataDir: string): number | undefined {

@@ -18,7 +18,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import type { Status } from "../../src/command/status";
+import type { Status } from "../../src/monitor/status-report";
 import { segmentNumber } from "../../src/wal/names";
 import { alive, ok, pidfileOf, pidIn, startDaemon, stopDaemon, syncState, waitShipped } from "../helpers/daemon";
 import { pgBin, removeTempDir, runBin, sleep, spawnAs, waitFor, type Spawned } from "../helpers/env";

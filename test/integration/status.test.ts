@@ -13,7 +13,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import Ajv2020 from "ajv/dist/2020";
-import type { Status } from "../../src/command/status";
+import type { Status } from "../../src/monitor/status-report";
 import { REPO_ROOT, removeTempDir, runBin, waitFor, ok } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 

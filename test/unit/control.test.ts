@@ -9,19 +9,24 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import {
   acquireBackupLock,
+  BACKUP_PROGRAMS,
   BACKUPLOCK,
   ControlFiles,
-  lockIsStale,
   PAUSE,
   releaseBackupLock,
   STOP,
   type LockInfo,
 } from "../../src/control";
 import { ExitCode, LockHeldError } from "../../src/errors";
-import { selfLockInfo } from "../../src/lock";
-import { processAlive } from "../../src/storage/durable";
+import { judgeHolder, selfLockInfo } from "../../src/lock";
+import { processAlive } from "../../src/proc";
 import { LocalDriver } from "../../src/storage/local";
 import { parseWalName } from "../../src/wal/names";
+
+/** acquireBackupLock's verdict on a BACKUPLOCK naming `info`: stale means it may be cleared. */
+function lockIsStale(info: LockInfo | undefined): boolean {
+  return judgeHolder(info, BACKUP_PROGRAMS).state === "stale";
+}
 
 let dir: string;
 let control: ControlFiles;

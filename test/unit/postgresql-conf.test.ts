@@ -9,8 +9,8 @@ import {
   pgCommandLine,
   quoteConfValue,
   setConfValues,
-  shellQuote,
 } from "../../src/pg/postgresql-conf";
+import { shellQuote } from "../../src/shell";
 
 const MARKER = "walmgr-ts setup";
 

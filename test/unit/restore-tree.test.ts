@@ -20,9 +20,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { unfitDestination } from "../../src/command/restore";
+import { processStart } from "../../src/proc";
 import {
   lockRestore,
-  processStartTime,
   readJournal,
   removeJournal,
   restorePaths,
@@ -215,7 +215,7 @@ describe("restore journal and lock", () => {
     const sleeper = spawnSync("sh", ["-c", "sleep 30 >/dev/null 2>&1 & echo $!"], { encoding: "utf8" });
     const live = Number(sleeper.stdout.trim());
     try {
-      writeFileSync(p.lock, `${live} ${processStartTime(live) ?? ""}\n`);
+      writeFileSync(p.lock, `${live} ${processStart(live) ?? ""}\n`);
       assert.throws(
         () => lockRestore(p, () => assert.fail("a live holder is not stale")),
         (err: unknown) => err instanceof WalmgrError && err.exitCode === ExitCode.LOCK_HELD,

@@ -47,14 +47,14 @@ describe("SshDriver options", () => {
     }
   });
   test("ssh is non-interactive with a connect timeout and keep-alives; -C only with compression", () => {
-    const args = new SshDriver(opts).sshArgs();
+    const args = new SshDriver(opts).transport.sshArgs();
     assert.ok(args.includes("BatchMode=yes"));
     assert.ok(args.includes("ConnectTimeout=10"));
     assert.ok(args.some((a) => a.startsWith("ServerAliveInterval=")));
     assert.ok(!args.includes("-C"));
-    assert.ok(new SshDriver({ ...opts, compression: true }).sshArgs().includes("-C"));
+    assert.ok(new SshDriver({ ...opts, compression: true }).transport.sshArgs().includes("-C"));
     const withConfig = new SshDriver({ ...opts, sshConfig: "/etc/my ssh/config" });
-    assert.deepEqual(withConfig.sshArgs().slice(0, 2), ["-F", "/etc/my ssh/config"]);
+    assert.deepEqual(withConfig.transport.sshArgs().slice(0, 2), ["-F", "/etc/my ssh/config"]);
     assert.match(withConfig.rsyncShell(), /^ssh -F "\/etc\/my ssh\/config" /);
   });
 });

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import Ajv2020 from "ajv/dist/2020";
-import type { Status } from "../../src/command/status";
+import type { Status } from "../../src/monitor/status-report";
 import { escapeLabelValue, formatPrometheus } from "../../src/monitor/prometheus";
 
 interface Sample {

@@ -22,11 +22,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { ArchiveConflictError, ExitCode, IoError } from "../../src/errors";
+import { processAlive, processStart } from "../../src/proc";
 import {
   FOREIGN_TEMP_LEASE_MS,
   hostTag,
-  processAlive,
-  processStart,
   removeDurable,
   removeStaleTemps,
   tempNameFor,
@@ -39,7 +38,7 @@ import { LocalDriver } from "../../src/storage/local";
 import { checksumName, isChecksumName, WalArchive } from "../../src/storage/archive";
 import { readBytes, writeBytes } from "../../src/storage/bytes";
 import { storeFile } from "../../src/storage/files";
-import { HashStream, sha256 } from "../../src/storage/sha256";
+import { newSha256, sha256 } from "../../src/storage/sha256";
 import { ioError } from "../../src/errors";
 import { createReadStream, open as fsOpen } from "node:fs";
 import { pipeline } from "node:stream/promises";
@@ -75,14 +74,23 @@ async function stageFileCopy(dest: string, src: string, opts: { exclusive?: bool
     await handle.abort();
     throw ioError("cannot read", src, err);
   }
-  const hash = new HashStream();
+  const hash = newSha256();
+  let bytes = 0;
   try {
-    await pipeline(input, hash, handle);
+    // Hashed on the way through, so that a FIFO's bytes need no second read.
+    const hashing = async function* (chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+      for await (const chunk of chunks) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        yield chunk;
+      }
+    };
+    await pipeline(input, hashing, handle);
   } catch (err) {
     await handle.abort();
     throw ioError("cannot read", src, err);
   }
-  return { bytes: hash.bytes, sha256: hash.sha256, commit: () => handle.commit(), abort: () => handle.abort() };
+  return { bytes, sha256: hash.digest("hex"), commit: () => handle.commit(), abort: () => handle.abort() };
 }
 
 /** What wal-restore gets for `name`: restored into a scratch file and read back. */

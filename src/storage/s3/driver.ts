@@ -24,6 +24,7 @@ import { isOwnMetadata, type Manifest } from "../manifest";
 import { readBytes } from "../bytes";
 import { judgeHolder, lockBody, parseLockInfo, selfLockInfo } from "../../lock";
 import { S3Client, xmlBlocks, xmlText, type S3Request } from "./client";
+import { eachLimit } from "../../parallel";
 import { s3GetTree, s3PutTree } from "./tree";
 
 /** Folder (beside the objects) of the claims that make exclusive creates exclusive. */
@@ -313,24 +314,6 @@ export class S3Driver implements StorageDriver {
 /** A set's metadata (top-level dot files): copied last and removed first, so a half-moved set is never complete. */
 function isSetMetadata(rel: string): boolean {
   return rel !== "" && !rel.includes("/") && rel.startsWith(".");
-}
-
-/** Runs `fn` over `items`, at most `limit` at once; the first error wins (the rest still settle). */
-export async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: Error | undefined;
-  const worker = async (): Promise<void> => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++] as T;
-      try {
-        await fn(item);
-      } catch (err) {
-        failed ??= err instanceof Error ? err : new Error(String(err));
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failed !== undefined) throw failed;
 }
 
 /** A GET's body that errors (never just ends) when fewer bytes came than announced. */

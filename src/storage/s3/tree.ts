@@ -6,19 +6,32 @@
  */
 import { join, posix } from "node:path";
 import { IoError } from "../../errors";
-import type { TreeProgress, TreeStats } from "../driver";
+import { eachLimit } from "../../parallel";
+import type { StorageDriver, TreeProgress, TreeStats } from "../driver";
 import { fetchToFile, storeFile } from "../files";
 import { mkdirPrivate } from "../local";
 import type { Manifest } from "../manifest";
 import { walkTree } from "../tree-walk";
-import { eachLimit, type S3Driver } from "./driver";
+
+/**
+ * What these functions use of the S3 driver, named here rather than imported: driver.ts imports
+ * this file, and the two must not import each other.
+ */
+interface S3Tree extends StorageDriver {
+  /** Every object under the folder `dir`, by path relative to it (folder markers end in `/`). */
+  listAll(dir: string): Promise<{ rel: string }[]>;
+  /** The object key of a path. */
+  key(path: string): string;
+  /** The request client: `url(key)` names an object in messages. */
+  readonly client: { url(key: string): string };
+}
 
 /** Files uploaded or fetched at once: enough to hide a request's latency, few enough for memory (each holds up to a part). */
 const TREE_PARALLEL = 8;
 
 /** TreeFeature.putTree for an object store: one object per file, uploaded in parallel. */
 export async function s3PutTree(
-  driver: S3Driver,
+  driver: S3Tree,
   src: string,
   dest: string,
   keep: (rel: string, isDir: boolean) => boolean,
@@ -55,7 +68,7 @@ export async function s3PutTree(
 
 /** TreeFeature.getTree for an object store: every object of the set fetched into a local folder, checked against `expect`. */
 export async function s3GetTree(
-  driver: S3Driver,
+  driver: S3Tree,
   src: string,
   dest: string,
   expect?: Manifest,
