@@ -8,6 +8,7 @@
  * schemas in schemas/.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -22,6 +23,7 @@ const schema = (name: string): object =>
   JSON.parse(readFileSync(join(REPO_ROOT, "schemas", `${name}.schema.json`), "utf8")) as object;
 const validCheck = ajv.compile(schema("check"));
 const validVerify = ajv.compile(schema("verify"));
+const validList = ajv.compile(schema("listbackups"));
 
 interface CheckJson {
   ok: boolean;
@@ -43,6 +45,7 @@ interface VerifyJson {
     newestSegment: string | null;
     corrupt: { name: string }[];
     gaps: { from: string }[];
+    unexpected: { name: string }[];
   };
 }
 
@@ -165,6 +168,10 @@ test("check and verify on a healthy pair: every item OK, exit 0", async (t) => {
     assert.equal(res.status, 0, res.stderr);
     assert.ok(rep.wal.files >= 6 && rep.wal.verified === rep.wal.files, JSON.stringify(rep.wal));
     assert.equal(rep.sets[0]?.reach?.lastSegment, rep.wal.newestSegment);
+    const list = JSON.parse(
+      ok(runBin("wal-ctl", [p.slaveIni, "listbackups", "--json"]), "listbackups").stdout,
+    ) as unknown;
+    assert.ok(validList(list), `listbackups --json against its schema: ${ajv.errorsText(validList.errors)}`);
     const text = ok(runBin("wal-ctl", [p.slaveIni, "verify"]), "verify");
     assert.match(
       text.stdout,
@@ -338,6 +345,45 @@ test("verify finds damage: a segment missing from the middle, a flipped byte in 
       assert.match(text.stdout, new RegExp(`${victim} is corrupt`));
     } finally {
       unflip();
+    }
+  });
+
+  await t.test("a segment renamed into another's place, checksum and all: its page header gives it away", () => {
+    const segs = segments();
+    const victim = segs[segs.length - 2] ?? "";
+    const other = segs[segs.length - 1] ?? "";
+    const path = join(completed(), victim);
+    const sum = join(completed(), `.${victim}.sha256`);
+    const saved = readFileSync(path);
+    const savedSum = readFileSync(sum, "utf8");
+    const body = readFileSync(join(completed(), other));
+    writeFileSync(path, body);
+    // The checksum is made to match, as a careless copy of both files would: only the header tells.
+    writeFileSync(sum, `${createHash("sha256").update(body).digest("hex")}  ${victim}\n`);
+    try {
+      const { res, rep } = verifyJson();
+      assert.equal(res.status, 9);
+      assert.equal(rep.wal.corrupt[0]?.name, victim);
+      assert.match(JSON.stringify(rep.wal.corrupt), /first page is for position .*not this segment's start/);
+    } finally {
+      writeFileSync(path, saved);
+      writeFileSync(sum, savedSum);
+    }
+  });
+
+  await t.test("a file that is not WAL in completed_wals: reported as unexpected, not a failure", () => {
+    const junk = join(completed(), "notes.txt");
+    writeFileAs(junk, "someone's notes\n");
+    try {
+      const { res, rep } = verifyJson();
+      assert.equal(res.status, 0, res.stderr);
+      assert.deepEqual(
+        rep.wal.unexpected.map((u) => u.name),
+        ["notes.txt"],
+      );
+      assert.match(runBin("wal-ctl", [p.slaveIni, "verify"]).stdout, /UNEXPECTED: notes\.txt: not a WAL file name/);
+    } finally {
+      rmSync(junk, { force: true });
     }
   });
 
