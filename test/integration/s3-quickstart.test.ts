@@ -124,6 +124,14 @@ test("QUICK START against S3: setup, backup, restore, replay, pause, continue, s
       async () => (await count(p.slave, "replayed")) === 50,
       90_000,
     );
+    // check on both sides, through the bucket: the probe write and a forced WAL switch reach it;
+    // the slave walks the newest set's WAL chain in the bucket and finds its standby replaying.
+    const mc = runBin("wal-ctl", [p.masterIni, "check", "--timeout", "60"]);
+    assert.equal(mc.status, 0, mc.stdout + mc.stderr);
+    assert.match(mc.stdout, /^OK +WAL switch archived: /m);
+    const sc = runBin("wal-ctl", [p.slaveIni, "check"]);
+    assert.equal(sc.status, 0, sc.stdout + sc.stderr);
+    assert.match(sc.stdout, /^OK +newest backup's WAL: /m);
   });
 
   await t.test("pause (a local control file) holds back a new segment; continue lets it through", async () => {
