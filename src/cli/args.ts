@@ -1,8 +1,12 @@
+import { parseArgs } from "node:util";
 import { UsageError } from "../errors";
+import { closest } from "./suggest";
 
+/** What a command line asks for, as every executable's parser returns it to the entry point. */
 export interface ParsedArgs {
+  /** Positional arguments in the order typed: CONFIG first (then, for wal-ctl, the command). */
   positional: string[];
-  /** Long option name (without dashes) → value; flags are "true". Repeats keep the last. */
+  /** The command's own options, long name (without dashes) → value; switches are "true". */
   options: Map<string, string>;
   help: boolean;
   version: boolean;
@@ -10,89 +14,69 @@ export interface ParsedArgs {
   verbose: number;
   dryRun: boolean;
   json: boolean;
+  /** Text the command line asks for instead of a run (`wal-ctl completion`): printed, exit 0. */
+  output?: string;
 }
-
-export interface ArgSpec {
-  /** Long options that take a value, e.g. "target-time". */
-  valueOptions?: string[];
-  /** Long boolean flags beyond the common ones, e.g. "daemon". */
-  flags?: string[];
-  /** Short aliases: "d" → "detach". */
-  short?: Record<string, string>;
-}
-
-const COMMON_SHORT: Record<string, string> = { h: "help", q: "quiet", v: "verbose", n: "not-really" };
-const COMMON_FLAGS = ["help", "quiet", "verbose", "not-really", "version", "json"];
 
 /**
- * A small getopt: common options (-h -q -v -n --version --json) on every executable, plus the
- * executable's own. Hand-written rather than yargs so that wal-archive/wal-restore, which
- * PostgreSQL starts once per segment, load nothing they do not need.
+ * The general options (command-docs.ts' GENERAL_OPTIONS, which a test compares with this) in
+ * util.parseArgs' terms. -v may be repeated.
  */
-export function parseArgs(argv: string[], spec: ArgSpec = {}): ParsedArgs {
-  const valueOpts = new Set(spec.valueOptions ?? []);
-  const flags = new Set([...COMMON_FLAGS, ...(spec.flags ?? [])]);
-  const short = { ...COMMON_SHORT, ...(spec.short ?? {}) };
-  const out: ParsedArgs = {
-    positional: [],
+const HOT_PATH_OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  quiet: { type: "boolean", short: "q" },
+  verbose: { type: "boolean", short: "v", multiple: true },
+  "not-really": { type: "boolean", short: "n" },
+  version: { type: "boolean" },
+} as const;
+
+/** The option names of HOT_PATH_OPTIONS, as typed (for tests and hints). */
+export const HOT_PATH_FLAGS = Object.entries(HOT_PATH_OPTIONS).map(([long, o]) =>
+  "short" in o ? `-${o.short}, --${long}` : `--${long}`,
+);
+
+/**
+ * The command line of wal-archive, wal-restore (and the prefetcher): the general options and
+ * positional arguments, nothing else. PostgreSQL starts these once per WAL segment, so they use
+ * Node's built-in util.parseArgs (two of node's internal modules, loaded from the binary itself;
+ * no file to read) rather than yargs, which would add about 20 ms to every segment. Strict: an
+ * unknown option or a value given to a switch is a usage error (exit 2) naming it.
+ */
+export function parseHotPathArgs(argv: string[], program: string): ParsedArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: HOT_PATH_OPTIONS, strict: true, allowPositionals: true });
+  } catch (err) {
+    throw hotPathUsageError(err, program);
+  }
+  const v = parsed.values;
+  return {
+    positional: parsed.positionals,
     options: new Map(),
-    help: false,
-    version: false,
-    quiet: false,
-    verbose: 0,
-    dryRun: false,
+    help: v.help === true,
+    version: v.version === true,
+    quiet: v.quiet === true,
+    verbose: v.verbose?.length ?? 0,
+    dryRun: v["not-really"] === true,
     json: false,
   };
-  const setFlag = (name: string): void => {
-    if (name === "help") out.help = true;
-    else if (name === "version") out.version = true;
-    else if (name === "quiet") out.quiet = true;
-    else if (name === "verbose") out.verbose++;
-    else if (name === "not-really") out.dryRun = true;
-    else if (name === "json") out.json = true;
-    else out.options.set(name, "true");
-  };
-  let onlyPositional = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i] ?? "";
-    if (onlyPositional || a === "-" || !a.startsWith("-")) {
-      out.positional.push(a);
-      continue;
-    }
-    if (a === "--") {
-      onlyPositional = true;
-      continue;
-    }
-    if (a.startsWith("--")) {
-      const eq = a.indexOf("=");
-      const name = eq === -1 ? a.slice(2) : a.slice(2, eq);
-      if (valueOpts.has(name)) {
-        let value = eq === -1 ? argv[++i] : a.slice(eq + 1);
-        if (value === undefined) throw new UsageError(`option --${name} needs a value`);
-        out.options.set(name, value);
-        value = undefined;
-      } else if (flags.has(name)) {
-        if (eq !== -1) throw new UsageError(`option --${name} takes no value`);
-        setFlag(name);
-      } else {
-        throw new UsageError(`unknown option --${name}`);
-      }
-      continue;
-    }
-    // Bundled short flags: -qv, -n.
-    for (const ch of a.slice(1)) {
-      const name = short[ch];
-      if (name === undefined) throw new UsageError(`unknown option -${ch}`);
-      if (valueOpts.has(name)) {
-        const value = argv[++i];
-        if (value === undefined) throw new UsageError(`option -${ch} needs a value`);
-        out.options.set(name, value);
-      } else {
-        setFlag(name);
-      }
-    }
+}
+
+/** util.parseArgs' error in our words: which option, and what the executable takes instead. */
+function hotPathUsageError(err: unknown, program: string): UsageError {
+  const e = err as { code?: string; message?: string };
+  const message = e.message ?? String(err);
+  // util.parseArgs names the option in quotes: "Unknown option '--bogus'. …", "Option '-q, --quiet' does not take …".
+  const named = /'([^']+)'/.exec(message)?.[1] ?? "";
+  const takes = `${program} takes ${HOT_PATH_FLAGS.join(", ")} and positional arguments only; see ${program} --help`;
+  if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const near = named.startsWith("--") ? closest(named.slice(2), Object.keys(HOT_PATH_OPTIONS)) : undefined;
+    return new UsageError(`unknown option ${named}`, near ? `did you mean --${near}? ${takes}` : takes);
   }
-  return out;
+  if (e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    return new UsageError(`option ${named.split(", ").pop() ?? named} takes no value`, takes);
+  }
+  return new UsageError(message, takes);
 }
 
 /** How many positional arguments (after CONFIG, and after the command name for wal-ctl) a command takes. */
@@ -158,7 +142,11 @@ export function checkCtlArgs(rest: string[]): void {
   const [name, ...args] = rest;
   const spec =
     name !== undefined && Object.hasOwn(CTL_COMMAND_ARGS, name) ? CTL_COMMAND_ARGS[name as CtlCommand] : undefined;
-  if (name === undefined) throw new UsageError("wal-ctl: missing COMMAND", "usage: wal-ctl CONFIG COMMAND [ARGS]");
+  if (name === undefined)
+    throw new UsageError(
+      "wal-ctl: missing COMMAND",
+      "usage: wal-ctl CONFIG COMMAND [ARGS]; wal-ctl --help lists the commands",
+    );
   if (!spec) {
     throw new UsageError(
       `wal-ctl: unknown command ${JSON.stringify(name)}`,

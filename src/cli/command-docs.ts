@@ -39,13 +39,50 @@ export interface CommandDoc {
    * that starts with a space (a setting, a command line) is kept as written.
    */
   description: string;
-  /** The options this command takes beyond the general ones: [flags as typed, what it does]. */
-  options: readonly (readonly [flag: string, doc: string])[];
+  /**
+   * The options this command takes beyond the general ones: [flags as typed, what it does]. The
+   * parser (cli/parse.ts) accepts exactly these for the command: a flag with a second word
+   * (`--timeout SECONDS`) takes a value, one without is a switch.
+   */
+  options: readonly OptionDoc[];
   /** Command lines (or crontab, postgresql.conf, NRPE lines) and what each does. */
   examples: readonly (readonly [line: string, doc: string])[];
   /** What this command's exit codes mean, where it gives them a meaning of their own. */
   exit?: readonly (readonly [code: number, doc: string])[];
 }
+
+/** An option as typed (`-d, --detach`, `--timeout SECONDS`) and what it does. */
+export type OptionDoc = readonly [flag: string, doc: string];
+
+/**
+ * The options every executable takes. The pages list them, and the parsers accept exactly these
+ * (cli/parse.ts reads this list; cli/args.ts' util.parseArgs table is checked against it by a test).
+ */
+export const GENERAL_OPTIONS: readonly OptionDoc[] = [
+  ["-h, --help", "show this help and exit"],
+  ["-q, --quiet", "print errors only (the logfile still gets everything)"],
+  ["-v, --verbose", "print debug messages too"],
+  ["-n, --not-really", "print every action that would be taken; change nothing"],
+  ["--version", "print the version and exit"],
+];
+
+/**
+ * The executables' own options beyond the general ones: their pages (help.ts) and their parsers
+ * (cli/parse.ts for wal-sync and wal-backup) read them from here. wal-archive and wal-restore
+ * take none: PostgreSQL gives them only positional arguments.
+ */
+export const TOOL_OPTIONS = {
+  walArchive: [],
+  walRestore: [],
+  walSync: [
+    ["--daemon", "run until stopped, syncing every loop_delay seconds"],
+    [
+      "-d, --detach",
+      "run the daemon in the background (needs pidfile; implies --daemon); returns once the daemon has written its pidfile",
+    ],
+  ],
+  walBackup: [["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"]],
+} satisfies Record<string, readonly OptionDoc[]>;
 
 /** The pages, in the order the overview lists them. */
 export const COMMAND_DOCS: Record<DocumentedCommand, CommandDoc> = {

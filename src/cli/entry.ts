@@ -3,7 +3,7 @@ import type { Context } from "../context";
 import { ExitCode, WalmgrError, type ExitCodeValue } from "../errors";
 import { Logger, writeStdout } from "../log";
 import { VERSION } from "../version";
-import { checkPositionals, parseArgs, type ArgSpec, type ParsedArgs } from "./args";
+import { checkPositionals, parseHotPathArgs, type ParsedArgs } from "./args";
 
 export interface Program {
   name: string;
@@ -15,7 +15,12 @@ export interface Program {
    * before CONFIG is read, so help works without a config file.
    */
   helpPage?: (parsed: ParsedArgs) => Promise<string | undefined>;
-  spec?: ArgSpec;
+  /**
+   * Reads the command line; throws a UsageError for a bad one. Default: the general options and
+   * positional arguments only, with node's util.parseArgs (args.ts), which costs no start-up
+   * time; wal-ctl, wal-sync and wal-backup use yargs (parse.ts).
+   */
+  parse?: (argv: string[]) => ParsedArgs | Promise<ParsedArgs>;
   /**
    * The positional arguments after CONFIG: how many (min, max; `usage` for the hint), or a function
    * that throws a UsageError (wal-ctl: per command). Checked before CONFIG is read; extra
@@ -87,7 +92,11 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   (async (): Promise<number> => {
-    const parsed = parseArgs(argv, program.spec);
+    const parsed = program.parse ? await program.parse(argv) : parseHotPathArgs(argv, program.name);
+    if (parsed.output !== undefined) {
+      writeStdout(parsed.output);
+      return ExitCode.OK;
+    }
     const page =
       (await program.helpPage?.(parsed)) ?? (parsed.help ? (await import("./help")).HELP[program.help] : undefined);
     if (page !== undefined) {

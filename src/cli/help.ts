@@ -5,7 +5,15 @@
  */
 import { UsageError } from "../errors";
 import { HELPER_VERBS } from "../storage/helper-verbs";
-import { COMMAND_DOCS, type CommandDoc, type DocumentedCommand, type Role } from "./command-docs";
+import {
+  COMMAND_DOCS,
+  GENERAL_OPTIONS,
+  TOOL_OPTIONS,
+  type CommandDoc,
+  type DocumentedCommand,
+  type Role,
+} from "./command-docs";
+import { closest } from "./suggest";
 
 /** Lines of a page are at most this wide, as a terminal's 80 columns with no wrap. */
 const WIDTH = 80;
@@ -85,14 +93,6 @@ function indent(text: string): string {
     .map((l) => (l === "" ? "" : INDENT + l))
     .join("\n");
 }
-
-const GENERAL_OPTIONS: readonly (readonly [string, string])[] = [
-  ["-h, --help", "show this help and exit"],
-  ["-q, --quiet", "print errors only (the logfile still gets everything)"],
-  ["-v, --verbose", "print debug messages too"],
-  ["-n, --not-really", "print every action that would be taken; change nothing"],
-  ["--version", "print the version and exit"],
-];
 
 /** The one exit-code table (errors.ts), as every page ends with it. */
 const EXIT_TABLE = `0 done   1 not available (no such WAL yet)   2 usage   3 config
@@ -238,6 +238,7 @@ SYNOPSIS
     wal-ctl [OPTIONS] CONFIG COMMAND [ARGS]
     wal-ctl help [COMMAND]
     wal-ctl [CONFIG] COMMAND --help
+    wal-ctl completion
 
 DESCRIPTION
     Runs one command with CONFIG, an ini file in walmgr's format: a [wal-master]
@@ -248,6 +249,11 @@ DESCRIPTION
     Each command has its own page: wal-ctl help COMMAND, or
     wal-ctl COMMAND --help (CONFIG may be given; it is not read). A config file
     named help is given as ./help.
+
+    Each command takes only its own options (listed below and on its page);
+    an unknown option or command is refused (exit 2) with the nearest right
+    one. wal-ctl completion prints a bash completion script (zsh when SHELL is
+    zsh): wal-ctl completion >> ~/.bashrc (wal-ctl must be in PATH).
 
 MASTER COMMANDS
 ${commandList(only("master"))}
@@ -318,9 +324,10 @@ export function ctlHelp(positional: readonly string[], helpFlag: boolean): strin
   }
   if (topic === undefined) return HELP.walCtl;
   if (!isDocumentedCommand(topic)) {
+    const near = closest(topic, Object.keys(COMMAND_DOCS));
     throw new UsageError(
       `unknown command ${JSON.stringify(topic)}`,
-      `commands: ${Object.keys(COMMAND_DOCS).join(", ")}; wal-ctl --help describes them`,
+      `${near !== undefined ? `did you mean ${near}? ` : ""}commands: ${Object.keys(COMMAND_DOCS).join(", ")}; wal-ctl --help describes them`,
     );
   }
   return commandPage(topic);
@@ -350,7 +357,7 @@ With slave = host:/path the file travels over ssh (BatchMode, ConnectTimeout =
 ssh_timeout) to the slave's wal-ctl, which stores it the same way there; an
 unreachable host exits 6. With also_archive_to it exits 0 only once every
 repository holds the file.`,
-    options: [],
+    options: TOOL_OPTIONS.walArchive,
     examples: [
       [
         "archive_command = '/opt/walmgr-ts/bin/wal-archive /etc/walmgr/master.ini %p %f'",
@@ -393,7 +400,7 @@ The next restore_prefetch segments are fetched ahead into
 pg_wal/.walmgr-prefetch, verified. Never waits: PostgreSQL does the retrying.
 With slave = host:/path an unreachable host answers 1 within restore_timeout
 seconds.`,
-    options: [],
+    options: TOOL_OPTIONS.walRestore,
     examples: [
       [
         "restore_command = '/opt/walmgr-ts/bin/wal-restore /etc/walmgr/slave.ini %f %p %r'",
@@ -439,13 +446,7 @@ SIGHUP re-reads CONFIG. periodic_command runs every command_interval seconds
 (command_interval = 0: at every segment switch); its failure is logged with its
 exit status and never stops shipping. The daemon's state is in
 partial_wals/.walmgr-daemon-state: see wal-ctl CONFIG status.`,
-    options: [
-      ["--daemon", "run until stopped, syncing every loop_delay seconds"],
-      [
-        "-d, --detach",
-        "run the daemon in the background (needs pidfile; implies --daemon); returns once the daemon has written its pidfile",
-      ],
-    ],
+    options: TOOL_OPTIONS.walSync,
     examples: [
       ["wal-sync /etc/walmgr/master.ini", "ship the in-progress segment once"],
       ["wal-sync /etc/walmgr/master.ini -d", "start the daemon in the background"],
@@ -486,7 +487,7 @@ complete; it holds backup_label, tablespace_map, .walmgr-backup.json (LSNs,
 WAL files, timeline, times, version, system identifier, size, file count)
 and .walmgr-manifest.json (size and sha256 of every file; see wal-ctl verify).
 The master's postgresql.conf, pg_hba.conf and pg_ident.conf go to config_backup.`,
-    options: [["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"]],
+    options: TOOL_OPTIONS.walBackup,
     examples: [
       [
         "30 2 * * * /opt/walmgr-ts/bin/wal-backup -q /etc/walmgr/master.ini",

@@ -1,9 +1,10 @@
 import { main } from "../cli/entry";
+import { parseToolArgs } from "../cli/parse";
 
 main({
   name: "wal-backup",
   help: "walBackup",
   positionals: { min: 0, max: 0, usage: "wal-backup CONFIG" },
-  spec: { flags: ["clear-stale-lock"] },
+  parse: (argv) => parseToolArgs("wal-backup", argv),
   run: async (ctx) => (await import("../command/backup/run")).backup(ctx),
 });

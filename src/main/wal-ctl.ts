@@ -1,7 +1,9 @@
 import { checkCtlArgs, type CtlCommand } from "../cli/args";
 import { main } from "../cli/entry";
+import { parseCtlArgs } from "../cli/parse";
 import type { Context } from "../context";
 import { UsageError, type ExitCodeValue } from "../errors";
+import { HELPER_COMMAND } from "../storage/helper-verbs";
 
 type Command = (ctx: Context) => Promise<ExitCodeValue | void>;
 
@@ -46,12 +48,19 @@ main({
     help || positional[0] === "help" || positional[1] === "help"
       ? (await import("../cli/help")).ctlHelp(positional, help)
       : undefined,
-  positionals: checkCtlArgs,
-  spec: {
-    valueOptions: ["timeout", "target-time", "target-lsn", "target-xid", "target-name", "target-action"],
-    flags: ["clear-stale-lock", "target-exclusive", "detach", "force", "nagios", "prometheus"],
-    short: { d: "detach" },
+  positionals: (rest) => {
+    // bin/wal-ctl hands `wal-ctl SLAVE_CONFIG xhelper` to the helper bundle before this runs; a
+    // line that gets here has options (or comes by another way) and would not be served.
+    if (rest[0] === HELPER_COMMAND) {
+      throw new UsageError(
+        `${HELPER_COMMAND} takes no options: the master runs it as \`wal-ctl SLAVE_CONFIG ${HELPER_COMMAND}\``,
+        `run bin/wal-ctl SLAVE_CONFIG ${HELPER_COMMAND}, or see wal-ctl help ${HELPER_COMMAND}`,
+      );
+    }
+    checkCtlArgs(rest);
   },
+  // yargs: one command module per command, with the options its page lists (cli/parse.ts).
+  parse: parseCtlArgs,
   run: async (ctx) => {
     const [name, ...rest] = ctx.args;
     const cmd = Object.hasOwn(COMMANDS, name ?? "") ? COMMANDS[name as CtlCommand] : undefined;

@@ -1,9 +1,10 @@
 import { main } from "../cli/entry";
+import { parseToolArgs } from "../cli/parse";
 
 main({
   name: "wal-sync",
   help: "walSync",
   positionals: { min: 0, max: 0, usage: "wal-sync CONFIG [--daemon]" },
-  spec: { flags: ["daemon", "detach"], short: { d: "detach" } },
+  parse: (argv) => parseToolArgs("wal-sync", argv),
   run: async (ctx) => (await import("../command/daemon")).syncCommand(ctx),
 });
