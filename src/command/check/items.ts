@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
-import { posix } from "node:path";
+import { realpathSync } from "node:fs";
+import { basename, posix, resolve } from "node:path";
 import type { Config } from "../../config/load";
 import { ExitCode, WalmgrError } from "../../errors";
 import { pgCommandLine } from "../../pg/postgresql-conf";
@@ -21,20 +22,71 @@ export function why(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, " ");
 }
 
+/** The words of a shell command line as sh would split them (quotes and backslashes; no expansion). */
+function shellWords(line: string): string[] {
+  const words: string[] = [];
+  let cur: string | undefined;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i] ?? "";
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      cur = (cur ?? "") + line.slice(i + 1, end === -1 ? line.length : end);
+      i = end === -1 ? line.length : end;
+    } else if (c === '"') {
+      let j = i + 1;
+      let s = "";
+      for (; j < line.length && line[j] !== '"'; j++) s += line[j] === "\\" && j + 1 < line.length ? line[++j] : line[j];
+      cur = (cur ?? "") + s;
+      i = j;
+    } else if (c === "\\" && i + 1 < line.length) {
+      cur = (cur ?? "") + line[++i];
+    } else if (/\s/.test(c)) {
+      if (cur !== undefined) words.push(cur);
+      cur = undefined;
+    } else cur = (cur ?? "") + c;
+  }
+  if (cur !== undefined) words.push(cur);
+  return words;
+}
+
+/** The same file, through symbolic links and relative paths; false when `a` cannot be resolved. */
+function sameFile(a: string, b: string): boolean {
+  const real = (f: string): string => {
+    try {
+      return realpathSync(f);
+    } catch {
+      return resolve(f);
+    }
+  };
+  return real(a) === real(b);
+}
+
 /**
- * Whether the command line PostgreSQL runs (`actual`) is this project's `program` with this
- * config file: the exact line setup writes, or any line that runs `program` from this
- * installation with `config` and all of `placeholders` (an operator may add options or a wrapper).
+ * Whether the command line PostgreSQL runs (`actual`, as `SHOW` gives it) runs this project's
+ * `program` (wal-archive, or `wal-ctl CONFIG xcommand` as walmgr.py wrote it) with this config
+ * file and every one of `placeholders`. Wrappers before it (`nice`, `timeout 60`) are allowed,
+ * the installation's path is not compared (a copy in /usr/local/bin is as good), the config file
+ * is compared through links. `%%` is PostgreSQL's escaped `%`.
  */
 export function commandMatches(actual: string, program: string, config: Config, placeholders: string): boolean {
-  const expected = pgCommandLine([binPath(program), config.file], placeholders);
-  if (actual.trim() === expected) return true;
-  const unquoted = actual.replace(/'/g, "").replace(/%%/g, "%");
-  return (
-    unquoted.includes(binPath(program)) &&
-    unquoted.includes(config.file) &&
-    placeholders.split(" ").every((p) => unquoted.includes(p))
-  );
+  const words = shellWords(actual.replace(/%%/g, "\u0000")).map((w) => w.split("\u0000").join("%"));
+  const x = program === "wal-archive" ? "xarchive" : "xrestore";
+  for (let i = 0; i < words.length; i++) {
+    const name = basename(words[i] ?? "");
+    let cfg: string | undefined;
+    let rest: string[] = [];
+    if (name === program) {
+      cfg = words[i + 1];
+      rest = words.slice(i + 2);
+    } else if (name === "wal-ctl" && words[i + 2] === x) {
+      cfg = words[i + 1];
+      rest = words.slice(i + 3);
+    }
+    if (cfg !== undefined && sameFile(cfg, config.file)) {
+      return placeholders.split(" ").every((p) => rest.includes(p));
+    }
+  }
+  return false;
 }
 
 /** The command line `setup`/`restore` would write, for the fix text. */

@@ -70,7 +70,7 @@ export function formatNagios(rep: CheckReport): { line: string; code: number } {
   const failed = rep.checks.filter((c) => c.status === "FAIL");
   const warned = rep.checks.filter((c) => c.status === "WARN");
   const state = failed.length > 0 ? "CRITICAL" : warned.length > 0 ? "WARNING" : "OK";
-  const oneLine = (s: string): string => s.replace(/[\r\n|]+/g, " ");
+  const oneLine = (s: string): string => s.replace(/\s*[\r\n|]+\s*/g, " ");
   const summary =
     state === "OK"
       ? `${rep.checks.filter((c) => c.status === "OK").length} checks passed (${rep.role})`
