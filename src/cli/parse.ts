@@ -181,7 +181,7 @@ interface FailureContext {
 /**
  * yargs' complaint about a command line as a usage error (exit 2) in the words of the rest of
  * walmgr: what is wrong, and a HINT with the nearest right thing. The messages matched are
- * yargs 17's English ones (the locale is pinned above; test/unit/cli.test.ts has one case for
+ * yargs 17's English ones (the locale is pinned above; test/unit/args.test.ts has a case for
  * each, so an upgrade that rewords them fails there, not in a user's terminal).
  */
 function usageError(msg: string, c: FailureContext): UsageError {
@@ -374,8 +374,20 @@ export async function parseCtlArgs(argv: readonly string[]): Promise<ParsedArgs>
   }
   const at = positionalIndexes(argv);
   const words = at.map((i) => argv[i] ?? "");
+  // yargs would answer the key anywhere, print completions and then let the command run.
+  const end = argv.indexOf("--");
+  if ((end === -1 ? argv : argv.slice(0, end)).includes(COMPLETION_KEY)) {
+    throw new UsageError(
+      `unknown option ${COMPLETION_KEY}`,
+      "it is the completion script's, and only its first argument",
+    );
+  }
   if (words[0] === "help" || words[1] === "help") return { ...NOTHING, positional: words };
-  if (words.length === 1 && words[0] === "completion") return { ...NOTHING, output: await completionScript() };
+  if (words[0] === "completion" || words[1] === "completion") {
+    // yargs prints its script for `completion` anywhere on the line; here it stands alone.
+    if (words.length > 1) throw new UsageError("completion takes no CONFIG or arguments", "usage: wal-ctl completion");
+    return { ...NOTHING, output: await completionScript() };
+  }
   const commandAt = words.length === 1 ? (isCtlCommand(words[0]) ? at[0] : undefined) : at[1];
   const configAt = commandAt === at[0] ? undefined : at[0];
   const command = commandAt === undefined ? undefined : argv[commandAt];

@@ -341,6 +341,19 @@ describe("wal-ctl completion (yargs' .completion())", () => {
     assert.match(script, /complete .*wal-ctl/);
   });
 
+  test("completion stands alone, and the completion key is the script's first argument only", async () => {
+    await usageError(
+      () => parseCtlArgs(["m.ini", "completion"]),
+      /completion takes no CONFIG/,
+      /usage: wal-ctl completion/,
+    );
+    await usageError(() => parseCtlArgs(["completion", "x"]), /completion takes no CONFIG/);
+    await usageError(
+      () => parseCtlArgs(["m.ini", "status", "--get-yargs-completions"]),
+      /unknown option --get-yargs-completions/,
+    );
+  });
+
   test("after CONFIG: the commands (the internal ones are not offered), and help", async () => {
     const all = await complete("m.ini", "");
     for (const name of CTL_COMMANDS.filter((n) => COMMAND_DOCS[n].internal !== true))
