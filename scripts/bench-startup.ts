@@ -8,7 +8,10 @@
  * durable copy of the segment). This script measures, in wall-clock time per run:
  *
  *   node -e ''                 bare node start-up
- *   wal-archive --version      our start-up: node + the modules bin/wal-archive loads, no work
+ *   X --version                our start-up, for each of the five executables: node + the
+ *                              modules bin/X loads and its argument parser, no work
+ *                              (wal-archive and wal-restore: util.parseArgs, within 1.3× of
+ *                              bare node; wal-sync, wal-backup, wal-ctl: yargs)
  *   cp+fsync (16MB)            the copy baseline: sh -c 'cp "$1" "$2" && sync "$2"'
  *   wal-archive (16MB)         a real archive of a 16 MiB segment under a fresh name
  *   cp (16MB restore)          PostgreSQL's example restore_command: sh -c 'cp "$1" "$2"'
@@ -55,6 +58,16 @@ const TARGET_RATIO = 1.3;
 const ROOT = resolve(__dirname, "..", ".."); // dist/scripts/ -> repository root
 const WAL_ARCHIVE = join(ROOT, "bin", "wal-archive");
 const WAL_RESTORE = join(ROOT, "bin", "wal-restore");
+/** The executables whose start-up (`X --version`) is measured, with their keys in the results. */
+const EXECUTABLES = [
+  ["wal-archive", "walArchiveVersion"],
+  ["wal-restore", "walRestoreVersion"],
+  ["wal-sync", "walSyncVersion"],
+  ["wal-backup", "walBackupVersion"],
+  ["wal-ctl", "walCtlVersion"],
+] as const;
+/** wal-archive and wal-restore run once per WAL segment: their start-up must stay near bare node's. */
+const HOT_PATH_START_RATIO = 1.3;
 /** The archived segment the wal-restore rows fetch (timeline 2: never one of walName's). */
 const RESTORE_NAME = "000000020000000000000001";
 
@@ -286,13 +299,13 @@ function main(): number {
         command: () => ({ file: process.execPath, args: ["-e", ""] }),
         samples: [],
       },
-      {
-        key: "walArchiveVersion",
-        label: "wal-archive --version",
+      ...EXECUTABLES.map(([name, key]): Bench => ({
+        key,
+        label: `${name} --version`,
         informational: false,
-        command: () => ({ file: WAL_ARCHIVE, args: ["--version"] }),
+        command: () => ({ file: join(ROOT, "bin", name), args: ["--version"] }),
         samples: [],
-      },
+      })),
       {
         // The copy baseline is what a DBA would put into archive_command for a durable copy:
         // `cp %p DEST && sync DEST`, which PostgreSQL runs through `sh -c`. GNU coreutils
@@ -463,9 +476,13 @@ function main(): number {
       );
     }
     lines.push("");
-    lines.push(
-      `wal-archive --version / node -e ''                 = ${versionRatio.toFixed(2)}x  (+${fmt(med("walArchiveVersion") - med("node"))} ms start-up over bare node)`,
-    );
+    const startRatios = Object.fromEntries(EXECUTABLES.map(([, key]) => [key, med(key) / med("node")]));
+    for (const [name, key] of EXECUTABLES) {
+      const hotPath = name === "wal-archive" || name === "wal-restore";
+      lines.push(
+        `${`${name} --version / node -e ''`.padEnd(51)}= ${(startRatios[key] ?? Number.NaN).toFixed(2)}x  (+${fmt(med(key) - med("node"))} ms start-up over bare node${hotPath ? `; target <= ${HOT_PATH_START_RATIO}` : ""})`,
+      );
+    }
     lines.push(
       `wal-archive (16MB) / (node -e '' + cp+fsync (16MB)) = ${archiveRatio.toFixed(2)}x  (${fmt(med("walArchive"))} / (${fmt(med("node"))} + ${fmt(med("cpFsync"))}) ms)`,
     );
@@ -498,6 +515,7 @@ function main(): number {
         samples: Object.fromEntries(benches.map((b) => [b.key, b.samples])),
         ratios: {
           versionOverNode: versionRatio,
+          startOverNode: startRatios,
           archiveOverNodePlusCp: archiveRatio,
           archiveOverNodePlusDd: ddRatio,
           restoreOverNodePlusCp: restoreRatio,

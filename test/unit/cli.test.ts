@@ -5,10 +5,10 @@
  * test/unit/args.test.ts checks the parsers in process; test/unit/help.test.ts the pages.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, describe, test } from "node:test";
 import { CTL_COMMAND_ARGS, type CtlCommand } from "../../src/cli/args";
 import { COMMAND_DOCS, type DocumentedCommand } from "../../src/cli/command-docs";
@@ -203,6 +203,16 @@ describe("wal-archive, wal-restore: util.parseArgs, the same syntax as before", 
       assert.doesNotMatch(text, /yargs/, `${bundle}.js contains yargs`);
     }
     assert.match(readFileSync(join(REPO_ROOT, "dist", "bin", "wal-ctl.js"), "utf8"), /yargs/);
+  });
+
+  test("bin/wal-restore (sh) finds its Node program through a symlink, and run as sh wal-restore", () => {
+    const link = join(cwd, "wal-restore-link");
+    symlinkSync(binPath("wal-restore"), link);
+    const run = (file: string, args: string[], dir: string): string =>
+      execFileSync(file, args, { cwd: dir, encoding: "utf8" });
+    const version = /^wal-restore \(walmgr-ts\) /;
+    assert.match(run(link, ["--version"], cwd), version);
+    assert.match(run("/bin/sh", ["wal-restore", "--version"], dirname(binPath("wal-restore"))), version);
   });
 
   test("--version on every executable", async () => {
