@@ -193,7 +193,11 @@ function usageError(msg: string, c: FailureContext): UsageError {
     if (bad !== undefined) return unknownOptionError(bad, c);
   }
   if ((m = /^Not enough arguments following: (.+)$/.exec(msg))) {
-    return new UsageError(`${prefix(c)}option ${typed(m[1] ?? "")} needs a value`, `${c.helpRef} says what it takes`);
+    const opt = typed(m[1] ?? "");
+    return new UsageError(
+      `${prefix(c)}option ${opt} needs a value`,
+      `${c.helpRef} says what it takes; a value that starts with - is given as ${opt}=VALUE`,
+    );
   }
   if ((m = /^Argument unexpected for: (.+)$/.exec(msg))) {
     return new UsageError(`${prefix(c)}option ${typed(m[1] ?? "")} takes no value`, `${c.helpRef} lists the options`);

@@ -261,6 +261,12 @@ describe("wal-ctl: yargs, one command module per command", () => {
 
   test("a value option without its value, a switch with one", async () => {
     await usageError(() => parseCtlArgs(["m.ini", "check", "--timeout"]), /^check: option --timeout needs a value$/);
+    await usageError(
+      () => parseCtlArgs(["s.ini", "restore", "--target-name", "-x"]),
+      /option --target-name needs a value/,
+      /given as --target-name=VALUE/,
+    );
+    assert.equal((await parseCtlArgs(["s.ini", "restore", "--target-name=-x"])).options.get("target-name"), "-x");
     await usageError(() => parseCtlArgs(["m.ini", "check", "--json=1"]), /^check: option --json takes no value$/);
     await usageError(() => parseCtlArgs(["m.ini", "check", "--quiet=yes"]), /option --quiet takes no value/);
   });
