@@ -2,7 +2,7 @@
  * The shell, the one place that speaks to it: words quoted for /bin/sh, and the commands the
  * operator configured run through /bin/sh -c as written.
  */
-import { spawnSync } from "node:child_process";
+import { childProcess } from "./lazy";
 import type { Context } from "./context";
 import { ExitCode, WalmgrError } from "./errors";
 
@@ -19,7 +19,9 @@ export function shellQuote(word: string): string {
  */
 export function runConfigured(ctx: Context, key: string, command: string, args: string[] = []): void {
   ctx.log.info(`running ${key}: ${command}${args.length ? ` (with $1=${args.join(" ")})` : ""}`);
-  const res = spawnSync("/bin/sh", ["-c", command, "walmgr-ts", ...args], { stdio: ["ignore", "inherit", "inherit"] });
+  const res = childProcess().spawnSync("/bin/sh", ["-c", command, "walmgr-ts", ...args], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
   if (res.error) {
     throw new WalmgrError(`${key} could not be started: ${res.error.message}`, ExitCode.INTERNAL);
   }

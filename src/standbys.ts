@@ -12,7 +12,7 @@
  * of the standby "legacy" (its time is the file's mtime), so an existing archive keeps its
  * guarantee; nothing writes it any more, and once expired it is removed.
  */
-import { createHash } from "node:crypto";
+import { crypto } from "./lazy";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join, posix } from "node:path";
@@ -88,7 +88,7 @@ export function standbyNameOfFile(file: string): string | undefined {
  */
 export function defaultStandbyName(slaveData: string, host = hostname()): string {
   const h = host.replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[.]+/, "") || "host";
-  const hash = createHash("sha256").update(slaveData).digest("hex").slice(0, 8);
+  const hash = crypto().createHash("sha256").update(slaveData).digest("hex").slice(0, 8);
   return `${h.slice(0, 55)}-${hash}`;
 }
 

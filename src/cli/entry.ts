@@ -74,6 +74,16 @@ export function describeError(err: unknown): { text: string; code: ExitCodeValue
 }
 
 /**
+ * The help pages, from a bundle of their own (dist/bin/help.js; the build marks "./help"
+ * external): 45 KB of text that every wal-archive and wal-restore start would otherwise parse,
+ * and PostgreSQL starts those once per segment. Under tsc's output it is dist/src/cli/help.js.
+ */
+function helpPages(): typeof import("./help") {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a separate bundle, loaded for --help only
+  return require("./help") as typeof import("./help");
+}
+
+/**
  * The single entry point of every executable: parses arguments, loads CONFIG, runs the command,
  * and maps what happened to an exit code from the one table in errors.ts.
  */
@@ -97,8 +107,7 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
       writeStdout(parsed.output);
       return ExitCode.OK;
     }
-    const page =
-      (await program.helpPage?.(parsed)) ?? (parsed.help ? (await import("./help")).HELP[program.help] : undefined);
+    const page = (await program.helpPage?.(parsed)) ?? (parsed.help ? helpPages().HELP[program.help] : undefined);
     if (page !== undefined) {
       writeStdout(page);
       return ExitCode.OK;
@@ -156,6 +165,13 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
     (err: unknown) => {
       const { text, code } = describeError(err);
       log.error(text);
+      // A monitoring system reads stdout and the plugin exit codes only: a check that cannot run
+      // (bad config, bad arguments, a bug) is UNKNOWN (3), with the reason on the one line.
+      if (argv.includes("--nagios")) {
+        writeStdout(`WALMGR UNKNOWN - ${(text.split("\n")[0] ?? "").replace(/\|/g, " ")}\n`);
+        finish(3);
+        return;
+      }
       finish(code);
     },
   );

@@ -3,7 +3,7 @@
  * os.path.expanduser): `~` and `~/…` are the running user's home, `~name` and `~name/…` the home
  * of user `name`. Anything else is returned as it is.
  */
-import { execFileSync } from "node:child_process";
+import { childProcess } from "../lazy";
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 
@@ -19,7 +19,10 @@ function homeOf(name: string): string | undefined {
   if (!/^[A-Za-z0-9._][A-Za-z0-9._-]*\$?$/.test(name)) return undefined;
   let line: string | undefined;
   try {
-    line = execFileSync("getent", ["passwd", name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    line = childProcess().execFileSync("getent", ["passwd", name], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    });
   } catch (err) {
     // getent exits 2 for an unknown user; only a missing getent sends us to /etc/passwd.
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") return undefined;

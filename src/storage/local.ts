@@ -21,8 +21,7 @@ import {
   fchmodSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { finished } from "node:stream/promises";
-import { Readable, Writable } from "node:stream";
+import { Readable, Writable, finished } from "node:stream";
 import { IoError, ioError, isErrno, WalmgrError } from "../errors";
 import type {
   FileInfo,
@@ -347,7 +346,8 @@ class LocalWrite extends Writable implements WriteHandle {
     try {
       if (!this.writableFinished) {
         if (!this.writableEnded) this.end();
-        await finished(this);
+        // node:stream's callback form: node:stream/promises would cost wal-archive a module load.
+        await new Promise<void>((resolve, reject) => finished(this, (err) => (err ? reject(err) : resolve())));
       }
     } catch (err) {
       this.discard();

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -98,4 +99,19 @@ describe("check: report formats and exit codes", () => {
     assert.match(text, /1 check\(s\) failed, 1 warning\(s\) \(master, \/etc\/m\.ini\)$/);
     assert.ok(!text.includes("\u001b"));
   });
+});
+
+describe("check --nagios when the check cannot run", () => {
+  const walCtl = join(__dirname, "..", "..", "..", "bin", "wal-ctl");
+  for (const [what, args] of [
+    ["a config that cannot be read", [join(dir, "missing.ini"), "check", "--nagios"]],
+    ["an unknown option", [join(dir, "missing.ini"), "check", "--nagios", "--bogus"]],
+  ] as const) {
+    test(`${what}: UNKNOWN (3), one line on stdout naming why`, () => {
+      const r = spawnSync(process.execPath, [walCtl, ...args], { encoding: "utf8" });
+      assert.equal(r.status, 3, r.stderr);
+      assert.match(r.stdout, /^WALMGR UNKNOWN - \S.*\n$/);
+      assert.equal(r.stdout.split("\n").length, 2);
+    });
+  }
 });

@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -20,6 +19,7 @@ import { driverFor } from "../../storage/open";
 import { LocalDriver } from "../../storage/local";
 import { comparePosition, parseWalName, segmentName, segmentNumber } from "../../wal/names";
 import { bootId, readSysid, Spool, type SpoolMeta } from "./spool";
+import { childProcess } from "../../lazy";
 
 /** The program a prefetcher runs as (its lock names it; the stale test looks for it). */
 export const PREFETCH_PROGRAM = "wal-prefetch";
@@ -79,7 +79,7 @@ export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, seg
     }
     spool.setWant(served);
     if (prefetcherLive(spool)) return; // it reads `want` on its next round
-    const child = spawn(
+    const child = childProcess().spawn(
       process.execPath,
       [join(__dirname, `${PREFETCH_PROGRAM}.js`), resolve(ctx.config.file), spool.dir],
       // Its own session, no stdio: it never holds PostgreSQL's pipes or process group; its

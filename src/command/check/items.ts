@@ -35,7 +35,8 @@ function shellWords(line: string): string[] {
     } else if (c === '"') {
       let j = i + 1;
       let s = "";
-      for (; j < line.length && line[j] !== '"'; j++) s += line[j] === "\\" && j + 1 < line.length ? line[++j] : line[j];
+      for (; j < line.length && line[j] !== '"'; j++)
+        s += line[j] === "\\" && j + 1 < line.length ? line[++j] : line[j];
       cur = (cur ?? "") + s;
       i = j;
     } else if (c === "\\" && i + 1 < line.length) {
