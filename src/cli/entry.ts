@@ -165,9 +165,10 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
     (err: unknown) => {
       const { text, code } = describeError(err);
       log.error(text);
-      // A monitoring system reads stdout and the plugin exit codes only: a check that cannot run
-      // (bad config, bad arguments, a bug) is UNKNOWN (3), with the reason on the one line.
-      if (argv.includes("--nagios")) {
+      // A monitoring system reads stdout and the plugin exit codes only: a `check --nagios` that
+      // cannot run (bad config, bad arguments, a bug) is UNKNOWN (3), with the reason on the one
+      // line. (--nagios given to another command is that command's usage error, exit 2.)
+      if (argv.includes("--nagios") && argv.includes("check")) {
         writeStdout(`WALMGR UNKNOWN - ${(text.split("\n")[0] ?? "").replace(/\|/g, " ")}\n`);
         finish(3);
         return;
