@@ -95,3 +95,19 @@ export function ioError(action: string, path: string, err: unknown): WalmgrError
 export function isErrno(err: unknown, code: string): boolean {
   return (err as NodeJS.ErrnoException | undefined)?.code === code;
 }
+
+/**
+ * Formats an error for stderr, and its exit code: what failed, and what to do next. Anything
+ * that is not a WalmgrError is a bug (exit 70, with its stack). Used by the single entry point
+ * (cli/entry.ts) and by the ssh helper, which answers the master with the same text and code.
+ */
+export function describeError(err: unknown): { text: string; code: ExitCodeValue } {
+  if (err instanceof WalmgrError) {
+    return { text: err.message + (err.hint ? `\nHINT: ${err.hint}` : ""), code: err.exitCode };
+  }
+  const e = err as Error;
+  return {
+    text: `internal error: ${e?.stack ?? String(err)}\nHINT: this is a bug in walmgr-ts; please report it with the lines above`,
+    code: ExitCode.INTERNAL,
+  };
+}

@@ -1,6 +1,6 @@
 import { loadConfig } from "../config/load";
 import type { Context } from "../context";
-import { ExitCode, WalmgrError, type ExitCodeValue } from "../errors";
+import { describeError, ExitCode, WalmgrError, type ExitCodeValue } from "../errors";
 import { Logger, writeStdout } from "../log";
 import { VERSION } from "../version";
 import { checkPositionals, parseHotPathArgs, type ParsedArgs } from "./args";
@@ -59,18 +59,6 @@ function onSignal(sig: NodeJS.Signals): void {
   process.removeAllListeners(sig);
   // Die of the same signal, so callers (PostgreSQL among them) see what really happened.
   process.kill(process.pid, sig);
-}
-
-/** Formats an error for stderr: what failed, and what to do next. */
-export function describeError(err: unknown): { text: string; code: ExitCodeValue } {
-  if (err instanceof WalmgrError) {
-    return { text: err.message + (err.hint ? `\nHINT: ${err.hint}` : ""), code: err.exitCode };
-  }
-  const e = err as Error;
-  return {
-    text: `internal error: ${e?.stack ?? String(err)}\nHINT: this is a bug in walmgr-ts; please report it with the lines above`,
-    code: ExitCode.INTERNAL,
-  };
 }
 
 /**

@@ -15,9 +15,8 @@
 import { spawnSync } from "node:child_process";
 import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { describeError } from "../cli/entry";
 import { loadConfig } from "../config/load";
-import { ExitCode, IoError, ioError, UsageError, type ExitCodeValue } from "../errors";
+import { describeError, ExitCode, IoError, ioError, UsageError, type ExitCodeValue } from "../errors";
 import { Logger, writeStderr, writeStdout } from "../log";
 import {
   commitTemp,
