@@ -218,12 +218,16 @@ test("wal-restore %r cleanup keeps what the kept set needs, and waits while BACK
   );
 
   // A new backup makes the old WAL unneeded; while a backup holds BACKUPLOCK nothing goes.
+  // Paused meanwhile: a segment the standby fetched between the backup's end and the test's lock
+  // would clean up (rightly: no lock yet) and the test would prove nothing.
+  ok(runBin("wal-ctl", [p.slaveIni, "pause"]), "pause");
   ok(runBin("wal-backup", [p.masterIni]), "a newer kept backup");
   const start2 = setStart();
   writeFileAs(
     lockFile(),
     `${JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString(), command: "test" })}\n`,
   );
+  ok(runBin("wal-ctl", [p.slaveIni, "continue"]), "continue");
   await advanceStandbyPast(start2);
   assert.ok(segments().includes(start), `with BACKUPLOCK held, ${start} must stay`);
   assert.ok(readFileSync(join(p.base, "slave.log"), "utf8").includes("no WAL cleaned up now"));
