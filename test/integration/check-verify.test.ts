@@ -248,6 +248,27 @@ test("check catches each fault, names it with a fix, exits non-zero; it passes a
     },
   );
 
+  await t.test(
+    "master_db as a role that may not switch WAL: the switch item FAILs naming the grant, exit 7",
+    async () => {
+      await p.master.query("CREATE ROLE walcheck LOGIN");
+      const saved = readFileSync(p.masterIni, "utf8");
+      writeFileAs(p.masterIni, saved.replace(/^(master_db = .*)user=postgres/m, "$1user=walcheck"));
+      try {
+        const { res, rep } = checkJson(p.masterIni, "--timeout", "5");
+        assert.equal(res.status, 7, res.stdout);
+        assert.equal(item(rep, "archive_command").status, "OK", "the settings are readable without superuser");
+        const sw = item(rep, "WAL switch archived");
+        assert.equal(sw.status, "FAIL");
+        assert.match(sw.detail, /cannot force a WAL switch: .*permission denied for function pg_switch_wal/);
+        assert.match(sw.fix ?? "", /GRANT EXECUTE ON FUNCTION pg_switch_wal\(\)/);
+      } finally {
+        writeFileAs(p.masterIni, saved);
+        await p.master.query("DROP ROLE walcheck");
+      }
+    },
+  );
+
   await t.test("a stale BACKUPLOCK: FAIL on both sides, exit 4 (lock), the fix names --clear-stale-lock", () => {
     const lock = join(completed(), "BACKUPLOCK");
     writeFileAs(

@@ -77,18 +77,27 @@ async function archiverItem(ctx: Context, db: Db): Promise<CheckItem> {
   const name = "archiver";
   const stats = await archiverStats(db);
   const dataDir = ctx.config.path("master_data");
-  const backlog = dataDir !== undefined ? readyBacklog(dataDir) : undefined;
+  let backlog: ReturnType<typeof readyBacklog> | undefined;
+  let backlogError: string | undefined;
+  try {
+    backlog = dataDir !== undefined ? readyBacklog(dataDir) : undefined;
+  } catch (err) {
+    // Run as a user who cannot read pg_wal (the server's own user can): the statistics still tell.
+    backlogError = why(err);
+  }
   const metrics: Record<string, number> = { failed_count: stats.failedCount };
   if (backlog) {
     metrics.ready = backlog.count;
     metrics.ready_oldest_age_seconds = Math.round(backlog.oldestAgeSeconds ?? 0);
   }
   const waiting =
-    backlog === undefined
-      ? "(master_data not set: .ready backlog not counted)"
-      : backlog.count === 0
-        ? "no WAL waiting"
-        : `${backlog.count} WAL file(s) waiting, the oldest ${backlog.oldest} for ${Math.round(backlog.oldestAgeSeconds ?? 0)} s`;
+    backlogError !== undefined
+      ? `(.ready backlog not counted: ${backlogError})`
+      : backlog === undefined
+        ? "(master_data not set: .ready backlog not counted)"
+        : backlog.count === 0
+          ? "no WAL waiting"
+          : `${backlog.count} WAL file(s) waiting, the oldest ${backlog.oldest} for ${Math.round(backlog.oldestAgeSeconds ?? 0)} s`;
   if (stats.failingNow) {
     return {
       name,
@@ -124,11 +133,25 @@ async function archiverItem(ctx: Context, db: Db): Promise<CheckItem> {
 async function switchItem(ctx: Context, db: Db, timeoutS: number): Promise<CheckItem> {
   const name = "WAL switch archived";
   if (ctx.dryRun) return { name, status: "SKIP", detail: "no WAL switch forced (--not-really)" };
-  const row = await db.one<{ wal: string }>(
-    db.serverVersion >= 100000
-      ? "SELECT pg_walfile_name(lsn) AS wal FROM (SELECT pg_create_restore_point('walmgr-ts check'), pg_switch_wal() AS lsn) s"
-      : "SELECT pg_xlogfile_name(lsn) AS wal FROM (SELECT pg_create_restore_point('walmgr-ts check'), pg_switch_xlog() AS lsn) s",
-  );
+  let row: { wal: string };
+  try {
+    // The restore point gives the switch something to switch away from; a role that may switch
+    // but not create restore points still gets its switch.
+    await db.query("SELECT pg_create_restore_point('walmgr-ts check')").catch(() => undefined);
+    row = await db.one<{ wal: string }>(
+      db.serverVersion >= 100000
+        ? "SELECT pg_walfile_name(pg_switch_wal()) AS wal"
+        : "SELECT pg_xlogfile_name(pg_switch_xlog()) AS wal",
+    );
+  } catch (err) {
+    return {
+      name,
+      status: "FAIL",
+      detail: `cannot force a WAL switch: ${why(err)}`,
+      fix: "connect master_db as a superuser, or GRANT EXECUTE ON FUNCTION pg_switch_wal() to its role; master_db must be the primary, not a standby",
+      code: ExitCode.DATABASE,
+    };
+  }
   const layout = slaveLayout(ctx.config, "check");
   const path = posix.join(layout.completed.path, row.wal);
   const started = Date.now();
