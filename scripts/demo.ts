@@ -109,6 +109,10 @@ async function quickStart(swift: TestSwift | undefined): Promise<void> {
     await waitFor("replay", async () => (await rows(p.slave, "shipped")) === 500, 90_000);
     process.stdout.write(`standby sees ${await rows(p.slave, "shipped")} 'shipped' rows\n`);
 
+    say("check: does it all work? (the master forces a WAL switch and waits for it to arrive)");
+    step("wal-ctl", [p.masterIni, "check", "--timeout", "60"]);
+    step("wal-ctl", [p.slaveIni, "check"]);
+
     say("pause: new WAL is held back from the standby");
     step("wal-ctl", [p.slaveIni, "pause"]);
     await p.master.query("INSERT INTO demo (tag) SELECT 'while paused' FROM generate_series(1, 300)");
