@@ -195,13 +195,14 @@ export async function masterChecks(ctx: Context, timeoutS: number): Promise<Chec
     items.push({
       name: "database",
       status: "FAIL",
-      detail: `cannot connect to the master: ${why(err)}`,
+      detail: why(err),
       fix: `check master_db in ${ctx.config.file} and that the server runs`,
       code: ExitCode.DATABASE,
     });
     for (const n of ["archive_mode", "wal_level", "archive_command", "archiver", "WAL switch archived"]) {
       items.push({ name: n, status: "SKIP", detail: "no database connection" });
     }
+    items.push(await backupLockItem(controlFilesFor(ctx.config, layout.completed, layout.driver)));
     return items;
   }
   try {
