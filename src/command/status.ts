@@ -21,7 +21,7 @@ import {
 import { isWalSegmentSize, parseLsn, segmentNumber } from "../wal/names";
 import { formatLocation, sameStorage } from "../config/load";
 import { archiveRepositories } from "./archive/repositories";
-import { archiverStats, readyBacklog, type ArchiverStats } from "../monitor/archiver";
+import { archiverStats, readyBacklog, type ArchiverStats, STUCK_AFTER_SECONDS } from "../monitor/archiver";
 import { backupsStatus, type BackupsStatus } from "../monitor/backups";
 import {
   controlFiles,
@@ -434,9 +434,6 @@ function formatBytes(n: number): string {
   }
   return i === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[i] ?? ""}`;
 }
-
-/** A ready backlog older than this without a recorded failure looks like a hung archive_command. */
-const STUCK_AFTER_SECONDS = 300;
 
 function archiverRows(a: ArchiverStatus, row: (k: string, v: string) => void): void {
   const st = a.stats;

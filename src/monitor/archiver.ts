@@ -21,6 +21,13 @@ export interface ReadyBacklog {
   oldestAgeSeconds: number | null;
 }
 
+/**
+ * A .ready file older than this (seconds) with no failure recorded looks like a hung
+ * archive_command: status says so and check warns. failed_count counts only a command that
+ * exits non-zero.
+ */
+export const STUCK_AFTER_SECONDS = 300;
+
 /** DATA/pg_wal/archive_status, or DATA/pg_xlog/archive_status before PostgreSQL 10. */
 export function archiveStatusDir(masterData: string): string {
   try {

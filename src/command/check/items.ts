@@ -5,11 +5,10 @@ import type { Config } from "../../config/load";
 import { ExitCode, WalmgrError } from "../../errors";
 import { pgCommandLine } from "../../pg/postgresql-conf";
 import { binPath } from "../../paths";
-import { writeBytes } from "../../storage/bytes";
+import { readBytes, writeBytes } from "../../storage/bytes";
 import type { StorageDriver } from "../../storage/driver";
 import { describeHolder, judgeHolder, parseLockInfo } from "../../lock";
 import { BACKUP_PROGRAMS, type ControlFiles } from "../../control";
-import { readBytes } from "../../storage/bytes";
 import type { CheckItem } from "./report";
 
 /** The error's own exit code (transport, I/O …), I/O when it has none. */

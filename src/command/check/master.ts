@@ -1,15 +1,11 @@
 import { posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode } from "../../errors";
-import { slaveLayout } from "../../layout";
-import { archiverStats, readyBacklog } from "../../monitor/archiver";
+import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../layout";
+import { archiverStats, readyBacklog, STUCK_AFTER_SECONDS } from "../../monitor/archiver";
 import { connectMaster, type Db } from "../../pg/client";
-import { controlFilesFor } from "../../layout";
 import { backupLockItem, codeOf, commandMatches, expectedCommand, probeWritable, why } from "./items";
 import type { CheckItem } from "./report";
-
-/** A .ready file older than this means archiving is behind, even when nothing failed (s). */
-const BACKLOG_WARN_SECONDS = 300;
 
 /** Polls `fn` every 250 ms until it is true or `ms` pass; true when it became true. */
 async function waitUntil(fn: () => Promise<boolean>, ms: number): Promise<boolean> {
@@ -108,7 +104,7 @@ async function archiverItem(ctx: Context, db: Db): Promise<CheckItem> {
       metrics,
     };
   }
-  if (backlog !== undefined && (backlog.oldestAgeSeconds ?? 0) > BACKLOG_WARN_SECONDS) {
+  if (backlog !== undefined && (backlog.oldestAgeSeconds ?? 0) > STUCK_AFTER_SECONDS) {
     return {
       name,
       status: "WARN",
@@ -130,7 +126,7 @@ async function archiverItem(ctx: Context, db: Db): Promise<CheckItem> {
  * Forces a segment switch (after a restore point, so that there is something to switch away
  * from) and waits until that segment is in completed_wals: end-to-end proof that archiving works.
  */
-async function switchItem(ctx: Context, db: Db, timeoutS: number): Promise<CheckItem> {
+async function switchItem(ctx: Context, layout: SlaveLayout, db: Db, timeoutS: number): Promise<CheckItem> {
   const name = "WAL switch archived";
   if (ctx.dryRun) return { name, status: "SKIP", detail: "no WAL switch forced (--not-really)" };
   let row: { wal: string };
@@ -152,7 +148,6 @@ async function switchItem(ctx: Context, db: Db, timeoutS: number): Promise<Check
       code: ExitCode.DATABASE,
     };
   }
-  const layout = slaveLayout(ctx.config, "check");
   const path = posix.join(layout.completed.path, row.wal);
   const started = Date.now();
   let lastErr: unknown;
@@ -220,7 +215,7 @@ export async function masterChecks(ctx: Context, timeoutS: number): Promise<Chec
       items.push({ name: "WAL switch archived", status: "SKIP", detail: "archive_command does not archive here" });
     } else if (items.some((i) => i.name === "slave directory writable" && i.status === "FAIL")) {
       items.push({ name: "WAL switch archived", status: "SKIP", detail: "the slave directory cannot be written" });
-    } else items.push(await switchItem(ctx, db, timeoutS));
+    } else items.push(await switchItem(ctx, layout, db, timeoutS));
   } catch (err) {
     items.push({ name: "database", status: "FAIL", detail: why(err), code: ExitCode.DATABASE });
   } finally {

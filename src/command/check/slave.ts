@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode } from "../../errors";
-import { controlFilesFor, slaveLayout } from "../../layout";
+import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../layout";
 import { reach } from "../../monitor/chain";
 import { setStart } from "../../monitor/set-start";
 import { standbyReplay } from "../../monitor/standby-replay";
@@ -14,8 +14,7 @@ import { backupLockItem, codeOf, commandMatches, expectedCommand, why } from "./
 import type { CheckItem } from "./report";
 
 /** completed_wals, partial_wals and full_backup's folder exist (through the driver). */
-async function layoutItem(ctx: Context): Promise<CheckItem> {
-  const layout = slaveLayout(ctx.config, "check");
+async function layoutItem(layout: SlaveLayout): Promise<CheckItem> {
   const want = [
     layout.completed.path,
     ...(layout.partial ? [layout.partial.path] : []),
@@ -86,9 +85,8 @@ function restoreCommandItem(ctx: Context): CheckItem {
 }
 
 /** The newest set's WAL chain: from its start, unbroken, to the newest archived segment (names only). */
-async function chainItem(ctx: Context): Promise<CheckItem> {
+async function chainItem(layout: SlaveLayout): Promise<CheckItem> {
   const name = "newest backup's WAL";
-  const layout = slaveLayout(ctx.config, "check");
   const full = layout.fullBackup;
   if (full === undefined) return { name, status: "SKIP", detail: "full_backup is not set" };
   try {
@@ -147,14 +145,13 @@ async function chainItem(ctx: Context): Promise<CheckItem> {
 }
 
 /** The standby replays: running, in recovery, not paused; STOP not left behind. */
-async function replayItem(ctx: Context): Promise<CheckItem> {
+async function replayItem(ctx: Context, layout: SlaveLayout): Promise<CheckItem> {
   const name = "standby replay";
   const data = ctx.config.path("slave_data");
   if (data === undefined || !existsSync(join(data, "PG_VERSION"))) {
     return { name, status: "SKIP", detail: "no standby restored in slave_data" };
   }
   const r = await standbyReplay(ctx.config);
-  const layout = slaveLayout(ctx.config, "check");
   let stop = false;
   try {
     stop = await controlFilesFor(ctx.config, layout.completed, layout.driver).exists(STOP);
@@ -204,11 +201,13 @@ async function replayItem(ctx: Context): Promise<CheckItem> {
 
 /** The slave's checks. */
 export async function slaveChecks(ctx: Context): Promise<CheckItem[]> {
-  const items: CheckItem[] = [await layoutItem(ctx)];
-  items.push(restoreCommandItem(ctx));
-  items.push(await chainItem(ctx));
+  // One layout (one storage driver: one ssh session or S3 client) for every item.
   const layout = slaveLayout(ctx.config, "check");
-  items.push(await backupLockItem(controlFilesFor(ctx.config, layout.completed, layout.driver)));
-  items.push(await replayItem(ctx));
-  return items;
+  return [
+    await layoutItem(layout),
+    restoreCommandItem(ctx),
+    await chainItem(layout),
+    await backupLockItem(controlFilesFor(ctx.config, layout.completed, layout.driver)),
+    await replayItem(ctx, layout),
+  ];
 }
