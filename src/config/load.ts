@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, isAbsolute, posix, resolve } from "node:path";
 import { ConfigError } from "../errors";
@@ -186,7 +186,8 @@ function pickSection(file: string, sections: RawSection[]): { section: RawSectio
 
 /**
  * Largest config file read (bytes). walmgr files are a few hundred bytes; the cap keeps a wrong
- * path (a log, a device, a FIFO that never ends) from being read into memory.
+ * path (a log, a /proc file that never ends) from being read into memory; anything but a regular
+ * file (a FIFO, a device, a directory) is refused before a byte is read.
  */
 export const MAX_CONFIG_FILE_SIZE = 1024 * 1024;
 
@@ -195,13 +196,30 @@ function readConfigText(abs: string): string {
   const hint = "pass the path of a walmgr .ini file";
   let fd: number;
   try {
-    fd = openSync(abs, "r");
+    // O_NONBLOCK: opening a FIFO for reading otherwise blocks until a writer appears, and
+    // PostgreSQL's archiver or startup process would hang on it. It changes nothing for a
+    // regular file, the only kind read below.
+    fd = openSync(abs, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (err) {
     const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message;
     throw new ConfigError(`cannot read config file ${abs}: ${reason}`, hint);
   }
   try {
-    // Read in a loop rather than trusting st.size: devices and FIFOs report 0.
+    const st = fstatSync(fd);
+    if (!st.isFile()) {
+      const kind = st.isFIFO()
+        ? "a FIFO"
+        : st.isDirectory()
+          ? "a directory"
+          : st.isCharacterDevice() || st.isBlockDevice()
+            ? "a device"
+            : st.isSocket()
+              ? "a socket"
+              : "not a regular file";
+      throw new ConfigError(`config file ${abs} is ${kind}, not a regular file`, hint);
+    }
+    // Read in a loop rather than trusting st.size: a file may grow while it is read, and /proc
+    // files report 0.
     const buf = Buffer.allocUnsafe(MAX_CONFIG_FILE_SIZE + 1);
     let len = 0;
     for (;;) {

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { binPath, makeTempDir, mkdirAs, removeTempDir, runBin, type RunResult } from "../helpers/env";
+import { binPath, makeTempDir, mkdirAs, removeTempDir, run, runBin, type RunResult } from "../helpers/env";
 import { writeFileAs } from "../helpers/walmgr";
 
 let base: string;
@@ -80,6 +80,48 @@ describe("config interpolation bombs exit 3 at once, naming the key", () => {
       assert.ok(!existsSync(join(slave, "logs.complete", SEG)));
     });
   }
+});
+
+describe("a CONFIG that is not a regular file is refused at once", () => {
+  // A FIFO used to hang every executable in a blocking open() before any file-type check; a
+  // master whose archive_command named one could not even be stopped with pg_ctl -m fast.
+  test("a FIFO, a directory and a device: each executable exits 3 within 3 s, nothing written", () => {
+    const fifo = join(base, "fifo.ini");
+    assert.equal(run("mkfifo", [fifo]).status, 0);
+    const src = join(base, "src-fifo");
+    writeFileAs(src, "wal");
+    for (const [what, cfg] of [
+      ["a FIFO", fifo],
+      ["a directory", slave],
+      ["a device", "/dev/zero"],
+    ] as const) {
+      for (const [bin, args] of [
+        ["wal-restore", [cfg, SEG, join(base, "out-fifo")]],
+        ["wal-archive", [cfg, src, SEG]],
+        ["wal-sync", [cfg]],
+        ["wal-backup", [cfg]],
+        ["wal-ctl", [cfg, "status"]],
+      ] as const) {
+        binPath(bin);
+        const t0 = Date.now();
+        const res = runBin(bin, [...args], { timeout: 20_000, killSignal: "SIGKILL" });
+        const ms = Date.now() - t0;
+        assert.equal(
+          res.status,
+          3,
+          `${bin} with ${what}: exit ${String(res.status)} (signal ${String(res.signal)}) after ${ms} ms\n${res.stderr}`,
+        );
+        assert.ok(ms < 3000, `${bin} with ${what} took ${ms} ms`);
+        assert.match(
+          res.stderr,
+          new RegExp(`${cfg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is ${what}, not a regular file`),
+        );
+        noStack(res);
+      }
+    }
+    assert.ok(!existsSync(join(base, "out-fifo")));
+    assert.ok(!existsSync(join(slave, "logs.complete", SEG)));
+  });
 });
 
 describe("damaged input is a clear error, never a stack trace with exit 70", () => {
