@@ -29,6 +29,7 @@ import { removeStaleTemps, writeAll, writeFileDurable } from "../storage/durable
 import { runConfigured } from "../shell";
 import { parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
 import { archivePush } from "./archive/push";
+import { ACK_DIR } from "./archive/acks";
 
 /** Offset of xlp_pageaddr in a WAL page header (magic 2, info 2, timeline 4). */
 const XLP_PAGEADDR_OFFSET = 8;
@@ -625,6 +626,13 @@ export async function stopArchiving(ctx: Context): Promise<void> {
           },
     );
     ctx.log.warn("ARCHIVING IS OFF: WAL is no longer shipped to the slave; a standby restored from it falls behind");
+    // Segments archived ahead and not yet acknowledged: no call will come for them now, and each
+    // record holds its segment's blocks.
+    const dataDir = ctx.config.path("master_data");
+    for (const wal of dataDir ? ["pg_wal", "pg_xlog"] : []) {
+      const acks = join(dataDir as string, wal, ACK_DIR);
+      if (existsSync(acks)) await ctx.act(`remove ${acks}`, () => rmSync(acks, { recursive: true, force: true }));
+    }
   } finally {
     // The sync daemon is stopped even when turning archiving off failed.
     await stopSyncDaemon(ctx);

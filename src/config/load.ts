@@ -1,4 +1,4 @@
-import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type BigIntStats } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, isAbsolute, posix, resolve } from "node:path";
 import { ConfigError } from "../errors";
@@ -84,6 +84,11 @@ export class Config {
     readonly role: Role,
     private readonly values: Map<string, string>,
     readonly warnings: string[],
+    /**
+     * The file as it was read: `dev:ino:size:mtime-ns`. Whatever was decided from this config
+     * (wal-archive's acknowledgement records) is trusted later only while the file still has it.
+     */
+    readonly stamp = "",
   ) {}
 
   get baseDir(): string {
@@ -191,8 +196,13 @@ function pickSection(file: string, sections: RawSection[]): { section: RawSectio
  */
 export const MAX_CONFIG_FILE_SIZE = 1024 * 1024;
 
+/** The stamp of a file: `dev:ino:size:mtime-ns` (see Config.stamp). */
+export function fileStamp(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+}
+
 /** Reads at most MAX_CONFIG_FILE_SIZE bytes of `abs`; more is a ConfigError. */
-function readConfigText(abs: string): string {
+function readConfigText(abs: string): { text: string; stamp: string } {
   const hint = "pass the path of a walmgr .ini file";
   let fd: number;
   try {
@@ -205,7 +215,7 @@ function readConfigText(abs: string): string {
     throw new ConfigError(`cannot read config file ${abs}: ${reason}`, hint);
   }
   try {
-    const st = fstatSync(fd);
+    const st = fstatSync(fd, { bigint: true });
     if (!st.isFile()) {
       const kind = st.isFIFO()
         ? "a FIFO"
@@ -230,7 +240,7 @@ function readConfigText(abs: string): string {
         throw new ConfigError(`config file ${abs} is larger than ${MAX_CONFIG_FILE_SIZE} bytes`, hint);
       }
     }
-    return buf.subarray(0, len).toString("utf8");
+    return { text: buf.subarray(0, len).toString("utf8"), stamp: fileStamp(st) };
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     throw new ConfigError(`cannot read config file ${abs}: ${(err as Error).message}`, hint);
@@ -242,7 +252,7 @@ function readConfigText(abs: string): string {
 /** Reads and validates a config file. Throws ConfigError naming file, section and key. */
 export function loadConfig(file: string): Config {
   const abs = resolve(file);
-  const text = readConfigText(abs);
+  const { text, stamp } = readConfigText(abs);
   let raw;
   try {
     raw = parseIni(text);
@@ -320,7 +330,7 @@ export function loadConfig(file: string): Config {
     }
     checkType(at(key), key, value, spec.type);
   }
-  return new Config(abs, section.name, role, values, warnings);
+  return new Config(abs, section.name, role, values, warnings, stamp);
 }
 
 function checkType(at: string, key: string, value: string, type: string): void {

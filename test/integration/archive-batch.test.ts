@@ -1,17 +1,29 @@
 /**
- * Batch archiving on a real PostgreSQL 15: wal-archive stores %p and further segments PostgreSQL
- * marked ready, renaming each one's .ready to .done only once it is durable. Segments pile up
- * while archive_command is /bin/false; then wal-archive runs by hand the way the archiver runs it
- * (cwd the data directory, `pg_wal/NAME NAME`), or PostgreSQL's archiver runs it after a reload.
+ * Batch archiving on a real PostgreSQL 15: wal-archive stores %p and archives further segments
+ * PostgreSQL marked ready ahead of it, recording each (a hard link in pg_wal/.walmgr-archived)
+ * only once it is durable; their .ready files stay PostgreSQL's, and bin/wal-archive's shell front
+ * acknowledges PostgreSQL's own call for each from its record, so the server marks every segment
+ * done itself and pg_stat_archiver stays exact. Segments pile up while archive_command is
+ * /bin/false; then wal-archive runs by hand the way the archiver runs it (cwd the data directory,
+ * `pg_wal/NAME NAME`), or PostgreSQL's archiver runs it after a reload.
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster } from "../helpers/cluster";
 import { runUntilPause, signalPaused } from "../helpers/crash";
-import { binPath, makeTempDir, mkdirAs, removeTempDir, runBin, sleep, spawnBin, waitFor } from "../helpers/env";
+import { binPath, makeTempDir, mkdirAs, removeTempDir, run, runBin, sleep, spawnBin, waitFor } from "../helpers/env";
 import { writeFileAs } from "../helpers/walmgr";
 
 let base: string;
@@ -19,6 +31,7 @@ let master: Cluster;
 let completed: string;
 let ini: string;
 let statusDir: string;
+let ackDir: string;
 
 const SEG = /^[0-9A-F]{24}$/;
 
@@ -37,9 +50,10 @@ before(async () => {
   ini = join(base, "master.ini");
   writeFileAs(
     ini,
-    `[wal-master]\nlogfile = master.log\nmaster_db = ${master.conninfo}\nmaster_data = ${master.dataDir}\nslave = ${slave}\ncompleted_wals = %(slave)s/logs.complete\npartial_wals = %(slave)s/logs.partial\n`,
+    `[wal-master]\nlogfile = walmgr.log\nmaster_db = ${master.conninfo}\nmaster_data = ${master.dataDir}\nslave = ${slave}\ncompleted_wals = %(slave)s/logs.complete\npartial_wals = %(slave)s/logs.partial\n`,
   );
   statusDir = join(master.dataDir, "pg_wal", "archive_status");
+  ackDir = join(master.dataDir, "pg_wal", ".walmgr-archived");
   await master.query("create table t (x int)");
 });
 
@@ -55,11 +69,38 @@ function ready(): string[] {
     .sort();
 }
 
-function done(): string[] {
-  return readdirSync(statusDir)
-    .filter((n) => n.endsWith(".done") && SEG.test(n.slice(0, -5)))
-    .map((n) => n.slice(0, -5))
+/** Segments archived ahead whose record is there (and still the very file in pg_wal). */
+function records(): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(ackDir);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((n) => SEG.test(n))
+    .filter((n) => {
+      try {
+        return statSync(join(ackDir, n)).ino === statSync(join(master.dataDir, "pg_wal", n)).ino;
+      } catch {
+        return false;
+      }
+    })
     .sort();
+}
+
+/** Runs wal-archive exactly as PostgreSQL's archiver does for `name` (cwd the data directory). */
+function archiverCall(name: string): ReturnType<typeof runBin> {
+  return runBin("wal-archive", [ini, `pg_wal/${name}`, name], { cwd: master.dataDir });
+}
+
+/** Lines the Node program appended to the logfile since `from` lines (the shell front writes none). */
+function logLinesSince(from: number): string[] {
+  return readFileSync(join(base, "walmgr.log"), "utf8").split("\n").slice(from);
+}
+
+function logLength(): number {
+  return existsSync(join(base, "walmgr.log")) ? readFileSync(join(base, "walmgr.log"), "utf8").split("\n").length : 0;
 }
 
 /** Makes `n` more segments complete and waits until PostgreSQL marked them all ready. */
@@ -81,7 +122,7 @@ function sha(path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
 }
 
-/** Every segment marked done since `since` is archived, byte-equal to pg_wal's, with its checksum. */
+/** Every segment named (marked done, or recorded) is archived, byte-equal to pg_wal's, with its checksum. */
 function assertDoneAreDurable(names: string[]): void {
   for (const n of names) {
     const archived = join(completed, n);
@@ -111,38 +152,118 @@ async function drainWithWalArchive(): Promise<void> {
   await setArchiveCommand("/bin/false");
 }
 
-test("one wal-archive run archives %p and the ready segments after it; .ready becomes .done only for those", async () => {
+test("one wal-archive run archives %p and the ready segments after it, records them, and leaves every .ready to PostgreSQL", async () => {
   const names = await pileUp(6);
   const oldest = names[0] ?? "";
-  const res = runBin("wal-archive", [ini, `pg_wal/${oldest}`, oldest], { cwd: master.dataDir });
+  const res = archiverCall(oldest);
   assert.equal(res.status, 0, res.stderr);
-  // %p's own .ready is PostgreSQL's to rename (after our exit 0); the others are done.
-  assert.ok(ready().includes(oldest), "wal-archive must leave %p's .ready to PostgreSQL");
-  const marked = done().filter((d) => names.includes(d));
-  assert.deepEqual(marked, names.slice(1), "every other ready segment is archived and marked done");
+  // Nothing is marked done behind PostgreSQL's back: every .ready is still there.
+  assert.deepEqual(
+    names.filter((n) => !ready().includes(n)),
+    [],
+    "wal-archive must leave every .ready to PostgreSQL",
+  );
+  assert.deepEqual(records(), names.slice(1), "every other ready segment is archived ahead and recorded");
   assertDoneAreDurable(names);
-  assert.match(readFileSync(join(base, "master.log"), "utf8"), /batch: archived 5 more ready segment/);
+  assert.match(readFileSync(join(base, "walmgr.log"), "utf8"), /batch: archived 5 more ready segment\(s\) ahead/);
+  // PostgreSQL's own call for a recorded segment is answered by the shell front: exit 0, the
+  // record gone, and no Node run (nothing logged).
+  const from = logLength();
+  const second = names[1] ?? "";
+  const front = archiverCall(second);
+  assert.equal(front.status, 0, front.stderr);
+  assert.equal(front.stderr, "", "the front starts no Node (which would log the call)");
+  assert.ok(!existsSync(join(ackDir, second)), "the front removes the record it answered from");
+  assert.deepEqual(
+    logLinesSince(from).filter((l) => l.trim() !== ""),
+    [],
+    "the front starts no Node",
+  );
   await drainWithWalArchive();
+  assert.deepEqual(
+    readdirSync(ackDir).filter((n) => SEG.test(n)),
+    [],
+    "no record outlives the drain",
+  );
 });
 
-test("PostgreSQL's archiver drains a backlog in fewer calls than segments, every segment archived once", async () => {
-  const log = join(base, "master.log");
-  const linesBefore = readFileSync(log, "utf8").split("\n").length;
+test("PostgreSQL's archiver drains a backlog in fewer Node runs than segments, and pg_stat_archiver counts every segment", async () => {
+  const linesBefore = logLength();
   const names = await pileUp(20);
+  const countBefore = Number(await master.value<string>("select archived_count from pg_stat_archiver"));
   await drainWithWalArchive();
-  const lines = readFileSync(log, "utf8").split("\n").slice(linesBefore);
+  const lines = logLinesSince(linesBefore);
   const calls = lines.filter((l) => / archived [0-9A-F]{24} \(/.test(l) || /was already archived/.test(l));
-  assert.ok(calls.length < names.length, `expected fewer archive_command calls than 20 segments, got ${calls.length}`);
+  assert.ok(calls.length < names.length, `expected fewer Node runs than 20 segments, got ${calls.length}`);
   assert.equal(
     lines.filter((l) => /was already archived/.test(l)).length,
     0,
-    "PostgreSQL called archive_command for a segment the batch had marked done",
+    "PostgreSQL's call for a segment archived ahead reached Node instead of the front",
   );
   for (const n of names) assert.ok(existsSync(join(completed, n)), `${n} not archived`);
   assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
+  // The statistics are PostgreSQL's own and exact: one count per segment, the newest named.
+  // (The archiver reports them just after its .done rename: waited for, not raced.)
+  const last = names[names.length - 1];
+  let row: { archived_count: string; last_archived_wal: string; failed_count: string } | undefined;
+  await waitFor("pg_stat_archiver to report the drain", async () => {
+    [row] = await master.query<{ archived_count: string; last_archived_wal: string; failed_count: string }>(
+      "select archived_count, last_archived_wal, failed_count from pg_stat_archiver",
+    );
+    return row?.last_archived_wal === last;
+  });
+  assert.equal(Number(row?.archived_count) - countBefore, names.length, "archived_count counts every segment");
 });
 
-test("kill -9 after a batch member is durable but before its .done: the .ready stays, the retry finds it identical", async () => {
+test("the front hands every doubt to Node: an edited config, a replaced segment file, a record without .ready", async () => {
+  const names = await pileUp(5);
+  const [first, a, b, c, d] = names as [string, string, string, string, string];
+  assert.equal(archiverCall(first).status, 0);
+  renameSync(join(statusDir, `${first}.ready`), join(statusDir, `${first}.done`));
+  assert.deepEqual(records(), [a, b, c, d]);
+  // Node logs each call on stderr; the front answers silently.
+  const viaNode = (name: string, r: ReturnType<typeof runBin>): boolean =>
+    r.status === 0 && r.stderr.includes(`${name} was already archived with identical content`);
+  const viaFront = (r: ReturnType<typeof runBin>): boolean => r.status === 0 && r.stderr === "";
+  // The config edited after the records were made (same content, newer mtime): Node, which
+  // archives again and finds identical content.
+  await sleep(20);
+  const now = new Date();
+  utimesSync(ini, now, now);
+  const ra = archiverCall(a);
+  assert.ok(viaNode(a, ra), `an edited config must send the call to Node: ${ra.stderr}`);
+  renameSync(join(statusDir, `${a}.ready`), join(statusDir, `${a}.done`));
+  // That run found the stamp moved: it dropped the old records and archived (identical) and
+  // recorded the rest anew under the new one, which the front answers from again.
+  assert.deepEqual(records(), [b, c, d]);
+  assert.equal(
+    readFileSync(join(ackDir, "fast"), "utf8").trim().split(":")[3],
+    String(statSync(ini, { bigint: true }).mtimeNs),
+  );
+  const rb = archiverCall(b);
+  assert.ok(viaFront(rb), `a record under the new stamp: the front: ${rb.stderr}`);
+  renameSync(join(statusDir, `${b}.ready`), join(statusDir, `${b}.done`));
+  // The segment file replaced by a copy (another inode, same bytes): not the file recorded.
+  const seg = join(master.dataDir, "pg_wal", c);
+  const copy = `${seg}.copy`;
+  writeFileSync(copy, readFileSync(seg));
+  run("chown", ["--reference", seg, copy]);
+  renameSync(copy, seg);
+  const rc = archiverCall(c);
+  assert.ok(viaNode(c, rc), `a replaced segment file must send the call to Node: ${rc.stderr}`);
+  renameSync(join(statusDir, `${c}.ready`), join(statusDir, `${c}.done`));
+  // A record whose .ready is gone (marked done by someone else): Node.
+  renameSync(join(statusDir, `${d}.ready`), join(statusDir, `${d}.done`));
+  const rd = archiverCall(d);
+  assert.ok(viaNode(d, rd), `no .ready must send the call to Node: ${rd.stderr}`);
+  assert.deepEqual(
+    readdirSync(ackDir).filter((n) => SEG.test(n)),
+    [],
+    "swept",
+  );
+});
+
+test("kill -9 after a batch member is durable but before its record: no record, every .ready stays, the retry finds it identical", async () => {
   const names = await pileUp(3);
   const oldest = names[0] ?? "";
   // %p absolute: the batch finds archive_status beside it wherever wal-archive runs.
@@ -153,16 +274,18 @@ test("kill -9 after a batch member is durable but before its .done: the .ready s
   );
   const k = await signalPaused(s, "SIGKILL");
   assert.equal(k.signal, "SIGKILL");
-  const marked = done().filter((d) => names.includes(d));
-  assert.deepEqual(marked, [], "nothing may be marked done by a run killed before its rename");
+  assert.deepEqual(
+    records().filter((d) => names.includes(d)),
+    [],
+    "nothing may be recorded by a run killed before its record",
+  );
   assert.ok(names.every((n) => ready().includes(n)));
   await drainWithWalArchive();
   assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
 });
 
-test("kill -9 at random moments of batch runs (25 rounds): never a .done without a durable, verified copy", async () => {
+test("kill -9 at random moments of batch runs (25 rounds): never a record without a durable, verified copy", async () => {
   const names = await pileUp(12);
-  const doneBefore = new Set(done());
   for (let round = 0; round < 25; round++) {
     const left = ready().filter((r) => names.includes(r));
     if (left.length === 0) break;
@@ -171,7 +294,11 @@ test("kill -9 at random moments of batch runs (25 rounds): never a .done without
     await sleep(Math.floor(Math.random() * 120));
     s.child.kill("SIGKILL");
     await s.exited;
-    assertDoneAreDurable(done().filter((d) => names.includes(d) && !doneBefore.has(d)));
+    assertDoneAreDurable(records());
+    assert.ok(
+      names.every((n) => ready().includes(n)),
+      "a killed run never marks anything done",
+    );
   }
   await drainWithWalArchive();
   assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
@@ -179,7 +306,7 @@ test("kill -9 at random moments of batch runs (25 rounds): never a .done without
   // A later run sweeps what the killed writers left.
   const more = await pileUp(1);
   const last = more[0] ?? "";
-  assert.equal(runBin("wal-archive", [ini, `pg_wal/${last}`, last], { cwd: master.dataDir }).status, 0);
+  assert.equal(archiverCall(last).status, 0);
   assert.deepEqual(
     readdirSync(completed).filter((n) => n.startsWith(".walmgr-tmp.")),
     [],
@@ -188,20 +315,17 @@ test("kill -9 at random moments of batch runs (25 rounds): never a .done without
   await drainWithWalArchive();
 });
 
-test("a batch member that conflicts keeps its .ready and is logged; the others go through; %p exits 0", async () => {
+test("a batch member that conflicts gets no record and is logged; the others go through; %p exits 0", async () => {
   const names = await pileUp(4);
   const [first, second, ...rest] = names as [string, string, ...string[]];
   const planted = randomBytes(16 << 20);
   writeFileAs(join(completed, second), "");
   writeFileSync(join(completed, second), planted);
-  const res = runBin("wal-archive", [ini, `pg_wal/${first}`, first], { cwd: master.dataDir });
+  const res = archiverCall(first);
   assert.equal(res.status, 0, res.stderr);
   assert.ok(ready().includes(second), "the conflicting member keeps its .ready");
   assert.match(res.stderr, new RegExp(`${second} not archived.*other content`));
-  assert.deepEqual(
-    done().filter((d) => rest.includes(d)),
-    rest,
-  );
+  assert.deepEqual(records(), rest, "only the members that went through are recorded");
   assert.equal(sha(join(completed, second)), createHash("sha256").update(planted).digest("hex"), "planted copy kept");
   // PostgreSQL's own call for it fails with exit 8 until the operator clears the conflict.
   await setArchiveCommand(`'${binPath("wal-archive")}' '${ini}' %p %f`);
@@ -216,8 +340,7 @@ test("a batch member that conflicts keeps its .ready and is logged; the others g
   assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
 });
 
-test("two wal-archive runs at once on one pg_wal (20 rounds): both exit 0, nothing conflicts, every .done durable", async () => {
-  const doneBefore = new Set(done());
+test("two wal-archive runs at once on one pg_wal (20 rounds): both exit 0, nothing conflicts, every record durable", async () => {
   const all: string[] = [];
   for (let round = 0; round < 20; round++) {
     const names = await pileUp(4);
@@ -231,18 +354,21 @@ test("two wal-archive runs at once on one pg_wal (20 rounds): both exit 0, nothi
     assert.equal(ea.status, 0, `round ${round}, run A: ${a.output()}`);
     assert.equal(eb.status, 0, `round ${round}, run B: ${b.output()}`);
     assert.doesNotMatch(a.output() + b.output(), /not archived|other content|conflict/i, `round ${round}`);
-    // What PostgreSQL does after each 0 exit.
-    for (const p of new Set([pa, pb])) {
-      if (existsSync(join(statusDir, `${p}.ready`)))
-        renameSync(join(statusDir, `${p}.ready`), join(statusDir, `${p}.done`));
+    assertDoneAreDurable(records());
+    // Then what PostgreSQL does: its own call for each segment in order, .done after each 0 exit.
+    for (const n of names) {
+      if (!ready().includes(n)) continue;
+      const r = archiverCall(n);
+      assert.equal(r.status, 0, `round ${round}, PostgreSQL's call for ${n}: ${r.stderr}`);
+      renameSync(join(statusDir, `${n}.ready`), join(statusDir, `${n}.done`));
     }
     assert.deepEqual(
       names.filter((n) => ready().includes(n)),
       [],
       `round ${round}: every segment of the round marked done`,
     );
-    assertDoneAreDurable(done().filter((d) => names.includes(d) && !doneBefore.has(d)));
   }
+  assertDoneAreDurable(all.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
   for (const n of all) assert.ok(existsSync(join(completed, n)), `${n} not archived`);
   assert.deepEqual(
     readdirSync(completed).filter((n) => n.startsWith(".walmgr-tmp.")),

@@ -1,10 +1,11 @@
-import { dirname, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { Context } from "../../context";
 import { IoError } from "../../errors";
 import { formatLocation } from "../../config/load";
 import { archiveRepositories, MultiArchive, type Repository } from "./repositories";
 import { requireWalName } from "../../wal/names";
 import { archiveBatch, readySegments } from "./batch";
+import { AckRecords } from "./acks";
 
 /**
  * archive_command (walmgr's xarchive): copies `srcPath` (relative to the data directory, which
@@ -34,14 +35,26 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   const archive = repos.length === 1 ? main.archive : new MultiArchive(repos);
   // Batch archiving: only for a complete segment PostgreSQL passed from pg_wal (a .history,
   // .backup or .partial %p is archived alone, as PostgreSQL orders those itself).
+  // Segments archived ahead by an earlier run and not yet acknowledged are passed over; records
+  // PostgreSQL has already seen through (marked done) are swept.
+  const walDir = dirname(src);
+  const acks =
+    wal.kind === "segment" && !ctx.dryRun
+      ? AckRecords.open(walDir, join(walDir, "archive_status"), ctx.config.file, ctx.config.stamp)
+      : undefined;
+  acks?.sweep();
+  // Without records (root: PostgreSQL never runs archive_command as root) archiving ahead would
+  // only be done again by PostgreSQL's own calls; and a dry run changes nothing.
   const ready =
-    wal.kind === "segment"
-      ? readySegments(src, wal.name, ctx.config.int("archive_batch"))
+    wal.kind === "segment" && (acks !== undefined || ctx.dryRun)
+      ? readySegments(src, wal.name, ctx.config.int("archive_batch"), (n) => acks?.holds(n) ?? false)
       : { statusDir: "", wals: [] };
   if (ctx.dryRun) {
     ctx.out(`[not really] archive ${src} as ${archive.path(wal.name)}`);
     for (const b of ready.wals)
-      ctx.out(`[not really] archive ready ${b.name} as ${archive.path(b.name)}, then mark it done`);
+      ctx.out(
+        `[not really] archive ready ${b.name} as ${archive.path(b.name)}, then record it for PostgreSQL's own call`,
+      );
     return;
   }
   // Over ssh one helper session serves one request at a time: workers there would only queue.
@@ -50,12 +63,11 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   const own = archive.pushFile(wal, src);
   if (parallel === 1) await own.catch(() => undefined);
   const rest =
-    ready.wals.length > 0
-      ? archiveBatch(ctx, archive, dirname(src), ready.statusDir, ready.wals, Math.max(1, parallel - 1))
-      : undefined;
+    ready.wals.length > 0 ? archiveBatch(ctx, archive, walDir, ready.wals, Math.max(1, parallel - 1), acks) : undefined;
   // %p decides the exit: the batch is waited for (never left half-done behind an exit) but its
   // failures are only logged.
   const settled = await Promise.allSettled([own, rest]);
+  if (rest !== undefined) acks?.commit();
   if (settled[0].status === "rejected") throw settled[0].reason;
   const { result, bytes } = settled[0].value;
   ctx.log.info(

@@ -1,0 +1,239 @@
+import {
+  existsSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+} from "node:fs";
+import { join, resolve } from "node:path";
+import { fileStamp } from "../../config/load";
+import { isErrno } from "../../errors";
+import { removeQuietly, TMP_PREFIX, writeFileDurable } from "../../storage/durable";
+import { parseWalName } from "../../wal/names";
+
+/**
+ * Acknowledgement records: how a segment that one `wal-archive` run archived ahead of
+ * PostgreSQL (batch archiving) is acknowledged when PostgreSQL's own archive_command call for it
+ * comes, by bin/wal-archive's shell front, without starting Node. PostgreSQL then marks the
+ * segment done itself, so `pg_stat_archiver` counts every segment (archived_count,
+ * last_archived_wal and last_archived_time stay exact) and nothing goes behind its back.
+ *
+ * `pg_wal/.walmgr-archived/` (on the same file system as the segments) holds:
+ *
+ *   config   symbolic link to the config file the records were made under (the front tests
+ *            `"$1" -ef config`: the same file, however the path is written)
+ *   fast     the config's stamp (dev:ino:size:mtime-ns) when the records were made; written
+ *            after the config was found unchanged since it was read, and with an mtime later
+ *            than the config's, so the front's `[ "$1" -ot fast ]` fails after any later edit
+ *            (dash compares nanoseconds; an edit in the same clock tick as the write has the
+ *            same mtime, which is not older either)
+ *   NAME     a hard link to `pg_wal/NAME`, made only once NAME is durable in every configured
+ *            repository (the push resolved)
+ *
+ * The front acknowledges `%p` (exit 0) only when `%f` is a complete segment name, `%p` names it,
+ * its `.ready` exists, `NAME` here is the very file `%p` is (`-ef`: same device and inode, so a
+ * segment file replaced or recycled since is never taken for the one archived), and `config`
+ * and `fast` hold as above; it then removes the record. Anything else (and every doubt) goes to
+ * Node, which archives the segment as ever (and finds it identical in the archive).
+ *
+ * Nothing here needs fsync: a record is made after the segment is durable in the archive, so a
+ * record that survives a crash is true, and one lost to it costs only one slow call. A record
+ * made under another config stamp is removed before any new one is made. Records whose segment
+ * is no longer `.ready` (PostgreSQL marked it done, or it is gone) are swept by every Node run:
+ * each holds its segment's blocks while it exists.
+ *
+ * Root makes no records: PostgreSQL never runs archive_command as root, and a folder root made in
+ * pg_wal would be one the server user could not clear.
+ */
+export const ACK_DIR = ".walmgr-archived";
+
+export class AckRecords {
+  private readonly dir: string;
+  private ready = false;
+
+  private constructor(
+    private readonly walDir: string,
+    private readonly statusDir: string,
+    private readonly configFile: string,
+    private readonly stamp: string,
+  ) {
+    this.dir = join(walDir, ACK_DIR);
+  }
+
+  /**
+   * The records of `walDir` (pg_wal), for a run under `configFile` read with `stamp`; undefined
+   * where none are kept (running as root, or no config stamp).
+   */
+  static open(walDir: string, statusDir: string, configFile: string, stamp: string): AckRecords | undefined {
+    if (process.getuid?.() === 0 || stamp === "") return undefined;
+    return new AckRecords(walDir, statusDir, resolve(configFile), stamp);
+  }
+
+  /**
+   * Makes the folder ready for new records: created (0700) when missing; every record made
+   * under another config (or of unknown origin) removed first, and `fast` with it, so that a new
+   * `fast` never vouches for an old record. False when records cannot be kept here.
+   */
+  private prepare(): boolean {
+    if (this.ready) return true;
+    try {
+      mkdirSync(this.dir, { mode: 0o700 });
+    } catch (err) {
+      if (!isErrno(err, "EEXIST")) return false;
+    }
+    const held = this.readFast();
+    const linked = this.readConfigLink();
+    if (held !== this.stamp || linked !== this.configFile) {
+      removeQuietly(join(this.dir, "fast"));
+      for (const name of this.entries()) removeQuietly(join(this.dir, name));
+      removeQuietly(join(this.dir, "config"));
+      try {
+        symlinkSync(this.configFile, join(this.dir, "config"));
+      } catch {
+        return false;
+      }
+    }
+    this.ready = true;
+    return true;
+  }
+
+  /**
+   * Records that segment `name` (in walDir) is durable in every repository. Best effort: a
+   * record that cannot be made only means PostgreSQL's call for `name` starts Node.
+   */
+  record(name: string): void {
+    if (parseWalName(name)?.kind !== "segment" || !this.prepare()) return;
+    const link = join(this.dir, name);
+    const src = join(this.walDir, name);
+    try {
+      linkSync(src, link);
+    } catch (err) {
+      if (!isErrno(err, "EEXIST")) return;
+      if (this.holds(name)) return;
+      removeQuietly(link);
+      try {
+        linkSync(src, link);
+      } catch {
+        // As above: the slow path archives it.
+      }
+    }
+  }
+
+  /** True when the record of `name` (made under this config and stamp) is the very file walDir/`name` is. */
+  holds(name: string): boolean {
+    if (!this.ready) return false;
+    try {
+      const a = lstatSync(join(this.dir, name));
+      const b = lstatSync(join(this.walDir, name));
+      return a.isFile() && a.dev === b.dev && a.ino === b.ino;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Ends a run that made records: `fast` is (re)written only when the config file still has the
+   * stamp it was read with, so an edit made while the run was archiving makes the front hand
+   * every call to Node. Where the stamp moved, the records are removed.
+   */
+  commit(): void {
+    if (!this.ready) return;
+    let now: string;
+    try {
+      now = fileStamp(statSync(this.configFile, { bigint: true }));
+    } catch {
+      now = "";
+    }
+    if (now !== this.stamp) {
+      this.clear();
+      return;
+    }
+    const fast = join(this.dir, "fast");
+    try {
+      if (this.readFast() !== this.stamp) writeFileDurable(fast, Buffer.from(`${this.stamp}\n`), { mode: 0o600 });
+      // The front needs the config strictly older than `fast`: file times come from a coarse
+      // clock (a tick of 1-4 ms), so a config written just now may share fast's mtime.
+      const configMtime = statSync(this.configFile, { bigint: true }).mtimeNs;
+      for (let i = 0; i < 100 && statSync(fast, { bigint: true }).mtimeNs <= configMtime; i++) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+        const t = new Date();
+        utimesSync(fast, t, t);
+      }
+      // An edit between the check above and this write: start over next time.
+      if (fileStamp(statSync(this.configFile, { bigint: true })) !== this.stamp) this.clear();
+    } catch {
+      // No fast file: every call goes to Node.
+      removeQuietly(fast);
+    }
+  }
+
+  /**
+   * Removes every record made under another config or stamp (so that `holds` vouches only for
+   * this run's kind), every record whose segment is no longer `.ready` (done, or gone), and
+   * stray temps.
+   */
+  sweep(): void {
+    if (!existsSync(this.dir)) return;
+    if (!this.prepare()) return;
+    let names: string[];
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (name.startsWith(TMP_PREFIX)) {
+        removeQuietly(join(this.dir, name));
+        continue;
+      }
+      if (parseWalName(name) === undefined) continue;
+      let ready = true;
+      try {
+        lstatSync(join(this.statusDir, `${name}.ready`));
+      } catch {
+        ready = false;
+      }
+      if (!ready || !this.holds(name)) removeQuietly(join(this.dir, name));
+    }
+  }
+
+  /** Removes the whole folder (for `stop`, and when the config moved under a run). */
+  clear(): void {
+    try {
+      rmSync(this.dir, { recursive: true, force: true });
+    } catch {
+      // Best effort: the next run finds the stamp differs and starts over.
+    }
+    this.ready = false;
+  }
+
+  private entries(): string[] {
+    try {
+      return readdirSync(this.dir).filter((n) => n !== "fast" && n !== "config");
+    } catch {
+      return [];
+    }
+  }
+
+  private readFast(): string | undefined {
+    try {
+      return readFileSync(join(this.dir, "fast"), "utf8").trim();
+    } catch {
+      return undefined;
+    }
+  }
+
+  private readConfigLink(): string | undefined {
+    try {
+      return resolve(this.dir, readlinkSync(join(this.dir, "config")));
+    } catch {
+      return undefined;
+    }
+  }
+}
