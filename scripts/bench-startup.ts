@@ -254,9 +254,9 @@ function main(): number {
     progress(`bench-startup: temp folder ${base}; generating a ${SEGMENT_SIZE / 1048576} MiB random segment\n`);
     writeRandomFile(seg, SEGMENT_SIZE);
 
-    // bin/wal-archive starts through its `#!/usr/bin/env node` line, as PostgreSQL's shell
-    // would start it: put the node running this script first in PATH, so that `env` finds the
-    // same node binary the baseline measures.
+    // bin/wal-archive is a sh front that execs `node` from PATH, as PostgreSQL's shell would
+    // start it: put the node running this script first in PATH, so that it finds the same node
+    // binary the baseline measures.
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       PATH: [dirname(process.execPath), process.env.PATH ?? ""].join(delimiter),

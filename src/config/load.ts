@@ -85,8 +85,9 @@ export class Config {
     private readonly values: Map<string, string>,
     readonly warnings: string[],
     /**
-     * The file as it was read: `dev:ino:size:mtime-ns`. Whatever was decided from this config
-     * (wal-archive's acknowledgement records) is trusted later only while the file still has it.
+     * The file as it was read: `dev:ino:size:ctime` (see fileStamp). Whatever was decided from
+     * this config (wal-archive's acknowledgement records) is trusted later only while the file
+     * still has it.
      */
     readonly stamp = "",
   ) {}
@@ -196,9 +197,15 @@ function pickSection(file: string, sections: RawSection[]): { section: RawSectio
  */
 export const MAX_CONFIG_FILE_SIZE = 1024 * 1024;
 
-/** The stamp of a file: `dev:ino:size:mtime-ns` (see Config.stamp). */
+/**
+ * The stamp of a file: `dev:ino:size:ctime` with the ctime as `SECONDS.NANOSECONDS`, exactly as
+ * GNU stat prints `%d:%i:%s:%.9Z` (bin/wal-archive compares the two). The ctime moves with every
+ * change to the file, and no one can set it back (a copy that keeps the mtime, as `cp -p` and
+ * `rsync -a` do, still moves it).
+ */
 export function fileStamp(st: BigIntStats): string {
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  const ns = st.ctimeNs % 1_000_000_000n;
+  return `${st.dev}:${st.ino}:${st.size}:${st.ctimeNs / 1_000_000_000n}.${String(ns).padStart(9, "0")}`;
 }
 
 /** Reads at most MAX_CONFIG_FILE_SIZE bytes of `abs`; more is a ConfigError. */

@@ -9,7 +9,6 @@ import {
   rmSync,
   statSync,
   symlinkSync,
-  utimesSync,
 } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileStamp } from "../../config/load";
@@ -28,18 +27,17 @@ import { parseWalName } from "../../wal/names";
  *
  *   config   symbolic link to the config file the records were made under (the front tests
  *            `"$1" -ef config`: the same file, however the path is written)
- *   fast     the config's stamp (dev:ino:size:mtime-ns) when the records were made; written
- *            after the config was found unchanged since it was read, and with an mtime later
- *            than the config's, so the front's `[ "$1" -ot fast ]` fails after any later edit
- *            (dash compares nanoseconds; an edit in the same clock tick as the write has the
- *            same mtime, which is not older either)
+ *   fast     the config's stamp (`dev:ino:size:ctime`, see fileStamp) when the records were
+ *            made; written only after the config was found unchanged since it was read. The
+ *            front compares it with `stat -L -c %d:%i:%s:%.9Z CONFIG`: any change to the file
+ *            since (an edit, a copy over it that keeps the mtime) moves its ctime.
  *   NAME     a hard link to `pg_wal/NAME`, made only once NAME is durable in every configured
  *            repository (the push resolved)
  *
  * The front acknowledges `%p` (exit 0) only when `%f` is a complete segment name, `%p` names it,
  * its `.ready` exists, `NAME` here is the very file `%p` is (`-ef`: same device and inode, so a
- * segment file replaced or recycled since is never taken for the one archived), and `config`
- * and `fast` hold as above; it then removes the record. Anything else (and every doubt) goes to
+ * segment file replaced or recycled since is never taken for the one archived), `config` is the
+ * same file as CONFIG and `fast` holds CONFIG's stamp now; it then removes the record. Anything else (and every doubt) goes to
  * Node, which archives the segment as ever (and finds it identical in the archive).
  *
  * Nothing here needs fsync: a record is made after the segment is durable in the archive, so a
@@ -157,14 +155,6 @@ export class AckRecords {
     const fast = join(this.dir, "fast");
     try {
       if (this.readFast() !== this.stamp) writeFileDurable(fast, Buffer.from(`${this.stamp}\n`), { mode: 0o600 });
-      // The front needs the config strictly older than `fast`: file times come from a coarse
-      // clock (a tick of 1-4 ms), so a config written just now may share fast's mtime.
-      const configMtime = statSync(this.configFile, { bigint: true }).mtimeNs;
-      for (let i = 0; i < 100 && statSync(fast, { bigint: true }).mtimeNs <= configMtime; i++) {
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
-        const t = new Date();
-        utimesSync(fast, t, t);
-      }
       // An edit between the check above and this write: start over next time.
       if (fileStamp(statSync(this.configFile, { bigint: true })) !== this.stamp) this.clear();
     } catch {
