@@ -351,8 +351,11 @@ sha256 checksum beside it (.%f.sha256). Exits 0 only once both are durable
 (temp file, fsync, rename, directory fsync). Archiving identical content again
 succeeds; other content under an archived name is refused with exit 8 and the
 archived copy is left untouched. Needs no database connection.
-In the same run it also archives up to archive_batch further segments
-PostgreSQL marked ready, archive_parallel at a time, and marks them done.
+In the same run it also archives ahead up to archive_batch further segments
+PostgreSQL marked ready, archive_parallel at a time, and records each one that
+is durable (pg_wal/.walmgr-archived); PostgreSQL's own call for a recorded
+segment is then answered by the sh front without starting Node, and PostgreSQL
+marks every segment done itself (pg_stat_archiver stays exact).
 With slave = host:/path the file travels over ssh (BatchMode, ConnectTimeout =
 ssh_timeout) to the slave's wal-ctl, which stores it the same way there; an
 unreachable host exits 6. With also_archive_to it exits 0 only once every

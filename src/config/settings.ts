@@ -72,7 +72,7 @@ export const SETTINGS: Record<string, SettingSpec> = {
     type: "int",
     default: "16",
     roles: ["master"],
-    doc: "wal-archive also archives up to this many further segments PostgreSQL marked ready (0: only %p).",
+    doc: "wal-archive also archives ahead up to this many further segments PostgreSQL marked ready; PostgreSQL's own call for each is then acknowledged without Node (0: only %p).",
   },
   archive_parallel: {
     type: "int",

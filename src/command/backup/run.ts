@@ -392,7 +392,8 @@ const ARCHIVE_POLL_MS = 50;
 /**
  * Waits until PostgreSQL counts `segment` as archived, by the rule pg_backup_stop's own wait
  * uses (xlogarchive.c, XLogArchiveIsBusy): its `.done` exists, or neither its `.ready` nor the
- * segment does (a checkpoint removed it after archiving). Batch archiving marks `.done` too.
+ * segment does (a checkpoint removed it after archiving). A segment archived ahead by batch
+ * archiving becomes `.done` when PostgreSQL's own call for it is acknowledged.
  * Without limit, as PostgreSQL waits, but says so every minute.
  */
 async function waitArchived(ctx: Context, walDir: string, segment: string): Promise<void> {
