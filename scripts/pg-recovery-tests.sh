@@ -88,8 +88,8 @@ EOF
   fi
   mkdir -p "$CACHE"
   dl=$(mktemp -d "$CACHE/.download.XXXXXX")
-  # The installed version's source; the mirrors keep only the newest of a release, so an
-  # older install falls back to it (the test framework changes little within 15).
+  # The installed version's source; when the mirrors no longer hold it, their newest 15 (the
+  # test framework changes little within a major version; the .dsc kept says which it is).
   if ! (cd "$dl" && apt-get source -qq --download-only "$PG_PACKAGE=$version" >/dev/null 2>&1); then
     say "no source of $PG_PACKAGE $version on the mirrors; taking the newest $PG_PACKAGE source"
     (cd "$dl" && apt-get source -qq --download-only "$PG_PACKAGE" >/dev/null 2>&1) ||
@@ -106,6 +106,24 @@ EOF
   find "$CACHE" -maxdepth 1 -name "$PG_PACKAGE-*" ! -name "${SRC##*/}" -exec rm -rf {} + # older versions
   say "cached PostgreSQL's test sources ($(basename "$SRC"/*.dsc)) in $SRC"
 fi
+
+# Which tests: the arguments (a number or a file name; the listed test first, as 043 names two),
+# else all of TESTS.
+run=()
+for a in "${@:-${TESTS[@]}}"; do
+  m=$(printf '%s\n' "${TESTS[@]}" | grep -E "^${a%.pl}(_|\.pl$)" | head -1 || true)
+  [ -n "$m" ] || m=$(ls "$SRC/recovery/t" | grep -E "^${a%.pl}(_|\.pl$)" | head -1 || true)
+  [ -n "$m" ] && [ -f "$SRC/recovery/t/$m" ] || die "no test $a in $SRC/recovery/t"
+  run+=("t/$m")
+done
+# Tests that archive or restore and are not in TESTS: the list above needs a look.
+for t in "$SRC"/recovery/t/*.pl; do
+  b=$(basename "$t")
+  if grep -qE 'has_archiving|has_restoring|enable_archiving|enable_restoring|archive_command|restore_command' "$t" &&
+    [[ " ${TESTS[*]} " != *" $b "* ]]; then
+    say "note: $b archives or restores too and is not run"
+  fi
+done
 
 # --- A work folder the server user owns, with a patched copy ------------------------------------
 WORK=$(mktemp -d /tmp/walmgr-pg-recovery.XXXXXX)
@@ -178,30 +196,6 @@ sub restore_command
 EOF
 echo "+++ perl/WalmgrTs.pm (new): archive_command = '$PKG/bin/wal-archive \"ARCHIVE.walmgr-master.ini\" \"%p\" \"%f\"'," \
   "restore_command = '$PKG/bin/wal-restore \"ARCHIVE.walmgr-slave.ini\" \"%f\" \"%p\"'"
-
-# Tests that archive or restore and are not in TESTS: the list above needs a look.
-for t in "$WORK"/recovery/t/*.pl; do
-  b=$(basename "$t")
-  if grep -qE 'has_archiving|has_restoring|enable_archiving|enable_restoring|archive_command|restore_command' "$t" &&
-    [[ " ${TESTS[*]} " != *" $b "* ]]; then
-    say "note: $b archives or restores too and is not run"
-  fi
-done
-
-# Which tests: the arguments (a number or a file name), else all of TESTS.
-run=()
-if [ $# -gt 0 ]; then
-  for a in "$@"; do
-    m=$(cd "$WORK/recovery" && ls t/ | grep -E "^${a%.pl}(_|\.pl$)" | head -1 || true)
-    [ -n "$m" ] || die "no test $a in $SRC/recovery/t"
-    run+=("t/$m")
-  done
-else
-  for t in "${TESTS[@]}"; do
-    [ -f "$WORK/recovery/t/$t" ] || die "$t is not in $SRC/recovery/t"
-    run+=("t/$t")
-  done
-fi
 
 [ ${#RUN[@]} -eq 0 ] || chown -R postgres: "$WORK"
 say "running ${#run[@]} test(s) in $WORK/recovery with $PG_BIN and $PKG/bin"
