@@ -500,6 +500,20 @@ async function applyArchiveSettings(ctx: Context, spec: ArchiveSpec): Promise<bo
       return before !== undefined;
     }
     const restartCmd = ctx.config.get("master_restart_cmd");
+    // A master that is not running needs no restart: it starts with the file's settings. Running
+    // master_restart_cmd there would start it (pg_ctl restart says "trying to start server
+    // anyway"), and after a failover an old master started beside the promoted standby takes
+    // writes that are then lost. Unknown (no connection, no master_data to look in) counts as
+    // not running: the operator restarts it, told so.
+    const running = db !== undefined || (dataDir !== undefined && readPostmaster(dataDir) !== undefined);
+    if (!running) {
+      ctx.log.warn(
+        dataDir !== undefined
+          ? `the master is not running (no postmaster in ${dataDir}): ${file} now has the settings for ${spec.goal}, which apply when it is next started; nothing was restarted or reloaded`
+          : `cannot tell whether the master runs (no connection to master_db, master_data not set): nothing was restarted or reloaded; if it runs, restart it yourself for ${spec.goal}`,
+      );
+      return false;
+    }
     let restarted = false;
     if (needRestart && restartCmd) {
       await db?.close();

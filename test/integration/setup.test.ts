@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { binPath, IS_ROOT, makeTempDir, mkdirAs, ok, removeTempDir, run, runBin, waitFor } from "../helpers/env";
+import { binPath, IS_ROOT, makeTempDir, mkdirAs, ok, pgBin, removeTempDir, run, runBin, waitFor } from "../helpers/env";
 import { createPair, masterIniText, slaveIniText, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 describe("on a real master", () => {
@@ -104,6 +104,27 @@ describe("on a real master", () => {
     p.master.stop("fast");
     p.master.start();
   });
+
+  test("stop on a crashed master (the failover runbook's next command) edits the file and starts nothing", async () => {
+    ok(runBin("wal-ctl", [masterIni, "setup"]), "setup");
+    assert.equal(await p.master.value("SHOW archive_mode"), "on");
+    // A crash: the postmaster is killed, its postmaster.pid stays behind.
+    const postmaster = Number(pid());
+    process.kill(postmaster, "SIGKILL");
+    await waitFor("the postmaster to die", () => run("kill", ["-0", String(postmaster)]).status !== 0);
+    assert.ok(existsSync(join(p.master.dataDir, "postmaster.pid")));
+    const res = ok(runBin("wal-ctl", [masterIni, "stop"]), "stop on a crashed master");
+    assert.match(res.stderr, /the master is not running .*nothing was restarted or reloaded/);
+    assert.doesNotMatch(res.stdout + res.stderr, /server started/);
+    const status = run(pgBin("pg_ctl"), ["-D", p.master.dataDir, "status"]);
+    assert.notEqual(status.status, 0, `stop started the old master:\n${status.stdout}`);
+    assert.match(readFileSync(conf, "utf8"), /^archive_mode = 'off'/m);
+    // Started again by the operator, it runs with archiving off.
+    p.master.start();
+    assert.equal(await p.master.value("SHOW archive_mode"), "off");
+    ok(runBin("wal-ctl", [masterIni, "setup"]), "setup again");
+    assert.equal(await p.master.value("SHOW archive_mode"), "on");
+  });
 });
 
 describe("without a server", () => {
@@ -148,6 +169,7 @@ describe("without a server", () => {
     const log = readFileSync(join(base, "master.log"), "utf8");
     assert.match(log, /postgresql\.auto\.conf sets archive_mode = 'off'/);
     assert.match(log, /commented out archive_mode in .*postgresql\.auto\.conf/);
-    assert.match(log, /could not check the running server's settings/);
+    // No server runs in master_data: nothing is restarted (master_restart_cmd would start it).
+    assert.match(log, /the master is not running \(no postmaster in .*\): .*nothing was restarted or reloaded/);
   });
 });
