@@ -17,6 +17,8 @@
  *   cp (16MB restore)          PostgreSQL's example restore_command: sh -c 'cp "$1" "$2"'
  *   wal-restore (16MB, archive)  the Node path: fetch, verify against the checksum, rename (prefetch off)
  *   wal-restore (16MB, spooled)  the shell front serving a spooled entry (a rename; no Node)
+ *   wal-archive (archived ahead) the shell front acknowledging PostgreSQL's call for a segment
+ *                              an earlier run archived ahead (batch archiving; no Node)
  *
  * plus two informational rows: `sh -c true` (what the shell in the cp baseline costs) and
  * `dd conv=fsync (16MB)` (a one-process read/write copy, no shell, no copy_file_range).
@@ -39,6 +41,7 @@ import {
   copyFileSync,
   existsSync,
   fsyncSync,
+  linkSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -52,12 +55,16 @@ import {
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { bootId } from "../src/command/archive/spool";
+import { ACK_DIR } from "../src/command/archive/acks";
+import { fileStamp } from "../src/config/load";
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
 const TARGET_RATIO = 1.3;
 const ROOT = resolve(__dirname, "..", ".."); // dist/scripts/ -> repository root
 const WAL_ARCHIVE = join(ROOT, "bin", "wal-archive");
 const WAL_RESTORE = join(ROOT, "bin", "wal-restore");
+/** The segment name the archived-ahead row acknowledges. */
+const ACK_NAME = "0000000100000000000000A0";
 /** The executables whose start-up (`X --version`) is measured, with their keys in the results. */
 const EXECUTABLES = [
   ["wal-archive", "walArchiveVersion"],
@@ -286,6 +293,16 @@ function main(): number {
     writeFileSync(join(spoolDir, "fast"), `${slaveConfig}\n${SEGMENT_SIZE}\n${bootId() || "durable"}\n`, {
       mode: 0o600,
     });
+    // A data directory whose pg_wal holds a segment an earlier run archived ahead: its .ready,
+    // its acknowledgement record (a hard link), and the records' config link and stamp.
+    const ackData = join(base, "data-ack");
+    const ackWal = join(ackData, "pg_wal");
+    const ackDir = join(ackWal, ACK_DIR);
+    mkdirSync(join(ackWal, "archive_status"), { recursive: true, mode: 0o700 });
+    mkdirSync(ackDir, { recursive: true, mode: 0o700 });
+    linkSync(seg, join(ackWal, ACK_NAME));
+    symlinkSync(config, join(ackDir, "config"));
+    writeFileSync(join(ackDir, "fast"), `${fileStamp(statSync(config, { bigint: true }))}\n`, { mode: 0o600 });
     const restored = (dataDir: string, what: string): void => {
       requireFile(join(dataDir, "pg_wal", "RECOVERYXLOG"), SEGMENT_SIZE, what);
       removeQuietly(join(dataDir, "pg_wal", "RECOVERYXLOG"));
@@ -343,6 +360,23 @@ function main(): number {
           // Untimed tidy-up: keeps the disk footprint at one segment; names stay fresh anyway.
           removeQuietly(join(completed, name));
           removeQuietly(join(completed, `.${name}.sha256`));
+        },
+        samples: [],
+      },
+      {
+        key: "walArchiveAck",
+        label: "wal-archive (archived ahead)",
+        informational: false,
+        before: () => {
+          writeFileSync(join(ackWal, "archive_status", `${ACK_NAME}.ready`), "");
+          linkSync(join(ackWal, ACK_NAME), join(ackDir, ACK_NAME));
+        },
+        command: () => ({ file: WAL_ARCHIVE, args: [config, `pg_wal/${ACK_NAME}`, ACK_NAME], cwd: ackData }),
+        after: () => {
+          // Acknowledged by the shell front, which removes the record (Node would leave it).
+          if (existsSync(join(ackDir, ACK_NAME)))
+            throw new RunFailure("wal-archive (archived ahead): the record was not answered by the shell front");
+          removeQuietly(join(ackWal, "archive_status", `${ACK_NAME}.ready`));
         },
         samples: [],
       },
