@@ -24,7 +24,8 @@
  * Contenders rotate within each round; medians and ratios (against walmgr-ts local, and for
  * the others against walmgr-ts S3 too). A measurement, not a test: exits 0 whatever the ratios.
  * Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
- * [--only drain,catchup,backup] (default all three) [--no-s3]
+ * [--only drain,catchup,backup] (default all three) [--no-s3]; BENCH_KEEP=1 keeps the temp folder
+ * (the server log shows each wal-archive run).
  */
 import { chmodSync, readFileSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
@@ -464,7 +465,8 @@ async function main(): Promise<void> {
   } finally {
     for (const c of stopAll) c.stop("immediate");
     await swift?.stop();
-    removeTempDir(base);
+    if (process.env.BENCH_KEEP) console.log(`kept ${base}`);
+    else removeTempDir(base);
   }
 }
 
