@@ -35,25 +35,32 @@ export class SshDriver implements StorageDriver {
   readonly description: string;
   readonly transport: SshTransport;
   private session: Promise<HelperSession> | undefined;
+  /** The last time-out, while it holds back new sessions (see `request`). */
+  private timedOut: { at: number; error: Error } | undefined;
 
   constructor(readonly opts: SshOptions) {
     this.transport = new SshTransport(opts);
     this.description = `ssh ${opts.host}`;
   }
 
-  private smallMs(): number {
-    return Math.max(30, this.opts.timeout * 3) * 1000;
-  }
-
-  /** One request over this command's session (started on first use; a broken one is replaced). */
+  /**
+   * One request over this command's session (started on first use; a broken one is replaced).
+   * After a request timed out, requests within ssh_timeout fail at once with its error instead
+   * of starting a session that would likely stall as well: a command fails within one bound, not
+   * one per request, and a long-lived process (the sync daemon) tries again later.
+   */
   private async request(verb: HelperVerb, args: string[], o: RequestOpts = {}) {
+    if (this.timedOut !== undefined && Date.now() - this.timedOut.at < this.opts.timeout * 1000) {
+      throw this.timedOut.error;
+    }
     this.session ??= this.transport.session();
     const s = await this.session;
     try {
-      return await s.request(verb, args, { idleMs: this.smallMs(), ...o });
+      return await s.request(verb, args, o);
     } catch (err) {
       if (!s.alive && this.session !== undefined && (await this.session) === s) {
         this.session = undefined; // the next request starts a new session
+        if (s.timedOut) this.timedOut = { at: Date.now(), error: err as Error };
       }
       throw err;
     }
@@ -130,7 +137,7 @@ export class SshDriver implements StorageDriver {
   }
 
   async removeTree(path: string): Promise<void> {
-    await this.request("rmtree", [path], { idleMs: undefined });
+    await this.request("rmtree", [path]);
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -188,7 +195,7 @@ export class SshDriver implements StorageDriver {
       sent = await this.rsync(src, dest, trusted, basis, false, progress);
       if (compared.length > 0) sent += await this.rsync(src, dest, compared, basis, true, progress);
     }
-    await this.request("fsynctree", [dest], { idleMs: undefined });
+    await this.request("fsynctree", [dest]);
     const stats: TreeStats = { files: 0, bytes: 0 };
     for (const e of entries) {
       if (e.isDir) continue;
@@ -333,7 +340,7 @@ export class SshDriver implements StorageDriver {
       }
       yield record({ end: true });
     };
-    await this.request("puttree", [dest], { body: feed(), idleMs: undefined });
+    await this.request("puttree", [dest], { body: feed() });
     return { ...stats, sent };
   }
 }

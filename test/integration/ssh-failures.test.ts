@@ -7,11 +7,22 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { binPath, makeTempDir, packageRoot, removeTempDir, run, RUN_AS, runBin, waitFor } from "../helpers/env";
+import {
+  binPath,
+  makeTempDir,
+  packageRoot,
+  removeTempDir,
+  run,
+  RUN_AS,
+  runBin,
+  spawnBin,
+  waitFor,
+} from "../helpers/env";
 import { makeSlaveDir, runSlave, TestSshd } from "../helpers/sshd";
+import { killPlanted, pidsMatching, plantedLog, plantHelper } from "../helpers/fake-helper";
 import { writeFileAs } from "../helpers/walmgr";
 
 let sshd: TestSshd;
@@ -31,7 +42,7 @@ after(() => {
 });
 
 /** A master config whose slave directory is `host:dir`; the slave layout is made there. */
-function masterIni(name: string, host: string, dir: string, extra = ""): string {
+function masterIni(name: string, host: string, dir: string, extra = "", timeout = 3): string {
   const file = join(masterBase, `${name}.ini`);
   writeFileAs(
     file,
@@ -39,8 +50,8 @@ function masterIni(name: string, host: string, dir: string, extra = ""): string 
 job_name = ${name}
 slave = ${host}:${dir}
 ssh_config = ${sshd.clientConfig}
-ssh_timeout = 3
-restore_timeout = 3
+ssh_timeout = ${timeout}
+restore_timeout = ${timeout}
 ${extra}
 `,
   );
@@ -194,4 +205,89 @@ test("without rsync a tree goes through the helper as a stream, fsynced, private
   assert.equal(readFileSync(join(dest, "sub/deep/b")).length, 3 << 20);
   assert.ok(!existsSync(join(dest, "skip.me")));
   assert.equal(statSync(join(dest, "a")).mode & 0o777, 0o600);
+});
+
+/** Runs one of our executables, killed after `limitMs` (code null then): a hang fails, not blocks. */
+async function runBounded(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+  limitMs: number,
+): Promise<{ code: number | null; stderr: string }> {
+  const s = spawnBin(name, args, { env });
+  const timer = setTimeout(() => s.child.kill("SIGKILL"), limitMs);
+  const { status } = await s.exited;
+  clearTimeout(timer);
+  return { code: status, stderr: s.output() };
+}
+
+/** A runtime folder of the master's user (XDG_RUNTIME_DIR): this test's own control sockets. */
+function runtimeDir(name: string): string {
+  const dir = join(masterBase, `run-${name}`);
+  mkdirSync(dir, { mode: 0o700 });
+  if (RUN_AS) chownSync(dir, RUN_AS.uid, RUN_AS.gid);
+  return dir;
+}
+
+/**
+ * wal-archive against a planted helper that stalls (or trickles) mid-frame, ssh_timeout = 5:
+ * exit 6 within 3 × ssh_timeout naming the host and what timed out, and no ssh process of the
+ * run left (the shared connection's master included: its command line names the runtime folder
+ * of the control socket).
+ */
+async function stalledArchive(mode: "stall" | "trickle", sharing: boolean): Promise<void> {
+  const dir = join(slaveBase, `${mode}-${sharing ? "shared" : "plain"}`);
+  makeLayout(dir);
+  const fake = plantHelper(slaveBase, mode);
+  const xdg = runtimeDir(`${mode}-${sharing ? "shared" : "plain"}`);
+  const ini = masterIni(
+    `${mode}${sharing ? "shared" : "plain"}`,
+    "walslave-test",
+    dir,
+    `slave_wal_ctl = ${fake.path}\nssh_control_persist = ${sharing ? 60 : 0}`,
+    5,
+  );
+  const name = "00000001000000000000003A";
+  const src = walFile(name, 4096);
+  // Every ssh of the run names the planted helper in its command line (the remote command); a
+  // master forked off for connection sharing retitles itself "ssh: CONTROL_PATH [mux]", and the
+  // control path is in this test's runtime folder.
+  const ours = (): number[] =>
+    [...pidsMatching(fake.path), ...pidsMatching(xdg)].filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "ssh";
+      } catch {
+        return false;
+      }
+    });
+  try {
+    const t0 = Date.now();
+    const res = await runBounded("wal-archive", [ini, src, name], { XDG_RUNTIME_DIR: xdg }, 60_000);
+    const took = Date.now() - t0;
+    assert.equal(res.code, 6, `exit ${String(res.code)} after ${took} ms: ${res.stderr}`);
+    assert.ok(took < 15_000, `took ${took} ms, more than 3 × ssh_timeout`);
+    assert.match(res.stderr, /walslave-test/);
+    assert.match(res.stderr, /the request `stat [^`]*logs\.complete` got no complete answer/, "names what timed out");
+    assert.match(res.stderr, /ssh_timeout = 5/);
+    assert.deepEqual(
+      plantedLog(fake.log).filter((v) => v !== "hello"),
+      ["stat"],
+    );
+    // Nothing of the run stays: neither our ssh nor a shared connection's master.
+    await waitFor("the run's ssh processes to be gone", () => ours().length === 0, 3_000, 100).catch(() => {
+      throw new Error(`ssh processes of the run still alive: ${ours().join(", ")}`);
+    });
+    if (sharing) assert.deepEqual(readdirSync(join(xdg, "walmgr-ssh")), [], "the master removed its socket");
+  } finally {
+    for (const pid of ours()) process.kill(pid, "SIGKILL");
+    killPlanted(fake.path);
+  }
+}
+
+test("a helper that announces a longer answer than it sends, then stalls (shared connection): exit 6 within the bound, session torn down", async () => {
+  await stalledArchive("stall", true);
+});
+
+test("a helper that trickles an answer one byte at a time (plain connection): exit 6 within the bound", async () => {
+  await stalledArchive("trickle", false);
 });
