@@ -408,8 +408,12 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * A pause that keeps the process alive: an unref'd one would let Node exit (with status 0!) in
+ * the middle of a teardown once ssh and its pipes are gone and nothing else is pending.
+ */
 function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** SIGTERM (ssh then removes its control socket), SIGKILL after STOP_GRACE_MS. */
@@ -520,9 +524,12 @@ export class HelperSession {
     return this.dead === undefined;
   }
 
-  /** True when this session ended because a request ran out of time. */
-  get timedOut(): boolean {
-    return this.whyHint !== undefined;
+  /**
+   * True when this session ended because a request ran out of time or the helper is of another
+   * build: a new session right away would likely end the same way.
+   */
+  get hopeless(): boolean {
+    return this.whyHint !== undefined || this.dead instanceof VersionMismatchError;
   }
 
   private get host(): string {
@@ -775,7 +782,7 @@ function mismatch(host: string, own: Hello, theirs: Hello | undefined, answer: R
   }
   const said = typeof answer.msg === "string" ? answer.msg : JSON.stringify(answer).slice(0, 200);
   if (answer.ok === 0 && /unknown verb/.test(said)) {
-    return `version mismatch: slave host ${host} runs walmgr-ts helper protocol 1 (an older version, which does not say which: it answered the hello with "${said}"), ${ours}`;
+    return `version mismatch: slave host ${host} runs walmgr-ts helper protocol 1 (an older version, which does not report it; its answer to the hello: ${said}), ${ours}`;
   }
   return `version mismatch: slave host ${host} runs a walmgr-ts helper that did not answer the hello as protocol 2 and later do (it answered ${JSON.stringify(said)}), ${ours}`;
 }

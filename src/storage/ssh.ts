@@ -35,8 +35,8 @@ export class SshDriver implements StorageDriver {
   readonly description: string;
   readonly transport: SshTransport;
   private session: Promise<HelperSession> | undefined;
-  /** The last time-out, while it holds back new sessions (see `request`). */
-  private timedOut: { at: number; error: Error } | undefined;
+  /** The last hopeless session's end (a time-out, a version mismatch): holds back new ones. */
+  private heldBack: { at: number; error: Error } | undefined;
 
   constructor(readonly opts: SshOptions) {
     this.transport = new SshTransport(opts);
@@ -45,13 +45,14 @@ export class SshDriver implements StorageDriver {
 
   /**
    * One request over this command's session (started on first use; a broken one is replaced).
-   * After a request timed out, requests within ssh_timeout fail at once with its error instead
-   * of starting a session that would likely stall as well: a command fails within one bound, not
-   * one per request, and a long-lived process (the sync daemon) tries again later.
+   * After a session ended hopelessly (a request timed out, the helper is of another build),
+   * requests within ssh_timeout fail at once with its error instead of starting a session that
+   * would likely end the same way: a command fails within one bound, not one per request, and a
+   * long-lived process (the sync daemon) tries again later.
    */
   private async request(verb: HelperVerb, args: string[], o: RequestOpts = {}) {
-    if (this.timedOut !== undefined && Date.now() - this.timedOut.at < this.opts.timeout * 1000) {
-      throw this.timedOut.error;
+    if (this.heldBack !== undefined && Date.now() - this.heldBack.at < this.opts.timeout * 1000) {
+      throw this.heldBack.error;
     }
     this.session ??= this.transport.session();
     const s = await this.session;
@@ -60,7 +61,7 @@ export class SshDriver implements StorageDriver {
     } catch (err) {
       if (!s.alive && this.session !== undefined && (await this.session) === s) {
         this.session = undefined; // the next request starts a new session
-        if (s.timedOut) this.timedOut = { at: Date.now(), error: err as Error };
+        if (s.hopeless) this.heldBack = { at: Date.now(), error: err as Error };
       }
       throw err;
     }

@@ -1,8 +1,10 @@
 /**
  * The ssh transport when things go wrong: the slave host down or hung (exit 6 for wal-archive,
  * 1 for wal-restore, within the timeout, never a hang), ssh killed in the middle of a transfer
- * (nothing under the final name, the retry succeeds), and a slave path built to inject a
- * command if anything spliced it into a shell line unquoted.
+ * (nothing under the final name, the retry succeeds), a slave path built to inject a command if
+ * anything spliced it into a shell line unquoted, a helper that stalls or trickles mid-answer
+ * (exit 6 within the bound, nothing of the session left), and a helper of another build (exit 6
+ * naming both versions, nothing run).
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -23,6 +25,7 @@ import {
 } from "../helpers/env";
 import { makeSlaveDir, runSlave, TestSshd } from "../helpers/sshd";
 import { killPlanted, pidsMatching, plantedLog, plantHelper } from "../helpers/fake-helper";
+import { helloOf } from "../../src/storage/helper-protocol";
 import { writeFileAs } from "../helpers/walmgr";
 
 let sshd: TestSshd;
@@ -264,7 +267,11 @@ async function stalledArchive(mode: "stall" | "trickle", sharing: boolean): Prom
     const t0 = Date.now();
     const res = await runBounded("wal-archive", [ini, src, name], { XDG_RUNTIME_DIR: xdg }, 60_000);
     const took = Date.now() - t0;
-    assert.equal(res.code, 6, `exit ${String(res.code)} after ${took} ms: ${res.stderr}`);
+    assert.equal(
+      res.code,
+      6,
+      `exit ${String(res.code)} after ${took} ms: ${res.stderr} log=${plantedLog(fake.log).join(",")} files=${readdirSync(join(dir, "logs.complete")).join(",")}`,
+    );
     assert.ok(took < 15_000, `took ${took} ms, more than 3 × ssh_timeout`);
     assert.match(res.stderr, /walslave-test/);
     assert.match(res.stderr, /the request `stat [^`]*logs\.complete` got no complete answer/, "names what timed out");
@@ -290,4 +297,55 @@ test("a helper that announces a longer answer than it sends, then stalls (shared
 
 test("a helper that trickles an answer one byte at a time (plain connection): exit 6 within the bound", async () => {
   await stalledArchive("trickle", false);
+});
+
+/** wal-archive through a planted helper `mode`: its exit, stderr, and the verbs the helper got. */
+function archiveThrough(mode: "other" | "old" | "usage"): { code: number | null; stderr: string; got: string[] } {
+  const dir = join(slaveBase, `version-${mode}`);
+  const completed = join(dir, "logs.complete");
+  makeLayout(dir);
+  const fake = plantHelper(slaveBase, mode);
+  const ini = masterIni(`version${mode}`, "walslave-test", dir, `slave_wal_ctl = ${fake.path}`);
+  const name = "00000001000000000000004B";
+  const res = runBin("wal-archive", [ini, walFile(`${mode}-${name}`, 4096), name], { timeout: 60_000 });
+  assert.ok(!existsSync(join(completed, name)), "nothing archived");
+  return { code: res.status, stderr: res.stderr, got: plantedLog(fake.log) };
+}
+
+test("a slave-side helper of another build: exit 6 naming both versions, before any request runs", () => {
+  const own = helloOf();
+  const r = archiveThrough("other");
+  assert.equal(r.code, 6, r.stderr);
+  assert.match(
+    r.stderr,
+    /version mismatch: slave host walslave-test runs walmgr-ts helper protocol 3 \(version 9\.9\.9/,
+  );
+  assert.match(
+    r.stderr,
+    new RegExp(`this master speaks protocol ${own.protocol} \\(version ${own.version.replace(/\./g, "\\.")}`),
+  );
+  assert.match(r.stderr, /install the same walmgr-ts version on both hosts/);
+  assert.deepEqual(r.got, ["hello"], "only the hello reached it");
+});
+
+test("a slave-side helper from before the hello: exit 6 saying it is older, before any request runs", () => {
+  const r = archiveThrough("old");
+  assert.equal(r.code, 6, r.stderr);
+  assert.match(
+    r.stderr,
+    /version mismatch: slave host walslave-test runs walmgr-ts helper protocol 1 \(an older version/,
+  );
+  assert.match(r.stderr, /install the same walmgr-ts version on both hosts/);
+  assert.deepEqual(r.got, ["hello"], "only the hello reached it");
+});
+
+test("a helper answer that is a usage error (a request of another build): exit 6 with a version hint, never 2", () => {
+  const r = archiveThrough("usage");
+  assert.equal(r.code, 6, r.stderr);
+  assert.match(
+    r.stderr,
+    /walslave-test: helper: put takes 2 string arguments \(path, exclusive\) \(version mismatch\?\)/,
+  );
+  assert.match(r.stderr, /install the same walmgr-ts version on both hosts/);
+  assert.ok(r.got.includes("put"), r.got.join(","));
 });
