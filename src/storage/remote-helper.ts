@@ -7,8 +7,10 @@
  * holds on the slave too. A body that arrives cut short or damaged is never published under
  * its final name.
  *
- * Errors of one request are answered (code from the one table in errors.ts) and the session
- * goes on; a broken stream ends the session. What ends the process (a bad command line, a bad
+ * The session starts with the hello (helper-protocol.ts): until the master's hello agrees with
+ * this build's, every request is refused unrun (code 6, naming both versions), so a master of
+ * another build never has a request misread. Errors of one request are answered (code from the
+ * one table in errors.ts) and the session goes on; a broken stream ends the session. What ends the process (a bad command line, a bad
  * SLAVE_CONFIG, a cut connection) goes through the same describeError and exit codes as every
  * executable. SLAVE_CONFIG may be "-" when the master has no slave_config.
  */
