@@ -175,7 +175,9 @@ export async function purgeRepository(
       return 0;
     }
     if (hold.from !== undefined && comparePosition(hold.from, keepFrom) < 0) {
-      ctx.log.info(`standby ${JSON.stringify(hold.by)} of ${where} still needs WAL from ${hold.from}: keeping it there`);
+      ctx.log.info(
+        `standby ${JSON.stringify(hold.by)} of ${where} still needs WAL from ${hold.from}: keeping it there`,
+      );
       keepFrom = hold.from;
     }
     const removed = await removeBefore(ctx, driver, dir, names, keepFrom);
