@@ -235,27 +235,39 @@ function runtimeDir(name: string): string {
 /**
  * wal-archive against a planted helper that stalls (or trickles) mid-frame, ssh_timeout = 5:
  * exit 6 within 3 × ssh_timeout naming the host and what timed out, and no ssh process of the
- * run left (the shared connection's master included: its command line names the runtime folder
- * of the control socket).
+ * run left. `sharing`: "plain" (no connection sharing), "own" (this run's ssh starts the shared
+ * connection's master: it is stopped too, its socket removed), "shared" (a master an earlier
+ * command started: it stays, for the other commands that share it).
  */
-async function stalledArchive(mode: "stall" | "trickle", sharing: boolean): Promise<void> {
-  const dir = join(slaveBase, `${mode}-${sharing ? "shared" : "plain"}`);
+async function stalledArchive(mode: "stall" | "trickle", sharing: "plain" | "own" | "shared"): Promise<void> {
+  const dir = join(slaveBase, `${mode}-${sharing}`);
   makeLayout(dir);
   const fake = plantHelper(slaveBase, mode);
-  const xdg = runtimeDir(`${mode}-${sharing ? "shared" : "plain"}`);
-  const ini = masterIni(
-    `${mode}${sharing ? "shared" : "plain"}`,
-    "walslave-test",
-    dir,
-    `slave_wal_ctl = ${fake.path}\nssh_control_persist = ${sharing ? 60 : 0}`,
-    5,
-  );
+  const xdg = runtimeDir(`${mode}-${sharing}`);
+  const persist = `ssh_control_persist = ${sharing === "plain" ? 0 : 60}`;
+  const ini = masterIni(`${mode}${sharing}`, "walslave-test", dir, `slave_wal_ctl = ${fake.path}\n${persist}`, 5);
   const name = "00000001000000000000003A";
-  const src = walFile(name, 4096);
+  const src = walFile(`${mode}-${sharing}-${name}`, 4096);
+  const socketDir = join(xdg, "walmgr-ssh");
+  const masterOf = (): number | undefined => {
+    const [sock] = existsSync(socketDir) ? readdirSync(socketDir) : [];
+    if (sock === undefined) return undefined;
+    const c = run("ssh", [
+      "-F",
+      sshd.clientConfig,
+      "-o",
+      `ControlPath=${join(socketDir, sock)}`,
+      "-O",
+      "check",
+      "walslave-test",
+    ]);
+    const pid = Number(/pid=(\d+)/.exec(c.stderr + c.stdout)?.[1]);
+    return pid > 0 ? pid : undefined;
+  };
   // Every ssh of the run names the planted helper in its command line (the remote command); a
   // master forked off for connection sharing retitles itself "ssh: CONTROL_PATH [mux]", and the
   // control path is in this test's runtime folder.
-  const ours = (): number[] =>
+  const sshPids = (): number[] =>
     [...pidsMatching(fake.path), ...pidsMatching(xdg)].filter((pid) => {
       try {
         return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "ssh";
@@ -263,15 +275,23 @@ async function stalledArchive(mode: "stall" | "trickle", sharing: boolean): Prom
         return false;
       }
     });
+  let before: number | undefined;
   try {
+    if (sharing === "shared") {
+      // An earlier command (with the real helper) leaves a master for the next ones.
+      const real = masterIni(`${mode}${sharing}-real`, "walslave-test", dir, persist, 5);
+      const first = runBin("wal-archive", [real, walFile(`${mode}-first`, 4096), "000000010000000000000039"], {
+        env: { XDG_RUNTIME_DIR: xdg },
+      });
+      assert.equal(first.status, 0, first.stderr);
+      before = masterOf();
+      assert.ok(before !== undefined, "a shared master is running");
+    }
+    const ours = (): number[] => sshPids().filter((pid) => pid !== before);
     const t0 = Date.now();
     const res = await runBounded("wal-archive", [ini, src, name], { XDG_RUNTIME_DIR: xdg }, 60_000);
     const took = Date.now() - t0;
-    assert.equal(
-      res.code,
-      6,
-      `exit ${String(res.code)} after ${took} ms: ${res.stderr} log=${plantedLog(fake.log).join(",")} files=${readdirSync(join(dir, "logs.complete")).join(",")}`,
-    );
+    assert.equal(res.code, 6, `exit ${String(res.code)} after ${took} ms: ${res.stderr}`);
     assert.ok(took < 15_000, `took ${took} ms, more than 3 × ssh_timeout`);
     assert.match(res.stderr, /walslave-test/);
     assert.match(res.stderr, /the request `stat [^`]*logs\.complete` got no complete answer/, "names what timed out");
@@ -280,23 +300,28 @@ async function stalledArchive(mode: "stall" | "trickle", sharing: boolean): Prom
       plantedLog(fake.log).filter((v) => v !== "hello"),
       ["stat"],
     );
-    // Nothing of the run stays: neither our ssh nor a shared connection's master.
+    // Nothing of the run stays: neither our ssh nor a master it started.
     await waitFor("the run's ssh processes to be gone", () => ours().length === 0, 3_000, 100).catch(() => {
       throw new Error(`ssh processes of the run still alive: ${ours().join(", ")}`);
     });
-    if (sharing) assert.deepEqual(readdirSync(join(xdg, "walmgr-ssh")), [], "the master removed its socket");
+    if (sharing === "own") assert.deepEqual(readdirSync(socketDir), [], "the master removed its socket");
+    if (sharing === "shared") assert.equal(masterOf(), before, "the master of the earlier command stays");
   } finally {
-    for (const pid of ours()) process.kill(pid, "SIGKILL");
+    for (const pid of sshPids()) process.kill(pid, "SIGKILL");
     killPlanted(fake.path);
   }
 }
 
-test("a helper that announces a longer answer than it sends, then stalls (shared connection): exit 6 within the bound, session torn down", async () => {
-  await stalledArchive("stall", true);
+test("a helper that announces a longer answer than it sends, then stalls: exit 6 within the bound, its master stopped", async () => {
+  await stalledArchive("stall", "own");
+});
+
+test("the same through a master an earlier command started: exit 6 within the bound, that master stays", async () => {
+  await stalledArchive("stall", "shared");
 });
 
 test("a helper that trickles an answer one byte at a time (plain connection): exit 6 within the bound", async () => {
-  await stalledArchive("trickle", false);
+  await stalledArchive("trickle", "plain");
 });
 
 /** wal-archive through a planted helper `mode`: its exit, stderr, and the verbs the helper got. */
