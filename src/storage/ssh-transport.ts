@@ -45,7 +45,7 @@ export interface SshOptions {
   remoteBin: string;
   /** The slave's config file on the slave host (slave_config), or undefined. */
   remoteConfig?: string;
-  /** Seconds for ssh to connect (and for an idle operation to answer). */
+  /** Seconds for ssh to connect, and each request's bound as a whole (see HelperSession). */
   timeout: number;
   /** ssh -C for streamed files, rsync -z for trees. */
   compression: boolean;
