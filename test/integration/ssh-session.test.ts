@@ -322,10 +322,11 @@ test("a stale control socket: one warning, a plain connection, the socket remove
 
 test("a request longer than ssh_timeout (a manifest of a big tree) lives on the helper's progress frames", () => {
   const dir = join(slaveBase, "bigtree");
-  // 16 sparse files of 48 MiB: hashing them takes seconds, each one well under ssh_timeout.
+  // 48 sparse files of 64 MiB: hashing them takes several seconds (3 GiB; about 7 s on an idle
+  // 2-core machine), each one well under ssh_timeout.
   const mk = runSlave("sh", [
     "-c",
-    `mkdir -p '${dir}/sub' && for i in $(seq 1 16); do truncate -s 48M '${dir}/sub/f'$i; done`,
+    `mkdir -p '${dir}/sub' && for i in $(seq 1 48); do truncate -s 64M '${dir}/sub/f'$i; done`,
   ]);
   assert.equal(mk.status, 0, mk.stderr);
   const script = `
@@ -342,6 +343,6 @@ test("a request longer than ssh_timeout (a manifest of a big tree) lives on the 
   const r = run(process.execPath, ["-e", script]);
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout) as { files: number; ms: number };
-  assert.equal(out.files, 16);
+  assert.equal(out.files, 48);
   assert.ok(out.ms > 2000, `the manifest took ${out.ms} ms, not longer than ssh_timeout: make the tree bigger`);
 });
