@@ -539,7 +539,10 @@ serves the master's requests on its stdin and stdout in a framed protocol
 until the master closes it, each with the local storage on the slave host:
 files are written under a temporary name, fsynced, renamed and their
 folder fsynced, exactly as locally. Master and slave must run the same
-walmgr-ts version. The requests:`,
+walmgr-ts version: the session starts with a hello in which both ends say
+their helper protocol, version and requests, and a master of another
+build gets every request refused unrun (code 6, naming both). The
+requests:`,
     options: [],
     examples: [
       [

@@ -483,7 +483,10 @@ sets are rotated before the copy starts (data.master -> data.master.0 -> ...;
 at most N remain, the slave's archive_command runs with the path of a set
 before that set is removed, and its failure stops the backup), and after the
 backup WAL that no kept set and no live standby needs is purged (.history
-kept; a standby whose record is older than standby_expire is warned about).
+kept; a standby whose record is older than standby_expire is warned about),
+in completed_wals and, with the same cut-off, in each also_archive_to
+repository (keeping what standbys recorded there still need; one that cannot
+be reached is skipped with a warning).
 With keep_backups = 0 the new set replaces the old one once it is complete.
 The set is built under a hidden temporary name and appears only when
 complete; it holds backup_label, tablespace_map, .walmgr-backup.json (LSNs,

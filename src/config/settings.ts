@@ -60,7 +60,7 @@ export const SETTINGS: Record<string, SettingSpec> = {
   ssh_timeout: {
     type: "float",
     default: "10",
-    doc: "Seconds ssh may take to connect to the slave host (also its keep-alive budget).",
+    doc: "Seconds ssh may take to connect to the slave host (also its keep-alive budget, and each helper request's bound: plus 1 s per 64 KiB it carries).",
   },
   ssh_config: { type: "path", doc: "ssh client config file for the slave host (ssh -F); default ~/.ssh/config." },
   ssh_control_persist: {

@@ -11,9 +11,18 @@
  *     D  body data: raw bytes (at most MAX_CHUNK per frame)
  *     E  end of body: JSON {bytes, sha256} of all D payloads since the header
  *     A  abort of body: JSON {message}; the sender gave up mid-body
+ *     P  progress (helper to master only, before the answer of a long request): JSON {done: n},
+ *        the items (files hashed, fsynced or removed) that request has done so far
  * - A request is an H {v: verb, a: [string args], b?: 1} and, when b is 1, a body (D… then E or
  *   A). The answer is an H {ok: 1, r: result, b?: 1} (a body follows when b is 1) or
  *   {ok: 0, code, msg, hint?} with a code from the one exit-code table (errors.ts).
+ * - The hello (protocol 2 on): the master writes `{v: "hello", a: [], h: helloOf()}` as soon as
+ *   ssh starts, before it has read anything, and the helper answers it first, right after the
+ *   magic: `{ok: 1, r: helloOf()}` (this shape never changes). So the two ends learn each other's
+ *   protocol, version and request table in the same trip as the magic, and the master sends
+ *   nothing else until they agree. A helper of protocol 1 answers the hello as an unknown verb;
+ *   a protocol-2 helper refuses (exit code 6, naming both versions) every request of a master
+ *   that did not say hello first or said another version, without running it.
  * - A receiver checks the body's length and sha256 at E before it uses it: a body cut short
  *   (EOF before E, an A frame, or a trailer that does not match) is never published under a final
  *   name. A receiver that fails while a body is coming keeps reading to its end, so the two sides
@@ -26,17 +35,78 @@ import { releaseGarbage } from "./gc";
 import { newSha256 } from "./sha256";
 import type { Readable, Writable } from "node:stream";
 import { ExitCode, IoError, TransportError, WalmgrError, type ExitCodeValue } from "../errors";
+import { VERSION } from "../version";
+import { HELPER_VERBS } from "./helper-verbs";
 
-/** What the helper writes first, so that the master can tell our protocol from login-script noise. */
+/**
+ * What the helper writes first, so that the master can tell our protocol from login-script noise.
+ * Frozen: a master of protocol 1 checks exactly these bytes, and gets as far as its first request
+ * (which a newer helper refuses with a message naming both versions) only when they match.
+ */
 export const HELPER_MAGIC = "walmgr-helper 1\n";
+
+/**
+ * The helper protocol's number: 1 was the framing alone (no hello); 2 added the hello and the
+ * P frames. Bump it for any change of the framing; a change of the requests changes
+ * `requestsId` by itself.
+ */
+export const HELPER_PROTOCOL = 2;
+
+/** The verb of the hello request (never in HELPER_VERBS: every protocol from 2 on knows it). */
+export const HELLO_VERB = "hello";
+
+/** What each end says of itself in the hello. */
+export interface Hello {
+  protocol: number;
+  /** walmgr-ts's version (package.json). */
+  version: string;
+  /** A digest of the request table (names, arguments, bodies): two builds with other requests differ. */
+  requests: string;
+}
+
+let ownHello: Hello | undefined;
+
+/** This build's hello. */
+export function helloOf(): Hello {
+  if (ownHello === undefined) {
+    const table = Object.entries(HELPER_VERBS).map(([v, spec]) => [v, spec.args, spec.body]);
+    const requests = newSha256().update(JSON.stringify(table)).digest("hex").slice(0, 8);
+    ownHello = { protocol: HELPER_PROTOCOL, version: VERSION, requests };
+  }
+  return ownHello;
+}
+
+/** A hello as the other end sent it, or undefined when `v` is not one. */
+export function readHello(v: unknown): Hello | undefined {
+  if (typeof v !== "object" || v === null) return undefined;
+  const h = v as Record<string, unknown>;
+  if (typeof h.protocol !== "number" || typeof h.version !== "string" || typeof h.requests !== "string") {
+    return undefined;
+  }
+  return { protocol: h.protocol, version: h.version.slice(0, 64), requests: h.requests.slice(0, 64) };
+}
+
+/** Do two hellos agree (same protocol, same requests)? The version string alone may differ. */
+export function helloAgrees(a: Hello, b: Hello): boolean {
+  return a.protocol === b.protocol && a.requests === b.requests;
+}
+
+/** A hello for messages: "protocol 2 (version 0.1.0, requests 1a2b3c4d)". */
+export function describeHello(h: Hello): string {
+  return `protocol ${h.protocol} (version ${h.version}, requests ${h.requests})`;
+}
+
+/** The hint of every version mismatch. */
+export const MISMATCH_HINT =
+  "install the same walmgr-ts version on both hosts (`wal-ctl --version` on each; on the slave host, the wal-ctl that slave_wal_ctl names)";
 /** Largest header the reader accepts (a manifest of a big tree is the largest answer). */
 export const MAX_HEADER = 256 << 20;
 /** Largest data frame the reader accepts; writers send at most WRITE_CHUNK. */
 export const MAX_CHUNK = 4 << 20;
 const WRITE_CHUNK = 1 << 20;
 
-export type FrameType = "H" | "D" | "E" | "A";
-const TYPES = new Set(["H", "D", "E", "A"]);
+export type FrameType = "H" | "D" | "E" | "A" | "P";
+const TYPES = new Set(["H", "D", "E", "A", "P"]);
 
 export interface Frame {
   type: FrameType;
@@ -45,6 +115,9 @@ export interface Frame {
 
 /** Malformed or cut protocol input: a transport failure (exit 6). */
 export class ProtocolError extends TransportError {}
+
+/** The two ends do not speak the same protocol or requests (exit 6): the message names both. */
+export class VersionMismatchError extends ProtocolError {}
 
 /** The 5-byte prefix of a frame. */
 function prefix(type: FrameType, length: number): Buffer {
@@ -58,7 +131,7 @@ export function encodeFrame(type: FrameType, payload: Buffer): Buffer {
   return Buffer.concat([prefix(type, payload.length), payload]);
 }
 
-export function encodeJson(type: "H" | "E" | "A", value: unknown): Buffer {
+export function encodeJson(type: "H" | "E" | "A" | "P", value: unknown): Buffer {
   return encodeFrame(type, Buffer.from(JSON.stringify(value), "utf8"));
 }
 
@@ -224,12 +297,22 @@ export class FrameReader {
     return v as Record<string, unknown>;
   }
 
-  /** The next frame, which must be a header; undefined at a clean end of stream. */
-  async header(): Promise<Record<string, unknown> | undefined> {
-    const f = await this.next();
-    if (f === undefined) return undefined;
-    if (f.type !== "H") throw new ProtocolError(`${this.where} sent a ${f.type} frame where a header belongs`);
-    return this.json(f);
+  /**
+   * The next frame, which must be a header; undefined at a clean end of stream. Progress frames
+   * before it go to `onProgress` (with their count of items done), when one is given.
+   */
+  async header(onProgress?: (done: number) => void): Promise<Record<string, unknown> | undefined> {
+    for (;;) {
+      const f = await this.next();
+      if (f === undefined) return undefined;
+      if (f.type === "P" && onProgress) {
+        const done = this.json(f).done;
+        if (typeof done === "number") onProgress(done);
+        continue;
+      }
+      if (f.type !== "H") throw new ProtocolError(`${this.where} sent a ${f.type} frame where a header belongs`);
+      return this.json(f);
+    }
   }
 
   /**
@@ -272,7 +355,7 @@ export class FrameReader {
         const j = this.json(f);
         throw new IoError(`${what}: the sender gave up after ${bytes} bytes: ${String(j.message)}; nothing was stored`);
       }
-      if (f.type !== "E") throw new ProtocolError(`${this.where} sent a header in the middle of ${what}`);
+      if (f.type !== "E") throw new ProtocolError(`${this.where} sent a ${f.type} frame in the middle of ${what}`);
       const j = this.json(f);
       const sha256 = hash.digest("hex");
       if (j.bytes !== bytes || j.sha256 !== sha256) {
@@ -335,13 +418,13 @@ export function writeOut(out: Writable, data: Buffer): Promise<void> {
 
 /**
  * Sends `source` as a body (D frames, then E with its length and sha256). When `source` fails,
- * sends an A frame (the receiver discards what it got) and rethrows. `onProgress` is called per
- * chunk (idle timers).
+ * sends an A frame (the receiver discards what it got) and rethrows. `onProgress` hears of each
+ * chunk handed on, with its size (the master's request deadline grows with the data sent).
  */
 export async function sendBody(
   out: Writable,
   source: AsyncIterable<Buffer | Uint8Array> | Iterable<Buffer | Uint8Array>,
-  onProgress?: () => void,
+  onProgress?: (bytes: number) => void,
 ): Promise<{ bytes: number; sha256: string }> {
   const hash = newSha256();
   let bytes = 0;
@@ -355,7 +438,7 @@ export async function sendBody(
         await writeOut(out, prefix("D", part.length));
         // Until the pipe has taken it: the caller may reuse its buffer once we ask for more.
         await writeFlushed(out, part);
-        onProgress?.();
+        onProgress?.(part.length);
       }
     }
   } catch (err) {

@@ -15,15 +15,19 @@ export function isOwnMetadata(rel: string): boolean {
 
 /**
  * Builds the manifest of a local tree (symbolic links followed, each file hashed in 1 MiB
- * chunks); top-level `.walmgr-*` files (our metadata) are left out.
+ * chunks); top-level `.walmgr-*` files (our metadata) are left out. `onFile` hears of each file
+ * hashed (the ssh helper's progress frames).
  */
-export function buildManifest(dir: string): Manifest {
+export function buildManifest(dir: string, onFile?: () => void): Manifest {
   const files: Manifest["files"] = {};
   walkTreeSync(
     dir,
     ({ rel, path, st }) => {
       if (isOwnMetadata(rel)) return false;
-      if (st.isFile()) files[rel] = { size: st.size, sha256: hashFile(path).sha256 };
+      if (st.isFile()) {
+        files[rel] = { size: st.size, sha256: hashFile(path).sha256 };
+        onFile?.();
+      }
       return true;
     },
     { skipVanished: false },

@@ -7,16 +7,39 @@
  * holds on the slave too. A body that arrives cut short or damaged is never published under
  * its final name.
  *
- * Errors of one request are answered (code from the one table in errors.ts) and the session
- * goes on; a broken stream ends the session. What ends the process (a bad command line, a bad
+ * The session starts with the hello (helper-protocol.ts): until the master's hello agrees with
+ * this build's, every request is refused unrun (code 6, naming both versions), so a master of
+ * another build never has a request misread. Errors of one request are answered (code from the
+ * one table in errors.ts) and the session goes on; a broken stream ends the session. What ends the process (a bad command line, a bad
  * SLAVE_CONFIG, a cut connection) goes through the same describeError and exit codes as every
  * executable. SLAVE_CONFIG may be "-" when the master has no slave_config.
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  fsyncSync,
+  lstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmdirSync,
+  rmSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import { loadConfig } from "../config/load";
-import { describeError, ExitCode, IoError, ioError, UsageError, type ExitCodeValue } from "../errors";
+import {
+  describeError,
+  ExitCode,
+  IoError,
+  ioError,
+  isErrno,
+  TransportError,
+  UsageError,
+  type ExitCodeValue,
+} from "../errors";
 import { Logger, writeStderr, writeStdout } from "../log";
 import {
   commitTemp,
@@ -31,14 +54,21 @@ import {
   writeAtDurable,
 } from "./durable";
 import {
+  describeHello,
   errorAnswer,
   encodeJson,
   FrameReader,
+  HELLO_VERB,
   HELPER_MAGIC,
+  helloAgrees,
+  helloOf,
+  MISMATCH_HINT,
   ProtocolError,
+  readHello,
   sendBody,
   writeOut,
 } from "./helper-protocol";
+import { buildManifest } from "./manifest";
 import { HELPER_COMMAND, HELPER_VERBS, isHelperVerb, type HelperVerb } from "./helper-verbs";
 import { requireFeature } from "./driver";
 import { LocalDriver, mkdirPrivate, openRegularFile } from "./local";
@@ -52,6 +82,8 @@ interface Served {
 
 interface VerbContext {
   log: Logger;
+  /** Called for each item (file, folder) a long request has done: sends progress frames. */
+  tick: () => void;
   /** The request's body (verbs that take one); each handler reads it to its end or throws. */
   body: AsyncGenerator<Buffer, { bytes: number; sha256: string }>;
 }
@@ -169,8 +201,8 @@ async function* fileChunks(fd: number, path: string): AsyncGenerator<Buffer> {
   }
 }
 
-/** fsyncs every file and folder under `root` (rsync writes but never fsyncs). */
-export function fsyncTree(root: string): { files: number; bytes: number } {
+/** fsyncs every file and folder under `root` (rsync writes but never fsyncs); `tick` per item. */
+export function fsyncTree(root: string, tick: () => void = () => undefined): { files: number; bytes: number } {
   const stats = { files: 0, bytes: 0 };
   try {
     chmodSync(root, 0o700);
@@ -186,8 +218,15 @@ export function fsyncTree(root: string): { files: number; bytes: number } {
         }
         stats.files++;
         stats.bytes += st.size;
+        tick();
       },
-      { skipVanished: false, leave: (dir) => fsyncDir(dir) },
+      {
+        skipVanished: false,
+        leave: (dir) => {
+          fsyncDir(dir);
+          tick();
+        },
+      },
     );
     fsyncDir(dirname(root));
   } catch (err) {
@@ -202,7 +241,11 @@ export function fsyncTree(root: string): { files: number; bytes: number } {
  * {p: relative path, d: folder?, s: size}, then `s` bytes of content. A header with `end`
  * closes the tree; without it nothing counts.
  */
-async function receiveTree(dest: string, body: VerbContext["body"]): Promise<{ files: number; bytes: number }> {
+async function receiveTree(
+  dest: string,
+  body: VerbContext["body"],
+  tick: () => void,
+): Promise<{ files: number; bytes: number }> {
   mkdirPrivate(dest);
   let buf: Buffer = Buffer.alloc(0);
   let fd: number | undefined;
@@ -274,8 +317,49 @@ async function receiveTree(dest: string, body: VerbContext["body"]): Promise<{ f
   if (!ended || left > 0) {
     throw new IoError(`tree stream into ${dest} was cut short`, "retry the backup: the connection was interrupted");
   }
-  fsyncTree(dest);
+  fsyncTree(dest, tick);
   return stats;
+}
+
+/**
+ * Removes the tree `path` like the local driver's removeTree (symbolic links removed, never
+ * followed; the parent folder fsynced), one entry at a time so that `tick` hears of each.
+ */
+function removeTreeTicking(path: string, tick: () => void): void {
+  try {
+    let isDir: boolean;
+    try {
+      isDir = lstatSync(path).isDirectory();
+    } catch (err) {
+      if (!isErrno(err, "ENOENT")) throw err;
+      return;
+    }
+    if (!isDir) rmSync(path, { force: true });
+    else
+      walkTreeSync(
+        path,
+        ({ path: p, st }) => {
+          if (st.isDirectory()) return true;
+          try {
+            unlinkSync(p);
+          } catch (err) {
+            if (!isErrno(err, "ENOENT")) throw err;
+          }
+          tick();
+          return false;
+        },
+        {
+          follow: false,
+          leave: (dir) => {
+            rmdirSync(dir);
+            tick();
+          },
+        },
+      );
+    fsyncDir(dirname(path));
+  } catch (err) {
+    throw ioError("cannot remove", path, err);
+  }
 }
 
 const local = new LocalDriver();
@@ -288,9 +372,14 @@ const HANDLERS: { [V in HelperVerb]: Handler } = {
     return Promise.resolve({ r: { rsync: r.status === 0, pid: process.pid } });
   },
   stat: async ([path]) => ({ r: (await local.info(nonEmpty(path, "path"))) ?? null }),
-  manifest: async ([dir]) => {
+  manifest: async ([dir], { tick }) => {
     const d = nonEmpty(dir, "directory");
-    return { r: (await local.info(d))?.isDirectory ? await tree.manifest(d) : null };
+    if (!(await local.info(d))?.isDirectory) return { r: null };
+    try {
+      return { r: buildManifest(d, tick) };
+    } catch (err) {
+      throw ioError("cannot read", d, err);
+    }
   },
   list: async ([dir]) => ({ r: (await local.list(nonEmpty(dir, "directory"))) ?? null }),
   read: ([path]) => {
@@ -312,11 +401,11 @@ const HANDLERS: { [V in HelperVerb]: Handler } = {
     return { r: {} };
   },
   remove: ([path]) => Promise.resolve({ r: { removed: removeDurable(nonEmpty(path, "path")) } }),
-  rmtree: async ([path], { log }) => {
+  rmtree: ([path], { log, tick }) => {
     const p = nonEmpty(path, "path");
-    await tree.removeTree(p);
+    removeTreeTicking(p, tick);
     log.info(`removed ${p} (for the master)`);
-    return { r: {} };
+    return Promise.resolve({ r: {} });
   },
   mkdir: async ([path]) => {
     await local.pathCreate(nonEmpty(path, "path"));
@@ -329,8 +418,8 @@ const HANDLERS: { [V in HelperVerb]: Handler } = {
     log.info(`renamed ${f} to ${t} (for the master)`);
     return { r: {} };
   },
-  fsynctree: ([path]) => Promise.resolve({ r: fsyncTree(nonEmpty(path, "path")) }),
-  puttree: async ([path], { body }) => ({ r: await receiveTree(nonEmpty(path, "path"), body) }),
+  fsynctree: ([path], { tick }) => Promise.resolve({ r: fsyncTree(nonEmpty(path, "path"), tick) }),
+  puttree: async ([path], { body, tick }) => ({ r: await receiveTree(nonEmpty(path, "path"), body, tick) }),
   unlock: ([path, pid, host], { log }) => {
     // Removes a lock file only when it names this holder (pid and host): never another's lock.
     const p = nonEmpty(path, "path");
@@ -352,14 +441,38 @@ async function* noBody(): AsyncGenerator<Buffer, { bytes: number; sha256: string
   return { bytes: 0, sha256: "" };
 }
 
-/** Serves one request: runs its verb and writes the answer (and its body). */
-async function serve(req: Record<string, unknown>, reader: FrameReader, log: Logger): Promise<void> {
+/** At most one progress frame per this many milliseconds. */
+const TICK_MS = 500;
+
+/**
+ * The `tick` of one request: counts the items done, and writes a progress frame with the count
+ * when TICK_MS passed since the last one. The verbs that tick do their work synchronously, and
+ * a write to a pipe that has room goes out at once (libuv tries the write before queueing it).
+ */
+function ticker(): () => void {
+  let done = 0;
+  let last = Date.now();
+  return () => {
+    done++;
+    const now = Date.now();
+    if (now - last < TICK_MS) return;
+    last = now;
+    process.stdout.write(encodeJson("P", { done }));
+  };
+}
+
+/**
+ * Serves one request: runs its verb and writes the answer (and its body). With `refuse` (the
+ * two ends do not agree on the protocol), answers that error instead, without running anything.
+ */
+async function serve(req: Record<string, unknown>, reader: FrameReader, log: Logger, refuse?: Error): Promise<void> {
   const out = process.stdout;
   const { v, a, b } = req;
   const hasBody = b === 1;
   const body = hasBody ? reader.body(`the body of ${JSON.stringify(v)}`) : noBody();
   let served: Served;
   try {
+    if (refuse) throw refuse;
     if (typeof v !== "string" || !isHelperVerb(v)) {
       throw new UsageError(
         `helper: unknown verb ${JSON.stringify(v)}`,
@@ -373,7 +486,7 @@ async function serve(req: Record<string, unknown>, reader: FrameReader, log: Log
     if (hasBody !== (spec.body === "in")) {
       throw new UsageError(`helper: ${v} ${spec.body === "in" ? "needs" : "takes no"} body`);
     }
-    served = await HANDLERS[v](a as string[], { log, body });
+    served = await HANDLERS[v](a as string[], { log, body, tick: ticker() });
   } catch (err) {
     if (err instanceof ProtocolError) throw err;
     await reader.drain(body); // stay in step with the master
@@ -412,10 +525,30 @@ export function helperMain(argv: string[]): void {
     }
     writeStdout(HELPER_MAGIC);
     const reader = new FrameReader(process.stdin, "the master");
+    const own = helloOf();
+    // Until the master's hello agrees with ours, every request is refused unrun.
+    let refuse: Error | undefined = new TransportError(
+      `version mismatch: the master did not say which helper protocol it speaks (it runs a walmgr-ts older than helper protocol 2), this slave host runs walmgr-ts helper ${describeHello(own)}: refusing its requests`,
+      MISMATCH_HINT,
+    );
     for (;;) {
       const req = await reader.header();
       if (req === undefined) return ExitCode.OK; // the master closed the session
-      await serve(req, reader, log);
+      if (req.v !== HELLO_VERB) {
+        await serve(req, reader, log, refuse);
+        continue;
+      }
+      if (req.b === 1) await reader.drain(reader.body("the body of hello"));
+      const theirs = readHello(req.h);
+      refuse =
+        theirs !== undefined && helloAgrees(theirs, own)
+          ? undefined
+          : new TransportError(
+              `version mismatch: the master speaks walmgr-ts helper ${theirs ? describeHello(theirs) : "of an unknown kind"}, this slave host ${describeHello(own)}: refusing its requests`,
+              MISMATCH_HINT,
+            );
+      // The answer is always our own hello: the master judges it (and says which host is which).
+      await writeOut(process.stdout, encodeJson("H", { ok: 1, r: own }));
     }
   })().then(finish, (err: unknown) => {
     const { text, code } = describeError(err);

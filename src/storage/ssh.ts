@@ -35,25 +35,33 @@ export class SshDriver implements StorageDriver {
   readonly description: string;
   readonly transport: SshTransport;
   private session: Promise<HelperSession> | undefined;
+  /** The last hopeless session's end (a time-out, a version mismatch): holds back new ones. */
+  private heldBack: { at: number; error: Error } | undefined;
 
   constructor(readonly opts: SshOptions) {
     this.transport = new SshTransport(opts);
     this.description = `ssh ${opts.host}`;
   }
 
-  private smallMs(): number {
-    return Math.max(30, this.opts.timeout * 3) * 1000;
-  }
-
-  /** One request over this command's session (started on first use; a broken one is replaced). */
+  /**
+   * One request over this command's session (started on first use; a broken one is replaced).
+   * After a session ended hopelessly (a request timed out, the helper is of another build),
+   * requests within ssh_timeout fail at once with its error instead of starting a session that
+   * would likely end the same way: a command fails within one bound, not one per request, and a
+   * long-lived process (the sync daemon) tries again later.
+   */
   private async request(verb: HelperVerb, args: string[], o: RequestOpts = {}) {
+    if (this.heldBack !== undefined && Date.now() - this.heldBack.at < this.opts.timeout * 1000) {
+      throw this.heldBack.error;
+    }
     this.session ??= this.transport.session();
     const s = await this.session;
     try {
-      return await s.request(verb, args, { idleMs: this.smallMs(), ...o });
+      return await s.request(verb, args, o);
     } catch (err) {
       if (!s.alive && this.session !== undefined && (await this.session) === s) {
         this.session = undefined; // the next request starts a new session
+        if (s.hopeless) this.heldBack = { at: Date.now(), error: err as Error };
       }
       throw err;
     }
@@ -130,7 +138,7 @@ export class SshDriver implements StorageDriver {
   }
 
   async removeTree(path: string): Promise<void> {
-    await this.request("rmtree", [path], { idleMs: undefined });
+    await this.request("rmtree", [path]);
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -188,7 +196,7 @@ export class SshDriver implements StorageDriver {
       sent = await this.rsync(src, dest, trusted, basis, false, progress);
       if (compared.length > 0) sent += await this.rsync(src, dest, compared, basis, true, progress);
     }
-    await this.request("fsynctree", [dest], { idleMs: undefined });
+    await this.request("fsynctree", [dest]);
     const stats: TreeStats = { files: 0, bytes: 0 };
     for (const e of entries) {
       if (e.isDir) continue;
@@ -333,7 +341,7 @@ export class SshDriver implements StorageDriver {
       }
       yield record({ end: true });
     };
-    await this.request("puttree", [dest], { body: feed(), idleMs: undefined });
+    await this.request("puttree", [dest], { body: feed() });
     return { ...stats, sent };
   }
 }

@@ -1,17 +1,31 @@
 /**
  * The ssh transport when things go wrong: the slave host down or hung (exit 6 for wal-archive,
  * 1 for wal-restore, within the timeout, never a hang), ssh killed in the middle of a transfer
- * (nothing under the final name, the retry succeeds), and a slave path built to inject a
- * command if anything spliced it into a shell line unquoted.
+ * (nothing under the final name, the retry succeeds), a slave path built to inject a command if
+ * anything spliced it into a shell line unquoted, a helper that stalls or trickles mid-answer
+ * (exit 6 within the bound, nothing of the session left), and a helper of another build (exit 6
+ * naming both versions, nothing run).
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { binPath, makeTempDir, packageRoot, removeTempDir, run, RUN_AS, runBin, waitFor } from "../helpers/env";
+import {
+  binPath,
+  makeTempDir,
+  packageRoot,
+  removeTempDir,
+  run,
+  RUN_AS,
+  runBin,
+  spawnBin,
+  waitFor,
+} from "../helpers/env";
 import { makeSlaveDir, runSlave, TestSshd } from "../helpers/sshd";
+import { killPlanted, pidsMatching, plantedLog, plantHelper } from "../helpers/fake-helper";
+import { helloOf } from "../../src/storage/helper-protocol";
 import { writeFileAs } from "../helpers/walmgr";
 
 let sshd: TestSshd;
@@ -31,7 +45,7 @@ after(() => {
 });
 
 /** A master config whose slave directory is `host:dir`; the slave layout is made there. */
-function masterIni(name: string, host: string, dir: string, extra = ""): string {
+function masterIni(name: string, host: string, dir: string, extra = "", timeout = 3): string {
   const file = join(masterBase, `${name}.ini`);
   writeFileAs(
     file,
@@ -39,8 +53,8 @@ function masterIni(name: string, host: string, dir: string, extra = ""): string 
 job_name = ${name}
 slave = ${host}:${dir}
 ssh_config = ${sshd.clientConfig}
-ssh_timeout = 3
-restore_timeout = 3
+ssh_timeout = ${timeout}
+restore_timeout = ${timeout}
 ${extra}
 `,
   );
@@ -194,4 +208,169 @@ test("without rsync a tree goes through the helper as a stream, fsynced, private
   assert.equal(readFileSync(join(dest, "sub/deep/b")).length, 3 << 20);
   assert.ok(!existsSync(join(dest, "skip.me")));
   assert.equal(statSync(join(dest, "a")).mode & 0o777, 0o600);
+});
+
+/** Runs one of our executables, killed after `limitMs` (code null then): a hang fails, not blocks. */
+async function runBounded(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+  limitMs: number,
+): Promise<{ code: number | null; stderr: string }> {
+  const s = spawnBin(name, args, { env });
+  const timer = setTimeout(() => s.child.kill("SIGKILL"), limitMs);
+  const { status } = await s.exited;
+  clearTimeout(timer);
+  return { code: status, stderr: s.output() };
+}
+
+/** A runtime folder of the master's user (XDG_RUNTIME_DIR): this test's own control sockets. */
+function runtimeDir(name: string): string {
+  const dir = join(masterBase, `run-${name}`);
+  mkdirSync(dir, { mode: 0o700 });
+  if (RUN_AS) chownSync(dir, RUN_AS.uid, RUN_AS.gid);
+  return dir;
+}
+
+/**
+ * wal-archive against a planted helper that stalls (or trickles) mid-frame, ssh_timeout = 5:
+ * exit 6 within 3 × ssh_timeout naming the host and what timed out, and no ssh process of the
+ * run left. `sharing`: "plain" (no connection sharing), "own" (this run's ssh starts the shared
+ * connection's master: it is stopped too, its socket removed), "shared" (a master an earlier
+ * command started: it stays, for the other commands that share it).
+ */
+async function stalledArchive(mode: "stall" | "trickle", sharing: "plain" | "own" | "shared"): Promise<void> {
+  const dir = join(slaveBase, `${mode}-${sharing}`);
+  makeLayout(dir);
+  const fake = plantHelper(slaveBase, mode);
+  const xdg = runtimeDir(`${mode}-${sharing}`);
+  const persist = `ssh_control_persist = ${sharing === "plain" ? 0 : 60}`;
+  const ini = masterIni(`${mode}${sharing}`, "walslave-test", dir, `slave_wal_ctl = ${fake.path}\n${persist}`, 5);
+  const name = "00000001000000000000003A";
+  const src = walFile(`${mode}-${sharing}-${name}`, 4096);
+  const socketDir = join(xdg, "walmgr-ssh");
+  const masterOf = (): number | undefined => {
+    const [sock] = existsSync(socketDir) ? readdirSync(socketDir) : [];
+    if (sock === undefined) return undefined;
+    const c = run("ssh", [
+      "-F",
+      sshd.clientConfig,
+      "-o",
+      `ControlPath=${join(socketDir, sock)}`,
+      "-O",
+      "check",
+      "walslave-test",
+    ]);
+    const pid = Number(/pid=(\d+)/.exec(c.stderr + c.stdout)?.[1]);
+    return pid > 0 ? pid : undefined;
+  };
+  // Every ssh of the run names the planted helper in its command line (the remote command); a
+  // master forked off for connection sharing retitles itself "ssh: CONTROL_PATH [mux]", and the
+  // control path is in this test's runtime folder.
+  const sshPids = (): number[] =>
+    [...pidsMatching(fake.path), ...pidsMatching(xdg)].filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "ssh";
+      } catch {
+        return false;
+      }
+    });
+  let before: number | undefined;
+  try {
+    if (sharing === "shared") {
+      // An earlier command (with the real helper) leaves a master for the next ones.
+      const real = masterIni(`${mode}${sharing}-real`, "walslave-test", dir, persist, 5);
+      const first = runBin("wal-archive", [real, walFile(`${mode}-first`, 4096), "000000010000000000000039"], {
+        env: { XDG_RUNTIME_DIR: xdg },
+      });
+      assert.equal(first.status, 0, first.stderr);
+      before = masterOf();
+      assert.ok(before !== undefined, "a shared master is running");
+    }
+    const ours = (): number[] => sshPids().filter((pid) => pid !== before);
+    const t0 = Date.now();
+    const res = await runBounded("wal-archive", [ini, src, name], { XDG_RUNTIME_DIR: xdg }, 60_000);
+    const took = Date.now() - t0;
+    assert.equal(res.code, 6, `exit ${String(res.code)} after ${took} ms: ${res.stderr}`);
+    assert.ok(took < 15_000, `took ${took} ms, more than 3 × ssh_timeout`);
+    assert.match(res.stderr, /walslave-test/);
+    assert.match(res.stderr, /the request `stat [^`]*logs\.complete` got no complete answer/, "names what timed out");
+    assert.match(res.stderr, /ssh_timeout = 5/);
+    assert.deepEqual(
+      plantedLog(fake.log).filter((v) => v !== "hello"),
+      ["stat"],
+    );
+    // Nothing of the run stays: neither our ssh nor a master it started.
+    await waitFor("the run's ssh processes to be gone", () => ours().length === 0, 3_000, 100).catch(() => {
+      throw new Error(`ssh processes of the run still alive: ${ours().join(", ")}`);
+    });
+    if (sharing === "own") assert.deepEqual(readdirSync(socketDir), [], "the master removed its socket");
+    if (sharing === "shared") assert.equal(masterOf(), before, "the master of the earlier command stays");
+  } finally {
+    for (const pid of sshPids()) process.kill(pid, "SIGKILL");
+    killPlanted(fake.path);
+  }
+}
+
+test("a helper that announces a longer answer than it sends, then stalls: exit 6 within the bound, its master stopped", async () => {
+  await stalledArchive("stall", "own");
+});
+
+test("the same through a master an earlier command started: exit 6 within the bound, that master stays", async () => {
+  await stalledArchive("stall", "shared");
+});
+
+test("a helper that trickles an answer one byte at a time (plain connection): exit 6 within the bound", async () => {
+  await stalledArchive("trickle", "plain");
+});
+
+/** wal-archive through a planted helper `mode`: its exit, stderr, and the verbs the helper got. */
+function archiveThrough(mode: "other" | "old" | "usage"): { code: number | null; stderr: string; got: string[] } {
+  const dir = join(slaveBase, `version-${mode}`);
+  const completed = join(dir, "logs.complete");
+  makeLayout(dir);
+  const fake = plantHelper(slaveBase, mode);
+  const ini = masterIni(`version${mode}`, "walslave-test", dir, `slave_wal_ctl = ${fake.path}`);
+  const name = "00000001000000000000004B";
+  const res = runBin("wal-archive", [ini, walFile(`${mode}-${name}`, 4096), name], { timeout: 60_000 });
+  assert.ok(!existsSync(join(completed, name)), "nothing archived");
+  return { code: res.status, stderr: res.stderr, got: plantedLog(fake.log) };
+}
+
+test("a slave-side helper of another build: exit 6 naming both versions, before any request runs", () => {
+  const own = helloOf();
+  const r = archiveThrough("other");
+  assert.equal(r.code, 6, r.stderr);
+  assert.match(
+    r.stderr,
+    /version mismatch: slave host walslave-test runs walmgr-ts helper protocol 3 \(version 9\.9\.9/,
+  );
+  assert.match(
+    r.stderr,
+    new RegExp(`this master speaks protocol ${own.protocol} \\(version ${own.version.replace(/\./g, "\\.")}`),
+  );
+  assert.match(r.stderr, /install the same walmgr-ts version on both hosts/);
+  assert.deepEqual(r.got, ["hello"], "only the hello reached it");
+});
+
+test("a slave-side helper from before the hello: exit 6 saying it is older, before any request runs", () => {
+  const r = archiveThrough("old");
+  assert.equal(r.code, 6, r.stderr);
+  assert.match(
+    r.stderr,
+    /version mismatch: slave host walslave-test runs walmgr-ts helper protocol 1 \(an older version/,
+  );
+  assert.match(r.stderr, /install the same walmgr-ts version on both hosts/);
+  assert.deepEqual(r.got, ["hello"], "only the hello reached it");
+});
+
+test("a helper answer that is a usage error (a request of another build): exit 6 with a version hint, never 2", () => {
+  const r = archiveThrough("usage");
+  assert.equal(r.code, 6, r.stderr);
+  assert.match(
+    r.stderr,
+    /walslave-test: helper: put takes 2 string arguments \(path, exclusive\) \(version mismatch\?\)/,
+  );
+  assert.match(r.stderr, /install the same walmgr-ts version on both hosts/);
+  assert.ok(r.got.includes("put"), r.got.join(","));
 });

@@ -319,3 +319,30 @@ test("a stale control socket: one warning, a plain connection, the socket remove
     run("ssh", ["-F", sshd.clientConfig, "-o", `ControlPath=${sock}`, "-O", "exit", "walslave-test"]);
   }
 });
+
+test("a request longer than ssh_timeout (a manifest of a big tree) lives on the helper's progress frames", () => {
+  const dir = join(slaveBase, "bigtree");
+  // 48 sparse files of 64 MiB: hashing them takes several seconds (3 GiB; about 7 s on an idle
+  // 2-core machine), each one well under ssh_timeout.
+  const mk = runSlave("sh", [
+    "-c",
+    `mkdir -p '${dir}/sub' && for i in $(seq 1 48); do truncate -s 64M '${dir}/sub/f'$i; done`,
+  ]);
+  assert.equal(mk.status, 0, mk.stderr);
+  const script = `
+    const { SshDriver } = require(${JSON.stringify(join(packageRoot(), "dist/src/storage/ssh.js"))});
+    const d = new SshDriver({ host: "walslave-test", remoteBin: ${JSON.stringify(binPath("wal-ctl"))}, timeout: 2,
+      compression: false, sshConfig: ${JSON.stringify(sshd.clientConfig)}, controlPersist: 0 });
+    (async () => {
+      await d.info(${JSON.stringify(dir)}); // the session is up: what follows is the manifest alone
+      const t0 = Date.now();
+      const m = await d.manifest(${JSON.stringify(dir)});
+      process.stdout.write(JSON.stringify({ files: Object.keys(m.files).length, ms: Date.now() - t0 }));
+      process.exit(0);
+    })().catch((e) => { console.error(e.message); process.exit(e.exitCode ?? 9); });`;
+  const r = run(process.execPath, ["-e", script]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { files: number; ms: number };
+  assert.equal(out.files, 48);
+  assert.ok(out.ms > 2000, `the manifest took ${out.ms} ms, not longer than ssh_timeout: make the tree bigger`);
+});

@@ -20,7 +20,16 @@ export interface Repository {
  */
 export function archiveRepositories(config: Config, timeout?: number): Repository[] {
   const main = config.requireLocation("completed_wals", "wal-archive");
-  const out: Repository[] = [repository("completed_wals", main, config, timeout)];
+  return [repository("completed_wals", main, config, timeout), ...alsoArchiveTo(config, main, timeout)];
+}
+
+/**
+ * The repositories of also_archive_to alone (none when it is unset), refused when one is
+ * `completed` (the main repository) or named twice.
+ */
+export function alsoArchiveTo(config: Config, completed: Location, timeout?: number): Repository[] {
+  const out: Repository[] = [];
+  const seen = [formatLocation(completed)];
   const extra = (config.get("also_archive_to") ?? "")
     .split(",")
     .map((s) => s.trim())
@@ -29,12 +38,13 @@ export function archiveRepositories(config: Config, timeout?: number): Repositor
     const root = parseLocation(raw, config.baseDir);
     const loc = { ...root, path: posix.join(root.path, "logs.complete") };
     const name = `also_archive_to[${i + 1}]`;
-    if (out.some((r) => formatLocation(r.loc) === formatLocation(loc))) {
+    if (seen.includes(formatLocation(loc))) {
       throw new ConfigError(
         `${config.where("also_archive_to")}: ${raw} is already a repository (${formatLocation(loc)})`,
         "name each slave directory once",
       );
     }
+    seen.push(formatLocation(loc));
     out.push(repository(name, loc, config, timeout));
   });
   return out;

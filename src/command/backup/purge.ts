@@ -1,11 +1,20 @@
 import { posix } from "node:path";
+import { formatLocation } from "../../config/load";
 import type { Context } from "../../context";
+import type { Repository } from "../archive/repositories";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { comparePosition, parseWalName } from "../../wal/names";
 import { BACKUP_INFO, leftoverPid, listSets, readBackupInfo, tempSetPath, type BackupInfo } from "./sets";
 import { readBytes } from "../../storage/bytes";
-import { describeStandby, readRegistry, reportExpired, standbyExpireSeconds, standbyHold } from "../../standbys";
+import {
+  describeStandby,
+  readRegistry,
+  reportExpired,
+  standbyExpireSeconds,
+  standbyHold,
+  type StandbyHold,
+} from "../../standbys";
 
 /** The first WAL segment a backup set needs: from its metadata, or its backup_label. */
 export async function setStartWal(driver: StorageDriver, set: string): Promise<string | undefined> {
@@ -59,13 +68,17 @@ export async function walNeededBySets(
  * standby_expire no longer counts, and is warned about when WAL it would need goes).
  * `.history` files are always kept. Does nothing when any set's start, or a live standby's
  * restart point, cannot be read.
+ *
+ * Then each repository of `also` (also_archive_to) gets the same cut-off (`purgeRepository`),
+ * or an older one where its own standbys or sets need more: never anything the rule above keeps
+ * in the main repository. One that cannot be reached or read is skipped with a warning.
  */
 export async function purgeWal(
   ctx: Context,
   driver: StorageDriver,
   completedDir: string,
   fullBackup: string,
-  opts: { expireSeconds?: number; now?: number } = {},
+  opts: { expireSeconds?: number; now?: number; also?: Repository[] } = {},
 ): Promise<number> {
   const needed = await walNeededBySets(driver, fullBackup);
   if (needed.unknown !== undefined) {
@@ -87,7 +100,26 @@ export async function purgeWal(
     ctx.log.info(`standby ${JSON.stringify(hold.by)} still needs WAL from ${hold.from}: keeping it`);
     keepFrom = hold.from;
   }
-  const archive = new WalArchive(driver, completedDir);
+  const removed = await removeBefore(ctx, driver, completedDir, names, keepFrom);
+  await reportExpired(ctx.log, driver, completedDir, hold, removed, expireSeconds, ctx.dryRun);
+  ctx.log.info(
+    `purged ${removed.length} WAL file(s) older than ${keepFrom} (needed by the oldest kept backup or a live standby)`,
+  );
+  for (const repo of opts.also ?? []) {
+    await purgeRepository(ctx, repo, keepFrom, expireSeconds, opts.now);
+  }
+  return removed.length;
+}
+
+/** Removes the WAL files of `names` in `dir` older than `keepFrom` (never .history); the removed names. */
+async function removeBefore(
+  ctx: Context,
+  driver: StorageDriver,
+  dir: string,
+  names: string[],
+  keepFrom: string,
+): Promise<string[]> {
+  const archive = new WalArchive(driver, dir);
   const removed: string[] = [];
   for (const n of names) {
     if (isChecksumName(n)) continue;
@@ -98,9 +130,64 @@ export async function purgeWal(
       else if (await archive.remove(n)) removed.push(n);
     }
   }
-  await reportExpired(ctx.log, driver, completedDir, hold, removed, expireSeconds, ctx.dryRun);
-  ctx.log.info(
-    `purged ${removed.length} WAL file(s) older than ${keepFrom} (needed by the oldest kept backup or a live standby)`,
-  );
-  return removed.length;
+  return removed;
+}
+
+/**
+ * Retention for one also_archive_to repository: removes its WAL older than `mainKeepFrom` (the
+ * main repository's cut-off), or older than the oldest restart point of its own live standbys
+ * (a standby restoring from it records itself there) or the oldest start of its own backup sets
+ * (`data.master` beside its logs.complete), whichever is older. Nothing when one of those cannot
+ * be read. A repository that cannot be reached is skipped with a warning (it is purged by a
+ * later backup); the backup does not fail for it.
+ */
+export async function purgeRepository(
+  ctx: Context,
+  repo: Repository,
+  mainKeepFrom: string,
+  expireSeconds: number,
+  now?: number,
+): Promise<number> {
+  const where = `${repo.name} (${formatLocation(repo.loc)})`;
+  const driver = repo.archive.driver;
+  const dir = repo.loc.path;
+  try {
+    const names = await driver.list(dir);
+    if (names === undefined) {
+      ctx.log.warn(`${where} does not exist: no WAL purged there (run \`wal-ctl CONFIG setup\`)`);
+      return 0;
+    }
+    let keepFrom = mainKeepFrom;
+    const sets = await walNeededBySets(driver, posix.join(posix.dirname(dir), "data.master"));
+    if (sets.unknown !== undefined) {
+      ctx.log.warn(`cannot tell which WAL ${sets.unknown} in ${where} needs: no WAL purged there`);
+      return 0;
+    }
+    if (sets.from !== undefined && comparePosition(sets.from, keepFrom) < 0) {
+      ctx.log.info(`a backup set in ${where} still needs WAL from ${sets.from}: keeping it there`);
+      keepFrom = sets.from;
+    }
+    const hold: StandbyHold = standbyHold(await readRegistry(driver, dir, names), expireSeconds, now);
+    if (hold.unknown !== undefined) {
+      ctx.log.warn(
+        `cannot tell which WAL ${describeStandby(hold.unknown)} needs (${posix.join(dir, hold.unknown.file)} in ${where} is not a standby record): no WAL purged there`,
+      );
+      return 0;
+    }
+    if (hold.from !== undefined && comparePosition(hold.from, keepFrom) < 0) {
+      ctx.log.info(
+        `standby ${JSON.stringify(hold.by)} of ${where} still needs WAL from ${hold.from}: keeping it there`,
+      );
+      keepFrom = hold.from;
+    }
+    const removed = await removeBefore(ctx, driver, dir, names, keepFrom);
+    await reportExpired(ctx.log, driver, dir, hold, removed, expireSeconds, ctx.dryRun);
+    ctx.log.info(`purged ${removed.length} WAL file(s) older than ${keepFrom} from ${where}`);
+    return removed.length;
+  } catch (err) {
+    ctx.log.warn(
+      `${where} could not be purged: ${err instanceof Error ? err.message : String(err)}; its WAL stays until a later backup purges it`,
+    );
+    return 0;
+  }
 }

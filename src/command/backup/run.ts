@@ -17,6 +17,7 @@ import { releaseRemoteNow } from "../../storage/release-sync";
 import { parseLsn, lsnToSegment } from "../../wal/names";
 import { keepInBackup } from "./exclude";
 import { purgeWal } from "./purge";
+import { alsoArchiveTo } from "../archive/repositories";
 import {
   BACKUP_INFO,
   BACKUP_MANIFEST,
@@ -133,7 +134,9 @@ export async function backup(ctx: Context): Promise<void> {
     }
     if (keep > 0) {
       progress.stage("purging WAL");
-      await purgeWal(ctx, layout.driver, layout.completed.path, full);
+      await purgeWal(ctx, layout.driver, layout.completed.path, full, {
+        also: alsoArchiveTo(ctx.config, layout.completed),
+      });
     }
   } finally {
     if (!committing) await requireFeature(layout.driver, "tree").removeTree(tmp);
