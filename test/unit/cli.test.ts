@@ -5,8 +5,8 @@
  * test/unit/args.test.ts checks the parsers in process; test/unit/help.test.ts the pages.
  */
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -283,5 +283,25 @@ describe("README", () => {
     }
     assert.deepEqual([...documented].sort(), [...listed].sort());
     assert.deepEqual([...listed].sort(), Object.keys(COMMAND_DOCS).sort());
+  });
+});
+
+describe("the entry point", () => {
+  test("a command that stops waiting before it finishes (an empty event loop) exits 70, never 0", () => {
+    // Node exits 0 when nothing is left to wait on, even with the command's promise pending: for
+    // archive_command that would be "durable" for a file that is not.
+    const dir = mkdtempSync(join(tmpdir(), "walmgr-entry-"));
+    try {
+      const ini = join(dir, "m.ini");
+      writeFileSync(ini, "[wal-master]\nslave = /nonexistent\n");
+      const entry = join(REPO_ROOT, "dist", "src", "cli", "entry.js");
+      const program = `{ name: "wal-archive", help: "walArchive", positionals: { min: 0, max: 0, usage: "" }, run: () => new Promise(() => {}) }`;
+      const script = `require(${JSON.stringify(entry)}).main(${program}, [${JSON.stringify(ini)}]);`;
+      const r = spawnSync(process.execPath, ["-e", script], { encoding: "utf8" });
+      assert.equal(r.status, ExitCode.INTERNAL, `exit ${String(r.status)}: ${r.stderr}`);
+      assert.match(r.stderr, /stopped waiting before it finished/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
