@@ -229,7 +229,7 @@ test("an endpoint slower than s3_timeout: exit 6 after the retries, not a hang",
     const res = runBin("wal-archive", [cfg, join(dir, SEG), "000000010000000000000008"], { cwd: dir });
     const took = Date.now() - t0;
     assert.equal(res.status, 6, res.stderr);
-    assert.match(res.stderr, /no answer within 1 s/);
+    assert.match(res.stderr, /no complete answer within /);
     assert.ok(took < 15_000, `took ${took} ms`);
   } finally {
     swift.setSlow(0);

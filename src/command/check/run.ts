@@ -1,4 +1,5 @@
 import type { Context } from "../../context";
+import { setCallDeadline } from "../../deadline";
 import { UsageError, type ExitCodeValue } from "../../errors";
 import { writeStdout } from "../../log";
 import { masterChecks } from "./master";
@@ -32,6 +33,9 @@ export async function check(ctx: Context): Promise<ExitCodeValue> {
   const nagios = ctx.options.get("nagios") === "true";
   if (nagios && ctx.json) throw new UsageError("--json and --nagios cannot be used together");
   const timeout = timeoutOf(ctx);
+  // --timeout bounds the whole check, not only the wait for the switched segment: a monitoring
+  // system waits for it, and an endpoint that trickles or never answers must not hold it longer.
+  setCallDeadline(timeout, "--timeout");
   const checks: CheckItem[] = [];
   const warnings = ctx.config.warnings;
   checks.push(
