@@ -89,6 +89,9 @@ async function switchAndArchive(n: number): Promise<string> {
   return last;
 }
 
+/** A run still going after this is killed (and fails its test): never a hung suite. */
+const KILL_AFTER_MS = 60_000;
+
 /** Runs a bin/ executable through the proxy (spawned: the proxy answers from this process). */
 async function spawned(
   name: string,
@@ -96,8 +99,12 @@ async function spawned(
 ): Promise<{ status: number | null; output: string; seconds: number }> {
   const t0 = Date.now();
   const run = spawnBin(name, args, { cwd: p.base });
+  const killer = setTimeout(() => run.child.kill("SIGKILL"), KILL_AFTER_MS);
   const end = await run.exited;
-  return { status: end.status, output: run.output(), seconds: (Date.now() - t0) / 1000 };
+  clearTimeout(killer);
+  const seconds = (Date.now() - t0) / 1000;
+  const killed = end.signal === "SIGKILL" ? `\n(killed: still running after ${KILL_AFTER_MS / 1000} s)` : "";
+  return { status: end.status, output: run.output() + killed, seconds };
 }
 
 let setStart: string;
@@ -191,7 +198,7 @@ test("a backup listing that is an HTML page fails listbackups and verify instead
 // Item 7: a peer that trickles one byte a second.
 const TRICKLE = { restore_timeout: "5", s3_timeout: "2", s3_retries: "1" };
 
-test("a trickling endpoint: wal-restore gives up within restore_timeout and leaves nothing at %p", async () => {
+test("a trickling endpoint: wal-restore gives up within restore_timeout and leaves nothing at %p", async (t) => {
   const cfg = slaveIni("slave-trickle", proxy.endpoint, TRICKLE);
   const seg = segments[segments.length - 1] as string;
   // Everything trickled (status line and headers too); then only the segment's body, after
@@ -210,6 +217,7 @@ test("a trickling endpoint: wal-restore gives up within restore_timeout and leav
     } finally {
       proxy.behave();
     }
+    t.diagnostic(`wal-restore, trickle mode ${i}: exit ${r.status} after ${r.seconds} s`);
     assert.ok(r.status !== null && r.status !== 0 && r.status <= 125, `mode ${i}: exit ${r.status}: ${r.output}`);
     assert.equal(r.status, 1, `mode ${i}: 'not available', PostgreSQL retries: ${r.output}`);
     assert.ok(r.seconds < 15, `mode ${i}: took ${r.seconds} s with restore_timeout = 5`);
@@ -218,7 +226,7 @@ test("a trickling endpoint: wal-restore gives up within restore_timeout and leav
   }
 });
 
-test("a trickling endpoint: wal-archive exits 6 within s3_timeout × (s3_retries + 1)", async () => {
+test("a trickling endpoint: wal-archive exits 6 within s3_timeout × (s3_retries + 1)", async (t) => {
   const cfg = masterIni("master-trickle", proxy.endpoint, TRICKLE);
   const src = join(out, "0000000100000000000000F0");
   writeFileAs(src, "");
@@ -230,12 +238,13 @@ test("a trickling endpoint: wal-archive exits 6 within s3_timeout × (s3_retries
   } finally {
     proxy.behave();
   }
+  t.diagnostic(`wal-archive: exit ${r.status} after ${r.seconds} s`);
   assert.equal(r.status, 6, r.output);
   assert.ok(r.seconds < 12, `took ${r.seconds} s; the call's limit is 2 s × 2 = 4 s`);
   assert.match(r.output, /no complete answer within/);
 });
 
-test("a trickling endpoint: check (slave and master) ends within --timeout with the reason", async () => {
+test("a trickling endpoint: check (slave and master) ends within --timeout with the reason", async (t) => {
   const cfgs = [
     slaveIni("slave-trickle-check", proxy.endpoint, TRICKLE),
     masterIni("master-trickle-check", proxy.endpoint, TRICKLE),
@@ -244,6 +253,7 @@ test("a trickling endpoint: check (slave and master) ends within --timeout with 
   try {
     for (const cfg of cfgs) {
       const r = await spawned("wal-ctl", [cfg, "check", "--timeout", "5"]);
+      t.diagnostic(`check ${cfg}: exit ${r.status} after ${r.seconds} s`);
       assert.ok(r.status !== null && r.status !== 0 && r.status <= 125, `${cfg}: exit ${r.status}: ${r.output}`);
       assert.equal(r.status, 6, `${cfg}: the first failure is the transport's: ${r.output}`);
       assert.ok(r.seconds < 15, `${cfg}: took ${r.seconds} s with --timeout 5`);
@@ -254,7 +264,7 @@ test("a trickling endpoint: check (slave and master) ends within --timeout with 
   }
 });
 
-test("a black hole (accepts, never answers): check ends within --timeout and says so", async () => {
+test("a black hole (accepts, never answers): check ends within --timeout and says so", async (t) => {
   const hole = await blackHole();
   try {
     for (const cfg of [
@@ -262,6 +272,7 @@ test("a black hole (accepts, never answers): check ends within --timeout and say
       masterIni("master-hole", hole.endpoint, { s3_timeout: "30", s3_retries: "4" }),
     ]) {
       const r = await spawned("wal-ctl", [cfg, "check", "--timeout", "5"]);
+      t.diagnostic(`check ${cfg}: exit ${r.status} after ${r.seconds} s`);
       assert.equal(r.status, 6, `${cfg}: ${r.output}`);
       assert.ok(r.seconds < 15, `${cfg}: took ${r.seconds} s with --timeout 5 (s3_timeout 30)`);
       assert.match(r.output, /no complete answer within [0-9.]+ s, all the time left of --timeout = 5 s/, r.output);
