@@ -5,8 +5,8 @@
  * for the proxy's address still verify), except that it can
  *  - answer the listings (GET ?list-type=2) whose prefix matches with HTTP 200 and an HTML page,
  *    as a captive portal or a misrouted load balancer does (`htmlForListings`);
- *  - send answers one byte at a time, status line and headers included, or only the body after
- *    the head went out at once (`trickle`).
+ *  - send answers a byte (or a few) at a time, status line and headers included, or only the
+ *    body after the head went out at once (`trickle`).
  * It runs in the test process: whatever goes through it must be spawned (spawnBin), never run
  * with spawnSync, or the proxy cannot answer. Also `blackHole`: a port that accepts connections
  * and never answers.
@@ -30,10 +30,13 @@ export class S3Proxy {
   /** Listings whose prefix matches get the portal page (undefined: forwarded). */
   htmlForListings: RegExp | undefined;
   /**
-   * Answers (those `match` picks, default all) go out one byte per `everyMs`: all of it, or with
-   * `bodyOnly` the status line and headers at once and then the body (undefined: all at once).
+   * Answers (those `match` picks, default all) go out one byte (or `bytes`) per `everyMs`: all
+   * of it, or with `bodyOnly` the status line and headers at once and then the body (undefined:
+   * all at once).
    */
-  trickle: { everyMs: number; bodyOnly?: boolean; match?: (method: string, url: string) => boolean } | undefined;
+  trickle:
+    | { everyMs: number; bytes?: number; bodyOnly?: boolean; match?: (method: string, url: string) => boolean }
+    | undefined;
   /** Listings answered with the portal page so far (prefixes). */
   readonly portalServed: string[] = [];
   /** Requests seen so far ("GET /bucket?…"). */
@@ -142,8 +145,9 @@ export class S3Proxy {
         if (!socket.destroyed) socket.end();
         return;
       }
-      socket.write(bytes.subarray(at, at + 1));
-      at++;
+      const n = t.bytes ?? 1;
+      socket.write(bytes.subarray(at, at + n));
+      at += n;
     }, t.everyMs);
     this.timers.add(timer);
   }

@@ -226,6 +226,44 @@ test("a trickling endpoint: wal-restore gives up within restore_timeout and leav
   }
 });
 
+test("a download slower than s3_timeout is not cut while it keeps s3_timeout per s3_part_size", async (t) => {
+  const seg = segments[segments.length - 1] as string;
+  const stored = (await swift.request("GET", `/${BUCKET}/site/logs.complete/${seg}`)).body;
+  // The segment's 16 MiB at about 4 MB/s: 4 s, twice s3_timeout.
+  const slow = {
+    everyMs: 50,
+    bytes: 200 << 10,
+    bodyOnly: true,
+    match: (m: string, url: string) => m === "GET" && url.endsWith(`/logs.complete/${seg}`),
+  };
+  const cases = [
+    // 5 MiB parts: 4 parts, 4 × 2 s allowed: served.
+    { partSize: String(5 << 20), status: 0 },
+    // 16 MiB parts: one part, 2 s allowed: cut, 'not available'.
+    { partSize: String(16 << 20), status: 1 },
+  ];
+  for (const c of cases) {
+    const cfg = slaveIni(`slave-pace-${c.partSize}`, proxy.endpoint, {
+      restore_timeout: "30",
+      s3_timeout: "2",
+      s3_retries: "0",
+      s3_part_size: c.partSize,
+    });
+    const dest = join(out, `pace-${c.partSize}`);
+    proxy.trickle = slow;
+    let r;
+    try {
+      r = await spawned("wal-restore", [cfg, seg, dest]);
+    } finally {
+      proxy.behave();
+    }
+    t.diagnostic(`s3_part_size ${c.partSize}: exit ${r.status} after ${r.seconds} s`);
+    assert.equal(r.status, c.status, r.output);
+    if (c.status === 0) assert.equal(sha(readFileSync(dest)), sha(stored));
+    else assert.match(r.output, /not all of the 16777216-byte object within 2 s \(s3_timeout\)/);
+  }
+});
+
 test("a trickling endpoint: wal-archive exits 6 within s3_timeout × (s3_retries + 1)", async (t) => {
   const cfg = masterIni("master-trickle", proxy.endpoint, TRICKLE);
   const src = join(out, "0000000100000000000000F0");

@@ -247,10 +247,10 @@ export class S3Client {
     const started = Date.now();
     const own = t.timeoutMs;
     const left = callTimeLeft(started);
-    const cut = (limitMs: number, what: string): string =>
+    const cut = (limitMs: number, what: string, perPart = false): string =>
       limitMs >= left
         ? `${what} within ${formatSeconds(limitMs / 1000)}, all the time left of ${callDeadline()?.what ?? "the call's"}`
-        : `${what} within ${formatSeconds(limitMs / 1000)} (${t.timeoutSetting ?? "s3_timeout"})`;
+        : `${what} within ${formatSeconds(limitMs / 1000)} (${t.timeoutSetting ?? "s3_timeout"}${perPart ? " per s3_part_size of it" : ""})`;
     return new Promise<S3Response>((resolve, reject) => {
       let res: IncomingMessage | undefined;
       let timer: NodeJS.Timeout | undefined;
@@ -288,7 +288,10 @@ export class S3Client {
             const size = Number(answer.headers["content-length"]);
             const parts = Number.isSafeInteger(size) && size > 0 ? Math.ceil(size / (t.paceBytes ?? DEFAULT_PACE)) : 1;
             const limit = Math.min(own * Math.max(1, parts), left);
-            arm(limit, cut(limit, `not all of the ${Number.isSafeInteger(size) ? `${size}-byte ` : ""}object`));
+            arm(
+              limit,
+              cut(limit, `not all of the ${Number.isSafeInteger(size) ? `${size}-byte ` : ""}object`, parts > 1),
+            );
             resolve({ status, headers: answer.headers, body: Buffer.alloc(0), stream: answer });
             return;
           }
