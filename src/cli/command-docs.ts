@@ -299,9 +299,10 @@ backlog is small (pg_stat_archiver, pg_wal/archive_status). Then it forces
 a WAL switch (pg_switch_wal after a restore point) and waits until that
 segment has arrived in completed_wals.
 
---timeout bounds the whole check, on either side: a slave directory that
-answers slowly, trickles or never answers makes its items FAIL (naming the
-limit) when the time is up, never a check that hangs.
+--timeout bounds, on either side, all the check does with a slave directory
+in S3 (every request and retry) and the wait for the switched segment: a
+store that answers slowly, trickles or never answers makes its items FAIL
+(naming the limit) when the time is up, never a check that hangs.
 
 On the slave: the directory layout exists; the standby's restore_command
 points at this CONFIG; the newest backup's WAL chain is complete; no stale
@@ -317,7 +318,7 @@ instead of the ones below.`,
     options: [
       [
         "--timeout SECONDS",
-        "how long the whole check may take, the wait for the switched segment included (default 60)",
+        "time for the check's S3 requests and the wait for the switched segment, together (default 60)",
       ],
       ["--json", "{ok, role, checks: [{name, status, detail, fix?}]} (schema: schemas/check.schema.json)"],
       ["--nagios", "one Nagios plugin line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"],

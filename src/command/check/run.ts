@@ -33,8 +33,9 @@ export async function check(ctx: Context): Promise<ExitCodeValue> {
   const nagios = ctx.options.get("nagios") === "true";
   if (nagios && ctx.json) throw new UsageError("--json and --nagios cannot be used together");
   const timeout = timeoutOf(ctx);
-  // --timeout bounds the whole check, not only the wait for the switched segment: a monitoring
-  // system waits for it, and an endpoint that trickles or never answers must not hold it longer.
+  // --timeout is the deadline of the whole check (deadline.ts), not only of the wait for the
+  // switched segment: a monitoring system waits for the check, and an S3 endpoint that trickles
+  // or never answers must not hold it longer. (Database waits keep their own limits.)
   setCallDeadline(timeout, "--timeout");
   const checks: CheckItem[] = [];
   const warnings = ctx.config.warnings;
