@@ -297,7 +297,12 @@ reports them; the slave directory is reachable and writable (a probe file
 is written and removed); the archiver is not failing and the .ready
 backlog is small (pg_stat_archiver, pg_wal/archive_status). Then it forces
 a WAL switch (pg_switch_wal after a restore point) and waits until that
-segment has arrived in completed_wals, at most --timeout seconds.
+segment has arrived in completed_wals.
+
+--timeout bounds, on either side, all the check does with a slave directory
+in S3 (every request and retry) and the wait for the switched segment: a
+store that answers slowly, trickles or never answers makes its items FAIL
+(naming the limit) when the time is up, never a check that hangs.
 
 On the slave: the directory layout exists; the standby's restore_command
 points at this CONFIG; the newest backup's WAL chain is complete; no stale
@@ -311,7 +316,10 @@ WARN's), from the table below.
 and exits with the Nagios codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
 instead of the ones below.`,
     options: [
-      ["--timeout SECONDS", "master: how long to wait for the switched segment to arrive (default 60)"],
+      [
+        "--timeout SECONDS",
+        "time for the check's S3 requests and the wait for the switched segment, together (default 60)",
+      ],
       ["--json", "{ok, role, checks: [{name, status, detail, fix?}]} (schema: schemas/check.schema.json)"],
       ["--nagios", "one Nagios plugin line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"],
     ],

@@ -358,8 +358,9 @@ segment is then answered by the sh front without starting Node, and PostgreSQL
 marks every segment done itself (pg_stat_archiver stays exact).
 With slave = host:/path the file travels over ssh (BatchMode, ConnectTimeout =
 ssh_timeout) to the slave's wal-ctl, which stores it the same way there; an
-unreachable host exits 6. With also_archive_to it exits 0 only once every
-repository holds the file.`,
+unreachable host exits 6. With slave = s3://… the whole call is bounded by
+s3_timeout × (s3_retries + 1) seconds; past it, exit 6 (PostgreSQL retries).
+With also_archive_to it exits 0 only once every repository holds the file.`,
     options: TOOL_OPTIONS.walArchive,
     examples: [
       [
@@ -402,7 +403,9 @@ that no other live standby and no kept backup set needs is removed.
 The next restore_prefetch segments are fetched ahead into
 pg_wal/.walmgr-prefetch, verified. Never waits: PostgreSQL does the retrying.
 With slave = host:/path an unreachable host answers 1 within restore_timeout
-seconds.`,
+seconds; with slave = s3://… restore_timeout bounds the whole call, each
+request and retry included, so a store that trickles or never answers
+answers 1 within it too.`,
     options: TOOL_OPTIONS.walRestore,
     examples: [
       [

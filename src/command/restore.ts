@@ -680,12 +680,14 @@ function missingFiles(dir: string): string[] {
   if (!existsSync(file)) return [];
   let manifest: Manifest;
   try {
-    manifest = JSON.parse(readFileSync(file, "utf8")) as Manifest;
+    // Checked, not cast: a manifest that does not parse as one is an error, never "nothing missing".
+    manifest = parseManifest(readFileSync(file, "utf8"), file);
   } catch (err) {
+    if (err instanceof WalmgrError) throw err;
     throw new WalmgrError(`cannot read the manifest ${file}: ${(err as Error).message}`, ExitCode.IO);
   }
   const out: string[] = [];
-  for (const [rel, { size }] of Object.entries(manifest.files ?? {})) {
+  for (const [rel, { size }] of Object.entries(manifest.files)) {
     try {
       if (statSync(join(dir, rel)).size !== size) out.push(rel);
     } catch {

@@ -105,7 +105,7 @@ export const SETTINGS: Record<string, SettingSpec> = {
   s3_timeout: {
     type: "float",
     default: "30",
-    doc: "Seconds an S3 request may stall before it is retried; after s3_retries, exit 6.",
+    doc: "Seconds one S3 request may take as a whole (a download: per s3_part_size of it) before it is retried; after s3_retries, exit 6. wal-archive's whole call: s3_timeout × (s3_retries + 1).",
   },
   s3_retries: {
     type: "int",
@@ -139,7 +139,7 @@ export const SETTINGS: Record<string, SettingSpec> = {
   restore_timeout: {
     type: "float",
     default: "10",
-    doc: "Seconds before an unreachable slave counts as not available.",
+    doc: "wal-restore: seconds before a slave that does not answer counts as not available; with S3 it bounds the whole call, every request and retry included.",
   },
 };
 

@@ -1,4 +1,4 @@
-import { archivePush } from "../command/archive/push";
+import { archiveCall } from "../command/archive/push";
 import { main } from "../cli/entry";
 
 main({
@@ -7,6 +7,6 @@ main({
   positionals: { min: 2, max: 2, usage: "wal-archive CONFIG %p %f" },
   run: async (ctx) => {
     const [src, name] = ctx.args;
-    await archivePush(ctx, src ?? "", name ?? "");
+    await archiveCall(ctx, src ?? "", name ?? "");
   },
 });

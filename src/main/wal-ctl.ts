@@ -29,7 +29,7 @@ const COMMANDS: Record<CtlCommand, Command> = {
   xarchive: async (ctx) => {
     const [src, name] = ctx.args;
     if (src === undefined || name === undefined) throw new UsageError("xarchive needs %p %f");
-    return (await import("../command/archive/push")).archivePush(ctx, src, name);
+    return (await import("../command/archive/push")).archiveCall(ctx, src, name);
   },
   xrestore: async (ctx) => {
     const [name, dest, keep] = ctx.args;

@@ -10,8 +10,8 @@ const s3Drivers = new Map<string, StorageDriver>();
 /**
  * The driver for a configured location: the local directory, `host:/path` over ssh, or
  * `s3://bucket/prefix`. The ssh and S3 drivers are loaded only for such a location, so
- * wal-archive/wal-restore stay lean otherwise. `timeout` (seconds) overrides ssh_timeout and
- * s3_timeout (wal-restore passes restore_timeout).
+ * wal-archive/wal-restore stay lean otherwise. `timeout` (seconds) overrides ssh_timeout, and
+ * caps s3_timeout (wal-restore passes restore_timeout).
  */
 export function driverFor(loc: Location, config?: Config, opts: { timeout?: number } = {}): StorageDriver {
   if (loc.bucket !== undefined) return s3Driver(loc.bucket, config, opts.timeout);
@@ -53,16 +53,18 @@ function s3Driver(bucket: string, config: Config | undefined, timeout: number | 
       `${config?.where("s3_uri_style") ?? "s3_uri_style"} must be path or host, not ${JSON.stringify(style)}`,
     );
   }
-  const configured = config ? config.int("s3_retries") : 4;
-  // wal-restore passes restore_timeout: PostgreSQL's startup process waits for it, so that is the
-  // whole budget (two tries of half of it), not one request's stall limit.
-  const timeoutS = timeout !== undefined ? timeout / 2 : config ? config.float("s3_timeout") : 30;
-  const retries = timeout !== undefined ? Math.min(1, configured) : configured;
+  const retries = config ? config.int("s3_retries") : 4;
+  // Each attempt of a request is bounded as a whole by s3_timeout. wal-restore (and its
+  // prefetcher) pass restore_timeout: PostgreSQL's startup process waits for it, so no attempt
+  // may take longer (wal-restore also makes it the deadline of its whole call: deadline.ts).
+  const s3Timeout = config ? config.float("s3_timeout") : 30;
+  const timeoutS = timeout !== undefined ? Math.min(timeout, s3Timeout) : s3Timeout;
+  const timeoutSetting = timeout !== undefined && timeout < s3Timeout ? "restore_timeout" : "s3_timeout";
   const partSize = config ? config.int("s3_part_size") : 16 << 20;
   if (!(partSize >= 5 << 20 && partSize <= 5 << 30)) {
     throw new ConfigError(`${config?.where("s3_part_size") ?? "s3_part_size"} = ${partSize}: a part is 5 MiB to 5 GiB`);
   }
-  if (!(configured >= 0 && configured <= 20))
+  if (!(retries >= 0 && retries <= 20))
     throw new ConfigError(`${config?.where("s3_retries") ?? "s3_retries"} must be 0 to 20`);
   const id = JSON.stringify([endpoint.href, bucket, style, region, timeoutS, retries, partSize, config?.file]);
   let d = s3Drivers.get(id);
@@ -75,6 +77,8 @@ function s3Driver(bucket: string, config: Config | undefined, timeout: number | 
         bucket,
         pathStyle: style === "path",
         timeoutMs: Math.max(0.1, timeoutS) * 1000,
+        timeoutSetting,
+        paceBytes: partSize,
         retries,
         // Resolved on first use: a command that never reaches the bucket needs none.
         credentials: () => (creds ??= resolveCredentials(config)),

@@ -138,6 +138,26 @@ test("a named set that lacks a file its manifest lists is not restored, and noth
   ok(runBin("wal-ctl", [s, "restore", "data.master.0", dst]), "another set restores at once");
 });
 
+test("a set whose manifest does not parse as one is not restored: never read as 'nothing missing'", () => {
+  const s = ini("bad-manifest.ini", `slave_data = ${join(base, "sdata")}`);
+  // JSON, but no manifest: `{}` and a `files` that is no object read as empty before.
+  for (const [i, text] of ['{"version": 2}', '{"files": "all of them"}', '{"files": [["PG_VERSION", 3]]}'].entries()) {
+    const name = `data.master.${i + 2}`;
+    makeSet(name);
+    writeFileAs(join(slave, name, ".walmgr-manifest.json"), text);
+    const dst = join(base, `from-bad-manifest-${i}`);
+    const res = runBin("wal-ctl", [s, "restore", name, dst]);
+    assert.equal(res.status, 9, `${text}: ${res.stdout}${res.stderr}`);
+    assert.match(res.stderr, /backup manifest .*\.walmgr-manifest\.json is damaged/);
+    assert.ok(!existsSync(dst), `${text}: nothing may be restored`);
+    assert.deepEqual(
+      readdirSync(base).filter((n) => n.startsWith(".walmgr-")),
+      [],
+      "rolled back: no journal or stage is left",
+    );
+  }
+});
+
 test("two restores into one DST at once never interleave: one is refused (exit 4) or they run in turn", async () => {
   const s = ini("race.ini", `slave_data = ${join(base, "sdata")}`);
   const want = listing(join(slave, "data.master.0"));

@@ -166,7 +166,7 @@ test("two archivers of one name at once, 20 times: the stored object always matc
     const [ra, rb] = await Promise.all([a.exited, b.exited]);
     const got = await stored(name);
     const sum = (await stored(`.${name}.sha256`))?.toString("utf8") ?? "";
-    assert.ok(got !== undefined, `${name} stored`);
+    assert.ok(got !== undefined, `${name} stored (exits ${ra.status}, ${rb.status}):\n${a.output()}\n${b.output()}`);
     assert.ok(sum.startsWith(sha(got)), `${name}: the checksum belongs to the stored content`);
     if (i % 2 === 0) {
       assert.deepEqual([ra.status, rb.status], [0, 0], `${name}: identical content: both succeed`);
@@ -229,7 +229,7 @@ test("an endpoint slower than s3_timeout: exit 6 after the retries, not a hang",
     const res = runBin("wal-archive", [cfg, join(dir, SEG), "000000010000000000000008"], { cwd: dir });
     const took = Date.now() - t0;
     assert.equal(res.status, 6, res.stderr);
-    assert.match(res.stderr, /no answer within 1 s/);
+    assert.match(res.stderr, /no complete answer within /);
     assert.ok(took < 15_000, `took ${took} ms`);
   } finally {
     swift.setSlow(0);

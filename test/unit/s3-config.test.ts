@@ -7,7 +7,8 @@ import { after, test } from "node:test";
 import { formatLocation, isLocal, loadConfig, parseLocation, sameStorage } from "../../src/config/load";
 import { ConfigError } from "../../src/errors";
 import { resolveCredentials } from "../../src/storage/s3/credentials";
-import { encodeRfc3986, parseError, xmlBlocks, xmlText } from "../../src/storage/s3/client";
+import { encodeRfc3986 } from "../../src/storage/s3/client";
+import { describeBody, parseDocument, parseError, parseListing } from "../../src/storage/s3/xml";
 
 const dir = mkdtempSync(join(tmpdir(), "walmgr-s3cfg-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -65,13 +66,102 @@ test("a secret in a config file others can read is a config error that never sho
   assert.throws(() => resolveCredentials(config("s3_access_key = K\n"), {}), /s3_secret_key is missing/);
 });
 
-test("S3 XML and encoding helpers", () => {
+test("S3 encoding and error documents", () => {
   assert.equal(encodeRfc3986("a b!*'()/"), "a%20b%21%2A%27%28%29%2F");
   const err = parseError(Buffer.from("<Error><Code>NoSuchBucket</Code><Message>a &amp; b</Message></Error>"));
   assert.deepEqual(err, { code: "NoSuchBucket", message: "a & b" });
-  const xml = "<R><Contents><Key>a&lt;1</Key></Contents><Contents><Key>b</Key></Contents></R>";
+  // S3 sends leading whitespace before an error in a 200 (a failed CompleteMultipartUpload).
+  assert.equal(
+    parseError(Buffer.from('  \n<?xml version="1.0"?>\n<Error><Code>InternalError</Code></Error>')).code,
+    "InternalError",
+  );
+  // Not an error document: no code, whatever tags the text holds.
+  assert.deepEqual(parseError(Buffer.from("<html><body><Code>X</Code></body></html>")), { code: "", message: "" });
+  assert.deepEqual(parseError(Buffer.from("<html><body>Bad gateway<br></body></html>")), { code: "", message: "" });
+});
+
+const listing = (body: string): string =>
+  `<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">\n  <Name>b</Name>\n${body}\n</ListBucketResult>`;
+
+test("a listing is read by an XML parser: entities, spaces, one or many entries, continuation", () => {
+  const one = parseListing(
+    Buffer.from(
+      listing(
+        "<Prefix>site/</Prefix><IsTruncated>false</IsTruncated><Contents><Key>site/a&lt;1&amp;&#x41;&#66; 0001 </Key><Size>012</Size><LastModified>2024-01-02T03:04:05.000Z</LastModified></Contents>",
+      ),
+    ),
+    "site/",
+  );
+  assert.ok(typeof one !== "string", typeof one === "string" ? one : "");
+  assert.deepEqual(one.keys, ["site/a<1&AB 0001 "], "entities decoded, spaces kept");
+  assert.deepEqual(one.sizes, [12]);
+  assert.equal(one.modified[0], Date.parse("2024-01-02T03:04:05Z"));
+  assert.equal(one.next, undefined);
+  const many = parseListing(
+    Buffer.from(
+      listing(`<IsTruncated>true</IsTruncated><NextContinuationToken>tok/+=</NextContinuationToken>
+  <Contents><Key>site/x</Key><Size>1</Size></Contents>
+  <Contents><Key>site/y</Key><Size>2</Size></Contents>
+  <CommonPrefixes><Prefix>site/d/</Prefix></CommonPrefixes>`),
+    ),
+    "site/",
+  );
+  assert.ok(typeof many !== "string", typeof many === "string" ? many : "");
   assert.deepEqual(
-    xmlBlocks(xml, "Contents").map((c) => xmlText(c, "Key")),
-    ["a<1", "b"],
+    [many.keys, many.sizes, many.prefixes, many.next],
+    [["site/x", "site/y"], [1, 2], ["site/d/"], "tok/+="],
+  );
+  const empty = parseListing(
+    Buffer.from(listing("<Prefix>site/</Prefix><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated>")),
+    "site/",
+  );
+  assert.ok(typeof empty !== "string" && empty.keys.length === 0, "a real empty listing is empty");
+});
+
+test("an answer that is not a complete listing of the prefix asked for is refused, never read as empty", () => {
+  const html =
+    "<!DOCTYPE html>\n<html><head><title>Welcome</title></head><body><p>Please log in<br>to continue</p></body></html>";
+  const cases: [string, RegExp][] = [
+    [html, /not an XML document/],
+    ["<html><body><p>Login</p></body></html>", /<html>, not a ListBucketResult/],
+    ["", /not an XML document/],
+    ['{"Contents": []}', /not an XML document/],
+    ["<Error><Code>SlowDown</Code></Error>", /<Error>, not a ListBucketResult/],
+    [listing("<Contents><Key>site/a</Key><Size>1</Size></Contents>"), /without IsTruncated/],
+    [listing("<IsTruncated>maybe</IsTruncated>"), /without IsTruncated/],
+    [
+      listing("<IsTruncated>true</IsTruncated><Contents><Key>site/a</Key><Size>1</Size></Contents>"),
+      /without NextContinuationToken/,
+    ],
+    [
+      listing("<IsTruncated>false</IsTruncated><Contents><Key>other/a</Key><Size>1</Size></Contents>"),
+      /outside the prefix/,
+    ],
+    [
+      listing("<IsTruncated>false</IsTruncated><CommonPrefixes><Prefix>x/</Prefix></CommonPrefixes>"),
+      /outside the prefix/,
+    ],
+    [listing("<IsTruncated>false</IsTruncated><Contents><Size>1</Size></Contents>"), /without Key/],
+    [listing("<IsTruncated>false</IsTruncated><Contents><Key>site/a</Key><Size>ten</Size></Contents>"), /valid Size/],
+    // Cut off in the middle.
+    [
+      listing("<IsTruncated>false</IsTruncated><Contents><Key>site/a</Key><Size>1</Size></Contents>").slice(0, -20),
+      /not an XML document/,
+    ],
+    // A DOCTYPE (entity expansion) is never accepted.
+    [
+      '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "site/x">]><ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>',
+      /not an XML document/,
+    ],
+  ];
+  for (const [body, want] of cases) {
+    const got = parseListing(Buffer.from(body), "site/");
+    assert.equal(typeof got, "string", `accepted: ${body}`);
+    assert.match(got as string, want, body);
+  }
+  assert.equal(parseDocument(Buffer.from("<a/><b/>")), undefined, "two roots");
+  assert.match(
+    describeBody("text/html", Buffer.from(html)),
+    /^\d+ byte\(s\) of text\/html: "<!DOCTYPE html> <html><head><title>Welcome/,
   );
 });

@@ -4,6 +4,7 @@ import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from 
 import { controlFilesFor } from "../../layout";
 import { sameStorage } from "../../config/load";
 import { walNeededBySets } from "../backup/purge";
+import { setCallDeadline } from "../../deadline";
 import { ExitCode, TransportError, type ExitCodeValue } from "../../errors";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
@@ -37,6 +38,9 @@ export async function restoreGet(
   destPath: string,
   keepFrom?: string,
 ): Promise<ExitCodeValue> {
+  // PostgreSQL's startup process waits for this call: restore_timeout bounds all of it (each S3
+  // request and its retries; a peer that trickles is cut off like one that is silent).
+  setCallDeadline(ctx.config.float("restore_timeout"), "restore_timeout");
   try {
     return await restoreGetFrom(ctx, name, destPath, keepFrom);
   } catch (err) {

@@ -1,11 +1,28 @@
 import { dirname, join, resolve } from "node:path";
 import type { Context } from "../../context";
 import { IoError } from "../../errors";
-import { formatLocation } from "../../config/load";
+import { formatLocation, type Config } from "../../config/load";
+import { setCallDeadline } from "../../deadline";
 import { archiveRepositories, MultiArchive, type Repository } from "./repositories";
 import { requireWalName } from "../../wal/names";
 import { archiveBatch, readySegments } from "./batch";
 import { AckRecords } from "./acks";
+
+/**
+ * Seconds one archive_command call may take in all (its deadline, deadline.ts): s3_timeout ×
+ * (s3_retries + 1), what one request may take with every retry. The archiver waits for the
+ * call, and a call cut short is retried by PostgreSQL; bounded this way, a peer that trickles
+ * cannot hold the archiver (and a fast shutdown) for longer.
+ */
+export function archiveCallSeconds(config: Config): number {
+  return config.float("s3_timeout") * (config.int("s3_retries") + 1);
+}
+
+/** The archive_command call (wal-archive, `wal-ctl xarchive`): archivePush within archiveCallSeconds. */
+export async function archiveCall(ctx: Context, srcPath: string, name: string): Promise<void> {
+  setCallDeadline(archiveCallSeconds(ctx.config), "s3_timeout × (s3_retries + 1)");
+  await archivePush(ctx, srcPath, name);
+}
 
 /**
  * archive_command (walmgr's xarchive): copies `srcPath` (relative to the data directory, which

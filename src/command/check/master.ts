@@ -1,5 +1,6 @@
 import { posix } from "node:path";
 import type { Context } from "../../context";
+import { callTimeLeft } from "../../deadline";
 import { ExitCode } from "../../errors";
 import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../layout";
 import { archiverStats, readyBacklog, STUCK_AFTER_SECONDS } from "../../monitor/archiver";
@@ -151,14 +152,18 @@ async function switchItem(ctx: Context, layout: SlaveLayout, db: Db, timeoutS: n
   const path = posix.join(layout.completed.path, row.wal);
   const started = Date.now();
   let lastErr: unknown;
-  const arrived = await waitUntil(async () => {
-    try {
-      return (await layout.driver.info(path)) !== undefined;
-    } catch (err) {
-      lastErr = err;
-      return false;
-    }
-  }, timeoutS * 1000);
+  const arrived = await waitUntil(
+    async () => {
+      try {
+        return (await layout.driver.info(path)) !== undefined;
+      } catch (err) {
+        lastErr = err;
+        return false;
+      }
+      // (Leaving a moment of --timeout for the BACKUPLOCK item after it.)
+    },
+    Math.min(timeoutS * 1000, Math.max(0, callTimeLeft() - Math.min(2000, timeoutS * 100))),
+  );
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   if (arrived)
     return { name, status: "OK", detail: `${row.wal} arrived in ${secs} s`, metrics: { switch_seconds: Number(secs) } };

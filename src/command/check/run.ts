@@ -1,4 +1,5 @@
 import type { Context } from "../../context";
+import { setCallDeadline } from "../../deadline";
 import { UsageError, type ExitCodeValue } from "../../errors";
 import { writeStdout } from "../../log";
 import { masterChecks } from "./master";
@@ -32,6 +33,10 @@ export async function check(ctx: Context): Promise<ExitCodeValue> {
   const nagios = ctx.options.get("nagios") === "true";
   if (nagios && ctx.json) throw new UsageError("--json and --nagios cannot be used together");
   const timeout = timeoutOf(ctx);
+  // --timeout is the deadline of the whole check (deadline.ts), not only of the wait for the
+  // switched segment: a monitoring system waits for the check, and an S3 endpoint that trickles
+  // or never answers must not hold it longer. (Database waits keep their own limits.)
+  setCallDeadline(timeout, "--timeout");
   const checks: CheckItem[] = [];
   const warnings = ctx.config.warnings;
   checks.push(

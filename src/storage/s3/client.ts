@@ -2,15 +2,23 @@
  * A small S3 client: SigV4 signing by `aws4` (zero dependencies, loads in milliseconds: the
  * archive_command starts once per segment, and @aws-sdk/client-s3 costs 0.2-0.4 s to load and
  * warns on stderr, PostgreSQL's log, on Node 20) over Node's own http/https with keep-alive.
- * Requests that fail with 5xx/408/429 or a network error are retried with backoff; a request
- * that stalls past the timeout is abandoned and retried; when the retries are spent, the
- * failure is a TransportError (exit 6) naming endpoint, bucket and key, never the secret.
+ * Requests that fail with 5xx/408/429 or a network error are retried with backoff. Every
+ * attempt is bounded as a whole (sent, answered and its body read), never only while it is
+ * idle: a peer that trickles a byte a second is cut off like one that says nothing. The call's
+ * deadline (deadline.ts: wal-restore, wal-archive, check) bounds the attempts and the retries
+ * together. When they are spent, the failure is a TransportError (exit 6) naming endpoint,
+ * bucket and key, never the secret. XML answers are checked to be the document asked for
+ * (xml.ts): a 200 that is not one is a TransportError, never an empty result.
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http";
 import https from "node:https";
 import aws4 from "aws4";
+import { callDeadline, callTimeLeft, formatSeconds } from "../../deadline";
 import { TransportError } from "../../errors";
 import type { Credentials } from "./credentials";
+import { describeBody, parseDocument, parseError, parseListing, type ListPage, type S3Document } from "./xml";
+
+export { parseError } from "./xml";
 
 export interface S3Target {
   endpoint: URL;
@@ -18,9 +26,16 @@ export interface S3Target {
   bucket: string;
   /** endpoint/bucket/key (path style) or bucket.endpoint/key (virtual host). */
   pathStyle: boolean;
-  /** Milliseconds a request may stall (no answer, no bytes) before it is abandoned. */
+  /**
+   * Milliseconds one attempt of a request may take as a whole: sent, answered and its body
+   * read. A streamed download gets this much for every `paceBytes` of its announced size.
+   */
   timeoutMs: number;
-  /** Retries after the first attempt. */
+  /** The setting `timeoutMs` comes from, for messages (default "s3_timeout"). */
+  timeoutSetting?: string;
+  /** Bytes of a streamed body that each `timeoutMs` covers (s3_part_size: the pace an upload of parts keeps too). */
+  paceBytes?: number;
+  /** Retries after the first attempt (within the call's deadline, when it has one). */
   retries: number;
   credentials: () => Credentials;
 }
@@ -43,13 +58,16 @@ export interface S3Response {
   headers: IncomingHttpHeaders;
   /** The body read whole (error documents, listings); empty for a streamed answer. */
   body: Buffer;
-  /** The body, for `stream` requests answered 200/206. */
+  /** The body, for `stream` requests answered 200/206. Errors (never just ends) when its attempt's time runs out. */
   stream?: IncomingMessage;
 }
 
 /** Error documents and listings are small; anything past this is cut (messages only). */
 const BODY_LIMIT = 8 << 20;
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+const DEFAULT_PACE = 16 << 20;
+const IMPOSTOR_HINT =
+  "something other than the object store answered (a proxy, a captive portal, a load balancer sending elsewhere?): check s3_endpoint and the network path to it";
 
 /** RFC 3986 encoding of one path segment or query value, as SigV4 wants it. */
 export function encodeRfc3986(s: string): string {
@@ -59,6 +77,8 @@ export function encodeRfc3986(s: string): string {
 export class S3Client {
   private readonly agent: http.Agent;
   private readonly lib: typeof http | typeof https;
+  /** The last failed attempt of this process ("S3 GET …: why"): said again when the call's time is up. */
+  private lastFailure: string | undefined;
 
   constructor(readonly target: S3Target) {
     const tls = target.endpoint.protocol === "https:";
@@ -77,17 +97,36 @@ export class S3Client {
     this.agent.destroy();
   }
 
+  /** "S3 GET s3://bucket/key at http://host:port", for messages. */
+  private what(req: S3Request): string {
+    return `S3 ${req.method} ${this.url(req.key)} at ${this.target.endpoint.origin}`;
+  }
+
   /**
    * Sends `req`, retrying what is worth retrying, and resolves with the final answer, whatever
    * its status (the caller judges it; `fail` words the error). Rejects with a TransportError
-   * only when no answer came after the retries.
+   * when no answer came after the retries, or the call's deadline left no time for another.
    */
   async send(req: S3Request): Promise<S3Response> {
     // Outside the retries: missing or unsafe credentials are the config's error (exit 3).
     const creds = this.target.credentials();
     let lastErr: Error | undefined;
-    for (let attempt = 0; ; attempt++) {
-      if (attempt > 0) await backoff(attempt);
+    let attempts = 0;
+    let outOfTime = false;
+    for (let attempt = 0; attempt <= this.target.retries; attempt++) {
+      if (attempt > 0) {
+        const wait = backoffMs(attempt);
+        if (callTimeLeft() <= wait) {
+          outOfTime = true;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, wait));
+      }
+      if (callTimeLeft() <= 0) {
+        outOfTime = true;
+        break;
+      }
+      attempts++;
       try {
         const res = await this.once(req, creds);
         const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
@@ -96,11 +135,18 @@ export class S3Client {
         lastErr = new Error(`HTTP ${res.status}${describeError(res.body)}`);
       } catch (err) {
         lastErr = err as Error;
-        if (attempt >= this.target.retries) break;
       }
+      this.lastFailure = `${this.what(req)}: ${lastErr.message}`;
+    }
+    const deadline = callDeadline();
+    if (attempts === 0) {
+      throw new TransportError(
+        `${this.what(req)} not sent: this call's time is up (${deadline?.what ?? "?"})${this.lastFailure ? `; the last failure: ${this.lastFailure}` : ""}`,
+        "the endpoint answered too slowly for this call: check it and the network (s3_endpoint), or allow more time",
+      );
     }
     throw new TransportError(
-      `S3 ${req.method} ${this.url(req.key)} at ${this.target.endpoint.origin} failed after ${this.target.retries + 1} attempt(s): ${lastErr?.message ?? "?"}`,
+      `${this.what(req)} failed after ${attempts} attempt(s)${outOfTime && deadline ? ` (no time left for another within ${deadline.what})` : ""}: ${lastErr?.message ?? "?"}`,
       "check that the endpoint is up and reachable (s3_endpoint), and s3_timeout/s3_retries",
     );
   }
@@ -108,7 +154,7 @@ export class S3Client {
   /** Throws the TransportError for an unexpected answer to `req`. */
   fail(req: S3Request, res: S3Response): never {
     const { code, message } = parseError(res.body);
-    const what = `S3 ${req.method} ${this.url(req.key)} at ${this.target.endpoint.origin}`;
+    const what = this.what(req);
     const creds = this.target.credentials();
     if (res.status === 403 || code === "SignatureDoesNotMatch" || code === "InvalidAccessKeyId") {
       throw new TransportError(
@@ -122,7 +168,45 @@ export class S3Client {
         "create the bucket, or fix the bucket in 'slave = s3://BUCKET/PREFIX'",
       );
     }
-    throw new TransportError(`${what}: HTTP ${res.status}${code ? ` ${code}` : ""}${message ? `: ${message}` : ""}`);
+    if (code !== "") throw new TransportError(`${what}: HTTP ${res.status} ${code}${message ? `: ${message}` : ""}`);
+    // No S3 error document: say what came instead (an HTML page from a proxy, say).
+    const came = res.body.length > 0 ? `, not an S3 answer: ${describeBody(contentType(res), res.body)}` : "";
+    throw new TransportError(`${what}: HTTP ${res.status}${came}`, came ? IMPOSTOR_HINT : undefined);
+  }
+
+  /**
+   * The answer to `req` as the S3 document `root` (InitiateMultipartUploadResult …). Anything
+   * else is a TransportError: an error status or an Error document (even with 200, as S3 sends
+   * for a failed completion or copy) through `fail`; a 200 with another body (HTML, another
+   * document, a cut one) naming what came.
+   */
+  document(req: S3Request, res: S3Response, root: string): S3Document {
+    if (res.status !== 200) this.fail(req, res);
+    const doc = parseDocument(res.body);
+    if (doc?.root === "Error") this.fail(req, res);
+    if (doc?.root !== root) {
+      throw new TransportError(
+        `${this.what(req)}: HTTP 200, but the answer is not an S3 ${root}: ${describeBody(contentType(res), res.body)}`,
+        IMPOSTOR_HINT,
+      );
+    }
+    return doc;
+  }
+
+  /**
+   * The answer to the ListObjectsV2 request `req` for `prefix`, checked (xml.ts parseListing):
+   * anything but a complete, consistent page of that listing is a TransportError naming what
+   * came, never an empty page.
+   */
+  listing(req: S3Request, res: S3Response, prefix: string): ListPage {
+    if (res.status !== 200) this.fail(req, res);
+    const page = parseListing(res.body, prefix);
+    if (typeof page !== "string") return page;
+    if (parseDocument(res.body)?.root === "Error") this.fail(req, res);
+    throw new TransportError(
+      `${this.what(req)} (a listing of ${JSON.stringify(prefix)}): HTTP 200, but the answer is ${page}: ${describeBody(contentType(res), res.body)}`,
+      IMPOSTOR_HINT,
+    );
   }
 
   private once(req: S3Request, creds: Credentials): Promise<S3Response> {
@@ -159,7 +243,31 @@ export class S3Client {
         ...(creds.sessionToken ? { sessionToken: creds.sessionToken } : {}),
       },
     );
+    // The attempt's time: its own limit, or what is left of the call's, whichever ends first.
+    const started = Date.now();
+    const own = t.timeoutMs;
+    const left = callTimeLeft(started);
+    const cut = (limitMs: number, what: string, perPart = false): string =>
+      limitMs >= left
+        ? `${what} within ${formatSeconds(limitMs / 1000)}, all the time left of ${callDeadline()?.what ?? "the call's"}`
+        : `${what} within ${formatSeconds(limitMs / 1000)} (${t.timeoutSetting ?? "s3_timeout"}${perPart ? " per s3_part_size of it" : ""})`;
     return new Promise<S3Response>((resolve, reject) => {
+      let res: IncomingMessage | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      /** (Re)arms the attempt's cut-off `limitMs` after it started. */
+      const arm = (limitMs: number, message: string): void => {
+        clearTimeout(timer);
+        timer = setTimeout(
+          () => {
+            const err = new Error(message);
+            reject(err); // (no effect once the answer was handed over: the stream errors instead)
+            res?.destroy(err);
+            r.destroy(err);
+          },
+          Math.max(0, started + limitMs - Date.now()),
+        );
+      };
+      const done = (): void => clearTimeout(timer);
       const r = this.lib.request(
         {
           protocol: t.endpoint.protocol,
@@ -170,71 +278,54 @@ export class S3Client {
           headers: opts.headers as http.OutgoingHttpHeaders,
           agent: this.agent,
         },
-        (res) => {
-          const status = res.statusCode ?? 0;
+        (answer) => {
+          res = answer;
+          answer.once("close", done);
+          const status = answer.statusCode ?? 0;
           if (req.stream && (status === 200 || status === 206)) {
-            resolve({ status, headers: res.headers, body: Buffer.alloc(0), stream: res });
+            // A download's body gets `own` for every paceBytes of it: a 1 GiB relation file is
+            // not cut at s3_timeout, a peer that trickles is cut at the same pace.
+            const size = Number(answer.headers["content-length"]);
+            const parts = Number.isSafeInteger(size) && size > 0 ? Math.ceil(size / (t.paceBytes ?? DEFAULT_PACE)) : 1;
+            const limit = Math.min(own * Math.max(1, parts), left);
+            arm(
+              limit,
+              cut(limit, `not all of the ${Number.isSafeInteger(size) ? `${size}-byte ` : ""}object`, parts > 1),
+            );
+            resolve({ status, headers: answer.headers, body: Buffer.alloc(0), stream: answer });
             return;
           }
-          const parts: Buffer[] = [];
+          const chunks: Buffer[] = [];
           let size = 0;
-          res.on("data", (c: Buffer) => {
-            if (size < BODY_LIMIT) parts.push(c);
+          answer.on("data", (c: Buffer) => {
+            if (size < BODY_LIMIT) chunks.push(c);
             size += c.length;
           });
-          res.on("end", () => resolve({ status, headers: res.headers, body: Buffer.concat(parts) }));
-          res.on("error", reject);
-          res.on("aborted", () => reject(new Error("the connection closed in the middle of the answer")));
+          answer.on("end", () => resolve({ status, headers: answer.headers, body: Buffer.concat(chunks) }));
+          answer.on("error", reject);
+          answer.on("aborted", () => reject(new Error("the connection closed in the middle of the answer")));
         },
       );
-      r.setTimeout(t.timeoutMs, () => r.destroy(new Error(`no answer within ${t.timeoutMs / 1000} s`)));
-      r.on("error", (err: NodeJS.ErrnoException) =>
-        reject(new Error(err.code && !err.message.includes(err.code) ? `${err.code}: ${err.message}` : err.message)),
-      );
+      arm(Math.min(own, left), cut(Math.min(own, left), "no complete answer"));
+      r.on("error", (err: NodeJS.ErrnoException) => {
+        if (res === undefined) done();
+        reject(new Error(err.code && !err.message.includes(err.code) ? `${err.code}: ${err.message}` : err.message));
+      });
       r.end(req.body);
     });
   }
 }
 
-function backoff(attempt: number): Promise<void> {
-  const ms = Math.min(2000, 100 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
-  return new Promise((r) => setTimeout(r, ms));
+function backoffMs(attempt: number): number {
+  return Math.min(2000, 100 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
 }
 
-/** Code and Message of an S3 error document (empty strings when it is none). */
-export function parseError(body: Buffer): { code: string; message: string } {
-  const text = body.subarray(0, 4096).toString("utf8");
-  return { code: xmlText(text, "Code") ?? "", message: xmlText(text, "Message") ?? "" };
+function contentType(res: S3Response): string | undefined {
+  const ct = res.headers["content-type"];
+  return typeof ct === "string" ? ct : undefined;
 }
 
 function describeError(body: Buffer): string {
   const { code, message } = parseError(body);
   return code ? ` ${code}${message ? `: ${message}` : ""}` : "";
-}
-
-const ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
-
-/** Decodes XML character data (the five entities and numeric references). */
-export function xmlDecode(s: string): string {
-  return s.replace(/&(#x[0-9a-fA-F]+|#\d+|amp|lt|gt|quot|apos);/g, (_, e: string) =>
-    e.startsWith("#x")
-      ? String.fromCodePoint(Number.parseInt(e.slice(2), 16))
-      : e.startsWith("#")
-        ? String.fromCodePoint(Number.parseInt(e.slice(1), 10))
-        : (ENTITIES[e] ?? ""),
-  );
-}
-
-/** The text of the first `<tag>` in `xml` (S3's documents are flat enough for this). */
-export function xmlText(xml: string, tag: string): string | undefined {
-  const m = new RegExp(`<${tag}>([^<]*)</${tag}>`).exec(xml);
-  return m ? xmlDecode(m[1] ?? "") : undefined;
-}
-
-/** Every `<tag>…</tag>` block's inner text. */
-export function xmlBlocks(xml: string, tag: string): string[] {
-  const out: string[] = [];
-  const re = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, "g");
-  for (let m = re.exec(xml); m; m = re.exec(xml)) out.push(m[1] ?? "");
-  return out;
 }

@@ -23,7 +23,8 @@ import { chunks } from "../files";
 import { isOwnMetadata, type Manifest } from "../manifest";
 import { readBytes } from "../bytes";
 import { judgeHolder, lockBody, parseLockInfo, selfLockInfo } from "../../lock";
-import { S3Client, xmlBlocks, xmlText, type S3Request } from "./client";
+import { S3Client, type S3Request } from "./client";
+import { childText, type ListPage } from "./xml";
 import { eachLimit } from "../../parallel";
 import { s3GetTree, s3PutTree } from "./tree";
 
@@ -163,19 +164,17 @@ export class S3Driver implements StorageDriver {
     return out;
   }
 
-  /** One page of ListObjectsV2 (keys with sizes and modification times, common prefixes). */
+  /**
+   * One page of ListObjectsV2 (keys with sizes and modification times, common prefixes). An
+   * answer that is not a complete page of this listing is a TransportError, never an empty
+   * page: purge and cleanup decide what to delete from listings.
+   */
   async listPage(
     prefix: string,
     delimiter: string | undefined,
     token: string | undefined,
     max = 1000,
-  ): Promise<{
-    keys: string[];
-    sizes: number[];
-    modified: number[];
-    prefixes: string[];
-    next: string | undefined;
-  }> {
+  ): Promise<ListPage> {
     const req: S3Request = {
       method: "GET",
       key: "",
@@ -187,17 +186,7 @@ export class S3Driver implements StorageDriver {
         ...(token !== undefined ? { "continuation-token": token } : {}),
       },
     };
-    const res = await this.client.send(req);
-    if (res.status !== 200) this.client.fail(req, res);
-    const xml = res.body.toString("utf8");
-    const contents = xmlBlocks(xml, "Contents");
-    return {
-      keys: contents.map((c) => xmlText(c, "Key") ?? ""),
-      sizes: contents.map((c) => Number(xmlText(c, "Size") ?? 0)),
-      modified: contents.map((c) => Date.parse(xmlText(c, "LastModified") ?? "") || 0),
-      prefixes: xmlBlocks(xml, "CommonPrefixes").map((c) => xmlText(c, "Prefix") ?? ""),
-      next: xmlText(xml, "IsTruncated") === "true" ? xmlText(xml, "NextContinuationToken") : undefined,
-    };
+    return this.client.listing(req, await this.client.send(req), prefix);
   }
 
   /** True when an object is stored under `key` (one HEAD; a folder prefix does not count). */
@@ -237,7 +226,7 @@ export class S3Driver implements StorageDriver {
     if (res.status === 404) return undefined;
     if (!res.stream) this.client.fail(req, res);
     const size = Number(res.headers["content-length"] ?? -1);
-    return new S3Read(res.stream, size, this.client.url(req.key), this.client.target.timeoutMs);
+    return new S3Read(res.stream, size, this.client.url(req.key));
   }
 
   async newWrite(path: string, opts: WriteOptions = {}): Promise<WriteHandle> {
@@ -299,8 +288,8 @@ export class S3Driver implements StorageDriver {
           "x-amz-copy-source": `/${this.client.target.bucket}/${`${src}/${rel}`.split("/").map(encodeURIComponent).join("/")}`,
         },
       };
-      const res = await this.client.send(req);
-      if (res.status !== 200 || xmlText(res.body.toString("utf8"), "Code") !== undefined) this.client.fail(req, res);
+      // S3 may answer 200 and report the failure in the body: only a CopyObjectResult is a copy.
+      this.client.document(req, await this.client.send(req), "CopyObjectResult");
       const w = this.written.get(posix.join(from, rel));
       if (w) this.written.set(posix.join(to, rel), w);
     };
@@ -324,10 +313,9 @@ class S3Read extends Readable implements ReadStream {
     private readonly res: IncomingMessage,
     private readonly size: number,
     private readonly url: string,
-    timeoutMs: number,
   ) {
     super({ highWaterMark: 1 << 20 });
-    res.setTimeout(timeoutMs, () => res.destroy(new Error(`no data for ${timeoutMs / 1000} s`)));
+    // (The client bounds the download as a whole: past its time, `res` errors.)
     res.on("data", (c: Buffer) => {
       this.got += c.length;
       if (!this.push(c)) res.pause();
@@ -341,7 +329,8 @@ class S3Read extends Readable implements ReadStream {
       this.destroy(new TransportError(`reading ${this.url}: ${err.message}`, "check that the S3 endpoint is up"));
     };
     res.on("error", fail);
-    res.on("aborted", () => fail(new Error("the connection closed in the middle of the object")));
+    // (A download the client cut off is destroyed with its reason: that reason, not "closed".)
+    res.on("aborted", () => fail(res.errored ?? new Error("the connection closed in the middle of the object")));
   }
 
   override _read(): void {
@@ -427,9 +416,9 @@ class S3Write extends Writable implements WriteHandle {
         key: this.key,
         query: { uploads: "" },
       };
-      const res = await c.send(req);
-      const id = xmlText(res.body.toString("utf8"), "UploadId");
-      if (res.status !== 200 || !id) c.fail(req, res);
+      const doc = c.document(req, await c.send(req), "InitiateMultipartUploadResult");
+      const id = childText(doc.body, "UploadId");
+      if (!id) throw new TransportError(`S3 POST ${c.url(this.key)}?uploads: the answer names no UploadId`);
       this.uploadId = id;
     }
     const body = this.pending();
@@ -489,9 +478,8 @@ class S3Write extends Writable implements WriteHandle {
           query: { uploadId: this.uploadId },
           body: Buffer.from(xml),
         };
-        const res = await c.send(req);
         // S3 may answer 200 and still report an error in the body.
-        if (res.status !== 200 || xmlText(res.body.toString("utf8"), "Code") !== undefined) c.fail(req, res);
+        c.document(req, await c.send(req), "CompleteMultipartUploadResult");
         this.uploadId = undefined;
       }
       await this.dropClaim();
