@@ -89,6 +89,16 @@ export function main(program: Program, argv = process.argv.slice(2)): void {
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  // Node exits with 0 when its event loop empties while the command still awaits something
+  // (an unref'd timer, a stream nobody ends): for archive_command that is "durable" for a file
+  // that is not. Ending that way is an internal error, never success.
+  process.once("beforeExit", () => {
+    if (ended) return;
+    log.error(
+      `${program.name}: internal error: the command stopped waiting before it finished (nothing left to wait on)`,
+    );
+    finish(ExitCode.INTERNAL);
+  });
   (async (): Promise<number> => {
     const parsed = program.parse ? await program.parse(argv) : parseHotPathArgs(argv, program.name);
     if (parsed.output !== undefined) {
