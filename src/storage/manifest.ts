@@ -1,5 +1,5 @@
-import { isAbsolute } from "node:path";
 import { IoError } from "../errors";
+import { isSafeRelPath } from "./rel-path";
 import { hashFile } from "./sha256";
 import { walkTreeSync } from "./tree-walk";
 
@@ -55,8 +55,7 @@ export function parseManifest(text: string, file: string): Manifest {
   const files = (value as { files?: unknown } | null)?.files;
   if (typeof files !== "object" || files === null || Array.isArray(files)) return bad("no 'files' object");
   for (const [rel, entry] of Object.entries(files as Record<string, unknown>)) {
-    if (rel === "" || isAbsolute(rel) || rel.split("/").includes(".."))
-      bad(`file name ${JSON.stringify(rel)} leaves the set`);
+    if (!isSafeRelPath(rel)) bad(`file name ${JSON.stringify(rel)} leaves the set`);
     const e = entry as { size?: unknown; sha256?: unknown } | null;
     if (typeof e?.size !== "number" || typeof e.sha256 !== "string") {
       bad(`entry ${JSON.stringify(rel)} lacks a size or a sha256`);

@@ -13,6 +13,7 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { mkdirAs, ok, removeTempDir, runBin, spawnBin, waitFor } from "../helpers/env";
@@ -318,4 +319,34 @@ test("a black hole (accepts, never answers): check ends within --timeout and say
   } finally {
     await hole.stop();
   }
+});
+
+test("restore from S3 writes nothing outside its target: a key holding '..' is refused, a key the manifest does not name is not fetched (issue 23 item 3)", async () => {
+  // Straight to Swift (no proxy): S3 keys are opaque strings, and the engine stores and lists these.
+  const hostile = "site/data.master/../../../../../../../../outside-walmgr/PWNED";
+  const extra = "site/data.master/not-in-the-manifest";
+  const encode = (k: string): string => k.split("/").map(encodeURIComponent).join("/");
+  for (const k of [hostile, extra]) {
+    const put = await swift.request("PUT", `/${BUCKET}/${encode(k)}`, { body: "planted\n" });
+    assert.equal(put.status, 200, `PUT ${k}: ${put.body.toString("utf8")}`);
+  }
+  assert.ok((await keys("site/data.master/")).includes(hostile), "the engine lists the key as written");
+  const cfg = slaveIni("slave-paths", swift.endpoint);
+  const dst = join(p.base, "restored-paths");
+  const res = runBin("wal-ctl", [cfg, "restore", "data.master", dst]);
+  assert.notEqual(res.status, 0, `restore took a set holding ${hostile}:\n${res.stderr}`);
+  assert.ok(res.status !== null && res.status <= 125);
+  assert.match(res.stderr, /names a path outside the set/);
+  // Wherever the joins could have led: nothing called PWNED was written anywhere under the
+  // pair's folder or the file system root's neighbours of the stage.
+  const found = spawnSync("find", [p.base, "/tmp", "-name", "PWNED", "-newer", cfg], { encoding: "utf8" }).stdout;
+  assert.equal(found.trim(), "", `written outside the target: ${found}`);
+  // Without the hostile key the set restores, and only what its manifest names came along.
+  const del = await swift.request("DELETE", `/${BUCKET}/${encode(hostile)}`);
+  assert.ok(del.status === 204 || del.status === 200, `DELETE: ${del.status}`);
+  const again = runBin("wal-ctl", [cfg, "restore", "data.master", dst]);
+  assert.equal(again.status, 0, again.stderr);
+  assert.ok(readdirSync(dst).includes("backup_label"));
+  assert.ok(!readdirSync(dst).includes("not-in-the-manifest"), "a key the manifest does not name was fetched");
+  await swift.request("DELETE", `/${BUCKET}/${encode(extra)}`);
 });

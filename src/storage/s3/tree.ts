@@ -10,7 +10,8 @@ import { eachLimit } from "../../parallel";
 import type { StorageDriver, TreeProgress, TreeStats } from "../driver";
 import { fetchToFile, storeFile } from "../files";
 import { mkdirPrivate } from "../local";
-import type { Manifest } from "../manifest";
+import { isOwnMetadata, type Manifest } from "../manifest";
+import { isSafeRelPath } from "../rel-path";
 import { walkTree } from "../tree-walk";
 
 /**
@@ -75,8 +76,25 @@ export async function s3GetTree(
   onProgress?: TreeProgress,
 ): Promise<TreeStats> {
   const stats: TreeStats = { files: 0, bytes: 0 };
-  const all = await driver.listAll(src);
-  if (all.length === 0) throw new IoError(`${driver.client.url(driver.key(src))} holds nothing: no such backup set`);
+  const listed = await driver.listAll(src);
+  if (listed.length === 0) throw new IoError(`${driver.client.url(driver.key(src))} holds nothing: no such backup set`);
+  // Keys are opaque strings: one holding `..` (or an empty or absolute part) would be written
+  // outside `dest` by the joins below. Such a key is no part of a set we wrote: refused.
+  for (const { rel } of listed) {
+    const path = rel.endsWith("/") ? rel.slice(0, -1) : rel;
+    if (path !== "" && !isSafeRelPath(path)) {
+      throw new IoError(
+        `${driver.client.url(driver.key(src))} holds the key ${JSON.stringify(rel)}, which names a path outside the set: nothing was fetched`,
+        "someone wrote to the bucket outside walmgr-ts: remove that key, check who can write there, and restore again",
+      );
+    }
+  }
+  // With a manifest, only what it names (and the set's own metadata) is fetched: anything else
+  // under the prefix was not part of the backup.
+  const all =
+    expect === undefined
+      ? listed
+      : listed.filter(({ rel }) => rel.endsWith("/") || isOwnMetadata(rel) || expect.files[rel] !== undefined);
   // Every folder a file or a folder marker names (mkdirPrivate makes the parents, fsyncing each).
   const dirs = new Set<string>([""]);
   for (const { rel } of all) {
