@@ -537,6 +537,10 @@ class S3Write extends Writable implements WriteHandle {
         if ((await this.driver.info(`/${other}`)) === undefined) break; // withdrawn: try again
         if (Date.now() > deadline) return false;
       }
+      // Both writers may have stepped back for each other and see each other's claims go at
+      // the same moment: a random wait that grows with the rounds keeps them from claiming in
+      // step again (without it both gave up after every round, now and then).
+      await new Promise((r) => setTimeout(r, Math.random() * 50 * 2 ** round));
     }
     return false;
   }
