@@ -116,7 +116,12 @@ export function foreignHolder(holder: LockInfo | undefined, self: MasterSource):
   if (holder.systemId !== undefined && self.systemId !== undefined && holder.systemId !== self.systemId) {
     diffs.push(`it ships database system ${holder.systemId}, this master is system ${self.systemId}`);
   }
-  if (holder.masterData !== undefined && (holder.host !== self.host || holder.masterData !== self.masterData)) {
+  const sameDir = (a: string, b: string): boolean => posix.resolve(a) === posix.resolve(b);
+  if (
+    holder.masterData !== undefined &&
+    self.masterData !== "" &&
+    (holder.host !== self.host || !sameDir(holder.masterData, self.masterData))
+  ) {
     diffs.push(`it ships from ${holder.host}:${holder.masterData}, this master is ${self.host}:${self.masterData}`);
   }
   return diffs.length ? diffs.join("; ") : undefined;
@@ -179,7 +184,7 @@ export class SyncLock {
     );
     const body = lockBody(this.info);
     this.ours.add(body.toString("utf8"));
-    let res = await tryTakeLock(this.layout.driver, this.path, body, {
+    const res = await tryTakeLock(this.layout.driver, this.path, body, {
       programs: SYNC_PROGRAMS,
       breakStale: true,
       onStale: (msg) => this.ctx.log.warn(msg),

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { notComparable } from "../../src/command/status";
 import { foreignHolder, syncStateTimeline, type MasterSource } from "../../src/command/sync";
-import { lockBody, parseLockInfo, selfLockInfo } from "../../src/lock";
+import { lockBody, parseLockInfo, selfLockInfo, type LockInfo } from "../../src/lock";
 import { findTwoWriters } from "../../src/monitor/two-writers";
 import { listArchive } from "../../src/monitor/wal-scan";
 import { LocalDriver } from "../../src/storage/local";
@@ -61,6 +61,7 @@ describe("lock and sync state records", () => {
     assert.match(foreignHolder(h, { ...self, systemId: "8" }) ?? "", /system 7/);
     assert.match(foreignHolder(h, { ...self, host: "db2" }) ?? "", /db1:\/data, this master is db2:\/data/);
     assert.equal(foreignHolder(h, { ...self, timeline: undefined }), undefined, "unknown timeline: not a difference");
+    assert.equal(foreignHolder(h, { ...self, masterData: "/data/" }), undefined, "the same folder spelt otherwise");
   });
 
   test("a sync state of an older version has the timeline of its segment", () => {
@@ -174,7 +175,7 @@ describe("verify: signs of two writers", () => {
 
   test("a lock on another host: a sign only once its daemon's heartbeat came after the new .history", async () => {
     history();
-    const other = { ...JSON.parse(OLD_LOCK), host: `not-${hostname()}`, masterData: "/old", timeline: 1 };
+    const other = { ...(JSON.parse(OLD_LOCK) as LockInfo), host: `not-${hostname()}`, masterData: "/old", timeline: 1 };
     put(partial, ".walmgr-sync-lock", JSON.stringify(other), -100);
     const beat = { pid: other.pid, host: other.host, timeline: 1, heartbeat: "", started: "", mode: "record" };
     put(partial, ".walmgr-daemon-state", JSON.stringify(beat), -5);
