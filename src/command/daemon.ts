@@ -174,7 +174,7 @@ class Daemon {
       return;
     }
     if (res.taken) return;
-    if (res.holder?.role === "daemon" || res.verdict.state === "unknown") throw await this.shipper.lockHeld(res);
+    if (res.holder?.role === "daemon" || res.verdict.state === "unknown") throw this.shipper.lockHeld(res);
     this.ctx.log.info(`${describeHolder(res.holder, res.raw)} holds ${lock.path}: shipping starts when it is done`);
   }
 

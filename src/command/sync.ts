@@ -21,7 +21,6 @@ import { WalArchive } from "../storage/archive";
 import { formatLsn, lsnToSegment, parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
 import { readBytes, writeBytes } from "../storage/bytes";
 import { requireFeature } from "../storage/driver";
-import { withTimeout } from "../monitor/timeout";
 
 /** Kept in partial_wals: how far the in-progress segment has been shipped. */
 export const SYNC_STATE = ".walmgr-sync-state";
@@ -457,39 +456,21 @@ export class Shipper {
   }
 
   /**
-   * This master's timeline for a message (the lock refused): asked of the database in record
-   * mode (at most 5 s), else the newest segment in pg_wal. Never throws.
+   * This master's timeline for a message (the lock refused): the one a step learnt, else the
+   * newest segment in pg_wal (on a running master the one being written). Local reads only: a
+   * refusal stays immediate, whatever the database does.
    */
-  async identify(): Promise<MasterSource> {
-    if (this.src.timeline !== undefined) return this.src;
-    let timeline: number | undefined;
-    if (this.recordMode) {
-      try {
-        timeline = await withTimeout(
-          (async () => {
-            const db = await this.connect();
-            const v10 = db.serverVersion >= 100000;
-            const row = await db.one<{ file: string | null }>(
-              `SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE ${v10 ? "pg_walfile_name(pg_current_wal_lsn())" : "pg_xlogfile_name(pg_current_xlog_location())"} END AS file`,
-            );
-            return row.file ? Number.parseInt(row.file.slice(0, 8), 16) : undefined;
-          })(),
-          5_000,
-          "the master",
-        );
-      } catch {
-        await this.close();
-      }
-    }
-    timeline ??= this.src.masterData ? newestLocalTimeline(this.src.masterData) : undefined;
+  identify(): MasterSource {
+    if (this.src.timeline !== undefined || !this.src.masterData) return this.src;
+    const timeline = newestLocalTimeline(this.src.masterData);
     return timeline === undefined ? this.src : { ...this.src, timeline };
   }
 
   /** The error for SYNC_LOCK held by someone else, saying whether that is another master. */
-  async lockHeld(res: Extract<TakeResult, { taken: false }>): Promise<LockHeldError> {
+  lockHeld(res: Extract<TakeResult, { taken: false }>): LockHeldError {
     const lock = this.lock;
     if (!lock) throw new Error("no lock in a dry run");
-    return syncLockHeld(lock, res, await this.identify());
+    return syncLockHeld(lock, res, this.identify());
   }
 
   /**
@@ -507,7 +488,7 @@ export class Shipper {
       this.rewriteWhole = true;
     }
     const res = await lock.take();
-    if (!res.taken) throw await this.lockHeld(res);
+    if (!res.taken) throw this.lockHeld(res);
     if (res.broke) this.rewriteWhole = true;
     this.stateLoaded = false;
     this.lastFile = undefined;
@@ -878,7 +859,7 @@ async function takeOneShotLock(ctx: Context, shipper: Shipper): Promise<void> {
   for (;;) {
     const res = await lock.take();
     if (res.taken) return;
-    if (res.holder?.role === "daemon" || Date.now() >= deadline) throw await shipper.lockHeld(res);
+    if (res.holder?.role === "daemon" || Date.now() >= deadline) throw shipper.lockHeld(res);
     if (!told) ctx.log.info(`waiting for another sync (${describeHolder(res.holder, res.raw)}) to finish`);
     told = true;
     await new Promise((r) => setTimeout(r, 100));
