@@ -152,6 +152,14 @@ test("failover with the old master's sync daemon still running: status, sync and
   assert.match(why, /this master is on timeline 2/, why);
   assert.ok(why.includes(`wal-ctl ${p.masterIni} stop`), `the refusal must say how to stop it:\n${why}`);
 
+  // So is the new master's daemon, at its start.
+  const daemonRefused = runBin("wal-sync", [newIni, "--daemon"], { timeout: 30_000 });
+  assert.equal(daemonRefused.status, 4, `${daemonRefused.stdout}\n${daemonRefused.stderr}`);
+  assert.match(
+    daemonRefused.stderr,
+    new RegExp(`pid ${old.child.pid} on .*timeline 1\\b.*this master is on timeline 2`),
+  );
+
   // verify: two writers.
   const v = verifyJson(newIni);
   assert.equal(v.twoWriters.detected, true, JSON.stringify(v.twoWriters));
