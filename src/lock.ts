@@ -35,7 +35,21 @@ export interface LockInfo {
   boot?: string;
   /** What kind of holder (the sync lock: "daemon" or "once"). */
   role?: string;
+  /** The sync lock: the holder's config file. */
+  config?: string;
+  /** The sync lock: the master data directory the holder ships from. */
+  masterData?: string;
+  /**
+   * The sync lock: the timeline the holder's master was on when it last looked (set by the
+   * holder once it knows it, after taking the lock; missing in locks of older versions).
+   */
+  timeline?: number;
+  /** The sync lock: the database system identifier of the holder's master (pg_control). */
+  systemId?: string;
 }
+
+/** What a sync lock's holder ships from: written into its lock so that others can tell whose it is. */
+export type SyncLockSource = Pick<LockInfo, "config" | "masterData" | "timeline" | "systemId">;
 
 /** Is the holder alive? `unknown`: cannot be told from here (another host, unreadable /proc, free text). */
 export interface Verdict {
@@ -43,8 +57,8 @@ export interface Verdict {
   why: string;
 }
 
-/** A lock body for this process. */
-export function selfLockInfo(command: string, role?: string): LockInfo {
+/** A lock body for this process (`source`: what a sync ships from). */
+export function selfLockInfo(command: string, role?: string, source: SyncLockSource = {}): LockInfo {
   const pstart = processStart(process.pid);
   const boot = bootId();
   return {
@@ -55,7 +69,12 @@ export function selfLockInfo(command: string, role?: string): LockInfo {
     ...(pstart !== undefined ? { pstart } : {}),
     ...(boot !== undefined ? { boot } : {}),
     ...(role !== undefined ? { role } : {}),
+    ...withoutUndefined(source),
   };
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 export function lockBody(info: LockInfo): Buffer {
@@ -75,6 +94,12 @@ export function parseLockInfo(raw: string): LockInfo | undefined {
         ...(typeof v.pstart === "string" ? { pstart: v.pstart } : {}),
         ...(typeof v.boot === "string" ? { boot: v.boot } : {}),
         ...(typeof v.role === "string" ? { role: v.role } : {}),
+        ...(typeof v.config === "string" ? { config: v.config } : {}),
+        ...(typeof v.masterData === "string" ? { masterData: v.masterData } : {}),
+        ...(typeof v.timeline === "number" && Number.isInteger(v.timeline) && v.timeline > 0
+          ? { timeline: v.timeline }
+          : {}),
+        ...(typeof v.systemId === "string" && /^\d+$/.test(v.systemId) ? { systemId: v.systemId } : {}),
       };
     }
   } catch {
@@ -85,7 +110,12 @@ export function parseLockInfo(raw: string): LockInfo | undefined {
 
 export function describeHolder(info: LockInfo | undefined, raw: string): string {
   if (!info) return `unreadable holder (${JSON.stringify(raw.slice(0, 80))})`;
-  return `pid ${info.pid} on ${info.host}, started ${info.started}, command: ${info.command}`;
+  const src = [
+    info.masterData !== undefined ? `master data ${info.masterData}` : undefined,
+    info.timeline !== undefined ? `timeline ${info.timeline}` : undefined,
+    info.systemId !== undefined ? `system ${info.systemId}` : undefined,
+  ].filter((x) => x !== undefined);
+  return `pid ${info.pid} on ${info.host}, started ${info.started}, command: ${info.command}${src.length ? `, shipping ${src.join(", ")}` : ""}`;
 }
 
 /** Slack between a lock's ISO start and /proc's start time (whole-second boot time, clock steps). */

@@ -256,7 +256,12 @@ On both: the sync daemon (running? pid, heartbeat), the last sync
 (segment, position, seconds ago), the master's position and how far the
 shipped WAL is behind it; backups (count, newest, oldest, size); each
 standby recorded in completed_wals with its lag; each also_archive_to
-repository with its newest segment.
+repository with its newest segment; who holds the sync lock.
+
+Positions of two timelines are never compared: after a failover, a last
+sync of the old timeline is named as such, and a sync lock held by another
+master's daemon (the old master's, left running) is shown as held by
+another master, with how to stop it.
 
 On the master: the .ready backlog in pg_wal/archive_status (count, age of
 the oldest) and pg_stat_archiver (failures, last error).
@@ -452,9 +457,12 @@ DAMAGED, and leftovers of killed backups are named.`,
 re-reads every archived WAL file against its checksum, and walks the WAL
 chain of each timeline from each set's start to the newest segment. It
 reports every gap, corrupt file and unexpected file, and for each set the
-latest point it can be restored to. Works from the master for an ssh or S3
-slave directory too (the files are read where they are). Shows progress on
-a terminal.`,
+latest point it can be restored to. A WARNING names signs of two masters
+writing at once (files of an older timeline written after a newer
+timeline's .history appeared; the sync lock held by a live process of an
+older timeline): a warning only, the exit status is unchanged. Works from
+the master for an ssh or S3 slave directory too (the files are read where
+they are). Shows progress on a terminal.`,
     options: [["--json", "the findings as one JSON object (schema: schemas/verify.schema.json)"]],
     examples: [
       ["wal-ctl /etc/walmgr/slave.ini verify", "check everything"],

@@ -25,6 +25,15 @@ export interface DaemonState {
   lastError?: string;
   /** Set when the daemon stopped cleanly. */
   stopped?: string;
+  /**
+   * What it ships from (missing in heartbeats of older versions): the master's timeline once it
+   * was asked, its database system identifier, and its data directory and config file. An old
+   * master's daemon left running after a failover is told apart by them.
+   */
+  timeline?: number;
+  systemId?: string;
+  masterData?: string;
+  config?: string;
 }
 
 /** The daemon's last heartbeat in partial_wals folder `dir`; undefined when there is none (or it is not JSON). */

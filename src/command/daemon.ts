@@ -9,7 +9,7 @@ import { removeStaleTemps } from "../storage/durable";
 import { PeriodicRunner } from "./periodic";
 import { describeHolder } from "../lock";
 import { DAEMON_STATE, type DaemonState } from "./daemon-state";
-import { Shipper, syncLockHeld, syncOnce, type StepResult } from "./sync";
+import { Shipper, syncOnce, type StepResult } from "./sync";
 import { writeBytes } from "../storage/bytes";
 
 /** Longest wait between attempts while the master or the slave directory is unreachable. */
@@ -174,7 +174,7 @@ class Daemon {
       return;
     }
     if (res.taken) return;
-    if (res.holder?.role === "daemon" || res.verdict.state === "unknown") throw syncLockHeld(lock, res);
+    if (res.holder?.role === "daemon" || res.verdict.state === "unknown") throw this.shipper.lockHeld(res);
     this.ctx.log.info(`${describeHolder(res.holder, res.raw)} holds ${lock.path}: shipping starts when it is done`);
   }
 
@@ -231,6 +231,7 @@ class Daemon {
     const now = Date.now();
     if (!final && now - this.lastHeartbeat < HEARTBEAT_EVERY_MS) return;
     this.lastHeartbeat = now;
+    const src = this.shipper.source;
     const state: DaemonState = {
       pid: process.pid,
       host: hostname(),
@@ -242,6 +243,10 @@ class Daemon {
       ...(this.masterLsn ? { masterLsn: this.masterLsn } : {}),
       ...(this.lastError ? { lastError: this.lastError } : {}),
       ...(final ? { stopped: new Date(now).toISOString() } : {}),
+      ...(src.timeline !== undefined ? { timeline: src.timeline } : {}),
+      ...(src.systemId !== undefined ? { systemId: src.systemId } : {}),
+      ...(src.masterData ? { masterData: src.masterData } : {}),
+      config: src.config,
     };
     try {
       await writeBytes(

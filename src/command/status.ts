@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { posix } from "node:path";
 import type { Context } from "../context";
 import { UsageError } from "../errors";
 import { slaveLayout, type SlaveLayout } from "../layout";
@@ -6,7 +7,17 @@ import { connectMaster, type Db } from "../pg/client";
 import { readPidfile } from "../pidfile";
 import { readDaemonState, type DaemonState } from "./daemon-state";
 import { readPeriodicState } from "./periodic";
-import { readSyncState, type SyncState } from "./sync";
+import {
+  foreignHolder,
+  newestLocalTimeline,
+  readSyncState,
+  SYNC_LOCK,
+  syncStateTimeline,
+  systemIdentifier,
+  type MasterSource,
+  type SyncState,
+} from "./sync";
+import { readSyncLock, type SyncLockStatus } from "../monitor/sync-lock";
 import { driverFor } from "../storage/open";
 import {
   DEFAULT_SEGMENT_SIZE,
@@ -18,7 +29,7 @@ import {
   standbyName,
   type JudgedStandby,
 } from "../standbys";
-import { isWalSegmentSize, parseLsn, segmentNumber } from "../wal/names";
+import { formatLsn, isWalSegmentSize, parseLsn, segmentNumber } from "../wal/names";
 import { formatLocation, sameStorage } from "../config/load";
 import { archiveRepositories } from "./archive/repositories";
 import { archiverStats, readyBacklog, type ArchiverStats, STUCK_AFTER_SECONDS } from "../monitor/archiver";
@@ -143,6 +154,19 @@ function daemonStatus(ctx: Context, hb: DaemonState | undefined, now: number): S
     }
     return { state: "not running", pidfile, detail: `not running (no ${pidfile})` };
   }
+  const masterData = role === "master" ? ctx.config.path("master_data") : undefined;
+  if (
+    hb &&
+    masterData !== undefined &&
+    hb.masterData !== undefined &&
+    (hb.masterData !== masterData || hb.host !== hostname())
+  ) {
+    // A master without pidfile: the heartbeat there is another master's daemon (an old master's after a failover).
+    return {
+      state: "unknown",
+      detail: `no heartbeat of this master's daemon: the one in partial_wals is of a daemon shipping ${hb.host}:${hb.masterData}${hb.timeline !== undefined ? ` (timeline ${hb.timeline})` : ""}, pid ${hb.pid}, last heard at ${hb.heartbeat}`,
+    };
+  }
   if (hb) {
     // The slave side (or a master without pidfile) knows the daemon by its heartbeat only.
     const limit = Math.max(3 * hb.loopDelay, 30) + 5;
@@ -179,8 +203,9 @@ function daemonStatus(ctx: Context, hb: DaemonState | undefined, now: number): S
  */
 async function askMaster(
   ctx: Context,
-  syncLsn: string | undefined,
+  sync: SyncState | undefined,
 ): Promise<{ master?: NonNullable<Status["master"]>; stats?: ArchiverStats; error?: string }> {
+  const syncLsn = sync?.lsn || undefined;
   // Not configured is not an error: the archiver's counters are then simply not shown.
   if (!ctx.config.has("master_db")) return {};
   let db: Db | undefined;
@@ -194,17 +219,18 @@ async function askMaster(
         // A server that accepted the connection and then stalls must not hold status up.
         await conn.query("SET statement_timeout = 5000");
         let master: Status["master"];
-        if (syncLsn) {
+        if (sync && syncLsn) {
           const v10 = conn.serverVersion >= 100000;
           const fn = v10 ? "pg_current_wal_lsn()" : "pg_current_xlog_location()";
-          const diff = v10 ? "pg_wal_lsn_diff" : "pg_xlog_location_diff";
-          const row = await conn.one<{ lsn: string; behind: string | null }>(
-            `SELECT ${fn}::text AS lsn, ${diff}(${fn}, $1::pg_lsn)::text AS behind`,
-            [syncLsn],
+          const file = v10 ? "pg_walfile_name" : "pg_xlogfile_name";
+          const row = await conn.one<{ lsn: string; file: string }>(
+            `SELECT ${fn}::text AS lsn, ${file}(${fn}) AS file`,
           );
+          const timeline = Number.parseInt(row.file.slice(0, 8), 16);
           master = {
             lsn: row.lsn,
-            bytesBehind: row.behind === null ? null : Number(row.behind),
+            timeline,
+            ...behind(sync, row.lsn, timeline, systemIdentifier(ctx.config.path("master_data") ?? "")),
             asOf: new Date().toISOString(),
           };
         }
@@ -219,6 +245,52 @@ async function askMaster(
   } finally {
     await db?.close();
   }
+}
+
+/**
+ * Why the last sync's position cannot be compared with the master's (another timeline, another
+ * database system), or undefined when it can: positions of two timelines share numbers, not
+ * WAL, so their difference means nothing (an old master left running after a failover ships
+ * its own timeline, ahead of the new master's position).
+ */
+export function notComparable(
+  sync: SyncState,
+  masterTimeline: number | undefined,
+  masterSystem: string | undefined,
+): string | undefined {
+  const syncTli = syncStateTimeline(sync);
+  if (syncTli !== undefined && masterTimeline !== undefined && syncTli !== masterTimeline) {
+    return `last sync was of timeline ${syncTli} (another master, or this one before the failover); this master is on timeline ${masterTimeline}: nothing of it shipped yet by sync`;
+  }
+  if (sync.systemId !== undefined && masterSystem !== undefined && sync.systemId !== masterSystem) {
+    return `last sync was of database system ${sync.systemId}, this master is system ${masterSystem}: another cluster ships into this slave directory; nothing of this master shipped yet by sync`;
+  }
+  return undefined;
+}
+
+/** How far the master (at `lsn` on `timeline`) is ahead of the last sync; never negative. */
+function behind(
+  sync: SyncState,
+  lsn: string,
+  timeline: number | undefined,
+  system: string | undefined,
+): { bytesBehind: number | null; notComparable?: string } {
+  const why = notComparable(sync, timeline, system);
+  if (why !== undefined) return { bytesBehind: null, notComparable: why };
+  let d: bigint;
+  try {
+    d = parseLsn(lsn) - parseLsn(sync.lsn);
+  } catch {
+    return { bytesBehind: null };
+  }
+  if (d < 0n) {
+    // One master's position never goes back: the state was written by another writer.
+    return {
+      bytesBehind: null,
+      notComparable: `last sync (${sync.lsn}) is ahead of this master (${formatLsn(parseLsn(lsn))}) on the same timeline: it was shipped by another master (or the master was restored since)`,
+    };
+  }
+  return { bytesBehind: Number(d) };
 }
 
 /** The archiver part of the master's status. */
@@ -315,9 +387,17 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
     time: new Date(now).toISOString(),
     daemon: daemonStatus(ctx, hb, now),
   };
-  if (sync) status.lastSync = { ...sync, secondsAgo: secondsSince(sync.time, now) };
+  if (sync) {
+    const timeline = syncStateTimeline(sync);
+    status.lastSync = {
+      ...sync,
+      ...(timeline !== undefined ? { timeline } : {}),
+      secondsAgo: secondsSince(sync.time, now),
+    };
+  }
 
-  const masterLane = role === "master" ? askMaster(ctx, sync?.lsn || undefined) : undefined;
+  const lock = await tryRead(() => readSyncLock(layout.driver, dir, now));
+  const masterLane = role === "master" ? askMaster(ctx, sync) : undefined;
   const reposLane = gatherRepositories(ctx);
   const replayLane = role === "slave" ? standbyReplay(ctx.config, now) : undefined;
 
@@ -389,9 +469,34 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
     }
     status.archiver = archiverStatus(ctx, asked, now);
   }
-  if (!status.master && hb?.masterLsn && sync?.lsn) {
-    // Without a connection: what the daemon saw at its last heartbeat.
-    status.master = { lsn: hb.masterLsn, bytesBehind: lsnDiff(hb.masterLsn, sync.lsn), asOf: hb.heartbeat };
+  const self = role === "master" ? selfSource(ctx, status.master?.timeline) : undefined;
+  if (!status.master && hb?.masterLsn && sync?.lsn && !(self && hb.masterData && otherMaster(hb, self))) {
+    // Without a connection: what this master's daemon saw at its last heartbeat.
+    const tli = hb.timeline ?? self?.timeline;
+    const why = notComparable(sync, tli, hb.systemId ?? self?.systemId);
+    status.master = {
+      lsn: hb.masterLsn,
+      bytesBehind: why === undefined ? lsnDiff(hb.masterLsn, sync.lsn) : null,
+      ...(tli !== undefined ? { timeline: tli } : {}),
+      ...(why !== undefined ? { notComparable: why } : {}),
+      asOf: hb.heartbeat,
+    };
+  }
+  if (sync && self && status.lastSync && !status.master?.notComparable) {
+    const why = notComparable(sync, self.timeline, self.systemId);
+    if (why !== undefined) status.lastSync.otherMaster = why;
+  } else if (status.master?.notComparable !== undefined && status.lastSync) {
+    status.lastSync.otherMaster = status.master.notComparable;
+  }
+  const partial = status.slaveDir.partial;
+  if (self?.timeline !== undefined && partial?.timeline !== undefined && partial.timeline !== self.timeline) {
+    partial.otherMaster = `of timeline ${partial.timeline} (another master, or this one before the failover); this master is on timeline ${self.timeline}`;
+  }
+  if (lock !== undefined) {
+    const foreign = self && lock.holder ? foreignHolder(lock.holder, self) : undefined;
+    status.syncLock = foreign !== undefined ? { ...lock, foreign } : lock;
+  } else if (storageError !== undefined) {
+    status.syncLock = { present: null, path: posix.join(dir, SYNC_LOCK), error: storageError };
   }
   const repos = await reposLane;
   if (repos !== undefined) status.repositories = repos;
@@ -410,6 +515,28 @@ export async function gatherStatus(ctx: Context, now = Date.now()): Promise<Stat
     };
   }
   return status;
+}
+
+/**
+ * This master as a sync would record it: host, config, master_data, its database system, and
+ * its timeline (from the database when status asked it, else the newest segment in pg_wal).
+ */
+function selfSource(ctx: Context, timeline: number | undefined): MasterSource {
+  const masterData = ctx.config.path("master_data") ?? "";
+  const tli = timeline ?? (masterData ? newestLocalTimeline(masterData) : undefined);
+  const systemId = masterData ? systemIdentifier(masterData) : undefined;
+  return {
+    host: hostname(),
+    config: ctx.config.file,
+    masterData,
+    ...(tli !== undefined ? { timeline: tli } : {}),
+    ...(systemId !== undefined ? { systemId } : {}),
+  };
+}
+
+/** The heartbeat is of a daemon shipping from another host or data directory than `self`. */
+function otherMaster(hb: DaemonState, self: MasterSource): boolean {
+  return hb.host !== self.host || (hb.masterData !== undefined && hb.masterData !== self.masterData);
 }
 
 function lsnDiff(a: string, b: string): number | null {
@@ -465,6 +592,31 @@ function archiverRows(a: ArchiverStatus, row: (k: string, v: string) => void): v
   }
 }
 
+/** The sync lock's row: who holds it, and whether that is another master's sync (then what to do). */
+function syncLockText(l: SyncLockStatus): string {
+  if (l.present === null) return `unknown (${l.error ?? "?"})`;
+  if (!l.present) return "free (no sync holds it)";
+  const h = l.holder;
+  if (!h) return `${l.path} names no holder`;
+  const what = [
+    h.masterData !== undefined ? `${h.host}:${h.masterData}` : undefined,
+    h.timeline !== undefined ? `timeline ${h.timeline}` : undefined,
+  ].filter((x) => x !== undefined);
+  const who = `pid ${h.pid} on ${h.host} (${h.command}), started ${h.started}${what.length ? `, shipping ${what.join(", ")}` : ""}`;
+  const state =
+    l.verdict === "stale"
+      ? `STALE (${l.why ?? "?"}): the next sync clears it`
+      : l.verdict === "live"
+        ? "running"
+        : `cannot tell whether it runs: ${l.why ?? "?"}`;
+  if (l.foreign === undefined) return `held by ${who}; ${state}`;
+  const stop = h.config !== undefined ? `\`wal-ctl ${h.config} stop\` on ${h.host}` : `stop it on ${h.host}`;
+  return (
+    `HELD BY ANOTHER MASTER'S SYNC: ${who}; ${state}; ${l.foreign}. This master's sync is refused (exit 4) while it holds it: ` +
+    `${stop}${l.verdict === "stale" ? "" : `, or kill ${h.pid} there`}`
+  );
+}
+
 function controlText(name: string, c: ControlFileStatus): string {
   if (c.present === null) return `${name} unknown (${c.error ?? "?"})`;
   if (!c.present) return `${name} absent`;
@@ -489,6 +641,7 @@ function slaveDirRows(d: SlaveDirStatus, row: (k: string, v: string) => void, mo
     const shipped =
       p.shippedBytes === null ? "" : `, ${p.shippedBytes} bytes shipped${p.lsn ? ` (up to ${p.lsn})` : ""}`;
     row("partial segment", `${p.name}${shipped}, written ${formatAge(p.ageSeconds ?? NaN)} ago`);
+    if (p.otherMaster !== undefined) more(`partial segment ${p.otherMaster}`);
   } else if (d.partialError !== undefined) {
     row("partial segment", `not read: ${d.partialError}`);
   }
@@ -574,15 +727,20 @@ export async function status(ctx: Context): Promise<void> {
   if (s.lastSync) {
     const at = s.lastSync.lsn ? `up to ${s.lastSync.lsn}` : `${s.lastSync.offset} bytes (whole file)`;
     row("last sync", `${s.lastSync.name} ${at} at ${s.lastSync.time} (${s.lastSync.secondsAgo.toFixed(1)} s ago)`);
+    if (s.lastSync.otherMaster !== undefined) more(s.lastSync.otherMaster);
   } else {
     row("last sync", "never (no sync state in partial_wals)");
   }
   if (s.master) {
+    const m = s.master;
     row(
       "master at",
-      `${s.master.lsn}: ${s.master.bytesBehind === null ? "?" : s.master.bytesBehind} bytes not shipped yet (as of ${s.master.asOf})`,
+      m.notComparable !== undefined
+        ? `${m.lsn}${m.timeline !== undefined ? ` on timeline ${m.timeline}` : ""} (as of ${m.asOf}): not compared with the last sync${m.notComparable === s.lastSync?.otherMaster ? " (see above)" : `: ${m.notComparable}`}`
+        : `${m.lsn}: ${m.bytesBehind === null ? "?" : m.bytesBehind} bytes not shipped yet (as of ${m.asOf})`,
     );
   }
+  if (s.syncLock) row("sync lock", syncLockText(s.syncLock));
   if (s.archiver) archiverRows(s.archiver, row);
   if (s.periodic) {
     const p = s.periodic;

@@ -1,14 +1,17 @@
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
+import { hostname } from "node:os";
 import { join, posix } from "node:path";
 import type { Context } from "../context";
 import { IoError, ioError, isErrno, LockHeldError, UsageError } from "../errors";
 import {
   describeHolder,
   lockBody,
+  parseLockInfo,
   releaseLock,
   releaseLockNow,
   selfLockInfo,
   tryTakeLock,
+  type LockInfo,
   type TakeResult,
 } from "../lock";
 import { slaveLayout, type SlaveLayout } from "../layout";
@@ -28,6 +31,99 @@ export interface SyncState {
   offset: number;
   lsn: string;
   time: string;
+  /**
+   * Who shipped it (missing in states written by older versions): the master's timeline (the
+   * same as `name`'s), its database system identifier, the host and master data directory the
+   * sync ran on. Another master's sync (an old master left running after a failover) writes a
+   * state of its own timeline: positions of two timelines are never compared.
+   */
+  timeline?: number;
+  systemId?: string;
+  host?: string;
+  masterData?: string;
+}
+
+/** The timeline a sync state is of: its own field, else its segment's name (older states). */
+export function syncStateTimeline(st: SyncState): number | undefined {
+  if (typeof st.timeline === "number") return st.timeline;
+  return parseWalName(st.name)?.timeline;
+}
+
+/** Which master a sync ships from, as far as it knows it yet. */
+export interface MasterSource {
+  host: string;
+  config: string;
+  masterData: string;
+  /** The master's current timeline (undefined until it was asked). */
+  timeline?: number;
+  /** Its database system identifier (pg_control), when readable. */
+  systemId?: string;
+}
+
+/**
+ * The database system identifier of the data directory `dataDir`: pg_control's first field
+ * (uint64, little-endian as on the machines PostgreSQL runs on), as decimal text; undefined when
+ * pg_control cannot be read. The same for a master and every standby made from it.
+ */
+export function systemIdentifier(dataDir: string): string | undefined {
+  try {
+    const head = readRange(join(dataDir, "global", "pg_control"), 0, 8);
+    return head.length === 8 ? head.readBigUInt64LE(0).toString() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The timeline of the newest (by mtime) segment file in the WAL folder of `dataDir`: on a
+ * running master, the one being written. Undefined when there is none or it cannot be listed.
+ */
+export function newestLocalTimeline(dataDir: string): number | undefined {
+  const walDir = walDirOf(dataDir);
+  let best: { tli: number; mtime: number } | undefined;
+  let names: string[];
+  try {
+    names = readdirSync(walDir);
+  } catch {
+    return undefined;
+  }
+  for (const n of names) {
+    const w = parseWalName(n);
+    if (w?.kind !== "segment") continue;
+    try {
+      const m = statSync(join(walDir, n)).mtimeMs;
+      if (!best || m > best.mtime) best = { tli: w.timeline, mtime: m };
+    } catch {
+      // recycled meanwhile
+    }
+  }
+  return best?.tli;
+}
+
+/**
+ * Whether the sync lock's holder ships from another master than `self`: another timeline or
+ * database system, or another data directory or host. Returns why (in words), or undefined when
+ * it is (as far as either records) the same master. A lock of an older version names neither
+ * timeline nor data directory: it is never called foreign.
+ */
+export function foreignHolder(holder: LockInfo | undefined, self: MasterSource): string | undefined {
+  if (!holder) return undefined;
+  const diffs: string[] = [];
+  if (holder.timeline !== undefined && self.timeline !== undefined && holder.timeline !== self.timeline) {
+    diffs.push(`it ships timeline ${holder.timeline}, this master is on timeline ${self.timeline}`);
+  }
+  if (holder.systemId !== undefined && self.systemId !== undefined && holder.systemId !== self.systemId) {
+    diffs.push(`it ships database system ${holder.systemId}, this master is system ${self.systemId}`);
+  }
+  const sameDir = (a: string, b: string): boolean => posix.resolve(a) === posix.resolve(b);
+  if (
+    holder.masterData !== undefined &&
+    self.masterData !== "" &&
+    (holder.host !== self.host || !sameDir(holder.masterData, self.masterData))
+  ) {
+    diffs.push(`it ships from ${holder.host}:${holder.masterData}, this master is ${self.host}:${self.masterData}`);
+  }
+  return diffs.length ? diffs.join("; ") : undefined;
 }
 
 /**
@@ -46,9 +142,12 @@ export type SyncRole = "daemon" | "once";
 /** SYNC_LOCK of one partial_wals, through the storage driver (local or ssh). */
 export class SyncLock {
   readonly path: string;
+  /** The body the file holds while this process holds the lock. */
   private body: Buffer | undefined;
-  /** The body this process writes (the same for every attempt). */
-  private mine: Buffer | undefined;
+  /** The holder info this process writes (the same pid, host and start for every attempt). */
+  private info: LockInfo | undefined;
+  /** Every body this process has written: a lock file holding one of them is its own. */
+  private readonly ours = new Set<string>();
   private unregister: (() => void) | undefined;
 
   constructor(
@@ -56,6 +155,8 @@ export class SyncLock {
     readonly layout: SlaveLayout,
     dir: string,
     readonly role: SyncRole,
+    /** Written into the lock: what this process ships from (timeline and system as it learns them). */
+    private source: MasterSource,
   ) {
     this.path = posix.join(dir, SYNC_LOCK);
   }
@@ -71,26 +172,58 @@ export class SyncLock {
 
   /**
    * One attempt: takes the lock (clearing a provably stale one) or says who holds it. A lock
-   * file holding the body this process wrote before (the slave directory was away for a while
+   * file holding a body this process wrote before (the slave directory was away for a while
    * and came back) is this process's own: it is held again as it is.
    */
   async take(): Promise<TakeResult> {
-    this.mine ??= lockBody(
-      selfLockInfo(`${this.role === "daemon" ? "sync daemon" : "sync"} ${this.ctx.config.file}`, this.role),
+    this.info ??= selfLockInfo(
+      `${this.role === "daemon" ? "sync daemon" : "sync"} ${this.ctx.config.file}`,
+      this.role,
+      sourceFields(this.source),
     );
-    const body = this.mine;
-    let res = await tryTakeLock(this.layout.driver, this.path, body, {
+    const body = lockBody(this.info);
+    this.ours.add(body.toString("utf8"));
+    const res = await tryTakeLock(this.layout.driver, this.path, body, {
       programs: SYNC_PROGRAMS,
       breakStale: true,
       onStale: (msg) => this.ctx.log.warn(msg),
     });
-    if (!res.taken && res.raw === body.toString("utf8")) res = { taken: true, broke: false };
-    if (res.taken) {
-      this.body = body;
-      const driver = this.layout.driver;
-      this.unregister = this.ctx.onCleanup(() => releaseLockNow(driver, this.path, body));
+    if (!res.taken && this.ours.has(res.raw)) {
+      this.hold(Buffer.from(res.raw));
+      return { taken: true, broke: false };
     }
+    if (res.taken) this.hold(body);
     return res;
+  }
+
+  private hold(body: Buffer): void {
+    this.unregister?.();
+    this.body = body;
+    const driver = this.layout.driver;
+    this.unregister = this.ctx.onCleanup(() => releaseLockNow(driver, this.path, body));
+  }
+
+  /**
+   * Records in the lock which timeline and database system this process ships (known only once
+   * the master was asked, after the lock was taken), so that others can tell an old master's
+   * daemon from this master's. Rewrites the lock (atomically, whole) only when that changed and
+   * while the file still holds this process's body. Returns false when the lock is not held
+   * (any more): it is left alone, and the next take writes the new body.
+   */
+  async describeSource(next: Pick<MasterSource, "timeline" | "systemId">): Promise<boolean> {
+    const fields = sourceFields(next);
+    this.source = { ...this.source, ...fields };
+    if (this.info) this.info = { ...this.info, ...fields };
+    const held = this.body;
+    if (!held || !this.info) return false;
+    const now = parseLockInfo(held.toString("utf8"));
+    if (now !== undefined && now.timeline === this.info.timeline && now.systemId === this.info.systemId) return true;
+    const body = lockBody(this.info);
+    if (!(await this.stillOurs())) return false;
+    this.ours.add(body.toString("utf8"));
+    await writeBytes(this.layout.driver, this.path, body);
+    this.hold(body);
+    return true;
   }
 
   /** True while the file still holds our exact body: nobody broke or replaced it. */
@@ -116,22 +249,55 @@ export class SyncLock {
   }
 }
 
-/** The error for a SYNC_LOCK held by someone else, naming the holder. */
-export function syncLockHeld(lock: SyncLock, res: Extract<TakeResult, { taken: false }>): LockHeldError {
+/** The fields of `src` a lock records, without the unknown ones. */
+function sourceFields(src: Partial<MasterSource>): Pick<LockInfo, "config" | "masterData" | "timeline" | "systemId"> {
+  return {
+    ...(src.config !== undefined ? { config: src.config } : {}),
+    ...(src.masterData !== undefined ? { masterData: src.masterData } : {}),
+    ...(src.timeline !== undefined ? { timeline: src.timeline } : {}),
+    ...(src.systemId !== undefined ? { systemId: src.systemId } : {}),
+  };
+}
+
+/**
+ * The error for a SYNC_LOCK held by someone else, naming the holder: pid, host, start, what it
+ * ships (master data directory, timeline), and, when that is another master than `self` (an old
+ * master's daemon left running after a failover), saying so and how to stop it.
+ */
+export function syncLockHeld(
+  lock: SyncLock,
+  res: Extract<TakeResult, { taken: false }>,
+  self?: MasterSource,
+): LockHeldError {
   const who = describeHolder(res.holder, res.raw);
   const unknown = res.verdict.state === "unknown" ? ` (${res.verdict.why})` : "";
+  const h = res.holder;
+  const foreign = self ? foreignHolder(h, self) : undefined;
+  if (h && foreign !== undefined) {
+    const stop = h.config !== undefined ? `\`wal-ctl ${h.config} stop\` on ${h.host}` : `its stop on ${h.host}`;
+    return new LockHeldError(
+      `${lock.path} is held by a sync of another master (or of this one before a failover): ${who}${unknown}; ${foreign}. ` +
+        `Two masters must not ship into one slave directory: this master's WAL is not synced while it holds the lock`,
+      `stop that ${h.role === "daemon" ? "daemon" : "sync"} and fence its master: ${stop} (it also turns that master's archiving off), or kill ${h.pid} there; then run sync again` +
+        (unknown ? `; if ${h.host} is down for good, remove ${lock.path}` : ""),
+    );
+  }
   if (res.holder?.role === "daemon") {
     return new LockHeldError(
       `the sync daemon ships to ${posix.dirname(lock.path)} already (${who})${unknown}`,
       lock.role === "daemon"
-        ? "one daemon per slave directory: stop the other one first (wal-ctl CONFIG stop)"
-        : `no one-shot sync is needed while it runs; to sync by hand, stop it first (wal-ctl CONFIG stop)${unknown ? `; if it is gone, remove ${lock.path}` : ""}`,
+        ? `one daemon per slave directory: stop the other one first (${stopHint(res.holder)})`
+        : `no one-shot sync is needed while it runs; to sync by hand, stop it first (${stopHint(res.holder)})${unknown ? `; if it is gone, remove ${lock.path}` : ""}`,
     );
   }
   return new LockHeldError(
     `another sync holds ${lock.path} (${who})${unknown}`,
     unknown ? `wait for it; if that process is gone, remove ${lock.path}` : "wait for it to finish and run sync again",
   );
+}
+
+function stopHint(h: LockInfo | undefined): string {
+  return h?.config !== undefined ? `wal-ctl ${h.config} stop, on ${h.host}` : "wal-ctl CONFIG stop";
 }
 
 const XLP_PAGEADDR_OFFSET = 8;
@@ -254,6 +420,8 @@ export class Shipper {
   quiet = false;
   /** SYNC_LOCK, taken before anything is written (undefined: -n, which writes nothing). */
   lock: SyncLock | undefined;
+  /** What this sync ships from; timeline and system filled in once the master was asked. */
+  private src: MasterSource;
 
   constructor(
     private readonly ctx: Context,
@@ -262,7 +430,47 @@ export class Shipper {
     if (ctx.config.role !== "master") throw new UsageError("sync runs on the master: pass the master's config file");
     this.layout = slaveLayout(ctx.config, "sync");
     this.dir = ctx.config.requireLocation("partial_wals", "sync").path;
-    if (!ctx.dryRun) this.lock = new SyncLock(ctx, this.layout, this.dir, role);
+    const masterData = ctx.config.path("master_data") ?? "";
+    this.src = { host: hostname(), config: ctx.config.file, masterData, systemId: systemIdentifier(masterData) };
+    if (!ctx.dryRun) this.lock = new SyncLock(ctx, this.layout, this.dir, role, this.src);
+  }
+
+  /** What this sync ships from, as far as it knows yet (timeline: once a step asked the master). */
+  get source(): MasterSource {
+    return this.src;
+  }
+
+  /**
+   * The master's timeline and system, learnt by a step: kept for the shipped state and the
+   * heartbeat, and written into the lock (before anything is shipped) when it changed.
+   */
+  private async noteSource(timeline: number): Promise<void> {
+    const systemId = this.src.systemId ?? systemIdentifier(this.src.masterData);
+    this.src = { ...this.src, timeline, ...(systemId !== undefined ? { systemId } : {}) };
+    const lock = this.lock;
+    if (!lock || (await lock.describeSource({ timeline, systemId }))) return;
+    // Lost since the step began (cleared or replaced): take it again (with the new body) or refuse.
+    this.ctx.log.warn(`${lock.path} no longer holds this process's lock: taking it again before writing`);
+    this.rewriteWhole = true;
+    await this.ensureLock();
+  }
+
+  /**
+   * This master's timeline for a message (the lock refused): the one a step learnt, else the
+   * newest segment in pg_wal (on a running master the one being written). Local reads only: a
+   * refusal stays immediate, whatever the database does.
+   */
+  identify(): MasterSource {
+    if (this.src.timeline !== undefined || !this.src.masterData) return this.src;
+    const timeline = newestLocalTimeline(this.src.masterData);
+    return timeline === undefined ? this.src : { ...this.src, timeline };
+  }
+
+  /** The error for SYNC_LOCK held by someone else, saying whether that is another master. */
+  lockHeld(res: Extract<TakeResult, { taken: false }>): LockHeldError {
+    const lock = this.lock;
+    if (!lock) throw new Error("no lock in a dry run");
+    return syncLockHeld(lock, res, this.identify());
   }
 
   /**
@@ -280,7 +488,7 @@ export class Shipper {
       this.rewriteWhole = true;
     }
     const res = await lock.take();
-    if (!res.taken) throw syncLockHeld(lock, res);
+    if (!res.taken) throw this.lockHeld(res);
     if (res.broke) this.rewriteWhole = true;
     this.stateLoaded = false;
     this.lastFile = undefined;
@@ -347,7 +555,15 @@ export class Shipper {
     return this.state;
   }
 
-  private async saveState(next: SyncState): Promise<void> {
+  private async saveState(shipped: SyncState): Promise<void> {
+    const src = this.src;
+    const next: SyncState = {
+      ...shipped,
+      ...(src.timeline !== undefined ? { timeline: src.timeline } : {}),
+      ...(src.systemId !== undefined ? { systemId: src.systemId } : {}),
+      host: src.host,
+      ...(src.masterData ? { masterData: src.masterData } : {}),
+    };
     const raw = Buffer.from(`${JSON.stringify(next)}\n`);
     await writeBytes(this.layout.driver, posix.join(this.dir, SYNC_STATE), raw);
     this.state = next;
@@ -386,6 +602,7 @@ export class Shipper {
     if (row.rec) throw new UsageError(`${db.where} is in recovery: sync runs against the master`);
     const lsnText = row.lsn;
     const timeline = Number.parseInt(row.file.slice(0, 8), 16);
+    if (!ctx.dryRun) await this.noteSource(timeline);
     this.server ??= { segSize: parseSize(row.seg), blockSize: Number.parseInt(row.blk, 10) };
     const { segSize, blockSize } = this.server;
     const lsn = parseLsn(lsnText);
@@ -547,6 +764,8 @@ export class Shipper {
       this.note(`no WAL segment in ${walDir}: nothing to ship`);
       return { shipped: 0, switched: false };
     }
+    const tli = parseWalName(newest.name)?.timeline;
+    if (tli !== undefined && !ctx.dryRun) await this.noteSource(tli);
     const last = this.lastFile;
     if (last && last.name === newest.name && last.mtimeMs === newest.mtimeMs && last.size === newest.size) {
       this.note(`${newest.name} unchanged since the last sync: nothing new`);
@@ -640,7 +859,7 @@ async function takeOneShotLock(ctx: Context, shipper: Shipper): Promise<void> {
   for (;;) {
     const res = await lock.take();
     if (res.taken) return;
-    if (res.holder?.role === "daemon" || Date.now() >= deadline) throw syncLockHeld(lock, res);
+    if (res.holder?.role === "daemon" || Date.now() >= deadline) throw shipper.lockHeld(res);
     if (!told) ctx.log.info(`waiting for another sync (${describeHolder(res.holder, res.raw)}) to finish`);
     told = true;
     await new Promise((r) => setTimeout(r, 100));

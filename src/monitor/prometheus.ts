@@ -126,6 +126,13 @@ export function formatPrometheus(s: Status): string {
     "Bytes of WAL the master has written past what was shipped to the slave.",
     s.master?.bytesBehind,
   );
+  if (s.role === "master" && s.syncLock?.present !== null && s.syncLock !== undefined) {
+    x.gauge(
+      "walmgr_sync_lock_other_master",
+      "1: the sync lock is held by a sync of another master or timeline (an old master's daemon after a failover); this master's sync is refused.",
+      s.syncLock.foreign !== undefined,
+    );
+  }
 
   const a = s.archiver;
   if (a) {

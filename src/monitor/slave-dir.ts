@@ -30,6 +30,13 @@ export interface PartialSegment extends SegmentFile {
   shippedBytes: number | null;
   /** The LSN that position is (record mode), or null. */
   lsn: string | null;
+  /** Its timeline (from its name). */
+  timeline?: number;
+  /**
+   * Master side: set when it is of another timeline than this master's (an old master's sync
+   * after a failover, or this master's from before one), saying so.
+   */
+  otherMaster?: string;
 }
 
 /** One control file. `present: null`: it could not be looked at (`error` says why). */
@@ -128,7 +135,13 @@ export async function partialSegment(
   const file = await segmentFile(driver, dir, name, now);
   if (file === null) return null;
   const ours = sync?.name === name;
-  return { ...file, shippedBytes: ours ? sync.offset : null, lsn: ours && sync.lsn ? sync.lsn : null };
+  const timeline = parseWalName(name)?.timeline;
+  return {
+    ...file,
+    shippedBytes: ours ? sync.offset : null,
+    lsn: ours && sync.lsn ? sync.lsn : null,
+    ...(timeline !== undefined ? { timeline } : {}),
+  };
 }
 
 async function controlFile(driver: StorageDriver, path: string, now: number): Promise<ControlFileStatus> {

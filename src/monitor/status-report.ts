@@ -9,6 +9,7 @@ import type { ArchiverStats, ReadyBacklog } from "./archiver";
 import type { BackupsStatus } from "./backups";
 import type { SlaveDirStatus } from "./slave-dir";
 import type { StandbyReplay } from "./standby-replay";
+import type { SyncLockStatus } from "./sync-lock";
 
 /**
  * What `wal-ctl CONFIG status --json` prints (schemas/status.schema.json describes it). Fields
@@ -34,8 +35,21 @@ export interface Status {
     failures?: number;
     lastError?: string;
   };
-  lastSync?: SyncState & { secondsAgo: number };
-  master?: { lsn: string; bytesBehind: number | null; asOf: string };
+  /**
+   * partial_wals/.walmgr-sync-state, with its timeline (from the segment's name for states of
+   * older versions) and, on the master, `otherMaster` when it was written by a sync of another
+   * master or timeline than this one (an old master's daemon after a failover): why.
+   */
+  lastSync?: SyncState & { secondsAgo: number; otherMaster?: string };
+  /**
+   * The master's WAL position (from the database, else the daemon's heartbeat) and how far it
+   * is ahead of the last sync. `bytesBehind` is null when that cannot be told, and never
+   * negative: positions of another timeline or database system are not compared
+   * (`notComparable` says why).
+   */
+  master?: { lsn: string; bytesBehind: number | null; asOf: string; timeline?: number; notComparable?: string };
+  /** partial_wals/.walmgr-sync-lock: who holds it, and on the master whether that is another master's sync. */
+  syncLock?: SyncLockStatus;
   periodic?: PeriodicState;
   /** Each standby recorded in completed_wals (see standbys.ts), with its lag. */
   standbys?: StandbyStatus[];

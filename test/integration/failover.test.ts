@@ -114,4 +114,24 @@ test("failover: boot, setup on the new master, a standby from the old backup fol
   assert.equal(await s2.value("SELECT pg_is_in_recovery()"), true);
   await s2.query("CHECKPOINT"); // a restartpoint: pg_control then names the replayed timeline
   assert.equal(await s2.value<number>("SELECT timeline_id FROM pg_control_checkpoint()"), 2);
+
+  // The old master was down at the failover: no sign of two writers, and status on the new master
+  // reports the old master's last sync as of timeline 1, with no figure across the two timelines.
+  const v = JSON.parse(runBin("wal-ctl", [newMasterIni, "verify", "--json"]).stdout) as {
+    twoWriters: { detected: boolean; newestTimeline: number | null };
+  };
+  assert.deepEqual(
+    { detected: v.twoWriters.detected, newestTimeline: v.twoWriters.newestTimeline },
+    { detected: false, newestTimeline: 2 },
+    JSON.stringify(v.twoWriters),
+  );
+  const st = JSON.parse(ok(runBin("wal-ctl", [newMasterIni, "status", "--json"]), "status").stdout) as {
+    lastSync?: { timeline?: number; otherMaster?: string };
+    master?: { timeline?: number; bytesBehind: number | null };
+    syncLock?: { present: boolean | null };
+  };
+  assert.equal(st.lastSync?.timeline, 1);
+  assert.match(st.lastSync?.otherMaster ?? "", /before the failover/);
+  assert.deepEqual({ tli: st.master?.timeline, behind: st.master?.bytesBehind }, { tli: 2, behind: null });
+  assert.equal(st.syncLock?.present, false);
 });

@@ -10,6 +10,7 @@ import { parseManifest } from "../../storage/manifest";
 import { archiveGaps, reach, type Gap, type Reach } from "../../monitor/chain";
 import { checkArchivedFile, listArchive, type BadFile } from "../../monitor/wal-scan";
 import { setStart } from "../../monitor/set-start";
+import { findTwoWriters, type TwoWriters } from "../../monitor/two-writers";
 import { comparePosition, parseWalName } from "../../wal/names";
 import { BACKUP_MANIFEST, listSets } from "./sets";
 import { startProgress, type Progress } from "../../progress";
@@ -50,9 +51,12 @@ export interface WalReport {
 }
 
 export interface VerifyReport {
+  /** Every set restorable and the WAL sound (two writers are a warning: they do not change it). */
   ok: boolean;
   sets: SetReport[];
   wal: WalReport;
+  /** Signs of two masters writing into the slave directory at once (see monitor/two-writers.ts). */
+  twoWriters: TwoWriters;
 }
 
 /** `verify SET`: a set name (data.master.1) beside full_backup, or a path. */
@@ -218,7 +222,8 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
     unexpected: listing.unexpected,
   };
   const ok = corrupt.length === 0 && gaps.length === 0 && setReports.every((s) => s.problems.length === 0);
-  return { ok, sets: setReports, wal };
+  const twoWriters = await findTwoWriters(driver, listing, layout.partial?.path);
+  return { ok, sets: setReports, wal, twoWriters };
 }
 
 /** The report as an operator reads it. */
@@ -237,6 +242,14 @@ function formatReport(rep: VerifyReport): string {
   }
   for (const c of w.corrupt) lines.push(`  CORRUPT: ${c.name}: ${c.reason}`);
   for (const u of w.unexpected) lines.push(`  UNEXPECTED: ${u.name}: ${u.reason}`);
+  const tw = rep.twoWriters;
+  if (tw.detected) {
+    lines.push(
+      `WARNING: two masters write into this slave directory (timeline ${tw.newestTimeline ?? "?"} is the newest, and an older timeline was written after it began): ` +
+        "fence the old master (stop its sync daemon and its archiving: wal-ctl OLD-MASTER.ini stop on its host, and keep it down)",
+    );
+    for (const x of tw.signs) lines.push(`  ${x.kind} ${x.file}: ${x.detail}`);
+  }
   for (const s of rep.sets) {
     const head = s.files === null ? "files not checked" : `${s.files} files checked against the manifest`;
     const r = s.reach;
