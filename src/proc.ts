@@ -123,6 +123,9 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** The base name of the V8 code-cache loader the sh fronts start Node through (src/cli/code-cache.ts). */
+const CODE_CACHE_LOADER = "code-cache";
+
 /**
  * Which of `programs` (walmgr-ts executable names, e.g. "wal-sync") the command line runs, and
  * the arguments after it; undefined when it runs none. Only the program position counts: node
@@ -139,6 +142,9 @@ export function ourProgram(
   if (!/^node(js)?(\d+)?$/.test(first)) return undefined;
   let i = 1;
   while (i < argv.length && (argv[i] ?? "").startsWith("-")) i++;
+  // bin/wal-archive and bin/wal-restore exec `node dist/src/cli/code-cache.js dist/bin/X.js ARGS`
+  // (the V8 code-cache loader): the program is the bundle it runs.
+  if (name(argv[i]) === CODE_CACHE_LOADER) i++;
   const script = name(argv[i]);
   return programs.includes(script) ? { program: script, args: argv.slice(i + 1) } : undefined;
 }

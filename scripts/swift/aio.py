@@ -124,10 +124,6 @@ def write_configs(base, ports, user):
             # the default 1 s it gives up and queues the update (for a replicator that does
             # not run here), and the listing misses the object.
             app.append("container_update_timeout = 30")
-            # Likewise the connect to the container server (0.5 s by default): on a loaded
-            # machine a slow connect queued the update too, and two writers' claims (which rely
-            # on read-after-write listings) then missed each other.
-            app.append("conn_timeout = 30")
         write(
             "%s-server.conf" % kind,
             common
