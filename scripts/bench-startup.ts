@@ -51,7 +51,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
-import { bootId } from "../src/command/archive/spool";
+import { bootId, checkRecordName } from "../src/command/archive/spool";
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
 const TARGET_RATIO = 1.3;
@@ -284,6 +284,13 @@ function main(): number {
     symlinkSync(spoolData, join(spoolDir, "datadir"));
     symlinkSync(completed, join(spoolDir, "archive"));
     writeFileSync(join(spoolDir, "fast"), `${slaveConfig}\n${SEGMENT_SIZE}\n${bootId() || "durable"}\n`, {
+      mode: 0o600,
+    });
+    // The entry's check record (the front serves only what still matches it; it leaves the
+    // record in place, so one serves every run).
+    const cksum = spawnSync("sh", ["-c", 'cksum <"$1"', "sh", seg], { encoding: "utf8" });
+    if (cksum.status !== 0) throw new RunFailure(`cksum of ${seg} failed: ${cksum.stderr}`);
+    writeFileSync(join(spoolDir, checkRecordName(RESTORE_NAME)), `${cksum.stdout.trim()}\n${"0".repeat(64)}\n`, {
       mode: 0o600,
     });
     const restored = (dataDir: string, what: string): void => {

@@ -173,6 +173,8 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
         if (e.slice(0, 8) !== want.slice(0, 8) || comparePosition(e, want) <= 0) spool.remove(e);
         else ahead.push(e);
       }
+      // Check records of entries served (or removed) since: only ours under way are kept.
+      for (const c of spool.checkRecords()) if (!ahead.includes(c) && !inflight.has(c)) spool.remove(c);
       if (missing !== undefined) {
         // Go back to the oldest one not there yet, and give the archive a moment.
         next = missing;
@@ -214,8 +216,9 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
 
 /**
  * Copies `name` from the archive into the spool: streamed through sha256 into a temp there
- * (fsynced when `durable`), renamed only when the digest matches the checksum. A file without a
- * checksum or of the wrong size is not spooled ("skipped": wal-restore serves it itself).
+ * (fsynced when `durable`), renamed only when the digest matches the checksum, after its check
+ * record (`.NAME.cksum`: its POSIX cksum and sha256) is written. A file without a checksum or of
+ * the wrong size is not spooled ("skipped": wal-restore serves it itself).
  */
 async function fetchEntry(
   ctx: Context,
@@ -228,7 +231,15 @@ async function fetchEntry(
   const dest = spool.path(name);
   let got;
   try {
-    got = await archive.restoreTo(name, dest, { durable });
+    got = await archive.restoreTo(name, dest, {
+      durable,
+      // What the entry is, recorded before it appears under its name: the shell front and the
+      // Node path serve it only while it still is that.
+      beforeRename: async (tmp, sum) => {
+        if (!(await spool.recordCheck(name, tmp, sum.sha256)))
+          throw new Error("cannot run cksum (POSIX; coreutils) to record what the entry is");
+      },
+    });
   } catch (err) {
     ctx.log.warn(`prefetch: ${name} not spooled: ${(err as Error).message}`);
     return "skipped";
