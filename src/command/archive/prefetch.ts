@@ -95,7 +95,8 @@ export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, seg
       spool.discard();
       spool.create({ version: 2, ...bound.expect, segSize, created: new Date().toISOString() }, bound.localArchive);
     }
-    spool.setWant(served);
+    // The position only matters to a prefetcher that fetches (it costs an fsync per segment).
+    if (ctx.config.int("restore_prefetch") > 0) spool.setWant(served);
     if (prefetcherLive(spool)) return; // it reads `want` on its next round
     const child = childProcess().spawn(
       process.execPath,

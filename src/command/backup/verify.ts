@@ -3,6 +3,7 @@ import type { Context } from "../../context";
 import { ExitCode, IoError, WalmgrError, type ExitCodeValue } from "../../errors";
 import { slaveLayout } from "../../layout";
 import { readBytes } from "../../storage/bytes";
+import { checksumName } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { chunks } from "../../storage/files";
 import { hashStream } from "../../storage/sha256";
@@ -10,6 +11,7 @@ import { parseManifest } from "../../storage/manifest";
 import { archiveGaps, reach, type Gap, type Reach } from "../../monitor/chain";
 import { checkArchivedFile, listArchive, type BadFile } from "../../monitor/wal-scan";
 import { setStart } from "../../monitor/set-start";
+import { unsafeFiles, type UnsafeFile } from "../../monitor/owners-scan";
 import { comparePosition, parseWalName } from "../../wal/names";
 import { BACKUP_MANIFEST, listSets } from "./sets";
 import { startProgress, type Progress } from "../../progress";
@@ -53,6 +55,11 @@ export interface VerifyReport {
   ok: boolean;
   sets: SetReport[];
   wal: WalReport;
+  /**
+   * Files and folders of the slave directory another user could have written (their owner or
+   * mode): nothing in them is served or restored until they are made ours again.
+   */
+  unsafe: UnsafeFile[];
 }
 
 /** `verify SET`: a set name (data.master.1) beside full_backup, or a path. */
@@ -116,7 +123,8 @@ async function checkManifest(
 }
 
 /**
- * Verifies backups and the archive: every file of each set (all sets, or the one named) against
+ * Verifies backups and the archive: files and folders of the slave directory another user could
+ * have written (`unsafe`: never served or restored, so they count as missing); every file of each set (all sets, or the one named) against
  * its manifest; every WAL file in completed_wals (from the oldest start of the sets checked, or
  * all of it) against its checksum, size and page header; the WAL chain per timeline, with every
  * gap; and for each set how far recovery from it reaches. Everything is read through the
@@ -132,6 +140,10 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
   if (setArg && (await driver.info(sets[0] ?? "")) === undefined) {
     throw new WalmgrError(`no backup set ${sets[0]}`, ExitCode.NOT_AVAILABLE, "see wal-ctl CONFIG listbackups");
   }
+  // What another user could have written is refused by every reader: found first, named once.
+  const unsafe = await unsafeFiles(layout);
+  const unsafePaths = new Set(unsafe.map((u) => u.path));
+  const completedUnsafe = unsafePaths.has(layout.completed.path);
   const listing = await listArchive(driver, layout.completed.path);
   const starts = await Promise.all(
     sets.map(async (s) => ({ set: s, start: await setStart(driver, s, listing.segSize) })),
@@ -155,9 +167,24 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
   const broken = new Set<string>();
   for (const name of walToRead) {
     let got;
+    const path = posix.join(listing.dir, name);
+    if (unsafePaths.has(path) || unsafePaths.has(posix.join(listing.dir, checksumName(name)))) {
+      // Listed under `unsafe`; unusable as recovery's WAL, like a corrupt one.
+      broken.add(name);
+      files++;
+      progress?.add(0, 1);
+      continue;
+    }
     try {
       got = await checkArchivedFile(driver, listing.dir, name, listing.segSize, systemId, onBytes);
     } catch (err) {
+      if (completedUnsafe) {
+        // Refused because of its folder (listed under `unsafe`), not damaged.
+        broken.add(name);
+        files++;
+        progress?.add(0, 1);
+        continue;
+      }
       got = { bytes: 0, checksumOk: undefined, problem: `cannot be read: ${(err as Error).message}` };
     }
     files++;
@@ -217,8 +244,12 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
     gaps,
     unexpected: listing.unexpected,
   };
-  const ok = corrupt.length === 0 && gaps.length === 0 && setReports.every((s) => s.problems.length === 0);
-  return { ok, sets: setReports, wal };
+  const ok =
+    corrupt.length === 0 &&
+    gaps.length === 0 &&
+    unsafe.length === 0 &&
+    setReports.every((s) => s.problems.length === 0);
+  return { ok, sets: setReports, wal, unsafe };
 }
 
 /** The report as an operator reads it. */
@@ -237,6 +268,7 @@ function formatReport(rep: VerifyReport): string {
   }
   for (const c of w.corrupt) lines.push(`  CORRUPT: ${c.name}: ${c.reason}`);
   for (const u of w.unexpected) lines.push(`  UNEXPECTED: ${u.name}: ${u.reason}`);
+  for (const u of rep.unsafe) lines.push(`  UNSAFE: ${u.path}: another user could have written it (${u.reason})`);
   for (const s of rep.sets) {
     const head = s.files === null ? "files not checked" : `${s.files} files checked against the manifest`;
     const r = s.reach;
@@ -273,13 +305,17 @@ export async function verify(ctx: Context): Promise<ExitCodeValue> {
   }
   if (!rep.ok) {
     const all = [
+      ...rep.unsafe.map((u) => `${u.path}: another user could have written it (${u.reason})`),
       ...rep.wal.gaps.map((g) => `${g.from}${g.count > 1 ? ` .. ${g.to}` : ""} missing (timeline ${g.timeline})`),
       ...rep.wal.corrupt.map((c) => `${c.name}: ${c.reason}`),
       ...rep.sets.flatMap((s) => s.problems.map((p) => `${s.path}: ${p}`)),
     ];
     throw new IoError(
       `backup verification failed:\n  ${all.join("\n  ")}`,
-      "do not rely on a set that cannot be restored; take a new backup (wal-backup CONFIG), and find out what removed or damaged the files",
+      (rep.unsafe.length > 0
+        ? "nothing another user could have written is served or restored: if those files are genuine, make them (and their folders) the slave directory owner's alone (chown, chmod 0600 files, 0700 folders), else remove them; "
+        : "") +
+        "do not rely on a set that cannot be restored; take a new backup (wal-backup CONFIG), and find out what removed or damaged the files",
     );
   }
   return ExitCode.OK;
