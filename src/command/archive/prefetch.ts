@@ -306,13 +306,13 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
         }
       }
       // Wake when a fetch ends; when full, soon anyway (the shell front takes entries without
-      // telling; once dormant, less often); when the archive had no more, at the retry; and
-      // for the next beat.
+      // telling; once dormant, or with nothing to fetch ever, less often); when the archive had
+      // no more, at the retry; and for the next beat.
       const now = Date.now();
       let nap =
         inflight.size > 0
           ? 200
-          : dormant
+          : dormant || depth <= 0
             ? DORMANT_POLL_MS
             : retryAt > now
               ? Math.min(retryAt - now, MISSING_RETRY_MS)

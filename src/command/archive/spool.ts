@@ -11,7 +11,6 @@ import {
   rmSync,
   statSync,
   symlinkSync,
-  unlinkSync,
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { isErrno } from "../../errors";
@@ -274,45 +273,46 @@ export class Spool {
   }
 
   /**
-   * Serves the entry `name` at `dest` by renaming it there, then checks it is exactly what was
-   * verified: `segSize` bytes with the sha256 of its check record. Anything else (truncated,
-   * altered in place, no check record) is removed from `dest` again, so PostgreSQL never reads
-   * it (it reads `%p` only after restore_command exits 0): "absent" when there was no entry,
-   * else why it was refused.
+   * Serves the entry `name` at `dest` when it is exactly what was verified: `segSize` bytes with
+   * the sha256 of its check record, hashed in the spool before it is renamed to `dest`, so an
+   * entry truncated or altered since (or without a check record) never reaches `dest`: it is
+   * removed, and why returned. "absent" when there was no entry.
    */
   take(name: string, dest: string, segSize: number): "served" | "absent" | { refused: string } {
     const entry = this.path(name);
-    const check = this.readCheck(name);
     try {
       if (!lstatSync(entry).isFile()) {
         this.remove(name);
         return { refused: "not a regular file" };
       }
-      if (check === undefined) {
-        this.remove(name);
-        return { refused: `no check record (${checkRecordName(name)})` };
+    } catch {
+      return "absent";
+    }
+    const check = this.readCheck(name);
+    let why: string | undefined;
+    if (check === undefined) why = `no check record (${checkRecordName(name)})`;
+    else {
+      try {
+        const got = hashFile(entry);
+        if (got.bytes !== segSize) why = `${got.bytes} bytes, not ${segSize}`;
+        else if (got.sha256 !== check.sha256)
+          why = `altered since it was verified (sha256 ${got.sha256.slice(0, 16)}…, verified ${check.sha256.slice(0, 16)}…)`;
+      } catch (err) {
+        if (isErrno(err, "ENOENT")) return "absent";
+        why = `cannot be read (${(err as Error).message})`;
       }
+    }
+    if (why !== undefined) {
+      this.remove(name);
+      return { refused: why };
+    }
+    try {
       renameSync(entry, dest);
     } catch {
       return "absent";
     }
     removeQuietly(this.path(checkRecordName(name)));
-    let why: string | undefined;
-    try {
-      const got = hashFile(dest);
-      if (got.bytes !== segSize) why = `${got.bytes} bytes, not ${segSize}`;
-      else if (got.sha256 !== check.sha256)
-        why = `altered since it was verified (sha256 ${got.sha256.slice(0, 16)}…, verified ${check.sha256.slice(0, 16)}…)`;
-    } catch (err) {
-      why = `cannot be read back (${(err as Error).message})`;
-    }
-    if (why === undefined) return "served";
-    try {
-      unlinkSync(dest);
-    } catch {
-      // gone
-    }
-    return { refused: why };
+    return "served";
   }
 
   /** Removes one entry (or anything else under that name in the spool), and its check record. */
