@@ -54,7 +54,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
-import { bootId } from "../src/command/archive/spool";
+import { bootId, checkRecordName } from "../src/command/archive/spool";
 import { ACK_DIR } from "../src/command/archive/acks";
 import { fileStamp } from "../src/config/load";
 
@@ -303,6 +303,13 @@ function main(): number {
     linkSync(seg, join(ackWal, ACK_NAME));
     symlinkSync(config, join(ackDir, "config"));
     writeFileSync(join(ackDir, "fast"), `${fileStamp(statSync(config, { bigint: true }))}\n`, { mode: 0o600 });
+    // The entry's check record (the front serves only what still matches it; it leaves the
+    // record in place, so one serves every run).
+    const cksum = spawnSync("sh", ["-c", 'cksum <"$1"', "sh", seg], { encoding: "utf8" });
+    if (cksum.status !== 0) throw new RunFailure(`cksum of ${seg} failed: ${cksum.stderr}`);
+    writeFileSync(join(spoolDir, checkRecordName(RESTORE_NAME)), `${cksum.stdout.trim()}\n${"0".repeat(64)}\n`, {
+      mode: 0o600,
+    });
     const restored = (dataDir: string, what: string): void => {
       requireFile(join(dataDir, "pg_wal", "RECOVERYXLOG"), SEGMENT_SIZE, what);
       removeQuietly(join(dataDir, "pg_wal", "RECOVERYXLOG"));

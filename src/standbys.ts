@@ -97,10 +97,14 @@ function slaveDataOf(config: Config): string {
   return config.path("slave_data") ?? process.cwd();
 }
 
-/** This standby's name: `standby_name`, or the default from host name and slave_data. */
-export function standbyName(config: Config): string {
+/**
+ * This standby's name: `standby_name`, or the default from host name and slave_data (or
+ * `dataDir`, the data directory the caller knows it serves, else the working directory).
+ */
+export function standbyName(config: Config, dataDir?: string): string {
   const set = config.get("standby_name");
-  if (set === undefined || set === "") return defaultStandbyName(slaveDataOf(config));
+  if (set === undefined || set === "")
+    return defaultStandbyName(config.path("slave_data") ?? dataDir ?? slaveDataOf(config));
   if (!isValidStandbyName(set) || set === LEGACY_NAME) {
     throw new ConfigError(
       `${config.where("standby_name")} = ${JSON.stringify(set)} is not a valid standby name`,
@@ -213,9 +217,20 @@ export async function noteStandby(
   restartpoint: string,
   opts: { expireSeconds: number; slaveData: string; host?: string; now?: number },
 ): Promise<NoteResult> {
+  return noteOver(driver, dir, name, restartpoint, await readStandby(driver, dir, name), opts);
+}
+
+/** noteStandby, given the record as just read (`old`). */
+async function noteOver(
+  driver: StorageDriver,
+  dir: string,
+  name: string,
+  restartpoint: string,
+  old: StandbyEntry | undefined,
+  opts: { expireSeconds: number; slaveData: string; host?: string; now?: number },
+): Promise<NoteResult> {
   const now = opts.now ?? Date.now();
   const host = opts.host ?? hostname();
-  const old = await readStandby(driver, dir, name);
   const fresh =
     old !== undefined &&
     old.restartpoint === restartpoint &&
@@ -243,6 +258,34 @@ export async function noteStandby(
   };
   const other = old !== undefined && (old.host !== host || old.slaveData !== opts.slaveData);
   return other && old.host !== undefined ? { written: true, entry, conflict: old } : { written: true, entry };
+}
+
+/**
+ * The liveness heartbeat of a running standby (the prefetcher process keeps it while the
+ * standby's postmaster runs: command/archive/prefetch.ts): keeps this standby's record from
+ * expiring between restore_command calls, which a standby makes only when it needs a segment
+ * that is not in its spool, and not at all while it waits out recovery_min_apply_delay.
+ * `restartPoint` is the standby's own (from its pg_control), or undefined when it cannot be told
+ * for sure: then the recorded one stays (older than the real one, so more WAL is kept, never
+ * less). Only refreshes: it never creates a record (restore and restore_command's `%r` do;
+ * `boot` removes it, and a removed record stays removed), and never writes over the record of
+ * another host or data directory under this name (restore_command warns about that one).
+ * Writes as noteStandby does: only when the restart point changed or the record is due for a
+ * refresh. Returns the record as it now stands, or undefined when it left it alone.
+ */
+export async function refreshStandby(
+  driver: StorageDriver,
+  dir: string,
+  name: string,
+  restartPoint: string | undefined,
+  opts: { expireSeconds: number; slaveData: string; host?: string; now?: number },
+): Promise<StandbyEntry | undefined> {
+  const old = await readStandby(driver, dir, name);
+  if (old === undefined || old.legacy) return undefined;
+  if (old.host !== (opts.host ?? hostname()) || old.slaveData !== opts.slaveData) return undefined;
+  const rp = restartPoint ?? old.restartpoint;
+  if (rp === undefined) return undefined;
+  return (await noteOver(driver, dir, name, rp, old, opts)).entry;
 }
 
 /** Removes a standby's record (false when there was none). */

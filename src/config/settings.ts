@@ -84,7 +84,7 @@ export const SETTINGS: Record<string, SettingSpec> = {
     type: "int",
     default: "8",
     roles: ["slave"],
-    doc: "wal-restore keeps up to this many next segments, verified, in pg_wal/.walmgr-prefetch (0: off).",
+    doc: "wal-restore keeps up to this many next segments, verified, in pg_wal/.walmgr-prefetch (0: off; the standby's heartbeat still runs).",
   },
   s3_endpoint: {
     type: "string",
@@ -134,7 +134,7 @@ export const SETTINGS: Record<string, SettingSpec> = {
   standby_expire: {
     type: "float",
     default: "86400",
-    doc: "Seconds after which a standby that has not recorded its restart point stops holding WAL back (0: never).",
+    doc: "Seconds after which a standby whose record was not refreshed (by wal-restore or, while its server runs, its heartbeat) stops holding WAL back (0: never).",
   },
   restore_timeout: {
     type: "float",

@@ -4,7 +4,7 @@ import { ArchiveConflictError, IoError, ioError } from "../errors";
 import type { WalName } from "../wal/names";
 import { readBytes, writeBytes } from "./bytes";
 import type { FileInfo, StorageDriver } from "./driver";
-import { chunks, fetchToFile, storeFile } from "./files";
+import { chunks, fetchToFile, storeFile, type FetchOptions } from "./files";
 import { hashFile, hashStream } from "./sha256";
 
 export type PushResult = "stored" | "identical";
@@ -142,13 +142,14 @@ export class WalArchive {
    * beside `dest` that is renamed to `dest` only when the digest matches the checksum file, so
    * `dest` never holds a short, partial or corrupt file (safety rule 3). Undefined when `name`
    * is not archived; `verified` is false for files archived without a checksum (by walmgr.py,
-   * say). A mismatch is an IoError and leaves nothing at `dest`.
+   * say). A mismatch is an IoError and leaves nothing at `dest`. `beforeRename` (see
+   * fetchToFile) runs on the complete temp before it becomes `dest`, only when it was verified.
    */
   async restoreTo(
     name: string,
     dest: string,
-    opts: { durable?: boolean } = {},
-  ): Promise<{ bytes: number; verified: boolean } | undefined> {
+    opts: Pick<FetchOptions, "durable" | "beforeRename"> = {},
+  ): Promise<{ bytes: number; verified: boolean; sha256: string } | undefined> {
     const path = this.path(name);
     // The checksum first: it is written after its file and removed before it, so one that is
     // there has its file (or the file's removal under way: then nothing is served).
@@ -157,6 +158,8 @@ export class WalArchive {
     const got = await fetchToFile(this.driver, path, dest, {
       ...(expected !== undefined ? { expectSha256: expected } : {}),
       ...(opts.durable === true ? { durable: true } : {}),
+      // Only a verified copy is handed on: an unverified one has nothing to vouch for it.
+      ...(opts.beforeRename !== undefined && expected !== undefined ? { beforeRename: opts.beforeRename } : {}),
       onMismatch: (actual) =>
         new IoError(
           `${path} fails its checksum (expected sha256 ${(expected ?? "").slice(0, 16)}…, found ${actual.slice(0, 16)}…): refusing to serve it`,
@@ -164,7 +167,7 @@ export class WalArchive {
         ),
     });
     if (got === undefined) return undefined;
-    return { bytes: got.bytes, verified: expected !== undefined };
+    return { bytes: got.bytes, verified: expected !== undefined, sha256: got.sha256 };
   }
 
   /**

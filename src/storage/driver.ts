@@ -23,6 +23,12 @@ export interface FileInfo {
   isFile?: boolean;
   /** The name is a symbolic link (size and times are its target's, zero when it dangles). */
   isSymlink?: boolean;
+  /**
+   * Why another user than the one running walmgr could have written this file or folder (its
+   * owner or mode: storage/owners.ts), where the storage has owners (locally, and over ssh as
+   * the helper sees it); absent when nobody else could, or the storage has none (S3).
+   */
+  foreign?: string;
 }
 
 /** Options of `StorageDriver.newWrite`. */

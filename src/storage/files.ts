@@ -116,6 +116,21 @@ export async function storeFile(
   return { sha256: hash.digest("hex"), bytes, stored };
 }
 
+/** Options of `fetchToFile`. */
+export interface FetchOptions {
+  /** The digest the copy must have; a mismatch removes the temp and throws `onMismatch(actual)`. */
+  expectSha256?: string;
+  onMismatch?: (actual: string) => Error;
+  /** fsync the file and its folder. */
+  durable?: boolean;
+  /**
+   * Runs once the copy is complete and its digest checked, on the temp still under its private
+   * name, before it is renamed to `dest`: what must exist before `dest` does (the prefetch
+   * spool's record of a verified entry). A throw removes the temp and fails the fetch.
+   */
+  beforeRename?: (tmp: string, got: { sha256: string; bytes: number }) => Promise<void>;
+}
+
 /**
  * Copies the stored file `path` into the local file `dest`, through sha256: written to a private
  * (0600) temp beside `dest`, and renamed to `dest` only when the digest is `expectSha256` (when
@@ -127,7 +142,7 @@ export async function fetchToFile(
   driver: StorageDriver,
   path: string,
   dest: string,
-  opts: { expectSha256?: string; onMismatch?: (actual: string) => Error; durable?: boolean } = {},
+  opts: FetchOptions = {},
 ): Promise<{ sha256: string; bytes: number } | undefined> {
   const input = await driver.newRead(path);
   if (input === undefined) return undefined;
@@ -165,6 +180,14 @@ export async function fetchToFile(
       opts.onMismatch?.(digest) ??
       new IoError(`${path} does not match its checksum: not copied to ${dest}`, "the stored copy is damaged")
     );
+  }
+  if (opts.beforeRename !== undefined) {
+    try {
+      await opts.beforeRename(tmp, { sha256: digest, bytes });
+    } catch (err) {
+      removeQuietly(tmp);
+      throw err;
+    }
   }
   try {
     renameSync(tmp, dest);

@@ -45,6 +45,7 @@ import {
   tempNameFor,
   writeAtDurable,
 } from "./durable";
+import { expectedOwner, foreignFile, foreignFolder } from "./owners";
 import { walkTree } from "./tree-walk";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
@@ -65,6 +66,17 @@ export function mkdirPrivate(dir: string): void {
     if (st.uid !== 0) chownSync(dir, st.uid, st.gid);
   }
   fsyncDir(parent);
+}
+
+/** foreignFile for the file `path` (stat `st`), judged in its folder. */
+function foreignOf(path: string, st: { uid: number; mode: number }): string | undefined {
+  let folderUid: number | undefined;
+  try {
+    folderUid = statSync(dirname(path)).uid;
+  } catch {
+    // judged without its folder's owner
+  }
+  return foreignFile(st, folderUid);
 }
 
 /** The slave directory is on this machine (or a mounted file system). */
@@ -114,12 +126,14 @@ export class LocalDriver implements StorageDriver {
     try {
       link = lstatSync(path).isSymbolicLink();
       const st = statSync(path);
+      const foreign = link ? undefined : st.isDirectory() ? foreignFolder(st) : foreignOf(path, st);
       return Promise.resolve({
         size: st.size,
         mtimeMs: st.mtimeMs,
         isDirectory: st.isDirectory(),
         isFile: st.isFile() && !link,
         isSymlink: link,
+        ...(foreign !== undefined ? { foreign } : {}),
       });
     } catch (err) {
       // A dangling symbolic link is there (it blocks the name) but leads nowhere.
@@ -449,12 +463,42 @@ export function openRegularFile(path: string): { fd: number; size: number } | un
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw notRegular(path, st.isDirectory() ? "a folder" : "a special file");
+    refuseForeign(path, st);
     return { fd, size: st.size };
   } catch (err) {
     closeSync(fd);
     if (err instanceof WalmgrError) throw err;
     throw ioError("cannot read", path, err);
   }
+}
+
+/**
+ * Refuses the file `path` (stat `st`, open) when another user could have written it or its
+ * folder (owners.ts): an IoError naming the file, its owner and mode, and the chown/chmod that
+ * makes it ours again.
+ */
+function refuseForeign(path: string, st: { uid: number; mode: number }): void {
+  const dir = dirname(path);
+  let dirSt: { uid: number; mode: number } | undefined;
+  try {
+    dirSt = statSync(dir);
+  } catch {
+    // the file is open: its folder is there; a stat that fails leaves only the file to judge
+  }
+  const file = foreignFile(st, dirSt?.uid);
+  const folder = dirSt === undefined ? undefined : foreignFolder(dirSt, true);
+  if (file === undefined && folder === undefined) return;
+  const owner = expectedOwner(dirSt?.uid);
+  if (file !== undefined) {
+    throw new IoError(
+      `${path} could have been written by another user (${file}): refusing to read it`,
+      `if it is genuine, make it ${owner}'s alone (chown ${owner} '${path}' && chmod 0600 '${path}'); if not, remove it and find out who put it there`,
+    );
+  }
+  throw new IoError(
+    `${path} is in ${dir}, which another user could have written into (${folder ?? ""}): refusing to read it`,
+    `make the folder ${owner}'s alone (chown ${owner} '${dir}' && chmod 0700 '${dir}'), then check what is in it (wal-ctl CONFIG verify)`,
+  );
 }
 
 function notRegular(path: string, what: string): IoError {

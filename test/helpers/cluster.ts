@@ -26,8 +26,11 @@ export class Cluster {
     readonly logFile: string,
   ) {}
 
-  /** initdb a new cluster under `base`/`name` (superuser "postgres", trust auth on the socket). */
-  static async create(base: string, name: string): Promise<Cluster> {
+  /**
+   * initdb a new cluster under `base`/`name` (superuser "postgres", trust auth on the socket);
+   * `initdbArgs` go last (`--wal-segsize=1`: 1 MiB segments, for tests that switch many).
+   */
+  static async create(base: string, name: string, initdbArgs: string[] = []): Promise<Cluster> {
     const port = await freePort();
     const c = new Cluster(join(base, name), port, base, join(base, `${name}.log`));
     const res = run(pgBin("initdb"), [
@@ -41,6 +44,7 @@ export class Cluster {
       "-E",
       "UTF8",
       "--locale=C",
+      ...initdbArgs,
     ]);
     if (res.status !== 0) throw new Error(`initdb failed: ${res.stderr}`);
     appendFileSync(

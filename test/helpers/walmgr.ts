@@ -20,10 +20,16 @@ export function writeFileAs(path: string, text: string): void {
   if (RUN_AS) chownSync(path, RUN_AS.uid, RUN_AS.gid);
 }
 
-/** Creates and starts a master, and writes master.ini/slave.ini (nothing set up yet). */
-export async function createPair(name: string, extra: { master?: string; slave?: string } = {}): Promise<Pair> {
+/**
+ * Creates and starts a master, and writes master.ini/slave.ini (nothing set up yet); `master`
+ * and `slave` are extra config lines, `initdb` extra initdb arguments for the master.
+ */
+export async function createPair(
+  name: string,
+  extra: { master?: string; slave?: string; initdb?: string[] } = {},
+): Promise<Pair> {
   const base = makeTempDir(name);
-  const master = await Cluster.create(base, "master");
+  const master = await Cluster.create(base, "master", extra.initdb);
   master.start();
   const slaveData = join(base, "slave-data");
   const slave = new Cluster(slaveData, await freePort(), base, join(base, "slave-data.log"));

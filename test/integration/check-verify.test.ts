@@ -4,17 +4,27 @@
  * writable, archiving failing with a growing .ready backlog (--nagios), a stale BACKUPLOCK, a
  * paused standby, a segment deleted from the middle of the chain (verify names it and says how
  * far the newest backup reaches; check says it cannot reach the newest WAL), and a flipped byte
- * in an archived segment and in a backup file. Every --json output is validated against the
- * schemas in schemas/.
+ * in an archived segment and in a backup file; files another user could have written (planted
+ * by nobody, or made group-writable) are refused by wal-restore and named by verify and check.
+ * Every --json output is validated against the schemas in schemas/.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { chmodSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import Ajv2020 from "ajv/dist/2020";
-import { REPO_ROOT, removeTempDir, runBin, waitFor, ok, type RunResult } from "../helpers/env";
+import { binPath, mkdirAs, REPO_ROOT, removeTempDir, run, runBin, waitFor, ok, type RunResult } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
@@ -39,6 +49,7 @@ interface VerifyJson {
     problems: string[];
     reach: { firstMissing?: string; lastSegment?: string; reachableLsn?: string; consistent: boolean } | null;
   }[];
+  unsafe: { path: string; reason: string }[];
   wal: {
     files: number;
     verified: number;
@@ -424,5 +435,96 @@ test("verify finds damage: a segment missing from the middle, a flipped byte in 
       unflip();
     }
     ok(runBin("wal-ctl", [p.slaveIni, "verify"]), "verify after mending");
+  });
+});
+
+test("files another user could have written are never served, and verify and check name them", async (t) => {
+  const nobody = Number(run("id", ["-u", "nobody"]).stdout.trim());
+  const target = join(p.base, "restored");
+  mkdirAs(target);
+  const dest = join(target, "RECOVERYXLOG");
+  const newest = segments().pop() ?? "";
+  const restore = (name: string, asRoot = false): RunResult =>
+    run(binPath("wal-restore"), [p.slaveIni, name, dest], asRoot ? { uid: 0, gid: 0 } : {});
+
+  await t.test(
+    "planted by nobody in a world-writable completed_wals (a segment and its checksum): refused, named",
+    () => {
+      // The next segment, not archived yet: what a standby asks for next.
+      const n = Number.parseInt(newest.slice(16), 16) + 1;
+      const name = `${newest.slice(0, 16)}${n.toString(16).toUpperCase().padStart(8, "0")}`;
+      const planted = join(completed(), name);
+      const sum = join(completed(), `.${name}.sha256`);
+      const data = readFileSync(join(completed(), newest));
+      chmodSync(completed(), 0o777); // the operator's mistake
+      try {
+        writeFileSync(planted, data, { mode: 0o644 });
+        writeFileSync(sum, `${createHash("sha256").update(data).digest("hex")}  ${name}\n`, { mode: 0o644 });
+        for (const f of [planted, sum]) chownSync(f, nobody, nobody);
+        for (const asRoot of [false, true]) {
+          const r = restore(name, asRoot);
+          assert.equal(r.status, 9, `${asRoot ? "as root: " : ""}${r.stderr}`);
+          assert.match(
+            r.stderr,
+            new RegExp(
+              `${name}(\\.sha256)? could have been written by another user \\(owned by nobody \\(uid ${nobody}\\), mode 0644\\)`,
+            ),
+          );
+          assert.match(r.stderr, /chown postgres .*chmod 0600/);
+          assert.ok(!existsSync(dest), "nothing at %p");
+        }
+        const { res, rep } = verifyJson();
+        assert.equal(res.status, 9, res.stderr);
+        const unsafe = new Map(rep.unsafe.map((u) => [u.path, u.reason]));
+        assert.match(unsafe.get(completed()) ?? "", /mode 0777 lets its group and all users write in it/);
+        assert.match(unsafe.get(planted) ?? "", /owned by nobody/);
+        assert.match(unsafe.get(sum) ?? "", /owned by nobody/);
+        const text = runBin("wal-ctl", [p.slaveIni, "verify"]);
+        assert.equal(text.status, 9);
+        assert.match(
+          text.stdout,
+          new RegExp(`UNSAFE: ${planted}: another user could have written it \\(owned by nobody`),
+        );
+        const { res: cres, rep: crep } = checkJson(p.slaveIni);
+        assert.equal(cres.status, 9, cres.stdout);
+        const owners = item(crep, "owners and modes");
+        assert.equal(owners.status, "FAIL");
+        assert.ok(owners.detail.includes(planted) && owners.detail.includes("nobody"), owners.detail);
+        assert.ok(owners.detail.includes(completed()), owners.detail);
+        assert.match(owners.fix ?? "", /chown/);
+      } finally {
+        rmSync(planted, { force: true });
+        rmSync(sum, { force: true });
+        chmodSync(completed(), 0o700);
+      }
+      const { res, rep } = verifyJson();
+      assert.equal(res.status, 0, res.stdout);
+      assert.deepEqual(rep.unsafe, []);
+      assert.equal(item(checkJson(p.slaveIni).rep, "owners and modes").status, "OK");
+    },
+  );
+
+  await t.test("a genuine segment made group-writable: refused naming its mode; served once it is 0600", () => {
+    const file = join(completed(), newest);
+    chmodSync(file, 0o664);
+    try {
+      const r = restore(newest);
+      assert.equal(r.status, 9, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(`${newest} could have been written by another user \\(mode 0664 lets its group write it\\)`),
+      );
+      assert.ok(!existsSync(dest));
+    } finally {
+      chmodSync(file, 0o600);
+    }
+    ok(restore(newest), "restore of the mended segment");
+    rmSync(dest);
+  });
+
+  await t.test("as root, the slave directory owner's files are served (root could write them anyway)", () => {
+    ok(restore(newest, true), "wal-restore as root");
+    assert.ok(readFileSync(dest).equals(readFileSync(join(completed(), newest))));
+    rmSync(dest);
   });
 });

@@ -271,3 +271,49 @@ test("the prefetcher killed at random moments (20 rounds) leaves nothing the fro
   p.child.kill("SIGKILL");
   await p.exited;
 });
+
+test("entries altered after they were verified (one flipped byte, same size) never reach %p", async () => {
+  const prefetch = join(packageRoot(), "dist", "bin", "wal-prefetch.js");
+  killPrefetcher(dataA);
+  await sleep(100);
+  for (const e of entries(dataA)) rmSync(join(spoolOf(dataA), e));
+  const p = spawnAs(process.execPath, [prefetch, ini, spoolOf(dataA)], { cwd: dataA });
+  await waitFor("a full spool", () => entries(dataA).length === 6, 30_000, 50);
+  // Stopped, so that nothing refills or tidies the spool behind the calls below.
+  p.child.kill("SIGKILL");
+  await p.exited;
+  const spooled = entries(dataA);
+  const altered = spooled.slice(0, 4);
+  for (const [i, e] of altered.entries()) {
+    const path = join(spoolOf(dataA), e);
+    const data = readFileSync(path);
+    const at = [0, 8191, SEG_SIZE / 2, SEG_SIZE - 1][i] ?? 0;
+    data[at] = (data[at] ?? 0) ^ 0x01;
+    writeFileSync(path, data); // in place: same inode, owner and size
+    assert.equal(readFileSync(path).length, SEG_SIZE);
+  }
+  for (const e of altered) {
+    const r = restore(dataA, e);
+    assert.equal(r.status, 0, r.stderr);
+    assertServed(dataA, e); // the archived bytes, never the altered ones
+    // Not from the spool: Node found the entry altered, said so, and served the archived copy.
+    assert.match(r.logged, new RegExp(`spool entry \\S*${e} not served: altered since it was verified`));
+    assert.match(r.logged, new RegExp(`restored ${e} from ${completed}`));
+    assert.ok(!entries(dataA).includes(e), `the altered entry ${e} is removed`);
+  }
+  // The entries left unaltered: each check record is what `cksum <entry` prints, and the
+  // archived segment's sha256; the front still serves them.
+  for (const e of spooled.slice(4)) {
+    const [line, digest] = readFileSync(join(spoolOf(dataA), `.${e}.cksum`), "utf8").split("\n");
+    const cksum = run("sh", ["-c", 'cksum <"$1"', "sh", join(spoolOf(dataA), e)]);
+    assert.equal(line, cksum.stdout.trim(), `the check record of ${e} holds its POSIX cksum`);
+    assert.equal(digest, sha(content.get(e) ?? Buffer.alloc(0)));
+  }
+  const intact = spooled[4] ?? "";
+  const r = restore(dataA, intact);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.logged, "", "served by the shell front");
+  assertServed(dataA, intact);
+  await stopStartedPrefetcher(dataA).catch(() => undefined);
+  killPrefetcher(dataA);
+});

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { makeTempDir, packageRoot, removeTempDir, runBin, spawnBin } from "../helpers/env";
@@ -116,6 +116,27 @@ test("over ssh, wal-restore refuses a symlink planted in completed_wals; wal-arc
   assert.ok(arch.stderr.includes(join(completed, dangling)), arch.stderr);
   assert.ok(!existsSync(join(completed, `.${dangling}.sha256`)), "no orphan checksum may be left");
   assert.ok(!existsSync(join(slaveBase, "nowhere")), "nothing may be written through the link");
+});
+
+test("over ssh, wal-restore refuses a segment and its checksum planted by another user on the slave host", () => {
+  const planted = segName(0x102);
+  const data = randomBytes(8192);
+  const file = join(completed, planted);
+  const sum = join(completed, `.${planted}.sha256`);
+  writeFileSync(file, data, { mode: 0o644 });
+  writeFileSync(sum, `${sha(data)}  ${planted}\n`, { mode: 0o644 });
+  const nobody = Number(spawnSync("id", ["-u", "nobody"], { encoding: "utf8" }).stdout.trim());
+  for (const f of [file, sum]) chownSync(f, nobody, nobody);
+  const out = join(masterBase, "restored-planted");
+  const res = runBin("wal-restore", [ini, planted, out]);
+  assert.equal(res.status, 9, `exit ${String(res.status)}: ${res.stderr}`);
+  // Judged on the slave host, by the helper: its user is the one that must own the files.
+  assert.match(
+    res.stderr,
+    new RegExp(`${planted}(\\.sha256)? could have been written by another user \\(owned by nobody`),
+  );
+  assert.match(res.stderr, new RegExp(`chown ${slaveUser()?.name ?? ""}`));
+  assert.ok(!existsSync(out), "nothing may be written at %p");
 });
 
 test("over ssh a dead writer's temp goes on the way in; the slave's cleanup, run all the while, never takes a live one", async () => {

@@ -26,6 +26,7 @@ import {
   noteStandby,
   readRegistry,
   refreshSeconds,
+  refreshStandby,
   standbyHold,
   standbyName,
   standbyRecordFile,
@@ -137,6 +138,42 @@ test("a record is written when the restart point changes or it is due for a refr
   assert.ok(res.written && "conflict" in res && res.conflict?.slaveData === "/srv/a");
   assert.equal(refreshSeconds(0), 3600);
   assert.equal(refreshSeconds(86400 * 30), 3600);
+});
+
+test("the heartbeat refreshes its own record only: never creates one, never another's, keeps an unknown restart point", async () => {
+  const { completed } = setup();
+  const { driver, writes } = counting();
+  const opts = { expireSeconds: 80, slaveData: "/srv/a", host: "h" };
+  const t0 = Date.parse("2026-01-01T00:00:00Z");
+  const file = join(completed, ".walmgr-standby.a");
+  // No record (never recorded, or removed by boot): left alone.
+  assert.equal(await refreshStandby(driver, completed, "a", seg(3), { ...opts, now: t0 }), undefined);
+  assert.ok(!existsSync(file));
+  await noteStandby(driver, completed, "a", seg(3), { ...opts, now: t0 });
+  // Due for a refresh (a tenth of 80 s), restart point unknown: the recorded one is kept.
+  const e = await refreshStandby(driver, completed, "a", undefined, { ...opts, now: t0 + 9_000 });
+  assert.equal(e?.restartpoint, seg(3));
+  assert.equal(
+    (JSON.parse(readFileSync(file, "utf8")) as { updated: string }).updated,
+    new Date(t0 + 9_000).toISOString(),
+  );
+  // Not yet due, same restart point: no write.
+  const before = writes();
+  await refreshStandby(driver, completed, "a", seg(3), { ...opts, now: t0 + 10_000 });
+  assert.equal(writes(), before);
+  // A restart point from pg_control moves the record on at once.
+  assert.equal(
+    (await refreshStandby(driver, completed, "a", seg(5), { ...opts, now: t0 + 10_001 }))?.restartpoint,
+    seg(5),
+  );
+  // The record of another data directory or host under this name: left alone.
+  for (const other of [{ slaveData: "/srv/b" }, { host: "other" }]) {
+    assert.equal(
+      await refreshStandby(driver, completed, "a", seg(6), { ...opts, ...other, now: t0 + 60_000 }),
+      undefined,
+    );
+  }
+  assert.equal((JSON.parse(readFileSync(file, "utf8")) as { restartpoint: string }).restartpoint, seg(5));
 });
 
 test("the purge rule: the oldest restart point among live standbys; expired ones do not count", async () => {

@@ -150,7 +150,8 @@ async function serve(
 
 /**
  * Serves `name` from the prefetch spool when the spool is bound to this data directory,
- * cluster, config and archive (else the whole spool is discarded) and holds it complete.
+ * cluster, config and archive (else the whole spool is discarded) and holds it complete and
+ * unaltered since it was verified (its sha256 against the check record; see Spool.take).
  * Returns the segment size served, or undefined when it did not serve.
  */
 function serveFromSpool(ctx: Context, spool: Spool, name: string, dest: string): number | undefined {
@@ -168,7 +169,11 @@ function serveFromSpool(ctx: Context, spool: Spool, name: string, dest: string):
     }
     return undefined;
   }
-  return spool.take(name, dest, meta.segSize) ? meta.segSize : undefined;
+  const took = spool.take(name, dest, meta.segSize);
+  if (took === "served") return meta.segSize;
+  if (took !== "absent")
+    ctx.log.warn(`prefetch spool entry ${spool.path(name)} not served: ${took.refused}; serving the archived copy`);
+  return undefined;
 }
 
 async function servePartialUnderStop(

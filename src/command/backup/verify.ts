@@ -3,6 +3,7 @@ import type { Context } from "../../context";
 import { ExitCode, IoError, WalmgrError, type ExitCodeValue } from "../../errors";
 import { slaveLayout } from "../../layout";
 import { readBytes } from "../../storage/bytes";
+import { checksumName } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { chunks } from "../../storage/files";
 import { hashStream } from "../../storage/sha256";
@@ -11,6 +12,7 @@ import { archiveGaps, reach, type Gap, type Reach } from "../../monitor/chain";
 import { checkArchivedFile, listArchive, type BadFile } from "../../monitor/wal-scan";
 import { setStart } from "../../monitor/set-start";
 import { findTwoWriters, type TwoWriters } from "../../monitor/two-writers";
+import { unsafeFiles, type UnsafeFile } from "../../monitor/owners-scan";
 import { comparePosition, parseWalName } from "../../wal/names";
 import { BACKUP_MANIFEST, listSets } from "./sets";
 import { startProgress, type Progress } from "../../progress";
@@ -57,6 +59,11 @@ export interface VerifyReport {
   wal: WalReport;
   /** Signs of two masters writing into the slave directory at once (see monitor/two-writers.ts). */
   twoWriters: TwoWriters;
+  /**
+   * Files and folders of the slave directory another user could have written (their owner or
+   * mode): nothing in them is served or restored until they are made ours again.
+   */
+  unsafe: UnsafeFile[];
 }
 
 /** `verify SET`: a set name (data.master.1) beside full_backup, or a path. */
@@ -120,7 +127,8 @@ async function checkManifest(
 }
 
 /**
- * Verifies backups and the archive: every file of each set (all sets, or the one named) against
+ * Verifies backups and the archive: files and folders of the slave directory another user could
+ * have written (`unsafe`: never served or restored, so they count as missing); every file of each set (all sets, or the one named) against
  * its manifest; every WAL file in completed_wals (from the oldest start of the sets checked, or
  * all of it) against its checksum, size and page header; the WAL chain per timeline, with every
  * gap; and for each set how far recovery from it reaches. Everything is read through the
@@ -136,6 +144,10 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
   if (setArg && (await driver.info(sets[0] ?? "")) === undefined) {
     throw new WalmgrError(`no backup set ${sets[0]}`, ExitCode.NOT_AVAILABLE, "see wal-ctl CONFIG listbackups");
   }
+  // What another user could have written is refused by every reader: found first, named once.
+  const unsafe = await unsafeFiles(layout);
+  const unsafePaths = new Set(unsafe.map((u) => u.path));
+  const completedUnsafe = unsafePaths.has(layout.completed.path);
   const listing = await listArchive(driver, layout.completed.path);
   const starts = await Promise.all(
     sets.map(async (s) => ({ set: s, start: await setStart(driver, s, listing.segSize) })),
@@ -159,9 +171,24 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
   const broken = new Set<string>();
   for (const name of walToRead) {
     let got;
+    const path = posix.join(listing.dir, name);
+    if (unsafePaths.has(path) || unsafePaths.has(posix.join(listing.dir, checksumName(name)))) {
+      // Listed under `unsafe`; unusable as recovery's WAL, like a corrupt one.
+      broken.add(name);
+      files++;
+      progress?.add(0, 1);
+      continue;
+    }
     try {
       got = await checkArchivedFile(driver, listing.dir, name, listing.segSize, systemId, onBytes);
     } catch (err) {
+      if (completedUnsafe) {
+        // Refused because of its folder (listed under `unsafe`), not damaged.
+        broken.add(name);
+        files++;
+        progress?.add(0, 1);
+        continue;
+      }
       got = { bytes: 0, checksumOk: undefined, problem: `cannot be read: ${(err as Error).message}` };
     }
     files++;
@@ -221,9 +248,13 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
     gaps,
     unexpected: listing.unexpected,
   };
-  const ok = corrupt.length === 0 && gaps.length === 0 && setReports.every((s) => s.problems.length === 0);
+  const ok =
+    corrupt.length === 0 &&
+    gaps.length === 0 &&
+    unsafe.length === 0 &&
+    setReports.every((s) => s.problems.length === 0);
   const twoWriters = await findTwoWriters(driver, listing, layout.partial?.path);
-  return { ok, sets: setReports, wal, twoWriters };
+  return { ok, sets: setReports, wal, unsafe, twoWriters };
 }
 
 /** The report as an operator reads it. */
@@ -242,6 +273,7 @@ function formatReport(rep: VerifyReport): string {
   }
   for (const c of w.corrupt) lines.push(`  CORRUPT: ${c.name}: ${c.reason}`);
   for (const u of w.unexpected) lines.push(`  UNEXPECTED: ${u.name}: ${u.reason}`);
+  for (const u of rep.unsafe) lines.push(`  UNSAFE: ${u.path}: another user could have written it (${u.reason})`);
   const tw = rep.twoWriters;
   if (tw.detected) {
     lines.push(
@@ -286,13 +318,17 @@ export async function verify(ctx: Context): Promise<ExitCodeValue> {
   }
   if (!rep.ok) {
     const all = [
+      ...rep.unsafe.map((u) => `${u.path}: another user could have written it (${u.reason})`),
       ...rep.wal.gaps.map((g) => `${g.from}${g.count > 1 ? ` .. ${g.to}` : ""} missing (timeline ${g.timeline})`),
       ...rep.wal.corrupt.map((c) => `${c.name}: ${c.reason}`),
       ...rep.sets.flatMap((s) => s.problems.map((p) => `${s.path}: ${p}`)),
     ];
     throw new IoError(
       `backup verification failed:\n  ${all.join("\n  ")}`,
-      "do not rely on a set that cannot be restored; take a new backup (wal-backup CONFIG), and find out what removed or damaged the files",
+      (rep.unsafe.length > 0
+        ? "nothing another user could have written is served or restored: if those files are genuine, make them (and their folders) the slave directory owner's alone (chown, chmod 0600 files, 0700 folders), else remove them; "
+        : "") +
+        "do not rely on a set that cannot be restored; take a new backup (wal-backup CONFIG), and find out what removed or damaged the files",
     );
   }
   return ExitCode.OK;

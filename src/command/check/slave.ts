@@ -7,6 +7,7 @@ import { reach } from "../../monitor/chain";
 import { setStart } from "../../monitor/set-start";
 import { standbyReplay } from "../../monitor/standby-replay";
 import { listArchive } from "../../monitor/wal-scan";
+import { unsafeFiles } from "../../monitor/owners-scan";
 import { getConfValue } from "../../pg/postgresql-conf";
 import { listSets } from "../backup/sets";
 import { STOP } from "../../control";
@@ -144,6 +145,38 @@ async function chainItem(layout: SlaveLayout): Promise<CheckItem> {
   }
 }
 
+/**
+ * Nothing in completed_wals and partial_wals (nor those folders, nor full_backup's) could have
+ * been written by another user: wal-restore refuses to serve such a file, and backup and
+ * restore to read it (storage/owners.ts). SKIP for an object store (no owners).
+ */
+async function ownersItem(layout: SlaveLayout): Promise<CheckItem> {
+  const name = "owners and modes";
+  if (layout.completed.bucket !== undefined)
+    return { name, status: "SKIP", detail: "an object store has no file owners" };
+  try {
+    const unsafe = await unsafeFiles(layout);
+    if (unsafe.length === 0) {
+      return {
+        name,
+        status: "OK",
+        detail: `nobody else could have written the files in ${layout.completed.path}${layout.partial ? ` and ${layout.partial.path}` : ""} (${layout.driver.description})`,
+      };
+    }
+    const shown = unsafe.slice(0, 5).map((u) => `${u.path} (${u.reason})`);
+    return {
+      name,
+      status: "FAIL",
+      detail: `another user could have written ${unsafe.length} file(s) or folder(s), never served or restored: ${shown.join("; ")}${unsafe.length > shown.length ? `; and ${unsafe.length - shown.length} more (wal-ctl CONFIG verify lists them all)` : ""}`,
+      fix: "if they are genuine, make them the slave directory owner's alone (chown; chmod 0600 files, 0700 folders); if not, remove them and find out who put them there",
+      code: ExitCode.IO,
+      metrics: { unsafe_files: unsafe.length },
+    };
+  } catch (err) {
+    return { name, status: "FAIL", detail: why(err), code: codeOf(err) };
+  }
+}
+
 /** The standby replays: running, in recovery, not paused; STOP not left behind. */
 async function replayItem(ctx: Context, layout: SlaveLayout): Promise<CheckItem> {
   const name = "standby replay";
@@ -205,6 +238,7 @@ export async function slaveChecks(ctx: Context): Promise<CheckItem[]> {
   const layout = slaveLayout(ctx.config, "check");
   return [
     await layoutItem(layout),
+    await ownersItem(layout),
     restoreCommandItem(ctx),
     await chainItem(layout),
     await backupLockItem(controlFilesFor(ctx.config, layout.completed, layout.driver)),
