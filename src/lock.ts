@@ -146,6 +146,8 @@ export interface TakeOptions {
   breakStale: boolean;
   /** Called once per stale lock broken, before it is. */
   onStale?: (msg: string) => void;
+  /** Break a stale lock of this holder even without `breakStale` (a kind of holder whose death leaves nothing to clear up). */
+  breakIf?: (holder: LockInfo | undefined) => boolean;
 }
 
 /** Guard guards nest when breakers die inside the tiny guarded step; this bounds it. */
@@ -178,7 +180,7 @@ export async function tryTakeLock(
     const holder = parseLockInfo(text);
     const verdict = judgeHolder(holder, opts.programs);
     last = { taken: false, holder, raw: text, verdict, broke };
-    if (verdict.state !== "stale" || !opts.breakStale) return last;
+    if (verdict.state !== "stale" || !(opts.breakStale || opts.breakIf?.(holder) === true)) return last;
     if (reported !== text)
       opts.onStale?.(`stale ${path} (${describeHolder(holder, text)}): ${verdict.why}; clearing it`);
     reported = text;

@@ -14,7 +14,10 @@ import {
 import { basename, dirname, isAbsolute, join, posix, resolve } from "node:path";
 import type { Context } from "../context";
 import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STOP } from "../control";
-import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
+import { acquireBackupLock, releaseBackupLock, RESTORE_LOCK_PREFIX } from "../control";
+import { ExitCode, ioError, isErrno, LockHeldError, UsageError, WalmgrError } from "../errors";
+import { lockBody, releaseLockNow, type LockInfo } from "../lock";
+import { testPause } from "./backup/test-pause";
 import { controlFilesFor, slaveLayout } from "../layout";
 import { binPath } from "../paths";
 import { pgCommandLine, quoteConfValue } from "../pg/postgresql-conf";
@@ -367,10 +370,14 @@ export async function restore(ctx: Context): Promise<void> {
   const unregister = ctx.onCleanup(release);
   // At a terminal a progress line; elsewhere a log line per stage (progress.ts).
   const progress = startProgress("restore", ctx.log, { json: ctx.json });
+  let releaseSets: () => Promise<void> = async () => undefined;
   try {
     let j = readJournal(paths);
+    if (j) checkSameRequest(j, req, ctx.config.file);
+    // Finding, claiming, moving or copying the set happens under BACKUPLOCK: no backup rotates
+    // the sets meanwhile (and none starts while this restore takes the set).
+    if (j === undefined || j.step === "stage") releaseSets = await lockSets(ctx, layout, req);
     if (j) {
-      checkSameRequest(j, req, ctx.config.file);
       ctx.log.info(`resuming the interrupted restore of ${basename(j.set)} into ${dst} (next step: ${j.step})`);
       // prepare empties slave_pg_xlog, which the old server may use: it must be down first.
       if (j.step === "stage" || j.step === "prepare") await ensureStopped(ctx, dst, slaveData, timeoutS, progress);
@@ -385,12 +392,53 @@ export async function restore(ctx: Context): Promise<void> {
       layout.completed.path,
       () => ensureStopped(ctx, dst, slaveData, timeoutS, progress),
       progress,
+      () => releaseSets(),
     );
   } finally {
+    await releaseSets();
     release();
     unregister();
   }
   progress.done();
+}
+
+/**
+ * Takes BACKUPLOCK (completed_wals/BACKUPLOCK, as a backup does) for the part of a restore that
+ * finds and takes the set: held by a backup, the restore is refused (exit 4, naming it) before
+ * anything changes. A stale lock of a dead restore is cleared; a dead backup's only with
+ * --clear-stale-lock. Returns the release (idempotent; also run on SIGINT/SIGTERM).
+ */
+async function lockSets(
+  ctx: Context,
+  layout: ReturnType<typeof slaveLayout>,
+  req: Request,
+): Promise<() => Promise<void>> {
+  const control = controlFilesFor(ctx.config, layout.completed, layout.driver);
+  let info: LockInfo;
+  try {
+    info = await acquireBackupLock(
+      control,
+      `${RESTORE_LOCK_PREFIX} wal-ctl ${shellQuote(ctx.config.file)} ${req.command} (into ${req.dst})`,
+      { breakStale: ctx.options.has("clear-stale-lock"), onStale: (msg) => ctx.log.warn(msg) },
+    );
+  } catch (err) {
+    if (err instanceof LockHeldError) {
+      throw new LockHeldError(
+        `cannot restore now: ${err.message}; a restore takes its set only while no backup runs (nothing was changed)`,
+        err.hint,
+      );
+    }
+    throw err;
+  }
+  const body = lockBody(info);
+  const unregister = ctx.onCleanup(() => releaseLockNow(control.lock.driver, control.lockPath(), body));
+  let held = true;
+  return async () => {
+    if (!held) return;
+    held = false;
+    await releaseBackupLock(control, info);
+    unregister();
+  };
 }
 
 /** Finds the set, checks DST, stops its server, and records the journal (step "stage"). */
@@ -498,6 +546,7 @@ async function runSteps(
   completed: string,
   ensureDown: () => Promise<void>,
   progress: Progress,
+  releaseSets: () => Promise<void>,
 ): Promise<void> {
   const advance = (step: RestoreJournal["step"]): void => {
     j.step = step;
@@ -516,8 +565,11 @@ async function runSteps(
       }
       throw err;
     }
+    await testPause("restore-staged");
     advance("prepare");
   }
+  // The set is taken (staged): backups may rotate the others again.
+  await releaseSets();
   if (j.step === "prepare") {
     progress.stage("preparing the data directory (tablespaces, recovery settings)");
     await prepare(ctx, paths, j, progress);
