@@ -376,6 +376,8 @@ export async function restore(ctx: Context): Promise<void> {
     if (j) checkSameRequest(j, req, ctx.config.file);
     // Finding, claiming, moving or copying the set happens under BACKUPLOCK: no backup rotates
     // the sets meanwhile (and none starts while this restore takes the set).
+    // A destination that is refused anyway is refused before BACKUPLOCK is taken: nothing changes.
+    if (j === undefined) refuseUnfit(req, await listSets(layout.driver, full.path));
     if (j === undefined || j.step === "stage") releaseSets = await lockSets(ctx, layout, req);
     if (j) {
       ctx.log.info(`resuming the interrupted restore of ${basename(j.set)} into ${dst} (next step: ${j.step})`);
@@ -454,14 +456,7 @@ async function plan(
   const layout = slaveLayout(ctx.config, "restore");
   const sets = await listSets(layout.driver, fullBackup);
   const src = await findSet(req, sets, fullBackup, layout.driver);
-  const unfit = unfitDestination(req.dst, sets);
-  if (unfit !== undefined) {
-    throw new WalmgrError(
-      `refusing to restore into ${req.dst}: ${unfit}`,
-      ExitCode.USAGE,
-      "restore replaces only a (stopped) PostgreSQL data directory, or fills an empty or new one: name another DST",
-    );
-  }
+  refuseUnfit(req, sets);
   await ensureStopped(ctx, req.dst, slaveData, timeoutS, progress);
   // Owner of the restored tree (matters only when root restores for the postgres user).
   const ownerRef = existsSync(req.dst) ? req.dst : dirname(req.dst);
@@ -484,6 +479,18 @@ async function plan(
   writeJournal(paths, j);
   crashPoint("journal");
   return j;
+}
+
+/** Refuses (exit 2) a DST restore may not replace (unfitDestination). */
+function refuseUnfit(req: Request, sets: string[]): void {
+  const unfit = unfitDestination(req.dst, sets);
+  if (unfit !== undefined) {
+    throw new WalmgrError(
+      `refusing to restore into ${req.dst}: ${unfit}`,
+      ExitCode.USAGE,
+      "restore replaces only a (stopped) PostgreSQL data directory, or fills an empty or new one: name another DST",
+    );
+  }
 }
 
 async function findSet(req: Request, sets: string[], fullBackup: string, driver: StorageDriver): Promise<string> {
