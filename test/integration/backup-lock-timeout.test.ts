@@ -6,10 +6,13 @@
  *
  * WALMGR_TEST_PAUSE_AT=<point> makes an executable stop itself (SIGSTOP) at that point
  * (src/command/backup/test-pause.ts): "copied" in a backup (BACKUPLOCK held), "restore-staged"
- * in a restore (the set taken, BACKUPLOCK held).
+ * in a restore (the set taken, BACKUPLOCK held). WALMGR_TEST_CRASH_AT=stale-lock-removed kills a
+ * clearer of a stale lock right after it removed the lock, before it removed its guard.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { runUntilPause, signalPaused } from "../helpers/crash";
@@ -165,4 +168,22 @@ test("a restore killed while it holds BACKUPLOCK: its rerun, or a backup, clears
   ok(runBin("wal-ctl", [p.slaveIni, "restore", "data.master", second]), "the rerun after the backup");
   assert.ok(existsSync(join(second, "PG_VERSION")));
   assert.ok(!existsSync(lockFile()));
+});
+
+test("a clearer killed right after it removed a stale BACKUPLOCK leaves its guard: the next backup sweeps it", () => {
+  const completed = join(p.slaveDir, "logs.complete");
+  const guards = (): string[] => readdirSync(completed).filter((n) => n.startsWith(".walmgr-break."));
+  const gone = spawnSync("true").pid;
+  writeFileAs(
+    lockFile(),
+    `${JSON.stringify({ pid: gone, host: hostname(), started: "2024-01-01T00:00:00Z", command: "wal-backup killed" })}\n`,
+  );
+  const killed = runBin("wal-backup", [p.masterIni, "--clear-stale-lock"], {
+    env: { WALMGR_TEST_CRASH_AT: "stale-lock-removed" },
+  });
+  assert.equal(killed.signal, "SIGKILL", killed.stderr);
+  assert.ok(!existsSync(lockFile()), "the stale lock was removed");
+  assert.equal(guards().length, 1, "and the clearer's guard is left");
+  ok(runBin("wal-backup", [p.masterIni]), "the next backup");
+  assert.deepEqual(guards(), [], "which sweeps the dead clearer's guard");
 });
