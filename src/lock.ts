@@ -240,7 +240,10 @@ export async function breakStaleLock(
  * that cannot be read or removed now is left for the next taker.
  */
 export async function sweepDeadGuards(driver: StorageDriver, path: string, programs: readonly string[]): Promise<void> {
-  const base = posix.basename(path).replace(/^\.+/, "").replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const base = posix
+    .basename(path)
+    .replace(/^\.+/, "")
+    .replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   // Guards of the lock, and guards of those guards (breakers of a dead breaker's guard).
   const pattern = new RegExp(`^\\.walmgr-break\\.(?:walmgr-break\\.)*${base}(?:\\.[0-9a-f]{16})+$`);
   try {
