@@ -88,6 +88,9 @@ export async function acquireBackupLock(
   const res = await tryTakeLock(driver, path, lockBody(info), {
     programs: BACKUP_PROGRAMS,
     breakStale: opts.breakStale === true,
+    // A dead restore's lock guarded only its taking of a set, which its journal makes
+    // resumable: nothing is left to clear up, so it never needs --clear-stale-lock.
+    breakIf: isRestoreHolder,
     ...(opts.onStale ? { onStale: opts.onStale } : {}),
   });
   if (res.taken && driver.exclusiveCreate === "checked") {
@@ -115,11 +118,19 @@ export async function acquireBackupLock(
     );
   }
   throw new LockHeldError(
-    `another backup holds ${path}: ${holder}${res.verdict.state === "unknown" ? ` (${res.verdict.why})` : ""}`,
+    `${isRestoreHolder(res.holder) ? "a restore taking a backup set" : "another backup"} holds ${path}: ${holder}${res.verdict.state === "unknown" ? ` (${res.verdict.why})` : ""}`,
     res.verdict.state === "unknown"
       ? "wait for it to finish; if no backup runs there, remove the file by hand"
       : "wait for it to finish",
   );
+}
+
+/** How a restore's BACKUPLOCK names its command (see `isRestoreHolder`). */
+export const RESTORE_LOCK_PREFIX = "restore of a backup set:";
+
+/** True when BACKUPLOCK is held by a restore (which holds it while it takes a set), not a backup. */
+export function isRestoreHolder(holder: LockInfo | undefined): boolean {
+  return holder?.command.startsWith(RESTORE_LOCK_PREFIX) === true;
 }
 
 /** Releases BACKUPLOCK if it is still ours (never another process's lock). */

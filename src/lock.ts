@@ -12,7 +12,7 @@
  * removes it only if it still holds that body. While the guard exists nobody else removes that
  * body (its holder is dead, other breakers lose the guard), so the re-read and the removal see
  * the same file. A breaker killed while holding a guard leaves a guard that is stale in turn and
- * broken the same way.
+ * broken the same way; the next process that takes the lock sweeps such guards (sweepDeadGuards).
  */
 import { readFileSync, unlinkSync } from "node:fs";
 import { hostname } from "node:os";
@@ -21,6 +21,7 @@ import type { StorageDriver } from "./storage/driver";
 import { bootId, ourProgram, processAlive, processStart, procInfo } from "./proc";
 import { readBytes, writeBytes } from "./storage/bytes";
 import { sha256 } from "./storage/sha256";
+import { crashPoint } from "./command/restore-journal";
 
 /** Who holds a lock. `pstart` and `boot` are missing in locks written by older versions. */
 export interface LockInfo {
@@ -176,6 +177,8 @@ export interface TakeOptions {
   breakStale: boolean;
   /** Called once per stale lock broken, before it is. */
   onStale?: (msg: string) => void;
+  /** Break a stale lock of this holder even without `breakStale` (a kind of holder whose death leaves nothing to clear up). */
+  breakIf?: (holder: LockInfo | undefined) => boolean;
 }
 
 /** Guard guards nest when breakers die inside the tiny guarded step; this bounds it. */
@@ -201,14 +204,17 @@ export async function tryTakeLock(
   let reported: string | undefined;
   let last: TakeResult | undefined;
   for (let attempt = 0; attempt < 20; attempt++) {
-    if (await writeBytes(driver, path, body, { exclusive: true })) return { taken: true, broke };
+    if (await writeBytes(driver, path, body, { exclusive: true })) {
+      if (depth === 0) await sweepDeadGuards(driver, path, opts.programs);
+      return { taken: true, broke };
+    }
     const raw = await readBytes(driver, path);
     if (raw === undefined) continue; // released meanwhile: try again
     const text = raw.toString("utf8");
     const holder = parseLockInfo(text);
     const verdict = judgeHolder(holder, opts.programs);
     last = { taken: false, holder, raw: text, verdict, broke };
-    if (verdict.state !== "stale" || !opts.breakStale) return last;
+    if (verdict.state !== "stale" || !(opts.breakStale || opts.breakIf?.(holder) === true)) return last;
     if (reported !== text)
       opts.onStale?.(`stale ${path} (${describeHolder(holder, text)}): ${verdict.why}; clearing it`);
     reported = text;
@@ -247,9 +253,40 @@ export async function breakStaleLock(
   try {
     const now = await readBytes(driver, path);
     if (now === undefined || !now.equals(stale)) return false;
-    return await driver.remove(path);
+    const removed = await driver.remove(path);
+    crashPoint("stale-lock-removed"); // tests: a breaker killed here leaves its guard
+    return removed;
   } finally {
     await releaseLock(driver, guard, mine);
+  }
+}
+
+/**
+ * Removes the guards breakers of the lock at `path` left when they were killed while holding one
+ * (after removing the stale lock, before removing their guard: nobody breaks that body again, so
+ * nothing else would ever remove the guard). Only a guard whose writer is provably dead goes,
+ * through the same guarded removal as any stale lock; a live breaker's, or another host's, stays.
+ * Run by whoever takes the lock (a guard of it is no use to anyone then). Best effort: a guard
+ * that cannot be read or removed now is left for the next taker.
+ */
+export async function sweepDeadGuards(driver: StorageDriver, path: string, programs: readonly string[]): Promise<void> {
+  const base = posix
+    .basename(path)
+    .replace(/^\.+/, "")
+    .replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  // Guards of the lock, and guards of those guards (breakers of a dead breaker's guard).
+  const pattern = new RegExp(`^\\.walmgr-break\\.(?:walmgr-break\\.)*${base}(?:\\.[0-9a-f]{16})+$`);
+  try {
+    for (const name of (await driver.list(posix.dirname(path))) ?? []) {
+      if (!pattern.test(name)) continue;
+      const guard = posix.join(posix.dirname(path), name);
+      const raw = await readBytes(driver, guard);
+      if (raw === undefined) continue;
+      if (judgeHolder(parseLockInfo(raw.toString("utf8")), programs).state !== "stale") continue;
+      await breakStaleLock(driver, guard, raw, { programs }, 1);
+    }
+  } catch {
+    // litter only: the next taker tries again
   }
 }
 

@@ -1,7 +1,7 @@
 import { chownSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { ioError, isErrno, LockHeldError } from "./errors";
-import { breakStaleLock } from "./lock";
+import { breakStaleLock, sweepDeadGuards } from "./lock";
 import { namesConfig, ourProgram, processAlive, procInfo } from "./proc";
 import { LocalDriver, mkdirPrivate } from "./storage/local";
 import { writeFileDurable } from "./storage/durable";
@@ -104,6 +104,8 @@ export async function acquirePidfile(
     if (writeFileDurable(path, Buffer.from(`${pid}\n`), { exclusive: true, mode: 0o644 })) {
       const uid = process.geteuid?.();
       if (uid !== undefined && statSync(path).uid !== uid) chownSync(path, uid, process.getegid?.() ?? 0);
+      // Guards of starters killed while taking over a stale pidfile: litter now.
+      await sweepDeadGuards(new LocalDriver(), path, DAEMON_PROGRAMS);
       return () => releasePidfile(path, pid);
     }
     let raw: Buffer;

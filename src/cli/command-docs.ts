@@ -81,7 +81,13 @@ export const TOOL_OPTIONS = {
       "run the daemon in the background (needs pidfile; implies --daemon); returns once the daemon has written its pidfile",
     ],
   ],
-  walBackup: [["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"]],
+  walBackup: [
+    ["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"],
+    [
+      "--archive-timeout SECONDS",
+      "how long to wait for the WAL the backup needs to be archived (default backup_archive_timeout, 60)",
+    ],
+  ],
 } satisfies Record<string, readonly OptionDoc[]>;
 
 /** The pages, in the order the overview lists them. */
@@ -349,19 +355,27 @@ instead of the ones below.`,
   backup: {
     roles: ["master", "slave"],
     args: "",
-    synopsis: ["[--clear-stale-lock]"],
+    synopsis: ["[--clear-stale-lock] [--archive-timeout SECONDS]"],
     summary: "take a base backup into full_backup (see wal-backup)",
     description: `On the master: a non-exclusive base backup (pg_backup_start/pg_backup_stop
 in one session) of master_data and its tablespaces into full_backup; it
-ends once the WAL the backup needs is archived. On the slave: the same,
-taken from the running standby, with no load on the master.
+ends once the WAL the backup needs is archived, and fails (exit 9, the set
+not kept) when that takes longer than --archive-timeout SECONDS
+(backup_archive_timeout, default 60). On the slave: the same, taken from the
+running standby, with no load on the master.
 
 completed_wals/BACKUPLOCK is held throughout; a second backup is refused
 and names the holder. With keep_backups = N > 0 sets are rotated
 (data.master, data.master.0, ...) and WAL no kept set and no live standby
 needs is purged. The set appears only when complete, with a manifest
 (size and sha256 of every file) for verify. Same as wal-backup CONFIG.`,
-    options: [["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"]],
+    options: [
+      ["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"],
+      [
+        "--archive-timeout SECONDS",
+        "how long to wait for the WAL the backup needs to be archived (default backup_archive_timeout, 60)",
+      ],
+    ],
     examples: [
       [
         "30 2 * * * /opt/walmgr-ts/bin/wal-ctl -q /etc/walmgr/master.ini backup",
@@ -373,14 +387,15 @@ needs is purged. The set appears only when complete, with a manifest
     exit: [
       [4, "another backup holds BACKUPLOCK (or a stale lock: rerun with --clear-stale-lock)"],
       [7, "the database refused pg_backup_start/pg_backup_stop"],
+      [9, "the WAL the backup needs was not archived within the archive timeout (the set is not kept)"],
     ],
   },
   restore: {
     roles: ["master", "slave"],
     args: "[SET [DST]]",
     synopsis: [
-      "[--timeout SECONDS]",
-      "\n{--target-time T | --target-lsn L | --target-xid X | --target-name N}\n[--target-action promote|pause|shutdown] [--target-exclusive]\n[--timeout SECONDS]",
+      "[--timeout SECONDS] [--clear-stale-lock]",
+      "\n{--target-time T | --target-lsn L | --target-xid X | --target-name N}\n[--target-action promote|pause|shutdown] [--target-exclusive]\n[--timeout SECONDS] [--clear-stale-lock]",
     ],
     summary: "restore a backup set: a standby, or a point in time",
     arguments: [
@@ -401,11 +416,18 @@ With a --target-* option it is a point-in-time restore: recovery.signal
 instead of standby.signal, recovery stops at the target and then does
 --target-action.
 
+While it finds and takes (moves, copies or fetches) the set it holds
+completed_wals/BACKUPLOCK, as a backup does: a running backup makes it
+refuse (exit 4, naming the backup) before anything changes, and no backup
+starts meanwhile. A stale lock of a killed restore is cleared; a killed
+backup's only with --clear-stale-lock.
+
 An interrupted restore (error, kill -9, power loss) is finished by running
 the same command again. On the master (EXPERIMENTAL, as in walmgr) SET and
 DST are required and nothing is started.`,
     options: [
       ["--timeout SECONDS", "how long to wait for the server in DST to stop after slave_stop_cmd (default 60)"],
+      ["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"],
       [
         "--target-time T",
         "recover up to a time: YYYY-MM-DD[ HH:MM[:SS]] with an optional zone (Z, +02, Europe/Berlin)",
@@ -429,7 +451,10 @@ DST are required and nothing is started.`,
     ],
     exit: [
       [2, "a bad --target-* value, or DST is neither missing, empty nor a data directory"],
-      [4, "the server in DST did not stop within --timeout, or another restore into DST runs"],
+      [
+        4,
+        "the server in DST did not stop within --timeout, another restore into DST runs, or a backup holds BACKUPLOCK",
+      ],
     ],
   },
   listbackups: {

@@ -479,7 +479,11 @@ partial_wals/.walmgr-daemon-state: see wal-ctl CONFIG status.`,
 (pg_backup_start/pg_backup_stop in one session) of master_data into
 full_backup. On the slave (CONFIG has [wal-slave]): the same, taken from the
 running standby in slave_data, with no load on the master (connection from
-slave_db, or from the standby's postmaster.pid).
+slave_db, or from the standby's postmaster.pid). A master's backup ends once
+the WAL it needs is archived; when that takes longer than --archive-timeout
+SECONDS (backup_archive_timeout, default 60: archive_command keeps failing)
+it fails with exit 9, naming what pg_stat_archiver reports, and the set is
+not kept.
 
 completed_wals/BACKUPLOCK is held throughout. With keep_backups = N > 0 the
 sets are rotated before the copy starts (data.master -> data.master.0 -> ...;
@@ -509,6 +513,7 @@ The master's postgresql.conf, pg_hba.conf and pg_ident.conf go to config_backup.
       [0, "the new set is complete and in place"],
       [4, "another backup holds BACKUPLOCK (it is named; a stale one: --clear-stale-lock)"],
       [7, "the database refused the backup"],
+      [9, "the WAL the backup needs was not archived within the archive timeout (the set is not kept)"],
     ],
     seeAlso: "wal-ctl help backup, wal-ctl help listbackups, wal-ctl help verify, wal-ctl help restore",
   }),

@@ -40,7 +40,23 @@ export interface RestoreJournal {
   keepOld: boolean;
   /** Tablespace OID → the directory it is restored to (decided once, then kept). */
   tablespaces?: Record<string, string>;
+  /**
+   * Tablespace OID → the directory this restore made (or took empty) at that path, claimed
+   * (restore-claim.ts): a rerun writes only into a directory whose identity matches. Missing in
+   * journals of older versions: their directories are not known to be ours.
+   */
+  tablespaceDirs?: Record<string, ClaimedDir>;
+  /** Names this restore in the markers of the directories it claims (random). */
+  token?: string;
   startedAt: string;
+}
+
+/** A directory a restore made for a tablespace. */
+export interface ClaimedDir {
+  /** Its identity when claimed (dev:ino). */
+  id: string;
+  /** Files of the tablespace are being moved in: what is there is needed, and ours. */
+  moving?: boolean;
 }
 
 /** The hidden names a restore into `dst` uses beside it. */

@@ -14,7 +14,10 @@ import {
 import { basename, dirname, isAbsolute, join, posix, resolve } from "node:path";
 import type { Context } from "../context";
 import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STOP } from "../control";
-import { ExitCode, ioError, isErrno, UsageError, WalmgrError } from "../errors";
+import { acquireBackupLock, releaseBackupLock, RESTORE_LOCK_PREFIX } from "../control";
+import { ExitCode, ioError, isErrno, LockHeldError, UsageError, WalmgrError } from "../errors";
+import { lockBody, releaseLockNow, type LockInfo } from "../lock";
+import { testPause } from "./backup/test-pause";
 import { controlFilesFor, slaveLayout } from "../layout";
 import { binPath } from "../paths";
 import { pgCommandLine, quoteConfValue } from "../pg/postgresql-conf";
@@ -23,15 +26,7 @@ import { startProgress, type Progress } from "../progress";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
 import { restartStandbyRecord } from "../standbys";
-import {
-  copyTree,
-  emptyDir,
-  isSymlink,
-  LocalDriver,
-  mkdirPrivate,
-  removeTreeDurable,
-  renameOrCopyTree,
-} from "../storage/local";
+import { copyTree, isSymlink, LocalDriver, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
 
 import { writeFileDurable, fsyncDir, removeStaleTemps } from "../storage/durable";
 import { storeFile } from "../storage/files";
@@ -49,8 +44,10 @@ import {
   restorePaths,
   writeJournal,
   type RestoreJournal,
+  type ClaimedDir,
   type RestorePaths,
 } from "./restore-journal";
+import { claimDir, dropClaimMarker, newClaimToken, ownsDir } from "./restore-claim";
 
 const localDriver = new LocalDriver();
 
@@ -373,10 +370,16 @@ export async function restore(ctx: Context): Promise<void> {
   const unregister = ctx.onCleanup(release);
   // At a terminal a progress line; elsewhere a log line per stage (progress.ts).
   const progress = startProgress("restore", ctx.log, { json: ctx.json });
+  let releaseSets: () => Promise<void> = async () => undefined;
   try {
     let j = readJournal(paths);
+    if (j) checkSameRequest(j, req, ctx.config.file);
+    // Finding, claiming, moving or copying the set happens under BACKUPLOCK: no backup rotates
+    // the sets meanwhile (and none starts while this restore takes the set).
+    // A destination that is refused anyway is refused before BACKUPLOCK is taken: nothing changes.
+    if (j === undefined) refuseUnfit(req, await listSets(layout.driver, full.path));
+    if (j === undefined || j.step === "stage") releaseSets = await lockSets(ctx, layout, req);
     if (j) {
-      checkSameRequest(j, req, ctx.config.file);
       ctx.log.info(`resuming the interrupted restore of ${basename(j.set)} into ${dst} (next step: ${j.step})`);
       // prepare empties slave_pg_xlog, which the old server may use: it must be down first.
       if (j.step === "stage" || j.step === "prepare") await ensureStopped(ctx, dst, slaveData, timeoutS, progress);
@@ -391,12 +394,53 @@ export async function restore(ctx: Context): Promise<void> {
       layout.completed.path,
       () => ensureStopped(ctx, dst, slaveData, timeoutS, progress),
       progress,
+      () => releaseSets(),
     );
   } finally {
+    await releaseSets();
     release();
     unregister();
   }
   progress.done();
+}
+
+/**
+ * Takes BACKUPLOCK (completed_wals/BACKUPLOCK, as a backup does) for the part of a restore that
+ * finds and takes the set: held by a backup, the restore is refused (exit 4, naming it) before
+ * anything changes. A stale lock of a dead restore is cleared; a dead backup's only with
+ * --clear-stale-lock. Returns the release (idempotent; also run on SIGINT/SIGTERM).
+ */
+async function lockSets(
+  ctx: Context,
+  layout: ReturnType<typeof slaveLayout>,
+  req: Request,
+): Promise<() => Promise<void>> {
+  const control = controlFilesFor(ctx.config, layout.completed, layout.driver);
+  let info: LockInfo;
+  try {
+    info = await acquireBackupLock(
+      control,
+      `${RESTORE_LOCK_PREFIX} wal-ctl ${shellQuote(ctx.config.file)} ${req.command} (into ${req.dst})`,
+      { breakStale: ctx.options.has("clear-stale-lock"), onStale: (msg) => ctx.log.warn(msg) },
+    );
+  } catch (err) {
+    if (err instanceof LockHeldError) {
+      throw new LockHeldError(
+        `cannot restore now: ${err.message}; a restore takes its set only while no backup runs (nothing was changed)`,
+        err.hint,
+      );
+    }
+    throw err;
+  }
+  const body = lockBody(info);
+  const unregister = ctx.onCleanup(() => releaseLockNow(control.lock.driver, control.lockPath(), body));
+  let held = true;
+  return async () => {
+    if (!held) return;
+    held = false;
+    await releaseBackupLock(control, info);
+    unregister();
+  };
 }
 
 /** Finds the set, checks DST, stops its server, and records the journal (step "stage"). */
@@ -412,14 +456,7 @@ async function plan(
   const layout = slaveLayout(ctx.config, "restore");
   const sets = await listSets(layout.driver, fullBackup);
   const src = await findSet(req, sets, fullBackup, layout.driver);
-  const unfit = unfitDestination(req.dst, sets);
-  if (unfit !== undefined) {
-    throw new WalmgrError(
-      `refusing to restore into ${req.dst}: ${unfit}`,
-      ExitCode.USAGE,
-      "restore replaces only a (stopped) PostgreSQL data directory, or fills an empty or new one: name another DST",
-    );
-  }
+  refuseUnfit(req, sets);
   await ensureStopped(ctx, req.dst, slaveData, timeoutS, progress);
   // Owner of the restored tree (matters only when root restores for the postgres user).
   const ownerRef = existsSync(req.dst) ? req.dst : dirname(req.dst);
@@ -442,6 +479,18 @@ async function plan(
   writeJournal(paths, j);
   crashPoint("journal");
   return j;
+}
+
+/** Refuses (exit 2) a DST restore may not replace (unfitDestination). */
+function refuseUnfit(req: Request, sets: string[]): void {
+  const unfit = unfitDestination(req.dst, sets);
+  if (unfit !== undefined) {
+    throw new WalmgrError(
+      `refusing to restore into ${req.dst}: ${unfit}`,
+      ExitCode.USAGE,
+      "restore replaces only a (stopped) PostgreSQL data directory, or fills an empty or new one: name another DST",
+    );
+  }
 }
 
 async function findSet(req: Request, sets: string[], fullBackup: string, driver: StorageDriver): Promise<string> {
@@ -504,6 +553,7 @@ async function runSteps(
   completed: string,
   ensureDown: () => Promise<void>,
   progress: Progress,
+  releaseSets: () => Promise<void>,
 ): Promise<void> {
   const advance = (step: RestoreJournal["step"]): void => {
     j.step = step;
@@ -522,8 +572,11 @@ async function runSteps(
       }
       throw err;
     }
+    await testPause("restore-staged");
     advance("prepare");
   }
+  // The set is taken (staged): backups may rotate the others again.
+  await releaseSets();
   if (j.step === "prepare") {
     progress.stage("preparing the data directory (tablespaces, recovery settings)");
     await prepare(ctx, paths, j, progress);
@@ -819,11 +872,14 @@ function swap(ctx: Context, paths: RestorePaths, j: RestoreJournal): void {
 /**
  * A set holds each tablespace as a folder pg_tblspc/OID and the master's locations in
  * tablespace_map. PostgreSQL would replace those folders with links to the master's paths, so
- * the folders are moved out and linked here instead: to the original path when it is free on
+ * their contents are moved out and linked here instead: to the original path when it is free on
  * this machine (missing or an empty directory, such as a mount point), otherwise beside the
- * data directory (DST_tblspc_OID). Where each goes is decided once and journaled; on another
- * file system the folder is copied into place (a mount point itself is kept), then removed from
- * the set. tablespace_map goes last.
+ * data directory (DST_tblspc_OID). Each such directory is claimed when it is chosen (made by this
+ * restore, or marked when taken empty: restore-claim.ts) and journaled with its identity, so a
+ * second restore never takes it, and a rerun writes only into a directory it made itself:
+ * whatever else it finds at a journaled path (another restore's tablespace, say) is left as it
+ * is. On another file system the files are copied into place (a mount point itself is kept),
+ * then removed from the set. tablespace_map goes last.
  */
 async function relocateTablespaces(
   ctx: Context,
@@ -833,8 +889,14 @@ async function relocateTablespaces(
 ): Promise<void> {
   const tblspc = join(paths.stage, "pg_tblspc");
   const mapFile = join(paths.stage, "tablespace_map");
+  if (j.token === undefined) {
+    j.token = newClaimToken();
+    writeJournal(paths, j);
+  }
+  const token = j.token;
   if (j.tablespaces === undefined) {
     const decided: Record<string, string> = {};
+    const dirs: Record<string, ClaimedDir> = {};
     const text = existsSync(mapFile) ? io("cannot read", mapFile, () => readFileSync(mapFile, "utf8")) : "";
     for (const line of text.split("\n")) {
       const m = /^(\d+) (.+)$/.exec(line);
@@ -842,42 +904,110 @@ async function relocateTablespaces(
       const [, oid = "", original = ""] = m;
       const inSet = join(tblspc, oid);
       if (!existsSync(inSet) || isSymlink(inSet)) continue;
-      const free = !existsSync(original) || isEmptyDir(original);
-      let where = free ? original : `${j.dst}_tblspc_${oid}`;
-      if (!free && existsSync(where)) where = firstFree(where);
-      decided[oid] = where;
+      const place = claimTablespaceDir(j, token, oid, original);
+      decided[oid] = place.path;
+      dirs[oid] = { id: place.id };
     }
     j.tablespaces = decided;
+    j.tablespaceDirs = dirs;
     writeJournal(paths, j);
+    crashPoint("tablespaces-claimed");
   }
-  for (const [oid, where] of Object.entries(j.tablespaces)) {
+  const dirs = (j.tablespaceDirs ??= {});
+  for (const [oid, decidedPath] of Object.entries(j.tablespaces)) {
     const inSet = join(tblspc, oid);
     if (isSymlink(inSet)) continue;
-    if (existsSync(inSet)) {
-      mkdirPrivate(dirname(where));
-      // Decided when it was missing or empty: whatever is there now is a partial copy of ours.
-      if (existsSync(where)) emptyDir(where);
-      // On another file system a copy: its bytes count on the progress line.
-      const how = await renameOrCopyTree(inSet, where, undefined, (bytes, files) => progress.add(bytes, files));
-      if (how === "copied") {
-        crashPoint("tablespace-copied");
-        removeTreeDurable(inSet);
+    let where = decidedPath;
+    let dir = dirs[oid];
+    const inSetNow = existsSync(inSet) ? io("cannot list", inSet, () => readdirSync(inSet)) : undefined;
+    if (dir === undefined || !ownsDir(where, dir.id, token, inSetNow === undefined || inSetNow.length === 0)) {
+      if (dir?.moving === true) {
+        throw new WalmgrError(
+          `${where} is not the directory this restore made for tablespace ${oid} any more (removed or replaced while the restore was interrupted), and part of the tablespace's files had been moved there: it is left as it is`,
+          ExitCode.IO,
+          `look at ${where}; then restore again from the set (remove ${paths.journal} and ${paths.stage} first)`,
+        );
       }
-    } else if (!existsSync(where)) {
-      throw new WalmgrError(
-        `tablespace ${oid} is neither in ${tblspc} nor at ${where}`,
-        ExitCode.IO,
-        `restore again from another set (remove ${paths.journal} first)`,
-      );
+      if (inSetNow === undefined) {
+        // Journals of older versions: the folder was renamed to `where` whole.
+        if (dir !== undefined || !existsSync(where)) {
+          throw new WalmgrError(
+            `tablespace ${oid} is neither in ${tblspc} nor in the directory this restore made for it at ${where}`,
+            ExitCode.IO,
+            `restore again from another set (remove ${paths.journal} first)`,
+          );
+        }
+      } else {
+        // Nothing of ours is there: our files are all still in the stage. What is there is
+        // never emptied or written into; the tablespace goes to a directory claimed now.
+        const place = claimTablespaceDir(j, token, oid, where);
+        if (place.path !== where)
+          ctx.log.warn(
+            `${where} is not the directory this restore made for tablespace ${oid} (something else is there now): it is left as it is, and tablespace ${oid} goes to ${place.path}`,
+          );
+        where = place.path;
+        dir = { id: place.id };
+        j.tablespaces[oid] = where;
+        dirs[oid] = dir;
+        writeJournal(paths, j);
+      }
     }
-    removeTreeDurable(inSet); // a leftover of an interrupted removal
+    if (inSetNow !== undefined) {
+      if (dir !== undefined && !dir.moving && inSetNow.length > 0) {
+        dir.moving = true;
+        writeJournal(paths, j);
+      }
+      for (const name of inSetNow) {
+        const from = join(inSet, name);
+        const to = join(where, name);
+        // The directory is ours: what is at `to` is a partial copy a crash left.
+        io("cannot remove", to, () => rmSync(to, { recursive: true, force: true }));
+        // On another file system a copy: its bytes count on the progress line.
+        const how = await renameOrCopyTree(from, to, undefined, (bytes, files) => progress.add(bytes, files));
+        if (how === "copied") {
+          crashPoint("tablespace-copied");
+          removeTreeDurable(from);
+        }
+      }
+      crashPoint("tablespace-moved");
+      dropClaimMarker(where, token);
+    }
+    removeTreeDurable(inSet); // the emptied folder, or a leftover of an interrupted removal
     if (isRoot() && j.owner.uid !== 0) chownTree(where, j.owner.uid, j.owner.gid);
     io("cannot link", inSet, () => symlinkSync(where, inSet));
     fsyncDir(tblspc);
     ctx.log.info(`tablespace ${oid} restored to ${where}`);
+    crashPoint("tablespace-linked");
   }
   if (existsSync(mapFile)) {
     io("cannot remove", mapFile, () => rmSync(mapFile));
     fsyncDir(paths.stage);
   }
+}
+
+/** How many DST_tblspc_OID.N names a restore tries before it gives up. */
+const MAX_TABLESPACE_CANDIDATES = 100;
+
+/**
+ * Claims a directory for tablespace `oid`: `first` (its original path, or the one journaled)
+ * when it is free, else DST_tblspc_OID, else DST_tblspc_OID.0, .1 … (restore-claim.ts).
+ */
+function claimTablespaceDir(
+  j: RestoreJournal,
+  token: string,
+  oid: string,
+  first: string,
+): { path: string; id: string } {
+  const base = `${j.dst}_tblspc_${oid}`;
+  const candidates = [first, base, ...Array.from({ length: MAX_TABLESPACE_CANDIDATES }, (_, i) => `${base}.${i}`)];
+  const about = { restore: j.dst, tablespace: oid, started: j.startedAt };
+  for (const path of new Set(candidates)) {
+    const id = claimDir(path, token, about);
+    if (id !== undefined) return { path, id };
+  }
+  throw new WalmgrError(
+    `no free directory for tablespace ${oid}: ${first}, ${base} and ${base}.0 … .${MAX_TABLESPACE_CANDIDATES - 1} are all taken`,
+    ExitCode.IO,
+    `free one of them (empty or missing), then run the restore again`,
+  );
 }

@@ -350,6 +350,29 @@ export function checkPageAddresses(
 }
 
 /**
+ * How many bytes of `pages` (read from `fileStart`, page-aligned, into the segment at `segLsn`,
+ * up to the master's write position) hold WAL: every page up to the first one whose header is
+ * all zeros. Since PostgreSQL 13 the rest of a segment after a switch record is written as zero
+ * pages (headers too), and the write position passes through them while the switch is flushed:
+ * they are nothing to ship. A page carrying another address (a recycled segment) is an error,
+ * as in checkPageAddresses.
+ */
+export function writtenPrefix(
+  pages: Buffer,
+  fileStart: number,
+  segLsn: bigint,
+  blockSize: number,
+  what: string,
+): number {
+  for (let off = 0; off < pages.length; off += blockSize) {
+    const header = pages.subarray(off, Math.min(off + 24, pages.length));
+    if (header.every((b) => b === 0)) return off;
+    if (header.length >= 16) checkPageAddresses(header, fileStart + off, segLsn, blockSize, what);
+  }
+  return pages.length;
+}
+
+/**
  * How many bytes of `pages` (read from `fileStart`, page-aligned, into the segment at `segLsn`)
  * are WAL pages that carry their own address: the rest is unwritten (zeros) or recycled.
  */
@@ -639,10 +662,16 @@ export class Shipper {
     const pageStart = Math.floor(from / blockSize) * blockSize;
     const bytes = readRange(src, pageStart, offset - pageStart);
     if (bytes.length < offset - pageStart) throw new IoError(`${src} is shorter than the master's position ${lsnText}`);
-    checkPageAddresses(bytes, pageStart, segLsn, blockSize, src);
-    const chunk = bytes.subarray(from - pageStart);
+    // Zero pages after a switch record hold no WAL: shipped (and recorded) is what comes before.
+    const upto = Math.max(from, pageStart + writtenPrefix(bytes, pageStart, segLsn, blockSize, src));
+    if (upto === from) {
+      this.note(`${name} holds no WAL to ship past offset ${from} yet (the rest of a switched segment)`);
+      return { shipped, segment: name, masterLsn: lsnText, switched };
+    }
+    const chunk = bytes.subarray(from - pageStart, upto - pageStart);
+    const shippedLsn = upto === offset ? lsnText : formatLsn(segLsn + BigInt(upto));
     if (ctx.dryRun) {
-      ctx.out(`[not really] ship ${chunk.length} bytes of ${name} (offset ${from}..${offset}) to ${dest}`);
+      ctx.out(`[not really] ship ${chunk.length} bytes of ${name} (offset ${from}..${upto}) to ${dest}`);
       return { shipped: 0, segment: name, masterLsn: lsnText, switched };
     }
     if (incremental) {
@@ -650,9 +679,9 @@ export class Shipper {
     } else {
       await writeBytes(this.layout.driver, dest, chunk, { padTo: segSize });
     }
-    await this.saveState({ name, offset, lsn: lsnText, time: new Date().toISOString() });
+    await this.saveState({ name, offset: upto, lsn: shippedLsn, time: new Date().toISOString() });
     this.rewriteWhole = false;
-    this.note(`shipped ${chunk.length} bytes of ${name} (up to ${lsnText}) to ${dest}`);
+    this.note(`shipped ${chunk.length} bytes of ${name} (up to ${shippedLsn}) to ${dest}`);
     await this.prune(name);
     return { shipped: shipped + chunk.length, segment: name, masterLsn: lsnText, switched };
   }

@@ -3,7 +3,14 @@ import { hostname } from "node:os";
 import { basename, dirname, isAbsolute, posix, resolve } from "node:path";
 import { ConfigError } from "../errors";
 import { expandHome } from "./home";
-import { IniSyntaxError, InterpolationError, makeInterpolator, parseIni, type RawSection } from "./ini";
+import {
+  IniSyntaxError,
+  InterpolationError,
+  makeInterpolator,
+  MAX_INTERPOLATED_LENGTH,
+  parseIni,
+  type RawSection,
+} from "./ini";
 import { IMPLICIT_KEYS, parseBool, settingSpec, type Role } from "./settings";
 
 /**
@@ -198,6 +205,14 @@ function pickSection(file: string, sections: RawSection[]): { section: RawSectio
 export const MAX_CONFIG_FILE_SIZE = 1024 * 1024;
 
 /**
+ * Most characters all of a file's interpolated values may add up to. Each value is capped
+ * (MAX_INTERPOLATED_LENGTH), but a file of many keys that each refer to a long one would still
+ * build gigabytes (50,000 keys of 64 KiB from one 1 MiB file): a walmgr file's values add up to
+ * a few kilobytes.
+ */
+export const MAX_INTERPOLATED_TOTAL = 1024 * 1024;
+
+/**
  * The stamp of a file: `dev:ino:size:ctime` with the ctime as `SECONDS.NANOSECONDS`, exactly as
  * GNU stat prints `%d:%i:%s:%.9Z` (bin/wal-archive compares the two). The ctime moves with every
  * change to the file, and no one can set it back (a copy that keeps the mtime, as `cp -p` and
@@ -292,13 +307,23 @@ export function loadConfig(file: string): Config {
   const keys = new Set([...raw.defaults.values.keys(), ...section.values.keys()]);
   const warnings: string[] = [];
   const interpolate = makeInterpolator(lookupRaw);
+  let total = 0;
   for (const key of keys) {
+    let value: string;
     try {
-      values.set(key, interpolate(key));
+      value = interpolate(key);
     } catch (err) {
       if (err instanceof InterpolationError) throw new ConfigError(`${at(err.key)}: ${err.message}`);
       throw err;
     }
+    total += value.length;
+    if (total > MAX_INTERPOLATED_TOTAL) {
+      throw new ConfigError(
+        `${at(key)}: the interpolated values of the file add up to more than ${MAX_INTERPOLATED_TOTAL} characters here (each may be up to ${MAX_INTERPOLATED_LENGTH}): interpolation is for paths and commands, not bulk text`,
+        "refer to long values less often, or write them out",
+      );
+    }
+    values.set(key, value);
   }
   for (const key of keys) {
     const type = settingSpec(key)?.type;

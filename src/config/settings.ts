@@ -136,6 +136,12 @@ export const SETTINGS: Record<string, SettingSpec> = {
     default: "86400",
     doc: "Seconds after which a standby whose record was not refreshed (by wal-restore or, while its server runs, its heartbeat) stops holding WAL back (0: never).",
   },
+  backup_archive_timeout: {
+    type: "float",
+    default: "60",
+    roles: ["master"],
+    doc: "Seconds a master's backup waits for the WAL it needs to be archived; then it fails (exit 9) and is not kept (as pgBackRest's archive-timeout).",
+  },
   restore_timeout: {
     type: "float",
     default: "10",

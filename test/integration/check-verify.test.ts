@@ -18,12 +18,14 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import Ajv2020 from "ajv/dist/2020";
+import { runUntilPause, signalPaused } from "../helpers/crash";
 import { binPath, mkdirAs, REPO_ROOT, removeTempDir, run, runBin, waitFor, ok, type RunResult } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
@@ -315,6 +317,36 @@ test("check catches each fault, names it with a fix, exits non-zero; it passes a
     }
     assert.equal(runBin("wal-ctl", [p.slaveIni, "check"]).status, 0);
   });
+});
+
+test("probes that killed checks left are swept by the next check; a live or young foreign one stays", async () => {
+  const probes = (): string[] =>
+    readdirSync(completed())
+      .filter((n) => n.startsWith(".walmgr-check."))
+      .sort();
+  // A check killed (kill -9) between writing its probe and removing it.
+  const killed = await runUntilPause("wal-ctl", [p.masterIni, "check"], "check-probe");
+  const left = `.walmgr-check.${hostname()}.${killed.child.pid}`;
+  assert.deepEqual(probes(), [left], "the probe is written");
+  await signalPaused(killed, "SIGKILL");
+  assert.deepEqual(probes(), [left], "and left behind");
+  // Another host's: one older than the lease, one fresh (its check may be running now); and one
+  // of this host whose pid now runs something else than wal-ctl (this test runner).
+  const oldForeign = ".walmgr-check.elsewhere.example.4242";
+  const freshForeign = ".walmgr-check.elsewhere.example.4343";
+  const reused = `.walmgr-check.${hostname()}.${process.pid}`;
+  for (const n of [oldForeign, freshForeign, reused]) writeFileAs(join(completed(), n), "walmgr-ts check\n");
+  const hourAgo = new Date(Date.now() - 3_600_000);
+  utimesSync(join(completed(), oldForeign), hourAgo, hourAgo);
+  try {
+    const { rep } = checkJson(p.masterIni);
+    const w = item(rep, "slave directory writable");
+    assert.equal(w.status, "OK", w.detail);
+    assert.match(w.detail, /removed 3 probe\(s\) killed checks left/);
+    assert.deepEqual(probes(), [freshForeign], "only the fresh foreign probe stays");
+  } finally {
+    rmSync(join(completed(), freshForeign), { force: true });
+  }
 });
 
 test("verify finds damage: a segment missing from the middle, a flipped byte in WAL and in a backup file", async (t) => {

@@ -82,6 +82,48 @@ describe("config interpolation bombs exit 3 at once, naming the key", () => {
   }
 });
 
+describe("the interpolated values of a config add up to at most 1 MiB", () => {
+  test("many keys each referring to a long value: every executable exits 3 at once, naming the key where the total crossed 1 MiB", () => {
+    // Each value stays below the per-value cap (64 KiB); together they would build 40 × 65,000
+    // characters (and a 1 MiB file of such keys, gigabytes).
+    const long = "a".repeat(65_000);
+    const refs = Array.from({ length: 40 }, (_, i) => `k${i} = %(long)s`);
+    const file = join(base, "total.ini");
+    const head = `[wal-slave]\nslave = ${slave}\nslave_data = ${base}/sdata\n`;
+    writeFileAs(file, `${head}long = ${long}\n${refs.join("\n")}\n`);
+    // The key where the running total passes 1 MiB, in the file's order.
+    let total = slave.length + `${base}/sdata`.length + long.length;
+    let crossed = "";
+    for (let i = 0; i < 40 && crossed === ""; i++) {
+      total += long.length;
+      if (total > 1024 * 1024) crossed = `k${i}`;
+    }
+    const src = join(base, "src-total");
+    writeFileAs(src, "wal");
+    for (const [bin, args] of [
+      ["wal-restore", [file, SEG, join(base, "out-total")]],
+      ["wal-archive", [file, src, SEG]],
+      ["wal-ctl", [file, "status"]],
+    ] as const) {
+      binPath(bin);
+      const t0 = Date.now();
+      const res = runBin(bin, [...args], { timeout: 20_000, killSignal: "SIGKILL" });
+      const ms = Date.now() - t0;
+      assert.equal(res.status, 3, `${bin}: exit ${String(res.status)} after ${ms} ms\n${res.stderr.slice(-2000)}`);
+      assert.ok(ms < 3000, `${bin} took ${ms} ms`);
+      assert.match(
+        res.stderr,
+        new RegExp(
+          `${file}:\\d+ \\[wal-slave\\] ${crossed}: the interpolated values of the file add up to more than 1048576 characters`,
+        ),
+      );
+      noStack(res);
+    }
+    assert.ok(!existsSync(join(base, "out-total")));
+    assert.ok(!existsSync(join(slave, "logs.complete", SEG)));
+  });
+});
+
 describe("a CONFIG that is not a regular file is refused at once", () => {
   // A FIFO used to hang every executable in a blocking open() before any file-type check; a
   // master whose archive_command named one could not even be stopped with pg_ctl -m fast.

@@ -193,6 +193,34 @@ describe("BACKUPLOCK", () => {
     );
   });
 
+  test("a clearer killed after removing the stale lock leaves a guard nobody breaks again: the next taker sweeps it", async () => {
+    const guard = (name: string, info: object): void =>
+      writeFileSync(join(dir, name), `${JSON.stringify({ started: "x", command: "clearer", ...info })}\n`);
+    // No BACKUPLOCK any more (the dead clearer removed it); its guard, and a guard of that guard.
+    guard(".walmgr-break.BACKUPLOCK.0123456789abcdef", { pid: deadPid(), host: hostname() });
+    guard(".walmgr-break.walmgr-break.BACKUPLOCK.0123456789abcdef.fedcba9876543210", {
+      pid: deadPid(),
+      host: hostname(),
+    });
+    // Kept: a live clearer's (this process), another host's (cannot be checked), another lock's.
+    const live = selfLockInfo("clearing");
+    guard(".walmgr-break.BACKUPLOCK.1111111111111111", live);
+    guard(".walmgr-break.BACKUPLOCK.2222222222222222", { pid: deadPid(), host: "elsewhere.example" });
+    guard(".walmgr-break.SYNC_LOCK.3333333333333333", { pid: deadPid(), host: hostname() });
+    const info = await acquireBackupLock(control, "me");
+    assert.deepEqual(readLock(), info);
+    assert.deepEqual(
+      readdirSync(dir)
+        .filter((n) => n !== BACKUPLOCK)
+        .sort(),
+      [
+        ".walmgr-break.BACKUPLOCK.1111111111111111",
+        ".walmgr-break.BACKUPLOCK.2222222222222222",
+        ".walmgr-break.SYNC_LOCK.3333333333333333",
+      ],
+    );
+  });
+
   test("a reused pid is stale: the live wal-backup started after the lock was taken", async () => {
     const pid = await liveProcess("wal-backup", ["master.ini"]);
     // Older lock format: its start time is before the process started.

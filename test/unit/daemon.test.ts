@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { backoffSeconds, MAX_BACKOFF_SEC } from "../../src/command/daemon";
 import { describeExit, periodicDue } from "../../src/command/periodic";
-import { checkPageAddresses, validPrefix } from "../../src/command/sync";
+import { checkPageAddresses, validPrefix, writtenPrefix } from "../../src/command/sync";
 import { ExitCode, LockHeldError } from "../../src/errors";
 import { acquirePidfile, readPidfile, releasePidfile } from "../../src/pidfile";
 
@@ -78,6 +78,14 @@ describe("WAL page checks", () => {
   test("checkPageAddresses refuses a recycled page", () => {
     checkPageAddresses(pages(seg, 0, 2, 2), 0, seg, blk, "x");
     assert.throws(() => checkPageAddresses(pages(seg, 0, 2, 1), 0, seg, blk, "x"), /holds WAL for/);
+  });
+  test("writtenPrefix ends at the zero pages after a switch record, and still refuses a recycled page", () => {
+    assert.equal(writtenPrefix(pages(seg, 0, 4, 4), 0, seg, blk, "x"), 4 * blk);
+    assert.equal(writtenPrefix(pages(seg, 0, 4, 1), 0, seg, blk, "x"), blk, "zero pages hold no WAL");
+    assert.equal(writtenPrefix(Buffer.alloc(2 * blk + 100), blk, seg, blk, "x"), 0);
+    const recycled = pages(seg, 0, 3, 3);
+    recycled.writeBigUInt64LE(seg - 0x1000000n + BigInt(blk), blk + 8);
+    assert.throws(() => writtenPrefix(recycled, 0, seg, blk, "x"), /page at offset 8192 holds WAL for/);
   });
 });
 

@@ -4,13 +4,14 @@
  * journal and the restore lock.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -29,6 +30,7 @@ import {
   writeJournal,
   type RestoreJournal,
 } from "../../src/command/restore-journal";
+import { CLAIM_MARKER, claimDir, dirIdentity, dropClaimMarker, ownsDir } from "../../src/command/restore-claim";
 import { ExitCode, WalmgrError } from "../../src/errors";
 import { emptyDir, goneName, removeTreeDurable, renameOrCopyTree } from "../../src/storage/local";
 
@@ -237,5 +239,66 @@ describe("restore journal and lock", () => {
     const release = lockRestore(p, () => undefined);
     release();
     assert.deepEqual(readdirSync(dir), []);
+  });
+});
+
+describe("tablespace directory claims", () => {
+  const about = { restore: "/x", tablespace: "16384" };
+  test("a missing path is created and claimed; another restore finds it taken, the same one finds it its own", () => {
+    const ts = join(dir, "deep", "ts");
+    const id = claimDir(ts, "mine", about);
+    assert.ok(id !== undefined);
+    assert.deepEqual(readdirSync(ts), [CLAIM_MARKER]);
+    assert.equal(claimDir(ts, "theirs", about), undefined, "another restore's claim is not free");
+    assert.equal(claimDir(ts, "mine", about), id, "a rerun before the claim was journaled takes it again");
+    assert.equal(ownsDir(ts, id, "mine", false), true);
+    assert.equal(ownsDir(ts, id, "theirs", false), false);
+  });
+  test("an empty directory (a mount point) is claimed with a marker; one holding anything is not, and is left as it was", () => {
+    const empty = join(dir, "empty");
+    mkdirSync(empty);
+    const id = claimDir(empty, "mine", about);
+    assert.equal(id, dirIdentity(empty), "the directory itself is kept");
+    const used = join(dir, "used");
+    mkdirSync(used);
+    writeFileSync(join(used, "theirs"), "x");
+    assert.equal(claimDir(used, "mine", about), undefined);
+    assert.deepEqual(readdirSync(used), ["theirs"]);
+    const file = join(dir, "file");
+    writeFileSync(file, "x");
+    assert.equal(claimDir(file, "mine", about), undefined, "a file is not a directory to take");
+  });
+  test("ownsDir: a directory replaced under the same path is not ours; without the marker only when told it is gone", () => {
+    const ts = join(dir, "ts");
+    const id = claimDir(ts, "mine", about) ?? "";
+    dropClaimMarker(ts, "theirs");
+    assert.deepEqual(readdirSync(ts), [CLAIM_MARKER], "another restore's token never removes our marker");
+    dropClaimMarker(ts, "mine");
+    assert.deepEqual(readdirSync(ts), []);
+    assert.equal(ownsDir(ts, id, "mine", false), false, "the marker is gone");
+    assert.equal(ownsDir(ts, id, "mine", true), true);
+    renameSync(ts, `${ts}.moved`); // still there: the new directory cannot get its inode
+    mkdirSync(ts);
+    assert.equal(ownsDir(ts, id, "mine", true), false, "a new directory at the path is not ours");
+  });
+  test("of many claimers of one empty directory at once, exactly one gets it", async () => {
+    const target = join(dir, "race");
+    mkdirSync(target);
+    const script = `const { claimDir } = require(${JSON.stringify(require.resolve("../../src/command/restore-claim"))});
+      process.stdout.write(claimDir(${JSON.stringify(target)}, process.argv[1], {}) === undefined ? "no" : "yes");`;
+    const runs = await Promise.all(
+      Array.from(
+        { length: 8 },
+        (_, i) =>
+          new Promise<string>((res) => {
+            const child = spawn(process.execPath, ["-e", script, `t${i}`], { stdio: ["ignore", "pipe", "inherit"] });
+            let out = "";
+            child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+            child.on("close", () => res(out));
+          }),
+      ),
+    );
+    assert.equal(runs.filter((r) => r === "yes").length, 1, runs.join(","));
+    assert.deepEqual(readdirSync(target), [CLAIM_MARKER]);
   });
 });

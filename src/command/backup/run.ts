@@ -5,7 +5,7 @@ import { basename, join, posix } from "node:path";
 import { formatLocation, isLocal, loadConfig, type Config } from "../../config/load";
 import type { Context } from "../../context";
 import { acquireBackupLock, releaseBackupLock } from "../../control";
-import { DatabaseError, IoError } from "../../errors";
+import { ConfigError, DatabaseError, IoError, UsageError } from "../../errors";
 import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../layout";
 import { connectMaster, connectStandby, type Db } from "../../pg/client";
 import { parseSize } from "../../pg/units";
@@ -329,7 +329,13 @@ async function takeBackup(
   const archived =
     fromStandby || !stop.archiving
       ? Promise.resolve()
-      : waitArchived(ctx, join(source, "pg_wal"), lsnToSegment(parseLsn(stop.lsn) - 1n, timeline, segSize).name);
+      : waitArchived(
+          ctx,
+          join(source, "pg_wal"),
+          lsnToSegment(parseLsn(stop.lsn) - 1n, timeline, segSize).name,
+          archiveTimeout(ctx),
+          () => archiverStatus(db),
+        );
   let waited = false;
   archived.then(
     () => (waited = true),
@@ -393,23 +399,76 @@ function sourceTotals(source: string): { bytes: number; files: number } | undefi
 const ARCHIVE_POLL_MS = 50;
 
 /**
+ * How long a master's backup waits for its last WAL segment to be archived (seconds): the
+ * --archive-timeout option, else backup_archive_timeout (default 60, as pgBackRest's
+ * archive-timeout).
+ */
+export function archiveTimeout(ctx: Context): number {
+  const opt = ctx.options.get("archive-timeout");
+  const value = opt !== undefined ? Number(opt) : ctx.config.float("backup_archive_timeout");
+  if (!Number.isFinite(value) || value <= 0) {
+    if (opt !== undefined)
+      throw new UsageError(`--archive-timeout takes a number of seconds above zero, not ${JSON.stringify(opt)}`);
+    throw new ConfigError(
+      `${ctx.config.file}: backup_archive_timeout must be a number of seconds above zero, not ${JSON.stringify(ctx.config.get("backup_archive_timeout"))}`,
+    );
+  }
+  return value;
+}
+
+/** What pg_stat_archiver says about the archiver's last failure, for the timeout's message. */
+async function archiverStatus(db: Db): Promise<string | undefined> {
+  try {
+    const r = await db.one<{
+      archived: string | null;
+      failed: string | null;
+      at: string | null;
+      n: string;
+      cmd: string;
+    }>(
+      `SELECT last_archived_wal AS archived, last_failed_wal AS failed, last_failed_time::text AS at,
+              failed_count::text AS n, current_setting('archive_command') AS cmd FROM pg_stat_archiver`,
+    );
+    const failed = r.failed === null ? "no failure recorded" : `last failed ${r.failed} at ${r.at ?? "?"}`;
+    return `pg_stat_archiver: last archived ${r.archived ?? "none"}, ${failed} (${r.n} failures); archive_command = ${JSON.stringify(r.cmd)}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Waits until PostgreSQL counts `segment` as archived, by the rule pg_backup_stop's own wait
  * uses (xlogarchive.c, XLogArchiveIsBusy): its `.done` exists, or neither its `.ready` nor the
  * segment does (a checkpoint removed it after archiving). A segment archived ahead by batch
  * archiving becomes `.done` when PostgreSQL's own call for it is acknowledged.
- * Without limit, as PostgreSQL waits, but says so every minute.
+ * At most `timeoutS` seconds (pgBackRest's archive-timeout): archiving that keeps failing fails
+ * the backup (an I/O error naming what the archiver last reported), instead of holding
+ * BACKUPLOCK for good. Says so every minute meanwhile.
  */
-async function waitArchived(ctx: Context, walDir: string, segment: string): Promise<void> {
+async function waitArchived(
+  ctx: Context,
+  walDir: string,
+  segment: string,
+  timeoutS: number,
+  archiver: () => Promise<string | undefined>,
+): Promise<void> {
   const status = join(walDir, "archive_status");
   const started = Date.now();
   let said = started;
   for (;;) {
     if (existsSync(join(status, `${segment}.done`))) return;
     if (!existsSync(join(status, `${segment}.ready`)) && !existsSync(join(walDir, segment))) return;
+    if (Date.now() - started >= timeoutS * 1000) {
+      const why = await archiver();
+      throw new IoError(
+        `${segment}, the last WAL segment this backup needs, was not archived within ${timeoutS} s (backup_archive_timeout)${why === undefined ? "" : `: ${why}`}; the backup is incomplete and is not kept`,
+        "check archive_command: pg_stat_archiver's last_failed_wal and last_failed_time, and the server log say why it fails; if archiving is only slow, raise backup_archive_timeout (or --archive-timeout SECONDS)",
+      );
+    }
     if (Date.now() - said >= 60_000) {
       said = Date.now();
       ctx.log.warn(
-        `still waiting for ${segment} to be archived (${Math.round((said - started) / 1000)} s): the backup is complete only then; check archive_command`,
+        `still waiting for ${segment} to be archived (${Math.round((said - started) / 1000)} s of at most ${timeoutS} s): the backup is complete only then; check archive_command`,
       );
     }
     await sleep(ARCHIVE_POLL_MS);

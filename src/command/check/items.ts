@@ -9,6 +9,8 @@ import { readBytes, writeBytes } from "../../storage/bytes";
 import type { StorageDriver } from "../../storage/driver";
 import { describeHolder, judgeHolder, parseLockInfo } from "../../lock";
 import { BACKUP_PROGRAMS, type ControlFiles } from "../../control";
+import { ourProgram, processAlive, procInfo } from "../../proc";
+import { testPause } from "../backup/test-pause";
 import type { CheckItem } from "./report";
 
 /** The error's own exit code (transport, I/O …), I/O when it has none. */
@@ -94,9 +96,45 @@ export function expectedCommand(program: string, config: Config, placeholders: s
   return pgCommandLine([binPath(program), config.file], placeholders);
 }
 
+/** Probe files are named PROBE_PREFIX + HOST.PID (the check that wrote it). */
+const PROBE_PREFIX = ".walmgr-check.";
+
+/**
+ * How old a probe of another host (or of a live process here) must be to count as left by a
+ * killed check: a check writes and removes its probe within seconds.
+ */
+export const PROBE_LEASE_MS = 10 * 60_000;
+
+/**
+ * Removes the probes killed checks left in `dir` (a check killed between writing and removing
+ * its probe), never `mine`: this host's whose process is gone or is no wal-ctl any more, and any
+ * older than PROBE_LEASE_MS (another host's processes cannot be looked at from here). Returns
+ * the names removed.
+ */
+export async function sweepProbes(driver: StorageDriver, dir: string, mine: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const n of (await driver.list(dir)) ?? []) {
+    const m = /^\.walmgr-check\.(.+)\.(\d+)$/.exec(n);
+    if (!m || n === mine) continue;
+    const pid = Number(m[2]);
+    let dead = false;
+    if (m[1] === hostname()) {
+      const proc = processAlive(pid) ? procInfo(pid) : undefined;
+      dead = !processAlive(pid) || (proc !== undefined && ourProgram(proc.argv, ["wal-ctl"]) === undefined);
+    }
+    const path = posix.join(dir, n);
+    if (!dead) {
+      const info = await driver.info(path);
+      dead = info !== undefined && Date.now() - info.mtimeMs > PROBE_LEASE_MS;
+    }
+    if (dead && (await driver.remove(path))) removed.push(n);
+  }
+  return removed;
+}
+
 /**
  * The slave directory's folder `dir` exists and takes a durable write: a probe file written
- * (temp, fsync, rename, as WAL is) and removed. Through the storage driver, so an ssh or S3 slave
+ * (temp, fsync, rename, as WAL is) and removed; probes killed checks left are removed first. Through the storage driver, so an ssh or S3 slave
  * is probed where it is.
  */
 export async function probeWritable(driver: StorageDriver, dir: string, dryRun: boolean): Promise<CheckItem> {
@@ -113,10 +151,14 @@ export async function probeWritable(driver: StorageDriver, dir: string, dryRun: 
       };
     }
     if (dryRun) return { name, status: "SKIP", detail: `${dir} exists; not written to (--not-really)` };
-    const probe = posix.join(dir, `.walmgr-check.${hostname()}.${process.pid}`);
+    const mine = `${PROBE_PREFIX}${hostname()}.${process.pid}`;
+    const swept = await sweepProbes(driver, dir, mine);
+    const probe = posix.join(dir, mine);
     await writeBytes(driver, probe, Buffer.from(`walmgr-ts check ${new Date().toISOString()}\n`));
+    await testPause("check-probe");
     await driver.remove(probe);
-    return { name, status: "OK", detail: `${dir} (${driver.description}) takes a durable write` };
+    const also = swept.length === 0 ? "" : `; removed ${swept.length} probe(s) killed checks left: ${swept.join(", ")}`;
+    return { name, status: "OK", detail: `${dir} (${driver.description}) takes a durable write${also}` };
   } catch (err) {
     return {
       name,
