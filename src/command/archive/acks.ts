@@ -37,8 +37,9 @@ import { parseWalName } from "../../wal/names";
  * The front acknowledges `%p` (exit 0) only when `%f` is a complete segment name, `%p` names it,
  * its `.ready` exists, `NAME` here is the very file `%p` is (`-ef`: same device and inode, so a
  * segment file replaced or recycled since is never taken for the one archived), `config` is the
- * same file as CONFIG and `fast` holds CONFIG's stamp now; it then removes the record. Anything else (and every doubt) goes to
- * Node, which archives the segment as ever (and finds it identical in the archive).
+ * same file as CONFIG and `fast` holds CONFIG's stamp now; it then removes the record. Anything
+ * else (and every doubt) goes to Node, which archives the segment as ever (and finds it
+ * identical in the archive).
  *
  * Nothing here needs fsync: a record is made after the segment is durable in the archive, so a
  * record that survives a crash is true, and one lost to it costs only one slow call. A record
