@@ -31,6 +31,11 @@ import { parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names
 import { archivePush } from "./archive/push";
 import { ACK_DIR } from "./archive/acks";
 
+/** The WAL folder of a data directory: pg_wal, or pg_xlog before PostgreSQL 10. */
+function walDirOf(dataDir: string): string {
+  return existsSync(join(dataDir, "pg_wal")) ? join(dataDir, "pg_wal") : join(dataDir, "pg_xlog");
+}
+
 /** Offset of xlp_pageaddr in a WAL page header (magic 2, info 2, timeline 4). */
 const XLP_PAGEADDR_OFFSET = 8;
 
@@ -276,7 +281,7 @@ async function checkFileSettings(ctx: Context, db: Db, spec: ArchiveSpec, master
  * different .history there means another node made the same timeline: refused, exit 8).
  */
 async function archiveMissedWal(ctx: Context, db: Db | undefined, dataDir: string): Promise<void> {
-  const walDir = existsSync(join(dataDir, "pg_wal")) ? join(dataDir, "pg_wal") : join(dataDir, "pg_xlog");
+  const walDir = walDirOf(dataDir);
   let names: string[];
   try {
     names = readdirSync(walDir);
@@ -643,10 +648,9 @@ export async function stopArchiving(ctx: Context): Promise<void> {
     // Segments archived ahead and not yet acknowledged: no call will come for them now, and each
     // record holds its segment's blocks.
     const dataDir = ctx.config.path("master_data");
-    for (const wal of dataDir ? ["pg_wal", "pg_xlog"] : []) {
-      const acks = join(dataDir as string, wal, ACK_DIR);
-      if (existsSync(acks)) await ctx.act(`remove ${acks}`, () => rmSync(acks, { recursive: true, force: true }));
-    }
+    const acks = dataDir === undefined ? undefined : join(walDirOf(dataDir), ACK_DIR);
+    if (acks !== undefined && existsSync(acks))
+      await ctx.act(`remove ${acks}`, () => rmSync(acks, { recursive: true, force: true }));
   } finally {
     // The sync daemon is stopped even when turning archiving off failed.
     await stopSyncDaemon(ctx);
