@@ -20,6 +20,9 @@ export default tseslint.config(
         },
       ],
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      // One import statement per module: a second one for the same path (a merge's usual leftover)
+      // hides what a file takes from it.
+      "no-duplicate-imports": "error",
       "@typescript-eslint/require-await": "off",
       "@typescript-eslint/restrict-template-expressions": ["error", { allowNumber: true }],
     },

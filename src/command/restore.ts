@@ -13,18 +13,23 @@ import {
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, posix, resolve } from "node:path";
 import type { Context } from "../context";
-import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, STOP } from "../control";
-import { acquireBackupLock, releaseBackupLock, RESTORE_LOCK_PREFIX } from "../control";
+import {
+  acquireBackupLock,
+  BOOT_END_OF_WAL,
+  BOOT_PARTIAL_SERVED,
+  releaseBackupLock,
+  RESTORE_LOCK_PREFIX,
+  STOP,
+} from "../control";
 import { ExitCode, ioError, isErrno, LockHeldError, UsageError, WalmgrError } from "../errors";
 import { lockBody, releaseLockNow, type LockInfo } from "../lock";
 import { testPause } from "./backup/test-pause";
 import { controlFilesFor, slaveLayout } from "../layout";
 import { binPath } from "../paths";
 import { pgCommandLine, quoteConfValue } from "../pg/postgresql-conf";
-import { shellQuote } from "../shell";
 import { startProgress, type Progress } from "../progress";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
-import { runConfigured } from "../shell";
+import { runConfigured, shellQuote } from "../shell";
 import { restartStandbyRecord } from "../standbys";
 import { copyTree, isSymlink, LocalDriver, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
 

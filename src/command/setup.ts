@@ -664,7 +664,7 @@ const DAEMON_STOP_WAIT_MS = 30_000;
 export async function stopSyncDaemon(ctx: Context): Promise<void> {
   const pidfile = ctx.config.path("pidfile");
   if (!pidfile) return;
-  const { readPidfile } = await import("../pidfile");
+  const { readPidfile } = await import("../pidfile.js");
   // Signalled only when it is provably this config's daemon and the pidfile owner's process.
   const st = readPidfile(pidfile, ctx.config.file);
   if (st.kind === "absent") {

@@ -6,5 +6,5 @@ main({
   help: "walBackup",
   positionals: { min: 0, max: 0, usage: "wal-backup CONFIG" },
   parse: (argv) => parseToolArgs("wal-backup", argv),
-  run: async (ctx) => (await import("../command/backup/run")).backup(ctx),
+  run: async (ctx) => (await import("../command/backup/run.js")).backup(ctx),
 });

@@ -12,31 +12,31 @@ type Command = (ctx: Context) => Promise<ExitCodeValue | void>;
  * command does not pay for pg or the backup code.
  */
 const COMMANDS: Record<CtlCommand, Command> = {
-  setup: async (ctx) => (await import("../command/setup")).setup(ctx),
-  stop: async (ctx) => (await import("../command/setup")).stopArchiving(ctx),
-  pause: async (ctx) => (await import("../command/replay")).pause(ctx),
-  continue: async (ctx) => (await import("../command/replay")).resume(ctx),
-  boot: async (ctx) => (await import("../command/replay")).boot(ctx),
-  sync: async (ctx) => (await import("../command/daemon")).syncCommand(ctx),
-  syncdaemon: async (ctx) => (await import("../command/daemon")).syncDaemon(ctx),
-  periodic: async (ctx) => (await import("../command/periodic")).periodic(ctx),
-  status: async (ctx) => (await import("../command/status")).status(ctx),
-  check: async (ctx) => (await import("../command/check/run")).check(ctx),
-  backup: async (ctx) => (await import("../command/backup/run")).backup(ctx),
-  restore: async (ctx) => (await import("../command/restore")).restore(ctx),
-  listbackups: async (ctx) => (await import("../command/backup/list")).listBackups(ctx),
-  verify: async (ctx) => (await import("../command/backup/verify")).verify(ctx),
+  setup: async (ctx) => (await import("../command/setup.js")).setup(ctx),
+  stop: async (ctx) => (await import("../command/setup.js")).stopArchiving(ctx),
+  pause: async (ctx) => (await import("../command/replay.js")).pause(ctx),
+  continue: async (ctx) => (await import("../command/replay.js")).resume(ctx),
+  boot: async (ctx) => (await import("../command/replay.js")).boot(ctx),
+  sync: async (ctx) => (await import("../command/daemon.js")).syncCommand(ctx),
+  syncdaemon: async (ctx) => (await import("../command/daemon.js")).syncDaemon(ctx),
+  periodic: async (ctx) => (await import("../command/periodic.js")).periodic(ctx),
+  status: async (ctx) => (await import("../command/status.js")).status(ctx),
+  check: async (ctx) => (await import("../command/check/run.js")).check(ctx),
+  backup: async (ctx) => (await import("../command/backup/run.js")).backup(ctx),
+  restore: async (ctx) => (await import("../command/restore.js")).restore(ctx),
+  listbackups: async (ctx) => (await import("../command/backup/list.js")).listBackups(ctx),
+  verify: async (ctx) => (await import("../command/backup/verify.js")).verify(ctx),
   xarchive: async (ctx) => {
     const [src, name] = ctx.args;
     if (src === undefined || name === undefined) throw new UsageError("xarchive needs %p %f");
-    return (await import("../command/archive/push")).archiveCall(ctx, src, name);
+    return (await import("../command/archive/push.js")).archiveCall(ctx, src, name);
   },
   xrestore: async (ctx) => {
     const [name, dest, keep] = ctx.args;
     if (name === undefined || dest === undefined) throw new UsageError("xrestore needs %f %p [%r]");
-    return (await import("../command/archive/get")).restoreGet(ctx, name, dest, keep);
+    return (await import("../command/archive/get.js")).restoreGet(ctx, name, dest, keep);
   },
-  xpartialsync: async (ctx) => (await import("../command/daemon")).syncCommand(ctx),
+  xpartialsync: async (ctx) => (await import("../command/daemon.js")).syncCommand(ctx),
 };
 
 main({
@@ -46,7 +46,7 @@ main({
   // command line loads the pages; `help` stands where CONFIG or COMMAND would.
   helpPage: async ({ positional, help }) =>
     help || positional[0] === "help" || positional[1] === "help"
-      ? (await import("../cli/help")).ctlHelp(positional, help)
+      ? (await import("../cli/help.js")).ctlHelp(positional, help)
       : undefined,
   positionals: (rest) => {
     // bin/wal-ctl hands `wal-ctl SLAVE_CONFIG xhelper` to the helper bundle before this runs; a

@@ -9,8 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { chmodSync, existsSync, readFileSync, readdirSync } from "node:fs";
-import { posix } from "node:path";
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import { after, before, test } from "node:test";
 import { makeTempDir, ok, removeTempDir, runBin, waitFor } from "../helpers/env";
 import { TestSwift } from "../helpers/swift";

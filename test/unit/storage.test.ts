@@ -5,9 +5,11 @@ import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   closeSync,
+  createReadStream,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  open as fsOpen,
   openSync,
   readdirSync,
   readFileSync,
@@ -21,7 +23,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { ArchiveConflictError, ExitCode, IoError } from "../../src/errors";
+import { ArchiveConflictError, ExitCode, IoError, ioError } from "../../src/errors";
 import { processAlive, processStart } from "../../src/proc";
 import {
   FOREIGN_TEMP_LEASE_MS,
@@ -39,8 +41,6 @@ import { checksumName, isChecksumName, WalArchive } from "../../src/storage/arch
 import { readBytes, writeBytes } from "../../src/storage/bytes";
 import { storeFile } from "../../src/storage/files";
 import { newSha256, sha256 } from "../../src/storage/sha256";
-import { ioError } from "../../src/errors";
-import { createReadStream, open as fsOpen } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { requireWalName } from "../../src/wal/names";
 
