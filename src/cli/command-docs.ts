@@ -1,37 +1,26 @@
 /**
- * wal-ctl's commands as data: what each takes, does and exits with. help.ts renders the man
- * pages (`wal-ctl COMMAND --help`, `wal-ctl help COMMAND`, the overview of `wal-ctl --help`)
- * from this record, and a command-line parser can build its per-command help from the same
- * record, so the manual and the parser never describe two different commands.
+ * wal-ctl's manual pages, as data: what each command does and exits with, beyond what its record
+ * in commands.ts declares (roles, arguments, options, summary). help.ts renders the pages
+ * (`wal-ctl COMMAND --help`, `wal-ctl help COMMAND`, the overview of `wal-ctl --help`) from
+ * both; the parser reads the options from the record, so the manual and the parser never
+ * describe two different commands.
  *
- * Only type imports: --help loads this file and must stay instant.
+ * --help loads this file and must stay instant: no imports but the command record (whose
+ * command modules load only when a command runs).
  */
-import type { CtlCommand } from "./args";
-import type { HELPER_COMMAND } from "../storage/helper-verbs";
+import { CTL_COMMANDS, type CommandSpec, type DocumentedCommand, type OptionDoc } from "./commands";
 
-/** Which side a command runs on; a command for both does different work on each. */
-export type Role = "master" | "slave";
+export type { DocumentedCommand, OptionDoc, Role } from "./commands";
 
-/** Every command wal-ctl documents: the CtlCommand table, plus the ssh helper's `xhelper`. */
-export type DocumentedCommand = CtlCommand | typeof HELPER_COMMAND;
-
-/** One command's manual page, as data. */
-export interface CommandDoc {
-  /** Roles the command runs in (from the CONFIG's section: [wal-master] or [wal-slave]). */
-  roles: readonly Role[];
-  /** walmgr.py's internal x-commands and the ssh helper: listed apart, not for use by hand. */
-  internal?: boolean;
+/** The long texts of one command's manual page. */
+export interface CommandPage {
   /** What stands for CONFIG in the synopsis (default CONFIG). */
   config?: string;
-  /** The positional arguments after the command name; must equal CTL_COMMAND_ARGS[name].args. */
-  args: string;
   /**
    * The options part of each synopsis line (one line each; "" for none), rendered after
    * `wal-ctl [OPTIONS] CONFIG COMMAND ARGS`; a "\n" continues the line on the next one.
    */
   synopsis: readonly string[];
-  /** One line: NAME's text and the overview's entry. */
-  summary: string;
   /** Each positional argument and what it is. */
   arguments?: readonly (readonly [name: string, doc: string])[];
   /**
@@ -39,20 +28,14 @@ export interface CommandDoc {
    * that starts with a space (a setting, a command line) is kept as written.
    */
   description: string;
-  /**
-   * The options this command takes beyond the general ones: [flags as typed, what it does]. The
-   * parser (cli/parse.ts) accepts exactly these for the command: a flag with a second word
-   * (`--timeout SECONDS`) takes a value, one without is a switch.
-   */
-  options: readonly OptionDoc[];
   /** Command lines (or crontab, postgresql.conf, NRPE lines) and what each does. */
   examples: readonly (readonly [line: string, doc: string])[];
   /** What this command's exit codes mean, where it gives them a meaning of their own. */
   exit?: readonly (readonly [code: number, doc: string])[];
 }
 
-/** An option as typed (`-d, --detach`, `--timeout SECONDS`) and what it does. */
-export type OptionDoc = readonly [flag: string, doc: string];
+/** One command's manual page: its record (commands.ts) and its long texts. */
+export type CommandDoc = Omit<CommandSpec, "run"> & CommandPage;
 
 /**
  * The options every executable takes. The pages list them, and the parsers accept exactly these
@@ -90,13 +73,10 @@ export const TOOL_OPTIONS = {
   ],
 } satisfies Record<string, readonly OptionDoc[]>;
 
-/** The pages, in the order the overview lists them. */
-export const COMMAND_DOCS: Record<DocumentedCommand, CommandDoc> = {
+/** The long texts of each command's page. */
+const COMMAND_PAGES: Record<DocumentedCommand, CommandPage> = {
   setup: {
-    roles: ["master", "slave"],
-    args: "",
     synopsis: [""],
-    summary: "turn archiving on and create the slave directory layout",
     description: `On the master: sets archive_mode = on, archive_command (this project's
 wal-archive with CONFIG, absolute paths) and wal_level = replica in
 master_config, editing it in place and keeping every other line and comment
@@ -110,7 +90,6 @@ it also archives the new timeline's .history file and the segments
 completed since the promotion. Running it twice changes nothing.
 
 On the slave: creates the slave directory layout.`,
-    options: [],
     examples: [
       ["wal-ctl /etc/walmgr/master.ini setup", "start archiving into the slave directory"],
       ["wal-ctl -n /etc/walmgr/master.ini setup", "show the edits and the restart it would make; change nothing"],
@@ -123,10 +102,7 @@ On the slave: creates the slave directory layout.`,
     ],
   },
   stop: {
-    roles: ["master"],
-    args: "",
     synopsis: [""],
-    summary: "turn archiving off and stop the sync daemon",
     description: `Turns archiving off in master_config the way setup turned it on:
 archive_mode = off and a restart with master_restart_cmd, or, without
 master_restart_cmd, archive_command = '/bin/true' and a reload (so that
@@ -134,36 +110,24 @@ pg_wal does not fill up). Then stops the sync daemon named by pidfile
 (SIGTERM; waits up to 30 s for it to exit), even when turning archiving
 off failed. WAL is no longer shipped afterwards: a standby restored from
 this slave directory falls behind. Run setup to start again.`,
-    options: [],
     examples: [["wal-ctl /etc/walmgr/master.ini stop", "stop shipping WAL (e.g. on an old master after a failover)"]],
   },
   pause: {
-    roles: ["slave"],
-    args: "",
     synopsis: [""],
-    summary: "hold back new WAL from the standby (creates PAUSE)",
     description: `Creates PAUSE in completed_wals (in control_dir when the slave directory
 is in S3). While it exists wal-restore serves nothing, so the standby stops
 replaying at the end of the WAL it already has; WAL keeps arriving in the
 slave directory. Pausing twice is harmless. continue undoes it.`,
-    options: [],
     examples: [["wal-ctl /etc/walmgr/slave.ini pause", "freeze the standby before a risky change on the master"]],
   },
   continue: {
-    roles: ["slave"],
-    args: "",
     synopsis: [""],
-    summary: "let WAL reach the standby again (removes PAUSE)",
     description: `Removes PAUSE; the standby picks up the WAL that arrived meanwhile at its
 next retry of restore_command (within a few seconds).`,
-    options: [],
     examples: [["wal-ctl /etc/walmgr/slave.ini continue", "resume replay after pause"]],
   },
   boot: {
-    roles: ["slave"],
-    args: "",
     synopsis: ["[--timeout SECONDS]"],
-    summary: "replay all shipped WAL, then promote the standby",
     description: `Creates STOP in completed_wals: wal-restore then serves every complete
 segment, then the partial segment, and records when the standby asks past
 the end of all shipped WAL. boot waits for that, at most --timeout seconds,
@@ -175,7 +139,6 @@ and boot is run again once the server runs. restore removes STOP.
 
 After a failover: write a master config for the promoted node with the
 same slave directory and run setup with it (see README, Failover).`,
-    options: [["--timeout SECONDS", "how long to wait for the standby to replay all shipped WAL (default 600)"]],
     examples: [
       ["wal-ctl /etc/walmgr/slave.ini boot", "fail over: the standby becomes the master"],
       ["wal-ctl /etc/walmgr/slave.ini boot --timeout 3600", "a standby far behind: allow an hour of replay"],
@@ -186,16 +149,12 @@ same slave directory and run setup with it (see README, Failover).`,
     ],
   },
   sync: {
-    roles: ["master"],
-    args: "",
     synopsis: [""],
-    summary: "ship the in-progress WAL segment once (see wal-sync)",
     description: `Ships the segment the master is writing into partial_wals, once. With
 use_xlog_functions = 1 only the bytes written since the last sync; with 0
 the newest pg_wal segment when it changed. The partial segment is stored
 full-size (zero-padded). Refused (exit 4) while the sync daemon runs: it
 is not needed then. Same as wal-sync CONFIG.`,
-    options: [],
     examples: [
       ["wal-ctl /etc/walmgr/master.ini sync", "ship what the master wrote, e.g. before a planned failover"],
       [
@@ -206,10 +165,7 @@ is not needed then. Same as wal-sync CONFIG.`,
     exit: [[4, "the sync daemon or another sync holds partial_wals/.walmgr-sync-lock"]],
   },
   syncdaemon: {
-    roles: ["master"],
-    args: "",
     synopsis: ["[-d | --detach]"],
-    summary: "ship the in-progress segment every loop_delay seconds",
     description: `Runs sync every loop_delay seconds until stopped, with one database
 connection kept open. Failures (master or slave directory down) are logged
 and retried after a doubling delay, up to 30 s. It writes its pid to
@@ -217,7 +173,6 @@ pidfile and refuses to start while another daemon runs (exit 4).
 periodic_command runs every command_interval seconds beside it. SIGTERM,
 SIGINT or wal-ctl CONFIG stop end it after the current step (exit 0);
 SIGHUP re-reads CONFIG. Same as wal-sync CONFIG --daemon.`,
-    options: [["-d, --detach", "run in the background (needs pidfile); returns once the pidfile is written"]],
     examples: [
       ["wal-ctl /etc/walmgr/master.ini syncdaemon", "in the foreground, e.g. as a systemd service's ExecStart"],
       ["wal-ctl /etc/walmgr/master.ini syncdaemon -d", "in the background"],
@@ -229,15 +184,11 @@ SIGHUP re-reads CONFIG. Same as wal-sync CONFIG --daemon.`,
     ],
   },
   periodic: {
-    roles: ["master"],
-    args: "",
     synopsis: ["[--force]"],
-    summary: "run periodic_command if command_interval has passed",
     description: `Runs periodic_command through /bin/sh -c when command_interval seconds
 have passed since its last run (recorded in partial_wals), for cron when
 no sync daemon runs it. The command is meant for syncing scripts, config
 files, crontabs and the like to the slave.`,
-    options: [["--force", "run periodic_command now, even when it is not due"]],
     examples: [
       [
         "*/5 * * * * /opt/walmgr-ts/bin/wal-ctl -q /etc/walmgr/master.ini periodic",
@@ -251,10 +202,7 @@ files, crontabs and the like to the slave.`,
     ],
   },
   status: {
-    roles: ["master", "slave"],
-    args: "",
     synopsis: ["[--json | --prometheus]"],
-    summary: "shipping, replay, backups and standbys at a glance",
     description: `Prints what is going on, read from the slave directory and (on the
 master, with master_db) from PostgreSQL:
 
@@ -279,10 +227,6 @@ disk, and the standby's replay position, lag and paused state.
 --prometheus prints the text exposition format for node_exporter's
 textfile collector; write it to a temporary name and rename it, so the
 collector never reads half a file.`,
-    options: [
-      ["--json", "one JSON object (schema: schemas/status.schema.json)"],
-      ["--prometheus", "Prometheus text exposition format (node_exporter textfile collector)"],
-    ],
     examples: [
       ["wal-ctl /etc/walmgr/master.ini status", "is the daemon running, how far behind is the slave"],
       ["wal-ctl /etc/walmgr/slave.ini status --json | jq .standbys", "the standbys' lag, for a script"],
@@ -294,10 +238,7 @@ collector never reads half a file.`,
     exit: [[0, "always, whatever the status shows; only a bad CONFIG (3) or bad arguments (2) fail it"]],
   },
   check: {
-    roles: ["master", "slave"],
-    args: "",
     synopsis: ["[--timeout SECONDS] [--json | --nagios]"],
-    summary: "check that WAL shipping works end to end, item by item",
     description: `Checks the setup one item at a time and prints one line per item: OK,
 WARN, FAIL or SKIP (an item that cannot be checked because an earlier one
 failed), with the reason and, for WARN and FAIL, the fix.
@@ -326,14 +267,6 @@ WARN's), from the table below.
     WALMGR OK|WARNING|CRITICAL|UNKNOWN - ...
 and exits with the Nagios codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
 instead of the ones below.`,
-    options: [
-      [
-        "--timeout SECONDS",
-        "time for the check's S3 requests and the wait for the switched segment, together (default 60)",
-      ],
-      ["--json", "{ok, role, checks: [{name, status, detail, fix?}]} (schema: schemas/check.schema.json)"],
-      ["--nagios", "one Nagios plugin line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"],
-    ],
     examples: [
       ["wal-ctl /etc/walmgr/master.ini check", "after setup: does a WAL switch reach the slave directory?"],
       ["wal-ctl /etc/walmgr/slave.ini check", "is the standby set up and replaying?"],
@@ -353,10 +286,7 @@ instead of the ones below.`,
     ],
   },
   backup: {
-    roles: ["master", "slave"],
-    args: "",
     synopsis: ["[--clear-stale-lock] [--archive-timeout SECONDS]"],
-    summary: "take a base backup into full_backup (see wal-backup)",
     description: `On the master: a non-exclusive base backup (pg_backup_start/pg_backup_stop
 in one session) of master_data and its tablespaces into full_backup; it
 ends once the WAL the backup needs is archived, and fails (exit 9, the set
@@ -369,13 +299,6 @@ and names the holder. With keep_backups = N > 0 sets are rotated
 (data.master, data.master.0, ...) and WAL no kept set and no live standby
 needs is purged. The set appears only when complete, with a manifest
 (size and sha256 of every file) for verify. Same as wal-backup CONFIG.`,
-    options: [
-      ["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"],
-      [
-        "--archive-timeout SECONDS",
-        "how long to wait for the WAL the backup needs to be archived (default backup_archive_timeout, 60)",
-      ],
-    ],
     examples: [
       [
         "30 2 * * * /opt/walmgr-ts/bin/wal-ctl -q /etc/walmgr/master.ini backup",
@@ -391,13 +314,10 @@ needs is purged. The set appears only when complete, with a manifest
     ],
   },
   restore: {
-    roles: ["master", "slave"],
-    args: "[SET [DST]]",
     synopsis: [
       "[--timeout SECONDS] [--clear-stale-lock]",
       "\n{--target-time T | --target-lsn L | --target-xid X | --target-name N}\n[--target-action promote|pause|shutdown] [--target-exclusive]\n[--timeout SECONDS] [--clear-stale-lock]",
     ],
-    summary: "restore a backup set: a standby, or a point in time",
     arguments: [
       ["SET", "a backup set name (data.master, data.master.1, ...) or path; default: the newest, moved"],
       ["DST", "the data directory to restore into; default slave_data"],
@@ -425,19 +345,6 @@ backup's only with --clear-stale-lock.
 An interrupted restore (error, kill -9, power loss) is finished by running
 the same command again. On the master (EXPERIMENTAL, as in walmgr) SET and
 DST are required and nothing is started.`,
-    options: [
-      ["--timeout SECONDS", "how long to wait for the server in DST to stop after slave_stop_cmd (default 60)"],
-      ["--clear-stale-lock", "clear a BACKUPLOCK whose holder is provably not a running backup"],
-      [
-        "--target-time T",
-        "recover up to a time: YYYY-MM-DD[ HH:MM[:SS]] with an optional zone (Z, +02, Europe/Berlin)",
-      ],
-      ["--target-lsn L", "recover up to a WAL location X/X"],
-      ["--target-xid X", "recover up to a transaction id"],
-      ["--target-name N", "recover up to a restore point made with pg_create_restore_point"],
-      ["--target-action A", "at the target: promote (default), pause or shutdown"],
-      ["--target-exclusive", "stop just before the target instead of just after it"],
-    ],
     examples: [
       ["wal-ctl /etc/walmgr/slave.ini restore", "build the standby from the newest backup and start it"],
       [
@@ -458,14 +365,10 @@ DST are required and nothing is started.`,
     ],
   },
   listbackups: {
-    roles: ["master", "slave"],
-    args: "",
     synopsis: ["[--json]"],
-    summary: "list the backup sets in the slave directory",
     description: `Lists the backup sets in full_backup, newest first: NAME, START TIME,
 LABEL, START WAL, SIZE. A set whose metadata cannot be read is listed as
 DAMAGED, and leftovers of killed backups are named.`,
-    options: [["--json", "an array of sets, for scripts"]],
     examples: [
       ["wal-ctl /etc/walmgr/slave.ini listbackups", "which sets can be restored"],
       ["wal-ctl /etc/walmgr/master.ini listbackups --json", "the same from the master, as JSON"],
@@ -473,10 +376,7 @@ DAMAGED, and leftovers of killed backups are named.`,
     exit: [[9, "a set is DAMAGED"]],
   },
   verify: {
-    roles: ["master", "slave"],
-    args: "[SET]",
     synopsis: ["[--json]"],
-    summary: "check backup sets and archived WAL against their checksums",
     arguments: [["SET", "one backup set (name or path); default: every set"]],
     description: `Checks each backup set's files against its manifest (size and sha256),
 re-reads every archived WAL file against its checksum, and walks the WAL
@@ -488,7 +388,6 @@ timeline's .history appeared; the sync lock held by a live process of an
 older timeline): a warning only, the exit status is unchanged. Works from
 the master for an ssh or S3 slave directory too (the files are read where
 they are). Shows progress on a terminal.`,
-    options: [["--json", "the findings as one JSON object (schema: schemas/verify.schema.json)"]],
     examples: [
       ["wal-ctl /etc/walmgr/slave.ini verify", "check everything"],
       ["wal-ctl /etc/walmgr/master.ini verify data.master", "check the newest set and the WAL it needs"],
@@ -504,11 +403,7 @@ they are). Shows progress on a terminal.`,
     ],
   },
   xarchive: {
-    roles: ["master"],
-    internal: true,
-    args: "%p %f",
     synopsis: [""],
-    summary: "archive one WAL file (same as wal-archive)",
     arguments: [
       ["%p", "the file's path, relative to the data directory"],
       ["%f", "its name in the archive"],
@@ -516,7 +411,6 @@ they are). Shows progress on a terminal.`,
     description: `walmgr.py's archive_command, kept so that an existing
 archive_command = 'walmgr.py master.ini xarchive %p %f' has an equivalent.
 Same as wal-archive CONFIG %p %f, which setup configures.`,
-    options: [],
     examples: [
       [
         "archive_command = '/opt/walmgr-ts/bin/wal-ctl /etc/walmgr/master.ini xarchive %p %f'",
@@ -529,11 +423,7 @@ Same as wal-archive CONFIG %p %f, which setup configures.`,
     ],
   },
   xrestore: {
-    roles: ["slave"],
-    internal: true,
-    args: "%f %p [%r]",
     synopsis: [""],
-    summary: "serve one WAL file to the standby (same as wal-restore)",
     arguments: [
       ["%f", "the WAL file PostgreSQL asks for"],
       ["%p", "where to put it"],
@@ -542,7 +432,6 @@ Same as wal-archive CONFIG %p %f, which setup configures.`,
     description: `walmgr.py's restore_command, kept so that an existing
 restore_command = 'walmgr.py slave.ini xrestore %f %p' has an equivalent.
 Same as wal-restore CONFIG %f %p [%r], which restore configures.`,
-    options: [],
     examples: [
       [
         "restore_command = '/opt/walmgr-ts/bin/wal-ctl /etc/walmgr/slave.ini xrestore %f %p %r'",
@@ -555,24 +444,15 @@ Same as wal-restore CONFIG %f %p [%r], which restore configures.`,
     ],
   },
   xpartialsync: {
-    roles: ["master"],
-    internal: true,
-    args: "",
     synopsis: [""],
-    summary: "walmgr.py's partial sync; same as sync",
     description: `walmgr.py's name for one partial-segment sync, kept for old scripts.
 Same as sync.`,
-    options: [],
     examples: [["wal-ctl /etc/walmgr/master.ini xpartialsync", "same as wal-ctl /etc/walmgr/master.ini sync"]],
     exit: [[4, "the sync daemon or another sync holds partial_wals/.walmgr-sync-lock"]],
   },
   xhelper: {
-    roles: ["slave"],
-    internal: true,
     config: "SLAVE_CONFIG",
-    args: "",
     synopsis: [""],
-    summary: "the slave side of the ssh transport (run by the master)",
     description: `With slave = host:/path the master starts one helper session per command:
 ssh HOST 'wal-ctl SLAVE_CONFIG xhelper' (SLAVE_CONFIG is - when the master
 has no slave_config; slave_wal_ctl names wal-ctl on that host). The helper
@@ -584,7 +464,6 @@ walmgr-ts version: the session starts with a hello in which both ends say
 their helper protocol, version and requests, and a master of another
 build gets every request refused unrun (code 6, naming both). The
 requests:`,
-    options: [],
     examples: [
       [
         "ssh slavehost '/opt/walmgr-ts/bin/wal-ctl /etc/walmgr/slave.ini xhelper' </dev/null",
@@ -594,3 +473,11 @@ requests:`,
     exit: [[0, "the master closed the session"]],
   },
 };
+
+/** The pages, in the order the overview lists them (the record's order). */
+export const COMMAND_DOCS = Object.fromEntries(
+  (Object.keys(CTL_COMMANDS) as DocumentedCommand[]).map((name) => {
+    const { run: _run, ...spec }: CommandSpec = CTL_COMMANDS[name];
+    return [name, { ...spec, ...COMMAND_PAGES[name] }];
+  }),
+) as Record<DocumentedCommand, CommandDoc>;

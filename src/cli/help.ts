@@ -13,6 +13,7 @@ import {
   type DocumentedCommand,
   type Role,
 } from "./command-docs";
+import { isDocumentedCommand as isCommand } from "./commands";
 import { closest } from "./suggest";
 
 /** Lines of a page are at most this wide, as a terminal's 80 columns with no wrap. */
@@ -173,9 +174,7 @@ const HELPER_VERBS_HELP = table(
 );
 
 /** True for a name `wal-ctl help NAME` has a page for. */
-export function isDocumentedCommand(name: string): name is DocumentedCommand {
-  return Object.hasOwn(COMMAND_DOCS, name);
-}
+export const isDocumentedCommand = (name: string): name is DocumentedCommand => isCommand(name);
 
 /** `wal-ctl CONFIG restore [SET [DST]]`: the command line up to its options. */
 function commandLine(name: DocumentedCommand, doc: CommandDoc): string {

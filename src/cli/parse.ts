@@ -12,8 +12,9 @@
 import type { Argv, CommandModule } from "yargs";
 import yargs from "yargs/yargs";
 import { UsageError } from "../errors";
-import { checkCtlArgs, CTL_COMMAND_ARGS, type CtlCommand, type ParsedArgs } from "./args";
-import { COMMAND_DOCS, GENERAL_OPTIONS, TOOL_OPTIONS, type DocumentedCommand, type OptionDoc } from "./command-docs";
+import type { ParsedArgs } from "./args";
+import { GENERAL_OPTIONS, TOOL_OPTIONS } from "./command-docs";
+import { checkCtlArgs, CTL_COMMANDS, isDocumentedCommand, type DocumentedCommand, type OptionDoc } from "./commands";
 import { closest } from "./suggest";
 
 /** One option as the parser needs it, read from its documented form (`-d, --detach`, `--timeout SECONDS`). */
@@ -35,17 +36,12 @@ export function optionSpec([flag]: OptionDoc): OptionSpec {
 
 const GENERAL = GENERAL_OPTIONS.map(optionSpec);
 
-/** Every wal-ctl command name with a page: CTL_COMMAND_ARGS and the ssh helper's xhelper. */
-const COMMAND_NAMES = Object.keys(COMMAND_DOCS) as DocumentedCommand[];
-
-/** True for one of wal-ctl's commands (never for an inherited name such as `constructor`). */
-export function isCtlCommand(name: string | undefined): name is DocumentedCommand {
-  return name !== undefined && Object.hasOwn(COMMAND_DOCS, name);
-}
+/** Every wal-ctl command name (commands.ts), the ssh helper's xhelper included. */
+const COMMAND_NAMES = Object.keys(CTL_COMMANDS) as DocumentedCommand[];
 
 /** The options `command` takes beyond the general ones (undefined: none, as on wal-ctl's own line). */
 export function commandOptions(command: DocumentedCommand | undefined): OptionSpec[] {
-  return command === undefined ? [] : COMMAND_DOCS[command].options.map(optionSpec);
+  return command === undefined ? [] : CTL_COMMANDS[command].options.map(optionSpec);
 }
 
 /** Long names of options that take a value, in any command: to find the positionals before yargs runs. */
@@ -279,15 +275,14 @@ export function parseToolArgs(program: "wal-sync" | "wal-backup", argv: readonly
 
 /** The yargs names of a command's positional arguments: `[SET [DST]]` → `[set] [dst]`. */
 function positionalsOf(command: DocumentedCommand): string {
-  const spec = Object.hasOwn(CTL_COMMAND_ARGS, command) ? CTL_COMMAND_ARGS[command as CtlCommand] : undefined;
-  const names = (spec?.args ?? "").match(/[A-Za-z]+/g) ?? [];
+  const names = CTL_COMMANDS[command].args.match(/[A-Za-z]+/g) ?? [];
   // All optional here: the entry point counts them (checkCtlArgs), naming what is missing or extra.
   return ["[config]", ...names.map((n) => `[${n.toLowerCase()}]`)].join(" ");
 }
 
-/** One yargs command module per wal-ctl command, its options from its page. */
+/** One yargs command module per wal-ctl command, its options from its record. */
 function commandModule(name: DocumentedCommand): CommandModule {
-  const doc = COMMAND_DOCS[name];
+  const doc: { internal?: boolean; summary: string } = CTL_COMMANDS[name];
   return {
     command: `${name} ${positionalsOf(name)}`,
     // The internal ones are hidden from completion, as from the overview's main lists.
@@ -329,13 +324,13 @@ function completions(line: readonly string[], current: string): string[] {
   if (previous.startsWith("--") && VALUE_OPTIONS.has(previous.slice(2))) return [];
   const [first, second] = before;
   if (current.startsWith("-")) {
-    const command = first === "help" ? undefined : before.length === 1 && isCtlCommand(first) ? first : second;
-    const specs = [...GENERAL, ...(isCtlCommand(command) ? commandOptions(command) : [])];
+    const command = first === "help" ? undefined : before.length === 1 && isDocumentedCommand(first) ? first : second;
+    const specs = [...GENERAL, ...(isDocumentedCommand(command) ? commandOptions(command) : [])];
     return specs.map((o) => `--${o.long}`).filter((o) => o.startsWith(current) && !words.includes(o));
   }
   if (before.length !== 1) return [];
   const names = [
-    ...COMMAND_NAMES.filter((n) => COMMAND_DOCS[n].internal !== true),
+    ...COMMAND_NAMES.filter((n) => !("internal" in CTL_COMMANDS[n])),
     ...(first === "help" ? [] : ["help"]),
   ];
   return names.filter((n) => n.startsWith(current));
@@ -392,7 +387,7 @@ export async function parseCtlArgs(argv: readonly string[]): Promise<ParsedArgs>
     if (words.length > 1) throw new UsageError("completion takes no CONFIG or arguments", "usage: wal-ctl completion");
     return { ...NOTHING, output: await completionScript() };
   }
-  const commandAt = words.length === 1 ? (isCtlCommand(words[0]) ? at[0] : undefined) : at[1];
+  const commandAt = words.length === 1 ? (isDocumentedCommand(words[0]) ? at[0] : undefined) : at[1];
   const configAt = commandAt === at[0] ? undefined : at[0];
   const command = commandAt === undefined ? undefined : argv[commandAt];
   // yargs reads: the command, then everything else in order (CONFIG stays a positional of the
@@ -401,7 +396,7 @@ export async function parseCtlArgs(argv: readonly string[]): Promise<ParsedArgs>
     commandAt === undefined
       ? argv.filter((_, i) => i !== configAt)
       : [argv[commandAt] ?? "", ...argv.filter((_, i) => i !== commandAt)];
-  const known = isCtlCommand(command) ? command : undefined;
+  const known = isDocumentedCommand(command) ? command : undefined;
   const context: FailureContext = {
     ...(known ? { who: known } : {}),
     argv,
@@ -426,7 +421,7 @@ export async function parseCtlArgs(argv: readonly string[]): Promise<ParsedArgs>
   }
   const parsed = parsedFrom(run(ctlYargs(line), context), context.options, words);
   if (known && configAt === undefined && !parsed.help && !parsed.version) {
-    const args = Object.hasOwn(CTL_COMMAND_ARGS, known) ? CTL_COMMAND_ARGS[known as CtlCommand].args : "";
+    const args = CTL_COMMANDS[known].args;
     throw new UsageError(`${known}: missing CONFIG`, `usage: wal-ctl CONFIG ${known} ${args}`.trimEnd());
   }
   return parsed;

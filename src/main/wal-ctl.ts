@@ -1,43 +1,8 @@
-import { checkCtlArgs, type CtlCommand } from "../cli/args";
+import { checkCtlArgs, CTL_COMMAND_ARGS, CTL_COMMANDS, isCtlCommand } from "../cli/commands";
 import { main } from "../cli/entry";
 import { parseCtlArgs } from "../cli/parse";
-import type { Context } from "../context";
-import { UsageError, type ExitCodeValue } from "../errors";
+import { UsageError } from "../errors";
 import { HELPER_COMMAND } from "../storage/helper-verbs";
-
-type Command = (ctx: Context) => Promise<ExitCodeValue | void>;
-
-/*
- * Every walmgr.py command name maps here. Each loads its module only when chosen, so a simple
- * command does not pay for pg or the backup code.
- */
-const COMMANDS: Record<CtlCommand, Command> = {
-  setup: async (ctx) => (await import("../command/setup.js")).setup(ctx),
-  stop: async (ctx) => (await import("../command/setup.js")).stopArchiving(ctx),
-  pause: async (ctx) => (await import("../command/replay.js")).pause(ctx),
-  continue: async (ctx) => (await import("../command/replay.js")).resume(ctx),
-  boot: async (ctx) => (await import("../command/replay.js")).boot(ctx),
-  sync: async (ctx) => (await import("../command/daemon.js")).syncCommand(ctx),
-  syncdaemon: async (ctx) => (await import("../command/daemon.js")).syncDaemon(ctx),
-  periodic: async (ctx) => (await import("../command/periodic.js")).periodic(ctx),
-  status: async (ctx) => (await import("../command/status.js")).status(ctx),
-  check: async (ctx) => (await import("../command/check/run.js")).check(ctx),
-  backup: async (ctx) => (await import("../command/backup/run.js")).backup(ctx),
-  restore: async (ctx) => (await import("../command/restore.js")).restore(ctx),
-  listbackups: async (ctx) => (await import("../command/backup/list.js")).listBackups(ctx),
-  verify: async (ctx) => (await import("../command/backup/verify.js")).verify(ctx),
-  xarchive: async (ctx) => {
-    const [src, name] = ctx.args;
-    if (src === undefined || name === undefined) throw new UsageError("xarchive needs %p %f");
-    return (await import("../command/archive/push.js")).archiveCall(ctx, src, name);
-  },
-  xrestore: async (ctx) => {
-    const [name, dest, keep] = ctx.args;
-    if (name === undefined || dest === undefined) throw new UsageError("xrestore needs %f %p [%r]");
-    return (await import("../command/archive/get.js")).restoreGet(ctx, name, dest, keep);
-  },
-  xpartialsync: async (ctx) => (await import("../command/daemon.js")).syncCommand(ctx),
-};
 
 main({
   name: "wal-ctl",
@@ -63,11 +28,14 @@ main({
   parse: parseCtlArgs,
   run: async (ctx) => {
     const [name, ...rest] = ctx.args;
-    const cmd = Object.hasOwn(COMMANDS, name ?? "") ? COMMANDS[name as CtlCommand] : undefined;
-    if (!cmd) {
-      throw new UsageError(`unknown command ${JSON.stringify(name)}`, `commands: ${Object.keys(COMMANDS).join(", ")}`);
+    // Every command is declared once, in cli/commands.ts; its run loads its module on the way.
+    if (!isCtlCommand(name)) {
+      throw new UsageError(
+        `unknown command ${JSON.stringify(name)}`,
+        `commands: ${Object.keys(CTL_COMMAND_ARGS).join(", ")}`,
+      );
     }
     ctx.args = rest;
-    return cmd(ctx);
+    return CTL_COMMANDS[name].run(ctx);
   },
 });

@@ -5,16 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import {
-  checkCtlArgs,
-  checkPositionals,
-  CTL_COMMAND_ARGS,
-  HOT_PATH_FLAGS,
-  parseHotPathArgs,
-  type CtlCommand,
-  type ParsedArgs,
-} from "../../src/cli/args";
+import { checkPositionals, HOT_PATH_FLAGS, parseHotPathArgs, type ParsedArgs } from "../../src/cli/args";
 import { COMMAND_DOCS, GENERAL_OPTIONS, TOOL_OPTIONS } from "../../src/cli/command-docs";
+import { checkCtlArgs, CTL_COMMAND_ARGS, type CtlCommand } from "../../src/cli/commands";
 import {
   commandOptions,
   optionSpec,

@@ -10,8 +10,8 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, describe, test } from "node:test";
-import { CTL_COMMAND_ARGS, type CtlCommand } from "../../src/cli/args";
 import { COMMAND_DOCS, type DocumentedCommand } from "../../src/cli/command-docs";
+import { CTL_COMMAND_ARGS, type CtlCommand } from "../../src/cli/commands";
 import { commandPage } from "../../src/cli/help";
 import { commandOptions } from "../../src/cli/parse";
 import { ExitCode } from "../../src/errors";
