@@ -1,6 +1,7 @@
 /**
  * The parts of README.md made from the code's own declarations, so that the manual and the code
- * never say two things: the list of wal-ctl commands (src/cli/commands.ts). Each part stands
+ * never say two things: the list of wal-ctl commands (src/cli/commands.ts) and the table of
+ * settings in the configuration reference (src/config/settings.ts). Each part stands
  * between marker comments in README.md:
  *
  *     <!-- generated:NAME: npm run readme -->
@@ -13,6 +14,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CTL_COMMANDS, type CommandSpec, type DocumentedCommand } from "../src/cli/commands";
+import { SETTINGS, type SettingSpec } from "../src/config/settings";
 import { HELPER_COMMAND } from "../src/storage/helper-verbs";
 
 /** `- \`restore [SET [DST]]\`: restore a backup set…`, one line per command, in the record's order. */
@@ -26,9 +28,19 @@ function commandList(): string {
     .join("\n");
 }
 
+/** The configuration reference's table: key, role, default, meaning; one row per setting. */
+function settingsTable(): string {
+  const rows = (Object.entries(SETTINGS) as [string, SettingSpec][]).map(([key, spec]) => {
+    const shown = spec.shownDefault ?? spec.default ?? "—";
+    return `| \`${key}\` | ${spec.role} | ${shown} | ${spec.doc.replace(/\|/g, "\\|")} |`;
+  });
+  return ["| key | role | default | meaning |", "| --- | --- | --- | --- |", ...rows].join("\n");
+}
+
 /** Every generated part of README.md, by the NAME its markers carry. */
 export const GENERATED: Readonly<Record<string, () => string>> = {
   commands: commandList,
+  settings: settingsTable,
 };
 
 /**

@@ -2,6 +2,7 @@
  * The shell, the one place that speaks to it: words quoted for /bin/sh, and the commands the
  * operator configured run through /bin/sh -c as written.
  */
+import type { SettingOfKind } from "./config/settings";
 import { childProcess } from "./lazy";
 import type { Context } from "./context";
 import { ExitCode, WalmgrError } from "./errors";
@@ -17,7 +18,7 @@ export function shellQuote(word: string): string {
  * /bin/sh -c exactly as written; nothing is substituted into it (safety rule 5). Extra
  * arguments, when given, are passed as $1, $2 … and never spliced into the string.
  */
-export function runConfigured(ctx: Context, key: string, command: string, args: string[] = []): void {
+export function runConfigured(ctx: Context, key: SettingOfKind<"command">, command: string, args: string[] = []): void {
   ctx.log.info(`running ${key}: ${command}${args.length ? ` (with $1=${args.join(" ")})` : ""}`);
   const res = childProcess().spawnSync("/bin/sh", ["-c", command, "walmgr-ts", ...args], {
     stdio: ["ignore", "inherit", "inherit"],

@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "../errors";
-import { closest } from "./suggest";
+import { closest } from "../suggest";
 
 /** What a command line asks for, as every executable's parser returns it to the entry point. */
 export interface ParsedArgs {

@@ -14,7 +14,7 @@ import {
   type Role,
 } from "./command-docs";
 import { isDocumentedCommand as isCommand } from "./commands";
-import { closest } from "./suggest";
+import { closest } from "../suggest";
 
 /** Lines of a page are at most this wide, as a terminal's 80 columns with no wrap. */
 const WIDTH = 80;

@@ -15,7 +15,7 @@ import { UsageError } from "../errors";
 import type { ParsedArgs } from "./args";
 import { GENERAL_OPTIONS, TOOL_OPTIONS } from "./command-docs";
 import { checkCtlArgs, CTL_COMMANDS, isDocumentedCommand, type DocumentedCommand, type OptionDoc } from "./commands";
-import { closest } from "./suggest";
+import { closest } from "../suggest";
 
 /** One option as the parser needs it, read from its documented form (`-d, --detach`, `--timeout SECONDS`). */
 export interface OptionSpec {

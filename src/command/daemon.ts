@@ -18,7 +18,6 @@ export const MAX_BACKOFF_SEC = 30;
 const HEARTBEAT_EVERY_MS = 5_000;
 /** On SIGTERM/SIGINT, a step still waiting on the database after this long is aborted. */
 const STOP_GRACE_MS = 5_000;
-const MIN_LOOP_DELAY = 0.1;
 
 /** Seconds to wait after `failures` consecutive failures: doubling from loop_delay, capped. */
 export function backoffSeconds(loopDelay: number, failures: number): number {
@@ -26,13 +25,9 @@ export function backoffSeconds(loopDelay: number, failures: number): number {
   return Math.min(MAX_BACKOFF_SEC, Math.max(1, loopDelay) * 2 ** Math.min(failures - 1, 10));
 }
 
+/** loop_delay, at least 0.1 s: the loader raises a smaller one, with a warning (settings.ts). */
 function loopDelayOf(ctx: Context): number {
-  const d = ctx.config.float("loop_delay");
-  if (d < MIN_LOOP_DELAY) {
-    ctx.log.warn(`${ctx.config.where("loop_delay")} = ${d} is too small; using ${MIN_LOOP_DELAY} s`);
-    return MIN_LOOP_DELAY;
-  }
-  return d;
+  return ctx.config.float("loop_delay");
 }
 
 function errorText(err: unknown): string {

@@ -11,7 +11,18 @@ import {
   parseIni,
   type RawSection,
 } from "./ini";
-import { IMPLICIT_KEYS, parseBool, settingSpec, type Role } from "./settings";
+import { closest } from "../suggest";
+import {
+  IMPLICIT_KEYS,
+  parseBool,
+  rangeCheck,
+  SETTINGS,
+  settingSpec,
+  type Role,
+  type SettingKey,
+  type SettingOfKind,
+  type SettingSpec,
+} from "./settings";
 
 /**
  * Where a directory lives: on this machine, on `host` over ssh, or under the key prefix `path`
@@ -104,11 +115,15 @@ export class Config {
   }
 
   /** Where a setting is, for messages: `file [section] key`. */
-  where(key: string): string {
+  where(key: SettingKey): string {
     return `${this.file} [${this.section}] ${key}`;
   }
 
-  /** The interpolated value, the default when unset, or undefined. */
+  /**
+   * The interpolated value, the default when unset, or undefined. Any key the file holds, a
+   * setting or not (a [DEFAULT] name kept for `%(name)s`); the typed accessors below take
+   * settings only.
+   */
   get(key: string): string | undefined {
     return this.values.get(key) ?? settingSpec(key)?.default;
   }
@@ -118,7 +133,7 @@ export class Config {
     return v !== undefined && v !== "";
   }
 
-  require(key: string, why: string): string {
+  require(key: SettingKey, why: string): string {
     const v = this.get(key);
     if (v === undefined || v === "") {
       throw new ConfigError(`${this.where(key)} is missing: ${why} needs it`, `add '${key} = …' to [${this.section}]`);
@@ -126,36 +141,38 @@ export class Config {
     return v;
   }
 
-  path(key: string): string | undefined {
+  path(key: SettingOfKind<"path" | "location">): string | undefined {
     const v = this.get(key);
     if (v === undefined || v === "") return undefined;
     return isAbsolute(v) ? v : resolve(this.baseDir, v);
   }
 
-  requirePath(key: string, why: string): string {
+  requirePath(key: SettingOfKind<"path" | "location">, why: string): string {
     const v = this.require(key, why);
     return isAbsolute(v) ? v : resolve(this.baseDir, v);
   }
 
-  location(key: string): Location | undefined {
+  location(key: SettingOfKind<"location">): Location | undefined {
     const v = this.get(key);
     if (v === undefined || v === "") return undefined;
     return parseLocation(v, this.baseDir);
   }
 
-  requireLocation(key: string, why: string): Location {
+  requireLocation(key: SettingKey, why: string): Location {
     return parseLocation(this.require(key, why), this.baseDir);
   }
 
-  bool(key: string): boolean {
+  bool(key: SettingOfKind<"bool">): boolean {
     return parseBool(this.get(key) ?? "") ?? false;
   }
 
-  int(key: string): number {
+  /** A whole number, checked at load time to be of the setting's range. */
+  int(key: SettingOfKind<"int">): number {
     return Number.parseInt(this.get(key) ?? "0", 10);
   }
 
-  float(key: string): number {
+  /** A number, checked at load time to be of the setting's range. */
+  float(key: SettingOfKind<"float">): number {
     return Number.parseFloat(this.get(key) ?? "0");
   }
 
@@ -326,7 +343,7 @@ export function loadConfig(file: string): Config {
     values.set(key, value);
   }
   for (const key of keys) {
-    const type = settingSpec(key)?.type;
+    const type = settingSpec(key)?.kind;
     const value = values.get(key);
     // `~` only where a local path is written: a command goes through /bin/sh, which expands it.
     if (value === undefined || !(type === "path" || type === "location")) continue;
@@ -353,16 +370,39 @@ export function loadConfig(file: string): Config {
       // [DEFAULT] commonly holds helper names for %(…)s interpolation: no warning for those.
       if (!own) continue;
       if (IMPLICIT_KEYS.has(key)) continue;
-      warnings.push(`${at(key)}: unknown setting '${key}' is ignored (check the spelling)`);
+      const near = closest(key, Object.keys(SETTINGS));
+      warnings.push(
+        `${at(key)}: unknown setting '${key}' is ignored (${near !== undefined ? `did you mean '${near}'?` : "check the spelling"})`,
+      );
       continue;
     }
     const value = values.get(key) ?? "";
-    if (own && spec.roles && !spec.roles.includes(role)) {
-      warnings.push(`${at(key)}: '${key}' is a ${spec.roles.join("/")} setting and is ignored in a ${role} config`);
+    if (own && spec.role !== "both" && spec.role !== role) {
+      warnings.push(`${at(key)}: '${key}' is a ${spec.role} setting and is ignored in a ${role} config`);
     }
-    checkType(at(key), key, value, spec.type);
+    checkType(at(key), key, value, spec.kind);
+    const raised = checkRange(at(key), key, value, spec, warnings);
+    if (raised !== undefined) values.set(key, raised);
   }
   return new Config(abs, section.name, role, values, warnings, stamp);
+}
+
+/**
+ * Holds `value` (of the right kind already) to `spec`'s range: a config error naming where it is
+ * (exit 3), or, for a setting whose low values have always been raised, the value to use instead
+ * (with a warning where `out` is "raise").
+ */
+function checkRange(at: string, key: string, value: string, spec: SettingSpec, warnings: string[]): string | undefined {
+  const range = spec.range;
+  if (range === undefined || value.trim() === "") return undefined;
+  const n = spec.kind === "int" ? Number.parseInt(value, 10) : Number.parseFloat(value);
+  const where = rangeCheck(spec, n);
+  if (where === "ok") return undefined;
+  if (where === "low" && range.min !== undefined && (range.out === "raise" || range.out === "raise-quietly")) {
+    if (range.out === "raise") warnings.push(`${at} = ${value.trim()} is too small; using ${range.min}`);
+    return String(range.min);
+  }
+  throw new ConfigError(`${at}: '${value}' is not ${range.text}`, `set ${key} to ${range.text}`);
 }
 
 function checkType(at: string, key: string, value: string, type: string): void {

@@ -60,12 +60,8 @@ function s3Driver(bucket: string, config: Config | undefined, timeout: number | 
   const s3Timeout = config ? config.float("s3_timeout") : 30;
   const timeoutS = timeout !== undefined ? Math.min(timeout, s3Timeout) : s3Timeout;
   const timeoutSetting = timeout !== undefined && timeout < s3Timeout ? "restore_timeout" : "s3_timeout";
+  // s3_part_size and s3_retries are held to their ranges when the config is loaded (settings.ts).
   const partSize = config ? config.int("s3_part_size") : 16 << 20;
-  if (!(partSize >= 5 << 20 && partSize <= 5 << 30)) {
-    throw new ConfigError(`${config?.where("s3_part_size") ?? "s3_part_size"} = ${partSize}: a part is 5 MiB to 5 GiB`);
-  }
-  if (!(retries >= 0 && retries <= 20))
-    throw new ConfigError(`${config?.where("s3_retries") ?? "s3_retries"} must be 0 to 20`);
   const id = JSON.stringify([endpoint.href, bucket, style, region, timeoutS, retries, partSize, config?.file]);
   let d = s3Drivers.get(id);
   if (d === undefined) {

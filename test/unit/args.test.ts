@@ -16,7 +16,7 @@ import {
   positionalIndexes,
   type OptionSpec,
 } from "../../src/cli/parse";
-import { closest, editDistance } from "../../src/cli/suggest";
+import { closest, editDistance } from "../../src/suggest";
 import { ExitCode, UsageError } from "../../src/errors";
 
 const CTL_COMMANDS = Object.keys(CTL_COMMAND_ARGS) as CtlCommand[];

@@ -1,6 +1,7 @@
 /**
- * README.md's generated parts (scripts/readme.ts: the list of wal-ctl commands) are what the code
- * declares: a command added, renamed or re-summarised without `npm run readme` fails here.
+ * README.md's generated parts (scripts/readme.ts: the list of wal-ctl commands, the settings
+ * table) are what the code declares: a command or setting added, renamed or re-described without
+ * `npm run readme` fails here.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -21,6 +22,13 @@ describe("README.md's generated parts", () => {
     const dropped = text.replace(/^- `verify \[SET\]`: .*\n/m, "");
     assert.notEqual(dropped, text);
     assert.notEqual(await renderReadme(dropped, README), dropped);
+  });
+
+  test("a settings row edited by hand is stale too", async () => {
+    const text = readFileSync(README, "utf8");
+    const edited = text.replace(/^\| `restore_prefetch` .*$/m, "| `restore_prefetch` | slave | 9 | edited |");
+    assert.notEqual(edited, text);
+    assert.notEqual(await renderReadme(edited, README), edited);
   });
 
   test("missing markers are an error, not a silent pass", async () => {

@@ -23,7 +23,7 @@ import {
   usableRestartPoint,
   type StandbyEntry,
 } from "../../standbys";
-import { ensurePrefetcher, spoolBinding } from "./prefetch";
+import { ensurePrefetcher, prefetchOn, spoolBinding } from "./prefetch";
 import { Spool } from "./spool";
 
 /**
@@ -119,7 +119,7 @@ async function serve(
   // (it goes on from this segment; the size is the archived file's, which PostgreSQL's own
   // sizes bound: a corrupt one only makes the prefetcher skip, never serve, what differs).
   let early: number | undefined;
-  if (spool !== undefined && spooled === undefined && ctx.config.int("restore_prefetch") > 0) {
+  if (spool !== undefined && spooled === undefined && prefetchOn(ctx.config)) {
     const size = (await driver.info(archive.path(wal.name)))?.size;
     if (size !== undefined && isWalSegmentSize(size)) {
       ensurePrefetcher(ctx, spool, wal.name, size);
@@ -155,7 +155,7 @@ async function serve(
  * Returns the segment size served, or undefined when it did not serve.
  */
 function serveFromSpool(ctx: Context, spool: Spool, name: string, dest: string): number | undefined {
-  if (ctx.config.int("restore_prefetch") <= 0) return undefined;
+  if (!prefetchOn(ctx.config)) return undefined;
   const meta = spool.readMeta();
   if (meta === undefined) return undefined;
   const bound = spoolBinding(ctx, spool);

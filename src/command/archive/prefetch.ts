@@ -12,7 +12,7 @@ import {
   selfLockInfo,
   tryTakeLock,
 } from "../../lock";
-import { formatLocation, isLocal } from "../../config/load";
+import { formatLocation, isLocal, type Config } from "../../config/load";
 import { controlFilesFor } from "../../layout";
 import { WalArchive } from "../../storage/archive";
 import { driverFor } from "../../storage/open";
@@ -78,9 +78,17 @@ export function spoolBinding(
  * (runPrefetcher). Starting one is cheap to skip: its lock names a live prefetcher. Never fails
  * the restore: a spool that cannot be made is only logged.
  */
+/**
+ * Whether wal-restore fetches ahead at all (restore_prefetch above 0): the one place that reads
+ * the switch. The prefetcher process may still run as the standby's heartbeat with it off.
+ */
+export function prefetchOn(config: Config): boolean {
+  return config.int("restore_prefetch") > 0;
+}
+
 export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, segSize: number): void {
   // With prefetch off it still runs, as the standby's heartbeat, unless records never expire.
-  if (ctx.config.int("restore_prefetch") <= 0 && standbyExpireSeconds(ctx.config) <= 0) return;
+  if (!prefetchOn(ctx.config) && standbyExpireSeconds(ctx.config) <= 0) return;
   try {
     const bound = spoolBinding(ctx, spool);
     if (bound === undefined) return;
@@ -96,7 +104,7 @@ export function ensurePrefetcher(ctx: Context, spool: Spool, served: string, seg
       spool.create({ version: 2, ...bound.expect, segSize, created: new Date().toISOString() }, bound.localArchive);
     }
     // The position only matters to a prefetcher that fetches (it costs an fsync per segment).
-    if (ctx.config.int("restore_prefetch") > 0) spool.setWant(served);
+    if (prefetchOn(ctx.config)) spool.setWant(served);
     if (prefetcherLive(spool)) return; // it reads `want` on its next round
     const child = childProcess().spawn(
       process.execPath,

@@ -75,7 +75,7 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
     return;
   }
   // Over ssh one helper session serves one request at a time: workers there would only queue.
-  const parallel = repos.every((r) => r.loc.host === undefined) ? Math.max(1, ctx.config.int("archive_parallel")) : 1;
+  const parallel = repos.every((r) => r.loc.host === undefined) ? ctx.config.int("archive_parallel") : 1;
   // %p is one of the `parallel` copies in flight; with 1, the batch follows it.
   const own = archive.pushFile(wal, src);
   if (parallel === 1) await own.catch(() => undefined);
