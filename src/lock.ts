@@ -297,19 +297,15 @@ export async function releaseLock(driver: StorageDriver, path: string, body: Buf
   return driver.remove(path);
 }
 
-interface SyncReleasing {
-  releaseLockSync(lockPath: string, pid: number, host: string): void;
-}
-
 /**
- * Synchronous release for signal handlers: through the driver's remote helper when it has one
+ * Synchronous release for signal handlers: through the driver's releaseNow feature when it has one
  * (it removes the file only while it names this pid and host), else the local file, only while
  * it holds exactly `body`.
  */
 export function releaseLockNow(driver: StorageDriver, path: string, body: Buffer): void {
-  const d = driver as Partial<SyncReleasing>;
-  if (typeof d.releaseLockSync === "function") {
-    d.releaseLockSync(path, process.pid, hostname());
+  const remote = driver.features.releaseNow;
+  if (remote !== undefined) {
+    remote.releaseLockSync(path, process.pid, hostname());
     return;
   }
   try {

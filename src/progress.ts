@@ -254,16 +254,33 @@ export function etaSeconds(done: number, total: number | undefined, rate: number
   return Math.max(0, (total - done) / rate);
 }
 
-/** Bytes in binary units, as the rest of the project counts them: "512 B", "3.0 KiB", "45.2 MiB", "1.50 GiB". */
-export function formatBytes(n: number): string {
+/** How formatBytes writes a size (the defaults are the progress line's). */
+export interface BytesFormat {
+  /** The unit of a size below 1 KiB: "B" ("512 B") or "bytes" ("512 bytes", as status prints). */
+  small?: "B" | "bytes";
+  /**
+   * Digits after the point: "adaptive" (1 below GiB, 2 from GiB on, and a unit up rather than
+   * "1024.0") or "one" (always 1, the unit chosen by the exact size, as status prints).
+   */
+  digits?: "adaptive" | "one";
+}
+
+/**
+ * Bytes in binary units, as the rest of the project counts them: "512 B", "3.0 KiB", "45.2 MiB",
+ * "1.50 GiB" (status: "512 bytes", "1.5 GiB"). The one size formatter: each caller keeps its
+ * look through `format`.
+ */
+export function formatBytes(n: number, format: BytesFormat = {}): string {
   const units = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-  if (!(n >= 1024)) return `${Math.max(0, Math.round(n))} B`;
+  if (!(n >= 1024)) return `${Math.max(0, Math.round(n))} ${format.small ?? "B"}`;
   let v = n / 1024;
   let i = 0;
+  const adaptive = format.digits !== "one";
   // GiB and up get two decimals: 0.1 GiB is 100 MiB, too coarse to see a copy move.
-  const digits = (): number => (i < 2 ? 1 : 2);
+  const digits = (): number => (adaptive && i >= 2 ? 2 : 1);
   // Up a unit also when rounding would show 1024.0 (a rate of 1048575.9 B/s is "1.0 MiB/s").
-  while (i < units.length - 1 && Number(v.toFixed(digits())) >= 1024) {
+  const shown = (): number => (adaptive ? Number(v.toFixed(digits())) : v);
+  while (i < units.length - 1 && shown() >= 1024) {
     v /= 1024;
     i++;
   }

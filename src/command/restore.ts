@@ -29,6 +29,8 @@ import { binPath } from "../paths";
 import { pgCommandLine, quoteConfValue } from "../pg/postgresql-conf";
 import { startProgress, type Progress } from "../progress";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
+import { walDirName } from "../pg/wal-dir";
+import { tryParseLsn } from "../wal/names";
 import { runConfigured, shellQuote } from "../shell";
 import { restartStandbyRecord } from "../standbys";
 import { copyTree, isSymlink, LocalDriver, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
@@ -109,7 +111,7 @@ function checkTargetValue(opt: string, value: string): void {
       why = badTargetTime(value);
       break;
     case "target-lsn":
-      if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value)) why = "expected an LSN such as 0/3000028";
+      if (tryParseLsn(value) === undefined) why = "expected an LSN such as 0/3000028";
       break;
     case "target-xid":
       if (!/^[1-9]\d{0,19}$/.test(value) || BigInt(value) >= 2n ** 64n)
@@ -767,7 +769,7 @@ async function prepare(ctx: Context, paths: RestorePaths, j: RestoreJournal, pro
   // pg_wal as a link to slave_pg_xlog.
   const xlog = ctx.config.path("slave_pg_xlog");
   if (xlog) {
-    const walName = existsSync(join(dir, "pg_xlog")) && !existsSync(join(dir, "pg_wal")) ? "pg_xlog" : "pg_wal";
+    const walName = walDirName(dir);
     const link = join(dir, walName);
     mkdirPrivate(xlog);
     for (const n of io("cannot list", xlog, () => readdirSync(xlog)))

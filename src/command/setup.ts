@@ -28,16 +28,10 @@ import { processAlive } from "../proc";
 import { removeStaleTemps, writeAll, writeFileDurable } from "../storage/durable";
 import { runConfigured } from "../shell";
 import { parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
+import { holdsOwnWal, PAGE_ADDRESS_END } from "../wal/page";
+import { walDirOf } from "../pg/wal-dir";
 import { archivePush } from "./archive/push";
 import { ACK_DIR } from "./archive/acks";
-
-/** The WAL folder of a data directory: pg_wal, or pg_xlog before PostgreSQL 10. */
-function walDirOf(dataDir: string): string {
-  return existsSync(join(dataDir, "pg_wal")) ? join(dataDir, "pg_wal") : join(dataDir, "pg_xlog");
-}
-
-/** Offset of xlp_pageaddr in a WAL page header (magic 2, info 2, timeline 4). */
-const XLP_PAGEADDR_OFFSET = 8;
 
 /** Creates the slave directory layout (completed_wals, partial_wals, config_backup, full_backup's parent). */
 export async function createLayout(ctx: Context): Promise<void> {
@@ -420,8 +414,8 @@ async function archiveSegmentCopy(ctx: Context, src: string, tmp: string): Promi
     const size = fstatSync(fd).size;
     const expected = segmentNumber(name, size) * BigInt(size);
     const holdsItsWal = (): boolean => {
-      const head = Buffer.alloc(16);
-      return readSync(fd, head, 0, 16, 0) === 16 && head.readBigUInt64LE(XLP_PAGEADDR_OFFSET) === expected;
+      const head = Buffer.alloc(PAGE_ADDRESS_END);
+      return readSync(fd, head, 0, head.length, 0) === head.length && holdsOwnWal(head, expected);
     };
     const recycled = `${src} was recycled before it could be archived: a standby from an older backup cannot follow`;
     if (!holdsItsWal()) return ctx.log.warn(recycled);

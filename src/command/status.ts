@@ -29,7 +29,8 @@ import {
   standbyName,
   type JudgedStandby,
 } from "../standbys";
-import { formatLsn, isWalSegmentSize, parseLsn, segmentNumber } from "../wal/names";
+import { formatLsn, isWalSegmentSize, parseLsn, segmentNumber, tryParseLsn } from "../wal/names";
+import { formatBytes } from "../progress";
 import { formatLocation, sameStorage } from "../config/load";
 import { archiveRepositories } from "./archive/repositories";
 import { archiverStats, readyBacklog, type ArchiverStats, STUCK_AFTER_SECONDS } from "../monitor/archiver";
@@ -540,27 +541,14 @@ function otherMaster(hb: DaemonState, self: MasterSource): boolean {
 }
 
 function lsnDiff(a: string, b: string): number | null {
-  const parse = (t: string): bigint | undefined => {
-    const m = /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/.exec(t);
-    return m ? (BigInt(`0x${m[1] ?? "0"}`) << 32n) + BigInt(`0x${m[2] ?? "0"}`) : undefined;
-  };
-  const x = parse(a);
-  const y = parse(b);
+  const x = tryParseLsn(a);
+  const y = tryParseLsn(b);
   // The heartbeat may predate the last ship: never report a negative lag.
   return x === undefined || y === undefined ? null : Math.max(0, Number(x - y));
 }
 
-/** 1536 → "1.5 KiB". */
-function formatBytes(n: number): string {
-  const units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[i] ?? ""}`;
-}
+/** 1536 → "1.5 KiB", 512 → "512 bytes": status's look of the one formatBytes. */
+const sizeText = (n: number): string => formatBytes(n, { small: "bytes", digits: "one" });
 
 function archiverRows(a: ArchiverStatus, row: (k: string, v: string) => void): void {
   const st = a.stats;
@@ -665,7 +653,7 @@ function slaveDirRows(d: SlaveDirStatus, row: (k: string, v: string) => void, mo
     "free disk",
     f.freeBytes === null
       ? `unknown (${f.reason ?? "?"})`
-      : `${formatBytes(f.freeBytes)} of ${formatBytes(f.totalBytes ?? 0)} free (${f.path})`,
+      : `${sizeText(f.freeBytes)} of ${sizeText(f.totalBytes ?? 0)} free (${f.path})`,
   );
 }
 
@@ -694,7 +682,7 @@ function backupsText(b: BackupsStatus): string {
     `${s.name} started ${s.startTime ?? "?"}${s.ageSeconds !== null ? ` (${formatAge(s.ageSeconds)} ago)` : ""}`;
   const unknown = b.withoutMetadata > 0 ? ` (+${b.withoutMetadata} set(s) of unknown size)` : "";
   const oldest = b.count > 1 && b.oldest ? `; oldest ${set(b.oldest)}` : "";
-  return `${b.count} set(s), ${formatBytes(b.totalBytes)}${unknown}; newest ${b.newest ? set(b.newest) : "?"}${oldest}`;
+  return `${b.count} set(s), ${sizeText(b.totalBytes)}${unknown}; newest ${b.newest ? set(b.newest) : "?"}${oldest}`;
 }
 
 /**

@@ -19,6 +19,8 @@ import { connectMaster, type Db } from "../pg/client";
 import { parseSize } from "../pg/units";
 import { WalArchive } from "../storage/archive";
 import { formatLsn, lsnToSegment, parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
+import { checkPageAddresses, validPrefix, writtenPrefix } from "../wal/page";
+import { walDirOf } from "../pg/wal-dir";
 import { readBytes, writeBytes } from "../storage/bytes";
 import { requireFeature } from "../storage/driver";
 
@@ -300,8 +302,6 @@ function stopHint(h: LockInfo | undefined): string {
   return h?.config !== undefined ? `wal-ctl ${h.config} stop, on ${h.host}` : "wal-ctl CONFIG stop";
 }
 
-const XLP_PAGEADDR_OFFSET = 8;
-
 /** At most this many whole segments are shipped when the master passed several in one loop. */
 const MAX_SKIPPED_SEGMENTS = 4;
 
@@ -325,65 +325,6 @@ export function readRange(path: string, position: number, length: number): Buffe
   }
 }
 
-/**
- * Checks that every WAL page header in `pages` (read from `fileStart` bytes into a segment that
- * begins at `segLsn`) carries its own address, so a recycled or renamed segment file is never
- * shipped as if it held current WAL.
- */
-export function checkPageAddresses(
-  pages: Buffer,
-  fileStart: number,
-  segLsn: bigint,
-  blockSize: number,
-  what: string,
-): void {
-  for (let off = 0; off + 16 <= pages.length; off += blockSize) {
-    const addr = pages.readBigUInt64LE(off + XLP_PAGEADDR_OFFSET);
-    const expected = segLsn + BigInt(fileStart + off);
-    if (addr !== expected) {
-      throw new IoError(
-        `${what}: page at offset ${fileStart + off} holds WAL for ${formatLsn(addr)}, expected ${formatLsn(expected)} (the segment was recycled while reading?)`,
-        "run sync again",
-      );
-    }
-  }
-}
-
-/**
- * How many bytes of `pages` (read from `fileStart`, page-aligned, into the segment at `segLsn`,
- * up to the master's write position) hold WAL: every page up to the first one whose header is
- * all zeros. Since PostgreSQL 13 the rest of a segment after a switch record is written as zero
- * pages (headers too), and the write position passes through them while the switch is flushed:
- * they are nothing to ship. A page carrying another address (a recycled segment) is an error,
- * as in checkPageAddresses.
- */
-export function writtenPrefix(
-  pages: Buffer,
-  fileStart: number,
-  segLsn: bigint,
-  blockSize: number,
-  what: string,
-): number {
-  for (let off = 0; off < pages.length; off += blockSize) {
-    const header = pages.subarray(off, Math.min(off + 24, pages.length));
-    if (header.every((b) => b === 0)) return off;
-    if (header.length >= 16) checkPageAddresses(header, fileStart + off, segLsn, blockSize, what);
-  }
-  return pages.length;
-}
-
-/**
- * How many bytes of `pages` (read from `fileStart`, page-aligned, into the segment at `segLsn`)
- * are WAL pages that carry their own address: the rest is unwritten (zeros) or recycled.
- */
-export function validPrefix(pages: Buffer, fileStart: number, segLsn: bigint, blockSize: number): number {
-  let off = 0;
-  for (; off + 16 <= pages.length; off += blockSize) {
-    if (pages.readBigUInt64LE(off + XLP_PAGEADDR_OFFSET) !== segLsn + BigInt(fileStart + off)) break;
-  }
-  return Math.min(off, pages.length);
-}
-
 export async function readSyncState(layout: SlaveLayout, dir: string): Promise<SyncState | undefined> {
   return parseSyncState(await readBytes(layout.driver, posix.join(dir, SYNC_STATE)));
 }
@@ -395,15 +336,6 @@ function parseSyncState(raw: Buffer | undefined): SyncState | undefined {
     return typeof st.name === "string" && typeof st.offset === "number" ? st : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function walDirOf(dataDir: string): string {
-  try {
-    statSync(join(dataDir, "pg_wal"));
-    return join(dataDir, "pg_wal");
-  } catch {
-    return join(dataDir, "pg_xlog");
   }
 }
 

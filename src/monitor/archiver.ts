@@ -9,6 +9,7 @@ import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ioError, isErrno } from "../errors";
 import type { Db } from "../pg/client";
+import { walDirOf } from "../pg/wal-dir";
 import { ageSeconds } from "./timeout";
 
 /** The `.ready` backlog of a master's data directory. */
@@ -30,12 +31,7 @@ export const STUCK_AFTER_SECONDS = 300;
 
 /** DATA/pg_wal/archive_status, or DATA/pg_xlog/archive_status before PostgreSQL 10. */
 export function archiveStatusDir(masterData: string): string {
-  try {
-    statSync(join(masterData, "pg_wal"));
-    return join(masterData, "pg_wal", "archive_status");
-  } catch {
-    return join(masterData, "pg_xlog", "archive_status");
-  }
+  return join(walDirOf(masterData), "archive_status");
 }
 
 /** The *.ready files in DATA/pg_wal/archive_status (pg_xlog before 10); missing folder → count 0. */

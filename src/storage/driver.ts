@@ -134,10 +134,23 @@ export interface TreeFeature {
   getTree?(src: string, dest: string, expect?: Manifest, opts?: { onProgress?: TreeProgress }): Promise<TreeStats>;
 }
 
+/**
+ * Feature `releaseNow`: synchronous cleanup for a signal handler (which cannot wait for a
+ * promise), on storage whose files are not this machine's (ssh: through the slave's helper; S3:
+ * through a child process). Local storage has none: its files are removed directly.
+ */
+export interface ReleaseNowFeature {
+  /** Removes the lock file `lockPath` only while it names `pid` on `host` (never another holder's). */
+  releaseLockSync(lockPath: string, pid: number, host: string): void;
+  /** Removes a folder tree (no error when absent). */
+  removeTreeSync(path: string): void;
+}
+
 /** The capabilities beyond the common verbs; absent means the storage cannot do it. */
 export interface StorageFeatures {
   writeAt?: WriteAtFeature;
   tree?: TreeFeature;
+  releaseNow?: ReleaseNowFeature;
 }
 
 export interface StorageDriver {
@@ -173,6 +186,7 @@ export interface StorageDriver {
 const FEATURE_WHAT: Record<keyof StorageFeatures, string> = {
   writeAt: "update part of a file in place",
   tree: "hold folders of files (backup sets)",
+  releaseNow: "release a lock from a signal handler",
 };
 
 /** The feature `name` of `driver`, or a ConfigError naming the storage and what it cannot do. */

@@ -84,6 +84,10 @@ export class SshDriver implements StorageDriver {
       renameDir: (from, to) => this.rename(from, to),
       putTree: (src, dest, keep, opts) => this.putTree(src, dest, keep, opts),
     },
+    releaseNow: {
+      releaseLockSync: (lockPath, pid, host) => this.releaseLockSync(lockPath, pid, host),
+      removeTreeSync: (path) => this.removeTreeSync(path),
+    },
   };
 
   /**

@@ -80,11 +80,20 @@ export function lsnToSegment(lsn: bigint, timeline: number, segSize: number): { 
   return { name: segmentName(timeline, lsn / size, segSize), offset: Number(lsn % size) };
 }
 
-/** Parses "16/B374D848" into a byte position. */
+/**
+ * Parses "16/B374D848" into a byte position; undefined for text that is not exactly an LSN (no
+ * spaces around it). The one LSN parser: status, restore's --target-lsn and parseLsn use it.
+ */
+export function tryParseLsn(text: string): bigint | undefined {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text);
+  return m ? (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`) : undefined;
+}
+
+/** Parses "16/B374D848" (spaces around it allowed) into a byte position; throws for text that is not an LSN. */
 export function parseLsn(text: string): bigint {
-  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text.trim());
-  if (!m) throw new Error(`not an LSN: ${text}`);
-  return (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`);
+  const lsn = tryParseLsn(text.trim());
+  if (lsn === undefined) throw new Error(`not an LSN: ${text}`);
+  return lsn;
 }
 
 export function formatLsn(lsn: bigint): string {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { backoffSeconds, MAX_BACKOFF_SEC } from "../../src/command/daemon";
 import { describeExit, periodicDue } from "../../src/command/periodic";
-import { checkPageAddresses, validPrefix, writtenPrefix } from "../../src/command/sync";
+import { checkPageAddresses, validPrefix, writtenPrefix } from "../../src/wal/page";
 import { ExitCode, LockHeldError } from "../../src/errors";
 import { acquirePidfile, readPidfile, releasePidfile } from "../../src/pidfile";
 

@@ -74,11 +74,15 @@ export class S3Driver implements StorageDriver {
         putTree: (src, dest, keep, opts) => s3PutTree(this, src, dest, keep, opts?.onProgress),
         getTree: (src, dest, expect, opts) => s3GetTree(this, src, dest, expect, opts?.onProgress),
       },
+      releaseNow: {
+        releaseLockSync: (lockPath, pid, host) => this.releaseLockSync(lockPath, pid, host),
+        removeTreeSync: (path) => this.removeTreeSync(path),
+      },
     };
   }
 
   /**
-   * Synchronous cleanup for a signal handler (see release-sync.ts): a child process does the
+   * Synchronous cleanup for a signal handler (feature releaseNow): a child process does the
    * requests (dist/bin/wal-s3-release.js) while this one waits, for at most a minute.
    */
   removeTreeSync(path: string): void {
