@@ -1,7 +1,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { colourEnabled, paint } from "./colour";
-import { inheritOwner } from "./storage/durable";
+import { inheritOwner } from "./fs-owner";
 
 export type Level = "ERROR" | "WARNING" | "INFO" | "DEBUG";
 const RANK: Record<Level, number> = { ERROR: 0, WARNING: 1, INFO: 2, DEBUG: 3 };

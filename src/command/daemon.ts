@@ -8,7 +8,7 @@ import { acquirePidfile, readPidfile } from "../pidfile";
 import { removeStaleTemps } from "../storage/durable";
 import { PeriodicRunner } from "./periodic";
 import { describeHolder } from "../lock";
-import { DAEMON_STATE, type DaemonState } from "./daemon-state";
+import { DAEMON_STATE, type DaemonState } from "../slavedir/daemon-state";
 import { Shipper, syncOnce, type StepResult } from "./sync";
 import { writeBytes } from "../storage/bytes";
 

@@ -3,31 +3,13 @@ import { posix } from "node:path";
 import type { Context } from "../context";
 import { IoError, UsageError } from "../errors";
 import { slaveLayout, type SlaveLayout } from "../layout";
-import { readJson, writeBytes } from "../storage/bytes";
-
-/** Kept in partial_wals: when periodic_command was last started, and how it ended. */
-export const PERIODIC_STATE = ".walmgr-periodic-state";
-
-export interface PeriodicState {
-  /** When the last run started (ISO time). */
-  started: string;
-  /** When it ended; absent while running (or when the runner died). */
-  ended?: string;
-  /** Exit status, or the signal that killed it. */
-  status?: number | null;
-  signal?: string | null;
-  error?: string;
-}
+import { writeBytes } from "../storage/bytes";
+import { PERIODIC_STATE, readPeriodicState, type PeriodicState } from "../slavedir/periodic-state";
 
 /** "exited with status 3" / "was killed by SIGKILL": the real outcome, never a re-decoded one. */
 export function describeExit(status: number | null | undefined, signal: string | null | undefined): string {
   if (signal) return `was killed by ${signal}`;
   return `exited with status ${status ?? "?"}`;
-}
-
-/** The last periodic_command run recorded in partial_wals folder `dir`; undefined when none (or not JSON). */
-export async function readPeriodicState(layout: SlaveLayout, dir: string): Promise<PeriodicState | undefined> {
-  return readJson<PeriodicState>(layout.driver, posix.join(dir, PERIODIC_STATE));
 }
 
 /**

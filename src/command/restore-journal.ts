@@ -183,10 +183,5 @@ export function lockRestore(paths: RestorePaths, onStale: (msg: string) => void)
   throw new LockHeldError(`cannot take ${paths.lock}: another restore keeps creating it`);
 }
 
-/**
- * Test hook: with WALMGR_TEST_CRASH_AT=<point> in the environment the process kills itself with
- * SIGKILL at that named point, as a crash would. Inert otherwise.
- */
-export function crashPoint(point: string): void {
-  if (process.env.WALMGR_TEST_CRASH_AT === point) process.kill(process.pid, "SIGKILL");
-}
+/** The crash-test hook (crash-point.ts), for restore's steps. */
+export { crashPoint } from "../crash-point";

@@ -5,18 +5,10 @@ import { UsageError } from "../errors";
 import { slaveLayout, type SlaveLayout } from "../layout";
 import { connectMaster, type Db } from "../pg/client";
 import { readPidfile } from "../pidfile";
-import { readDaemonState, type DaemonState } from "./daemon-state";
-import { readPeriodicState } from "./periodic";
-import {
-  foreignHolder,
-  newestLocalTimeline,
-  readSyncState,
-  SYNC_LOCK,
-  syncStateTimeline,
-  systemIdentifier,
-  type MasterSource,
-  type SyncState,
-} from "./sync";
+import { readDaemonState, type DaemonState } from "../slavedir/daemon-state";
+import { readPeriodicState } from "../slavedir/periodic-state";
+import { foreignHolder, newestLocalTimeline, systemIdentifier, type MasterSource } from "./sync";
+import { readSyncState, SYNC_LOCK, syncStateTimeline, type SyncState } from "../slavedir/sync-state";
 import { readSyncLock, type SyncLockStatus } from "../monitor/sync-lock";
 import { driverFor } from "../storage/open";
 import {

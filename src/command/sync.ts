@@ -23,33 +23,7 @@ import { checkPageAddresses, validPrefix, writtenPrefix } from "../wal/page";
 import { walDirOf } from "../pg/wal-dir";
 import { readBytes, writeBytes } from "../storage/bytes";
 import { requireFeature } from "../storage/driver";
-
-/** Kept in partial_wals: how far the in-progress segment has been shipped. */
-export const SYNC_STATE = ".walmgr-sync-state";
-
-export interface SyncState {
-  /** Segment shipped last, how far (bytes into it), the LSN that is, and when. */
-  name: string;
-  offset: number;
-  lsn: string;
-  time: string;
-  /**
-   * Who shipped it (missing in states written by older versions): the master's timeline (the
-   * same as `name`'s), its database system identifier, the host and master data directory the
-   * sync ran on. Another master's sync (an old master left running after a failover) writes a
-   * state of its own timeline: positions of two timelines are never compared.
-   */
-  timeline?: number;
-  systemId?: string;
-  host?: string;
-  masterData?: string;
-}
-
-/** The timeline a sync state is of: its own field, else its segment's name (older states). */
-export function syncStateTimeline(st: SyncState): number | undefined {
-  if (typeof st.timeline === "number") return st.timeline;
-  return parseWalName(st.name)?.timeline;
-}
+import { parseSyncState, SYNC_LOCK, SYNC_PROGRAMS, SYNC_STATE, type SyncState } from "../slavedir/sync-state";
 
 /** Which master a sync ships from, as far as it knows it yet. */
 export interface MasterSource {
@@ -128,14 +102,6 @@ export function foreignHolder(holder: LockInfo | undefined, self: MasterSource):
   return diffs.length ? diffs.join("; ") : undefined;
 }
 
-/**
- * Kept in partial_wals while a sync writes there: the sync daemon holds it for as long as it
- * runs, a one-shot sync for its one step. Every writer of partial_wals takes it first, so a
- * one-shot sync beside the daemon never writes into a file the other replaces.
- */
-export const SYNC_LOCK = ".walmgr-sync-lock";
-/** Programs that may hold SYNC_LOCK. */
-export const SYNC_PROGRAMS = ["wal-sync", "wal-ctl"] as const;
 /** How long a one-shot sync waits for another one-shot sync to finish. */
 export const ONE_SHOT_WAIT_MS = 15_000;
 
@@ -322,20 +288,6 @@ export function readRange(path: string, position: number, length: number): Buffe
     throw ioError("cannot read", path, err);
   } finally {
     if (fd !== undefined) closeSync(fd);
-  }
-}
-
-export async function readSyncState(layout: SlaveLayout, dir: string): Promise<SyncState | undefined> {
-  return parseSyncState(await readBytes(layout.driver, posix.join(dir, SYNC_STATE)));
-}
-
-function parseSyncState(raw: Buffer | undefined): SyncState | undefined {
-  if (!raw) return undefined;
-  try {
-    const st = JSON.parse(raw.toString("utf8")) as SyncState;
-    return typeof st.name === "string" && typeof st.offset === "number" ? st : undefined;
-  } catch {
-    return undefined;
   }
 }
 

@@ -10,7 +10,7 @@ import { formatLocation, type Config, type Location } from "../config/load";
 import { BACKUP_PROGRAMS, PAUSE, STOP } from "../control";
 import { controlFilesFor } from "../layout";
 import { judgeHolder, parseLockInfo, type Verdict } from "../lock";
-import type { SyncState } from "../command/sync";
+import type { SyncState } from "../slavedir/sync-state";
 import { readBytes } from "../storage/bytes";
 import type { StorageDriver } from "../storage/driver";
 import { comparePosition, parseWalName } from "../wal/names";

@@ -3,8 +3,8 @@
  * as JSON (schemas/status.schema.json) or for Prometheus (prometheus.ts). Its own file, so that
  * the formatters need not import the command that calls them.
  */
-import type { PeriodicState } from "../command/periodic";
-import type { SyncState } from "../command/sync";
+import type { PeriodicState } from "../slavedir/periodic-state";
+import type { SyncState } from "../slavedir/sync-state";
 import type { ArchiverStats, ReadyBacklog } from "./archiver";
 import type { BackupsStatus } from "./backups";
 import type { SlaveDirStatus } from "./slave-dir";

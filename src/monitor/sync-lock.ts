@@ -7,7 +7,7 @@ import { posix } from "node:path";
 import { judgeHolder, parseLockInfo, type LockInfo, type Verdict } from "../lock";
 import { readBytes } from "../storage/bytes";
 import type { StorageDriver } from "../storage/driver";
-import { SYNC_LOCK, SYNC_PROGRAMS } from "../command/sync";
+import { SYNC_LOCK, SYNC_PROGRAMS } from "../slavedir/sync-state";
 import { ageSeconds } from "./timeout";
 
 /** Who holds the sync lock, as its file names it (see lock.ts LockInfo). */

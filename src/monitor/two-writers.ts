@@ -22,8 +22,8 @@
  * an old writer that stopped before that `.history` appeared.
  */
 import { posix } from "node:path";
-import { DAEMON_STATE, type DaemonState } from "../command/daemon-state";
-import { SYNC_STATE, syncStateTimeline, type SyncState } from "../command/sync";
+import { DAEMON_STATE, type DaemonState } from "../slavedir/daemon-state";
+import { SYNC_STATE, syncStateTimeline, type SyncState } from "../slavedir/sync-state";
 import { readBytes } from "../storage/bytes";
 import type { StorageDriver } from "../storage/driver";
 import { comparePosition, parseWalName, segmentNumber } from "../wal/names";

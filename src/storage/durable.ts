@@ -2,7 +2,6 @@ import {
   closeSync,
   constants,
   fchmodSync,
-  fchownSync,
   fstatSync,
   fsyncSync,
   linkSync,
@@ -10,10 +9,10 @@ import {
   openSync,
   readdirSync,
   renameSync,
-  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
+import { inheritOwner } from "../fs-owner";
 import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { ioError, isErrno } from "../errors";
@@ -30,17 +29,8 @@ export const TMP_PREFIX = ".walmgr-tmp.";
  */
 export const FOREIGN_TEMP_LEASE_MS = 60 * 60 * 1000;
 
-const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
-
-/**
- * When root writes into a folder owned by someone else (the postgres user, typically), the new
- * file takes the folder's owner, so the server and the commands it runs can still read it.
- */
-export function inheritOwner(fd: number, dir: string): void {
-  if (!isRoot) return;
-  const st = statSync(dir);
-  if (st.uid !== 0 || st.gid !== 0) fchownSync(fd, st.uid, st.gid);
-}
+// Kept here for the storage code that already imports it from durable.ts.
+export { inheritOwner };
 
 /** fsyncs a directory so that a rename or unlink in it survives a crash. */
 export function fsyncDir(dir: string): void {

@@ -22,7 +22,7 @@ import { hashStream, newSha256, sha256 } from "../sha256";
 import { chunks } from "../files";
 import { isOwnMetadata, type Manifest } from "../manifest";
 import { readBytes } from "../bytes";
-import { judgeHolder, lockBody, parseLockInfo, selfLockInfo } from "../../lock";
+import { judgeHolder, lockBody, parseLockInfo, selfLockInfo } from "../../holder";
 import { S3Client, type S3Request } from "./client";
 import { childText, type ListPage } from "./xml";
 import { eachLimit } from "../../parallel";
