@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { posix } from "node:path";
 import type { Context } from "../context";
 import { IoError, UsageError } from "../errors";
-import { slaveLayout, type SlaveLayout } from "../layout";
+import { slaveLayout, type SlaveLayout } from "../slavedir/layout";
 import { writeBytes } from "../storage/bytes";
 import { PERIODIC_STATE, readPeriodicState, type PeriodicState } from "../slavedir/periodic-state";
 

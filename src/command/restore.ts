@@ -20,11 +20,11 @@ import {
   releaseBackupLock,
   RESTORE_LOCK_PREFIX,
   STOP,
-} from "../control";
+} from "../slavedir/control";
 import { ExitCode, ioError, isErrno, LockHeldError, UsageError, WalmgrError } from "../errors";
-import { lockBody, releaseLockNow, type LockInfo } from "../lock";
+import { lockBody, releaseLockNow, type LockInfo } from "../slavedir/lock";
 import { testPause } from "./backup/test-pause";
-import { controlFilesFor, slaveLayout } from "../layout";
+import { controlFilesFor, slaveLayout } from "../slavedir/layout";
 import { binPath } from "../paths";
 import { pgCommandLine, quoteConfValue } from "../pg/postgresql-conf";
 import { startProgress, type Progress } from "../progress";
@@ -32,7 +32,7 @@ import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { walDirName } from "../pg/wal-dir";
 import { tryParseLsn } from "../wal/names";
 import { runConfigured, shellQuote } from "../shell";
-import { restartStandbyRecord } from "../standbys";
+import { restartStandbyRecord } from "../slavedir/standbys";
 import { copyTree, isSymlink, LocalDriver, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
 
 import { writeFileDurable, fsyncDir, removeStaleTemps } from "../storage/durable";

@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { basename, join, posix } from "node:path";
 import type { Context } from "../context";
 import { ArchiveConflictError, ConfigError, DatabaseError, ioError, isErrno } from "../errors";
-import { controlFilesFor, slaveLayout } from "../layout";
+import { controlFilesFor, slaveLayout } from "../slavedir/layout";
 import { formatLocation, isLocal } from "../config/load";
 import { archiveRepositories } from "./archive/repositories";
 import { binPath } from "../paths";
@@ -658,7 +658,7 @@ const DAEMON_STOP_WAIT_MS = 30_000;
 export async function stopSyncDaemon(ctx: Context): Promise<void> {
   const pidfile = ctx.config.path("pidfile");
   if (!pidfile) return;
-  const { readPidfile } = await import("../pidfile.js");
+  const { readPidfile } = await import("../slavedir/pidfile.js");
   // Signalled only when it is provably this config's daemon and the pidfile owner's process.
   const st = readPidfile(pidfile, ctx.config.file);
   if (st.kind === "absent") {

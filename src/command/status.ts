@@ -2,9 +2,9 @@ import { hostname } from "node:os";
 import { posix } from "node:path";
 import type { Context } from "../context";
 import { UsageError } from "../errors";
-import { slaveLayout, type SlaveLayout } from "../layout";
+import { slaveLayout, type SlaveLayout } from "../slavedir/layout";
 import { connectMaster, type Db } from "../pg/client";
-import { readPidfile } from "../pidfile";
+import { readPidfile } from "../slavedir/pidfile";
 import { readDaemonState, type DaemonState } from "../slavedir/daemon-state";
 import { readPeriodicState } from "../slavedir/periodic-state";
 import { foreignHolder, newestLocalTimeline, systemIdentifier, type MasterSource } from "./sync";
@@ -20,7 +20,7 @@ import {
   standbyExpireSeconds,
   standbyName,
   type JudgedStandby,
-} from "../standbys";
+} from "../slavedir/standbys";
 import { formatLsn, isWalSegmentSize, parseLsn, segmentNumber, tryParseLsn } from "../wal/names";
 import { formatBytes } from "../progress";
 import { formatLocation, sameStorage } from "../config/load";

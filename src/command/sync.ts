@@ -13,8 +13,8 @@ import {
   tryTakeLock,
   type LockInfo,
   type TakeResult,
-} from "../lock";
-import { slaveLayout, type SlaveLayout } from "../layout";
+} from "../slavedir/lock";
+import { slaveLayout, type SlaveLayout } from "../slavedir/layout";
 import { connectMaster, type Db } from "../pg/client";
 import { parseSize } from "../pg/units";
 import { WalArchive } from "../storage/archive";

@@ -5,7 +5,7 @@
  * half-built set, or BACKUPLOCK when it still names the given holder. Not an executable of its
  * own in bin/: nobody runs it by hand.
  */
-import { parseLockInfo } from "../lock";
+import { parseLockInfo } from "../slavedir/lock";
 import { readBytes } from "../storage/bytes";
 import { S3Client, type S3Target } from "../storage/s3/client";
 import type { Credentials } from "../storage/s3/credentials";

@@ -5,7 +5,7 @@
  * an object store has no owners (nothing to find).
  */
 import { posix } from "node:path";
-import type { SlaveLayout } from "../layout";
+import type { SlaveLayout } from "../slavedir/layout";
 
 /** A file or folder another user could have written. */
 export interface UnsafeFile {

@@ -7,9 +7,9 @@
 import { statfsSync } from "node:fs";
 import { posix } from "node:path";
 import { formatLocation, type Config, type Location } from "../config/load";
-import { BACKUP_PROGRAMS, PAUSE, STOP } from "../control";
-import { controlFilesFor } from "../layout";
-import { judgeHolder, parseLockInfo, type Verdict } from "../lock";
+import { BACKUP_PROGRAMS, PAUSE, STOP } from "../slavedir/control";
+import { controlFilesFor } from "../slavedir/layout";
+import { judgeHolder, parseLockInfo, type Verdict } from "../slavedir/lock";
 import type { SyncState } from "../slavedir/sync-state";
 import { readBytes } from "../storage/bytes";
 import type { StorageDriver } from "../storage/driver";

@@ -6,8 +6,8 @@
  * and reports itself "not paused"), and the server's own pg_wal_replay_pause().
  */
 import type { Config } from "../config/load";
-import { PAUSE } from "../control";
-import { controlFilesFor } from "../layout";
+import { PAUSE } from "../slavedir/control";
+import { controlFilesFor } from "../slavedir/layout";
 import { connectStandby, type Db } from "../pg/client";
 import { driverFor } from "../storage/open";
 import { ageSeconds, DB_TIMEOUT_MS, errorText, STORAGE_TIMEOUT_S, withTimeout } from "./timeout";

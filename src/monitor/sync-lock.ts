@@ -4,7 +4,7 @@
  * system), so that an old master's daemon left running after a failover is named as such.
  */
 import { posix } from "node:path";
-import { judgeHolder, parseLockInfo, type LockInfo, type Verdict } from "../lock";
+import { judgeHolder, parseLockInfo, type LockInfo, type Verdict } from "../slavedir/lock";
 import { readBytes } from "../storage/bytes";
 import type { StorageDriver } from "../storage/driver";
 import { SYNC_LOCK, SYNC_PROGRAMS } from "../slavedir/sync-state";

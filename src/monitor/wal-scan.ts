@@ -6,9 +6,9 @@ import { chunks } from "../storage/files";
 import { newSha256 } from "../storage/sha256";
 import { parseHistory } from "../wal/history";
 import { isWalSegmentSize, parseWalName, segmentNumber, comparePosition } from "../wal/names";
-import { BACKUPLOCK, PAUSE, STOP } from "../control";
+import { BACKUPLOCK, PAUSE, STOP } from "../slavedir/control";
 import type { Histories } from "./chain";
-import { DEFAULT_SEGMENT_SIZE } from "../standbys";
+import { DEFAULT_SEGMENT_SIZE } from "../slavedir/standbys";
 
 /** A file in completed_wals that is not what its name says, or not readable. */
 export interface BadFile {

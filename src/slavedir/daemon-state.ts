@@ -3,7 +3,7 @@
  * `status` without loading the daemon itself.
  */
 import { posix } from "node:path";
-import type { SlaveLayout } from "../layout";
+import type { SlaveLayout } from "./layout";
 import { readJson } from "../storage/bytes";
 
 /** Kept in partial_wals by the daemon: who ships, how often, and when it last looked. */

@@ -3,7 +3,7 @@
  * the periodic runner (command/periodic.ts), read by status.
  */
 import { posix } from "node:path";
-import type { SlaveLayout } from "../layout";
+import type { SlaveLayout } from "./layout";
 import { readJson } from "../storage/bytes";
 
 /** Kept in partial_wals: when periodic_command was last started, and how it ended. */

@@ -4,7 +4,7 @@
  * check and the monitors without loading the sync itself.
  */
 import { posix } from "node:path";
-import type { SlaveLayout } from "../layout";
+import type { SlaveLayout } from "./layout";
 import { readBytes } from "../storage/bytes";
 import { parseWalName } from "../wal/names";
 

@@ -15,9 +15,9 @@ import {
   releaseBackupLock,
   STOP,
   type LockInfo,
-} from "../../src/control";
+} from "../../src/slavedir/control";
 import { ExitCode, LockHeldError } from "../../src/errors";
-import { judgeHolder, selfLockInfo } from "../../src/lock";
+import { judgeHolder, selfLockInfo } from "../../src/slavedir/lock";
 import { processAlive } from "../../src/proc";
 import { LocalDriver } from "../../src/storage/local";
 import { parseWalName } from "../../src/wal/names";

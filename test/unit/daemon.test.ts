@@ -9,7 +9,7 @@ import { backoffSeconds, MAX_BACKOFF_SEC } from "../../src/command/daemon";
 import { describeExit, periodicDue } from "../../src/command/periodic";
 import { checkPageAddresses, validPrefix, writtenPrefix } from "../../src/wal/page";
 import { ExitCode, LockHeldError } from "../../src/errors";
-import { acquirePidfile, readPidfile, releasePidfile } from "../../src/pidfile";
+import { acquirePidfile, readPidfile, releasePidfile } from "../../src/slavedir/pidfile";
 
 async function waitUntil(check: () => boolean): Promise<void> {
   for (let i = 0; i < 100; i++) {

@@ -30,7 +30,7 @@ import {
   standbyHold,
   standbyName,
   standbyRecordFile,
-} from "../../src/standbys";
+} from "../../src/slavedir/standbys";
 import type { StorageDriver } from "../../src/storage/driver";
 import { LocalDriver } from "../../src/storage/local";
 import { testContext } from "../helpers/context";

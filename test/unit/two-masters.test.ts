@@ -15,7 +15,7 @@ import { afterEach, beforeEach, describe, test } from "node:test";
 import { notComparable } from "../../src/command/status";
 import { foreignHolder, type MasterSource } from "../../src/command/sync";
 import { syncStateTimeline } from "../../src/slavedir/sync-state";
-import { lockBody, parseLockInfo, selfLockInfo, type LockInfo } from "../../src/lock";
+import { lockBody, parseLockInfo, selfLockInfo, type LockInfo } from "../../src/slavedir/lock";
 import { findTwoWriters } from "../../src/monitor/two-writers";
 import { listArchive } from "../../src/monitor/wal-scan";
 import { LocalDriver } from "../../src/storage/local";

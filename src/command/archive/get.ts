@@ -1,7 +1,7 @@
 import { posix, resolve } from "node:path";
 import type { Context } from "../../context";
-import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../../control";
-import { controlFilesFor } from "../../layout";
+import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../../slavedir/control";
+import { controlFilesFor } from "../../slavedir/layout";
 import { sameStorage } from "../../config/load";
 import { walNeededBySets } from "../backup/purge";
 import { setCallDeadline } from "../../deadline";
@@ -22,7 +22,7 @@ import {
   standbyName,
   usableRestartPoint,
   type StandbyEntry,
-} from "../../standbys";
+} from "../../slavedir/standbys";
 import { ensurePrefetcher, prefetchOn, spoolBinding } from "./prefetch";
 import { Spool } from "./spool";
 

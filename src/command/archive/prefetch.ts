@@ -11,9 +11,9 @@ import {
   releaseLockNow,
   selfLockInfo,
   tryTakeLock,
-} from "../../lock";
+} from "../../slavedir/lock";
 import { formatLocation, isLocal, type Config } from "../../config/load";
-import { controlFilesFor } from "../../layout";
+import { controlFilesFor } from "../../slavedir/layout";
 import { WalArchive } from "../../storage/archive";
 import { driverFor } from "../../storage/open";
 import { LocalDriver } from "../../storage/local";
@@ -23,7 +23,13 @@ import { childProcess } from "../../lazy";
 import { readPostmaster } from "../../pg/server";
 import { standbyRestartPoint } from "../../pg/control-file";
 import type { StorageDriver } from "../../storage/driver";
-import { refreshSeconds, refreshStandby, removeStandby, standbyExpireSeconds, standbyName } from "../../standbys";
+import {
+  refreshSeconds,
+  refreshStandby,
+  removeStandby,
+  standbyExpireSeconds,
+  standbyName,
+} from "../../slavedir/standbys";
 
 /** The program a prefetcher runs as (its lock names it; the stale test looks for it). */
 export const PREFETCH_PROGRAM = "wal-prefetch";

@@ -1,7 +1,7 @@
 import { posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode, type ExitCodeValue } from "../../errors";
-import { slaveLayout } from "../../layout";
+import { slaveLayout } from "../../slavedir/layout";
 import { BACKUP_INFO, leftoverPid, listSets, parseBackupInfo } from "./sets";
 import { readBytes } from "../../storage/bytes";
 

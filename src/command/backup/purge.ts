@@ -14,7 +14,7 @@ import {
   standbyExpireSeconds,
   standbyHold,
   type StandbyHold,
-} from "../../standbys";
+} from "../../slavedir/standbys";
 
 /** The first WAL segment a backup set needs: from its metadata, or its backup_label. */
 export async function setStartWal(driver: StorageDriver, set: string): Promise<string | undefined> {

@@ -1,7 +1,7 @@
 import { dirname, join, posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode, IoError, WalmgrError, type ExitCodeValue } from "../../errors";
-import { slaveLayout } from "../../layout";
+import { slaveLayout } from "../../slavedir/layout";
 import { readBytes } from "../../storage/bytes";
 import { checksumName } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";

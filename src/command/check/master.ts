@@ -2,7 +2,7 @@ import { posix } from "node:path";
 import type { Context } from "../../context";
 import { callTimeLeft } from "../../deadline";
 import { ExitCode } from "../../errors";
-import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../layout";
+import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../slavedir/layout";
 import { archiverStats, readyBacklog, STUCK_AFTER_SECONDS } from "../../monitor/archiver";
 import { connectMaster, type Db } from "../../pg/client";
 import { backupLockItem, codeOf, commandMatches, expectedCommand, probeWritable, why } from "./items";

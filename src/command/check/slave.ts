@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode } from "../../errors";
-import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../layout";
+import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../slavedir/layout";
 import { reach } from "../../monitor/chain";
 import { setStart } from "../../monitor/set-start";
 import { standbyReplay } from "../../monitor/standby-replay";
@@ -10,7 +10,7 @@ import { listArchive } from "../../monitor/wal-scan";
 import { unsafeFiles } from "../../monitor/owners-scan";
 import { getConfValue } from "../../pg/postgresql-conf";
 import { listSets } from "../backup/sets";
-import { STOP } from "../../control";
+import { STOP } from "../../slavedir/control";
 import { backupLockItem, codeOf, commandMatches, expectedCommand, why } from "./items";
 import type { CheckItem } from "./report";
 

@@ -12,15 +12,15 @@
  * of the standby "legacy" (its time is the file's mtime), so an existing archive keeps its
  * guarantee; nothing writes it any more, and once expired it is removed.
  */
-import { crypto } from "./lazy";
+import { crypto } from "../lazy";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join, posix } from "node:path";
-import type { Config } from "./config/load";
-import { ConfigError } from "./errors";
-import type { StorageDriver } from "./storage/driver";
-import { readBytes, writeBytes } from "./storage/bytes";
-import { comparePosition, parseWalName, segmentNumber } from "./wal/names";
+import type { Config } from "../config/load";
+import { ConfigError } from "../errors";
+import type { StorageDriver } from "../storage/driver";
+import { readBytes, writeBytes } from "../storage/bytes";
+import { comparePosition, parseWalName, segmentNumber } from "../wal/names";
 
 /** File name prefix of a standby's record in completed_wals. */
 export const STANDBY_RECORD_PREFIX = ".walmgr-standby.";

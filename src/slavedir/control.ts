@@ -1,8 +1,8 @@
 import { posix } from "node:path";
-import type { StorageDriver } from "./storage/driver";
-import { LockHeldError } from "./errors";
+import type { StorageDriver } from "../storage/driver";
+import { LockHeldError } from "../errors";
 import { describeHolder, lockBody, parseLockInfo, selfLockInfo, tryTakeLock, type LockInfo } from "./lock";
-import { readBytes, writeBytes } from "./storage/bytes";
+import { readBytes, writeBytes } from "../storage/bytes";
 
 /**
  * The control-file protocol, kept in completed_wals so that an existing walmgr.py slave

@@ -1,10 +1,10 @@
 import { chownSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import { ioError, isErrno, LockHeldError } from "./errors";
+import { ioError, isErrno, LockHeldError } from "../errors";
 import { breakStaleLock, sweepDeadGuards } from "./lock";
-import { namesConfig, ourProgram, processAlive, procInfo } from "./proc";
-import { LocalDriver, mkdirPrivate } from "./storage/local";
-import { writeFileDurable } from "./storage/durable";
+import { namesConfig, ourProgram, processAlive, procInfo } from "../proc";
+import { LocalDriver, mkdirPrivate } from "../storage/local";
+import { writeFileDurable } from "../storage/durable";
 
 /**
  * What a pidfile says about the process named in it. `running`: provably the sync daemon of

@@ -1,9 +1,9 @@
 import { join } from "node:path";
-import { configStem, type Config, type Location } from "./config/load";
+import { configStem, type Config, type Location } from "../config/load";
 import { ControlFiles } from "./control";
-import { LocalDriver } from "./storage/local";
-import type { StorageDriver } from "./storage/driver";
-import { driverFor } from "./storage/open";
+import { LocalDriver } from "../storage/local";
+import type { StorageDriver } from "../storage/driver";
+import { driverFor } from "../storage/open";
 
 /** The slave directory as configured: walmgr's names, so walmgr.py slave folders keep working. */
 export interface SlaveLayout {

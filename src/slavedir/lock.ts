@@ -17,10 +17,10 @@
 import { readFileSync, unlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import { posix } from "node:path";
-import type { StorageDriver } from "./storage/driver";
-import { readBytes, writeBytes } from "./storage/bytes";
-import { sha256 } from "./storage/sha256";
-import { crashPoint } from "./crash-point";
+import type { StorageDriver } from "../storage/driver";
+import { readBytes, writeBytes } from "../storage/bytes";
+import { sha256 } from "../storage/sha256";
+import { crashPoint } from "../crash-point";
 import {
   describeHolder,
   judgeHolder,
@@ -29,7 +29,7 @@ import {
   selfLockInfo,
   type LockInfo,
   type Verdict,
-} from "./holder";
+} from "../holder";
 
 // The holder identity lives below storage (holder.ts); the lock API hands it on.
 export {
@@ -41,7 +41,7 @@ export {
   type LockInfo,
   type SyncLockSource,
   type Verdict,
-} from "./holder";
+} from "../holder";
 
 export type TakeResult =
   | { taken: true; broke: boolean }
