@@ -6,5 +6,5 @@ main({
   help: "walSync",
   positionals: { min: 0, max: 0, usage: "wal-sync CONFIG [--daemon]" },
   parse: (argv) => parseToolArgs("wal-sync", argv),
-  run: async (ctx) => (await import("../command/daemon.js")).syncCommand(ctx),
+  run: async (ctx) => (await import("../command/sync/daemon.js")).syncCommand(ctx),
 });

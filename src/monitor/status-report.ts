@@ -1,5 +1,5 @@
 /**
- * The shape of a status report: what `status` gathers (command/status.ts) and prints as text,
+ * The shape of a status report: what `status` gathers (command/status/run.ts) and prints as text,
  * as JSON (schemas/status.schema.json) or for Prometheus (prometheus.ts). Its own file, so that
  * the formatters need not import the command that calls them.
  */

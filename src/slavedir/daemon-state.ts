@@ -1,5 +1,5 @@
 /**
- * The sync daemon's heartbeat file in partial_wals: written by the daemon (command/daemon.ts), read by
+ * The sync daemon's heartbeat file in partial_wals: written by the daemon (command/sync/daemon.ts), read by
  * `status` without loading the daemon itself.
  */
 import { posix } from "node:path";

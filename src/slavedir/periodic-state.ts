@@ -1,6 +1,6 @@
 /**
  * periodic_command's record in partial_wals: when it last started and how it ended. Written by
- * the periodic runner (command/periodic.ts), read by status.
+ * the periodic runner (command/sync/periodic.ts), read by status.
  */
 import { posix } from "node:path";
 import type { SlaveLayout } from "./layout";

@@ -1,6 +1,6 @@
 /**
  * The sync's files in partial_wals: its state (how far the in-progress segment has been shipped,
- * and by whom) and the name of its lock. Written by the sync (command/sync.ts), read by status,
+ * and by whom) and the name of its lock. Written by the sync (command/sync/shipper.ts), read by status,
  * check and the monitors without loading the sync itself.
  */
 import { posix } from "node:path";

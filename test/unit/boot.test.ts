@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { bootDecision, promotionDone, recoveryFiles, type RecoveryFiles } from "../../src/command/replay";
+import { bootDecision, promotionDone, recoveryFiles, type RecoveryFiles } from "../../src/command/replay/run";
 
 const none: RecoveryFiles = { standbySignal: false, recoverySignal: false, recoveryConf: false };
 

@@ -5,8 +5,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { backoffSeconds, MAX_BACKOFF_SEC } from "../../src/command/daemon";
-import { describeExit, periodicDue } from "../../src/command/periodic";
+import { backoffSeconds, MAX_BACKOFF_SEC } from "../../src/command/sync/daemon";
+import { describeExit, periodicDue } from "../../src/command/sync/periodic";
 import { checkPageAddresses, validPrefix, writtenPrefix } from "../../src/wal/page";
 import { ExitCode, LockHeldError } from "../../src/errors";
 import { acquirePidfile, readPidfile, releasePidfile } from "../../src/slavedir/pidfile";

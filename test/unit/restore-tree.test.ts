@@ -20,7 +20,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { unfitDestination } from "../../src/command/restore";
+import { unfitDestination } from "../../src/command/restore/run";
 import { processStart } from "../../src/proc";
 import {
   lockRestore,
@@ -29,8 +29,8 @@ import {
   restorePaths,
   writeJournal,
   type RestoreJournal,
-} from "../../src/command/restore-journal";
-import { CLAIM_MARKER, claimDir, dirIdentity, dropClaimMarker, ownsDir } from "../../src/command/restore-claim";
+} from "../../src/command/restore/journal";
+import { CLAIM_MARKER, claimDir, dirIdentity, dropClaimMarker, ownsDir } from "../../src/command/restore/claim";
 import { ExitCode, WalmgrError } from "../../src/errors";
 import { emptyDir, goneName, removeTreeDurable, renameOrCopyTree } from "../../src/storage/local";
 
@@ -284,7 +284,7 @@ describe("tablespace directory claims", () => {
   test("of many claimers of one empty directory at once, exactly one gets it", async () => {
     const target = join(dir, "race");
     mkdirSync(target);
-    const script = `const { claimDir } = require(${JSON.stringify(require.resolve("../../src/command/restore-claim"))});
+    const script = `const { claimDir } = require(${JSON.stringify(require.resolve("../../src/command/restore/claim"))});
       process.stdout.write(claimDir(${JSON.stringify(target)}, process.argv[1], {}) === undefined ? "no" : "yes");`;
     const runs = await Promise.all(
       Array.from(

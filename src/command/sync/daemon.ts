@@ -1,16 +1,16 @@
 import { spawn } from "node:child_process";
 import { hostname } from "node:os";
 import { posix } from "node:path";
-import { isLocal, loadConfig } from "../config/load";
-import type { Context } from "../context";
-import { ConfigError, ExitCode, LockHeldError, UsageError, WalmgrError, type ExitCodeValue } from "../errors";
-import { acquirePidfile, readPidfile } from "../slavedir/pidfile";
-import { removeStaleTemps } from "../storage/durable";
+import { isLocal, loadConfig } from "../../config/load";
+import type { Context } from "../../context";
+import { ConfigError, ExitCode, LockHeldError, UsageError, WalmgrError, type ExitCodeValue } from "../../errors";
+import { acquirePidfile, readPidfile } from "../../slavedir/pidfile";
+import { removeStaleTemps } from "../../storage/durable";
 import { PeriodicRunner } from "./periodic";
-import { describeHolder } from "../slavedir/lock";
-import { DAEMON_STATE, type DaemonState } from "../slavedir/daemon-state";
-import { Shipper, syncOnce, type StepResult } from "./sync";
-import { writeBytes } from "../storage/bytes";
+import { describeHolder } from "../../slavedir/lock";
+import { DAEMON_STATE, type DaemonState } from "../../slavedir/daemon-state";
+import { Shipper, syncOnce, type StepResult } from "./shipper";
+import { writeBytes } from "../../storage/bytes";
 
 /** Longest wait between attempts while the master or the slave directory is unreachable. */
 export const MAX_BACKOFF_SEC = 30;

@@ -1,16 +1,16 @@
 import { hostname } from "node:os";
 import { posix } from "node:path";
-import type { Context } from "../context";
-import { UsageError } from "../errors";
-import { slaveLayout, type SlaveLayout } from "../slavedir/layout";
-import { connectMaster, type Db } from "../pg/client";
-import { readPidfile } from "../slavedir/pidfile";
-import { readDaemonState, type DaemonState } from "../slavedir/daemon-state";
-import { readPeriodicState } from "../slavedir/periodic-state";
-import { foreignHolder, newestLocalTimeline, systemIdentifier, type MasterSource } from "./sync";
-import { readSyncState, SYNC_LOCK, syncStateTimeline, type SyncState } from "../slavedir/sync-state";
-import { readSyncLock, type SyncLockStatus } from "../monitor/sync-lock";
-import { driverFor } from "../storage/open";
+import type { Context } from "../../context";
+import { UsageError } from "../../errors";
+import { slaveLayout, type SlaveLayout } from "../../slavedir/layout";
+import { connectMaster, type Db } from "../../pg/client";
+import { readPidfile } from "../../slavedir/pidfile";
+import { readDaemonState, type DaemonState } from "../../slavedir/daemon-state";
+import { readPeriodicState } from "../../slavedir/periodic-state";
+import { foreignHolder, newestLocalTimeline, systemIdentifier, type MasterSource } from "../sync/shipper";
+import { readSyncState, SYNC_LOCK, syncStateTimeline, type SyncState } from "../../slavedir/sync-state";
+import { readSyncLock, type SyncLockStatus } from "../../monitor/sync-lock";
+import { driverFor } from "../../storage/open";
 import {
   DEFAULT_SEGMENT_SIZE,
   formatAge,
@@ -20,13 +20,13 @@ import {
   standbyExpireSeconds,
   standbyName,
   type JudgedStandby,
-} from "../slavedir/standbys";
-import { formatLsn, isWalSegmentSize, parseLsn, segmentNumber, tryParseLsn } from "../wal/names";
-import { formatBytes } from "../progress";
-import { formatLocation, sameStorage } from "../config/load";
-import { archiveRepositories } from "./archive/repositories";
-import { archiverStats, readyBacklog, type ArchiverStats, STUCK_AFTER_SECONDS } from "../monitor/archiver";
-import { backupsStatus, type BackupsStatus } from "../monitor/backups";
+} from "../../slavedir/standbys";
+import { formatLsn, isWalSegmentSize, parseLsn, segmentNumber, tryParseLsn } from "../../wal/names";
+import { formatBytes } from "../../progress";
+import { formatLocation, sameStorage } from "../../config/load";
+import { archiveRepositories } from "../archive/repositories";
+import { archiverStats, readyBacklog, type ArchiverStats, STUCK_AFTER_SECONDS } from "../../monitor/archiver";
+import { backupsStatus, type BackupsStatus } from "../../monitor/backups";
 import {
   controlFiles,
   freeDisk,
@@ -36,10 +36,16 @@ import {
   type ControlFileStatus,
   type SegmentFile,
   type SlaveDirStatus,
-} from "../monitor/slave-dir";
-import { standbyReplay } from "../monitor/standby-replay";
-import { formatPrometheus } from "../monitor/prometheus";
-import type { ArchiverStatus, ReplayStatus, RepositoryStatus, StandbyStatus, Status } from "../monitor/status-report";
+} from "../../monitor/slave-dir";
+import { standbyReplay } from "../../monitor/standby-replay";
+import { formatPrometheus } from "../../monitor/prometheus";
+import type {
+  ArchiverStatus,
+  ReplayStatus,
+  RepositoryStatus,
+  StandbyStatus,
+  Status,
+} from "../../monitor/status-report";
 import {
   Budget,
   DB_TIMEOUT_MS,
@@ -47,7 +53,7 @@ import {
   STORAGE_BUDGET_MS,
   STORAGE_TIMEOUT_S,
   withTimeout,
-} from "../monitor/timeout";
+} from "../../monitor/timeout";
 
 /** Each repository the master archives to (only with also_archive_to), and how far behind it is. */
 async function gatherRepositories(ctx: Context): Promise<RepositoryStatus[] | undefined> {

@@ -15,23 +15,29 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, posix } from "node:path";
-import type { Context } from "../context";
-import { ArchiveConflictError, ConfigError, DatabaseError, ioError, isErrno } from "../errors";
-import { controlFilesFor, slaveLayout } from "../slavedir/layout";
-import { formatLocation, isLocal } from "../config/load";
-import { archiveRepositories } from "./archive/repositories";
-import { binPath } from "../paths";
-import { connectMaster, type Db } from "../pg/client";
-import { commentOutSettings, getConfValue, pgCommandLine, setConfValues, type ConfEdit } from "../pg/postgresql-conf";
-import { readPostmaster } from "../pg/server";
-import { processAlive } from "../proc";
-import { removeStaleTemps, writeAll, writeFileDurable } from "../storage/durable";
-import { runConfigured } from "../shell";
-import { parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
-import { holdsOwnWal, PAGE_ADDRESS_END } from "../wal/page";
-import { walDirOf } from "../pg/wal-dir";
-import { archivePush } from "./archive/push";
-import { ACK_DIR } from "./archive/acks";
+import type { Context } from "../../context";
+import { ArchiveConflictError, ConfigError, DatabaseError, ioError, isErrno } from "../../errors";
+import { controlFilesFor, slaveLayout } from "../../slavedir/layout";
+import { formatLocation, isLocal } from "../../config/load";
+import { archiveRepositories } from "../archive/repositories";
+import { binPath } from "../../paths";
+import { connectMaster, type Db } from "../../pg/client";
+import {
+  commentOutSettings,
+  getConfValue,
+  pgCommandLine,
+  setConfValues,
+  type ConfEdit,
+} from "../../pg/postgresql-conf";
+import { readPostmaster } from "../../pg/server";
+import { processAlive } from "../../proc";
+import { removeStaleTemps, writeAll, writeFileDurable } from "../../storage/durable";
+import { runConfigured } from "../../shell";
+import { parseLsn, parseWalName, segmentName, segmentNumber } from "../../wal/names";
+import { holdsOwnWal, PAGE_ADDRESS_END } from "../../wal/page";
+import { walDirOf } from "../../pg/wal-dir";
+import { archivePush } from "../archive/push";
+import { ACK_DIR } from "../archive/acks";
 
 /** Creates the slave directory layout (completed_wals, partial_wals, config_backup, full_backup's parent). */
 export async function createLayout(ctx: Context): Promise<void> {
@@ -658,7 +664,7 @@ const DAEMON_STOP_WAIT_MS = 30_000;
 export async function stopSyncDaemon(ctx: Context): Promise<void> {
   const pidfile = ctx.config.path("pidfile");
   if (!pidfile) return;
-  const { readPidfile } = await import("../slavedir/pidfile.js");
+  const { readPidfile } = await import("../../slavedir/pidfile.js");
   // Signalled only when it is provably this config's daemon and the pidfile owner's process.
   const st = readPidfile(pidfile, ctx.config.file);
   if (st.kind === "absent") {

@@ -1,12 +1,12 @@
 import { closeSync, existsSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
-import type { Context } from "../context";
-import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../slavedir/control";
-import { ExitCode, UsageError, WalmgrError } from "../errors";
-import { controlFilesFor, slaveLayout } from "../slavedir/layout";
-import { readPostmaster } from "../pg/server";
-import { removeStandby, standbyName } from "../slavedir/standbys";
-import { writeFileDurable } from "../storage/durable";
+import type { Context } from "../../context";
+import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../../slavedir/control";
+import { ExitCode, UsageError, WalmgrError } from "../../errors";
+import { controlFilesFor, slaveLayout } from "../../slavedir/layout";
+import { readPostmaster } from "../../pg/server";
+import { removeStandby, standbyName } from "../../slavedir/standbys";
+import { writeFileDurable } from "../../storage/durable";
 
 function control(ctx: Context, why: string): ControlFiles {
   const layout = slaveLayout(ctx.config, why);

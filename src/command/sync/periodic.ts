@@ -1,10 +1,10 @@
 import { spawn } from "node:child_process";
 import { posix } from "node:path";
-import type { Context } from "../context";
-import { IoError, UsageError } from "../errors";
-import { slaveLayout, type SlaveLayout } from "../slavedir/layout";
-import { writeBytes } from "../storage/bytes";
-import { PERIODIC_STATE, readPeriodicState, type PeriodicState } from "../slavedir/periodic-state";
+import type { Context } from "../../context";
+import { IoError, UsageError } from "../../errors";
+import { slaveLayout, type SlaveLayout } from "../../slavedir/layout";
+import { writeBytes } from "../../storage/bytes";
+import { PERIODIC_STATE, readPeriodicState, type PeriodicState } from "../../slavedir/periodic-state";
 
 /** "exited with status 3" / "was killed by SIGKILL": the real outcome, never a re-decoded one. */
 export function describeExit(status: number | null | undefined, signal: string | null | undefined): string {

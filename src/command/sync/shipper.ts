@@ -1,8 +1,8 @@
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { hostname } from "node:os";
 import { join, posix } from "node:path";
-import type { Context } from "../context";
-import { IoError, ioError, isErrno, LockHeldError, UsageError } from "../errors";
+import type { Context } from "../../context";
+import { IoError, ioError, isErrno, LockHeldError, UsageError } from "../../errors";
 import {
   describeHolder,
   lockBody,
@@ -13,17 +13,17 @@ import {
   tryTakeLock,
   type LockInfo,
   type TakeResult,
-} from "../slavedir/lock";
-import { slaveLayout, type SlaveLayout } from "../slavedir/layout";
-import { connectMaster, type Db } from "../pg/client";
-import { parseSize } from "../pg/units";
-import { WalArchive } from "../storage/archive";
-import { formatLsn, lsnToSegment, parseLsn, parseWalName, segmentName, segmentNumber } from "../wal/names";
-import { checkPageAddresses, validPrefix, writtenPrefix } from "../wal/page";
-import { walDirOf } from "../pg/wal-dir";
-import { readBytes, writeBytes } from "../storage/bytes";
-import { requireFeature } from "../storage/driver";
-import { parseSyncState, SYNC_LOCK, SYNC_PROGRAMS, SYNC_STATE, type SyncState } from "../slavedir/sync-state";
+} from "../../slavedir/lock";
+import { slaveLayout, type SlaveLayout } from "../../slavedir/layout";
+import { connectMaster, type Db } from "../../pg/client";
+import { parseSize } from "../../pg/units";
+import { WalArchive } from "../../storage/archive";
+import { formatLsn, lsnToSegment, parseLsn, parseWalName, segmentName, segmentNumber } from "../../wal/names";
+import { checkPageAddresses, validPrefix, writtenPrefix } from "../../wal/page";
+import { walDirOf } from "../../pg/wal-dir";
+import { readBytes, writeBytes } from "../../storage/bytes";
+import { requireFeature } from "../../storage/driver";
+import { parseSyncState, SYNC_LOCK, SYNC_PROGRAMS, SYNC_STATE, type SyncState } from "../../slavedir/sync-state";
 
 /** Which master a sync ships from, as far as it knows it yet. */
 export interface MasterSource {

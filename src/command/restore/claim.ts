@@ -13,9 +13,9 @@
 import { chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
-import { ioError, isErrno } from "../errors";
-import { fsyncDir, removeStaleTemps, TMP_PREFIX, writeFileDurable } from "../storage/durable";
-import { mkdirPrivate } from "../storage/local";
+import { ioError, isErrno } from "../../errors";
+import { fsyncDir, removeStaleTemps, TMP_PREFIX, writeFileDurable } from "../../storage/durable";
+import { mkdirPrivate } from "../../storage/local";
 
 /** The marker file in a claimed directory, removed once the tablespace's files are in it. */
 export const CLAIM_MARKER = ".walmgr-restore.claim";

@@ -12,7 +12,7 @@ import {
   mkdirSync,
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, posix, resolve } from "node:path";
-import type { Context } from "../context";
+import type { Context } from "../../context";
 import {
   acquireBackupLock,
   BOOT_END_OF_WAL,
@@ -20,28 +20,35 @@ import {
   releaseBackupLock,
   RESTORE_LOCK_PREFIX,
   STOP,
-} from "../slavedir/control";
-import { ExitCode, ioError, isErrno, LockHeldError, UsageError, WalmgrError } from "../errors";
-import { lockBody, releaseLockNow, type LockInfo } from "../slavedir/lock";
-import { testPause } from "./backup/test-pause";
-import { controlFilesFor, slaveLayout } from "../slavedir/layout";
-import { binPath } from "../paths";
-import { pgCommandLine, quoteConfValue } from "../pg/postgresql-conf";
-import { startProgress, type Progress } from "../progress";
-import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
-import { walDirName } from "../pg/wal-dir";
-import { tryParseLsn } from "../wal/names";
-import { runConfigured, shellQuote } from "../shell";
-import { restartStandbyRecord } from "../slavedir/standbys";
-import { copyTree, isSymlink, LocalDriver, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
+} from "../../slavedir/control";
+import { ExitCode, ioError, isErrno, LockHeldError, UsageError, WalmgrError } from "../../errors";
+import { lockBody, releaseLockNow, type LockInfo } from "../../slavedir/lock";
+import { testPause } from "../backup/test-pause";
+import { controlFilesFor, slaveLayout } from "../../slavedir/layout";
+import { binPath } from "../../paths";
+import { pgCommandLine, quoteConfValue } from "../../pg/postgresql-conf";
+import { startProgress, type Progress } from "../../progress";
+import { dataDirVersion, readPostmaster, waitStopped } from "../../pg/server";
+import { walDirName } from "../../pg/wal-dir";
+import { tryParseLsn } from "../../wal/names";
+import { runConfigured, shellQuote } from "../../shell";
+import { restartStandbyRecord } from "../../slavedir/standbys";
+import {
+  copyTree,
+  isSymlink,
+  LocalDriver,
+  mkdirPrivate,
+  removeTreeDurable,
+  renameOrCopyTree,
+} from "../../storage/local";
 
-import { writeFileDurable, fsyncDir, removeStaleTemps } from "../storage/durable";
-import { storeFile } from "../storage/files";
-import { walkTreeSync } from "../storage/tree-walk";
-import { parseManifest, type Manifest } from "../storage/manifest";
-import { readBytes } from "../storage/bytes";
-import { requireFeature, type StorageDriver } from "../storage/driver";
-import { BACKUP_MANIFEST, listSets, readBackupInfo } from "./backup/sets";
+import { writeFileDurable, fsyncDir, removeStaleTemps } from "../../storage/durable";
+import { storeFile } from "../../storage/files";
+import { walkTreeSync } from "../../storage/tree-walk";
+import { parseManifest, type Manifest } from "../../storage/manifest";
+import { readBytes } from "../../storage/bytes";
+import { requireFeature, type StorageDriver } from "../../storage/driver";
+import { BACKUP_MANIFEST, listSets, readBackupInfo } from "../backup/sets";
 import {
   claimedName,
   crashPoint,
@@ -53,8 +60,8 @@ import {
   type RestoreJournal,
   type ClaimedDir,
   type RestorePaths,
-} from "./restore-journal";
-import { claimDir, dropClaimMarker, newClaimToken, ownsDir } from "./restore-claim";
+} from "./journal";
+import { claimDir, dropClaimMarker, newClaimToken, ownsDir } from "./claim";
 
 const localDriver = new LocalDriver();
 

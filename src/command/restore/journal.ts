@@ -7,9 +7,9 @@
  */
 import { readFileSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { ioError, isErrno, LockHeldError, WalmgrError, ExitCode } from "../errors";
-import { processAlive, processStart } from "../proc";
-import { removeStaleTemps, writeFileDurable } from "../storage/durable";
+import { ioError, isErrno, LockHeldError, WalmgrError, ExitCode } from "../../errors";
+import { processAlive, processStart } from "../../proc";
+import { removeStaleTemps, writeFileDurable } from "../../storage/durable";
 
 /** The steps, in order; the journal names the next one to run. */
 export const RESTORE_STEPS = ["stage", "prepare", "swap", "finish", "start"] as const;
@@ -184,4 +184,4 @@ export function lockRestore(paths: RestorePaths, onStale: (msg: string) => void)
 }
 
 /** The crash-test hook (crash-point.ts), for restore's steps. */
-export { crashPoint } from "../crash-point";
+export { crashPoint } from "../../crash-point";
