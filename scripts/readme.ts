@@ -15,7 +15,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CTL_COMMANDS, type CommandSpec, type DocumentedCommand } from "../src/cli/commands";
 import { SETTINGS, type SettingSpec } from "../src/config/settings";
-import { HELPER_COMMAND } from "../src/storage/helper-verbs";
+import { HELPER_COMMAND } from "../src/storage/ssh/verbs";
 
 /** `- \`restore [SET [DST]]\`: restore a backup set…`, one line per command, in the record's order. */
 function commandList(): string {

@@ -12,7 +12,7 @@
  */
 import type { Context } from "../context";
 import { UsageError, type ExitCodeValue } from "../errors";
-import type { HELPER_COMMAND } from "../storage/helper-verbs";
+import type { HELPER_COMMAND } from "../storage/ssh/verbs";
 import { checkPositionals } from "./args";
 
 /** Which side a command runs on; a command for both does different work on each. */

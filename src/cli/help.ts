@@ -4,7 +4,7 @@
  * instant and must work with no config file at all.
  */
 import { UsageError } from "../errors";
-import { HELPER_VERBS } from "../storage/helper-verbs";
+import { HELPER_VERBS } from "../storage/ssh/verbs";
 import {
   COMMAND_DOCS,
   GENERAL_OPTIONS,
@@ -163,7 +163,7 @@ function renderPage(p: Page): string {
   return `${sections.map(([head, body]) => `${head}\n${body}`).join("\n\n")}\n`;
 }
 
-/** The helper's requests, from the one list (storage/helper-verbs.ts). */
+/** The helper's requests, from the one list (storage/ssh/verbs.ts). */
 const HELPER_VERBS_HELP = table(
   Object.entries(HELPER_VERBS).map(([v, spec]) => [
     [v, ...spec.args.map((a) => a.toUpperCase())].join(" "),

@@ -2,7 +2,7 @@ import { checkCtlArgs, CTL_COMMAND_ARGS, CTL_COMMANDS, isCtlCommand } from "../c
 import { main } from "../cli/entry";
 import { parseCtlArgs } from "../cli/parse";
 import { UsageError } from "../errors";
-import { HELPER_COMMAND } from "../storage/helper-verbs";
+import { HELPER_COMMAND } from "../storage/ssh/verbs";
 
 main({
   name: "wal-ctl",

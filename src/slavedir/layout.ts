@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { configStem, type Config, type Location } from "../config/load";
 import { ControlFiles } from "./control";
-import { LocalDriver } from "../storage/local";
+import { LocalDriver } from "../storage/local/driver";
 import type { StorageDriver } from "../storage/driver";
 import { driverFor } from "../storage/open";
 

@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import { ioError, isErrno, LockHeldError } from "../errors";
 import { breakStaleLock, sweepDeadGuards } from "./lock";
 import { namesConfig, ourProgram, processAlive, procInfo } from "../proc";
-import { LocalDriver, mkdirPrivate } from "../storage/local";
+import { LocalDriver, mkdirPrivate } from "../storage/local/driver";
 import { writeFileDurable } from "../storage/durable";
 
 /**

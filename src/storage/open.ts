@@ -1,7 +1,7 @@
 import type { Config, Location } from "../config/load";
 import { ConfigError } from "../errors";
 import type { StorageDriver } from "./driver";
-import { LocalDriver } from "./local";
+import { LocalDriver } from "./local/driver";
 import { binPath } from "../paths";
 
 /** S3 drivers by endpoint, bucket and timeout: one connection pool (and write log) per process. */
@@ -17,7 +17,7 @@ export function driverFor(loc: Location, config?: Config, opts: { timeout?: numb
   if (loc.bucket !== undefined) return s3Driver(loc.bucket, config, opts.timeout);
   if (loc.host === undefined) return new LocalDriver();
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { SshDriver } = require("./ssh") as typeof import("./ssh");
+  const { SshDriver } = require("./ssh/driver") as typeof import("./ssh/driver");
   return new SshDriver({
     host: loc.host,
     remoteBin: config?.get("slave_wal_ctl") || binPath("wal-ctl"),

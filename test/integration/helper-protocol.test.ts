@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { encodeFrame, encodeJson, HELLO_VERB, HELPER_MAGIC, helloOf } from "../../src/storage/helper-protocol";
+import { encodeFrame, encodeJson, HELLO_VERB, HELPER_MAGIC, helloOf } from "../../src/storage/ssh/protocol";
 import { binPath, makeTempDir, mkdirAs, removeTempDir, RUN_AS } from "../helpers/env";
 
 let base: string;

@@ -25,7 +25,7 @@ import {
 } from "../helpers/env";
 import { makeSlaveDir, runSlave, TestSshd } from "../helpers/sshd";
 import { killPlanted, pidsMatching, plantedLog, plantHelper } from "../helpers/fake-helper";
-import { helloOf } from "../../src/storage/helper-protocol";
+import { helloOf } from "../../src/storage/ssh/protocol";
 import { writeFileAs } from "../helpers/walmgr";
 
 let sshd: TestSshd;
@@ -192,7 +192,7 @@ test("without rsync a tree goes through the helper as a stream, fsynced, private
     fs.writeFileSync(${JSON.stringify(src)} + "/a", "alpha");
     fs.writeFileSync(${JSON.stringify(src)} + "/skip.me", "no");
     fs.writeFileSync(${JSON.stringify(src)} + "/sub/deep/b", Buffer.alloc(3 << 20, 7));
-    const { SshDriver } = require(${JSON.stringify(join(packageRootDist(), "src/storage/ssh.js"))});
+    const { SshDriver } = require(${JSON.stringify(join(packageRootDist(), "src/storage/ssh/driver.js"))});
     const d = new SshDriver({ host: "walslave-test", remoteBin: ${JSON.stringify(binPath("wal-ctl"))}, timeout: 5,
       compression: true, sshConfig: ${JSON.stringify(sshd.clientConfig)} });
     d.putTree(${JSON.stringify(src)}, ${JSON.stringify(dest)}, (rel) => rel !== "skip.me").then(

@@ -78,7 +78,7 @@ function sha(path: string): string {
 /** The control socket path the driver uses for `host` (computed by the driver's own code). */
 function controlPathFor(host: string, dir: string): string {
   const script = `
-    const { SshTransport } = require(${JSON.stringify(join(packageRoot(), "dist/src/storage/ssh-transport.js"))});
+    const { SshTransport } = require(${JSON.stringify(join(packageRoot(), "dist/src/storage/ssh/transport.js"))});
     const t = new SshTransport({ host: ${JSON.stringify(host)}, remoteBin: "x", timeout: 5, compression: false,
       sshConfig: ${JSON.stringify(sshd.clientConfig)} });
     process.stdout.write(t.controlPath(${JSON.stringify(dir)}));`;
@@ -164,7 +164,7 @@ test("the helper killed between requests of a session: that request fails (exit 
   const dir = join(slaveBase, "midsession");
   makeLayout(dir);
   const script = `
-    const { SshDriver } = require(${JSON.stringify(join(packageRoot(), "dist/src/storage/ssh.js"))});
+    const { SshDriver } = require(${JSON.stringify(join(packageRoot(), "dist/src/storage/ssh/driver.js"))});
     const d = new SshDriver({ host: "walslave-test", remoteBin: ${JSON.stringify(binPath("wal-ctl"))}, timeout: 5,
       compression: false, sshConfig: ${JSON.stringify(sshd.clientConfig)}, controlPersist: 0 });
     const line = () => new Promise((r) => process.stdin.once("data", r));
@@ -330,7 +330,7 @@ test("a request longer than ssh_timeout (a manifest of a big tree) lives on the 
   ]);
   assert.equal(mk.status, 0, mk.stderr);
   const script = `
-    const { SshDriver } = require(${JSON.stringify(join(packageRoot(), "dist/src/storage/ssh.js"))});
+    const { SshDriver } = require(${JSON.stringify(join(packageRoot(), "dist/src/storage/ssh/driver.js"))});
     const d = new SshDriver({ host: "walslave-test", remoteBin: ${JSON.stringify(binPath("wal-ctl"))}, timeout: 2,
       compression: false, sshConfig: ${JSON.stringify(sshd.clientConfig)}, controlPersist: 0 });
     (async () => {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { keepInBackup } from "../../src/command/backup/exclude";
 import { leftoverPid, listSets, pruneSets, shiftSets } from "../../src/command/backup/sets";
-import { LocalDriver } from "../../src/storage/local";
+import { LocalDriver } from "../../src/storage/local/driver";
 
 describe("keepInBackup", () => {
   const excluded: [string, boolean][] = [

@@ -19,7 +19,7 @@ import {
 import { ExitCode, LockHeldError } from "../../src/errors";
 import { judgeHolder, selfLockInfo } from "../../src/slavedir/lock";
 import { processAlive } from "../../src/proc";
-import { LocalDriver } from "../../src/storage/local";
+import { LocalDriver } from "../../src/storage/local/driver";
 import { parseWalName } from "../../src/wal/names";
 
 /** acquireBackupLock's verdict on a BACKUPLOCK naming `info`: stale means it may be cleared. */

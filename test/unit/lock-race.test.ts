@@ -25,10 +25,10 @@ let scripts: string;
 const CHILD = `
 const lib = process.argv[2];
 const path = require("node:path");
-const { LocalDriver } = require(lib + "/storage/local.js");
-const { acquireBackupLock, ControlFiles } = require(lib + "/control.js");
+const { LocalDriver } = require(lib + "/storage/local/driver.js");
+const { acquireBackupLock, ControlFiles } = require(lib + "/slavedir/control.js");
 function syncLock(lockPath) {
-  const { tryTakeLock, lockBody, selfLockInfo } = require(lib + "/lock.js");
+  const { tryTakeLock, lockBody, selfLockInfo } = require(lib + "/slavedir/lock.js");
   return tryTakeLock(new LocalDriver(), lockPath, lockBody(selfLockInfo("race", "once")), {
         programs: ["wal-sync", "wal-ctl", "wal-backup"], breakStale: true,
       }).then((r) => { if (!r.taken) throw Object.assign(new Error("held"), { exitCode: 4 }); });

@@ -7,7 +7,7 @@ import { purgeWal, walNeededBySets } from "../../src/command/backup/purge";
 import type { Config } from "../../src/config/load";
 import type { Context } from "../../src/context";
 import { Logger } from "../../src/log";
-import { LocalDriver } from "../../src/storage/local";
+import { LocalDriver } from "../../src/storage/local/driver";
 import { testContext } from "../helpers/context";
 
 let dir: string;

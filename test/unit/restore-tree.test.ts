@@ -32,7 +32,7 @@ import {
 } from "../../src/command/restore/journal";
 import { CLAIM_MARKER, claimDir, dirIdentity, dropClaimMarker, ownsDir } from "../../src/command/restore/claim";
 import { ExitCode, WalmgrError } from "../../src/errors";
-import { emptyDir, goneName, removeTreeDurable, renameOrCopyTree } from "../../src/storage/local";
+import { emptyDir, goneName, removeTreeDurable, renameOrCopyTree } from "../../src/storage/local/driver";
 
 let dir: string;
 beforeEach(() => {

@@ -5,8 +5,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { ConfigError, IoError } from "../../src/errors";
-import { HELPER_COMMAND, HELPER_VERBS } from "../../src/storage/helper-verbs";
-import { remoteCommand, SshDriver } from "../../src/storage/ssh";
+import { HELPER_COMMAND, HELPER_VERBS } from "../../src/storage/ssh/verbs";
+import { remoteCommand, SshDriver } from "../../src/storage/ssh/driver";
 
 const opts = { host: "slave", remoteBin: "/opt/walmgr ts/bin/wal-ctl", timeout: 10, compression: false };
 

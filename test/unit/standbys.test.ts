@@ -32,7 +32,7 @@ import {
   standbyRecordFile,
 } from "../../src/slavedir/standbys";
 import type { StorageDriver } from "../../src/storage/driver";
-import { LocalDriver } from "../../src/storage/local";
+import { LocalDriver } from "../../src/storage/local/driver";
 import { testContext } from "../helpers/context";
 
 let dir: string;

@@ -36,7 +36,7 @@ import {
   writeFileDurable,
 } from "../../src/storage/durable";
 import { requireFeature, type StorageDriver, type WriteOptions } from "../../src/storage/driver";
-import { LocalDriver } from "../../src/storage/local";
+import { LocalDriver } from "../../src/storage/local/driver";
 import { checksumName, isChecksumName, WalArchive } from "../../src/storage/archive";
 import { readBytes, writeBytes } from "../../src/storage/bytes";
 import { storeFile } from "../../src/storage/files";

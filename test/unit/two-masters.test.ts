@@ -18,7 +18,7 @@ import { syncStateTimeline } from "../../src/slavedir/sync-state";
 import { lockBody, parseLockInfo, selfLockInfo, type LockInfo } from "../../src/slavedir/lock";
 import { findTwoWriters } from "../../src/monitor/two-writers";
 import { listArchive } from "../../src/monitor/wal-scan";
-import { LocalDriver } from "../../src/storage/local";
+import { LocalDriver } from "../../src/storage/local/driver";
 
 const OLD_LOCK = JSON.stringify({
   pid: 4242,

@@ -16,7 +16,7 @@ import { formatLocation, isLocal, type Config } from "../../config/load";
 import { controlFilesFor } from "../../slavedir/layout";
 import { WalArchive } from "../../storage/archive";
 import { driverFor } from "../../storage/open";
-import { LocalDriver } from "../../storage/local";
+import { LocalDriver } from "../../storage/local/driver";
 import { comparePosition, parseWalName, segmentName, segmentNumber } from "../../wal/names";
 import { bootId, readSysid, Spool, type SpoolMeta } from "./spool";
 import { childProcess } from "../../lazy";

@@ -15,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 import { ioError, isErrno } from "../../errors";
 import { fsyncDir, removeStaleTemps, TMP_PREFIX, writeFileDurable } from "../../storage/durable";
-import { mkdirPrivate } from "../../storage/local";
+import { mkdirPrivate } from "../../storage/local/driver";
 
 /** The marker file in a claimed directory, removed once the tablespace's files are in it. */
 export const CLAIM_MARKER = ".walmgr-restore.claim";

@@ -40,7 +40,7 @@ import {
   mkdirPrivate,
   removeTreeDurable,
   renameOrCopyTree,
-} from "../../storage/local";
+} from "../../storage/local/driver";
 
 import { writeFileDurable, fsyncDir, removeStaleTemps } from "../../storage/durable";
 import { storeFile } from "../../storage/files";

@@ -9,7 +9,7 @@ import { IoError } from "../../errors";
 import { eachLimit } from "../../parallel";
 import type { StorageDriver, TreeProgress, TreeStats } from "../driver";
 import { fetchToFile, storeFile } from "../files";
-import { mkdirPrivate } from "../local";
+import { mkdirPrivate } from "../local/driver";
 import { isOwnMetadata, type Manifest } from "../manifest";
 import { isSafeRelPath } from "../rel-path";
 import { walkTree } from "../tree-walk";

@@ -22,7 +22,7 @@ import {
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { Readable, Writable, finished } from "node:stream";
-import { IoError, ioError, isErrno, WalmgrError } from "../errors";
+import { IoError, ioError, isErrno, WalmgrError } from "../../errors";
 import type {
   FileInfo,
   ReadStream,
@@ -32,9 +32,9 @@ import type {
   TreeStats,
   WriteHandle,
   WriteOptions,
-} from "./driver";
-import { buildManifest, type Manifest } from "./manifest";
-import { newSha256 } from "./sha256";
+} from "../driver";
+import { buildManifest, type Manifest } from "../manifest";
+import { newSha256 } from "../sha256";
 import {
   commitTemp,
   createTemp,
@@ -44,9 +44,9 @@ import {
   removeStaleTemps,
   tempNameFor,
   writeAtDurable,
-} from "./durable";
-import { expectedOwner, foreignFile, foreignFolder } from "./owners";
-import { walkTree } from "./tree-walk";
+} from "../durable";
+import { expectedOwner, foreignFile, foreignFolder } from "../owners";
+import { walkTree } from "../tree-walk";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 

@@ -1,13 +1,13 @@
 /**
  * The slave side of the ssh transport: `wal-ctl SLAVE_CONFIG xhelper`, started once per master
  * command over ssh (walmgr ran `walmgr.py slave_config xlock` and friends the same way). It
- * serves requests (helper-protocol.ts) until the master closes its stdin; each verb
- * (helper-verbs.ts) does one storage operation with the local driver on this host, so
+ * serves requests (protocol.ts) until the master closes its stdin; each verb
+ * (verbs.ts) does one storage operation with the local driver on this host, so
  * everything the local driver promises (temp name, fsync, rename, directory fsync, 0600/0700)
  * holds on the slave too. A body that arrives cut short or damaged is never published under
  * its final name.
  *
- * The session starts with the hello (helper-protocol.ts): until the master's hello agrees with
+ * The session starts with the hello (protocol.ts): until the master's hello agrees with
  * this build's, every request is refused unrun (code 6, naming both versions), so a master of
  * another build never has a request misread. Errors of one request are answered (code from the
  * one table in errors.ts) and the session goes on; a broken stream ends the session. What ends the process (a bad command line, a bad
@@ -29,7 +29,7 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
-import { loadConfig } from "../config/load";
+import { loadConfig } from "../../config/load";
 import {
   describeError,
   ExitCode,
@@ -39,8 +39,8 @@ import {
   TransportError,
   UsageError,
   type ExitCodeValue,
-} from "../errors";
-import { Logger, writeStderr, writeStdout } from "../log";
+} from "../../errors";
+import { Logger, writeStderr, writeStdout } from "../../log";
 import {
   commitTemp,
   createTemp,
@@ -52,7 +52,7 @@ import {
   tempNameFor,
   writeAll,
   writeAtDurable,
-} from "./durable";
+} from "../durable";
 import {
   describeHello,
   errorAnswer,
@@ -67,12 +67,12 @@ import {
   readHello,
   sendBody,
   writeOut,
-} from "./helper-protocol";
-import { buildManifest } from "./manifest";
-import { HELPER_COMMAND, HELPER_VERBS, isHelperVerb, type HelperVerb } from "./helper-verbs";
-import { requireFeature } from "./driver";
-import { LocalDriver, mkdirPrivate, openRegularFile } from "./local";
-import { walkTreeSync } from "./tree-walk";
+} from "./protocol";
+import { buildManifest } from "../manifest";
+import { HELPER_COMMAND, HELPER_VERBS, isHelperVerb, type HelperVerb } from "./verbs";
+import { requireFeature } from "../driver";
+import { LocalDriver, mkdirPrivate, openRegularFile } from "../local/driver";
+import { walkTreeSync } from "../tree-walk";
 
 interface Served {
   r: unknown;

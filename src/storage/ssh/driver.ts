@@ -1,8 +1,8 @@
 /**
  * The remote driver: the slave directory on another host, reached with ssh (and rsync for base
  * backups, where installed on both sides). Every operation is a request to our own helper on the
- * slave (remote-helper.ts), over one ssh session per command (ssh-transport.ts, protocol in
- * helper-protocol.ts), which does it with the local driver there: so a WAL file is stored under
+ * slave (helper.ts), over one ssh session per command (transport.ts, protocol in
+ * protocol.ts), which does it with the local driver there: so a WAL file is stored under
  * a temporary name, fsynced, renamed and its folder fsynced on the slave, which rsync alone
  * would not do. Data travels as a body with its length and sha256, so a connection cut
  * mid-stream never leaves a file under its final name.
@@ -10,7 +10,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { join, posix } from "node:path";
-import { IoError, isErrno, ioError, TransportError } from "../errors";
+import { IoError, isErrno, ioError, TransportError } from "../../errors";
 import { Readable, Writable } from "node:stream";
 import type {
   FileInfo,
@@ -21,13 +21,13 @@ import type {
   TreeStats,
   WriteHandle,
   WriteOptions,
-} from "./driver";
-import type { Manifest } from "./manifest";
-import type { HelperVerb } from "./helper-verbs";
-import { walkTreeSync } from "./tree-walk";
-import { HelperSession, lastLines, SshTransport, type RequestOpts, type SshOptions } from "./ssh-transport";
+} from "../driver";
+import type { Manifest } from "../manifest";
+import type { HelperVerb } from "./verbs";
+import { walkTreeSync } from "../tree-walk";
+import { HelperSession, lastLines, SshTransport, type RequestOpts, type SshOptions } from "./transport";
 
-export { remoteCommand, type SshOptions } from "./ssh-transport";
+export { remoteCommand, type SshOptions } from "./transport";
 
 const BAD_CHARS = /[\0\n\r]/;
 
@@ -291,7 +291,7 @@ export class SshDriver implements StorageDriver {
     });
   }
 
-  /** Fallback without rsync: the tree as records in one request's body (see remote-helper.ts). */
+  /** Fallback without rsync: the tree as records in one request's body (see helper.ts). */
   private async streamTree(
     src: string,
     dest: string,

@@ -1,7 +1,7 @@
 /**
  * ssh to the slave host: the command lines, connection sharing, and the client end of a helper
  * session (one `ssh HOST 'wal-ctl SLAVE_CONFIG xhelper'` per master command, serving every
- * request of that command; see helper-protocol.ts).
+ * request of that command; see protocol.ts).
  *
  * ssh runs non-interactively (BatchMode) with a connect timeout and keep-alives: a dead or
  * unreachable host is a TransportError (exit 6) naming the host, never a hang or a password
@@ -12,14 +12,14 @@
  * config (`ssh_config` names another file than ~/.ssh/config).
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { sha256 } from "./sha256";
+import { sha256 } from "../sha256";
 import { accessSync, constants, lstatSync, mkdirSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, isAbsolute, join } from "node:path";
-import { ConfigError, ExitCode, IoError, TransportError, WalmgrError, type ExitCodeValue } from "../errors";
-import { writeStderr } from "../log";
-import { shellQuote } from "../shell";
+import { ConfigError, ExitCode, IoError, TransportError, WalmgrError, type ExitCodeValue } from "../../errors";
+import { writeStderr } from "../../log";
+import { shellQuote } from "../../shell";
 import {
   answerError,
   describeHello,
@@ -36,8 +36,8 @@ import {
   writeOut,
   VersionMismatchError,
   type Hello,
-} from "./helper-protocol";
-import { HELPER_COMMAND, type HelperVerb } from "./helper-verbs";
+} from "./protocol";
+import { HELPER_COMMAND, type HelperVerb } from "./verbs";
 
 export interface SshOptions {
   host: string;
@@ -346,7 +346,7 @@ export class SshTransport {
   }
 }
 
-/** The hello the master sends first (helper-protocol.ts). */
+/** The hello the master sends first (protocol.ts). */
 function helloRequest(): Buffer {
   return encodeJson("H", { v: HELLO_VERB, a: [], h: helloOf() });
 }
@@ -447,7 +447,7 @@ export interface RequestOpts {
  * first, including its answer's body). Any broken stream ends the session: ssh is killed and
  * the error says what happened, from ssh's exit and stderr where that says more.
  *
- * The session starts with the hello (helper-protocol.ts), written before anything is read: a
+ * The session starts with the hello (protocol.ts), written before anything is read: a
  * helper of another protocol or request table is a TransportError naming both versions, before
  * any request runs.
  *

@@ -31,12 +31,12 @@
  * Every parse of input from the other side is guarded: malformed frames are a ProtocolError
  * (a TransportError, exit 6), never an internal error.
  */
-import { releaseGarbage } from "./gc";
-import { newSha256 } from "./sha256";
+import { releaseGarbage } from "../gc";
+import { newSha256 } from "../sha256";
 import type { Readable, Writable } from "node:stream";
-import { ExitCode, IoError, TransportError, WalmgrError, type ExitCodeValue } from "../errors";
-import { VERSION } from "../version";
-import { HELPER_VERBS } from "./helper-verbs";
+import { ExitCode, IoError, TransportError, WalmgrError, type ExitCodeValue } from "../../errors";
+import { VERSION } from "../../version";
+import { HELPER_VERBS } from "./verbs";
 
 /**
  * What the helper writes first, so that the master can tell our protocol from login-script noise.

@@ -1,6 +1,6 @@
 /**
- * The one list of the helper's verbs (the requests of the session protocol, helper-protocol.ts).
- * remote-helper.ts must handle exactly these (its handler table is typed by this list), the ssh
+ * The one list of the helper's verbs (the requests of the session protocol, protocol.ts).
+ * helper.ts must handle exactly these (its handler table is typed by this list), the ssh
  * driver sends only these, and `wal-ctl --help` prints them from here. No imports: the help text
  * loads this file.
  */
