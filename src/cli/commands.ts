@@ -64,7 +64,7 @@ export const CTL_COMMANDS = {
     args: "",
     summary: "turn archiving off and stop the sync daemon",
     options: [],
-    run: async (ctx) => (await import("../command/setup/run.js")).stopArchiving(ctx),
+    run: async (ctx) => (await import("../command/setup/stop.js")).stopArchiving(ctx),
   },
   pause: {
     roles: ["slave"],

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { segmentsGoneSinceSwitch } from "../../src/command/setup/run";
+import { segmentsGoneSinceSwitch } from "../../src/command/setup/missed-wal";
 
 test("segments from the timeline's switch point up to the current one that pg_wal lacks", () => {
   const dir = mkdtempSync(join(tmpdir(), "walmgr-unit-gone-"));

@@ -12,8 +12,8 @@ import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { notComparable } from "../../src/command/status/run";
-import { foreignHolder, type MasterSource } from "../../src/command/sync/shipper";
+import { notComparable } from "../../src/command/status/gather";
+import { foreignHolder, type MasterSource } from "../../src/command/sync/master-source";
 import { syncStateTimeline } from "../../src/slavedir/sync-state";
 import { lockBody, parseLockInfo, selfLockInfo, type LockInfo } from "../../src/slavedir/lock";
 import { findTwoWriters } from "../../src/monitor/two-writers";
