@@ -448,3 +448,35 @@ test("two wal-archive runs at once on one pg_wal (20 rounds): both exit 0, nothi
     "no temp left by either writer",
   );
 });
+
+test("a pusher that stops answering (SIGSTOP) holds PostgreSQL's call for its segment only within the bound its marker names; then Node archives it", async () => {
+  // Another config with a short call bound: s3_timeout × (s3_retries + 1) = 1 s; a marker then
+  // names 1 + 5 = 6 s.
+  const short = join(base, "short.ini");
+  writeFileAs(short, `${readFileSync(ini, "utf8")}s3_timeout = 1\ns3_retries = 0\n`);
+  const names = await pileUp(3);
+  const [oldest, second] = names as [string, string];
+  const res = runBin("wal-archive", [short, join(master.dataDir, "pg_wal", oldest), oldest], {
+    env: { WALMGR_TEST_PAUSE_AT: "archive-batch-stored" },
+  });
+  assert.equal(res.status, 0, res.stderr);
+  let pid = 0;
+  await waitFor("the pusher to pause", () => {
+    pid = pusherPids()[0] ?? 0;
+    return pid > 0 && isStopped(pid);
+  });
+  try {
+    const t0 = Date.now();
+    const r = runBin("wal-archive", [short, `pg_wal/${second}`, second], { cwd: master.dataDir, timeout: 60_000 });
+    const took = Date.now() - t0;
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`${second} (was already archived|\\()`), "after the bound, Node archives it");
+    assert.ok(took >= 5000, `the front waited for the live pusher (${took} ms)`);
+    assert.ok(took < 20_000, `the front's wait is bounded by the marker's seconds (${took} ms)`);
+  } finally {
+    process.kill(pid, "SIGKILL");
+  }
+  renameSync(join(statusDir, `${second}.ready`), join(statusDir, `${second}.done`));
+  await drainWithWalArchive();
+  assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
+});
