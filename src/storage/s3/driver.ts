@@ -23,6 +23,7 @@ import { chunks } from "../files";
 import { isOwnMetadata, type Manifest } from "../manifest";
 import { readBytes } from "../bytes";
 import { judgeHolder, lockBody, parseLockInfo, selfLockInfo } from "../../lock";
+import { WALMGR_PROGRAMS } from "../../proc";
 import { S3Client, type S3Request } from "./client";
 import { childText, type ListPage } from "./xml";
 import { eachLimit } from "../../parallel";
@@ -36,8 +37,6 @@ const CLAIM_WAIT_MS = 30_000;
 const CLAIM_ROUNDS = 8;
 /** A claim older than this is ignored: no upload of ours takes that long. */
 const CLAIM_TTL_MS = 10 * 60_000;
-/** Programs that write exclusively (a claim naming another process is not ours: not stale by that alone). */
-const WRITER_PROGRAMS = ["wal-archive", "wal-ctl", "wal-backup", "wal-sync", "wal-helper", "wal-prefetch"] as const;
 /** Below this, a write is kept as small copies; above, one part-size buffer is taken. */
 const SMALL = 64 * 1024;
 const PARALLEL = 16;
@@ -566,7 +565,7 @@ class S3Write extends Writable implements WriteHandle {
   private async claimOfDeadWriter(key: string): Promise<boolean> {
     const raw = await readBytes(this.driver, `/${key}`);
     if (raw === undefined) return true; // withdrawn meanwhile
-    return judgeHolder(parseLockInfo(raw.toString("utf8")), WRITER_PROGRAMS).state === "stale";
+    return judgeHolder(parseLockInfo(raw.toString("utf8")), WALMGR_PROGRAMS).state === "stale";
   }
 
   private async dropClaim(): Promise<void> {
