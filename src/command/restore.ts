@@ -2,6 +2,7 @@ import {
   chmodSync,
   chownSync,
   existsSync,
+  lchownSync,
   lstatSync,
   readdirSync,
   readFileSync,
@@ -27,7 +28,15 @@ import { startProgress, type Progress } from "../progress";
 import { dataDirVersion, readPostmaster, waitStopped } from "../pg/server";
 import { runConfigured } from "../shell";
 import { restartStandbyRecord } from "../standbys";
-import { copyTree, isSymlink, LocalDriver, mkdirPrivate, removeTreeDurable, renameOrCopyTree } from "../storage/local";
+import {
+  copyTree,
+  isSymlink,
+  LocalDriver,
+  mkdirPrivate,
+  refuseUnplainTree,
+  removeTreeDurable,
+  renameOrCopyTree,
+} from "../storage/local";
 
 import { writeFileDurable, fsyncDir, removeStaleTemps } from "../storage/durable";
 import { storeFile } from "../storage/files";
@@ -184,8 +193,11 @@ function io<T>(action: string, path: string, fn: () => T): T {
 
 /** Chowns a tree to uid:gid (when running as root on behalf of the postgres user); links are not followed. */
 function chownTree(path: string, uid: number, gid: number): void {
-  const fix = (p: string, st: { uid: number; gid: number }): void => {
-    if (st.uid !== uid || st.gid !== gid) io("cannot chown", p, () => chownSync(p, uid, gid));
+  // A link is chowned itself (lchown), never the file it points to: restore's own links point
+  // out of the tree (tablespaces, pg_wal), and chown would follow them.
+  const fix = (p: string, st: { uid: number; gid: number; isSymbolicLink(): boolean }): void => {
+    if (st.uid !== uid || st.gid !== gid)
+      io("cannot chown", p, () => (st.isSymbolicLink() ? lchownSync(p, uid, gid) : chownSync(p, uid, gid)));
   };
   const st = io("cannot stat", path, () => lstatSync(path));
   fix(path, st);
@@ -459,6 +471,9 @@ async function plan(
   const sets = await listSets(layout.driver, fullBackup);
   const src = await findSet(req, sets, fullBackup, layout.driver);
   refuseUnfit(req, sets);
+  // A local set is checked before it is taken: only folders and regular files, and a manifest
+  // that names only paths inside it (an object store's set is checked as it is fetched).
+  if (!req.stored) checkLocalSet(src);
   const startWal = await setStartWal(layout.driver, src);
   // A standby that could never replay the set is refused before anything changes.
   if (req.standbyRestore) await requireStartWal(layout.driver, layout.completed.path, src, startWal, "plan");
@@ -488,6 +503,21 @@ async function plan(
   writeJournal(paths, j);
   crashPoint("journal");
   return j;
+}
+
+/**
+ * Refuses (exit 9, nothing changed) a local set that holds anything but folders and regular
+ * files (a link planted to make the restore read or write outside its target), or whose
+ * manifest cannot be read or names a path outside the set.
+ */
+function checkLocalSet(set: string): void {
+  refuseUnplainTree(set);
+  const file = join(set, BACKUP_MANIFEST);
+  if (existsSync(file))
+    parseManifest(
+      io("cannot read", file, () => readFileSync(file, "utf8")),
+      file,
+    );
 }
 
 /** Refuses (exit 2) a DST restore may not replace (unfitDestination). */
@@ -692,6 +722,9 @@ async function stage(
       }
       ctx.log.info(`${how === "copied" ? "copied" : "moved"} ${j.set} to ${paths.stage}`);
     }
+    // A moved set keeps whatever it holds: checked again where nobody else writes (the set was
+    // checked before it was taken, but it stayed writable in the slave directory until the move).
+    refuseUnplainTree(paths.stage);
   } else if (j.stored) {
     // From an object store: fetched file by file, each checked against the set's manifest.
     io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
@@ -708,7 +741,8 @@ async function stage(
   } else {
     progress.stage(`copying ${basename(j.set)}`, await setTotals(localDriver, j.set));
     io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
-    await copyTree(j.set, paths.stage, () => true, onProgress);
+    // Nothing in the set is followed: a link there is refused, never copied as its target's bytes.
+    await copyTree(j.set, paths.stage, () => true, onProgress, "refuse");
     fsyncDir(dirname(paths.stage));
     if (!existsSync(join(j.set, "backup_label")))
       throw new WalmgrError(`the backup set ${j.set} vanished while it was copied`, ExitCode.NOT_AVAILABLE);
