@@ -99,11 +99,16 @@ export function parsePendingRecord(text: string): PendingRecord {
 /**
  * The holds of pending restores beside the sets of `fullBackup`: every record, and every claimed
  * set without one (an earlier version's restore). One whose start WAL cannot be read is returned
- * without it (its `problem` says why): callers then remove no WAL at all.
+ * without it (its `problem` says why): callers then remove no WAL at all. `listed`: the names
+ * beside the sets, when the caller has just listed them.
  */
-export async function restoreHolds(driver: StorageDriver, fullBackup: string): Promise<RestoreHold[]> {
+export async function restoreHolds(
+  driver: StorageDriver,
+  fullBackup: string,
+  listed?: string[],
+): Promise<RestoreHold[]> {
   const dir = posix.dirname(fullBackup);
-  const found = ((await driver.list(dir)) ?? [])
+  const found = (listed ?? (await driver.list(dir)) ?? [])
     .map((name) => ({ name, hold: restoreHoldName(fullBackup, name) }))
     .filter((x): x is { name: string; hold: { kind: "pending" | "claimed"; key: string } } => x.hold !== undefined)
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -602,7 +602,7 @@ async function runSteps(
   // A rerun after its set's WAL went (removed by hand, or by a purge of an earlier version)
   // stops before DST is replaced.
   if (j.standbyRestore && (j.step === "stage" || j.step === "prepare"))
-    await requireStartWal(driver, completed, j.set, j.startWal ?? stagedStartWal(paths, j), "resume", paths, j);
+    await requireStartWal(driver, completed, j.set, stagedStartWal(paths, j) ?? j.startWal, "resume", paths, j);
   if (j.step === "stage") {
     try {
       await stage(ctx, paths, j, driver, progress);
@@ -648,7 +648,8 @@ async function runSteps(
     // other standbys') starts again at the set's start WAL.
     if (j.standbyRestore) {
       // Never "WAL from … on is kept for it" when it is gone already: the standby could not start.
-      const start = j.startWal ?? labelStartWal(j.dst);
+      // The label restartStandbyRecord reads, so that the check is of the WAL it records.
+      const start = labelStartWal(j.dst) ?? j.startWal;
       await requireStartWal(driver, completed, j.set, start, "finish", paths, j);
       const control = controlFilesFor(ctx.config, ctx.config.requireLocation("completed_wals", "restore"), driver);
       for (const f of [STOP, BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED]) await control.remove(f);
@@ -762,7 +763,10 @@ async function stage(
   }
 }
 
-/** The start WAL of a pending restore's set before DST is replaced (journals of older versions did not record it). */
+/**
+ * The start WAL of a pending restore's set before DST is replaced, from the set's backup_label
+ * where it is now (claimed, staged, or still listed); undefined when none is there.
+ */
 function stagedStartWal(paths: RestorePaths, j: RestoreJournal): string | undefined {
   for (const dir of [j.claimed, paths.stage, j.stored ? undefined : j.set]) {
     const start = dir === undefined ? undefined : labelStartWal(dir);
@@ -834,7 +838,12 @@ async function writePending(ctx: Context, paths: RestorePaths, j: RestoreJournal
   if (pending === undefined || existsSync(pending)) return;
   const from = j.claimed !== undefined && existsSync(j.claimed) ? j.claimed : j.set;
   const info = await readBackupInfo(localDriver, from).catch(() => undefined);
-  const startWal = j.startWal ?? (await setStartWal(localDriver, from));
+  // The set as it is now: a backup may have rotated another set to its name since the plan.
+  const startWal = (await setStartWal(localDriver, from)) ?? j.startWal;
+  if (startWal !== undefined && startWal !== j.startWal) {
+    j.startWal = startWal;
+    writeJournal(paths, j);
+  }
   const record: Partial<PendingRecord> = {
     set: j.set,
     ...(j.claimed !== undefined ? { claimed: j.claimed } : {}),

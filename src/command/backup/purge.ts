@@ -39,14 +39,15 @@ export async function walNeededBySets(
     keep(start);
   }
   const dir = posix.dirname(fullBackup);
-  for (const name of (await driver.list(dir)) ?? []) {
+  const names = (await driver.list(dir)) ?? [];
+  for (const name of names) {
     const pid = leftoverPid(fullBackup, name);
     if (pid === undefined || posix.join(dir, name) !== tempSetPath(fullBackup, pid)) continue;
     // Only a complete one (metadata written last) can become a set; a partial one never will.
     const info = await readBackupInfo(driver, posix.join(dir, name));
     if (typeof info?.startWal === "string") keep(info.startWal);
   }
-  const restores = await restoreHolds(driver, fullBackup);
+  const restores = await restoreHolds(driver, fullBackup, names);
   for (const r of restores) {
     if (r.startWal === undefined) return { unknown: r.path };
     keep(r.startWal);
