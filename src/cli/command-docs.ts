@@ -450,6 +450,7 @@ DST are required and nothing is started.`,
       ],
     ],
     exit: [
+      [1, "no backup set, or (a standby) the WAL its set needs from its start is not in completed_wals"],
       [2, "a bad --target-* value, or DST is neither missing, empty nor a data directory"],
       [
         4,
@@ -464,8 +465,10 @@ DST are required and nothing is started.`,
     summary: "list the backup sets in the slave directory",
     description: `Lists the backup sets in full_backup, newest first: NAME, START TIME,
 LABEL, START WAL, SIZE. A set whose metadata cannot be read is listed as
-DAMAGED, and leftovers of killed backups are named.`,
-    options: [["--json", "an array of sets, for scripts"]],
+DAMAGED, and leftovers of killed backups are named. Then the pending restores:
+sets taken by a restore that has not finished, whose WAL is kept until it
+does, with whether it runs and the command that finishes it.`,
+    options: [["--json", "an array of sets (pending restores last, with pendingRestore), for scripts"]],
     examples: [
       ["wal-ctl /etc/walmgr/slave.ini listbackups", "which sets can be restored"],
       ["wal-ctl /etc/walmgr/master.ini listbackups --json", "the same from the master, as JSON"],
