@@ -27,6 +27,7 @@ import { WALMGR_PROGRAMS } from "../../proc";
 import { S3Client, type S3Request } from "./client";
 import { childText, type ListPage } from "./xml";
 import { eachLimit } from "../../parallel";
+import { isSafeName } from "../rel-path";
 import { s3GetTree, s3PutTree } from "./tree";
 
 /** Folder (beside the objects) of the claims that make exclusive creates exclusive. */
@@ -126,6 +127,11 @@ export class S3Driver implements StorageDriver {
     return page.keys.length + page.prefixes.length > 0 ? { size: 0, mtimeMs: 0, isDirectory: true } : undefined;
   }
 
+  /**
+   * The names directly under `dir` (objects and common prefixes). S3 keys are opaque strings, so a
+   * bucket may hold keys no walmgr-ts writer makes (`…/..`, `…//x`): a name that is not one plain
+   * name (rel-path.ts isSafeName) is left out, never handed to a caller that joins it to a path.
+   */
   async list(dir: string): Promise<string[] | undefined> {
     const key = this.key(dir);
     const prefix = key === "" ? "" : `${key}/`;
@@ -137,12 +143,12 @@ export class S3Driver implements StorageDriver {
       for (const k of page.keys) {
         any = true;
         const n = k.slice(prefix.length);
-        if (n !== "") names.push(n);
+        if (isSafeName(n)) names.push(n);
       }
       for (const p of page.prefixes) {
         any = true;
         const n = p.slice(prefix.length).replace(/\/$/, "");
-        if (n !== "") names.push(n);
+        if (isSafeName(n)) names.push(n);
       }
       token = page.next;
     } while (token !== undefined);
