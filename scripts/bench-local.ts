@@ -24,13 +24,16 @@
  * Contenders rotate within each round; medians and ratios (against walmgr-ts local, and for
  * the others against walmgr-ts S3 too). A measurement, not a test: exits 0 whatever the ratios.
  * Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
- * [--only drain,catchup,backup] (default all three) [--no-s3]; BENCH_KEEP=1 keeps the temp folder
- * (the server log shows each wal-archive run).
+ * [--only drain,catchup,backup] (default all three) [--no-s3] [--compare-build DIR];
+ * BENCH_KEEP=1 keeps the temp folder (the server log shows each wal-archive run).
+ * --compare-build DIR adds another build of walmgr-ts (a checkout with `npm run build` done, e.g.
+ * a `git worktree` of an older commit) to the drain as one more contender, with the same config:
+ * how a change moves the drain, measured in the same rounds.
  */
 import { chmodSync, readFileSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
 import { Client } from "pg";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { Cluster, freePort } from "../test/helpers/cluster";
 import { binPath, makeTempDir, mkdirAs, pgBin, removeTempDir, run, sleep, type RunResult } from "../test/helpers/env";
 import { killPrefetcher } from "../test/helpers/prefetch";
@@ -176,6 +179,8 @@ async function main(): Promise<void> {
   const onlyArg = process.argv.indexOf("--only");
   const only = onlyArg > 0 ? (process.argv[onlyArg + 1] ?? "").split(",") : ["drain", "catchup", "backup"];
   const want = (part: string): boolean => only.includes(part);
+  const compareArg = process.argv.indexOf("--compare-build");
+  const compareBuild = compareArg > 0 ? resolve(process.argv[compareArg + 1] ?? ".") : undefined;
   const base = makeTempDir("bench-local");
   const stopAll: Cluster[] = [];
   let swift: TestSwift | undefined;
@@ -244,6 +249,15 @@ async function main(): Promise<void> {
               {
                 label: "wal-archive S3-CONFIG %p %f (bucket on local Swift)",
                 command: `${sh(binPath("wal-archive"))} ${sh(s3Ini)} %p %f`,
+                samples: [],
+              },
+            ]
+          : []),
+        ...(compareBuild !== undefined
+          ? [
+              {
+                label: `wal-archive of ${compareBuild}`.slice(0, 52),
+                command: `${sh(join(compareBuild, "bin", "wal-archive"))} ${sh(ini)} %p %f`,
                 samples: [],
               },
             ]

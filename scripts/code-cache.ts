@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 import { writeCodeCache } from "../src/cli/code-cache";
 
 const BIN = resolve(__dirname, "..", "bin"); // dist/scripts/ -> dist/bin
-for (const name of ["wal-archive", "wal-restore"]) {
+for (const name of ["wal-archive", "wal-archive-ahead", "wal-restore"]) {
   const bytes = writeCodeCache(join(BIN, `${name}.js`));
   process.stdout.write(`code cache: dist/bin/${name}.js.cache (${bytes} bytes)\n`);
 }

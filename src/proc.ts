@@ -123,6 +123,23 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Every program of walmgr-ts that may hold a lock or claim: one per bundle in dist/bin (one per
+ * file in src/main/, a unit test checks). A holder whose command line runs none of these is not
+ * ours (see ourProgram).
+ */
+export const WALMGR_PROGRAMS = [
+  "wal-archive",
+  "wal-archive-ahead",
+  "wal-backup",
+  "wal-ctl",
+  "wal-helper",
+  "wal-prefetch",
+  "wal-restore",
+  "wal-s3-release",
+  "wal-sync",
+] as const;
+
 /** The base name of the V8 code-cache loader the sh fronts start Node through (src/cli/code-cache.ts). */
 const CODE_CACHE_LOADER = "code-cache";
 

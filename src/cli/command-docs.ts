@@ -357,6 +357,7 @@ DST are required and nothing is started.`,
       ],
     ],
     exit: [
+      [1, "no backup set, or (a standby) the WAL its set needs from its start is not in completed_wals"],
       [2, "a bad --target-* value, or DST is neither missing, empty nor a data directory"],
       [
         4,
@@ -368,7 +369,9 @@ DST are required and nothing is started.`,
     synopsis: ["[--json]"],
     description: `Lists the backup sets in full_backup, newest first: NAME, START TIME,
 LABEL, START WAL, SIZE. A set whose metadata cannot be read is listed as
-DAMAGED, and leftovers of killed backups are named.`,
+DAMAGED, and leftovers of killed backups are named. Then the pending restores:
+sets taken by a restore that has not finished, whose WAL is kept until it
+does, with whether it runs and the command that finishes it.`,
     examples: [
       ["wal-ctl /etc/walmgr/slave.ini listbackups", "which sets can be restored"],
       ["wal-ctl /etc/walmgr/master.ini listbackups --json", "the same from the master, as JSON"],

@@ -168,7 +168,7 @@ export const CTL_COMMANDS = {
     roles: ["master", "slave"],
     args: "",
     summary: "list the backup sets in the slave directory",
-    options: [["--json", "an array of sets, for scripts"]],
+    options: [["--json", "an array of sets (pending restores last, with pendingRestore), for scripts"]],
     run: async (ctx) => (await import("../command/backup/list.js")).listBackups(ctx),
   },
   verify: {

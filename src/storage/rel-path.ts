@@ -11,3 +11,13 @@ export function isSafeRelPath(rel: string): boolean {
   if (rel === "" || rel.startsWith("/") || rel.includes("\0") || rel.includes("\\")) return false;
   return rel.split("/").every((part) => part !== "" && part !== "." && part !== "..");
 }
+
+/**
+ * Whether `name`, an entry of a folder listing that came from outside (a remote helper's answer),
+ * is one plain name that may be joined to that folder: not empty, not `.` or `..`, without a
+ * `/` or a NUL byte. A real directory listing never holds anything else, so an answer that does
+ * comes from a broken or hostile peer. (A backslash is an ordinary character in a name here.)
+ */
+export function isSafeName(name: string): boolean {
+  return name !== "" && name !== "." && name !== ".." && !name.includes("/") && !name.includes("\0");
+}

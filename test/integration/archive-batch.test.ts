@@ -22,7 +22,7 @@ import {
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster } from "../helpers/cluster";
-import { runUntilPause, signalPaused } from "../helpers/crash";
+import { isStopped } from "../helpers/crash";
 import { binPath, makeTempDir, mkdirAs, removeTempDir, run, runBin, sleep, spawnBin, waitFor } from "../helpers/env";
 import { writeFileAs } from "../helpers/walmgr";
 
@@ -141,6 +141,32 @@ function assertDoneAreDurable(names: string[]): void {
   }
 }
 
+/** Live processes named by the background pushers' markers (pg_wal/.walmgr-archived/NAME.push). */
+function pusherPids(): number[] {
+  let names: string[];
+  try {
+    names = readdirSync(ackDir);
+  } catch {
+    return [];
+  }
+  const pids = new Set<number>();
+  for (const n of names.filter((x) => x.endsWith(".push"))) {
+    try {
+      const pid = Number(readFileSync(join(ackDir, n), "utf8").split(" ")[0]);
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      if (pid > 1 && stat[stat.lastIndexOf(")") + 2] !== "Z") pids.add(pid);
+    } catch {
+      // gone meanwhile, or its process is
+    }
+  }
+  return [...pids];
+}
+
+/** Waits until no live background pusher has a segment in hand. */
+async function pushersDone(): Promise<void> {
+  await waitFor("the background pusher to finish", () => pusherPids().length === 0, 60_000);
+}
+
 async function setArchiveCommand(cmd: string): Promise<void> {
   await master.query(`alter system set archive_command = '${cmd.replace(/'/g, "''")}'`);
   await master.query("select pg_reload_conf()");
@@ -157,6 +183,8 @@ test("one wal-archive run archives %p and the ready segments after it, records t
   const oldest = names[0] ?? "";
   const res = archiverCall(oldest);
   assert.equal(res.status, 0, res.stderr);
+  // The rest is archived ahead by a background pusher; the call ends once %p is durable.
+  await pushersDone();
   // Nothing is marked done behind PostgreSQL's back: every .ready is still there.
   assert.deepEqual(
     names.filter((n) => !ready().includes(n)),
@@ -198,7 +226,7 @@ test("PostgreSQL's archiver drains a backlog in fewer Node runs than segments, a
   assert.equal(
     lines.filter((l) => /was already archived/.test(l)).length,
     0,
-    "PostgreSQL's call for a segment archived ahead reached Node instead of the front",
+    `PostgreSQL's call for a segment archived ahead reached Node instead of the front:\n${lines.join("\n")}`,
   );
   for (const n of names) assert.ok(existsSync(join(completed, n)), `${n} not archived`);
   assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
@@ -219,6 +247,7 @@ test("the front hands every doubt to Node: an edited config, a replaced segment 
   const names = await pileUp(5);
   const [first, a, b, c, d] = names as [string, string, string, string, string];
   assert.equal(archiverCall(first).status, 0);
+  await pushersDone();
   renameSync(join(statusDir, `${first}.ready`), join(statusDir, `${first}.done`));
   assert.deepEqual(records(), [a, b, c, d]);
   // Node logs each call on stderr; the front answers silently.
@@ -233,6 +262,7 @@ test("the front hands every doubt to Node: an edited config, a replaced segment 
   utimesSync(ini, st.atime, st.mtime);
   const ra = archiverCall(a);
   assert.ok(viaNode(a, ra), `an edited config must send the call to Node: ${ra.stderr}`);
+  await pushersDone();
   renameSync(join(statusDir, `${a}.ready`), join(statusDir, `${a}.done`));
   // That run found the stamp moved: it dropped the old records and archived (identical) and
   // recorded the rest anew under the new one, which the front answers from again.
@@ -265,23 +295,44 @@ test("the front hands every doubt to Node: an edited config, a replaced segment 
   );
 });
 
-test("kill -9 after a batch member is durable but before its record: no record, every .ready stays, the retry finds it identical", async () => {
+test("kill -9 of the background pusher after a batch member is durable but before its record: no record, every .ready stays, the front goes to Node, the retry finds it identical", async () => {
   const names = await pileUp(3);
-  const oldest = names[0] ?? "";
-  // %p absolute: the batch finds archive_status beside it wherever wal-archive runs.
-  const s = await runUntilPause(
-    "wal-archive",
-    [ini, join(master.dataDir, "pg_wal", oldest), oldest],
-    "archive-batch-stored",
-  );
-  const k = await signalPaused(s, "SIGKILL");
-  assert.equal(k.signal, "SIGKILL");
+  const [oldest, second] = names as [string, string];
+  // %p absolute: the batch finds archive_status beside it wherever wal-archive runs. The call
+  // itself ends once %p is durable; its pusher stops itself after its first durable member.
+  const res = runBin("wal-archive", [ini, join(master.dataDir, "pg_wal", oldest), oldest], {
+    env: { WALMGR_TEST_PAUSE_AT: "archive-batch-stored" },
+  });
+  assert.equal(res.status, 0, res.stderr);
+  let pid = 0;
+  await waitFor("the pusher to pause after a durable member", () => {
+    pid = pusherPids()[0] ?? 0;
+    return pid > 0 && isStopped(pid);
+  });
+  process.kill(pid, "SIGKILL");
+  await waitFor("the pusher to be gone", () => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  });
   assert.deepEqual(
     records().filter((d) => names.includes(d)),
     [],
-    "nothing may be recorded by a run killed before its record",
+    "nothing may be recorded by a pusher killed before its record",
   );
   assert.ok(names.every((n) => ready().includes(n)));
+  // Its markers name a dead process: PostgreSQL's call for the next segment does not wait on
+  // them, it goes to Node at once.
+  const t0 = Date.now();
+  const r = archiverCall(second);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`${second} (was already archived|\\()`), "the call went to Node");
+  assert.ok(Date.now() - t0 < 4000, `a dead pusher's marker must not hold the call (${Date.now() - t0} ms)`);
+  await pushersDone();
+  renameSync(join(statusDir, `${second}.ready`), join(statusDir, `${second}.done`));
   await drainWithWalArchive();
   assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
 });
@@ -293,8 +344,16 @@ test("kill -9 at random moments of batch runs (25 rounds): never a record withou
     if (left.length === 0) break;
     const oldest = left[0] ?? "";
     const s = spawnBin("wal-archive", [ini, `pg_wal/${oldest}`, oldest], { cwd: master.dataDir });
-    await sleep(Math.floor(Math.random() * 120));
+    await sleep(Math.floor(Math.random() * 160));
+    // The call and every background pusher at work at that moment.
     s.child.kill("SIGKILL");
+    for (const pid of pusherPids()) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
     await s.exited;
     assertDoneAreDurable(records());
     assert.ok(
@@ -302,6 +361,7 @@ test("kill -9 at random moments of batch runs (25 rounds): never a record withou
       "a killed run never marks anything done",
     );
   }
+  await pushersDone();
   await drainWithWalArchive();
   assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
   for (const n of names) assert.ok(existsSync(join(completed, n)), `${n} not archived`);
@@ -309,6 +369,7 @@ test("kill -9 at random moments of batch runs (25 rounds): never a record withou
   const more = await pileUp(1);
   const last = more[0] ?? "";
   assert.equal(archiverCall(last).status, 0);
+  await pushersDone();
   assert.deepEqual(
     readdirSync(completed).filter((n) => n.startsWith(".walmgr-tmp.")),
     [],
@@ -323,10 +384,13 @@ test("a batch member that conflicts gets no record and is logged; the others go 
   const planted = randomBytes(16 << 20);
   writeFileAs(join(completed, second), "");
   writeFileSync(join(completed, second), planted);
+  const from = logLength();
   const res = archiverCall(first);
   assert.equal(res.status, 0, res.stderr);
+  await pushersDone();
   assert.ok(ready().includes(second), "the conflicting member keeps its .ready");
-  assert.match(res.stderr, new RegExp(`${second} not archived.*other content`));
+  // The pusher runs detached from PostgreSQL's pipes: it says so in the logfile.
+  assert.match(logLinesSince(from).join("\n"), new RegExp(`${second} not archived.*other content`));
   assert.deepEqual(records(), rest, "only the members that went through are recorded");
   assert.equal(sha(join(completed, second)), createHash("sha256").update(planted).digest("hex"), "planted copy kept");
   // PostgreSQL's own call for it fails with exit 8 until the operator clears the conflict.
@@ -350,12 +414,18 @@ test("two wal-archive runs at once on one pg_wal (20 rounds): both exit 0, nothi
     // Same %p in even rounds (an operator's run beside the archiver's), neighbours in odd ones.
     const pa = names[0] ?? "";
     const pb = round % 2 === 0 ? pa : (names[1] ?? "");
+    const from = logLength();
     const a = spawnBin("wal-archive", [ini, `pg_wal/${pa}`, pa], { cwd: master.dataDir });
     const b = spawnBin("wal-archive", [ini, `pg_wal/${pb}`, pb], { cwd: master.dataDir });
     const [ea, eb] = await Promise.all([a.exited, b.exited]);
     assert.equal(ea.status, 0, `round ${round}, run A: ${a.output()}`);
     assert.equal(eb.status, 0, `round ${round}, run B: ${b.output()}`);
-    assert.doesNotMatch(a.output() + b.output(), /not archived|other content|conflict/i, `round ${round}`);
+    await pushersDone();
+    assert.doesNotMatch(
+      a.output() + b.output() + logLinesSince(from).join("\n"),
+      /not archived|other content|conflict/i,
+      `round ${round}`,
+    );
     assertDoneAreDurable(records());
     // Then what PostgreSQL does: its own call for each segment in order, .done after each 0 exit.
     for (const n of names) {
@@ -377,4 +447,36 @@ test("two wal-archive runs at once on one pg_wal (20 rounds): both exit 0, nothi
     [],
     "no temp left by either writer",
   );
+});
+
+test("a pusher that stops answering (SIGSTOP) holds PostgreSQL's call for its segment only within the bound its marker names; then Node archives it", async () => {
+  // Another config with a short call bound: s3_timeout × (s3_retries + 1) = 1 s; a marker then
+  // names 1 + 5 = 6 s.
+  const short = join(base, "short.ini");
+  writeFileAs(short, `${readFileSync(ini, "utf8")}s3_timeout = 1\ns3_retries = 0\n`);
+  const names = await pileUp(3);
+  const [oldest, second] = names as [string, string];
+  const res = runBin("wal-archive", [short, join(master.dataDir, "pg_wal", oldest), oldest], {
+    env: { WALMGR_TEST_PAUSE_AT: "archive-batch-stored" },
+  });
+  assert.equal(res.status, 0, res.stderr);
+  let pid = 0;
+  await waitFor("the pusher to pause", () => {
+    pid = pusherPids()[0] ?? 0;
+    return pid > 0 && isStopped(pid);
+  });
+  try {
+    const t0 = Date.now();
+    const r = runBin("wal-archive", [short, `pg_wal/${second}`, second], { cwd: master.dataDir, timeout: 60_000 });
+    const took = Date.now() - t0;
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`${second} (was already archived|\\()`), "after the bound, Node archives it");
+    assert.ok(took >= 5000, `the front waited for the live pusher (${took} ms)`);
+    assert.ok(took < 20_000, `the front's wait is bounded by the marker's seconds (${took} ms)`);
+  } finally {
+    process.kill(pid, "SIGKILL");
+  }
+  renameSync(join(statusDir, `${second}.ready`), join(statusDir, `${second}.done`));
+  await drainWithWalArchive();
+  assertDoneAreDurable(names.filter((n) => existsSync(join(master.dataDir, "pg_wal", n))));
 });

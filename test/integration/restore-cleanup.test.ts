@@ -25,6 +25,8 @@ before(() => {
 /** (Re-)archives every segment, a .history and a .backup file; no backup set, no lock. */
 beforeEach(() => {
   rmSync(join(base, "slave", "data.master"), { recursive: true, force: true });
+  for (const n of readdirSync(join(base, "slave")).filter((n) => n.startsWith(".walmgr-restore.")))
+    rmSync(join(base, "slave", n), { recursive: true, force: true });
   rmSync(join(completed, "BACKUPLOCK"), { force: true });
   for (const name of [...segs, "00000002.history", "000000010000000000000002.00000028.backup"]) {
     writeFileAs(join(base, "src"), name);
@@ -85,4 +87,26 @@ test("keep_backups = 0: nothing is cleaned up while a backup holds BACKUPLOCK", 
   );
   restoreWithR();
   for (const s of segs) assert.ok(existsSync(join(completed, s)), s);
+});
+
+test("keep_backups = 0: WAL a pending restore's set needs stays (its record, or a claimed set without one)", () => {
+  // A restore killed after it took the newest set: no set is listed, its record names the start.
+  writeFileAs(
+    join(base, "slave", ".walmgr-restore.data.master.4242.pending"),
+    `${JSON.stringify({ set: join(base, "slave", "data.master"), startWal: seg(1), dst: "/srv/x", journal: "/srv/.walmgr-restore.x.json" })}\n`,
+  );
+  restoreWithR();
+  let left = readdirSync(completed);
+  assert.ok(!left.includes(seg(0)), `${seg(0)} is needed by nobody`);
+  for (const s of segs.slice(1)) assert.ok(left.includes(s), `${s} is needed by the pending restore's set`);
+
+  // An earlier version's claim: the claimed set itself names its start.
+  rmSync(join(base, "slave", ".walmgr-restore.data.master.4242.pending"));
+  const claimed = join(base, "slave", ".walmgr-restore.data.master.4343.claimed");
+  mkdirAs(claimed);
+  writeFileAs(join(claimed, ".walmgr-backup.json"), `${JSON.stringify({ startWal: seg(2) })}\n`);
+  restoreWithR();
+  left = readdirSync(completed);
+  assert.ok(!left.includes(seg(1)), `${seg(1)} is needed by nobody now`);
+  for (const s of segs.slice(2)) assert.ok(left.includes(s), `${s} is needed by the claimed set`);
 });

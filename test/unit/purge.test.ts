@@ -80,9 +80,55 @@ test("WAL a complete set left hidden by a killed backup needs is kept; a partial
     join(dir, ".walmgr-tmp.data.master.0.removing.4444", ".walmgr-backup.json"),
     JSON.stringify({ startWal: seg(1) }),
   );
-  assert.deepEqual(await walNeededBySets(new LocalDriver(), full), { from: seg(3) });
+  assert.deepEqual(await walNeededBySets(new LocalDriver(), full), { from: seg(3), restores: [] });
   await purgeWal(ctx(), new LocalDriver(), completed, full);
   const left = readdirSync(completed);
   assert.ok(!left.includes(seg(2)));
   for (let n = 3; n <= 9; n++) assert.ok(left.includes(seg(n)), seg(n));
+});
+
+test("a pending restore's record keeps its set's WAL; a claimed set without one counts by its own start", async () => {
+  const { completed, full } = setup();
+  const record = join(dir, ".walmgr-restore.data.master.4545.pending");
+  writeFileSync(
+    record,
+    JSON.stringify({ set: full, startWal: seg(2), dst: "/srv/standby", journal: "/srv/.walmgr-restore.standby.json" }),
+  );
+  // Its claimed set (paired by name with the record): counted through the record only.
+  mkdirSync(join(dir, ".walmgr-restore.data.master.4545.claimed"));
+  const needed = await walNeededBySets(new LocalDriver(), full);
+  if (needed.unknown !== undefined) assert.fail(`unknown: ${needed.unknown}`);
+  assert.equal(needed.from, seg(2));
+  assert.deepEqual(
+    needed.restores.map((r) => [r.path, r.startWal]),
+    [[record, seg(2)]],
+  );
+  await purgeWal(ctx(), new LocalDriver(), completed, full);
+  let left = readdirSync(completed);
+  assert.ok(!left.includes(seg(1)));
+  for (let n = 2; n <= 9; n++) assert.ok(left.includes(seg(n)), seg(n));
+
+  // An earlier version's claimed set of data.master.0, without a record: its own start counts.
+  rmSync(record);
+  rmSync(join(dir, ".walmgr-restore.data.master.4545.claimed"), { recursive: true });
+  const claimed = join(dir, ".walmgr-restore.data.master.0.4646.claimed");
+  mkdirSync(claimed);
+  writeFileSync(join(claimed, "backup_label"), "START WAL LOCATION: 0/3000028 (file " + seg(3) + ")\n");
+  assert.equal((await walNeededBySets(new LocalDriver(), full)).unknown, undefined);
+  await purgeWal(ctx(), new LocalDriver(), completed, full);
+  left = readdirSync(completed);
+  assert.ok(left.includes(seg(3)), "the claimed set's start WAL stays");
+});
+
+test("a pending restore's record that cannot be read: no WAL purged", async () => {
+  const { completed, full } = setup();
+  const record = join(dir, ".walmgr-restore.data.master.4747.pending");
+  writeFileSync(record, "{ not json");
+  assert.deepEqual(await walNeededBySets(new LocalDriver(), full), { unknown: record });
+  assert.equal(await purgeWal(ctx(), new LocalDriver(), completed, full), 0);
+  // Names that are not a restore's record or claim are not read at all.
+  rmSync(record);
+  writeFileSync(join(dir, ".walmgr-restore.data.master.x.pending"), "{");
+  writeFileSync(join(dir, ".walmgr-restore.slave-data.json"), "{");
+  assert.equal((await walNeededBySets(new LocalDriver(), full)).unknown, undefined);
 });

@@ -32,7 +32,13 @@ import {
 } from "../../src/command/restore/journal";
 import { CLAIM_MARKER, claimDir, dirIdentity, dropClaimMarker, ownsDir } from "../../src/command/restore/claim";
 import { ExitCode, WalmgrError } from "../../src/errors";
-import { emptyDir, goneName, removeTreeDurable, renameOrCopyTree } from "../../src/storage/local/driver";
+import {
+  emptyDir,
+  goneName,
+  refuseUnplainTree,
+  removeTreeDurable,
+  renameOrCopyTree,
+} from "../../src/storage/local/driver";
 
 let dir: string;
 beforeEach(() => {
@@ -300,5 +306,39 @@ describe("tablespace directory claims", () => {
     );
     assert.equal(runs.filter((r) => r === "yes").length, 1, runs.join(","));
     assert.deepEqual(readdirSync(target), [CLAIM_MARKER]);
+  });
+});
+
+describe("a restore's tree copy follows no link", () => {
+  test("EXDEV: a link to a file outside the tree is refused (exit 9, naming it), its target never copied", async () => {
+    makeTree(join(dir, "a"));
+    writeFileSync(join(dir, "secret"), "TOPSECRET");
+    symlinkSync(join(dir, "secret"), join(dir, "a", "evil"));
+    await assert.rejects(renameOrCopyTree(join(dir, "a"), join(dir, "b"), exdev), (err: unknown) => {
+      assert.ok(err instanceof WalmgrError);
+      assert.equal(err.exitCode, ExitCode.IO);
+      assert.match(err.message, /evil is a symbolic link \(to .*secret\)/);
+      return true;
+    });
+    assert.ok(!existsSync(join(dir, "b", "evil")), "the link's target was not copied");
+  });
+
+  test("EXDEV: a link to a folder outside is refused, nothing of the folder copied", async () => {
+    makeTree(join(dir, "a"));
+    mkdirSync(join(dir, "outside"));
+    writeFileSync(join(dir, "outside", "f"), "x");
+    symlinkSync(join(dir, "outside"), join(dir, "a", "dirlink"));
+    await assert.rejects(renameOrCopyTree(join(dir, "a"), join(dir, "b"), exdev), /dirlink is a symbolic link/);
+    assert.ok(!existsSync(join(dir, "b", "dirlink")));
+  });
+
+  test("refuseUnplainTree names the first link or FIFO below the root; a plain tree passes", () => {
+    makeTree(join(dir, "a"));
+    assert.doesNotThrow(() => refuseUnplainTree(join(dir, "a")));
+    symlinkSync("/etc/passwd", join(dir, "a", "sub", "l"));
+    assert.throws(() => refuseUnplainTree(join(dir, "a")), /sub\/l is a symbolic link \(to \/etc\/passwd\)/);
+    rmSync(join(dir, "a", "sub", "l"));
+    assert.equal(spawnSync("mkfifo", [join(dir, "a", "fifo")]).status, 0);
+    assert.throws(() => refuseUnplainTree(join(dir, "a")), /fifo is a FIFO/);
   });
 });

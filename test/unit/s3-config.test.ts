@@ -165,3 +165,31 @@ test("an answer that is not a complete listing of the prefix asked for is refuse
     /^\d+ byte\(s\) of text\/html: "<!DOCTYPE html> <html><head><title>Welcome/,
   );
 });
+
+test("S3 list leaves out names that are not one plain name ('..', '.', empty): a bucket's keys are opaque strings", async () => {
+  const { S3Driver } = await import("../../src/storage/s3/driver.js");
+  const { S3Client } = await import("../../src/storage/s3/client.js");
+  const driver = new S3Driver({
+    client: new S3Client({
+      endpoint: new URL("http://127.0.0.1:9"),
+      region: "us-east-1",
+      bucket: "b",
+      pathStyle: true,
+      timeoutMs: 1000,
+      timeoutSetting: "s3_timeout",
+      paceBytes: 16 << 20,
+      retries: 0,
+      credentials: () => ({ accessKeyId: "a", secretAccessKey: "s", source: "test" }),
+    }),
+    partSize: 16 << 20,
+  });
+  // The listing as a hostile bucket writer could make it (the engine lists such keys as written).
+  driver.listPage = async () => ({
+    keys: ["site/000000010000000000000001", "site/..", "site/.", "site/"],
+    sizes: [1, 0, 0, 0],
+    modified: [0, 0, 0, 0],
+    prefixes: ["site/base.0/", "site/../", "site//"],
+    next: undefined,
+  });
+  assert.deepEqual(await driver.list("site"), ["000000010000000000000001", "base.0"]);
+});

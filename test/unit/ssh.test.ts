@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { ConfigError, IoError } from "../../src/errors";
+import { ConfigError, ExitCode, IoError, TransportError } from "../../src/errors";
 import { HELPER_COMMAND, HELPER_VERBS } from "../../src/storage/ssh/verbs";
 import { remoteCommand, SshDriver } from "../../src/storage/ssh/driver";
 
@@ -71,4 +71,42 @@ test("wal-ctl --help lists every helper verb from the one list", () => {
   });
   assert.equal(help.status, 0, help.stderr);
   for (const v of Object.keys(HELPER_VERBS)) assert.match(help.stdout, new RegExp(`^ +${v}\\b`, "m"), v);
+});
+
+describe("answers of the helper are checked before any name is joined to a path", () => {
+  /** A driver whose session answers every request with `r` (a crafted answer, as a hostile helper would give). */
+  function answering(r: unknown): SshDriver {
+    const d = new SshDriver(opts);
+    const session = { alive: true, hopeless: false, request: () => Promise.resolve({ r }) };
+    (d as unknown as { session: Promise<unknown> }).session = Promise.resolve(session);
+    return d;
+  }
+  const refused = (err: unknown): boolean => err instanceof TransportError && err.exitCode === ExitCode.TRANSPORT;
+
+  test("a listing holding '..', '.', '', a name with '/' or NUL, or a non-string is refused (exit 6)", async () => {
+    for (const bad of ["..", ".", "", "../etc", "a/b", "/abs", "x\0y", 42]) {
+      await assert.rejects(
+        answering(["000000010000000000000001", bad]).list("/slave/logs.complete"),
+        refused,
+        String(bad),
+      );
+    }
+    await assert.rejects(answering({ not: "a list" }).list("/slave"), refused);
+  });
+
+  test("a plain listing passes as it is (a backslash is an ordinary character in a name)", async () => {
+    const names = ["000000010000000000000001", ".000000010000000000000001.sha256", "odd\\name", "..hidden"];
+    assert.deepEqual(await answering(names).list("/slave/logs.complete"), names);
+    assert.equal(await answering(null).list("/slave/none"), undefined);
+  });
+
+  test("a manifest naming a path outside its tree is refused (exit 6); a good one passes", async () => {
+    const entry = { size: 1, sha256: "0".repeat(64) };
+    for (const bad of ["../outside/x", "/etc/shadow", "a/../../x", "a//b", "./a", "a\\..\\x"]) {
+      await assert.rejects(answering({ files: { [bad]: entry } }).manifest("/slave/set"), refused, bad);
+    }
+    await assert.rejects(answering({ files: { a: { size: "1" } } }).manifest("/slave/set"), refused);
+    const good = { files: { PG_VERSION: entry, "base/1/112": entry } };
+    assert.deepEqual(await answering(good).manifest("/slave/set"), good);
+  });
 });

@@ -6,15 +6,18 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
+  writeFileSync,
 } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileStamp } from "../../config/load";
 import { isErrno } from "../../errors";
 import { removeQuietly, TMP_PREFIX, writeFileDurable } from "../../storage/durable";
 import { parseWalName } from "../../wal/names";
+import { processAlive } from "../../proc";
 
 /**
  * Acknowledgement records: how a segment that one `wal-archive` run archived ahead of
@@ -33,6 +36,10 @@ import { parseWalName } from "../../wal/names";
  *            since (an edit, a copy over it that keeps the mtime) moves its ctime.
  *   NAME     a hard link to `pg_wal/NAME`, made only once NAME is durable in every configured
  *            repository (the push resolved)
+ *   NAME.push  `PID SECONDS`: the background pusher PID (ahead.ts) has NAME in hand and will
+ *            record it (or drop this marker) within SECONDS. The front, called for NAME with no
+ *            record yet, waits for the record while PID lives, at most SECONDS; then it goes to
+ *            Node as ever. Only a marker's owner removes it, or any run once PID is gone.
  *
  * The front acknowledges `%p` (exit 0) only when `%f` is a complete segment name, `%p` names it,
  * its `.ready` exists, `NAME` here is the very file `%p` is (`-ef`: same device and inode, so a
@@ -67,10 +74,17 @@ export class AckRecords {
 
   /**
    * The records of `walDir` (pg_wal), for a run under `configFile` read with `stamp`; undefined
-   * where none are kept (running as root, or no config stamp).
+   * where none are kept (running as root, or no config stamp). `evenAsRoot` is for unit tests,
+   * which run as root on a folder nobody else uses.
    */
-  static open(walDir: string, statusDir: string, configFile: string, stamp: string): AckRecords | undefined {
-    if (process.getuid?.() === 0 || stamp === "") return undefined;
+  static open(
+    walDir: string,
+    statusDir: string,
+    configFile: string,
+    stamp: string,
+    opts: { evenAsRoot?: boolean } = {},
+  ): AckRecords | undefined {
+    if ((process.getuid?.() === 0 && opts.evenAsRoot !== true) || stamp === "") return undefined;
     return new AckRecords(walDir, statusDir, resolve(configFile), stamp);
   }
 
@@ -90,7 +104,9 @@ export class AckRecords {
     const linked = this.readConfigLink();
     if (held !== this.stamp || linked !== this.configFile) {
       removeQuietly(join(this.dir, "fast"));
-      for (const name of this.entries()) removeQuietly(join(this.dir, name));
+      // Records only: a push marker belongs to its process (a pusher under the old config
+      // checks the config before each record and makes none).
+      for (const name of this.entries()) if (!name.endsWith(".push")) removeQuietly(join(this.dir, name));
       removeQuietly(join(this.dir, "config"));
       try {
         symlinkSync(this.configFile, join(this.dir, "config"));
@@ -103,10 +119,12 @@ export class AckRecords {
   }
 
   /**
-   * Records that segment `name` (in walDir) is durable in every repository. Best effort: a
+   * Records that segment `name` (in walDir) is durable in every repository. With `pushed`, the
+   * record is kept only when it is that very file (device and inode stated before the push), so
+   * a segment file replaced while it was being archived is never vouched for. Best effort: a
    * record that cannot be made only means PostgreSQL's call for `name` starts Node.
    */
-  record(name: string): void {
+  record(name: string, pushed?: { dev: number; ino: number }): void {
     if (parseWalName(name)?.kind !== "segment" || !this.prepare()) return;
     const link = join(this.dir, name);
     const src = join(this.walDir, name);
@@ -119,9 +137,87 @@ export class AckRecords {
       try {
         linkSync(src, link);
       } catch {
-        // As above: the slow path archives it.
+        return; // As above: the slow path archives it.
       }
     }
+    if (pushed === undefined) return;
+    try {
+      const st = lstatSync(link);
+      if (st.dev === pushed.dev && st.ino === pushed.ino) return;
+    } catch {
+      // gone meanwhile: nothing to take back
+    }
+    removeQuietly(link);
+  }
+
+  /**
+   * Marks `name` as in the hands of pusher `pid` for at most `seconds` (see NAME.push above).
+   * Atomic against other runs: false when a live process already holds it. A marker whose
+   * process is gone is taken over.
+   */
+  claimPush(name: string, pid: number, seconds: number): boolean {
+    if (!this.prepare()) return false;
+    const marker = this.pushMarker(name);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        writeFileSync(marker, `${pid} ${Math.max(1, Math.ceil(seconds))}\n`, { flag: "wx", mode: 0o600 });
+        return true;
+      } catch (err) {
+        if (!isErrno(err, "EEXIST")) return false;
+      }
+      if (this.pushing(name)) return false;
+      removeQuietly(marker);
+    }
+    return false;
+  }
+
+  /** Hands `name`'s marker (claimed by this process) over to pusher `pid` (atomic replace). */
+  handPush(name: string, pid: number, seconds: number): void {
+    const marker = this.pushMarker(name);
+    const tmp = join(this.dir, `${TMP_PREFIX}${name}.push.${process.pid}`);
+    try {
+      writeFileSync(tmp, `${pid} ${Math.max(1, Math.ceil(seconds))}\n`, { mode: 0o600 });
+      renameSync(tmp, marker);
+    } catch {
+      removeQuietly(tmp);
+      removeQuietly(marker); // the front then goes to Node: slower, never wrong
+    }
+  }
+
+  /** The pid `name`'s marker names; undefined without a readable marker. */
+  pushOwner(name: string): number | undefined {
+    return this.readPush(name)?.pid;
+  }
+
+  /**
+   * True when `name`'s marker holds: its process lives and its SECONDS have not run out since it
+   * was written (so a pid reused by another process cannot hold a segment for long).
+   */
+  pushing(name: string): boolean {
+    const m = this.readPush(name);
+    return m !== undefined && Date.now() < m.written + m.seconds * 1000 && processAlive(m.pid);
+  }
+
+  private readPush(name: string): { pid: number; seconds: number; written: number } | undefined {
+    const marker = this.pushMarker(name);
+    try {
+      const m = /^(\d+) (\d+)\n$/.exec(readFileSync(marker, "utf8"));
+      const pid = Number(m?.[1]);
+      const seconds = Number(m?.[2]);
+      if (!Number.isSafeInteger(pid) || pid <= 1 || !Number.isSafeInteger(seconds)) return undefined;
+      return { pid, seconds, written: lstatSync(marker).mtimeMs };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Removes `name`'s marker if process `pid` holds it. */
+  dropPush(name: string, pid: number): void {
+    if (this.pushOwner(name) === pid) removeQuietly(this.pushMarker(name));
+  }
+
+  private pushMarker(name: string): string {
+    return join(this.dir, `${name}.push`);
   }
 
   /** True when the record of `name` (made under this config and stamp) is the very file walDir/`name` is. */
@@ -137,37 +233,46 @@ export class AckRecords {
   }
 
   /**
-   * Ends a run that made records: `fast` is (re)written only when the config file still has the
-   * stamp it was read with, so an edit made while the run was archiving makes the front hand
-   * every call to Node. Where the stamp moved, the records are removed.
+   * Vouches for this run's records (the pusher calls it before its first record): `fast` is
+   * (re)written only when the config file still has the stamp it was read with, so the front
+   * answers from records only while the config is the one they were made under. Where the stamp
+   * moved, every record is removed and false returned: the run must make no more.
    */
-  commit(): void {
-    if (!this.ready) return;
-    let now: string;
-    try {
-      now = fileStamp(statSync(this.configFile, { bigint: true }));
-    } catch {
-      now = "";
-    }
-    if (now !== this.stamp) {
+  vouch(): boolean {
+    if (!this.prepare()) return false;
+    if (!this.current()) {
       this.clear();
-      return;
+      return false;
     }
     const fast = join(this.dir, "fast");
     try {
       if (this.readFast() !== this.stamp) writeFileDurable(fast, Buffer.from(`${this.stamp}\n`), { mode: 0o600 });
       // An edit between the check above and this write: start over next time.
-      if (fileStamp(statSync(this.configFile, { bigint: true })) !== this.stamp) this.clear();
+      if (!this.current()) {
+        this.clear();
+        return false;
+      }
+      return true;
     } catch {
       // No fast file: every call goes to Node.
       removeQuietly(fast);
+      return false;
+    }
+  }
+
+  /** True while the config file has the stamp this run read it with. */
+  current(): boolean {
+    try {
+      return fileStamp(statSync(this.configFile, { bigint: true })) === this.stamp;
+    } catch {
+      return false;
     }
   }
 
   /**
    * Removes every record made under another config or stamp (so that `holds` vouches only for
-   * this run's kind), every record whose segment is no longer `.ready` (done, or gone), and
-   * stray temps.
+   * this run's kind), every record whose segment is no longer `.ready` (done, or gone), every
+   * push marker whose process is gone or whose segment is no longer `.ready`, and stray temps.
    */
   sweep(): void {
     if (!existsSync(this.dir)) return;
@@ -181,6 +286,12 @@ export class AckRecords {
     for (const name of names) {
       if (name.startsWith(TMP_PREFIX)) {
         removeQuietly(join(this.dir, name));
+        continue;
+      }
+      if (name.endsWith(".push") && parseWalName(name.slice(0, -".push".length))?.kind === "segment") {
+        const seg = name.slice(0, -".push".length);
+        if (!this.pushing(seg) || !existsSync(join(this.statusDir, `${seg}.ready`)))
+          removeQuietly(join(this.dir, name));
         continue;
       }
       if (parseWalName(name) === undefined) continue;

@@ -1,10 +1,11 @@
-import { readdirSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { Context } from "../../context";
 import type { WalArchive } from "../../storage/archive";
 import type { MultiArchive } from "./repositories";
 import { parseWalName, type WalName } from "../../wal/names";
 import { testPause } from "../backup/test-pause";
+import { callDeadline, callTimeLeft } from "../../deadline";
 import type { AckRecords } from "./acks";
 
 /**
@@ -43,19 +44,21 @@ export function readySegments(
 export interface BatchOutcome {
   /** Segments archived ahead (or found archived with identical content) and recorded. */
   done: string[];
-  /** Segments that failed; PostgreSQL's own call archives them through the slow path. */
+  /** Segments that failed or were given up; PostgreSQL's own call archives them through the slow path. */
   failed: { name: string; error: unknown }[];
 }
 
 /**
- * Archives `names` (complete segments beside `%p`, see readySegments) ahead of PostgreSQL, with
- * `parallel` workers. Their `.ready` files are left alone: PostgreSQL still calls archive_command
- * for each, in its order, and marks each done itself, so its statistics stay exact. Each segment
- * whose `archive.pushFile` resolved (the segment and its checksum durable in every repository)
- * gets an acknowledgement record (`acks`, see acks.ts) that bin/wal-archive's shell front answers
- * that call from, in a few milliseconds. A crash before the record only costs that call the slow
- * path, which finds identical content. A failure (a conflict, an I/O error) is logged and leaves
- * no record; it never fails the run.
+ * Archives `names` (complete segments in `walDir`, see readySegments) ahead of PostgreSQL, with
+ * `parallel` workers: the background pusher's work (ahead.ts). Their `.ready` files are left
+ * alone: PostgreSQL still calls archive_command for each, in its order, and marks each done
+ * itself, so its statistics stay exact. Each segment whose `archive.pushFile` resolved (the
+ * segment and its checksum durable in every repository) gets an acknowledgement record (`acks`,
+ * see acks.ts) that bin/wal-archive's shell front answers that call from, in a few milliseconds;
+ * then its push marker goes. A record is made only for the very file that was pushed, and only
+ * while the config is unchanged; once it changed, nothing more is archived ahead. A crash before
+ * the record only costs that call the slow path, which finds identical content. A failure (a
+ * conflict, an I/O error, the call's bound reached) is logged and leaves no record.
  */
 export async function archiveBatch(
   ctx: Context,
@@ -63,17 +66,32 @@ export async function archiveBatch(
   walDir: string,
   names: WalName[],
   parallel: number,
-  acks: AckRecords | undefined,
+  acks: AckRecords,
 ): Promise<BatchOutcome> {
   const outcome: BatchOutcome = { done: [], failed: [] };
   let next = 0;
+  let stopped: string | undefined;
   const worker = async (): Promise<void> => {
     while (next < names.length) {
       const wal = names[next++] as WalName;
+      const path = join(walDir, wal.name);
       try {
-        await archive.pushFile(wal, join(walDir, wal.name));
+        if (stopped !== undefined) throw new Error(stopped);
+        if (callTimeLeft() <= 0) throw new Error(`the call's bound (${callDeadline()?.what ?? "?"}) was reached`);
+        const pushed = statSync(path);
+        await archive.pushFile(wal, path);
         await testPause("archive-batch-stored");
-        acks?.record(wal.name);
+        if (!acks.current()) {
+          stopped = `${ctx.config.file} changed meanwhile`;
+          acks.clear();
+          throw new Error(stopped);
+        }
+        acks.record(wal.name, pushed);
+        if (!acks.current()) {
+          stopped = `${ctx.config.file} changed meanwhile`;
+          acks.clear();
+          throw new Error(stopped);
+        }
         outcome.done.push(wal.name);
       } catch (error) {
         outcome.failed.push({ name: wal.name, error });
@@ -81,6 +99,8 @@ export async function archiveBatch(
         ctx.log.warn(
           `batch: ${wal.name} not archived ahead, left to PostgreSQL's own call: ${e.message ?? String(error)}${e.hint ? `\nHINT: ${e.hint}` : ""}`,
         );
+      } finally {
+        acks.dropPush(wal.name, process.pid);
       }
     }
   };

@@ -245,8 +245,8 @@ async function recordRestartPoint(
  * With keep_backups = 0 the standbys' restart points bound what they need: remove complete and
  * partial segments older than this standby's %r and the oldest restart point of every other live
  * standby in the registry (`standbys.ts`), as pg_archivecleanup would, but never what a backup
- * set in full_backup still needs (its start WAL onwards: the same rule as backup's purge,
- * `walNeededBySets`), nothing while another live standby's record cannot be read, and nothing at
+ * set in full_backup, or a pending restore's set, still needs (its start WAL onwards: the same
+ * rule as backup's purge, `walNeededBySets`), nothing while another live standby's record cannot be read, and nothing at
  * all while a backup holds BACKUPLOCK (it is about to put a set in place). Never .history, never
  * .backup files. `own` is this standby's record as just noted (not read again).
  */
@@ -282,7 +282,9 @@ async function cleanupBefore(
       return;
     }
     if (needed.from !== undefined && comparePosition(needed.from, bound) < 0) {
-      ctx.log.debug(`the backup sets in ${posix.dirname(full.path)} need WAL from ${needed.from}: keeping it`);
+      ctx.log.debug(
+        `the backup sets in ${posix.dirname(full.path)}${needed.restores.length > 0 ? " (and pending restores)" : ""} need WAL from ${needed.from}: keeping it`,
+      );
       bound = needed.from;
     }
   }

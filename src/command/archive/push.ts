@@ -1,22 +1,14 @@
 import { dirname, join, resolve } from "node:path";
 import type { Context } from "../../context";
 import { IoError } from "../../errors";
-import { formatLocation, type Config } from "../../config/load";
+import { formatLocation } from "../../config/load";
 import { setCallDeadline } from "../../deadline";
 import { archiveRepositories, MultiArchive, type Repository } from "./repositories";
 import { requireWalName } from "../../wal/names";
-import { archiveBatch, readySegments } from "./batch";
+import { readySegments } from "./batch";
 import { AckRecords } from "./acks";
-
-/**
- * Seconds one archive_command call may take in all (its deadline, deadline.ts): s3_timeout ×
- * (s3_retries + 1), what one request may take with every retry. The archiver waits for the
- * call, and a call cut short is retried by PostgreSQL; bounded this way, a peer that trickles
- * cannot hold the archiver (and a fast shutdown) for longer.
- */
-export function archiveCallSeconds(config: Config): number {
-  return config.float("s3_timeout") * (config.int("s3_retries") + 1);
-}
+import { startPusher } from "./ahead";
+import { archiveCallSeconds } from "./call-seconds";
 
 /** The archive_command call (wal-archive, `wal-ctl xarchive`): archivePush within archiveCallSeconds. */
 export async function archiveCall(ctx: Context, srcPath: string, name: string): Promise<void> {
@@ -64,7 +56,12 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
   // only be done again by PostgreSQL's own calls; and a dry run changes nothing.
   const ready =
     wal.kind === "segment" && (acks !== undefined || ctx.dryRun)
-      ? readySegments(src, wal.name, ctx.config.int("archive_batch"), (n) => acks?.holds(n) ?? false)
+      ? readySegments(
+          src,
+          wal.name,
+          ctx.config.int("archive_batch"),
+          (n) => (acks?.holds(n) ?? false) || (acks?.pushing(n) ?? false),
+        )
       : { statusDir: "", wals: [] };
   if (ctx.dryRun) {
     ctx.out(`[not really] archive ${src} as ${archive.path(wal.name)}`);
@@ -74,19 +71,11 @@ export async function archivePush(ctx: Context, srcPath: string, name: string): 
       );
     return;
   }
-  // Over ssh one helper session serves one request at a time: workers there would only queue.
-  const parallel = repos.every((r) => r.loc.host === undefined) ? ctx.config.int("archive_parallel") : 1;
-  // %p is one of the `parallel` copies in flight; with 1, the batch follows it.
+  // %p is pushed here; the ready segments after it go to a background pusher (ahead.ts), so
+  // this call ends once %p is durable while they are archived meanwhile.
   const own = archive.pushFile(wal, src);
-  if (parallel === 1) await own.catch(() => undefined);
-  const rest =
-    ready.wals.length > 0 ? archiveBatch(ctx, archive, walDir, ready.wals, Math.max(1, parallel - 1), acks) : undefined;
-  // %p decides the exit: the batch is waited for (never left half-done behind an exit) but its
-  // failures are only logged.
-  const settled = await Promise.allSettled([own, rest]);
-  if (rest !== undefined) acks?.commit();
-  if (settled[0].status === "rejected") throw settled[0].reason;
-  const { result, bytes } = settled[0].value;
+  if (acks !== undefined && ready.wals.length > 0) startPusher(ctx, acks, walDir, ready.wals);
+  const { result, bytes } = await own;
   ctx.log.info(
     result === "stored"
       ? `archived ${wal.name} (${bytes} bytes) to ${archive.completedDir}`

@@ -1,9 +1,13 @@
+import { hostname } from "node:os";
+import { existsSync } from "node:fs";
 import { posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode, type ExitCodeValue } from "../../errors";
 import { slaveLayout } from "../../slavedir/layout";
 import { BACKUP_INFO, leftoverPid, listSets, parseBackupInfo } from "./sets";
 import { readBytes } from "../../storage/bytes";
+import { runningRestore } from "../restore/journal";
+import { restoreHolds, type RestoreHold } from "../restore/pending";
 
 interface Row {
   name: string;
@@ -14,6 +18,83 @@ interface Row {
   bytes: number | null;
   /** Why the set's metadata could not be read (the set is listed, marked damaged). */
   problem?: string;
+  /** Not a set any more: taken by a restore that has not finished (its WAL is kept meanwhile). */
+  pendingRestore?: PendingRow;
+}
+
+interface PendingRow {
+  /** The set as it was listed when the restore began (undefined: unknown, an earlier version's claim). */
+  set?: string;
+  into?: string;
+  journal?: string;
+  claimed?: string;
+  host?: string;
+  pid?: number;
+  startedAt?: string;
+  /** The command that finishes it. */
+  command?: string;
+  /** A restore into it runs now (true), none does (false), unknown from here (null: another host). */
+  running: boolean | null;
+  /** Its journal is gone (the operator abandoned it): no rerun can finish it. */
+  abandoned?: boolean;
+}
+
+/** A pending restore as a row (its path: the record, or the claimed set that has none). */
+function pendingRow(h: RestoreHold): Row {
+  const r = h.record;
+  let running: boolean | null = null;
+  let abandoned: boolean | undefined;
+  if (r !== undefined && r.host === hostname()) {
+    running = runningRestore(r.dst) !== undefined;
+    abandoned = !running && !existsSync(r.journal);
+  }
+  const row: Row = {
+    name: posix.basename(h.path),
+    path: h.path,
+    startTime: r?.startTime ?? "",
+    label: r?.label ?? "",
+    startWal: h.startWal ?? "",
+    bytes: r?.bytes ?? null,
+    pendingRestore: {
+      ...(r !== undefined
+        ? {
+            set: r.set,
+            into: r.dst,
+            journal: r.journal,
+            ...(r.claimed !== undefined ? { claimed: r.claimed } : {}),
+            host: r.host,
+            pid: r.pid,
+            startedAt: r.startedAt,
+            command: r.command,
+          }
+        : h.kind === "claimed"
+          ? { claimed: h.path }
+          : {}),
+      running,
+      ...(abandoned === true ? { abandoned } : {}),
+    },
+  };
+  if (h.problem !== undefined) row.problem = h.problem;
+  return row;
+}
+
+/** One line per pending restore, in words: what it holds, and what finishes or abandons it. */
+function describePending(row: Row): string {
+  const p = row.pendingRestore;
+  const wal = row.startWal ? `keeps the WAL from ${row.startWal} on` : "keeps all WAL (its start WAL cannot be read)";
+  if (p?.into === undefined) {
+    return `  ${row.path}: ${row.problem ?? "a set claimed by a restore of an earlier version"}; ${wal}`;
+  }
+  const who = `begun ${p.startedAt ?? "?"} by pid ${p.pid ?? "?"} on ${p.host ?? "?"}`;
+  const state =
+    p.abandoned === true
+      ? `abandoned (its journal ${p.journal ?? "?"} is gone): remove ${row.path}${p.claimed !== undefined && existsSync(p.claimed) ? ` and put back or remove the claimed set ${p.claimed}` : ""} to let its WAL go (a new restore into ${p.into} removes the record)`
+      : p.running === true
+        ? "running now"
+        : p.running === false
+          ? `not running: finish it with ${p.command ?? "the same restore command"}`
+          : `on another host: finish it there with ${p.command ?? "the same restore command"}`;
+  return `  ${posix.basename(p.set ?? "?")} into ${p.into} (${row.path}), ${who}; ${wal}; ${state}`;
 }
 
 function fromLabel(text: string): Partial<Row> {
@@ -68,13 +149,20 @@ export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
       `${posix.join(dir, name)} is left over from a backup that did not finish: the next backup puts it in place if it is complete and newer than the sets, otherwise removes it`,
     );
   }
-  const code = rows.some((r) => r.problem) ? ExitCode.IO : ExitCode.OK;
+  // Sets taken by restores that have not finished: not restorable, but their WAL is kept.
+  const pending = (await restoreHolds(layout.driver, full.path)).map(pendingRow);
+  for (const r of pending) if (r.problem) ctx.log.error(r.problem);
+  const code = [...rows, ...pending].some((r) => r.problem) ? ExitCode.IO : ExitCode.OK;
   if (ctx.json) {
-    ctx.out(JSON.stringify(rows, null, 2));
+    ctx.out(JSON.stringify([...rows, ...pending], null, 2));
     return code;
   }
+  const pendingText =
+    pending.length === 0
+      ? ""
+      : `\npending restores (not restorable; their WAL is kept until they finish, README "An interrupted restore"):\n${pending.map(describePending).join("\n")}`;
   if (rows.length === 0) {
-    ctx.out(`no backup sets in ${posix.dirname(full.path)}`);
+    ctx.out(`no backup sets in ${posix.dirname(full.path)}${pendingText}`);
     return code;
   }
   const table = [["NAME", "START TIME", "LABEL", "START WAL", "SIZE"]];
@@ -96,7 +184,7 @@ export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
           .join("  ")
           .trimEnd(),
       )
-      .join("\n"),
+      .join("\n") + pendingText,
   );
   return code;
 }

@@ -5,8 +5,8 @@ import type { Repository } from "../archive/repositories";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { comparePosition, parseWalName } from "../../wal/names";
-import { BACKUP_INFO, leftoverPid, listSets, readBackupInfo, tempSetPath, type BackupInfo } from "./sets";
-import { readBytes } from "../../storage/bytes";
+import { leftoverPid, listSets, readBackupInfo, setStartWal, tempSetPath } from "./sets";
+import { restoreHolds, type RestoreHold } from "../restore/pending";
 import {
   describeStandby,
   readRegistry,
@@ -16,31 +16,19 @@ import {
   type StandbyHold,
 } from "../../slavedir/standbys";
 
-/** The first WAL segment a backup set needs: from its metadata, or its backup_label. */
-export async function setStartWal(driver: StorageDriver, set: string): Promise<string | undefined> {
-  const info = await readBytes(driver, posix.join(set, BACKUP_INFO));
-  if (info) {
-    try {
-      return (JSON.parse(info.toString("utf8")) as BackupInfo).startWal;
-    } catch {
-      // fall back to the label
-    }
-  }
-  const label = await readBytes(driver, posix.join(set, "backup_label"));
-  return label ? /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(label.toString("utf8"))?.[1] : undefined;
-}
-
 /**
  * The oldest WAL segment any kept backup set in `fullBackup` needs (the oldest start WAL among
  * them): `{ from: undefined }` when there is no set; `{ unknown: set }` when a set's start cannot
  * be read, in which case no WAL may be removed on its account. A complete set a killed backup
- * left hidden counts too (the next backup puts it in place). The one notion of "what the kept
- * sets need", shared by backup's purge and wal-restore's %r cleanup.
+ * left hidden counts too (the next backup puts it in place), and so does the set of every
+ * pending restore (restore/pending.ts: its record, or a claimed set without one; `restores`
+ * names them). The one notion of "what the kept sets need", shared by backup's purge and
+ * wal-restore's %r cleanup.
  */
 export async function walNeededBySets(
   driver: StorageDriver,
   fullBackup: string,
-): Promise<{ from: string | undefined; unknown?: undefined } | { unknown: string }> {
+): Promise<{ from: string | undefined; restores: RestoreHold[]; unknown?: undefined } | { unknown: string }> {
   let from: string | undefined;
   const keep = (start: string): void => {
     if (from === undefined || comparePosition(start, from) < 0) from = start;
@@ -51,14 +39,27 @@ export async function walNeededBySets(
     keep(start);
   }
   const dir = posix.dirname(fullBackup);
-  for (const name of (await driver.list(dir)) ?? []) {
+  const names = (await driver.list(dir)) ?? [];
+  for (const name of names) {
     const pid = leftoverPid(fullBackup, name);
     if (pid === undefined || posix.join(dir, name) !== tempSetPath(fullBackup, pid)) continue;
     // Only a complete one (metadata written last) can become a set; a partial one never will.
     const info = await readBackupInfo(driver, posix.join(dir, name));
     if (typeof info?.startWal === "string") keep(info.startWal);
   }
-  return { from };
+  const restores = await restoreHolds(driver, fullBackup, names);
+  for (const r of restores) {
+    if (r.startWal === undefined) return { unknown: r.path };
+    keep(r.startWal);
+  }
+  return { from, restores };
+}
+
+/** "a pending restore of SET into DST (record PATH)", for log lines. */
+export function describeRestoreHold(r: RestoreHold): string {
+  return r.record
+    ? `a pending restore of ${posix.basename(r.record.set)} into ${r.record.dst} (${r.path})`
+    : `a pending restore's claimed set ${r.path}`;
 }
 
 /**
@@ -86,6 +87,9 @@ export async function purgeWal(
     return 0;
   }
   if (needed.from === undefined) return 0;
+  for (const r of needed.restores) {
+    ctx.log.info(`${describeRestoreHold(r)} needs WAL from ${r.startWal ?? "?"}: keeping it until it is finished`);
+  }
   let keepFrom = needed.from;
   const names = (await driver.list(completedDir)) ?? [];
   const expireSeconds = opts.expireSeconds ?? standbyExpireSeconds(ctx.config);

@@ -80,6 +80,20 @@ export async function readBackupInfo(driver: StorageDriver, set: string): Promis
   }
 }
 
+/** The first WAL segment a backup set needs: from its metadata, or its backup_label. */
+export async function setStartWal(driver: StorageDriver, set: string): Promise<string | undefined> {
+  const info = await readBytes(driver, posix.join(set, BACKUP_INFO));
+  if (info) {
+    try {
+      return (JSON.parse(info.toString("utf8")) as BackupInfo).startWal;
+    } catch {
+      // fall back to the label
+    }
+  }
+  const label = await readBytes(driver, posix.join(set, "backup_label"));
+  return label ? /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(label.toString("utf8"))?.[1] : undefined;
+}
+
 /** Where a backup builds its new set: hidden (`.walmgr-tmp.data.master.PID`), beside the sets. */
 export function tempSetPath(fullBackup: string, pid = process.pid): string {
   return posix.join(posix.dirname(fullBackup), `${TMP_PREFIX}${posix.basename(fullBackup)}.${pid}`);

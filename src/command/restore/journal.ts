@@ -28,6 +28,14 @@ export interface RestoreJournal {
   move: boolean;
   /** move: the set's name beside the sets while it is being restored (renamed there first). */
   claimed?: string;
+  /**
+   * The record beside the sets that keeps the set's WAL while this restore is pending
+   * (pending.ts): written before the set is taken, removed at step "finish". Missing in
+   * journals of older versions and for a set in an object store.
+   */
+  pending?: string;
+  /** The first WAL segment the set needs (from its metadata or backup_label), when known. */
+  startWal?: string;
   dst: string;
   /** --target-* settings (empty: a standby). */
   target: Record<string, string>;
@@ -42,7 +50,7 @@ export interface RestoreJournal {
   tablespaces?: Record<string, string>;
   /**
    * Tablespace OID → the directory this restore made (or took empty) at that path, claimed
-   * (restore-claim.ts): a rerun writes only into a directory whose identity matches. Missing in
+   * (claim.ts): a rerun writes only into a directory whose identity matches. Missing in
    * journals of older versions: their directories are not known to be ours.
    */
   tablespaceDirs?: Record<string, ClaimedDir>;
@@ -140,6 +148,17 @@ function holderAlive(text: string): boolean {
   const now = processStart(pid);
   // A recycled pid has another start time; without /proc, alive is all we know.
   return start === undefined || now === undefined || now === start;
+}
+
+/** The pid of the restore into `dst` running now (its lock names a live process); undefined when none runs. */
+export function runningRestore(dst: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(restorePaths(dst).lock, "utf8");
+  } catch {
+    return undefined;
+  }
+  return holderAlive(text) ? Number.parseInt(text, 10) : undefined;
 }
 
 /**

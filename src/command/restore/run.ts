@@ -2,6 +2,7 @@ import {
   chmodSync,
   chownSync,
   existsSync,
+  lchownSync,
   lstatSync,
   readdirSync,
   readFileSync,
@@ -11,6 +12,7 @@ import {
   symlinkSync,
   mkdirSync,
 } from "node:fs";
+import { hostname } from "node:os";
 import { basename, dirname, isAbsolute, join, posix, resolve } from "node:path";
 import type { Context } from "../../context";
 import {
@@ -38,6 +40,7 @@ import {
   isSymlink,
   LocalDriver,
   mkdirPrivate,
+  refuseUnplainTree,
   removeTreeDurable,
   renameOrCopyTree,
 } from "../../storage/local/driver";
@@ -48,7 +51,8 @@ import { walkTreeSync } from "../../storage/tree-walk";
 import { parseManifest, type Manifest } from "../../storage/manifest";
 import { readBytes } from "../../storage/bytes";
 import { requireFeature, type StorageDriver } from "../../storage/driver";
-import { BACKUP_MANIFEST, listSets, readBackupInfo } from "../backup/sets";
+import { BACKUP_MANIFEST, listSets, readBackupInfo, setStartWal } from "../backup/sets";
+import { pendingPath, restoreHolds, type PendingRecord } from "./pending";
 import {
   claimedName,
   crashPoint,
@@ -196,8 +200,11 @@ function io<T>(action: string, path: string, fn: () => T): T {
 
 /** Chowns a tree to uid:gid (when running as root on behalf of the postgres user); links are not followed. */
 function chownTree(path: string, uid: number, gid: number): void {
-  const fix = (p: string, st: { uid: number; gid: number }): void => {
-    if (st.uid !== uid || st.gid !== gid) io("cannot chown", p, () => chownSync(p, uid, gid));
+  // A link is chowned itself (lchown), never the file it points to: restore's own links point
+  // out of the tree (tablespaces, pg_wal), and chown would follow them.
+  const fix = (p: string, st: { uid: number; gid: number; isSymbolicLink(): boolean }): void => {
+    if (st.uid !== uid || st.gid !== gid)
+      io("cannot chown", p, () => (st.isSymbolicLink() ? lchownSync(p, uid, gid) : chownSync(p, uid, gid)));
   };
   const st = io("cannot stat", path, () => lstatSync(path));
   fix(path, st);
@@ -323,7 +330,7 @@ async function ensureStopped(
  * is named, a named one copied), keeps or removes the old data directory per backup_datadir,
  * writes the recovery settings and starts the server with slave_start_cmd.
  *
- * It is a journaled sequence (restore-journal.ts): the new data directory is built beside DST
+ * It is a journaled sequence (journal.ts): the new data directory is built beside DST
  * under a hidden name and renamed into place only when complete; a rerun after a crash at any
  * point finishes the restore. DST must be missing, empty or a stopped PostgreSQL data directory.
  */
@@ -471,6 +478,12 @@ async function plan(
   const sets = await listSets(layout.driver, fullBackup);
   const src = await findSet(req, sets, fullBackup, layout.driver);
   refuseUnfit(req, sets);
+  // A local set is checked before it is taken: only folders and regular files, and a manifest
+  // that names only paths inside it (an object store's set is checked as it is fetched).
+  if (!req.stored) checkLocalSet(src);
+  const startWal = await setStartWal(layout.driver, src);
+  // A standby that could never replay the set is refused before anything changes.
+  if (req.standbyRestore) await requireStartWal(layout.driver, layout.completed.path, src, startWal, "plan");
   await ensureStopped(ctx, req.dst, slaveData, timeoutS, progress);
   // Owner of the restored tree (matters only when root restores for the postgres user).
   const ownerRef = existsSync(req.dst) ? req.dst : dirname(req.dst);
@@ -483,6 +496,9 @@ async function plan(
     ...(req.stored ? { stored: true } : {}),
     move: req.move,
     ...(req.move ? { claimed: claimedName(src) } : {}),
+    // Beside the sets while the restore is pending: keeps the set's WAL (pending.ts).
+    ...(req.stored ? {} : { pending: pendingPath(src) }),
+    ...(startWal !== undefined ? { startWal } : {}),
     dst: req.dst,
     target: req.target,
     standbyRestore: req.standbyRestore,
@@ -490,9 +506,25 @@ async function plan(
     keepOld: ctx.config.bool("backup_datadir"),
     startedAt: new Date().toISOString(),
   };
+  if (!req.stored) await dropAbandonedPending(ctx, fullBackup, paths);
   writeJournal(paths, j);
   crashPoint("journal");
   return j;
+}
+
+/**
+ * Refuses (exit 9, nothing changed) a local set that holds anything but folders and regular
+ * files (a link planted to make the restore read or write outside its target), or whose
+ * manifest cannot be read or names a path outside the set.
+ */
+function checkLocalSet(set: string): void {
+  refuseUnplainTree(set);
+  const file = join(set, BACKUP_MANIFEST);
+  if (existsSync(file))
+    parseManifest(
+      io("cannot read", file, () => readFileSync(file, "utf8")),
+      file,
+    );
 }
 
 /** Refuses (exit 2) a DST restore may not replace (unfitDestination). */
@@ -574,6 +606,10 @@ async function runSteps(
     writeJournal(paths, j);
     crashPoint(step);
   };
+  // A rerun after its set's WAL went (removed by hand, or by a purge of an earlier version)
+  // stops before DST is replaced.
+  if (j.standbyRestore && (j.step === "stage" || j.step === "prepare"))
+    await requireStartWal(driver, completed, j.set, stagedStartWal(paths, j) ?? j.startWal, "resume", paths, j);
   if (j.step === "stage") {
     try {
       await stage(ctx, paths, j, driver, progress);
@@ -581,6 +617,7 @@ async function runSteps(
       // A copy that failed (not a crash) is rolled back: DST and the set were never touched.
       if (!j.move) {
         io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
+        if (j.pending !== undefined) removePending(j.pending);
         removeJournal(paths);
         ctx.log.info(`nothing was changed: ${paths.stage} removed`);
       }
@@ -617,10 +654,16 @@ async function runSteps(
     // A new standby replays afresh: no STOP, no boot markers, and its own restart point (not the
     // other standbys') starts again at the set's start WAL.
     if (j.standbyRestore) {
+      // Never "WAL from … on is kept for it" when it is gone already: the standby could not start.
+      // The label restartStandbyRecord reads, so that the check is of the WAL it records.
+      const start = labelStartWal(j.dst) ?? j.startWal;
+      await requireStartWal(driver, completed, j.set, start, "finish", paths, j);
       const control = controlFilesFor(ctx.config, ctx.config.requireLocation("completed_wals", "restore"), driver);
       for (const f of [STOP, BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED]) await control.remove(f);
       await restartStandbyRecord(ctx, driver, completed, j.dst);
     }
+    // The standby's record holds the WAL from now on (a point-in-time copy is done with it).
+    if (j.pending !== undefined) removePending(j.pending);
     advance("start");
   }
   const startCmd = ctx.config.get("slave_start_cmd");
@@ -660,6 +703,7 @@ async function stage(
   progress: Progress,
 ): Promise<void> {
   const onProgress = (bytes: number, files: number): void => progress.add(bytes, files);
+  if (j.pending !== undefined) await writePending(ctx, paths, j);
   if (j.move && j.claimed !== undefined) {
     const claimed = j.claimed;
     if (!existsSync(claimed) && !existsSync(paths.stage)) {
@@ -686,6 +730,9 @@ async function stage(
       }
       ctx.log.info(`${how === "copied" ? "copied" : "moved"} ${j.set} to ${paths.stage}`);
     }
+    // A moved set keeps whatever it holds: checked again where nobody else writes (the set was
+    // checked before it was taken, but it stayed writable in the slave directory until the move).
+    refuseUnplainTree(paths.stage);
   } else if (j.stored) {
     // From an object store: fetched file by file, each checked against the set's manifest.
     io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
@@ -702,7 +749,8 @@ async function stage(
   } else {
     progress.stage(`copying ${basename(j.set)}`, await setTotals(localDriver, j.set));
     io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
-    await copyTree(j.set, paths.stage, () => true, onProgress);
+    // Nothing in the set is followed: a link there is refused, never copied as its target's bytes.
+    await copyTree(j.set, paths.stage, () => true, onProgress, "refuse");
     fsyncDir(dirname(paths.stage));
     if (!existsSync(join(j.set, "backup_label")))
       throw new WalmgrError(`the backup set ${j.set} vanished while it was copied`, ExitCode.NOT_AVAILABLE);
@@ -720,6 +768,132 @@ async function stage(
         : "the set changed while it was copied (rotated by a backup?): rerun restore to copy it again",
     );
   }
+}
+
+/**
+ * The start WAL of a pending restore's set before DST is replaced, from the set's backup_label
+ * where it is now (claimed, staged, or still listed); undefined when none is there.
+ */
+function stagedStartWal(paths: RestorePaths, j: RestoreJournal): string | undefined {
+  for (const dir of [j.claimed, paths.stage, j.stored ? undefined : j.set]) {
+    const start = dir === undefined ? undefined : labelStartWal(dir);
+    if (start !== undefined) return start;
+  }
+  return undefined;
+}
+
+/** The start WAL in the backup_label of `dir`, when it has one. */
+function labelStartWal(dir: string): string | undefined {
+  try {
+    const label = readFileSync(join(dir, "backup_label"), "utf8");
+    return /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(label)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Refuses a standby restore of `set` whose first WAL segment (`startWal`) is not in
+ * completed_wals: the standby could never replay the set to a consistent state. Exit 1 (the WAL
+ * is not available), or 9 when a set about to be taken names no start WAL. `when` says how far the restore got:
+ * "plan" (nothing changed yet), "resume" (DST not replaced yet), "finish" (DST holds the restored
+ * set, not started; the journal stays, so a rerun checks again).
+ */
+async function requireStartWal(
+  driver: StorageDriver,
+  completed: string,
+  set: string,
+  startWal: string | undefined,
+  when: "plan" | "resume" | "finish",
+  paths?: RestorePaths,
+  j?: RestoreJournal,
+): Promise<void> {
+  if (startWal === undefined) {
+    // A rerun of an older version's restore may not know it: it carries on as it would have.
+    if (when !== "plan") return;
+    throw new WalmgrError(
+      `cannot tell which WAL ${set} needs: neither its .walmgr-backup.json nor its backup_label names a start WAL`,
+      ExitCode.IO,
+      "check the set with 'wal-ctl CONFIG verify'; restore another set",
+    );
+  }
+  const info = await driver.info(posix.join(completed, startWal));
+  if (info !== undefined && !info.isDirectory) return;
+  const abandon =
+    paths && j
+      ? `remove ${paths.journal}${j.pending !== undefined ? ` and ${j.pending}` : ""}${j.claimed !== undefined && existsSync(j.claimed) ? ` (and the claimed set ${j.claimed})` : ""}, take a new backup (wal-backup on the master) and restore that`
+      : "take a new backup (wal-backup on the master) and restore that";
+  const state =
+    when === "plan"
+      ? "nothing was changed"
+      : when === "resume"
+        ? `the restore into ${paths?.dst ?? "?"} stopped before replacing it`
+        : `${paths?.dst ?? "?"} holds the restored set but was not started, and the restore stays pending`;
+  throw new WalmgrError(
+    `the WAL ${basename(set)} needs from ${startWal} on is not in ${completed} (${startWal} is missing): a standby restored from it could never reach a consistent state; ${state}`,
+    ExitCode.NOT_AVAILABLE,
+    `put ${startWal} and the WAL after it back into ${completed} and rerun the restore, or ${abandon}`,
+  );
+}
+
+/**
+ * Writes the record that keeps the set's WAL while this restore is pending (pending.ts),
+ * before the set is taken; a record already there (a rerun's) is kept as it is.
+ */
+async function writePending(ctx: Context, paths: RestorePaths, j: RestoreJournal): Promise<void> {
+  const pending = j.pending;
+  if (pending === undefined || existsSync(pending)) return;
+  const from = j.claimed !== undefined && existsSync(j.claimed) ? j.claimed : j.set;
+  const info = await readBackupInfo(localDriver, from).catch(() => undefined);
+  // The set as it is now: a backup may have rotated another set to its name since the plan.
+  const startWal = (await setStartWal(localDriver, from)) ?? j.startWal;
+  if (startWal !== undefined && startWal !== j.startWal) {
+    j.startWal = startWal;
+    writeJournal(paths, j);
+  }
+  const record: Partial<PendingRecord> = {
+    set: j.set,
+    ...(j.claimed !== undefined ? { claimed: j.claimed } : {}),
+    // Without it the record cannot be read, and purges remove nothing until it goes.
+    ...(startWal !== undefined ? { startWal } : {}),
+    dst: j.dst,
+    journal: paths.journal,
+    ...(typeof info?.label === "string" ? { label: info.label } : {}),
+    ...(typeof info?.startTime === "string" ? { startTime: info.startTime } : {}),
+    ...(typeof info?.bytes === "number" ? { bytes: info.bytes } : {}),
+    host: hostname(),
+    pid: process.pid,
+    startedAt: j.startedAt,
+    command: `wal-ctl ${shellQuote(ctx.config.file)} ${j.command}`,
+  };
+  writeFileDurable(pending, Buffer.from(`${JSON.stringify(record, null, 2)}\n`), { exclusive: true, mode: 0o644 });
+  ctx.log.info(`${pending} keeps the WAL from ${startWal ?? "?"} on while this restore is pending`);
+  crashPoint("pending");
+}
+
+/**
+ * A new restore into DST (no journal there: none is pending) removes the records of earlier
+ * restores into the same DST from this host: their journal is gone (removed by the operator to
+ * abandon them), so no rerun can ever carry them on, and the WAL they kept is not needed by
+ * anyone for them. The restore lock of DST is held, so none of them runs. A set they claimed
+ * stays (it holds WAL by itself, see pending.ts) for the operator to put back or remove.
+ */
+async function dropAbandonedPending(ctx: Context, fullBackup: string, paths: RestorePaths): Promise<void> {
+  for (const h of await restoreHolds(localDriver, fullBackup)) {
+    const r = h.record;
+    if (r === undefined || r.dst !== paths.dst || r.journal !== paths.journal || r.host !== hostname()) continue;
+    if (existsSync(paths.journal)) continue;
+    ctx.log.warn(
+      `${h.path} kept the WAL from ${r.startWal} on for an earlier restore into ${r.dst} (begun ${r.startedAt ?? "?"}), abandoned (its journal ${r.journal} is gone): removed${r.claimed !== undefined && existsSync(r.claimed) ? `; the set it claimed stays at ${r.claimed}` : ""}`,
+    );
+    removePending(h.path);
+  }
+}
+
+/** Removes a pending restore's record (done, or never written). */
+function removePending(pending: string): void {
+  io("cannot remove", pending, () => rmSync(pending, { force: true }));
+  fsyncDir(dirname(pending));
 }
 
 /**
@@ -889,7 +1063,7 @@ function swap(ctx: Context, paths: RestorePaths, j: RestoreJournal): void {
  * their contents are moved out and linked here instead: to the original path when it is free on
  * this machine (missing or an empty directory, such as a mount point), otherwise beside the
  * data directory (DST_tblspc_OID). Each such directory is claimed when it is chosen (made by this
- * restore, or marked when taken empty: restore-claim.ts) and journaled with its identity, so a
+ * restore, or marked when taken empty: claim.ts) and journaled with its identity, so a
  * second restore never takes it, and a rerun writes only into a directory it made itself:
  * whatever else it finds at a journaled path (another restore's tablespace, say) is left as it
  * is. On another file system the files are copied into place (a mount point itself is kept),
@@ -1004,7 +1178,7 @@ const MAX_TABLESPACE_CANDIDATES = 100;
 
 /**
  * Claims a directory for tablespace `oid`: `first` (its original path, or the one journaled)
- * when it is free, else DST_tblspc_OID, else DST_tblspc_OID.0, .1 … (restore-claim.ts).
+ * when it is free, else DST_tblspc_OID, else DST_tblspc_OID.0, .1 … (claim.ts).
  */
 function claimTablespaceDir(
   j: RestoreJournal,

@@ -19,6 +19,7 @@ import {
   fsync as fsFsync,
   copyFile as fsCopyFile,
   fchmodSync,
+  readlinkSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { Readable, Writable, finished } from "node:stream";
@@ -46,7 +47,7 @@ import {
   writeAtDurable,
 } from "../durable";
 import { expectedOwner, foreignFile, foreignFolder } from "../owners";
-import { walkTree } from "../tree-walk";
+import { walkTree, walkTreeSync } from "../tree-walk";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
@@ -394,18 +395,64 @@ async function writeFully(fd: number, data: Buffer): Promise<void> {
 }
 
 /**
- * Copies a local tree (following symlinks to directories and files), fsyncing everything. It
- * yields to the event loop every few files so that SIGINT/SIGTERM are handled promptly (and a
- * progress line gets redrawn). `onProgress` hears of each file once it is copied.
+ * What a tree copy does with what is neither a folder nor a regular file. "follow": symbolic
+ * links are followed (a backup copies a data directory: its tablespaces are links under
+ * pg_tblspc, and any link there is meant), other special files are skipped. "refuse": nothing is
+ * followed, and anything but a folder or a regular file is an IoError naming it (a restore
+ * copying a backup set: backups copy what links point to, so a set holds no link, and one there
+ * was planted to make the restore read or write outside its target).
+ */
+export type LinkPolicy = "follow" | "refuse";
+
+/** The IoError for `path` (below `root`, the tree being restored), which is not a folder or a regular file. */
+function notPlain(root: string, path: string, st: { isSymbolicLink(): boolean; isFIFO(): boolean }): IoError {
+  let what = "a special file (device, FIFO or socket)";
+  if (st.isSymbolicLink()) {
+    let to = "?";
+    try {
+      to = readlinkSync(path);
+    } catch {
+      // gone meanwhile: it was a link all the same
+    }
+    what = `a symbolic link (to ${to})`;
+  } else if (st.isFIFO()) what = "a FIFO";
+  return new IoError(
+    `${path} is ${what}: a backup set holds only folders and regular files (backups copy what links point to), so it was put into ${root} by something else; refusing to follow or copy it`,
+    `find out who wrote it, remove it (or replace it by what it should hold) and restore again; if ${root} cannot be trusted, restore another set`,
+  );
+}
+
+/**
+ * Throws the IoError of `notPlain` for the first entry below `root` that is neither a folder nor
+ * a regular file (nothing below `root` is followed; `root` itself may be a link to a folder):
+ * the check of a backup set before a restore takes it.
+ */
+export function refuseUnplainTree(root: string): void {
+  walkTreeSync(
+    root,
+    ({ path, st }) => {
+      if (!st.isDirectory() && !st.isFile()) throw notPlain(root, path, st);
+    },
+    { follow: false, skipVanished: false },
+  );
+}
+
+/**
+ * Copies a local tree, fsyncing everything; symbolic links and other special files as `links`
+ * says (default: followed, for backups). It yields to the event loop every few files so that
+ * SIGINT/SIGTERM are handled promptly (and a progress line gets redrawn). `onProgress` hears of
+ * each file once it is copied.
  */
 export async function copyTree(
   src: string,
   dest: string,
   keep: (rel: string, isDir: boolean) => boolean,
   onProgress?: TreeProgress,
+  links: LinkPolicy = "follow",
 ): Promise<TreeStats> {
   const stats: TreeStats = { files: 0, bytes: 0 };
   const target = (rel: string): string => (rel === "" ? dest : join(dest, rel));
+  const refuse = links === "refuse";
   mkdirPrivate(dest);
   await walkTree(
     src,
@@ -415,10 +462,15 @@ export async function copyTree(
         mkdirPrivate(target(rel));
         return true;
       }
+      if (refuse && !st.isFile()) throw notPlain(src, from, st);
       if (!st.isFile() || !keep(rel, false)) return false;
       const to = target(rel);
+      let srcFd: number | undefined;
       try {
-        copyFileSync(from, to);
+        // Refusing: the file copied is the one opened without following a link (a link put
+        // there since it was listed is refused too), read through its descriptor.
+        if (refuse) srcFd = openNoFollow(src, from);
+        copyFileSync(srcFd === undefined || !PROC_FD ? from : `/proc/self/fd/${srcFd}`, to);
         chmodSync(to, 0o600);
         const fd = openSync(to, "r");
         if (isRoot) {
@@ -428,8 +480,11 @@ export async function copyTree(
         fsyncSync(fd);
         closeSync(fd);
       } catch (err) {
+        if (err instanceof WalmgrError) throw err;
         if (isErrno(err, "ENOENT") && !existsSync(from)) return false;
         throw ioError("cannot copy", `${from} to ${to}`, err);
+      } finally {
+        if (srcFd !== undefined) closeSync(srcFd);
       }
       stats.files++;
       stats.bytes += st.size;
@@ -437,9 +492,29 @@ export async function copyTree(
       if (stats.files % 64 === 0) await new Promise((r) => setImmediate(r));
       return false;
     },
-    { leave: (_dir, rel) => fsyncDir(target(rel)) },
+    { leave: (_dir, rel) => fsyncDir(target(rel)), follow: !refuse },
   );
   return stats;
+}
+
+/** Whether an open descriptor can be named as a path (Linux): the copy then reads exactly the file opened. */
+const PROC_FD = existsSync("/proc/self/fd");
+
+/** Opens the regular file `path` (below `root`) for reading without following a link in its last part. */
+function openNoFollow(root: string, path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isErrno(err, "ELOOP")) throw notPlain(root, path, lstatSync(path));
+    throw err;
+  }
+  const st = fstatSync(fd);
+  if (!st.isFile()) {
+    closeSync(fd);
+    throw notPlain(root, path, st);
+  }
+  return fd;
 }
 
 /**
@@ -522,7 +597,9 @@ export function isSymlink(path: string): boolean {
  * file system: EXDEV; `to` a mount point: EBUSY) a copy of the tree, fsynced, into `to`. An
  * existing `to` must be an empty directory; it is kept (a mount point is never removed, only
  * filled). After a copy `from` is still there: the caller removes it (`removeTreeDurable`) once
- * it has recorded that the copy is complete, so a crash never leaves only a partial copy.
+ * it has recorded that the copy is complete, so a crash never leaves only a partial copy. A copy
+ * follows no link: anything but folders and regular files is refused (`LinkPolicy` "refuse"; the
+ * trees restore moves are backup sets and their tablespaces).
  * `rename` is for tests (fault injection); `onProgress` hears of each file a copy copies.
  */
 export async function renameOrCopyTree(
@@ -539,7 +616,7 @@ export async function renameOrCopyTree(
   } catch (err) {
     if (!isErrno(err, "EXDEV") && !isErrno(err, "EBUSY")) throw ioError(`cannot move ${from} to`, to, err);
   }
-  await copyTree(from, to, () => true, onProgress);
+  await copyTree(from, to, () => true, onProgress, "refuse");
   fsyncDir(dirname(to));
   return "copied";
 }

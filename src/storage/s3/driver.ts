@@ -23,9 +23,11 @@ import { chunks } from "../files";
 import { isOwnMetadata, type Manifest } from "../manifest";
 import { readBytes } from "../bytes";
 import { judgeHolder, lockBody, parseLockInfo, selfLockInfo } from "../../holder";
+import { WALMGR_PROGRAMS } from "../../proc";
 import { S3Client, type S3Request } from "./client";
 import { childText, type ListPage } from "./xml";
 import { eachLimit } from "../../parallel";
+import { isSafeName } from "../rel-path";
 import { s3GetTree, s3PutTree } from "./tree";
 
 /** Folder (beside the objects) of the claims that make exclusive creates exclusive. */
@@ -36,8 +38,6 @@ const CLAIM_WAIT_MS = 30_000;
 const CLAIM_ROUNDS = 8;
 /** A claim older than this is ignored: no upload of ours takes that long. */
 const CLAIM_TTL_MS = 10 * 60_000;
-/** Programs that write exclusively (a claim naming another process is not ours: not stale by that alone). */
-const WRITER_PROGRAMS = ["wal-archive", "wal-ctl", "wal-backup", "wal-sync", "wal-helper", "wal-prefetch"] as const;
 /** Below this, a write is kept as small copies; above, one part-size buffer is taken. */
 const SMALL = 64 * 1024;
 const PARALLEL = 16;
@@ -131,6 +131,11 @@ export class S3Driver implements StorageDriver {
     return page.keys.length + page.prefixes.length > 0 ? { size: 0, mtimeMs: 0, isDirectory: true } : undefined;
   }
 
+  /**
+   * The names directly under `dir` (objects and common prefixes). S3 keys are opaque strings, so a
+   * bucket may hold keys no walmgr-ts writer makes (`…/..`, `…//x`): a name that is not one plain
+   * name (rel-path.ts isSafeName) is left out, never handed to a caller that joins it to a path.
+   */
   async list(dir: string): Promise<string[] | undefined> {
     const key = this.key(dir);
     const prefix = key === "" ? "" : `${key}/`;
@@ -142,12 +147,12 @@ export class S3Driver implements StorageDriver {
       for (const k of page.keys) {
         any = true;
         const n = k.slice(prefix.length);
-        if (n !== "") names.push(n);
+        if (isSafeName(n)) names.push(n);
       }
       for (const p of page.prefixes) {
         any = true;
         const n = p.slice(prefix.length).replace(/\/$/, "");
-        if (n !== "") names.push(n);
+        if (isSafeName(n)) names.push(n);
       }
       token = page.next;
     } while (token !== undefined);
@@ -570,7 +575,7 @@ class S3Write extends Writable implements WriteHandle {
   private async claimOfDeadWriter(key: string): Promise<boolean> {
     const raw = await readBytes(this.driver, `/${key}`);
     if (raw === undefined) return true; // withdrawn meanwhile
-    return judgeHolder(parseLockInfo(raw.toString("utf8")), WRITER_PROGRAMS).state === "stale";
+    return judgeHolder(parseLockInfo(raw.toString("utf8")), WALMGR_PROGRAMS).state === "stale";
   }
 
   private async dropClaim(): Promise<void> {

@@ -24,12 +24,52 @@ import type {
 } from "../driver";
 import type { Manifest } from "../manifest";
 import type { HelperVerb } from "./verbs";
+import { isSafeName, isSafeRelPath } from "../rel-path";
 import { walkTreeSync } from "../tree-walk";
 import { HelperSession, lastLines, SshTransport, type RequestOpts, type SshOptions } from "./transport";
 
 export { remoteCommand, type SshOptions } from "./transport";
 
 const BAD_CHARS = /[\0\n\r]/;
+
+/** The TransportError for an answer of the helper that no real helper gives. */
+function badAnswer(where: string, what: string): TransportError {
+  return new TransportError(
+    `${where}: the helper answered ${what}: refusing the answer (nothing was done with it)`,
+    "the program answering on the slave is not a walmgr-ts helper, or is damaged: check slave_wal_ctl and who can change it",
+  );
+}
+
+/**
+ * A `list` answer of the helper, checked: an array of plain names (`isSafeName`). A name with a
+ * `/`, or `.`, `..` or empty, would make a caller's join name another folder than the one
+ * listed (purge, leftovers, sets): the whole answer is refused (exit 6).
+ */
+export function checkedListing(names: unknown, where: string): string[] {
+  if (!Array.isArray(names)) throw badAnswer(where, "something other than a list of names");
+  for (const n of names as unknown[]) {
+    if (typeof n !== "string" || !isSafeName(n)) throw badAnswer(where, `the name ${JSON.stringify(n)}`);
+  }
+  return names as string[];
+}
+
+/**
+ * A `manifest` answer of the helper, checked: file names relative to the tree (`isSafeRelPath`),
+ * each with a size and a sha256. The manifest is written into the set, and restore and verify
+ * join its names to the set's folder.
+ */
+export function checkedManifest(m: unknown, where: string): Manifest {
+  const files = (m as { files?: unknown } | null)?.files;
+  if (typeof files !== "object" || files === null || Array.isArray(files))
+    throw badAnswer(where, "a manifest without 'files'");
+  for (const [rel, e] of Object.entries(files as Record<string, unknown>)) {
+    if (!isSafeRelPath(rel)) throw badAnswer(where, `the file name ${JSON.stringify(rel)}, which leaves the tree`);
+    const entry = e as { size?: unknown; sha256?: unknown } | null;
+    if (typeof entry?.size !== "number" || typeof entry.sha256 !== "string")
+      throw badAnswer(where, `the entry ${JSON.stringify(rel)} without a size or a sha256`);
+  }
+  return m as Manifest;
+}
 
 export class SshDriver implements StorageDriver {
   readonly description: string;
@@ -127,14 +167,19 @@ export class SshDriver implements StorageDriver {
     await this.request("mkdir", [path]);
   }
 
+  /** The manifest the helper built of `dir`; its file names are checked (`checkedManifest`). */
   async manifest(dir: string): Promise<Manifest> {
-    const m = await this.result<Manifest | null>("manifest", [dir]);
+    const m = await this.result<unknown>("manifest", [dir]);
     if (!m) throw new IoError(`${this.description}: no backup tree at ${dir}`);
-    return m;
+    return checkedManifest(m, `${this.description} (manifest of ${dir})`);
   }
 
+  /** The names in `dir` as the helper lists them; each is checked (`checkedListing`) before any caller joins it to a path. */
   async list(dir: string): Promise<string[] | undefined> {
-    return (await this.result<string[] | null>("list", [dir])) ?? undefined;
+    const names = await this.result<unknown>("list", [dir]);
+    return names === null || names === undefined
+      ? undefined
+      : checkedListing(names, `${this.description} (listing of ${dir})`);
   }
 
   async remove(path: string): Promise<boolean> {

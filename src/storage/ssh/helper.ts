@@ -18,6 +18,7 @@ import { spawnSync } from "node:child_process";
 import {
   chmodSync,
   closeSync,
+  constants,
   fsyncSync,
   lstatSync,
   openSync,
@@ -69,6 +70,7 @@ import {
   writeOut,
 } from "./protocol";
 import { buildManifest } from "../manifest";
+import { isSafeRelPath } from "../rel-path";
 import { HELPER_COMMAND, HELPER_VERBS, isHelperVerb, type HelperVerb } from "./verbs";
 import { requireFeature } from "../driver";
 import { LocalDriver, mkdirPrivate, openRegularFile } from "../local/driver";
@@ -252,13 +254,9 @@ async function receiveTree(
   let left = 0;
   let ended = false;
   const stats = { files: 0, bytes: 0 };
+  // The master's names: only paths inside `dest` (the same rule as for listings and manifests).
   const safe = (rel: unknown): string => {
-    if (
-      typeof rel !== "string" ||
-      rel.split("/").some((c) => c === ".." || c === "") ||
-      rel.startsWith("/") ||
-      rel.includes("\0")
-    ) {
+    if (typeof rel !== "string" || !isSafeRelPath(rel)) {
       throw new UsageError(`helper: refusing path ${JSON.stringify(rel)} in a tree stream`);
     }
     return join(dest, rel);
@@ -303,7 +301,8 @@ async function receiveTree(
           mkdirPrivate(p);
           continue;
         }
-        fd = openSync(p, "w", 0o600);
+        // Never through a link (nothing in a fresh tree is one, but nothing is followed either).
+        fd = openSync(p, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
         inheritOwner(fd, dirname(p));
         left = typeof header.s === "number" && Number.isSafeInteger(header.s) && header.s >= 0 ? header.s : 0;
         stats.files++;
