@@ -21,7 +21,7 @@ import { parseWalName } from "../../wal/names";
 const PREFIX = ".walmgr-restore.";
 /** The record of a pending restore beside the sets. */
 export const PENDING_SUFFIX = ".pending";
-/** A set a pending restore moved out of the listing (restore-journal.ts, claimedName). */
+/** A set a pending restore moved out of the listing (journal.ts, claimedName). */
 export const CLAIMED_SUFFIX = ".claimed";
 
 /** What a pending restore's record (`.walmgr-restore.SET.PID.pending`) holds. */
