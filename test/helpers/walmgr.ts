@@ -2,7 +2,7 @@
 import { writeFileSync, chownSync } from "node:fs";
 import { join } from "node:path";
 import { Cluster, freePort } from "./cluster";
-import { makeTempDir, pgBin, RUN_AS } from "./env";
+import { makeTempDir, mkdirAs, pgBin, RUN_AS } from "./env";
 
 export interface Pair {
   base: string;
@@ -79,4 +79,36 @@ ${extra}
 export function stopPair(p: Pair): void {
   p.slave.stop("immediate");
   p.master.stop("immediate");
+}
+
+/** A slave directory with no PostgreSQL server on either side (see `serverlessSlave`). */
+export interface ServerlessSlave {
+  /** The temp folder holding everything (removed by `removeTempDir(base)`). */
+  base: string;
+  /** The slave directory, `base`/slave, with logs.complete and logs.partial made. */
+  slave: string;
+  completed: string;
+  /** A master config: archives into `slave` (master_db and master_data name no real server). */
+  ini: string;
+  /** A slave config: serves from `slave` (slave_data is never made). */
+  slaveIni: string;
+}
+
+/**
+ * A local slave directory and the two configs that reach it, for the tests that spawn
+ * wal-archive and wal-restore by hand (as PostgreSQL would) without starting a server: races,
+ * bad input and planted files repeat cheaply there. Everything belongs to the server user.
+ */
+export function serverlessSlave(prefix: string): ServerlessSlave {
+  const base = makeTempDir(prefix);
+  const slave = join(base, "slave");
+  mkdirAs(slave);
+  const completed = join(slave, "logs.complete");
+  mkdirAs(completed);
+  mkdirAs(join(slave, "logs.partial"));
+  const ini = join(base, "master.ini");
+  writeFileAs(ini, `[wal-master]\nmaster_db = dbname=postgres\nmaster_data = ${base}/nodata\nslave = ${slave}\n`);
+  const slaveIni = join(base, "slave.ini");
+  writeFileAs(slaveIni, `[wal-slave]\nslave_data = ${base}/sdata\nslave = ${slave}\n`);
+  return { base, slave, completed, ini, slaveIni };
 }
