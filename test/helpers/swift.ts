@@ -284,3 +284,12 @@ function unrefChild(child: ChildProcess): void {
   child.unref();
   for (const s of [child.stdin, child.stdout, child.stderr]) (s as Socket | null)?.unref();
 }
+
+/** The S3 settings of a config that reaches `s` (a file holding them must be private: chmod 0600). */
+export function s3Settings(s: TestSwift): string {
+  return `s3_endpoint = ${s.endpoint}
+s3_region = ${s.region}
+s3_access_key = ${s.accessKey}
+s3_secret_key = ${s.secretKey}
+`;
+}
