@@ -44,9 +44,12 @@ export function pgBin(name: string): string {
   return join(pgBinDir(), name);
 }
 
-/** A fresh temp folder owned by the server user, readable by everyone (sockets live in it). */
-export function makeTempDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `walmgr-${prefix}-`));
+/**
+ * A fresh temp folder owned by the server user, readable by everyone (sockets live in it), in
+ * the system's temp folder or in `parent`.
+ */
+export function makeTempDir(prefix: string, parent = tmpdir()): string {
+  const dir = mkdtempSync(join(parent, `walmgr-${prefix}-`));
   chmodSync(dir, 0o755);
   if (RUN_AS) chownSync(dir, RUN_AS.uid, RUN_AS.gid);
   return dir;

@@ -16,7 +16,7 @@ import { createPair, stopPair, type Pair } from "../helpers/walmgr";
 const BUCKET = "walmgr-qs";
 
 quickStartTest("QUICK START against S3: setup, backup, restore, replay, pause, continue, sync, boot", async () => {
-  const swift = await TestSwift.start();
+  const swift = await TestSwift.shared();
   let p: Pair | undefined;
   try {
     await swift.createBucket(BUCKET);
