@@ -126,7 +126,8 @@ test("the sync daemon", async (t) => {
     assert.ok(now && now !== first, "the daemon moved to the new segment");
     assert.equal(statSync(join(partialDir, now)).size, SEG);
     await waitFor(`${first} to be archived`, () => existsSync(join(p.slaveDir, "logs.complete", first)), 30_000);
-    await waitFor(`the partial ${first} to be removed`, () => !existsSync(join(partialDir, first)), 15_000);
+    // A bound, not a pace: on a busy machine the daemon's next loops can take a while.
+    await waitFor(`the partial ${first} to be removed`, () => !existsSync(join(partialDir, first)), 60_000);
   });
 
   await t.test("SIGHUP re-reads the config; a broken file keeps the old settings", async () => {
