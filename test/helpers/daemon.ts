@@ -2,13 +2,8 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseLsn } from "../../src/wal/names";
-import { removeTempDir, runBin, sleep, spawnBin, waitFor, type RunResult, type Spawned } from "./env";
+import { ok, removeTempDir, runBin, sleep, spawnBin, waitFor, type Spawned } from "./env";
 import { createPair, stopPair, type Pair } from "./walmgr";
-
-export function ok(res: RunResult, what: string): RunResult {
-  if (res.status !== 0) throw new Error(`${what} failed (exit ${String(res.status)}):\n${res.stdout}\n${res.stderr}`);
-  return res;
-}
 
 export interface SyncStateFile {
   name: string;

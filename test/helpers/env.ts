@@ -44,9 +44,12 @@ export function pgBin(name: string): string {
   return join(pgBinDir(), name);
 }
 
-/** A fresh temp folder owned by the server user, readable by everyone (sockets live in it). */
-export function makeTempDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `walmgr-${prefix}-`));
+/**
+ * A fresh temp folder owned by the server user, readable by everyone (sockets live in it), in
+ * the system's temp folder or in `parent`.
+ */
+export function makeTempDir(prefix: string, parent = tmpdir()): string {
+  const dir = mkdtempSync(join(parent, `walmgr-${prefix}-`));
   chmodSync(dir, 0o755);
   if (RUN_AS) chownSync(dir, RUN_AS.uid, RUN_AS.gid);
   return dir;
@@ -191,8 +194,16 @@ export function mkdirAs(path: string): void {
   if (RUN_AS) chownSync(path, RUN_AS.uid, RUN_AS.gid);
 }
 
-/** Asserts that an executable succeeded, showing its output when it did not. */
+/**
+ * How a child ended, for a failure message: "exit 3", or "killed by SIGKILL" when a signal ended
+ * it (status is then null; run()'s own 300 s timeout shows as SIGTERM).
+ */
+export function howEnded(end: { status: number | null; signal: NodeJS.Signals | null }): string {
+  return end.signal ? `killed by ${end.signal}` : `exit ${String(end.status)}`;
+}
+
+/** Asserts that an executable succeeded, showing how it ended and its output when it did not. */
 export function ok(res: RunResult, what: string): RunResult {
-  assert.equal(res.status, 0, `${what} failed (exit ${String(res.status)}):\n${res.stdout}\n${res.stderr}`);
+  assert.equal(res.status, 0, `${what} failed (${howEnded(res)}):\n${res.stdout}\n${res.stderr}`);
   return res;
 }

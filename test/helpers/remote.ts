@@ -4,10 +4,11 @@
  * config uses the same directory as a local path, and the slave's PostgreSQL and commands run
  * as the slave host's user.
  */
-import { writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { chownSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Cluster, freePort } from "./cluster";
-import { makeTempDir, pgBin, removeTempDir, binPath } from "./env";
+import { binPath, makeTempDir, pgBin, removeTempDir, RUN_AS } from "./env";
 import { chownSlave, makeSlaveDir, runSlave, TestSshd } from "./sshd";
 import { masterIniText, slaveIniText, writeFileAs, type Pair } from "./walmgr";
 
@@ -56,4 +57,72 @@ export function stopRemotePair(p: RemotePair, opts: { keepSshd?: boolean } = {})
   if (!opts.keepSshd) p.sshd.stop();
   removeTempDir(p.masterBase);
   removeTempDir(p.slaveBase);
+}
+
+/**
+ * A master host and a slave host joined by the test sshd, with no PostgreSQL server: for the
+ * tests that drive wal-archive and wal-restore over ssh by hand (failures, sessions, sharing).
+ * Each test makes its own slave directory under `slaveBase` and its own config with `masterIni`.
+ */
+export class SshSite {
+  private constructor(
+    readonly sshd: TestSshd,
+    /** The master's temp folder (server user): configs, WAL files, runtime folders. */
+    readonly masterBase: string,
+    /** The slave host's temp folder (slave user): the slave directories. */
+    readonly slaveBase: string,
+    private readonly timeout: number,
+  ) {}
+
+  /** Starts the sshd and makes both folders; `timeout` is ssh_timeout and restore_timeout of `masterIni`. */
+  static async start(prefix: string, opts: { timeout?: number } = {}): Promise<SshSite> {
+    const sshd = await TestSshd.start();
+    return new SshSite(sshd, makeTempDir(prefix), makeSlaveDir(`${prefix}-slavehost`), opts.timeout ?? 5);
+  }
+
+  /** A master config named `name` whose slave directory is `host:dir`; `extra` lines go last. */
+  masterIni(name: string, host: string, dir: string, extra = "", timeout = this.timeout): string {
+    const file = join(this.masterBase, `${name}.ini`);
+    writeFileAs(
+      file,
+      `[wal-master]
+job_name = ${name}
+slave = ${host}:${dir}
+ssh_config = ${this.sshd.clientConfig}
+ssh_timeout = ${timeout}
+restore_timeout = ${timeout}
+${extra}
+`,
+    );
+    return file;
+  }
+
+  /** The slave layout under `dir`, made on the slave host by its user (a slave-side `setup`); returns logs.complete. */
+  makeLayout(dir: string): string {
+    const res = runSlave("mkdir", ["-p", "-m", "700", join(dir, "logs.complete"), join(dir, "logs.partial")]);
+    if (res.status !== 0) throw new Error(`mkdir ${dir} on the slave host failed: ${res.stderr}`);
+    return join(dir, "logs.complete");
+  }
+
+  /** A file of `bytes` random bytes on the master, owned by the server user. */
+  walFile(name: string, bytes: number): string {
+    const file = join(this.masterBase, name);
+    writeFileAs(file, "");
+    writeFileSync(file, randomBytes(bytes));
+    return file;
+  }
+
+  /** A runtime folder of the master's user (XDG_RUNTIME_DIR): one test's own control sockets. */
+  runtimeDir(name: string): string {
+    const dir = join(this.masterBase, `run-${name}`);
+    mkdirSync(dir, { mode: 0o700 });
+    if (RUN_AS) chownSync(dir, RUN_AS.uid, RUN_AS.gid);
+    return dir;
+  }
+
+  stop(): void {
+    this.sshd.stop();
+    removeTempDir(this.masterBase);
+    removeTempDir(this.slaveBase);
+  }
 }

@@ -8,11 +8,20 @@
  * its stdin closes, so a test process that dies leaves no servers behind (the child and its
  * pipes are unref'd: a forgotten stop() does not keep the test process alive either).
  * Logs: <dir>/log/{proxy,account,container,object,aio}.log (see logTail()).
+ *
+ * One Swift for many test files: scripts/run-tests.ts starts one, runs the files that call
+ * `TestSwift.shared()` one at a time, and names its Swift to them in $WALMGR_TEST_SWIFT; such a
+ * file attaches to it (each file keeps to its own buckets and leaves the proxy up and not slowed).
+ * A file run alone (node --test FILE) gets a Swift of its own from the same call.
+ * Swift's folder goes to /dev/shm where there is one ($WALMGR_SWIFT_TMPDIR chooses another):
+ * every object PUT fsyncs, and nothing of Swift's durability is under test.
  */
 import aws4 from "aws4";
 import { type ChildProcess } from "node:child_process";
 import {
+  accessSync,
   chmodSync,
+  constants,
   chownSync,
   copyFileSync,
   existsSync,
@@ -22,7 +31,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http";
-import { type Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { freePort } from "./cluster";
 import { makeTempDir, removeTempDir, REPO_ROOT, RUN_AS, RUN_AS_NAME, spawnAs, type Spawned } from "./env";
@@ -30,6 +39,33 @@ import { makeTempDir, removeTempDir, REPO_ROOT, RUN_AS, RUN_AS_NAME, spawnAs, ty
 export const SWIFT_PYTHON = "/usr/bin/python3";
 const AIO_SCRIPT = join(REPO_ROOT, "scripts", "swift", "aio.py");
 const READY_TIMEOUT_MS = 30_000;
+
+/** Where scripts/run-tests.ts names the Swift it shares with the test files it runs (JSON, see `shareSpec`). */
+export const SHARED_SWIFT_ENV = "WALMGR_TEST_SWIFT";
+
+/** The folder Swift's temp folder goes in: $WALMGR_SWIFT_TMPDIR, else /dev/shm (a tmpfs) if usable, else the system's. */
+function swiftTmpParent(): string | undefined {
+  const chosen = process.env.WALMGR_SWIFT_TMPDIR;
+  if (chosen) return chosen;
+  try {
+    accessSync("/dev/shm", constants.W_OK);
+    return "/dev/shm";
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when something accepts connections on 127.0.0.1:`port`. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect(port, "127.0.0.1");
+    sock.once("connect", () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once("error", () => resolve(false));
+  });
+}
 
 /** True when python3-swift is installed (for a skip message). */
 export function swiftAvailable(): boolean {
@@ -70,16 +106,39 @@ export class TestSwift {
     /** The temp folder: etc/, srv/, log/, the `slow` file. */
     readonly dir: string,
     readonly port: number,
-    private readonly proc: Spawned,
+    /** The launcher this process started; undefined when attached to a shared one (`launcherPid`). */
+    private readonly proc: Spawned | undefined,
+    private readonly launcherPid: number,
   ) {
     this.endpoint = `http://127.0.0.1:${port}`;
+  }
+
+  /**
+   * The Swift of this test run when scripts/run-tests.ts shares one ($WALMGR_TEST_SWIFT), else
+   * one of this process's own (`start`). Either way `stop()` when done: for a shared one it
+   * only puts the proxy back up and ends a slow mode; the runner stops it.
+   */
+  static async shared(): Promise<TestSwift> {
+    const spec = process.env[SHARED_SWIFT_ENV];
+    if (!spec) return TestSwift.start();
+    const { dir, port, pid } = JSON.parse(spec) as { dir: string; port: number; pid: number };
+    const s = new TestSwift(dir, port, undefined, pid);
+    // A file that died with the proxy down (or slowed) leaves it so: the next one mends it.
+    s.setSlow(0);
+    if (!(await listening(port))) await s.startProxy();
+    return s;
+  }
+
+  /** What a runner puts in $WALMGR_TEST_SWIFT for the test files that share this Swift. */
+  shareSpec(): string {
+    return JSON.stringify({ dir: this.dir, port: this.port, pid: this.launcherPid });
   }
 
   /** Starts Swift on a free port (retried on a port clash); resolves once the proxy answers. */
   static async start(): Promise<TestSwift> {
     let lastErr: unknown;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const dir = makeTempDir("swift");
+      const dir = makeTempDir("swift", swiftTmpParent());
       try {
         return await TestSwift.startIn(dir, await freePort());
       } catch (err) {
@@ -102,7 +161,8 @@ export class TestSwift {
       stdio: ["pipe", "pipe", "pipe"],
       cwd: dir,
     });
-    const s = new TestSwift(dir, port, proc);
+    if (proc.child.pid === undefined) throw new Error(`could not start ${SWIFT_PYTHON} ${script}`);
+    const s = new TestSwift(dir, port, proc, proc.child.pid);
     let partial = "";
     proc.child.stdout?.on("data", (b: Buffer) => {
       partial += b.toString("utf8");
@@ -160,7 +220,9 @@ export class TestSwift {
 
   /** The launcher's output and the last `lines` lines of each log file. */
   logTail(lines = 20): string {
-    const out = [`launcher output:\n${this.proc.output()}`];
+    const out = [
+      this.proc ? `launcher output:\n${this.proc.output()}` : `(a shared launcher, pid ${this.launcherPid})`,
+    ];
     const logDir = join(this.dir, "log");
     if (existsSync(logDir)) {
       for (const f of readdirSync(logDir).sort()) {
@@ -179,8 +241,18 @@ export class TestSwift {
     }
   }
 
-  private async command(signal: NodeJS.Signals, want: string): Promise<void> {
+  private async command(signal: NodeJS.Signals, want: "PROXY DOWN" | "PROXY UP"): Promise<void> {
     if (this.exitStatus || this.stopped) throw new Error("the Swift launcher is not running");
+    if (!this.proc) {
+      // A shared launcher prints its answer to the runner: its port says it here.
+      process.kill(this.launcherPid, signal);
+      const deadline = Date.now() + READY_TIMEOUT_MS + 5_000;
+      while ((await listening(this.port)) !== (want === "PROXY UP")) {
+        if (Date.now() > deadline) throw new Error(`no ${want} from the shared Swift\n${this.diagnostics()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return;
+    }
     const from = this.lines.length;
     this.proc.child.kill(signal);
     const line = await this.waitLine(
@@ -213,14 +285,24 @@ export class TestSwift {
     else rmSync(file, { force: true });
   }
 
-  /** Stops all servers and removes the temp folder (kept with WALMGR_KEEP_TMP). */
+  /**
+   * Stops all servers and removes the temp folder (kept with WALMGR_KEEP_TMP); a shared Swift is
+   * left running for the next file, its proxy up and not slowed.
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
+    const proc = this.proc;
+    if (!proc) {
+      this.setSlow(0);
+      if (!(await listening(this.port))) await this.startProxy();
+      this.stopped = true;
+      return;
+    }
     this.stopped = true;
     if (!this.exitStatus) {
-      this.proc.child.kill("SIGTERM");
-      const killer = setTimeout(() => this.proc.child.kill("SIGKILL"), 10_000);
-      await this.proc.exited;
+      proc.child.kill("SIGTERM");
+      const killer = setTimeout(() => proc.child.kill("SIGKILL"), 10_000);
+      await proc.exited;
       clearTimeout(killer);
     }
     removeTempDir(this.dir);
@@ -283,4 +365,13 @@ export function s3Request(
 function unrefChild(child: ChildProcess): void {
   child.unref();
   for (const s of [child.stdin, child.stdout, child.stderr]) (s as Socket | null)?.unref();
+}
+
+/** The S3 settings of a config that reaches `s` (a file holding them must be private: chmod 0600). */
+export function s3Settings(s: TestSwift): string {
+  return `s3_endpoint = ${s.endpoint}
+s3_region = ${s.region}
+s3_access_key = ${s.accessKey}
+s3_secret_key = ${s.secretKey}
+`;
 }

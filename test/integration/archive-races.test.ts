@@ -8,8 +8,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, lstatSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { makeTempDir, mkdirAs, removeTempDir, runBin, spawnBin } from "../helpers/env";
-import { writeFileAs } from "../helpers/walmgr";
+import { removeTempDir, runBin, spawnBin } from "../helpers/env";
+import { serverlessSlave, writeFileAs } from "../helpers/walmgr";
 
 let base: string;
 let completed: string;
@@ -38,16 +38,7 @@ function segName(i: number): string {
 }
 
 before(() => {
-  base = makeTempDir("archrace");
-  const slave = join(base, "slave");
-  mkdirAs(slave);
-  completed = join(slave, "logs.complete");
-  mkdirAs(completed);
-  mkdirAs(join(slave, "logs.partial"));
-  ini = join(base, "master.ini");
-  writeFileAs(ini, `[wal-master]\nmaster_db = dbname=postgres\nmaster_data = ${base}/nodata\nslave = ${slave}\n`);
-  slaveIni = join(base, "slave.ini");
-  writeFileAs(slaveIni, `[wal-slave]\nslave_data = ${base}/sdata\nslave = ${slave}\n`);
+  ({ base, completed, ini, slaveIni } = serverlessSlave("archrace"));
 });
 
 after(() => removeTempDir(base));

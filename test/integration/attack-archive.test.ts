@@ -8,8 +8,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { makeTempDir, mkdirAs, removeTempDir, runBin } from "../helpers/env";
-import { writeFileAs } from "../helpers/walmgr";
+import { removeTempDir, runBin } from "../helpers/env";
+import { serverlessSlave, writeFileAs } from "../helpers/walmgr";
 
 let base: string;
 let completed: string;
@@ -17,16 +17,7 @@ let ini: string;
 let slaveIni: string;
 
 before(() => {
-  base = makeTempDir("attackarch");
-  const slave = join(base, "slave");
-  mkdirAs(slave);
-  completed = join(slave, "logs.complete");
-  mkdirAs(completed);
-  mkdirAs(join(slave, "logs.partial"));
-  ini = join(base, "master.ini");
-  writeFileAs(ini, `[wal-master]\nmaster_db = dbname=postgres\nmaster_data = ${base}/nodata\nslave = ${slave}\n`);
-  slaveIni = join(base, "slave.ini");
-  writeFileAs(slaveIni, `[wal-slave]\nslave_data = ${base}/sdata\nslave = ${slave}\n`);
+  ({ base, completed, ini, slaveIni } = serverlessSlave("attackarch"));
 });
 
 after(() => removeTempDir(base));

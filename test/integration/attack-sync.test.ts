@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { existsSync, lstatSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { ok, syncState } from "../helpers/daemon";
-import { removeTempDir, runBin, spawnBin, waitFor, type Spawned } from "../helpers/env";
+import { syncState } from "../helpers/daemon";
+import { ok, removeTempDir, runBin, spawnBin, waitFor, type Spawned } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 let p: Pair | undefined;

@@ -15,6 +15,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { type CrashPoint } from "../../src/command/restore/journal";
 import { runUntilPause, signalPaused } from "../helpers/crash";
 import { ok, removeTempDir, runBin, waitFor } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
@@ -149,7 +150,7 @@ test("a backup while a restore holds BACKUPLOCK: exit 4 naming the restore; the 
 test("a restore killed while it holds BACKUPLOCK: its rerun, or a backup, clears the dead restore's lock", async () => {
   const killedAt = (dst: string): void => {
     const res = runBin("wal-ctl", [p.slaveIni, "restore", "data.master", dst], {
-      env: { WALMGR_TEST_CRASH_AT: "journal" },
+      env: { WALMGR_TEST_CRASH_AT: "journal" satisfies CrashPoint },
     });
     assert.equal(res.signal, "SIGKILL", res.stderr);
     assert.ok(existsSync(lockFile()), "the dead restore's BACKUPLOCK is left");
@@ -179,7 +180,7 @@ test("a clearer killed right after it removed a stale BACKUPLOCK leaves its guar
     `${JSON.stringify({ pid: gone, host: hostname(), started: "2024-01-01T00:00:00Z", command: "wal-backup killed" })}\n`,
   );
   const killed = runBin("wal-backup", [p.masterIni, "--clear-stale-lock"], {
-    env: { WALMGR_TEST_CRASH_AT: "stale-lock-removed" },
+    env: { WALMGR_TEST_CRASH_AT: "stale-lock-removed" satisfies CrashPoint },
   });
   assert.equal(killed.signal, "SIGKILL", killed.stderr);
   assert.ok(!existsSync(lockFile()), "the stale lock was removed");

@@ -18,8 +18,8 @@ import {
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { binPath, IS_ROOT, makeTempDir, mkdirAs, removeTempDir, run, runBin, RUN_AS, waitFor } from "../helpers/env";
-import { writeFileAs } from "../helpers/walmgr";
+import { binPath, IS_ROOT, mkdirAs, removeTempDir, run, runBin, RUN_AS, waitFor } from "../helpers/env";
+import { serverlessSlave, writeFileAs } from "../helpers/walmgr";
 
 let base: string;
 let completed: string;
@@ -39,16 +39,7 @@ function segment(name: string, size = 16 * 1024 * 1024): string {
 }
 
 before(() => {
-  base = makeTempDir("badinput");
-  const slave = join(base, "slave");
-  mkdirAs(slave);
-  completed = join(slave, "logs.complete");
-  mkdirAs(completed);
-  mkdirAs(join(slave, "logs.partial"));
-  ini = join(base, "master.ini");
-  writeFileAs(ini, `[wal-master]\nmaster_db = dbname=postgres\nmaster_data = ${base}/nodata\nslave = ${slave}\n`);
-  slaveIni = join(base, "slave.ini");
-  writeFileAs(slaveIni, `[wal-slave]\nslave_data = ${base}/sdata\nslave = ${slave}\n`);
+  ({ base, completed, ini, slaveIni } = serverlessSlave("badinput"));
 });
 
 after(() => removeTempDir(base));

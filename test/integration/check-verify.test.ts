@@ -27,7 +27,7 @@ import { after, before, test } from "node:test";
 import Ajv2020 from "ajv/dist/2020";
 import { runUntilPause, signalPaused } from "../helpers/crash";
 import { binPath, mkdirAs, REPO_ROOT, removeTempDir, run, runBin, waitFor, ok, type RunResult } from "../helpers/env";
-import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
+import { createReplayingPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
 const ajv = new Ajv2020({ allErrors: true });
@@ -111,16 +111,12 @@ function flipByte(file: string, offset: number): () => void {
 }
 
 before(async () => {
-  p = await createPair("checkverify");
-  ok(runBin("wal-ctl", [p.masterIni, "setup"]), "setup");
-  await p.master.query("CREATE TABLE t (id serial, v text)");
-  ok(runBin("wal-backup", [p.masterIni]), "backup");
   // A named set is copied: data.master stays for verify.
-  ok(runBin("wal-ctl", [p.slaveIni, "restore", "data.master"]), "restore");
+  p = await createReplayingPair("checkverify");
   // A few segments after the backup: a chain with a middle.
   let last = "";
   for (let i = 0; i < 4; i++) {
-    await p.master.query("INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 100)");
+    await p.master.query("INSERT INTO t (tag) SELECT 'x' FROM generate_series(1, 100)");
     last = await p.master.value<string>("SELECT pg_walfile_name(pg_switch_wal())");
   }
   await waitFor(`${last} archived`, async () => segments().includes(last), 90_000, 100);
@@ -228,7 +224,7 @@ test("check catches each fault, names it with a fix, exits non-zero; it passes a
       chmodSync(completed(), 0o500);
       try {
         for (let i = 0; i < 3; i++) {
-          await p.master.query("INSERT INTO t (v) VALUES ('backlog')");
+          await p.master.query("INSERT INTO t (tag) VALUES ('backlog')");
           await p.master.query("SELECT pg_switch_wal()");
         }
         await waitFor(

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ok, rpoTrial, startDaemon, stopDaemon, waitShipped } from "../helpers/daemon";
-import { removeTempDir, runBin, type Spawned } from "../helpers/env";
+import { rpoTrial, startDaemon, stopDaemon, waitShipped } from "../helpers/daemon";
+import { ok, removeTempDir, runBin, type Spawned } from "../helpers/env";
 import { createPair, stopPair } from "../helpers/walmgr";
 
 test("daemon with loop_delay = 1: a boot after the master dies loses nothing committed two loops earlier", async () => {

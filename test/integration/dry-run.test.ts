@@ -1,27 +1,13 @@
 /** -n/--not-really on every command prints what it would do and changes nothing at all. */
 import assert from "node:assert/strict";
-import { readdirSync, statSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { makeTempDir, mkdirAs, removeTempDir, runBin } from "../helpers/env";
+import { snapshot } from "../helpers/fs";
 import { writeFileAs } from "../helpers/walmgr";
 
 let base: string;
-
-/** Every path under `dir` with size, mode and mtime: any change shows. */
-function snapshot(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const n of readdirSync(d).sort()) {
-      const p = join(d, n);
-      const st = statSync(p);
-      out.push(`${p} ${st.size} ${st.mode.toString(8)} ${st.mtimeMs}`);
-      if (st.isDirectory()) walk(p);
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 before(() => {
   base = makeTempDir("dryrun");

@@ -12,13 +12,14 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { segmentNumber } from "../../src/wal/names";
-import { alive, ok, pidfileOf, pidIn, startDaemon, stopDaemon } from "../helpers/daemon";
-import { IS_ROOT, removeTempDir, runBin, sleep, spawnAs, spawnBin, waitFor, type Spawned } from "../helpers/env";
+import { alive, pidfileOf, pidIn, startDaemon, stopDaemon } from "../helpers/daemon";
+import { IS_ROOT, ok, removeTempDir, runBin, sleep, spawnAs, spawnBin, waitFor, type Spawned } from "../helpers/env";
+import { readPrefix } from "../helpers/fs";
 import { createRemotePair, stopRemotePair } from "../helpers/remote";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
@@ -61,22 +62,6 @@ function insertLoad(switches = true): { stop: () => Promise<void> } {
   };
 }
 
-function readAt(path: string, length: number): Buffer {
-  const fd = openSync(path, "r");
-  try {
-    const buf = Buffer.alloc(length);
-    let got = 0;
-    while (got < length) {
-      const n = readSync(fd, buf, got, length - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return buf.subarray(0, got);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /**
  * Every partial segment is WAL pages from its start and zeros after them, never a hole (zero
  * pages followed by WAL again); and the one the state file names equals the master's segment up
@@ -113,8 +98,8 @@ function checkPartials(what: string, pair: { slaveDir: string; master: { dataDir
   let mine: Buffer;
   let theirs: Buffer;
   try {
-    mine = readAt(join(dir, st.name), st.offset);
-    theirs = readAt(join(pair.master.dataDir, "pg_wal", st.name), st.offset);
+    mine = readPrefix(join(dir, st.name), st.offset);
+    theirs = readPrefix(join(pair.master.dataDir, "pg_wal", st.name), st.offset);
   } catch {
     return 0;
   }

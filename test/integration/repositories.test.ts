@@ -47,7 +47,7 @@ async function archiver(): Promise<{ last: string | null; failed: number }> {
 }
 
 before(async () => {
-  swift = await TestSwift.start();
+  swift = await TestSwift.shared();
   await swift.createBucket(BUCKET);
   p = await createPair("repositories", {
     master: `also_archive_to = s3://${BUCKET}/site2

@@ -10,7 +10,7 @@
  * of an abandoned one (its journal gone).
  *
  * WALMGR_TEST_CRASH_AT=<point> makes wal-ctl kill itself with SIGKILL at that named point
- * (src/command/restore-journal.ts, crashPoint).
+ * (src/crash-point.ts, crashPoint).
  */
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, renameSync } from "node:fs";

@@ -8,25 +8,11 @@ import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from "node
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { makeTempDir, mkdirAs, ok, removeTempDir, runBin, spawnBin } from "../helpers/env";
+import { snapshot } from "../helpers/fs";
 import { writeFileAs } from "../helpers/walmgr";
 
 let base: string;
 let slave: string;
-
-/** Every path under `dir` with size, mode and mtime: any change shows. */
-function snapshot(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const n of readdirSync(d).sort()) {
-      const p = join(d, n);
-      const st = statSync(p);
-      out.push(`${p} ${st.size} ${st.mode.toString(8)} ${st.mtimeMs}`);
-      if (st.isDirectory()) walk(p);
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 /** A set that looks like one to restore (it is never started here). */
 function makeSet(name: string): void {

@@ -5,12 +5,13 @@
  * other file systems, where the trees are copied and a mount point is kept.
  *
  * WALMGR_TEST_CRASH_AT=<point> makes wal-ctl kill itself with SIGKILL at that named point of
- * the restore (src/command/restore-journal.ts, crashPoint).
+ * the restore (src/crash-point.ts, crashPoint).
  */
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readlinkSync, renameSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { RESTORE_CRASH_POINTS, type CrashPoint } from "../../src/command/restore/journal";
 import { Cluster } from "../helpers/cluster";
 import { IS_ROOT, mkdirAs, ok, removeTempDir, run, RUN_AS, runBin, waitFor, type RunResult } from "../helpers/env";
 import { createPair, slaveIniText, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
@@ -47,7 +48,7 @@ function leftovers(...more: string[]): string[] {
   );
 }
 
-function restoreKilledAt(ini: string, point: string, args: string[] = []): RunResult {
+function restoreKilledAt(ini: string, point: CrashPoint, args: string[] = []): RunResult {
   const res = runBin("wal-ctl", [ini, "restore", ...args], { env: { WALMGR_TEST_CRASH_AT: point } });
   assert.equal(res.signal, "SIGKILL", `restore should die at ${point}: exit ${res.status}\n${res.stderr}`);
   return res;
@@ -104,19 +105,7 @@ test("kill -9 at every step of a restore (set moved, old directory kept): each r
   await p.master.query("INSERT INTO t (tag) SELECT 'second' FROM generate_series(1, 20)");
   await p.master.query("INSERT INTO in_ts SELECT generate_series(101, 150)");
   await switchAndArchive();
-  const points = [
-    "journal",
-    "claimed",
-    "prepare",
-    "settings",
-    "swap",
-    "old-aside",
-    "swapped",
-    "finish",
-    "start",
-    "started",
-  ];
-  for (const point of points) {
+  for (const point of RESTORE_CRASH_POINTS) {
     restoreKilledAt(p.slaveIni, point);
     // Between runs the set is never lost: it is a set, claimed beside the sets, or in the stage / DST.
     assert.ok(existsSync(join(p.base, ".walmgr-restore.slave-data.json")), `${point}: the journal is there`);
@@ -140,7 +129,7 @@ test("kill -9 at every step of a restore (named set copied, backup_datadir = no)
   const ini = join(p.base, "no-keep.ini");
   writeFileAs(ini, slaveIniText(p.slave, p.slaveData, p.slaveDir, "backup_datadir = no"));
   const args = ["data.master", p.slaveData];
-  for (const point of ["journal", "prepare", "settings", "swap", "old-aside", "swapped", "finish", "start"]) {
+  for (const point of ["journal", "prepare", "settings", "swap", "old-aside", "swapped", "finish", "start"] as const) {
     restoreKilledAt(ini, point, args);
   }
   // Another set or other targets than the pending restore's are refused until it is finished.

@@ -6,13 +6,14 @@
  * chosen), and a directory a pending restore had claimed replaced meanwhile (left as it is).
  *
  * WALMGR_TEST_CRASH_AT=<point> makes wal-ctl kill itself with SIGKILL at that named point of the
- * restore (src/command/restore-journal.ts, crashPoint); a point inside the tablespace loop fires
+ * restore (src/crash-point.ts, crashPoint); a point inside the tablespace loop fires
  * at the first tablespace.
  */
 import assert from "node:assert/strict";
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { type CrashPoint } from "../../src/command/restore/journal";
 import { Cluster, freePort } from "../helpers/cluster";
 import { mkdirAs, ok, removeTempDir, runBin, waitFor, type RunResult } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
@@ -44,7 +45,7 @@ function links(dataDir: string): Record<string, string> {
   return Object.fromEntries(readdirSync(dir).map((oid) => [oid, readlinkSync(join(dir, oid))]));
 }
 
-function restoreKilledAt(point: string, args: string[]): RunResult {
+function restoreKilledAt(point: CrashPoint, args: string[]): RunResult {
   const res = runBin("wal-ctl", [p.slaveIni, "restore", ...args], { env: { WALMGR_TEST_CRASH_AT: point } });
   assert.equal(res.signal, "SIGKILL", `restore should die at ${point}: exit ${res.status}\n${res.stderr}`);
   return res;
@@ -131,7 +132,13 @@ after(() => {
 
 test("kill -9 at each point of the tablespace step: every rerun carries on, both tablespaces end at their paths", async () => {
   const args = ["data.master", p.slaveData];
-  for (const point of ["prepare", "tablespaces-claimed", "tablespace-moved", "tablespace-linked", "settings"]) {
+  for (const point of [
+    "prepare",
+    "tablespaces-claimed",
+    "tablespace-moved",
+    "tablespace-linked",
+    "settings",
+  ] as const) {
     restoreKilledAt(point, args);
     assert.ok(existsSync(join(p.base, ".walmgr-restore.slave-data.json")), `${point}: the journal is there`);
   }

@@ -55,7 +55,7 @@ async function stored(key: string): Promise<Buffer | undefined> {
 }
 
 before(async () => {
-  swift = await TestSwift.start();
+  swift = await TestSwift.shared();
   await swift.createBucket(BUCKET);
   const res = await swift.request("PUT", `/${BUCKET}/site/logs.complete/`, { body: "" });
   assert.equal(res.status, 200);

@@ -112,7 +112,7 @@ let setStart: string;
 let segments: string[];
 
 before(async () => {
-  swift = await TestSwift.start();
+  swift = await TestSwift.shared();
   await swift.createBucket(BUCKET);
   proxy = await S3Proxy.start(swift.port);
   p = await createPair("s3-proxy");

@@ -8,79 +8,35 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
-import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import {
-  binPath,
-  makeTempDir,
-  packageRoot,
-  removeTempDir,
-  run,
-  RUN_AS,
-  runBin,
-  spawnBin,
-  waitFor,
-} from "../helpers/env";
-import { makeSlaveDir, runSlave, TestSshd } from "../helpers/sshd";
+import { binPath, packageRoot, run, RUN_AS, runBin, spawnBin, waitFor } from "../helpers/env";
+import { SshSite } from "../helpers/remote";
+import { runSlave, type TestSshd } from "../helpers/sshd";
 import { killPlanted, pidsMatching, plantedLog, plantHelper } from "../helpers/fake-helper";
 import { helloOf } from "../../src/storage/ssh/protocol";
-import { writeFileAs } from "../helpers/walmgr";
 
+let site: SshSite;
 let sshd: TestSshd;
 let masterBase: string;
 let slaveBase: string;
 
 before(async () => {
-  sshd = await TestSshd.start();
-  masterBase = makeTempDir("sshfail");
-  slaveBase = makeSlaveDir("sshfail-slavehost");
+  site = await SshSite.start("sshfail", { timeout: 3 });
+  ({ sshd, masterBase, slaveBase } = site);
 });
 
-after(() => {
-  sshd?.stop();
-  if (masterBase) removeTempDir(masterBase);
-  if (slaveBase) removeTempDir(slaveBase);
-});
-
-/** A master config whose slave directory is `host:dir`; the slave layout is made there. */
-function masterIni(name: string, host: string, dir: string, extra = "", timeout = 3): string {
-  const file = join(masterBase, `${name}.ini`);
-  writeFileAs(
-    file,
-    `[wal-master]
-job_name = ${name}
-slave = ${host}:${dir}
-ssh_config = ${sshd.clientConfig}
-ssh_timeout = ${timeout}
-restore_timeout = ${timeout}
-${extra}
-`,
-  );
-  return file;
-}
+after(() => site?.stop());
 
 function packageRootDist(): string {
   return join(packageRoot(), "dist");
 }
 
-/** The slave layout, made on the slave host by its user (a slave-side `setup`). */
-function makeLayout(dir: string): void {
-  const res = runSlave("mkdir", ["-p", "-m", "700", join(dir, "logs.complete"), join(dir, "logs.partial")]);
-  assert.equal(res.status, 0, res.stderr);
-}
-
-function walFile(name: string, bytes: number): string {
-  const file = join(masterBase, name);
-  writeFileAs(file, "");
-  writeFileSync(file, bytes > 0 ? randomBytes(bytes) : Buffer.alloc(0));
-  return file;
-}
-
 test("a dead host: wal-archive exits 6 naming it, wal-restore answers 1, both at once", () => {
-  const ini = masterIni("dead", "deadhost", join(slaveBase, "dead"));
-  const src = walFile("000000010000000000000001", 1024);
+  const ini = site.masterIni("dead", "deadhost", join(slaveBase, "dead"));
+  const src = site.walFile("000000010000000000000001", 1024);
   const t0 = Date.now();
   const res = runBin("wal-archive", [ini, src, "000000010000000000000001"]);
   assert.equal(res.status, 6, res.stderr);
@@ -92,8 +48,8 @@ test("a dead host: wal-archive exits 6 naming it, wal-restore answers 1, both at
 });
 
 test("a hung host (accepts, never answers): exit 6 / 1 within the timeout, not a hang", () => {
-  const ini = masterIni("hung", "silenthost", join(slaveBase, "hung"));
-  const src = walFile("000000010000000000000002", 1024);
+  const ini = site.masterIni("hung", "silenthost", join(slaveBase, "hung"));
+  const src = site.walFile("000000010000000000000002", 1024);
   let t0 = Date.now();
   const res = runBin("wal-archive", [ini, src, "000000010000000000000002"], { timeout: 60_000 });
   assert.equal(res.status, 6, res.stderr);
@@ -109,8 +65,8 @@ test("a hung host (accepts, never answers): exit 6 / 1 within the timeout, not a
 
 test("the helper missing on the slave is a transport error naming slave_wal_ctl", () => {
   const dir = join(slaveBase, "nohelper");
-  const ini = masterIni("nohelper", "walslave-test", dir, "slave_wal_ctl = /nonexistent/bin/wal-ctl");
-  const src = walFile("000000010000000000000003", 1024);
+  const ini = site.masterIni("nohelper", "walslave-test", dir, "slave_wal_ctl = /nonexistent/bin/wal-ctl");
+  const src = site.walFile("000000010000000000000003", 1024);
   const res = runBin("wal-archive", [ini, src, "000000010000000000000003"]);
   assert.equal(res.status, 6, res.stderr);
   assert.match(res.stderr, /slave_wal_ctl/);
@@ -118,11 +74,11 @@ test("the helper missing on the slave is a transport error naming slave_wal_ctl"
 
 test("ssh killed mid-transfer: no file under the final name; the retry succeeds", async () => {
   const dir = join(slaveBase, "killed");
-  const ini = masterIni("killed", "walslave-test", dir);
-  makeLayout(dir);
+  const ini = site.masterIni("killed", "walslave-test", dir);
+  site.makeLayout(dir);
   const completed = join(dir, "logs.complete");
   const name = "000000010000000000000004";
-  const src = walFile(name, 256 * 1024 * 1024);
+  const src = site.walFile(name, 256 * 1024 * 1024);
   const child = spawn(binPath("wal-archive"), [ini, src, name], {
     stdio: ["ignore", "ignore", "pipe"],
     ...(RUN_AS ? { uid: RUN_AS.uid, gid: RUN_AS.gid } : {}),
@@ -163,10 +119,10 @@ test("ssh killed mid-transfer: no file under the final name; the retry succeeds"
 test("no command injection through the slave path; archive and restore work through it", () => {
   const marker = join(slaveBase, "pwned");
   const dir = join(slaveBase, `x'; touch ${marker}; echo '$(touch ${marker})\`touch ${marker}\` "q"`);
-  const ini = masterIni("inject", "walslave-test", dir);
-  makeLayout(dir);
+  const ini = site.masterIni("inject", "walslave-test", dir);
+  site.makeLayout(dir);
   const name = "000000010000000000000005";
-  const src = walFile(name, 4096);
+  const src = site.walFile(name, 4096);
   const res = runBin("wal-archive", [ini, src, name]);
   assert.equal(res.status, 0, res.stderr);
   assert.ok(existsSync(join(dir, "logs.complete", name)));
@@ -176,7 +132,7 @@ test("no command injection through the slave path; archive and restore work thro
   const restore = runBin("wal-restore", [ini, name, out]);
   assert.equal(restore.status, 0, restore.stderr);
   assert.deepEqual(readFileSync(out), readFileSync(src));
-  const other = walFile("other", 4096);
+  const other = site.walFile("other", 4096);
   const conflict = runBin("wal-archive", [ini, other, name]);
   assert.equal(conflict.status, 8, "other content under an archived name is a conflict, passed through from the slave");
   assert.ok(!existsSync(marker), "a shell ran something from the slave path");
@@ -224,14 +180,6 @@ async function runBounded(
   return { code: status, stderr: s.output() };
 }
 
-/** A runtime folder of the master's user (XDG_RUNTIME_DIR): this test's own control sockets. */
-function runtimeDir(name: string): string {
-  const dir = join(masterBase, `run-${name}`);
-  mkdirSync(dir, { mode: 0o700 });
-  if (RUN_AS) chownSync(dir, RUN_AS.uid, RUN_AS.gid);
-  return dir;
-}
-
 /**
  * wal-archive against a planted helper that stalls (or trickles) mid-frame, ssh_timeout = 5:
  * exit 6 within 3 × ssh_timeout naming the host and what timed out, and no ssh process of the
@@ -241,13 +189,13 @@ function runtimeDir(name: string): string {
  */
 async function stalledArchive(mode: "stall" | "trickle", sharing: "plain" | "own" | "shared"): Promise<void> {
   const dir = join(slaveBase, `${mode}-${sharing}`);
-  makeLayout(dir);
+  site.makeLayout(dir);
   const fake = plantHelper(slaveBase, mode);
-  const xdg = runtimeDir(`${mode}-${sharing}`);
+  const xdg = site.runtimeDir(`${mode}-${sharing}`);
   const persist = `ssh_control_persist = ${sharing === "plain" ? 0 : 60}`;
-  const ini = masterIni(`${mode}${sharing}`, "walslave-test", dir, `slave_wal_ctl = ${fake.path}\n${persist}`, 5);
+  const ini = site.masterIni(`${mode}${sharing}`, "walslave-test", dir, `slave_wal_ctl = ${fake.path}\n${persist}`, 5);
   const name = "00000001000000000000003A";
-  const src = walFile(`${mode}-${sharing}-${name}`, 4096);
+  const src = site.walFile(`${mode}-${sharing}-${name}`, 4096);
   const socketDir = join(xdg, "walmgr-ssh");
   const masterOf = (): number | undefined => {
     const [sock] = existsSync(socketDir) ? readdirSync(socketDir) : [];
@@ -279,8 +227,8 @@ async function stalledArchive(mode: "stall" | "trickle", sharing: "plain" | "own
   try {
     if (sharing === "shared") {
       // An earlier command (with the real helper) leaves a master for the next ones.
-      const real = masterIni(`${mode}${sharing}-real`, "walslave-test", dir, persist, 5);
-      const first = runBin("wal-archive", [real, walFile(`${mode}-first`, 4096), "000000010000000000000039"], {
+      const real = site.masterIni(`${mode}${sharing}-real`, "walslave-test", dir, persist, 5);
+      const first = runBin("wal-archive", [real, site.walFile(`${mode}-first`, 4096), "000000010000000000000039"], {
         env: { XDG_RUNTIME_DIR: xdg },
       });
       assert.equal(first.status, 0, first.stderr);
@@ -328,11 +276,11 @@ test("a helper that trickles an answer one byte at a time (plain connection): ex
 function archiveThrough(mode: "other" | "old" | "usage"): { code: number | null; stderr: string; got: string[] } {
   const dir = join(slaveBase, `version-${mode}`);
   const completed = join(dir, "logs.complete");
-  makeLayout(dir);
+  site.makeLayout(dir);
   const fake = plantHelper(slaveBase, mode);
-  const ini = masterIni(`version${mode}`, "walslave-test", dir, `slave_wal_ctl = ${fake.path}`);
+  const ini = site.masterIni(`version${mode}`, "walslave-test", dir, `slave_wal_ctl = ${fake.path}`);
   const name = "00000001000000000000004B";
-  const res = runBin("wal-archive", [ini, walFile(`${mode}-${name}`, 4096), name], { timeout: 60_000 });
+  const res = runBin("wal-archive", [ini, site.walFile(`${mode}-${name}`, 4096), name], { timeout: 60_000 });
   assert.ok(!existsSync(join(completed, name)), "nothing archived");
   return { code: res.status, stderr: res.stderr, got: plantedLog(fake.log) };
 }

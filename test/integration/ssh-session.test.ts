@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import {
   chmodSync,
   chownSync,
@@ -21,55 +21,22 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { binPath, makeTempDir, packageRoot, removeTempDir, run, RUN_AS, runBin, waitFor } from "../helpers/env";
-import { makeSlaveDir, runSlave, TestSshd } from "../helpers/sshd";
+import { binPath, packageRoot, run, RUN_AS, runBin, waitFor } from "../helpers/env";
+import { SshSite } from "../helpers/remote";
+import { runSlave, type TestSshd } from "../helpers/sshd";
 import { writeFileAs } from "../helpers/walmgr";
 
+let site: SshSite;
 let sshd: TestSshd;
 let masterBase: string;
 let slaveBase: string;
 
 before(async () => {
-  sshd = await TestSshd.start();
-  masterBase = makeTempDir("sshsess");
-  slaveBase = makeSlaveDir("sshsess-slavehost");
+  site = await SshSite.start("sshsess");
+  ({ sshd, masterBase, slaveBase } = site);
 });
 
-after(() => {
-  sshd?.stop();
-  if (masterBase) removeTempDir(masterBase);
-  if (slaveBase) removeTempDir(slaveBase);
-});
-
-function masterIni(name: string, host: string, dir: string, extra = ""): string {
-  const file = join(masterBase, `${name}.ini`);
-  writeFileAs(
-    file,
-    `[wal-master]\njob_name = ${name}\nslave = ${host}:${dir}\nssh_config = ${sshd.clientConfig}\nssh_timeout = 5\nrestore_timeout = 5\n${extra}\n`,
-  );
-  return file;
-}
-
-function makeLayout(dir: string): string {
-  const res = runSlave("mkdir", ["-p", "-m", "700", join(dir, "logs.complete"), join(dir, "logs.partial")]);
-  assert.equal(res.status, 0, res.stderr);
-  return join(dir, "logs.complete");
-}
-
-function walFile(name: string, bytes: number): string {
-  const file = join(masterBase, name);
-  writeFileAs(file, "");
-  writeFileSync(file, randomBytes(bytes));
-  return file;
-}
-
-/** A runtime folder of the master's user (XDG_RUNTIME_DIR), so each test has its own sockets. */
-function runtimeDir(name: string): string {
-  const dir = join(masterBase, `run-${name}`);
-  mkdirSync(dir, { mode: 0o700 });
-  if (RUN_AS) chownSync(dir, RUN_AS.uid, RUN_AS.gid);
-  return dir;
-}
+after(() => site?.stop());
 
 function sha(path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
@@ -93,10 +60,10 @@ function warnings(stderr: string): string[] {
 
 test("a login script that prints junk: exit 6 naming the cause and the junk, nothing stored", () => {
   const dir = join(slaveBase, "junk");
-  const completed = makeLayout(dir);
-  const ini = masterIni("junk", "junkhost", dir, "ssh_control_persist = 0");
+  const completed = site.makeLayout(dir);
+  const ini = site.masterIni("junk", "junkhost", dir, "ssh_control_persist = 0");
   const name = "000000010000000000000001";
-  const src = walFile(name, 4096);
+  const src = site.walFile(name, 4096);
   const res = runBin("wal-archive", [ini, src, name]);
   assert.equal(res.status, 6, res.stderr);
   assert.match(res.stderr, /Welcome to the slave host/);
@@ -111,11 +78,11 @@ test("a login script that prints junk: exit 6 naming the cause and the junk, not
 
 test("a host key mismatch: exit 6 naming the host", () => {
   const dir = join(slaveBase, "wrongkey");
-  makeLayout(dir);
-  const ini = masterIni("wrongkey", "wrongkeyhost", dir);
+  site.makeLayout(dir);
+  const ini = site.masterIni("wrongkey", "wrongkeyhost", dir);
   const name = "000000010000000000000002";
-  const src = walFile(name, 4096);
-  const res = runBin("wal-archive", [ini, src, name], { env: { XDG_RUNTIME_DIR: runtimeDir("wrongkey") } });
+  const src = site.walFile(name, 4096);
+  const res = runBin("wal-archive", [ini, src, name], { env: { XDG_RUNTIME_DIR: site.runtimeDir("wrongkey") } });
   assert.equal(res.status, 6, res.stderr);
   assert.match(res.stderr, /wrongkeyhost/);
   assert.match(res.stderr, /[Hh]ost key/);
@@ -124,10 +91,10 @@ test("a host key mismatch: exit 6 naming the host", () => {
 
 test("the helper killed mid-transfer: exit 6 naming the host, nothing under the final name; the retry succeeds", async () => {
   const dir = join(slaveBase, "helperkill");
-  const completed = makeLayout(dir);
-  const ini = masterIni("helperkill", "walslave-test", dir, "ssh_control_persist = 0");
+  const completed = site.makeLayout(dir);
+  const ini = site.masterIni("helperkill", "walslave-test", dir, "ssh_control_persist = 0");
   const name = "000000010000000000000003";
-  const src = walFile(name, 256 * 1024 * 1024);
+  const src = site.walFile(name, 256 * 1024 * 1024);
   const child = spawn(binPath("wal-archive"), [ini, src, name], {
     stdio: ["ignore", "ignore", "pipe"],
     ...(RUN_AS ? { uid: RUN_AS.uid, gid: RUN_AS.gid } : {}),
@@ -162,7 +129,7 @@ test("the helper killed mid-transfer: exit 6 naming the host, nothing under the 
 
 test("the helper killed between requests of a session: that request fails (exit 6), a new session works", async () => {
   const dir = join(slaveBase, "midsession");
-  makeLayout(dir);
+  site.makeLayout(dir);
   const script = `
     const { SshDriver } = require(${JSON.stringify(join(packageRoot(), "dist/src/storage/ssh/driver.js"))});
     const d = new SshDriver({ host: "walslave-test", remoteBin: ${JSON.stringify(binPath("wal-ctl"))}, timeout: 5,
@@ -211,16 +178,16 @@ test("the helper killed between requests of a session: that request fails (exit 
 
 test("one session per command: wal-archive starts one ssh and one helper", () => {
   const dir = join(slaveBase, "onesession");
-  makeLayout(dir);
+  site.makeLayout(dir);
   const log = join(masterBase, "ssh-calls.log");
   const wrapDir = join(masterBase, "wrapbin");
   mkdirSync(wrapDir, { recursive: true, mode: 0o755 });
   const wrapper = join(wrapDir, "ssh");
   writeFileSync(wrapper, `#!/bin/sh\necho call >> ${log}\nexec /usr/bin/ssh "$@"\n`, { mode: 0o755 });
   writeFileAs(log, "");
-  const ini = masterIni("onesession", "walslave-test", dir, "ssh_control_persist = 0");
+  const ini = site.masterIni("onesession", "walslave-test", dir, "ssh_control_persist = 0");
   const name = "000000010000000000000004";
-  const src = walFile(name, 1 << 20);
+  const src = site.walFile(name, 1 << 20);
   const env = { PATH: `${wrapDir}:${process.env.PATH ?? "/usr/bin:/bin"}` };
   const res = runBin("wal-archive", [ini, src, name], { env });
   assert.equal(res.status, 0, res.stderr);
@@ -232,10 +199,10 @@ test("one session per command: wal-archive starts one ssh and one helper", () =>
 
 test("connection sharing: the master never holds the caller's pipes or process group; reused by the next call", () => {
   const dir = join(slaveBase, "share");
-  const completed = makeLayout(dir);
-  const ini = masterIni("share", "walslave-test", dir); // ssh_control_persist: default 60
-  const xdg = runtimeDir("share");
-  const src = walFile("000000010000000000000005", 1 << 20);
+  const completed = site.makeLayout(dir);
+  const ini = site.masterIni("share", "walslave-test", dir); // ssh_control_persist: default 60
+  const xdg = site.runtimeDir("share");
+  const src = site.walFile("000000010000000000000005", 1 << 20);
   const t0 = Date.now();
   // spawnSync waits for stdout/stderr to close: a master holding them would block it for 60 s.
   const res = runBin("wal-archive", [ini, src, "000000010000000000000005"], {
@@ -272,15 +239,15 @@ test("connection sharing: the master never holds the caller's pipes or process g
 
 test("a ControlPath folder that is not writable: one warning, a plain connection, archived", () => {
   const dir = join(slaveBase, "nowrite");
-  const completed = makeLayout(dir);
-  const ini = masterIni("nowrite", "walslave-test", dir);
-  const xdg = runtimeDir("nowrite");
+  const completed = site.makeLayout(dir);
+  const ini = site.masterIni("nowrite", "walslave-test", dir);
+  const xdg = site.runtimeDir("nowrite");
   const ctl = join(xdg, "walmgr-ssh");
   mkdirSync(ctl, { mode: 0o500 });
   chmodSync(ctl, 0o500);
   if (RUN_AS) chownSync(ctl, RUN_AS.uid, RUN_AS.gid);
   const name = "000000010000000000000007";
-  const src = walFile(name, 1 << 20);
+  const src = site.walFile(name, 1 << 20);
   const res = runBin("wal-archive", [ini, src, name], { env: { XDG_RUNTIME_DIR: xdg } });
   assert.equal(res.status, 0, res.stderr);
   assert.equal(warnings(res.stderr).length, 1, res.stderr);
@@ -291,9 +258,9 @@ test("a ControlPath folder that is not writable: one warning, a plain connection
 
 test("a stale control socket: one warning, a plain connection, the socket removed; the next call shares again", () => {
   const dir = join(slaveBase, "stale");
-  const completed = makeLayout(dir);
-  const ini = masterIni("stale", "walslave-test", dir);
-  const xdg = runtimeDir("stale");
+  const completed = site.makeLayout(dir);
+  const ini = site.masterIni("stale", "walslave-test", dir);
+  const xdg = site.runtimeDir("stale");
   const ctl = join(xdg, "walmgr-ssh");
   mkdirSync(ctl, { mode: 0o700 });
   if (RUN_AS) chownSync(ctl, RUN_AS.uid, RUN_AS.gid);
@@ -303,7 +270,7 @@ test("a stale control socket: one warning, a plain connection, the socket remove
   assert.equal(mk.status, 0, mk.stderr);
   assert.ok(lstatSync(sock).isSocket());
   const name = "000000010000000000000008";
-  const src = walFile(name, 1 << 20);
+  const src = site.walFile(name, 1 << 20);
   const res = runBin("wal-archive", [ini, src, name], { env: { XDG_RUNTIME_DIR: xdg } });
   assert.equal(res.status, 0, res.stderr);
   assert.equal(warnings(res.stderr).length, 1, res.stderr);

@@ -8,14 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { appendFileSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import Ajv2020 from "ajv/dist/2020";
 import type { Status } from "../../src/monitor/status-report";
 import { REPO_ROOT, removeTempDir, runBin, waitFor, ok } from "../helpers/env";
-import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
+import { createReplayingPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 
 let p: Pair;
 
@@ -90,21 +90,7 @@ async function setArchiveCommand(value: string | undefined): Promise<void> {
 }
 
 before(async () => {
-  p = await createPair("status");
-  // The restored standby asks for the next segment every 200 ms rather than every 5 s.
-  appendFileSync(join(p.master.dataDir, "postgresql.conf"), "wal_retrieve_retry_interval = 200ms\n");
-  ok(runBin("wal-ctl", [p.masterIni, "setup"]), "setup");
-  await p.master.query("CREATE TABLE t (id serial, tag text)");
-  ok(runBin("wal-backup", [p.masterIni]), "backup");
-  // A named set is copied: the set stays for status to count.
-  ok(runBin("wal-ctl", [p.slaveIni, "restore", "data.master"]), "restore");
-  const tag = await switchWal();
-  await waitFor(
-    "the standby to replay the first rows",
-    async () => Number(await p.slave.value<string>("SELECT count(*) FROM t WHERE tag = $1", [tag])) === 1,
-    30_000,
-    100,
-  );
+  p = await createReplayingPair("status");
 });
 
 after(() => {

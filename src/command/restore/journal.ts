@@ -202,5 +202,5 @@ export function lockRestore(paths: RestorePaths, onStale: (msg: string) => void)
   throw new LockHeldError(`cannot take ${paths.lock}: another restore keeps creating it`);
 }
 
-/** The crash-test hook (crash-point.ts), for restore's steps. */
-export { crashPoint } from "../../crash-point";
+/** The crash-test hook and its declared points (crash-point.ts), for restore's steps. */
+export { crashPoint, RESTORE_CRASH_POINTS, OTHER_CRASH_POINTS, type CrashPoint } from "../../crash-point";

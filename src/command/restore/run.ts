@@ -601,7 +601,7 @@ async function runSteps(
   progress: Progress,
   releaseSets: () => Promise<void>,
 ): Promise<void> {
-  const advance = (step: RestoreJournal["step"]): void => {
+  const advance = (step: Exclude<RestoreJournal["step"], "stage">): void => {
     j.step = step;
     writeJournal(paths, j);
     crashPoint(step);

@@ -17,6 +17,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { after, before, test } from "node:test";
+import { RESTORE_CRASH_POINTS } from "../../src/command/restore/journal";
 import { runUntilPause, signalPaused } from "../helpers/crash";
 import { ok, removeTempDir, runBin, sleep, spawnBin, waitFor } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
@@ -45,20 +46,11 @@ let restoreMs = 0;
 
 /** Where wal-backup can be stopped (WALMGR_TEST_PAUSE_AT) in every round: copied, old set moved, new set in. */
 const BACKUP_POINTS = ["copied", "shifted", "committed"];
-/** Where `wal-ctl restore` kills itself (WALMGR_TEST_CRASH_AT) when moving the newest set into slave_data. */
-const RESTORE_POINTS = [
-  "journal",
-  "claimed",
-  "prepare",
-  "settings",
-  "swap",
-  "old-aside",
-  "swapped",
-  "finish",
-  "start",
-  "started",
-];
-const pick = (from: string[]): string => from[Math.floor(random() * from.length)] ?? "";
+const pick = <T>(from: readonly T[]): T => {
+  const x = from[Math.floor(random() * from.length)];
+  if (x === undefined) throw new Error("nothing to pick from");
+  return x;
+};
 
 /** Hidden names our tools use beside the sets and beside the data directory: none may be left. */
 function leftovers(): string[] {
@@ -186,7 +178,7 @@ test("kill -9 of wal-backup and wal-ctl restore at random moments: every rerun c
         how = await killAfter("wal-ctl", [p.slaveIni, "restore"], Math.floor(random() * restoreMs * 1.1));
       } else {
         // Or at one of its named steps: most steps are renames, too quick for a timed kill to hit.
-        const point = pick(RESTORE_POINTS);
+        const point = pick(RESTORE_CRASH_POINTS);
         const end = runBin("wal-ctl", [p.slaveIni, "restore"], { env: { WALMGR_TEST_CRASH_AT: point } });
         how = end.signal === "SIGKILL" ? `killed at ${point}` : `ended (exit ${String(end.status)}) before ${point}`;
       }
