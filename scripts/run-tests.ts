@@ -1,7 +1,8 @@
 /**
  * The integration test runner (`npm run test:integration`, `npm run test:slow`): runs test
  * files, each with `node --test FILE` in its own process as `node --test DIR` would, but
- *   - `--jobs N` files at a time (default 2; $WALMGR_TEST_JOBS), the longest first as
+ *   - `--jobs N` files at a time (default 3, $WALMGR_TEST_JOBS: files mostly wait on PostgreSQL,
+ *     timers and child processes, so on 2 cores 3 at a time still finish sooner), the longest first as
  *     test/timings.json last measured them (files it does not name go first), so that the
  *     longest file does not start last;
  *   - one Swift for every file that calls `TestSwift.shared()` (test/helpers/swift.ts), started
@@ -74,7 +75,7 @@ function countsOf(out: string): Map<string, number> {
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  let jobs = Number(process.env.WALMGR_TEST_JOBS ?? 2);
+  let jobs = Number(process.env.WALMGR_TEST_JOBS ?? 3);
   let writeTimings = false;
   const paths: string[] = [];
   for (let i = 0; i < args.length; i++) {
