@@ -18,7 +18,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { SHARED_SWIFT_ENV, swiftAvailable, TestSwift } from "../test/helpers/swift";
+import { SHARED_SWIFT_ENV, swiftAvailable, TestSwift, testSwiftTmpParent } from "../test/helpers/swift";
 
 const ROOT = resolve(__dirname, "..", ".."); // dist/scripts/ -> the package
 const DIST_TEST = join(ROOT, "dist", "test");
@@ -108,7 +108,7 @@ async function main(): Promise<number> {
 
   let swift: TestSwift | undefined;
   if (runs.some((r) => r.swift) && swiftAvailable()) {
-    swift = await TestSwift.start();
+    swift = await TestSwift.start({ parent: testSwiftTmpParent() });
     process.stdout.write(
       `# run-tests: one Swift for the S3 files at ${swift.endpoint} (${swift.startupMs} ms to start)\n`,
     );
