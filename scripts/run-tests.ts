@@ -1,7 +1,8 @@
 /**
  * The integration test runner (`npm run test:integration`, `npm run test:slow`): runs test
  * files, each with `node --test FILE` in its own process as `node --test DIR` would, but
- *   - `--jobs N` files at a time (default 2; $WALMGR_TEST_JOBS), the longest first as
+ *   - `--jobs N` files at a time (default 3, $WALMGR_TEST_JOBS: files mostly wait on PostgreSQL,
+ *     timers and child processes, so on 2 cores 3 at a time still finish sooner), the longest first as
  *     test/timings.json last measured them (files it does not name go first), so that the
  *     longest file does not start last;
  *   - one Swift for every file that calls `TestSwift.shared()` (test/helpers/swift.ts), started
@@ -17,7 +18,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { SHARED_SWIFT_ENV, swiftAvailable, TestSwift } from "../test/helpers/swift";
+import { SHARED_SWIFT_ENV, swiftAvailable, TestSwift, testSwiftTmpParent } from "../test/helpers/swift";
 
 const ROOT = resolve(__dirname, "..", ".."); // dist/scripts/ -> the package
 const DIST_TEST = join(ROOT, "dist", "test");
@@ -74,7 +75,7 @@ function countsOf(out: string): Map<string, number> {
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  let jobs = Number(process.env.WALMGR_TEST_JOBS ?? 2);
+  let jobs = Number(process.env.WALMGR_TEST_JOBS ?? 3);
   let writeTimings = false;
   const paths: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -107,7 +108,7 @@ async function main(): Promise<number> {
 
   let swift: TestSwift | undefined;
   if (runs.some((r) => r.swift) && swiftAvailable()) {
-    swift = await TestSwift.start();
+    swift = await TestSwift.start({ parent: testSwiftTmpParent() });
     process.stdout.write(
       `# run-tests: one Swift for the S3 files at ${swift.endpoint} (${swift.startupMs} ms to start)\n`,
     );

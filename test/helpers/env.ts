@@ -48,8 +48,8 @@ export function pgBin(name: string): string {
  * A fresh temp folder owned by the server user, readable by everyone (sockets live in it), in
  * the system's temp folder or in `parent`.
  */
-export function makeTempDir(prefix: string, parent = tmpdir()): string {
-  const dir = mkdtempSync(join(parent, `walmgr-${prefix}-`));
+export function makeTempDir(prefix: string, parent?: string): string {
+  const dir = mkdtempSync(join(parent ?? tmpdir(), `walmgr-${prefix}-`));
   chmodSync(dir, 0o755);
   if (RUN_AS) chownSync(dir, RUN_AS.uid, RUN_AS.gid);
   return dir;

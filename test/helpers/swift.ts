@@ -13,8 +13,10 @@
  * `TestSwift.shared()` one at a time, and names its Swift to them in $WALMGR_TEST_SWIFT; such a
  * file attaches to it (each file keeps to its own buckets and leaves the proxy up and not slowed).
  * A file run alone (node --test FILE) gets a Swift of its own from the same call.
- * Swift's folder goes to /dev/shm where there is one ($WALMGR_SWIFT_TMPDIR chooses another):
- * every object PUT fsyncs, and nothing of Swift's durability is under test.
+ * A test's Swift (`shared()`, and the runner's) keeps its folder in /dev/shm where there is one
+ * ($WALMGR_SWIFT_TMPDIR chooses another): every object PUT fsyncs, and nothing of Swift's
+ * durability is under test. `start()` alone (the benchmarks, the demo) keeps the system's temp
+ * folder, so benchmark figures stay comparable.
  */
 import aws4 from "aws4";
 import { type ChildProcess } from "node:child_process";
@@ -43,8 +45,8 @@ const READY_TIMEOUT_MS = 30_000;
 /** Where scripts/run-tests.ts names the Swift it shares with the test files it runs (JSON, see `shareSpec`). */
 export const SHARED_SWIFT_ENV = "WALMGR_TEST_SWIFT";
 
-/** The folder Swift's temp folder goes in: $WALMGR_SWIFT_TMPDIR, else /dev/shm (a tmpfs) if usable, else the system's. */
-function swiftTmpParent(): string | undefined {
+/** Where a test's Swift keeps its folder: $WALMGR_SWIFT_TMPDIR, else /dev/shm (a tmpfs) if usable, else the system's temp folder. */
+export function testSwiftTmpParent(): string | undefined {
   const chosen = process.env.WALMGR_SWIFT_TMPDIR;
   if (chosen) return chosen;
   try {
@@ -120,7 +122,7 @@ export class TestSwift {
    */
   static async shared(): Promise<TestSwift> {
     const spec = process.env[SHARED_SWIFT_ENV];
-    if (!spec) return TestSwift.start();
+    if (!spec) return TestSwift.start({ parent: testSwiftTmpParent() });
     const { dir, port, pid } = JSON.parse(spec) as { dir: string; port: number; pid: number };
     const s = new TestSwift(dir, port, undefined, pid);
     // A file that died with the proxy down (or slowed) leaves it so: the next one mends it.
@@ -134,11 +136,14 @@ export class TestSwift {
     return JSON.stringify({ dir: this.dir, port: this.port, pid: this.launcherPid });
   }
 
-  /** Starts Swift on a free port (retried on a port clash); resolves once the proxy answers. */
-  static async start(): Promise<TestSwift> {
+  /**
+   * Starts Swift on a free port (retried on a port clash); resolves once the proxy answers. Its
+   * folder goes in `parent` (default: the system's temp folder).
+   */
+  static async start(opts: { parent?: string | undefined } = {}): Promise<TestSwift> {
     let lastErr: unknown;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const dir = makeTempDir("swift", swiftTmpParent());
+      const dir = makeTempDir("swift", opts.parent);
       try {
         return await TestSwift.startIn(dir, await freePort());
       } catch (err) {
