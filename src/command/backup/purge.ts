@@ -5,7 +5,7 @@ import type { Repository } from "../archive/repositories";
 import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { comparePosition, parseWalName } from "../../wal/names";
-import { leftoverPid, listSets, readBackupInfo, setStartWal, tempSetPath } from "./sets";
+import { leftoverPid, listSets, readBackupInfo, setStartWal, tempSetPath } from "../../slavedir/backup-sets";
 import { restoreHolds, type RestoreHold } from "../restore/pending";
 import {
   describeStandby,

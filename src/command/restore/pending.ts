@@ -15,7 +15,7 @@
 import { posix } from "node:path";
 import { readBytes } from "../../storage/bytes";
 import type { StorageDriver } from "../../storage/driver";
-import { BACKUP_INFO, setStartWal } from "../backup/sets";
+import { BACKUP_INFO, setStartWal } from "../../slavedir/backup-sets";
 import { parseWalName } from "../../wal/names";
 
 const PREFIX = ".walmgr-restore.";

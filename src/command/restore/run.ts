@@ -25,7 +25,7 @@ import {
 } from "../../slavedir/control";
 import { ExitCode, ioError, isErrno, LockHeldError, UsageError, WalmgrError } from "../../errors";
 import { lockBody, releaseLockNow, type LockInfo } from "../../slavedir/lock";
-import { testPause } from "../backup/test-pause";
+import { testPause } from "../../test-pause";
 import { controlFilesFor, slaveLayout } from "../../slavedir/layout";
 import { binPath } from "../../paths";
 import { pgCommandLine, quoteConfValue } from "../../pg/postgresql-conf";
@@ -51,7 +51,7 @@ import { walkTreeSync } from "../../storage/tree-walk";
 import { parseManifest, type Manifest } from "../../storage/manifest";
 import { readBytes } from "../../storage/bytes";
 import { requireFeature, type StorageDriver } from "../../storage/driver";
-import { BACKUP_MANIFEST, listSets, readBackupInfo, setStartWal } from "../backup/sets";
+import { BACKUP_MANIFEST, listSets, readBackupInfo, setStartWal } from "../../slavedir/backup-sets";
 import { pendingPath, restoreHolds, type PendingRecord } from "./pending";
 import {
   claimedName,
