@@ -3,7 +3,7 @@
  * the newest and the oldest, and their total size from each set's .walmgr-backup.json.
  */
 import { posix } from "node:path";
-import { listSets, readBackupInfo } from "../command/backup/sets";
+import { listSets, readBackupInfo } from "../slavedir/backup-sets";
 import { formatLocation, type Location } from "../config/load";
 import type { StorageDriver } from "../storage/driver";
 import { ageSeconds, type Budget } from "./timeout";

@@ -1,5 +1,5 @@
 import { posix } from "node:path";
-import { readBackupInfo } from "../command/backup/sets";
+import { readBackupInfo } from "../slavedir/backup-sets";
 import { readBytes } from "../storage/bytes";
 import type { StorageDriver } from "../storage/driver";
 import { lsnToSegment, parseLsn, parseWalName } from "../wal/names";

@@ -1,6 +1,6 @@
 /**
  * Crash tests: run one of our executables until it stops itself at a named point
- * (WALMGR_TEST_PAUSE_AT, see src/command/backup/test-pause.ts), then kill it exactly there.
+ * (WALMGR_TEST_PAUSE_AT, see src/test-pause.ts), then kill it exactly there.
  */
 import { readFileSync } from "node:fs";
 import { spawnBin, waitFor, type Spawned } from "./env";

@@ -5,7 +5,7 @@
  * restore and a backup refuse each other (exit 4) in either order, changing nothing.
  *
  * WALMGR_TEST_PAUSE_AT=<point> makes an executable stop itself (SIGSTOP) at that point
- * (src/command/backup/test-pause.ts): "copied" in a backup (BACKUPLOCK held), "restore-staged"
+ * (src/test-pause.ts): "copied" in a backup (BACKUPLOCK held), "restore-staged"
  * in a restore (the set taken, BACKUPLOCK held). WALMGR_TEST_CRASH_AT=stale-lock-removed kills a
  * clearer of a stale lock right after it removed the lock, before it removed its guard.
  */

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { keepInBackup } from "../../src/command/backup/exclude";
-import { leftoverPid, listSets, pruneSets, shiftSets } from "../../src/command/backup/sets";
+import { leftoverPid, listSets, pruneSets, shiftSets } from "../../src/slavedir/backup-sets";
 import { LocalDriver } from "../../src/storage/local/driver";
 
 describe("keepInBackup", () => {

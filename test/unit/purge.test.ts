@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { purgeWal, walNeededBySets } from "../../src/command/backup/purge";
+import { purgeWal } from "../../src/command/backup/purge";
+import { walNeededBySets } from "../../src/slavedir/retention";
 import type { Config } from "../../src/config/load";
 import type { Context } from "../../src/context";
 import { Logger } from "../../src/log";

@@ -4,7 +4,7 @@ import type { Context } from "../../context";
 import type { WalArchive } from "../../storage/archive";
 import type { MultiArchive } from "./repositories";
 import { parseWalName, type WalName } from "../../wal/names";
-import { testPause } from "../backup/test-pause";
+import { testPause } from "../../test-pause";
 import { callDeadline, callTimeLeft } from "../../deadline";
 import type { AckRecords } from "./acks";
 

@@ -3,26 +3,23 @@ import type { Context } from "../../context";
 import { BOOT_END_OF_WAL, BOOT_PARTIAL_SERVED, ControlFiles, PAUSE, STOP } from "../../slavedir/control";
 import { controlFilesFor } from "../../slavedir/layout";
 import { sameStorage } from "../../config/load";
-import { walNeededBySets } from "../backup/purge";
 import { setCallDeadline } from "../../deadline";
 import { ExitCode, TransportError, type ExitCodeValue } from "../../errors";
-import { isChecksumName, WalArchive } from "../../storage/archive";
+import { WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { fetchToFile } from "../../storage/files";
 import { driverFor } from "../../storage/open";
-import { comparePosition, isWalSegmentSize, parseWalName, requireWalName, type WalName } from "../../wal/names";
+import { isWalSegmentSize, parseWalName, requireWalName, type WalName } from "../../wal/names";
 import {
   describeStandby,
   formatAge,
   noteStandby,
-  readRegistry,
-  reportExpired,
   standbyExpireSeconds,
-  standbyHold,
   standbyName,
   usableRestartPoint,
   type StandbyEntry,
 } from "../../slavedir/standbys";
+import { CLEANUP_KINDS, removeWalBefore, walToKeep } from "../../slavedir/retention";
 import { ensurePrefetcher, prefetchOn, spoolBinding } from "./prefetch";
 import { Spool } from "./spool";
 
@@ -245,9 +242,10 @@ async function recordRestartPoint(
  * With keep_backups = 0 the standbys' restart points bound what they need: remove complete and
  * partial segments older than this standby's %r and the oldest restart point of every other live
  * standby in the registry (`standbys.ts`), as pg_archivecleanup would, but never what a backup
- * set in full_backup, or a pending restore's set, still needs (its start WAL onwards: the same
- * rule as backup's purge, `walNeededBySets`), nothing while another live standby's record cannot be read, and nothing at
- * all while a backup holds BACKUPLOCK (it is about to put a set in place). Never .history, never
+ * set in full_backup, or a pending restore's set, still needs (its start WAL onwards), nothing
+ * while another live standby's record cannot be read: the one retention rule backup's purge
+ * applies too (slavedir/retention.ts), with %r as this caller's own bound. And nothing at all
+ * while a backup holds BACKUPLOCK (it is about to put a set in place). Never .history, never
  * .backup files. `own` is this standby's record as just noted (not read again).
  */
 async function cleanupBefore(
@@ -268,49 +266,37 @@ async function cleanupBefore(
     ctx.log.info(`a backup holds ${control.lockPath()}: no WAL cleaned up now`);
     return;
   }
-  let bound = keep.name;
   const full = ctx.config.location("full_backup");
-  if (full) {
-    const loc = ctx.config.requireLocation("completed_wals", "wal-restore");
-    if (!sameStorage(full, loc)) {
-      ctx.log.warn(`full_backup ${full.path} is not where completed_wals is: no WAL cleaned up`);
-      return;
-    }
-    const needed = await walNeededBySets(driver, full.path);
-    if (needed.unknown !== undefined) {
-      ctx.log.warn(`cannot tell which WAL ${needed.unknown} needs: no WAL cleaned up`);
-      return;
-    }
-    if (needed.from !== undefined && comparePosition(needed.from, bound) < 0) {
-      ctx.log.debug(
-        `the backup sets in ${posix.dirname(full.path)}${needed.restores.length > 0 ? " (and pending restores)" : ""} need WAL from ${needed.from}: keeping it`,
-      );
-      bound = needed.from;
-    }
-  }
-  const names = (await driver.list(archive.completedDir)) ?? [];
-  const expireSeconds = standbyExpireSeconds(ctx.config);
-  const others = await readRegistry(driver, archive.completedDir, names, own?.name);
-  const hold = standbyHold(others, expireSeconds);
-  if (hold.unknown !== undefined) {
-    ctx.log.warn(`cannot tell which WAL ${describeStandby(hold.unknown)} needs: no WAL cleaned up`);
+  if (full && !sameStorage(full, ctx.config.requireLocation("completed_wals", "wal-restore"))) {
+    ctx.log.warn(`full_backup ${full.path} is not where completed_wals is: no WAL cleaned up`);
     return;
   }
-  if (hold.from !== undefined && comparePosition(hold.from, bound) < 0) {
-    ctx.log.debug(`standby ${JSON.stringify(hold.by)} still needs WAL from ${hold.from}: keeping it`);
-    bound = hold.from;
+  const expireSeconds = standbyExpireSeconds(ctx.config);
+  const r = await walToKeep(driver, {
+    walDir: archive.completedDir,
+    fullBackup: full?.path,
+    bound: keep.name,
+    exceptStandby: own?.name,
+    expireSeconds,
+  });
+  if ("unknownSet" in r) {
+    ctx.log.warn(`cannot tell which WAL ${r.unknownSet} needs: no WAL cleaned up`);
+    return;
   }
-  const removed: string[] = [];
-  for (const n of names) {
-    if (isChecksumName(n)) continue;
-    const w = parseWalName(n);
-    if (!w || (w.kind !== "segment" && w.kind !== "partial")) continue;
-    if (comparePosition(n, bound) < 0) {
-      if (ctx.dryRun) ctx.out(`[not really] remove ${archive.path(n)}`);
-      else if (await archive.remove(n)) removed.push(n);
-    }
+  if ("noBound" in r) return; // never: %r is the bound
+  if (r.setsHold && full) {
+    ctx.log.debug(
+      `the backup sets in ${posix.dirname(full.path)}${(r.sets?.restores.length ?? 0) > 0 ? " (and pending restores)" : ""} need WAL from ${r.sets?.from ?? "?"}: keeping it`,
+    );
   }
-  await reportExpired(ctx.log, driver, archive.completedDir, hold, removed, expireSeconds, ctx.dryRun);
+  if ("unknownStandby" in r) {
+    ctx.log.warn(`cannot tell which WAL ${describeStandby(r.unknownStandby)} needs: no WAL cleaned up`);
+    return;
+  }
+  if (r.standbysHold) {
+    ctx.log.debug(`standby ${JSON.stringify(r.hold.by)} still needs WAL from ${r.keepFrom}: keeping it`);
+  }
+  const removed = await removeWalBefore(ctx, driver, archive.completedDir, r, CLEANUP_KINDS, expireSeconds);
   if (removed.length > 0)
-    ctx.log.info(`removed ${removed.length} WAL file(s) older than ${bound} from ${archive.completedDir}`);
+    ctx.log.info(`removed ${removed.length} WAL file(s) older than ${r.keepFrom} from ${archive.completedDir}`);
 }

@@ -4,10 +4,10 @@ import { posix } from "node:path";
 import type { Context } from "../../context";
 import { ExitCode, type ExitCodeValue } from "../../errors";
 import { slaveLayout } from "../../slavedir/layout";
-import { BACKUP_INFO, leftoverPid, listSets, parseBackupInfo } from "./sets";
+import { BACKUP_INFO, leftoverPid, listSets, parseBackupInfo } from "../../slavedir/backup-sets";
 import { readBytes } from "../../storage/bytes";
 import { runningRestore } from "../restore/journal";
-import { restoreHolds, type RestoreHold } from "../restore/pending";
+import { restoreHolds, type RestoreHold } from "../../slavedir/pending-restores";
 
 interface Row {
   name: string;

@@ -2,58 +2,10 @@ import { posix } from "node:path";
 import { formatLocation } from "../../config/load";
 import type { Context } from "../../context";
 import type { Repository } from "../archive/repositories";
-import { isChecksumName, WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
-import { comparePosition, parseWalName } from "../../wal/names";
-import { leftoverPid, listSets, readBackupInfo, setStartWal, tempSetPath } from "./sets";
-import { restoreHolds, type RestoreHold } from "../restore/pending";
-import {
-  describeStandby,
-  readRegistry,
-  reportExpired,
-  standbyExpireSeconds,
-  standbyHold,
-  type StandbyHold,
-} from "../../slavedir/standbys";
-
-/**
- * The oldest WAL segment any kept backup set in `fullBackup` needs (the oldest start WAL among
- * them): `{ from: undefined }` when there is no set; `{ unknown: set }` when a set's start cannot
- * be read, in which case no WAL may be removed on its account. A complete set a killed backup
- * left hidden counts too (the next backup puts it in place), and so does the set of every
- * pending restore (restore/pending.ts: its record, or a claimed set without one; `restores`
- * names them). The one notion of "what the kept sets need", shared by backup's purge and
- * wal-restore's %r cleanup.
- */
-export async function walNeededBySets(
-  driver: StorageDriver,
-  fullBackup: string,
-): Promise<{ from: string | undefined; restores: RestoreHold[]; unknown?: undefined } | { unknown: string }> {
-  let from: string | undefined;
-  const keep = (start: string): void => {
-    if (from === undefined || comparePosition(start, from) < 0) from = start;
-  };
-  for (const set of await listSets(driver, fullBackup)) {
-    const start = await setStartWal(driver, set);
-    if (!start) return { unknown: set };
-    keep(start);
-  }
-  const dir = posix.dirname(fullBackup);
-  const names = (await driver.list(dir)) ?? [];
-  for (const name of names) {
-    const pid = leftoverPid(fullBackup, name);
-    if (pid === undefined || posix.join(dir, name) !== tempSetPath(fullBackup, pid)) continue;
-    // Only a complete one (metadata written last) can become a set; a partial one never will.
-    const info = await readBackupInfo(driver, posix.join(dir, name));
-    if (typeof info?.startWal === "string") keep(info.startWal);
-  }
-  const restores = await restoreHolds(driver, fullBackup, names);
-  for (const r of restores) {
-    if (r.startWal === undefined) return { unknown: r.path };
-    keep(r.startWal);
-  }
-  return { from, restores };
-}
+import type { RestoreHold } from "../../slavedir/pending-restores";
+import { PURGE_KINDS, removeWalBefore, walToKeep } from "../../slavedir/retention";
+import { describeStandby, standbyExpireSeconds } from "../../slavedir/standbys";
 
 /** "a pending restore of SET into DST (record PATH)", for log lines. */
 export function describeRestoreHold(r: RestoreHold): string {
@@ -81,60 +33,33 @@ export async function purgeWal(
   fullBackup: string,
   opts: { expireSeconds?: number; now?: number; also?: Repository[] } = {},
 ): Promise<number> {
-  const needed = await walNeededBySets(driver, fullBackup);
-  if (needed.unknown !== undefined) {
-    ctx.log.warn(`cannot tell which WAL ${needed.unknown} needs: no WAL purged`);
+  const expireSeconds = opts.expireSeconds ?? standbyExpireSeconds(ctx.config);
+  const r = await walToKeep(driver, { walDir: completedDir, fullBackup, expireSeconds, now: opts.now });
+  if ("unknownSet" in r) {
+    ctx.log.warn(`cannot tell which WAL ${r.unknownSet} needs: no WAL purged`);
     return 0;
   }
-  if (needed.from === undefined) return 0;
-  for (const r of needed.restores) {
-    ctx.log.info(`${describeRestoreHold(r)} needs WAL from ${r.startWal ?? "?"}: keeping it until it is finished`);
+  if ("noBound" in r) return 0;
+  for (const h of r.sets?.restores ?? []) {
+    ctx.log.info(`${describeRestoreHold(h)} needs WAL from ${h.startWal ?? "?"}: keeping it until it is finished`);
   }
-  let keepFrom = needed.from;
-  const names = (await driver.list(completedDir)) ?? [];
-  const expireSeconds = opts.expireSeconds ?? standbyExpireSeconds(ctx.config);
-  const hold = standbyHold(await readRegistry(driver, completedDir, names), expireSeconds, opts.now);
-  if (hold.unknown !== undefined) {
+  if ("unknownStandby" in r) {
     ctx.log.warn(
-      `cannot tell which WAL ${describeStandby(hold.unknown)} needs (${posix.join(completedDir, hold.unknown.file)} is not a standby record): no WAL purged`,
+      `cannot tell which WAL ${describeStandby(r.unknownStandby)} needs (${posix.join(completedDir, r.unknownStandby.file)} is not a standby record): no WAL purged`,
     );
     return 0;
   }
-  if (hold.from !== undefined && comparePosition(hold.from, keepFrom) < 0) {
-    ctx.log.info(`standby ${JSON.stringify(hold.by)} still needs WAL from ${hold.from}: keeping it`);
-    keepFrom = hold.from;
+  if (r.standbysHold) {
+    ctx.log.info(`standby ${JSON.stringify(r.hold.by)} still needs WAL from ${r.keepFrom}: keeping it`);
   }
-  const removed = await removeBefore(ctx, driver, completedDir, names, keepFrom);
-  await reportExpired(ctx.log, driver, completedDir, hold, removed, expireSeconds, ctx.dryRun);
+  const removed = await removeWalBefore(ctx, driver, completedDir, r, PURGE_KINDS, expireSeconds);
   ctx.log.info(
-    `purged ${removed.length} WAL file(s) older than ${keepFrom} (needed by the oldest kept backup or a live standby)`,
+    `purged ${removed.length} WAL file(s) older than ${r.keepFrom} (needed by the oldest kept backup or a live standby)`,
   );
   for (const repo of opts.also ?? []) {
-    await purgeRepository(ctx, repo, keepFrom, expireSeconds, opts.now);
+    await purgeRepository(ctx, repo, r.keepFrom, expireSeconds, opts.now);
   }
   return removed.length;
-}
-
-/** Removes the WAL files of `names` in `dir` older than `keepFrom` (never .history); the removed names. */
-async function removeBefore(
-  ctx: Context,
-  driver: StorageDriver,
-  dir: string,
-  names: string[],
-  keepFrom: string,
-): Promise<string[]> {
-  const archive = new WalArchive(driver, dir);
-  const removed: string[] = [];
-  for (const n of names) {
-    if (isChecksumName(n)) continue;
-    const w = parseWalName(n);
-    if (!w || w.kind === "history") continue;
-    if (comparePosition(n, keepFrom) < 0) {
-      if (ctx.dryRun) ctx.out(`[not really] remove ${archive.path(n)}`);
-      else if (await archive.remove(n)) removed.push(n);
-    }
-  }
-  return removed;
 }
 
 /**
@@ -161,32 +86,35 @@ export async function purgeRepository(
       ctx.log.warn(`${where} does not exist: no WAL purged there (run \`wal-ctl CONFIG setup\`)`);
       return 0;
     }
-    let keepFrom = mainKeepFrom;
-    const sets = await walNeededBySets(driver, posix.join(posix.dirname(dir), "data.master"));
-    if (sets.unknown !== undefined) {
-      ctx.log.warn(`cannot tell which WAL ${sets.unknown} in ${where} needs: no WAL purged there`);
+    const r = await walToKeep(driver, {
+      walDir: dir,
+      names,
+      fullBackup: posix.join(posix.dirname(dir), "data.master"),
+      bound: mainKeepFrom,
+      expireSeconds,
+      now,
+    });
+    if ("unknownSet" in r) {
+      ctx.log.warn(`cannot tell which WAL ${r.unknownSet} in ${where} needs: no WAL purged there`);
       return 0;
     }
-    if (sets.from !== undefined && comparePosition(sets.from, keepFrom) < 0) {
-      ctx.log.info(`a backup set in ${where} still needs WAL from ${sets.from}: keeping it there`);
-      keepFrom = sets.from;
+    if ("noBound" in r) return 0; // never: mainKeepFrom is the bound
+    if (r.setsHold) {
+      ctx.log.info(`a backup set in ${where} still needs WAL from ${r.sets?.from ?? "?"}: keeping it there`);
     }
-    const hold: StandbyHold = standbyHold(await readRegistry(driver, dir, names), expireSeconds, now);
-    if (hold.unknown !== undefined) {
+    if ("unknownStandby" in r) {
       ctx.log.warn(
-        `cannot tell which WAL ${describeStandby(hold.unknown)} needs (${posix.join(dir, hold.unknown.file)} in ${where} is not a standby record): no WAL purged there`,
+        `cannot tell which WAL ${describeStandby(r.unknownStandby)} needs (${posix.join(dir, r.unknownStandby.file)} in ${where} is not a standby record): no WAL purged there`,
       );
       return 0;
     }
-    if (hold.from !== undefined && comparePosition(hold.from, keepFrom) < 0) {
+    if (r.standbysHold) {
       ctx.log.info(
-        `standby ${JSON.stringify(hold.by)} of ${where} still needs WAL from ${hold.from}: keeping it there`,
+        `standby ${JSON.stringify(r.hold.by)} of ${where} still needs WAL from ${r.keepFrom}: keeping it there`,
       );
-      keepFrom = hold.from;
     }
-    const removed = await removeBefore(ctx, driver, dir, names, keepFrom);
-    await reportExpired(ctx.log, driver, dir, hold, removed, expireSeconds, ctx.dryRun);
-    ctx.log.info(`purged ${removed.length} WAL file(s) older than ${keepFrom} from ${where}`);
+    const removed = await removeWalBefore(ctx, driver, dir, r, PURGE_KINDS, expireSeconds);
+    ctx.log.info(`purged ${removed.length} WAL file(s) older than ${r.keepFrom} from ${where}`);
     return removed.length;
   } catch (err) {
     ctx.log.warn(

@@ -28,8 +28,8 @@ import {
   shiftSets,
   tempSetPath,
   type BackupInfo,
-} from "./sets";
-import { testPause } from "./test-pause";
+} from "../../slavedir/backup-sets";
+import { testPause } from "../../test-pause";
 import { writeBytes } from "../../storage/bytes";
 import { storeFile } from "../../storage/files";
 import { walkTreeSync } from "../../storage/tree-walk";

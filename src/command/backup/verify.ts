@@ -14,7 +14,7 @@ import { setStart } from "../../monitor/set-start";
 import { findTwoWriters, type TwoWriters } from "../../monitor/two-writers";
 import { unsafeFiles, type UnsafeFile } from "../../monitor/owners-scan";
 import { comparePosition, parseWalName } from "../../wal/names";
-import { BACKUP_MANIFEST, listSets } from "./sets";
+import { BACKUP_MANIFEST, listSets } from "../../slavedir/backup-sets";
 import { startProgress, type Progress } from "../../progress";
 
 /** One backup set as verify found it (`verify --json`: schemas/verify.schema.json). */

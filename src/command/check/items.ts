@@ -10,7 +10,7 @@ import type { StorageDriver } from "../../storage/driver";
 import { describeHolder, judgeHolder, parseLockInfo } from "../../slavedir/lock";
 import { BACKUP_PROGRAMS, type ControlFiles } from "../../slavedir/control";
 import { ourProgram, processAlive, procInfo } from "../../proc";
-import { testPause } from "../backup/test-pause";
+import { testPause } from "../../test-pause";
 import type { CheckItem } from "./report";
 
 /** The error's own exit code (transport, I/O …), I/O when it has none. */

@@ -9,7 +9,7 @@ import { standbyReplay } from "../../monitor/standby-replay";
 import { listArchive } from "../../monitor/wal-scan";
 import { unsafeFiles } from "../../monitor/owners-scan";
 import { getConfValue } from "../../pg/postgresql-conf";
-import { listSets } from "../backup/sets";
+import { listSets } from "../../slavedir/backup-sets";
 import { STOP } from "../../slavedir/control";
 import { backupLockItem, codeOf, commandMatches, expectedCommand, why } from "./items";
 import type { CheckItem } from "./report";

@@ -30,7 +30,7 @@ export interface RestoreJournal {
   claimed?: string;
   /**
    * The record beside the sets that keeps the set's WAL while this restore is pending
-   * (pending.ts): written before the set is taken, removed at step "finish". Missing in
+   * (slavedir/pending-restores.ts): written before the set is taken, removed at step "finish". Missing in
    * journals of older versions and for a set in an object store.
    */
   pending?: string;

@@ -25,7 +25,7 @@ import {
 } from "../../slavedir/control";
 import { ExitCode, ioError, isErrno, LockHeldError, UsageError, WalmgrError } from "../../errors";
 import { lockBody, releaseLockNow, type LockInfo } from "../../slavedir/lock";
-import { testPause } from "../backup/test-pause";
+import { testPause } from "../../test-pause";
 import { controlFilesFor, slaveLayout } from "../../slavedir/layout";
 import { binPath } from "../../paths";
 import { pgCommandLine, quoteConfValue } from "../../pg/postgresql-conf";
@@ -51,8 +51,8 @@ import { walkTreeSync } from "../../storage/tree-walk";
 import { parseManifest, type Manifest } from "../../storage/manifest";
 import { readBytes } from "../../storage/bytes";
 import { requireFeature, type StorageDriver } from "../../storage/driver";
-import { BACKUP_MANIFEST, listSets, readBackupInfo, setStartWal } from "../backup/sets";
-import { pendingPath, restoreHolds, type PendingRecord } from "./pending";
+import { BACKUP_MANIFEST, listSets, readBackupInfo, setStartWal } from "../../slavedir/backup-sets";
+import { pendingPath, restoreHolds, type PendingRecord } from "../../slavedir/pending-restores";
 import {
   claimedName,
   crashPoint,
@@ -496,7 +496,7 @@ async function plan(
     ...(req.stored ? { stored: true } : {}),
     move: req.move,
     ...(req.move ? { claimed: claimedName(src) } : {}),
-    // Beside the sets while the restore is pending: keeps the set's WAL (pending.ts).
+    // Beside the sets while the restore is pending: keeps the set's WAL (slavedir/pending-restores.ts).
     ...(req.stored ? {} : { pending: pendingPath(src) }),
     ...(startWal !== undefined ? { startWal } : {}),
     dst: req.dst,
@@ -837,7 +837,7 @@ async function requireStartWal(
 }
 
 /**
- * Writes the record that keeps the set's WAL while this restore is pending (pending.ts),
+ * Writes the record that keeps the set's WAL while this restore is pending (slavedir/pending-restores.ts),
  * before the set is taken; a record already there (a rerun's) is kept as it is.
  */
 async function writePending(ctx: Context, paths: RestorePaths, j: RestoreJournal): Promise<void> {
@@ -876,7 +876,7 @@ async function writePending(ctx: Context, paths: RestorePaths, j: RestoreJournal
  * restores into the same DST from this host: their journal is gone (removed by the operator to
  * abandon them), so no rerun can ever carry them on, and the WAL they kept is not needed by
  * anyone for them. The restore lock of DST is held, so none of them runs. A set they claimed
- * stays (it holds WAL by itself, see pending.ts) for the operator to put back or remove.
+ * stays (it holds WAL by itself, see slavedir/pending-restores.ts) for the operator to put back or remove.
  */
 async function dropAbandonedPending(ctx: Context, fullBackup: string, paths: RestorePaths): Promise<void> {
   for (const h of await restoreHolds(localDriver, fullBackup)) {

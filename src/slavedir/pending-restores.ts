@@ -7,21 +7,21 @@
  * (whose record holds the WAL from then on), at its step "finish".
  *
  * backup's purge and wal-restore's %r cleanup keep the WAL from such a record's start WAL on
- * (`walNeededBySets`), as they do for a listed set, and `listbackups` shows each one as a pending
+ * (`walNeededBySets`, retention.ts), as they do for a listed set, and `listbackups` shows each one as a pending
  * restore. A claimed set without a record (left by an earlier version) counts by its own start
  * WAL. The rule for a restore that is never rerun: its hold stays until the operator abandons it
  * (README, "An interrupted restore"): nothing drops WAL a rerun would need on a guess.
  */
 import { posix } from "node:path";
-import { readBytes } from "../../storage/bytes";
-import type { StorageDriver } from "../../storage/driver";
-import { BACKUP_INFO, setStartWal } from "../backup/sets";
-import { parseWalName } from "../../wal/names";
+import { readBytes } from "../storage/bytes";
+import type { StorageDriver } from "../storage/driver";
+import { BACKUP_INFO, setStartWal } from "./backup-sets";
+import { parseWalName } from "../wal/names";
 
 const PREFIX = ".walmgr-restore.";
 /** The record of a pending restore beside the sets. */
 export const PENDING_SUFFIX = ".pending";
-/** A set a pending restore moved out of the listing (journal.ts, claimedName). */
+/** A set a pending restore moved out of the listing (command/restore/journal.ts, claimedName). */
 export const CLAIMED_SUFFIX = ".claimed";
 
 /** What a pending restore's record (`.walmgr-restore.SET.PID.pending`) holds. */

@@ -1,7 +1,8 @@
-import { writeStderr } from "../../log";
+import { writeStderr } from "./log";
 
 /**
- * A test-only stop at a named point of a backup, so that a test can kill it exactly there:
+ * A test-only stop at a named point of a command (a backup, a restore, a batch, a check), so
+ * that a test can kill it exactly there:
  * with WALMGR_TEST_PAUSE_AT=NAME in the environment the process stops itself (SIGSTOP) when it
  * reaches NAME, and goes on when continued (SIGCONT). Without the variable it does nothing.
  * The short wait after the stop lets a signal sent meanwhile be handled at this very point.

@@ -1,9 +1,16 @@
+/**
+ * Backup sets in the slave directory: their names (`data.master`, `data.master.0`, … newest
+ * first; the hidden temp and removing names a backup uses beside them), their metadata
+ * (`.walmgr-backup.json`) and manifest's file name, and their rotation (shift, prune). Written by
+ * backup (command/backup/run.ts); read by restore, listbackups, verify, check, status and the WAL
+ * retention rule.
+ */
 import { posix } from "node:path";
-import { IoError } from "../../errors";
-import { requireFeature, type StorageDriver } from "../../storage/driver";
-import { TMP_PREFIX } from "../../storage/durable";
-import { testPause } from "./test-pause";
-import { readBytes } from "../../storage/bytes";
+import { IoError } from "../errors";
+import { requireFeature, type StorageDriver } from "../storage/driver";
+import { TMP_PREFIX } from "../storage/durable";
+import { testPause } from "../test-pause";
+import { readBytes } from "../storage/bytes";
 
 /** Backup metadata file inside each set (hidden: PostgreSQL ignores it in a data directory). */
 export const BACKUP_INFO = ".walmgr-backup.json";
