@@ -234,6 +234,13 @@ test("wal-restore %r cleanup keeps what the kept set needs, and waits while BACK
   // Once the lock is gone the cleanup resumes.
   rmSync(lockFile());
   await advanceStandbyPast(restartPoint());
+  // By wal-restore's Node path, or (a segment the shell front served from the prefetch spool
+  // starts no Node) by the prefetcher once the front took it: soon, not necessarily at once.
+  await waitFor(
+    `without the lock, ${start} (needed by no set) to be cleaned up`,
+    () => !segments().includes(start),
+    30_000,
+  );
   const after = segments();
   assert.ok(!after.includes(start), `without the lock, ${start} (needed by no set) is cleaned up`);
   assert.ok(after.includes(start2), `the kept set's start ${start2} stays`);

@@ -23,6 +23,7 @@ import { childProcess } from "../../lazy";
 import { readPostmaster } from "../../pg/server";
 import { standbyRestartPoint } from "../../pg/control-file";
 import type { StorageDriver } from "../../storage/driver";
+import { cleanupBefore } from "./cleanup";
 import {
   refreshSeconds,
   refreshStandby,
@@ -39,6 +40,8 @@ export const PREFETCH_PROGRAM = "wal-prefetch";
  * lives on, when it is not the heartbeat of a running standby (which it stays, dormant).
  */
 const IDLE_EXIT_MS = 30_000;
+/** The WAL cleanup for entries the front served runs at most this often (cleanupAfterFront). */
+const CLEANUP_EVERY_MS = 1000;
 
 /** Fetches at once from a local archive: one hashes while the other waits on the disk. */
 const PREFETCH_WORKERS = 2;
@@ -190,6 +193,37 @@ async function beat(
 }
 
 /**
+ * With keep_backups = 0, the WAL cleanup wal-restore does with %r for each segment it serves
+ * (cleanup.ts), for the segments the shell front served instead (it starts no Node, so without
+ * this the archive would only grow while the front keeps up): with the restart point from
+ * pg_control, which is what PostgreSQL passes as %r, refreshed into this standby's record first.
+ * Only while the server runs in recovery; a failure is logged and tried again next time.
+ */
+async function cleanupAfterFront(
+  ctx: Context,
+  driver: StorageDriver,
+  archive: WalArchive,
+  spool: Spool,
+  segSize: number,
+  expireSeconds: number,
+): Promise<void> {
+  if (ctx.config.int("keep_backups") !== 0) return;
+  if (readPostmaster(spool.dataDir) === undefined || !inRecovery(spool.dataDir)) return;
+  const rp = standbyRestartPoint(spool.dataDir, segSize);
+  if (rp === undefined) return;
+  try {
+    const slaveData = ctx.config.path("slave_data") ?? spool.dataDir;
+    const own = await refreshStandby(driver, archive.completedDir, standbyName(ctx.config, spool.dataDir), rp, {
+      expireSeconds,
+      slaveData,
+    });
+    await cleanupBefore(ctx, driver, archive, rp, own);
+  } catch (err) {
+    ctx.log.warn(`WAL cleanup in ${archive.completedDir} failed: ${(err as Error).message}`);
+  }
+}
+
+/**
  * The prefetcher (one per data directory, under the spool's lock), which is also the standby's
  * liveness heartbeat.
  *
@@ -248,6 +282,7 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
     let beatAt = 0;
     let server: Beat = "down";
     let aheadBefore = 0;
+    let cleanupAt = 0;
     for (;;) {
       if (spool.mismatch(bound.expect) !== undefined) return; // discarded or rebound: not ours
       // The server stopped: nobody will ask for WAL until it starts again (and restarts us).
@@ -285,8 +320,15 @@ export async function runPrefetcher(ctx: Context, spoolDir: string): Promise<voi
           if (e.slice(0, 8) !== from.slice(0, 8) || comparePosition(e, from) <= 0) spool.remove(e);
           else ahead.push(e);
         }
-        // The shell front took entries: the standby moves on (after its apply delay, say).
-        if (ahead.length < aheadBefore) retryAt = 0;
+        // The shell front took entries: the standby moves on (after its apply delay, say), and
+        // the WAL cleanup its calls would have done in Node is done here (at most once a second).
+        if (ahead.length < aheadBefore) {
+          retryAt = 0;
+          if (Date.now() >= cleanupAt) {
+            cleanupAt = Date.now() + CLEANUP_EVERY_MS;
+            await cleanupAfterFront(ctx, driver, archive, spool, meta.segSize, expireSeconds);
+          }
+        }
         aheadBefore = ahead.length;
         // Check records of entries served (or removed) since: only ours under way are kept.
         for (const c of spool.checkRecords()) if (!ahead.includes(c) && !inflight.has(c)) spool.remove(c);
