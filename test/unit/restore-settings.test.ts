@@ -1,7 +1,8 @@
 /** Point-in-time recovery options and the recovery block restore writes into postgresql.auto.conf. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { badTargetTime, recoveryTarget, withRecoveryBlock } from "../../src/command/restore/run";
+import { withRecoveryBlock } from "../../src/command/restore/recovery-settings";
+import { badTargetTime, recoveryTarget } from "../../src/command/restore/target";
 import { ExitCode, UsageError } from "../../src/errors";
 import { getConfValue } from "../../src/pg/postgresql-conf";
 

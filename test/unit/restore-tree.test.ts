@@ -20,7 +20,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { unfitDestination } from "../../src/command/restore/run";
+import { unfitDestination } from "../../src/command/restore/local-fs";
 import { processStart } from "../../src/proc";
 import {
   lockRestore,
