@@ -7,7 +7,8 @@
  *     longest file does not start last;
  *   - one Swift for every file that calls `TestSwift.shared()` (test/helpers/swift.ts), started
  *     here once and named to them in $WALMGR_TEST_SWIFT; those files run one at a time, since
- *     some stop or slow its proxy;
+ *     some stop or slow its proxy, and one of them starts whenever none runs (in a row they are
+ *     the longest job);
  *   - each file's TAP printed whole when it ends (never interleaved), then a summary: the
  *     counts of all files together, the slowest files, the wall time.
  * Exit status 0 only when every file ran and passed. `--write-timings` records this run's
@@ -134,7 +135,10 @@ async function main(): Promise<number> {
     let running = 0;
     const next = (): void => {
       while (running < jobs) {
-        const i = pending.findIndex((r) => !(r.swift && swiftBusy));
+        // The files on the shared Swift run one after another: together they are the longest
+        // job, so a free Swift goes to the next of them before any other file starts.
+        const onSwift = swiftBusy ? -1 : pending.findIndex((r) => r.swift);
+        const i = onSwift >= 0 ? onSwift : pending.findIndex((r) => !r.swift);
         if (i < 0) break;
         const [run] = pending.splice(i, 1);
         if (!run) break;
