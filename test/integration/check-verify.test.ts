@@ -114,12 +114,13 @@ before(async () => {
   // A named set is copied: data.master stays for verify.
   p = await createReplayingPair("checkverify");
   // A few segments after the backup: a chain with a middle.
-  let last = "";
+  const switched: string[] = [];
   for (let i = 0; i < 4; i++) {
     await p.master.query("INSERT INTO t (tag) SELECT 'x' FROM generate_series(1, 100)");
-    last = await p.master.value<string>("SELECT pg_walfile_name(pg_switch_wal())");
+    switched.push(await p.master.value<string>("SELECT pg_walfile_name(pg_switch_wal())"));
   }
-  await waitFor(`${last} archived`, async () => segments().includes(last), 90_000, 100);
+  // Every one, not only the last: a batch run stores ready segments side by side.
+  await waitFor(`${switched.join(", ")} archived`, () => switched.every((s) => segments().includes(s)), 90_000, 100);
 });
 
 after(() => {
