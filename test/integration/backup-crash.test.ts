@@ -200,6 +200,13 @@ test("wal-restore %r cleanup keeps what the kept set needs, and waits while BACK
   const start = setStart();
 
   await advanceStandbyPast(start);
+  // Cleaned up by wal-restore's Node path, or by the prefetcher once the shell front served a
+  // segment from its spool (that call starts no Node): soon, not necessarily at once.
+  await waitFor(
+    `WAL older than the set's start ${start} to be cleaned up`,
+    () => segments().every((s) => s >= start),
+    30_000,
+  );
   const rp = restartPoint();
   assert.ok(rp > start, `%r ${rp} must be past the set's start ${start}`);
   const left = segments();
