@@ -127,7 +127,7 @@ export class TestSwift {
     const s = new TestSwift(dir, port, undefined, pid);
     // A file that died with the proxy down (or slowed) leaves it so: the next one mends it.
     s.setSlow(0);
-    if (!(await listening(port))) await s.startProxy();
+    await s.ensureProxyUp();
     return s;
   }
 
@@ -279,6 +279,11 @@ export class TestSwift {
     await this.command("SIGUSR2", "PROXY UP");
   }
 
+  /** Starts the proxy unless it answers already (a test that stopped it and then failed). */
+  async ensureProxyUp(): Promise<void> {
+    if (!(await listening(this.port))) await this.startProxy();
+  }
+
   /**
    * The proxy waits `seconds` before handling each request from now on (0: no delay), or
    * only each request with one of `methods` ("PUT", say). Read by the proxy per request.
@@ -299,7 +304,7 @@ export class TestSwift {
     const proc = this.proc;
     if (!proc) {
       this.setSlow(0);
-      if (!(await listening(this.port))) await this.startProxy();
+      await this.ensureProxyUp();
       this.stopped = true;
       return;
     }
