@@ -51,7 +51,7 @@ export function startPusher(ctx: Context, acks: AckRecords, walDir: string, wals
       ],
       // Its own session, no stdio: it never holds PostgreSQL's pipes or process group; its
       // working directory is /, so it never keeps the data directory's file system busy.
-      { cwd: "/", detached: true, stdio: "ignore" },
+      { cwd: "/", detached: true, stdio: "ignore", env: pusherEnv(ctx.config.int("archive_parallel")) },
     );
     child.on("error", () => undefined); // reported below: no pid
     child.unref();
@@ -65,6 +65,17 @@ export function startPusher(ctx: Context, acks: AckRecords, walDir: string, wals
   }
   for (const n of claimed) acks.handPush(n, pid, seconds);
   return claimed;
+}
+
+/**
+ * The pusher's environment: ours, with libuv's thread pool sized for `parallel` copies (reads,
+ * writes and fsyncs of each run there). With the default 4 threads, 4 copies at once queued
+ * behind one another: 16 segments took 565-662 ms 4 at a time, 331-444 ms one at a time, and
+ * 245-309 ms 4 at a time with 16 threads (copies through copy_file_range, which held a thread
+ * for a whole segment).
+ */
+function pusherEnv(parallel: number): NodeJS.ProcessEnv {
+  return { ...process.env, UV_THREADPOOL_SIZE: String(Math.min(64, Math.max(4, 2 * parallel + 2))) };
 }
 
 /**
