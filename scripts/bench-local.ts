@@ -5,7 +5,10 @@
  *    archive_command, then gets one contender's command by reload; the time until its archiver
  *    has no `.ready` left. Contenders: wal-archive as `setup` configures it (batch archiving on),
  *    the same with its slave directory in S3, `pgbackrest archive-push` sync and async
- *    (process-max=2), compress none, and the serial `cp` + fsync + rename floor.
+ *    (process-max=2), compress none, and the serial `cp` + fsync + rename floor. Twice: segments
+ *    switched after a little WAL (the rest zeros, as archive_timeout and pg_switch_wal leave them;
+ *    walmgr-ts's local repository stores the zeros as holes), and segments full of WAL
+ *    (`drain-full`, a busy master's, where there are no zeros to leave out).
  * 2. Standby catch-up: a standby made from one base backup replays 32 archived segments full of
  *    WAL (row inserts); the time from its start until it has replayed them. Contenders: wal-restore (prefetch and the
  *    sh front on), the same from S3, `pgbackrest archive-get` sync and async (process-max=2), and `cp`.
@@ -24,7 +27,7 @@
  * Contenders rotate within each round; medians and ratios (against walmgr-ts local, and for
  * the others against walmgr-ts S3 too). A measurement, not a test: exits 0 whatever the ratios.
  * Usage: node dist/scripts/bench-local.js [--runs N] (default 3)
- * [--only drain,catchup,backup] (default all three) [--no-s3] [--compare-build DIR];
+ * [--only drain,drain-full,catchup,backup] (default all four) [--no-s3] [--compare-build DIR];
  * BENCH_KEEP=1 keeps the temp folder (the server log shows each wal-archive run).
  * --compare-build DIR adds another build of walmgr-ts (a checkout with `npm run build` done, e.g.
  * a `git worktree` of an older commit) to the drain as one more contender, with the same config:
@@ -68,6 +71,14 @@ async function switches(c: Cluster, n: number): Promise<void> {
     await c.query("INSERT INTO t SELECT generate_series(1, 20000)");
     await c.query("SELECT pg_switch_wal()");
   }
+}
+
+/** Makes `n` more segments ready, each full of WAL: rows until n - 1 are complete, then a switch. */
+async function fullSegments(c: Cluster, n: number): Promise<void> {
+  const before = ready(c);
+  // 100,000 rows are under 16 MiB of WAL: at most one segment completes per INSERT.
+  while (ready(c) < before + n - 1) await c.query("INSERT INTO t SELECT generate_series(1, 100000)");
+  await c.query("SELECT pg_switch_wal()");
 }
 
 /**
@@ -177,7 +188,8 @@ async function main(): Promise<void> {
   const runsArg = process.argv.indexOf("--runs");
   const runs = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 3;
   const onlyArg = process.argv.indexOf("--only");
-  const only = onlyArg > 0 ? (process.argv[onlyArg + 1] ?? "").split(",") : ["drain", "catchup", "backup"];
+  const only =
+    onlyArg > 0 ? (process.argv[onlyArg + 1] ?? "").split(",") : ["drain", "drain-full", "catchup", "backup"];
   const want = (part: string): boolean => only.includes(part);
   const compareArg = process.argv.indexOf("--compare-build");
   const compareBuild = compareArg > 0 ? resolve(process.argv[compareArg + 1] ?? ".") : undefined;
@@ -185,7 +197,7 @@ async function main(): Promise<void> {
   const stopAll: Cluster[] = [];
   let swift: TestSwift | undefined;
   try {
-    if ((want("drain") || want("catchup")) && !process.argv.includes("--no-s3")) {
+    if ((want("drain") || want("drain-full") || want("catchup")) && !process.argv.includes("--no-s3")) {
       if (swiftAvailable()) {
         swift = await TestSwift.start();
         await swift.createBucket(S3_BUCKET);
@@ -236,8 +248,14 @@ async function main(): Promise<void> {
         c,
         `${sh(binPath("wal-archive"))} ${sh(chainIni)} %p %f && pgbackrest --config=${sh(syncConf)} --stanza=bench archive-push %p && cp %p ${join(base, "cp-restore")}/%f${s3 ? ` && ${sh(binPath("wal-archive"))} ${sh(s3ChainIni)} %p %f` : ""}`,
       );
-    if (want("drain")) {
-      // 1. Archive drain.
+    // 1. Archive drain: of switched segments (WAL, then zeros: what archive_timeout and
+    // pg_switch_wal leave, and what a quiet master archives), and of segments full of WAL (a busy
+    // master's). Only the first kind has zeros for a local repository to leave as holes.
+    const drainKinds = [
+      { part: "drain", what: "switched (WAL, then zeros)", make: (c: Cluster) => switches(c, DRAIN_SEGMENTS) },
+      { part: "drain-full", what: "full of WAL", make: (c: Cluster) => fullSegments(c, DRAIN_SEGMENTS) },
+    ].filter((k) => want(k.part));
+    for (const kind of drainKinds) {
       const drainers: Contender[] = [
         {
           label: "wal-archive CONFIG %p %f (batch, as setup sets it)",
@@ -284,7 +302,7 @@ async function main(): Promise<void> {
           if (!x) continue;
           await setArchiveCommand(c, "");
           await sleep(200);
-          await switches(c, DRAIN_SEGMENTS);
+          await kind.make(c);
           await waitUntil("segments ready", () => ready(c) >= DRAIN_SEGMENTS, 60_000);
           // Each contender starts with no dirty pages left by the one before it.
           run("sync", []);
@@ -296,7 +314,7 @@ async function main(): Promise<void> {
         if (i === 0) for (const x of drainers) x.samples = [];
       }
       report(
-        `archive drain: PostgreSQL's archiver, ${DRAIN_SEGMENTS} ready segments of 16 MiB, ${runs} runs each; ${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
+        `archive drain: PostgreSQL's archiver, ${DRAIN_SEGMENTS} ready segments of 16 MiB ${kind.what}, ${runs} runs each; ${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
         drainers,
         DRAIN_SEGMENTS,
         "segment",

@@ -461,7 +461,10 @@ describe("WalArchive", () => {
     randomBytes(8192).copy(data, 5 << 20);
     data[(9 << 20) + 100] = 7;
     randomBytes(3 * 4096).copy(data, (2 << 20) - 4096);
-    const res = await arch.pushFile(requireWalName(SEG), source(data));
+    // Private, as PostgreSQL's segments are: the copy the kernel would make is not taken for it.
+    const src = source(data);
+    chmodSync(src, 0o600);
+    const res = await arch.pushFile(requireWalName(SEG), src);
     assert.deepEqual(res, { result: "stored", bytes: data.length });
     const stored = join(completed, SEG);
     assert.ok(readFileSync(stored).equals(data), "byte for byte the source");
@@ -483,6 +486,17 @@ describe("WalArchive", () => {
     const z = await arch.pushFile(requireWalName("000000010000000000000002"), source(zeros, "z.bin"));
     assert.equal(z.bytes, zeros.length);
     assert.ok(readFileSync(join(completed, "000000010000000000000002")).equals(zeros));
+    // A file that does not end in zeros (a segment full of WAL) is copied whole, whatever its mode.
+    for (const m of [0o600, 0o644]) {
+      const full = randomBytes(1 << 20);
+      full.fill(0, 4096, 256 * 1024);
+      const f = source(full, `full-${m}.bin`);
+      chmodSync(f, m);
+      const name = m === 0o600 ? "000000010000000000000003" : "000000010000000000000004";
+      assert.equal((await arch.pushFile(requireWalName(name), f)).bytes, full.length);
+      assert.ok(readFileSync(join(completed, name)).equals(full));
+      assert.equal(mode(join(completed, name)), 0o600);
+    }
   });
 
   test("re-pushing identical content is 'identical'", async () => {
