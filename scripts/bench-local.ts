@@ -30,8 +30,8 @@
  * [--only drain,drain-full,catchup,backup] (default all four) [--no-s3] [--compare-build DIR];
  * BENCH_KEEP=1 keeps the temp folder (the server log shows each wal-archive run).
  * --compare-build DIR adds another build of walmgr-ts (a checkout with `npm run build` done, e.g.
- * a `git worktree` of an older commit) to the drain as one more contender, with the same config:
- * how a change moves the drain, measured in the same rounds.
+ * a `git worktree` of an older commit) to the drain and the catch-up as one more contender, with
+ * the same config: how a change moves them, measured in the same rounds.
  */
 import { chmodSync, readFileSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
@@ -384,6 +384,16 @@ async function main(): Promise<void> {
           command: `pgbackrest --config=${sh(asyncConf)} --stanza=bench --pg1-path=${sh(join(base, "standby"))} archive-get %f %p`,
           samples: [],
         },
+        ...(compareBuild !== undefined
+          ? [
+              {
+                label: `wal-restore of ${compareBuild}`.slice(0, 52),
+                command: `${sh(join(compareBuild, "bin", "wal-restore"))} ${sh(slaveIni)} %f %p %r`,
+                samples: [],
+                after: killPrefetcher,
+              },
+            ]
+          : []),
         { label: "cp dir/%f %p", command: `cp ${join(base, "cp-restore")}/%f %p`, samples: [] },
       ];
       const port = await freePort();
