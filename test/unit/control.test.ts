@@ -55,7 +55,11 @@ async function liveProcess(program: string, args: string[]): Promise<number> {
   const child = spawn(process.execPath, [script, ...args], { stdio: "ignore" });
   const pid = child.pid ?? 0;
   children.push(pid);
-  for (let i = 0; i < 200 && !readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(program); i++) {
+  // Until it has exec'd, /proc shows the test runner's command line (not the program's): a
+  // judge looking then would call the lock stale. Under load (CI beside a benchmark) that took
+  // longer than the 2 s this waited before, and the test failed.
+  for (let i = 0; !readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(program); i++) {
+    if (i >= 3000) throw new Error(`process ${pid} did not show ${program} in its command line within 30 s`);
     await new Promise((r) => setTimeout(r, 10));
   }
   rmSync(scripts, { recursive: true, force: true });
