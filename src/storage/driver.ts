@@ -146,9 +146,19 @@ export interface ReleaseNowFeature {
   removeTreeSync(path: string): void;
 }
 
+/** Feature `range`: a part of a stored file, without reading what comes before it (local). */
+export interface RangeFeature {
+  /**
+   * `length` bytes of the file `path` from `offset`: an IoError naming the file when it is
+   * missing, not a regular file, or shorter (a reader of a pack's frame never wants less).
+   */
+  readRange(path: string, offset: number, length: number): Promise<Buffer>;
+}
+
 /** The capabilities beyond the common verbs; absent means the storage cannot do it. */
 export interface StorageFeatures {
   writeAt?: WriteAtFeature;
+  range?: RangeFeature;
   tree?: TreeFeature;
   releaseNow?: ReleaseNowFeature;
 }
@@ -185,6 +195,7 @@ export interface StorageDriver {
 
 const FEATURE_WHAT: Record<keyof StorageFeatures, string> = {
   writeAt: "update part of a file in place",
+  range: "read part of a file",
   tree: "hold folders of files (backup sets)",
   releaseNow: "release a lock from a signal handler",
 };

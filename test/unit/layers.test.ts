@@ -19,6 +19,8 @@ const FOLDERS: Record<string, number> = {
   command: 2,
   monitor: 3,
   slavedir: 4,
+  // The block repository's objects (docs/block-repository.md): on storage, under the commands.
+  repo: 4.5,
   storage: 5,
   pg: 6,
   config: 7,

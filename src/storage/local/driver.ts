@@ -85,6 +85,26 @@ function foreignOf(path: string, st: { uid: number; mode: number }): string | un
 export class LocalDriver implements StorageDriver {
   readonly description = "local";
   readonly features: StorageFeatures = {
+    range: {
+      readRange: async (path: string, offset: number, length: number): Promise<Buffer> => {
+        let fd: number;
+        try {
+          fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+        } catch (err) {
+          throw ioError("cannot read", path, err);
+        }
+        try {
+          if (!fstatSync(fd).isFile()) throw new IoError(`cannot read ${path}: not a regular file`);
+          const buf = Buffer.allocUnsafe(length);
+          const got = await readAt(fd, buf, offset).catch((err: unknown) => Promise.reject(ioError("cannot read", path, err)));
+          if (got !== length)
+            throw new IoError(`cannot read ${path}: ${length} bytes wanted at ${offset}, the file ends after ${got}`);
+          return buf;
+        } finally {
+          closeSync(fd);
+        }
+      },
+    },
     writeAt: {
       writeAt: async (path: string, offset: number, data: Uint8Array): Promise<void> => {
         writeAtDurable(path, offset, data);

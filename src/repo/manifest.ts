@@ -1,0 +1,164 @@
+import { StringDecoder } from "node:string_decoder";
+import { createGunzip, createGzip, type Gzip } from "node:zlib";
+import { IoError, ioError } from "../errors";
+import type { StorageDriver, WriteHandle } from "../storage/driver";
+import type { FrameRef } from "./pack";
+
+/** Line 1 of a manifest: the set as a whole. */
+export interface ManifestHeader {
+  format: "walmgr-repo-manifest";
+  v: 1;
+  set: string;
+  blockSize: number;
+  /** Anything the backup records about the set (label, LSNs, WAL range, times, statistics). */
+  info: Record<string, unknown>;
+}
+
+/** A frame as a manifest line names it: [pack, offset, length, codec, rawLength]. */
+export type FrameTuple = [string, number, number, number, number];
+
+/** A block: 0 for a block of zeros (not stored), else [frame (index into `f`), offset in the frame, sha256]. */
+export type BlockRef = 0 | [number, number, string];
+
+/**
+ * One file or folder of a set: a line of its manifest after the header, in path order. A folder
+ * has `d: 1` and no frames or blocks (its size is 0).
+ */
+export interface FileEntry {
+  /** Path relative to the data directory, `/`-separated. */
+  p: string;
+  /** 1 for a folder. */
+  d?: 1;
+  /** Size in bytes. */
+  s: number;
+  /** Mode bits (permissions only). */
+  m: number;
+  /** mtime, ms since the epoch. */
+  t: number;
+  /** The frames its blocks are in. */
+  f: FrameTuple[];
+  /** Its blocks in order: block k covers [k × blockSize, min(size, (k + 1) × blockSize)). */
+  b: BlockRef[];
+}
+
+export function frameRef(t: FrameTuple): FrameRef {
+  return { pack: t[0], offset: t[1], length: t[2], codec: t[3], rawLength: t[4] };
+}
+
+export function frameTuple(r: FrameRef): FrameTuple {
+  return [r.pack, r.offset, r.length, r.codec, r.rawLength];
+}
+
+/**
+ * Writes a manifest as gzip-compressed lines of JSON (built into Node: any version reads a
+ * manifest without a native module), streaming: memory does not grow with the set. Nothing is
+ * visible until `commit`, which publishes it exclusively (false: the name was taken, nothing
+ * changed) and durably.
+ */
+export class ManifestWriter {
+  private readonly gzip: Gzip;
+  private readonly done: Promise<void>;
+
+  private constructor(
+    private readonly handle: WriteHandle,
+    readonly path: string,
+  ) {
+    this.gzip = createGzip();
+    this.gzip.pipe(handle, { end: false });
+    this.done = new Promise((res, rej) => {
+      this.gzip.on("end", res);
+      this.gzip.on("error", rej);
+      handle.on("error", rej);
+    });
+  }
+
+  static async create(driver: StorageDriver, path: string, header: ManifestHeader): Promise<ManifestWriter> {
+    const handle = await driver.newWrite(path, { exclusive: true });
+    const w = new ManifestWriter(handle, path);
+    await w.line(header);
+    return w;
+  }
+
+  async add(entry: FileEntry): Promise<void> {
+    await this.line(entry);
+  }
+
+  private line(obj: unknown): Promise<void> {
+    const text = `${JSON.stringify(obj)}\n`;
+    if (this.gzip.write(text)) return Promise.resolve();
+    return new Promise((res) => this.gzip.once("drain", res));
+  }
+
+  async commit(): Promise<boolean> {
+    this.gzip.end();
+    try {
+      await this.done;
+    } catch (err) {
+      await this.handle.abort();
+      throw ioError("cannot write", this.path, err);
+    }
+    return this.handle.commit();
+  }
+
+  async abort(): Promise<void> {
+    this.gzip.destroy();
+    await this.handle.abort();
+  }
+}
+
+/**
+ * Reads the manifest at `path` as a stream: its header, then its file entries in order. Undefined
+ * when there is no such manifest; an IoError when it does not decompress or parse (naming the
+ * line), or ends without its header.
+ */
+export async function openManifest(
+  driver: StorageDriver,
+  path: string,
+): Promise<{ header: ManifestHeader; entries: AsyncGenerator<FileEntry> } | undefined> {
+  const stream = await driver.newRead(path);
+  if (stream === undefined) return undefined;
+  const lines = readLines(stream.pipe(createGunzip()), path);
+  const first = await lines.next();
+  if (first.done === true) throw new IoError(`manifest ${path} is empty`);
+  const header = first.value as ManifestHeader;
+  if (header.format !== "walmgr-repo-manifest" || header.v !== 1) {
+    throw new IoError(
+      `${path} is not a manifest this version reads (format ${String(header.format)} ${String(header.v)})`,
+    );
+  }
+  async function* entries(): AsyncGenerator<FileEntry> {
+    for await (const e of lines) yield e as FileEntry;
+  }
+  return { header, entries: entries() };
+}
+
+async function* readLines(src: NodeJS.ReadableStream, path: string): AsyncGenerator<unknown> {
+  let rest = "";
+  let n = 0;
+  // A chunk may end inside a character (paths are UTF-8): the decoder holds its first bytes.
+  const utf8 = new StringDecoder("utf8");
+  try {
+    for await (const chunk of src) {
+      rest += utf8.write(chunk);
+      let nl: number;
+      while ((nl = rest.indexOf("\n")) >= 0) {
+        const line = rest.slice(0, nl);
+        rest = rest.slice(nl + 1);
+        n++;
+        yield parse(line, path, n);
+      }
+    }
+  } catch (err) {
+    if (err instanceof IoError) throw err;
+    throw ioError("cannot read", path, err);
+  }
+  if (rest !== "") throw new IoError(`manifest ${path} ends in the middle of line ${n + 1} (truncated)`);
+}
+
+function parse(line: string, path: string, n: number): unknown {
+  try {
+    return JSON.parse(line) as unknown;
+  } catch {
+    throw new IoError(`manifest ${path}, line ${n}: not JSON (damaged)`);
+  }
+}

@@ -1,0 +1,143 @@
+import { closeSync, fsyncSync, mkdirSync, openSync, utimesSync, write as fsWrite, chmodSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { IoError, ioError } from "../errors";
+import type { StorageDriver } from "../storage/driver";
+import { fsyncDir } from "../storage/durable";
+import { isSafeRelPath } from "../storage/rel-path";
+import { sha256 } from "../storage/sha256";
+import type { RepoLayout } from "./layout";
+import { frameRef, openManifest, type FileEntry, type ManifestHeader } from "./manifest";
+import { decodeFrame, readFrameBytes, type FrameRef } from "./pack";
+
+/** What a materialization wrote. */
+export interface MaterializeStats {
+  files: number;
+  bytes: number;
+}
+
+/**
+ * Writes the set `set` into the new local folder `dest` (which must not exist): every folder and
+ * file of its manifest, every byte (blocks of zeros too: a restored data directory is never
+ * sparse), each block checked against its sha256 before it is written. A block that fails is an
+ * IoError (exit 9) naming the set, the file and the offset, and that file is not completed.
+ * Everything is fsynced before this resolves. Undefined when the set has no manifest.
+ */
+export async function materializeSet(
+  driver: StorageDriver,
+  layout: RepoLayout,
+  set: string,
+  dest: string,
+  onProgress?: (bytes: number, files: number) => void,
+): Promise<{ header: ManifestHeader; stats: MaterializeStats } | undefined> {
+  const m = await openManifest(driver, layout.manifestPath(set));
+  if (m === undefined) return undefined;
+  const { header } = m;
+  mkdirSync(dest, { mode: 0o700 });
+  const stats: MaterializeStats = { files: 0, bytes: 0 };
+  const dirs: { path: string; mode: number; mtime: number }[] = [];
+  // Consecutive blocks of a file are mostly in one frame: the last one decoded is kept.
+  let cached: { key: string; raw: Buffer } | undefined;
+  const frameData = async (ref: FrameRef): Promise<Buffer> => {
+    const key = `${ref.pack}:${ref.offset}`;
+    if (cached?.key === key) return cached.raw;
+    const raw = await decodeFrame(ref, await readFrameBytes(driver, layout, ref));
+    cached = { key, raw };
+    return raw;
+  };
+  for await (const e of m.entries) {
+    const rel = checkedRel(e, set);
+    const path = join(dest, rel);
+    if (e.d === 1) {
+      mkdirSync(path, { recursive: true, mode: 0o700 });
+      dirs.push({ path, mode: e.m, mtime: e.t });
+      continue;
+    }
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    await writeFile(path, e, header, set, frameData);
+    stats.files++;
+    stats.bytes += e.s;
+    onProgress?.(e.s, 1);
+  }
+  // Folders last, deepest first: their modes and times as stored, and durable.
+  for (const d of dirs.reverse()) {
+    try {
+      fsyncDir(d.path);
+      chmodSync(d.path, d.mode & 0o7777);
+      utimesSync(d.path, d.mtime / 1000, d.mtime / 1000);
+    } catch (err) {
+      throw ioError("cannot write", d.path, err);
+    }
+  }
+  fsyncDir(dest);
+  fsyncDir(dirname(dest));
+  return { header, stats };
+}
+
+function checkedRel(e: FileEntry, set: string): string {
+  const rel = e.p;
+  if (!isSafeRelPath(rel))
+    throw new IoError(
+      `set ${set}: its manifest names ${JSON.stringify(e.p)}, which is not a path inside a data directory (damaged or planted)`,
+    );
+  return rel;
+}
+
+async function writeFile(
+  path: string,
+  e: FileEntry,
+  header: ManifestHeader,
+  set: string,
+  frameData: (ref: FrameRef) => Promise<Buffer>,
+): Promise<void> {
+  const bs = header.blockSize;
+  let fd: number;
+  try {
+    fd = openSync(path, "wx", 0o600);
+  } catch (err) {
+    throw ioError("cannot write", path, err);
+  }
+  try {
+    const zeros = Buffer.alloc(bs);
+    for (let k = 0; k * bs < e.s; k++) {
+      const len = Math.min(bs, e.s - k * bs);
+      const b = e.b[k];
+      let data: Buffer;
+      if (b === 0) data = zeros.subarray(0, len);
+      else if (b === undefined) throw new IoError(`set ${set}: ${e.p} has no block ${k} in its manifest (damaged)`);
+      else {
+        const t = e.f[b[0]];
+        if (t === undefined)
+          throw new IoError(`set ${set}: ${e.p} block ${k} names a frame its manifest lacks (damaged)`);
+        const raw = await frameData(frameRef(t));
+        data = raw.subarray(b[1], b[1] + len);
+        if (data.length !== len || sha256(data) !== b[2]) {
+          throw new IoError(
+            `set ${set}: ${e.p} at offset ${k * bs} fails its checksum (stored block damaged): refusing to restore it`,
+            "run `wal-ctl CONFIG verify` to see what else is damaged, and restore another set",
+          );
+        }
+      }
+      await writeAt(fd, data, k * bs, path);
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    chmodSync(path, e.m & 0o7777);
+    utimesSync(path, e.t / 1000, e.t / 1000);
+  } catch (err) {
+    throw ioError("cannot write", path, err);
+  }
+}
+
+async function writeAt(fd: number, data: Buffer, pos: number, path: string): Promise<void> {
+  let off = 0;
+  while (off < data.length) {
+    off += await new Promise<number>((res, rej) =>
+      fsWrite(fd, data, off, data.length - off, pos + off, (err, n) =>
+        err ? rej(ioError("cannot write", path, err)) : res(n),
+      ),
+    );
+  }
+}
