@@ -88,6 +88,7 @@ const SLAVE_SUBDIRS: Record<string, string> = {
   completed_wals: "logs.complete",
   partial_wals: "logs.partial",
   full_backup: "data.master",
+  backup_repo: "repo",
   config_backup: "config.backup",
 };
 
@@ -164,6 +165,11 @@ export class Config {
 
   bool(key: SettingOfKind<"bool">): boolean {
     return parseBool(this.get(key) ?? "") ?? false;
+  }
+
+  /** One of the setting's words (checked at load time), or its default. */
+  choice(key: SettingOfKind<"choice">): string {
+    return (this.get(key) ?? "").trim() || (SETTINGS[key] as SettingSpec).default || "";
   }
 
   /** A whole number, checked at load time to be of the setting's range. */
@@ -381,6 +387,10 @@ export function loadConfig(file: string): Config {
       warnings.push(`${at(key)}: '${key}' is a ${spec.role} setting and is ignored in a ${role} config`);
     }
     checkType(at(key), key, value, spec.kind);
+    if (spec.kind === "choice" && value.trim() !== "" && !(spec.choices ?? []).includes(value.trim())) {
+      const words = (spec.choices ?? []).join(", ");
+      throw new ConfigError(`${at(key)}: '${value}' is not one of ${words}`, `set ${key} to one of ${words}`);
+    }
     const raised = checkRange(at(key), key, value, spec, warnings);
     if (raised !== undefined) values.set(key, raised);
   }

@@ -8,7 +8,7 @@
  *
  * walmgr's manual lists most; the few walmgr 2.1/skytools-3 read without listing are here too.
  */
-export type SettingKind = "string" | "path" | "location" | "bool" | "int" | "float" | "command";
+export type SettingKind = "string" | "path" | "location" | "bool" | "int" | "float" | "command" | "choice";
 export type Role = "master" | "slave";
 
 /**
@@ -36,6 +36,8 @@ export interface SettingSpec {
   /** Which role reads it ("both": either); a file of the other role that sets it draws a warning. */
   readonly role: Role | "both";
   readonly range?: SettingRange;
+  /** A "choice": the words it takes (anything else is exit 3 naming them). */
+  readonly choices?: readonly string[];
   /** One line, in operators' words: the configuration reference's "meaning". */
   readonly doc: string;
 }
@@ -96,6 +98,12 @@ export const SETTINGS = {
     role: "both",
     shownDefault: "`%(slave)s/data.master`",
     doc: "newest base backup; rotations `.0`, `.1` …",
+  },
+  backup_repo: {
+    kind: "location",
+    role: "both",
+    shownDefault: "`%(slave)s/repo`",
+    doc: "`backup_format = repo`: the block repository (packs and set manifests)",
   },
   config_backup: {
     kind: "location",
@@ -259,6 +267,34 @@ export const SETTINGS = {
     default: "0",
     role: "master",
     doc: "pre-9.6 servers: `setup` sets `wal_level = hot_standby`",
+  },
+  backup_format: {
+    kind: "choice",
+    choices: ["plain", "repo"],
+    default: "plain",
+    role: "both",
+    doc: "`plain`: sets are data directories, rotated by renaming (walmgr's); `repo`: a block repository (changed blocks only, compressed)",
+  },
+  compress_type: {
+    kind: "choice",
+    choices: ["none", "gzip"],
+    default: "gzip",
+    role: "both",
+    doc: "`repo` format: how new blocks are compressed (runs of blocks together)",
+  },
+  compress_level: {
+    kind: "int",
+    role: "both",
+    shownDefault: "the compression's own (gzip: 6)",
+    range: { min: 0, max: 9, text: "a number from 0 to 9" },
+    doc: "`repo` format: the compression level",
+  },
+  backup_parallel: {
+    kind: "int",
+    default: "2",
+    role: "both",
+    range: { min: 1, max: 64, text: "a number from 1 to 64" },
+    doc: "`repo` format: files read, hashed, compressed and written at once by a backup",
   },
   keep_backups: {
     kind: "int",

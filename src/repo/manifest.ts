@@ -4,13 +4,36 @@ import { IoError, ioError } from "../errors";
 import type { StorageDriver, WriteHandle } from "../storage/driver";
 import type { FrameRef } from "./pack";
 
-/** Line 1 of a manifest: the set as a whole. */
+/**
+ * The info of the set at `path` (its end line), reading the manifest through: undefined when
+ * there is no such manifest. An IoError when it is damaged or cut short.
+ */
+export async function readSetInfo(
+  driver: StorageDriver,
+  path: string,
+): Promise<{ header: ManifestHeader; info: Record<string, unknown> } | undefined> {
+  const m = await openManifest(driver, path);
+  if (m === undefined) return undefined;
+  for await (const _ of m.entries) {
+    // only the end line is wanted
+  }
+  return { header: m.header, info: m.end?.info ?? {} };
+}
+
+/** Line 1 of a manifest: what reading its entries needs (known when the backup begins). */
 export interface ManifestHeader {
   format: "walmgr-repo-manifest";
   v: 1;
   set: string;
   blockSize: number;
-  /** Anything the backup records about the set (label, LSNs, WAL range, times, statistics). */
+}
+
+/**
+ * The last line: what the backup learned only at its end (label, LSNs, WAL range, times,
+ * statistics). A manifest without it was cut short and is refused.
+ */
+export interface ManifestEnd {
+  end: 1;
   info: Record<string, unknown>;
 }
 
@@ -89,7 +112,10 @@ export class ManifestWriter {
     return new Promise((res) => this.gzip.once("drain", res));
   }
 
-  async commit(): Promise<boolean> {
+  /** Writes the end line with `info`, then publishes the manifest (see the class). */
+  async commit(info: Record<string, unknown>): Promise<boolean> {
+    const end: ManifestEnd = { end: 1, info };
+    await this.line(end);
     this.gzip.end();
     try {
       await this.done;
@@ -106,15 +132,20 @@ export class ManifestWriter {
   }
 }
 
+/** An open manifest: its header, its entries (a stream, read once), and `end` once they are read. */
+export interface OpenManifest {
+  header: ManifestHeader;
+  entries: AsyncGenerator<FileEntry>;
+  /** The end line's info: set when `entries` has been read to its end. */
+  end?: ManifestEnd;
+}
+
 /**
- * Reads the manifest at `path` as a stream: its header, then its file entries in order. Undefined
- * when there is no such manifest; an IoError when it does not decompress or parse (naming the
- * line), or ends without its header.
+ * Reads the manifest at `path` as a stream: its header, then its file entries in order, then
+ * (in `end`) its end line. Undefined when there is no such manifest; an IoError when it does
+ * not decompress or parse (naming the line), lacks its header, or ends without its end line.
  */
-export async function openManifest(
-  driver: StorageDriver,
-  path: string,
-): Promise<{ header: ManifestHeader; entries: AsyncGenerator<FileEntry> } | undefined> {
+export async function openManifest(driver: StorageDriver, path: string): Promise<OpenManifest | undefined> {
   const stream = await driver.newRead(path);
   if (stream === undefined) return undefined;
   const lines = readLines(stream.pipe(createGunzip()), path);
@@ -126,10 +157,21 @@ export async function openManifest(
       `${path} is not a manifest this version reads (format ${String(header.format)} ${String(header.v)})`,
     );
   }
+  const open: OpenManifest = { header, entries: (async function* () {})() };
   async function* entries(): AsyncGenerator<FileEntry> {
-    for await (const e of lines) yield e as FileEntry;
+    for await (const e of lines) {
+      if ((e as Partial<ManifestEnd>).end === 1) {
+        open.end = e as ManifestEnd;
+        if ((await lines.next()).done !== true)
+          throw new IoError(`manifest ${path} has lines after its end line (damaged)`);
+        return;
+      }
+      yield e as FileEntry;
+    }
+    throw new IoError(`manifest ${path} has no end line: it was cut short`);
   }
-  return { header, entries: entries() };
+  open.entries = entries();
+  return open;
 }
 
 async function* readLines(src: NodeJS.ReadableStream, path: string): AsyncGenerator<unknown> {

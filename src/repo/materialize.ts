@@ -1,4 +1,13 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, utimesSync, write as fsWrite, chmodSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  utimesSync,
+  write as fsWrite,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import { IoError, ioError } from "../errors";
 import type { StorageDriver } from "../storage/driver";
@@ -17,7 +26,7 @@ export interface MaterializeStats {
 
 /**
  * Writes the set `set` into the new local folder `dest` (which must not exist): every folder and
- * file of its manifest, every byte (blocks of zeros too: a restored data directory is never
+ * file of its manifest, and its backup_label and tablespace_map (from the manifest's end line), every byte (blocks of zeros too: a restored data directory is never
  * sparse), each block checked against its sha256 before it is written. A block that fails is an
  * IoError (exit 9) naming the set, the file and the offset, and that file is not completed.
  * Everything is fsynced before this resolves. Undefined when the set has no manifest.
@@ -28,7 +37,7 @@ export async function materializeSet(
   set: string,
   dest: string,
   onProgress?: (bytes: number, files: number) => void,
-): Promise<{ header: ManifestHeader; stats: MaterializeStats } | undefined> {
+): Promise<{ header: ManifestHeader; info: Record<string, unknown>; stats: MaterializeStats } | undefined> {
   const m = await openManifest(driver, layout.manifestPath(set));
   if (m === undefined) return undefined;
   const { header } = m;
@@ -68,9 +77,26 @@ export async function materializeSet(
       throw ioError("cannot write", d.path, err);
     }
   }
+  // What pg_backup_stop gave the backup at its end: files of the set, as in the plain format.
+  const info = m.end?.info ?? {};
+  for (const [key, name] of [
+    ["labelfile", "backup_label"],
+    ["spcmapfile", "tablespace_map"],
+  ] as const) {
+    const text = info[key];
+    if (typeof text !== "string") continue;
+    try {
+      writeFileSync(join(dest, name), text, { mode: 0o600, flag: "wx" });
+      const fd = openSync(join(dest, name), "r");
+      fsyncSync(fd);
+      closeSync(fd);
+    } catch (err) {
+      throw ioError("cannot write", join(dest, name), err);
+    }
+  }
   fsyncDir(dest);
   fsyncDir(dirname(dest));
-  return { header, stats };
+  return { header, info, stats };
 }
 
 function checkedRel(e: FileEntry, set: string): string {

@@ -70,8 +70,17 @@ export async function storeTree(
   shape: StoreShape,
   reference: Reference | undefined,
   emit: (entry: FileEntry) => Promise<void>,
-  onProgress?: (bytes: number, files: number) => void,
+  opts: {
+    onProgress?: (bytes: number, files: number) => void;
+    /**
+     * Files read after every other (pg_control, as pg_basebackup copies it), still emitted in
+     * path order (the entries after them wait); they are stored whole, without the reference.
+     */
+    last?: readonly string[];
+  } = {},
 ): Promise<StoreStats> {
+  const onProgress = opts.onProgress;
+  const last = new Set(opts.last ?? []);
   const items: { rel: string; path: string; dir: boolean; mode: number; mtime: number }[] = [];
   await walkTree(source, (e) => {
     const dir = e.st.isDirectory();
@@ -108,6 +117,9 @@ export async function storeTree(
     refChain = p.catch(() => undefined);
     return p;
   };
+  // The order work is taken in: path order, the `last` files at the end.
+  const order = [...items.keys()].filter((i) => !last.has(items[i]?.rel ?? ""));
+  order.push(...[...items.keys()].filter((i) => last.has(items[i]?.rel ?? "")));
   // Workers take items in order; results wait in `done` until every earlier one is emitted.
   const done = new Map<number, FileEntry | undefined>();
   let emitted = 0;
@@ -124,11 +136,11 @@ export async function storeTree(
   const worker = async (): Promise<void> => {
     let pack = new PackWriter(driver, layout);
     try {
-      while (next < items.length) {
-        const i = next++;
+      while (next < order.length) {
+        const i = order[next++] as number;
         const item = items[i] as (typeof items)[number];
         // Asked in the same synchronous step as the item was taken: in item order.
-        const ref = item.dir ? undefined : await lookup(item.rel);
+        const ref = item.dir || last.has(item.rel) ? undefined : await lookup(item.rel);
         let entry: FileEntry | undefined;
         if (item.dir) {
           entry = { p: item.rel, d: 1, s: 0, m: item.mode, t: item.mtime, f: [], b: [] };

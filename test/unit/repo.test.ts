@@ -69,7 +69,6 @@ async function store(
     v: 1,
     set,
     blockSize: shape.blockSize,
-    info: { label: set },
   });
   const stats = await storeTree(
     driver,
@@ -80,7 +79,7 @@ async function store(
     ref?.entries,
     (e) => w.add(e),
   );
-  assert.equal(await w.commit(), true);
+  assert.equal(await w.commit({ label: set }), true);
   return stats;
 }
 
@@ -111,6 +110,7 @@ test("a tree stored and materialized comes back byte for byte, modes included", 
   const out = join(dir, "out1");
   const got = await materializeSet(driver, layout, "s1", out);
   assert.equal(got?.header.set, "s1");
+  assert.deepEqual(got?.info, { label: "s1" });
   assert.deepEqual(snapshot(out), snapshot(src));
   // Every block of every pack is listed in the pack's own index with its id.
   for (const id of stats.packs) assert.ok((await readPackIndex(driver, layout, id)).length > 0);

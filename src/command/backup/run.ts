@@ -6,12 +6,13 @@ import { formatLocation, isLocal, loadConfig, type Config } from "../../config/l
 import type { Context } from "../../context";
 import { acquireBackupLock, releaseBackupLock } from "../../slavedir/control";
 import { ConfigError, DatabaseError, IoError, UsageError } from "../../errors";
-import { controlFilesFor, slaveLayout, type SlaveLayout } from "../../slavedir/layout";
+import { controlFilesFor, slaveLayout } from "../../slavedir/layout";
 import { connectMaster, connectStandby, type Db } from "../../pg/client";
 import { parseSize } from "../../pg/units";
 import { runConfigured } from "../../shell";
 import { startProgress, type Progress } from "../../progress";
 import { requireFeature, type StorageDriver } from "../../storage/driver";
+import type { SetSink } from "./sink";
 import { removeStaleTemps } from "../../storage/durable";
 import { releaseRemoteNow } from "../../storage/release-sync";
 import { parseLsn, lsnToSegment } from "../../wal/names";
@@ -68,6 +69,14 @@ export async function backup(ctx: Context): Promise<void> {
     throw new IoError(`completed_wals ${layout.completed.path} does not exist`, "run `wal-ctl CONFIG setup` first");
   }
   const keep = ctx.config.int("keep_backups");
+  const repo = ctx.config.choice("backup_format") === "repo";
+  if (ctx.dryRun && repo) {
+    ctx.out(`[not really] take ${control.lockPath()}`);
+    ctx.out(
+      `[not really] pg_backup_start, store ${source} into the block repository ${formatLocation(ctx.config.requireLocation("backup_repo", "backup"))}, pg_backup_stop`,
+    );
+    return;
+  }
   if (ctx.dryRun) {
     ctx.out(`[not really] take ${control.lockPath()}`);
     ctx.out(`[not really] rotate backups in ${posix.dirname(full)} (keep_backups = ${keep})`);
@@ -113,30 +122,45 @@ export async function backup(ctx: Context): Promise<void> {
   // Temp files of killed wal-archive runs (their pids are gone) are litter: clear them now.
   if (isLocal(layout.completed)) removeStaleTemps(layout.completed.path);
   try {
-    await layout.driver.pathCreate(posix.dirname(full));
-    await clearLeftovers(ctx, layout.driver, full);
-    await rotate(ctx, layout.driver, full, keep);
-    progress.stage("starting backup (pg_backup_start)");
-    const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
-    try {
-      await takeBackup(ctx, db, source, tmp, full, layout, fromStandby, progress);
-    } finally {
-      await db.close();
-    }
-    await testPause("copied");
-    committing = true;
-    progress.stage("rotating sets");
-    await putInPlace(ctx, layout.driver, tmp, full);
-    // Only now that the new set is listed: the old ones beyond keep_backups go (their
-    // archive_command ran in `rotate`, before the copy).
-    for (const old of await pruneSets(layout.driver, full, Math.max(keep, 1))) {
-      ctx.log.info(`removed the previous backup set (listed as ${old} meanwhile; keep_backups = ${keep})`);
-    }
-    if (keep > 0) {
-      progress.stage("purging WAL");
-      await purgeWal(ctx, layout.driver, layout.completed.path, full, {
-        also: alsoArchiveTo(ctx.config, layout.completed),
-      });
+    if (repo) {
+      progress.stage("starting backup (pg_backup_start)");
+      const sink = await (await import("./repo.js")).repoSink(ctx);
+      const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
+      try {
+        await takeBackup(ctx, db, source, sink, layout.driver, fromStandby, progress);
+      } catch (err) {
+        await sink.abort();
+        throw err;
+      } finally {
+        await db.close();
+      }
+      committing = true;
+    } else {
+      await layout.driver.pathCreate(posix.dirname(full));
+      await clearLeftovers(ctx, layout.driver, full);
+      await rotate(ctx, layout.driver, full, keep);
+      progress.stage("starting backup (pg_backup_start)");
+      const db = fromStandby ? await connectStandby(ctx.config, "backup") : await connectMaster(ctx.config, "backup");
+      try {
+        await takeBackup(ctx, db, source, plainSink(layout.driver, tmp, full), layout.driver, fromStandby, progress);
+      } finally {
+        await db.close();
+      }
+      await testPause("copied");
+      committing = true;
+      progress.stage("rotating sets");
+      await putInPlace(ctx, layout.driver, tmp, full);
+      // Only now that the new set is listed: the old ones beyond keep_backups go (their
+      // archive_command ran in `rotate`, before the copy).
+      for (const old of await pruneSets(layout.driver, full, Math.max(keep, 1))) {
+        ctx.log.info(`removed the previous backup set (listed as ${old} meanwhile; keep_backups = ${keep})`);
+      }
+      if (keep > 0) {
+        progress.stage("purging WAL");
+        await purgeWal(ctx, layout.driver, layout.completed.path, full, {
+          also: alsoArchiveTo(ctx.config, layout.completed),
+        });
+      }
     }
   } finally {
     if (!committing) await requireFeature(layout.driver, "tree").removeTree(tmp);
@@ -256,21 +280,53 @@ async function rotate(ctx: Context, driver: StorageDriver, full: string, keep: n
   }
 }
 
+/** The plain format: a copy of the data directory into `tmp`, the newest set the basis of a remote copy. */
+function plainSink(driver: StorageDriver, tmp: string, full: string): SetSink {
+  return {
+    where: tmp,
+    copy: async (source, sysid, onProgress) => {
+      // The newest remaining set is the basis for delta transfer (rsync) on a remote slave.
+      const basis = (await listSets(driver, full))[0];
+      const stats = await requireFeature(driver, "tree").putTree(
+        source,
+        tmp,
+        (rel, isDir) => rel !== PG_CONTROL && keepInBackup(rel, isDir),
+        basis === undefined
+          ? { onProgress }
+          : { basis, trustMtimeBefore: await trustMtimeBefore(driver, basis, sysid), onProgress },
+      );
+      const control = await storeFile(driver, posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
+      onProgress(control.bytes, 1);
+      return { ...stats, files: stats.files + 1, bytes: stats.bytes + control.bytes };
+    },
+    finish: async (labelfile, spcmapfile, info) => {
+      await writeBytes(driver, posix.join(tmp, "backup_label"), Buffer.from(labelfile));
+      if (spcmapfile) await writeBytes(driver, posix.join(tmp, "tablespace_map"), Buffer.from(spcmapfile));
+      // Built where the set is (on a remote slave, by its helper): it describes what was stored.
+      await writeBytes(
+        driver,
+        posix.join(tmp, BACKUP_MANIFEST),
+        Buffer.from(`${JSON.stringify(await requireFeature(driver, "tree").manifest(tmp))}\n`),
+      );
+      await writeBytes(driver, posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
+    },
+  };
+}
+
 /**
- * pg_backup_start, the copy of `source` into `tmp`, pg_backup_stop, the label, manifest and
+ * pg_backup_start, the copy of `source` into the sink, pg_backup_stop, the label, manifest and
  * metadata of the set, and the wait for its WAL.
  */
 async function takeBackup(
   ctx: Context,
   db: Db,
   source: string,
-  tmp: string,
-  full: string,
-  layout: SlaveLayout,
+  sink: SetSink,
+  /** The slave directory's storage: config_backup goes there. */
+  driver: StorageDriver,
   fromStandby: boolean,
   progress: Progress,
 ): Promise<void> {
-  const driver = layout.driver;
   const v15 = db.serverVersion >= 150000;
   const state = await db.one<{ rec: boolean }>("SELECT pg_is_in_recovery() AS rec");
   if (fromStandby && !state.rec) {
@@ -285,9 +341,7 @@ async function takeBackup(
             (SELECT system_identifier FROM pg_control_system())::text AS sysid`,
     [label],
   );
-  ctx.log.info(`backup started at ${start.lsn}: copying ${source} to ${tmp}`);
-  // The newest remaining set is the basis for delta transfer (rsync) on a remote slave.
-  const basis = (await listSets(driver, full))[0];
+  ctx.log.info(`backup started at ${start.lsn}: copying ${source} to ${sink.where}`);
   progress.stage("copying data directory", sourceTotals(source));
   // What the driver reported, so that the summary can be topped up to the copy's own counts.
   const counted = { bytes: 0, files: 0 };
@@ -296,21 +350,10 @@ async function takeBackup(
     counted.files += files;
     progress.add(bytes, files);
   };
-  const stats = await requireFeature(driver, "tree").putTree(
-    source,
-    tmp,
-    (rel, isDir) => rel !== PG_CONTROL && keepInBackup(rel, isDir),
-    basis === undefined
-      ? { onProgress }
-      : { basis, trustMtimeBefore: await trustMtimeBefore(driver, basis, start.sysid), onProgress },
-  );
+  const stats = await sink.copy(source, start.sysid, onProgress);
   // A driver may miss a file in its reports (an rsync line it could not match): the summary
   // counts what the copy says it copied.
   progress.add(Math.max(0, stats.bytes - counted.bytes), Math.max(0, stats.files - counted.files));
-  const control = await storeFile(driver, posix.join(tmp, PG_CONTROL), join(source, PG_CONTROL));
-  stats.files++;
-  stats.bytes += control.bytes;
-  progress.add(control.bytes, 1);
   // The manifest hashes the whole set where it is stored: on a big set as long as a copy.
   progress.stage("stopping backup, writing the manifest");
   // Never PostgreSQL's own wait for the archive: it looks once a second. We look every
@@ -319,8 +362,6 @@ async function takeBackup(
     `SELECT lsn::text AS lsn, labelfile, spcmapfile, current_setting('archive_mode') <> 'off' AS archiving
        FROM ${v15 ? "pg_backup_stop(false)" : "pg_stop_backup(false, false)"}`,
   );
-  await writeBytes(driver, posix.join(tmp, "backup_label"), Buffer.from(stop.labelfile));
-  if (stop.spcmapfile) await writeBytes(driver, posix.join(tmp, "tablespace_map"), Buffer.from(stop.spcmapfile));
   const segSize = parseSize(start.seg);
   const labelStart = /START WAL LOCATION: ([0-9A-F/]+) \(file ([0-9A-F]{24})\)/.exec(stop.labelfile);
   const timeline = Number.parseInt(/START TIMELINE: (\d+)/.exec(stop.labelfile)?.[1] ?? start.tli, 10);
@@ -356,13 +397,7 @@ async function takeBackup(
     files: stats.files,
     source: fromStandby ? "slave" : "master",
   };
-  // Built where the set is (on a remote slave, by its helper): it describes what was stored.
-  await writeBytes(
-    driver,
-    posix.join(tmp, BACKUP_MANIFEST),
-    Buffer.from(`${JSON.stringify(await requireFeature(driver, "tree").manifest(tmp))}\n`),
-  );
-  await writeBytes(driver, posix.join(tmp, BACKUP_INFO), Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
+  await sink.finish(stop.labelfile, stop.spcmapfile, info);
   if (!fromStandby) await saveConfigFiles(ctx, db, driver);
   // Mostly archived by now (the manifest took a while); a stage only when it is not.
   if (!waited) progress.stage("waiting for WAL to be archived");

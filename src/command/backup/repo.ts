@@ -1,0 +1,130 @@
+import { posix } from "node:path";
+import { cpus } from "node:os";
+import { formatLocation } from "../../config/load";
+import type { Context } from "../../context";
+import { IoError } from "../../errors";
+import { codecFor } from "../../repo/codec";
+import { MANIFEST_SUFFIX, RepoLayout } from "../../repo/layout";
+import { ManifestWriter, openManifest } from "../../repo/manifest";
+import { storeTree, type StoreShape, type StoreStats } from "../../repo/store";
+import type { BackupInfo } from "../../slavedir/backup-sets";
+import type { StorageDriver } from "../../storage/driver";
+import { driverFor } from "../../storage/open";
+import { keepInBackup } from "./exclude";
+import type { SetSink } from "./sink";
+
+/** pg_control is read after everything else, as pg_basebackup does (required from a standby). */
+const PG_CONTROL = "global/pg_control";
+
+/**
+ * The repository's shape for new sets. Block size and frame size: see
+ * docs/block-repository-measurements.md (64 KiB blocks keep a 1 GiB relation segment's manifest
+ * entry at 16,384 blocks; 1 MiB frames compress nearly as well as whole files).
+ */
+export function repoShape(ctx: Context): StoreShape {
+  const level = ctx.config.get("compress_level");
+  return {
+    blockSize: 64 * 1024,
+    frameSize: 1024 * 1024,
+    packSize: 64 * 1024 * 1024,
+    codec: codecFor(
+      ctx.config.choice("compress_type"),
+      level === undefined || level === "" ? undefined : Number(level),
+    ),
+    parallel: Math.min(ctx.config.int("backup_parallel"), Math.max(1, cpus().length * 2)),
+  };
+}
+
+/** The block repository of this config (`backup_repo`) and the storage it is on. */
+export function openRepo(ctx: Context): { driver: StorageDriver; layout: RepoLayout; where: string } {
+  const loc = ctx.config.requireLocation("backup_repo", "backup");
+  return { driver: driverFor(loc, ctx.config), layout: new RepoLayout(loc.path), where: formatLocation(loc) };
+}
+
+/** Names of the complete sets in the repository, oldest first (names sort as times). */
+export async function repoSets(driver: StorageDriver, layout: RepoLayout): Promise<string[]> {
+  const names = (await driver.list(layout.setsDir)) ?? [];
+  return names
+    .filter((n) => n.endsWith(MANIFEST_SUFFIX))
+    .map((n) => n.slice(0, -MANIFEST_SUFFIX.length))
+    .filter((n) => /^\d{8}T\d{6}Z(-\d+)?$/.test(n))
+    .sort();
+}
+
+/** A new set's name: the time it began, UTC (sorts as times; a clash gets `-N`). */
+function setName(now: Date): string {
+  return now
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d{3}Z$/, "Z");
+}
+
+/**
+ * The `repo` format's sink: the data directory stored into the repository against the newest
+ * set (blocks it already has are referenced), its manifest written last: the set exists once
+ * `finish` resolves, never before. `abort` discards the manifest; packs already written stay
+ * until an expire removes what no set references.
+ */
+export async function repoSink(
+  ctx: Context,
+): Promise<SetSink & { abort(): Promise<void>; stats(): StoreStats | undefined }> {
+  const { driver, layout, where } = openRepo(ctx);
+  const shape = repoShape(ctx);
+  await driver.pathCreate(layout.setsDir);
+  await driver.pathCreate(layout.packsDir);
+  const sets = await repoSets(driver, layout);
+  const newest = sets[sets.length - 1];
+  let name = setName(new Date());
+  for (let k = 1; sets.includes(name) || (await driver.info(layout.manifestPath(name))) !== undefined; k++) {
+    name = `${setName(new Date())}-${k}`;
+  }
+  const writer = await ManifestWriter.create(driver, layout.manifestPath(name), {
+    format: "walmgr-repo-manifest",
+    v: 1,
+    set: name,
+    blockSize: shape.blockSize,
+  });
+  let stored: StoreStats | undefined;
+  return {
+    where: `${where} (set ${name})`,
+    stats: () => stored,
+    copy: async (source, _sysid, onProgress) => {
+      const ref = newest === undefined ? undefined : await openManifest(driver, layout.manifestPath(newest));
+      if (ref !== undefined && ref.header.blockSize !== shape.blockSize) {
+        throw new IoError(
+          `set ${newest} has blocks of ${ref.header.blockSize} bytes, this version writes ${shape.blockSize}`,
+        );
+      }
+      stored = await storeTree(driver, layout, source, keepInBackup, shape, ref?.entries, (e) => writer.add(e), {
+        onProgress,
+        last: [PG_CONTROL],
+      });
+      ctx.log.info(
+        `stored ${stored.files} files (${mib(stored.bytes)} MiB) into ${where}: ${mib(stored.newBytes)} MiB new, ${mib(stored.reusedBytes)} MiB as in set ${newest ?? "(none)"}, ${mib(stored.zeroBytes)} MiB zeros; ${mib(stored.storedBytes)} MiB written in ${stored.packs.length} pack(s)`,
+      );
+      return { files: stored.files, bytes: stored.bytes };
+    },
+    finish: async (labelfile, spcmapfile, info: BackupInfo) => {
+      const s = stored;
+      const ok = await writer.commit({
+        ...info,
+        labelfile,
+        ...(spcmapfile ? { spcmapfile } : {}),
+        reference: newest ?? null,
+        compress: shape.codec.name,
+        storedBytes: s?.storedBytes ?? 0,
+        newBytes: s?.newBytes ?? 0,
+        reusedBytes: s?.reusedBytes ?? 0,
+        zeroBytes: s?.zeroBytes ?? 0,
+        packs: s?.packs.length ?? 0,
+      });
+      if (!ok) throw new IoError(`set ${name} appeared in ${where} while this backup wrote it`);
+      ctx.log.info(`backup set ${name} written: ${posix.join(where, "sets", `${name}${MANIFEST_SUFFIX}`)}`);
+    },
+    abort: () => writer.abort(),
+  };
+}
+
+function mib(n: number): string {
+  return (n / 1048576).toFixed(1);
+}
