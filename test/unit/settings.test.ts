@@ -51,6 +51,15 @@ describe("ranges, held when the file is loaded", () => {
     refused("[DEFAULT]\ns3_retries = 99\n[wal-slave]\nslave = /s\n", ["[DEFAULT]", "s3_retries"]);
   });
 
+  test("a word setting takes only its words (exit 3 naming them); unset is its default", () => {
+    refused("[wal-master]\nslave = /s\nbackup_format = blocks\n", ["backup_format", "plain, repo"]);
+    refused("[wal-master]\nslave = /s\ncompress_type = zip\n", ["compress_type", "none, gzip"]);
+    refused("[wal-master]\nslave = /s\nbackup_parallel = 0\n", ["backup_parallel", "1 to 64"]);
+    assert.equal(load("[wal-master]\nslave = /s\n").choice("backup_format"), "plain");
+    assert.equal(load("[wal-master]\nslave = /s\nbackup_format = repo\n").choice("backup_format"), "repo");
+    assert.equal(load("[wal-master]\nslave = /s\n").get("backup_repo"), "/s/repo");
+  });
+
   test("the bounds themselves are in the range", () => {
     assert.equal(load("[wal-slave]\nslave = /s\ns3_retries = 20\n").int("s3_retries"), 20);
     assert.equal(load("[wal-slave]\nslave = /s\ns3_retries = 0\n").int("s3_retries"), 0);
