@@ -18,6 +18,8 @@ import type { StorageDriver } from "../storage/driver";
 import { comparePosition, parseWalName, type WalKind } from "../wal/names";
 import { leftoverPid, listSets, readBackupInfo, setStartWal, tempSetPath } from "./backup-sets";
 import { restoreHolds, type RestoreHold } from "./pending-restores";
+import { RepoLayout } from "../repo/layout";
+import { listRepoSets, repoSetInfo } from "../repo/sets";
 import { readRegistry, reportExpired, standbyHold, type JudgedStandby, type StandbyHold } from "./standbys";
 
 /** What the sets beside `fullBackup` need: the oldest start WAL among them, and the pending restores. */
@@ -39,11 +41,27 @@ export interface SetsNeed {
 export async function walNeededBySets(
   driver: StorageDriver,
   fullBackup: string,
+  repoRoot?: string,
 ): Promise<SetsNeed | { unknown: string }> {
   let from: string | undefined;
   const keep = (start: string): void => {
     if (from === undefined || comparePosition(start, from) < 0) from = start;
   };
+  // The block repository's sets (backup_format = repo) on the same storage: each needs WAL from
+  // its start as a plain set does.
+  if (repoRoot !== undefined) {
+    const layout = new RepoLayout(repoRoot);
+    for (const set of await listRepoSets(driver, layout)) {
+      let start: unknown;
+      try {
+        start = (await repoSetInfo(driver, layout, set))?.startWal;
+      } catch {
+        start = undefined;
+      }
+      if (typeof start !== "string") return { unknown: layout.manifestPath(set) };
+      keep(start);
+    }
+  }
   for (const set of await listSets(driver, fullBackup)) {
     const start = await setStartWal(driver, set);
     if (!start) return { unknown: set };
@@ -80,6 +98,8 @@ export interface RetentionInput {
    * sets. undefined: none are considered (wal-restore without full_backup).
    */
   fullBackup?: string;
+  /** The block repository (backup_format = repo) on the same storage, whose sets count as the plain ones do. */
+  repoRoot?: string;
   /**
    * A bound of the caller's own, kept whatever the sets and standbys say: this standby's %r
    * (cleanup: it is what PostgreSQL itself no longer needs), or the main slave directory's
@@ -135,7 +155,7 @@ export async function walToKeep(driver: StorageDriver, input: RetentionInput): P
   let sets: SetsNeed | undefined;
   let setsHold = false;
   if (input.fullBackup !== undefined) {
-    const needed = await walNeededBySets(driver, input.fullBackup);
+    const needed = await walNeededBySets(driver, input.fullBackup, input.repoRoot);
     if (needed.unknown !== undefined) return { unknownSet: needed.unknown };
     sets = needed;
     if (needed.from !== undefined && (keepFrom === undefined || comparePosition(needed.from, keepFrom) < 0)) {

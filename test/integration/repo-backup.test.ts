@@ -7,11 +7,11 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster, freePort } from "../helpers/cluster";
-import { ok, removeTempDir, RUN_AS, runBin } from "../helpers/env";
+import { ok, removeTempDir, RUN_AS, runBin, waitFor } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 import { RepoLayout } from "../../src/repo/layout";
 import { readSetInfo } from "../../src/repo/manifest";
@@ -22,7 +22,10 @@ let p: Pair;
 const restored: Cluster[] = [];
 
 before(async () => {
-  p = await createPair("repobackup", { master: "backup_format = repo\ncompress_type = gzip\nbackup_parallel = 2" });
+  p = await createPair("repobackup", {
+    master: "backup_format = repo\ncompress_type = gzip\nbackup_parallel = 2",
+    slave: "backup_format = repo",
+  });
   ok(runBin("wal-ctl", [p.masterIni, "setup"]), "setup");
 });
 
@@ -119,3 +122,54 @@ async function waitPromoted(c: Cluster): Promise<void> {
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+test("restore of repo sets: the newest into slave_data as a standby (not consumed), a named one with --target-lsn", async () => {
+  const all = sets();
+  assert.equal(all.length, 2, "the sets of the first test");
+  await p.master.query("INSERT INTO t SELECT g, 'standby' FROM generate_series(300001, 300050) g");
+  const rows = await p.master.value<string>("SELECT count(*)::text || ':' || sum(length(v))::text FROM t");
+  ok(runBin("wal-ctl", [p.slaveIni, "restore"]), "standby restore of the newest set");
+  assert.deepEqual(sets(), all, "the set is still there (materialized, not moved)");
+  await p.master.query("SELECT pg_switch_wal()");
+  await waitFor(
+    "the standby to replay what the master has",
+    async () => {
+      try {
+        return (await p.slave.value<string>("SELECT count(*)::text || ':' || sum(length(v))::text FROM t")) === rows;
+      } catch {
+        return false;
+      }
+    },
+    120_000,
+  );
+  assert.equal(await p.slave.value<boolean>("SELECT pg_is_in_recovery()"), true);
+
+  // The first set, named, into a new directory, to its own end.
+  const i1 = await readSetInfo(new LocalDriver(), new RepoLayout(join(p.slaveDir, "repo")).manifestPath(all[0] ?? ""));
+  const dst = join(p.base, "pitr-first");
+  const dry = ok(runBin("wal-ctl", ["-n", p.slaveIni, "restore", all[0] ?? "", dst]), "restore -n");
+  assert.match(dry.stdout, /materialize the block repository's set \d{8}T\d{6}Z into/);
+  assert.equal(existsSync(dst), false, "-n changes nothing");
+  ok(
+    runBin("wal-ctl", [
+      p.slaveIni,
+      "restore",
+      all[0] ?? "",
+      dst,
+      "--target-lsn",
+      String(i1?.info.stopLsn),
+      "--target-action",
+      "promote",
+    ]),
+    "named restore",
+  );
+  const c = new Cluster(dst, await freePort(), p.base, join(p.base, "pitr-first.log"));
+  restored.push(c);
+  c.start();
+  await waitPromoted(c);
+  assert.equal(await c.value<string>("SELECT count(*)::text FROM t"), "200000");
+
+  const missing = runBin("wal-ctl", [p.slaveIni, "restore", "20000101T000000Z", join(p.base, "none")]);
+  assert.equal(missing.status, 1, missing.stderr);
+  assert.match(missing.stderr, /20000101T000000Z is not a set of the block repository/);
+});

@@ -44,9 +44,13 @@ export async function cleanupBefore(
     return;
   }
   const expireSeconds = standbyExpireSeconds(ctx.config);
+  const repo = ctx.config.location("backup_repo");
   const r = await walToKeep(driver, {
     walDir: archive.completedDir,
     fullBackup: full?.path,
+    ...(repo && sameStorage(repo, ctx.config.requireLocation("completed_wals", "wal-restore"))
+      ? { repoRoot: repo.path }
+      : {}),
     bound: keep.name,
     exceptStandby: own?.name,
     expireSeconds,

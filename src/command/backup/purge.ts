@@ -31,10 +31,23 @@ export async function purgeWal(
   driver: StorageDriver,
   completedDir: string,
   fullBackup: string,
-  opts: { expireSeconds?: number; now?: number; also?: Repository[] } = {},
+  opts: {
+    expireSeconds?: number;
+    now?: number;
+    also?: Repository[];
+    /** The block repository on this storage (backup_repo), whose sets count too. */
+    repoRoot?: string;
+  } = {},
 ): Promise<number> {
   const expireSeconds = opts.expireSeconds ?? standbyExpireSeconds(ctx.config);
-  const r = await walToKeep(driver, { walDir: completedDir, fullBackup, expireSeconds, now: opts.now });
+  const r = await walToKeep(driver, {
+    walDir: completedDir,
+    fullBackup,
+    // The block repository's sets hold their WAL too.
+    ...(opts.repoRoot !== undefined ? { repoRoot: opts.repoRoot } : {}),
+    expireSeconds,
+    now: opts.now,
+  });
   if ("unknownSet" in r) {
     ctx.log.warn(`cannot tell which WAL ${r.unknownSet} needs: no WAL purged`);
     return 0;
@@ -90,6 +103,7 @@ export async function purgeRepository(
       walDir: dir,
       names,
       fullBackup: posix.join(posix.dirname(dir), "data.master"),
+      repoRoot: posix.join(posix.dirname(dir), "repo"),
       bound: mainKeepFrom,
       expireSeconds,
       now,

@@ -5,6 +5,7 @@ import type { Context } from "../../context";
 import { IoError } from "../../errors";
 import { codecFor } from "../../repo/codec";
 import { MANIFEST_SUFFIX, RepoLayout } from "../../repo/layout";
+import { listRepoSets, writeSetInfo } from "../../repo/sets";
 import { ManifestWriter, openManifest } from "../../repo/manifest";
 import { storeTree, type StoreShape, type StoreStats } from "../../repo/store";
 import type { BackupInfo } from "../../slavedir/backup-sets";
@@ -42,14 +43,7 @@ export function openRepo(ctx: Context): { driver: StorageDriver; layout: RepoLay
 }
 
 /** Names of the complete sets in the repository, oldest first (names sort as times). */
-export async function repoSets(driver: StorageDriver, layout: RepoLayout): Promise<string[]> {
-  const names = (await driver.list(layout.setsDir)) ?? [];
-  return names
-    .filter((n) => n.endsWith(MANIFEST_SUFFIX))
-    .map((n) => n.slice(0, -MANIFEST_SUFFIX.length))
-    .filter((n) => /^\d{8}T\d{6}Z(-\d+)?$/.test(n))
-    .sort();
-}
+export const repoSets = listRepoSets;
 
 /** A new set's name: the time it began, UTC (sorts as times; a clash gets `-N`). */
 function setName(now: Date): string {
@@ -106,7 +100,7 @@ export async function repoSink(
     },
     finish: async (labelfile, spcmapfile, info: BackupInfo) => {
       const s = stored;
-      const ok = await writer.commit({
+      const setInfo = {
         ...info,
         labelfile,
         ...(spcmapfile ? { spcmapfile } : {}),
@@ -117,8 +111,11 @@ export async function repoSink(
         reusedBytes: s?.reusedBytes ?? 0,
         zeroBytes: s?.zeroBytes ?? 0,
         packs: s?.packs.length ?? 0,
-      });
+      };
+      const ok = await writer.commit(setInfo);
       if (!ok) throw new IoError(`set ${name} appeared in ${where} while this backup wrote it`);
+      // A copy of the end line for listing and retention (the manifest stays the truth).
+      await writeSetInfo(driver, layout, name, setInfo);
       ctx.log.info(`backup set ${name} written: ${posix.join(where, "sets", `${name}${MANIFEST_SUFFIX}`)}`);
     },
     abort: () => writer.abort(),

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, rmSync, unlinkSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { hostname } from "node:os";
 import { basename, join, posix } from "node:path";
-import { formatLocation, isLocal, loadConfig, type Config } from "../../config/load";
+import { formatLocation, isLocal, loadConfig, sameStorage, type Config } from "../../config/load";
 import type { Context } from "../../context";
 import { acquireBackupLock, releaseBackupLock } from "../../slavedir/control";
 import { ConfigError, DatabaseError, IoError, UsageError } from "../../errors";
@@ -157,8 +157,10 @@ export async function backup(ctx: Context): Promise<void> {
       }
       if (keep > 0) {
         progress.stage("purging WAL");
+        const repo = ctx.config.location("backup_repo");
         await purgeWal(ctx, layout.driver, layout.completed.path, full, {
           also: alsoArchiveTo(ctx.config, layout.completed),
+          ...(repo && sameStorage(repo, layout.completed) ? { repoRoot: repo.path } : {}),
         });
       }
     }

@@ -24,6 +24,8 @@ export interface RestoreJournal {
   set: string;
   /** The set is in an object store (a path there): it is fetched (copied), never moved. */
   stored?: boolean;
+  /** The set is one of the block repository's (`set` is its name): materialized, never moved. */
+  repo?: boolean;
   /** The newest set is moved (consumed); a named one is copied. */
   move: boolean;
   /** move: the set's name beside the sets while it is being restored (renamed there first). */

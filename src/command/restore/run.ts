@@ -44,6 +44,8 @@ interface Request {
   command: string;
   /** The set is in an object store. */
   stored?: boolean;
+  /** The set is the block repository's set of this name (`named` is the name too). */
+  repo?: string;
 }
 
 /** Refuses to resume a pending restore for a command line that asks for something else. */
@@ -122,22 +124,28 @@ export async function restore(ctx: Context): Promise<void> {
     throw new UsageError("--timeout takes a number of seconds above zero");
   const slaveData = onMaster ? undefined : ctx.config.requirePath("slave_data", "restore");
   const dst = dstArg !== undefined ? resolve(dstArg) : (slaveData ?? "");
+  // A set of the block repository: named by its name (a time), or the newest when the
+  // repository is the format in use; it is materialized, never moved (nothing is consumed).
+  const repo = await repoSetFor(ctx, setArg);
   const named =
-    setArg === undefined
-      ? undefined
-      : stored
-        ? posix.join(posix.dirname(full.path), setArg)
-        : isAbsolute(setArg) || setArg.includes("/")
-          ? resolve(setArg)
-          : join(dirname(full.path), setArg);
+    repo !== undefined
+      ? repo
+      : setArg === undefined
+        ? undefined
+        : stored
+          ? posix.join(posix.dirname(full.path), setArg)
+          : isAbsolute(setArg) || setArg.includes("/")
+            ? resolve(setArg)
+            : join(dirname(full.path), setArg);
   const options = [...ctx.options]
     .filter(([k]) => k.startsWith("target-"))
     .flatMap(([k, v]) => (k === "target-exclusive" ? [`--${k}`] : [`--${k}`, v]));
   const req: Request = {
     // walmgr: the newest set is moved into slave_data (it does not obey retention), a named one copied.
     // From an object store the set is fetched: it stays there (nothing to move it to).
-    move: setArg === undefined && !onMaster && !stored,
+    move: setArg === undefined && !onMaster && !stored && repo === undefined,
     stored,
+    ...(repo !== undefined ? { repo } : {}),
     named,
     dst,
     target,
@@ -247,12 +255,14 @@ async function plan(
 ): Promise<RestoreJournal> {
   const layout = slaveLayout(ctx.config, "restore");
   const sets = await listSets(layout.driver, fullBackup);
-  const src = await findSet(req, sets, fullBackup, layout.driver);
+  const src = req.repo ?? (await findSet(req, sets, fullBackup, layout.driver));
   refuseUnfit(req, sets);
   // A local set is checked before it is taken: only folders and regular files, and a manifest
-  // that names only paths inside it (an object store's set is checked as it is fetched).
-  if (!req.stored) checkLocalSet(src);
-  const startWal = await setStartWal(layout.driver, src);
+  // that names only paths inside it (an object store's set is checked as it is fetched, a
+  // repository's block by block as it is materialized).
+  if (!req.stored && req.repo === undefined) checkLocalSet(src);
+  const startWal =
+    req.repo !== undefined ? await repoSetStartWal(ctx, req.repo) : await setStartWal(layout.driver, src);
   // A standby that could never replay the set is refused before anything changes.
   if (req.standbyRestore) await requireStartWal(layout.driver, layout.completed.path, src, startWal, "plan");
   await ensureStopped(ctx, req.dst, slaveData, timeoutS, progress);
@@ -265,10 +275,12 @@ async function plan(
     command: req.command,
     set: src,
     ...(req.stored ? { stored: true } : {}),
+    ...(req.repo !== undefined ? { repo: true } : {}),
     move: req.move,
     ...(req.move ? { claimed: claimedName(src) } : {}),
     // Beside the sets while the restore is pending: keeps the set's WAL (slavedir/pending-restores.ts).
-    ...(req.stored ? {} : { pending: pendingPath(src) }),
+    // (Not yet for a repository's set: its retention is still to come.)
+    ...(req.stored || req.repo !== undefined ? {} : { pending: pendingPath(src) }),
     ...(startWal !== undefined ? { startWal } : {}),
     dst: req.dst,
     target: req.target,
@@ -277,7 +289,7 @@ async function plan(
     keepOld: ctx.config.bool("backup_datadir"),
     startedAt: new Date().toISOString(),
   };
-  if (!req.stored) await dropAbandonedPending(ctx, fullBackup, paths);
+  if (!req.stored && req.repo === undefined) await dropAbandonedPending(ctx, fullBackup, paths);
   writeJournal(paths, j);
   crashPoint("journal");
   return j;
@@ -346,12 +358,14 @@ async function dryRun(ctx: Context, req: Request, paths: RestorePaths, fullBacku
   }
   const layout = slaveLayout(ctx.config, "restore");
   const sets = await listSets(layout.driver, fullBackup);
-  const src = await findSet(req, sets, fullBackup, layout.driver);
+  const src = req.repo ?? (await findSet(req, sets, fullBackup, layout.driver));
   const unfit = unfitDestination(req.dst, sets);
   if (unfit !== undefined) throw new WalmgrError(`refusing to restore into ${req.dst}: ${unfit}`, ExitCode.USAGE);
   const pm = readPostmaster(req.dst);
   if (pm) say(`stop the server (pid ${pm.pid}) in ${req.dst} with slave_stop_cmd`);
-  say(`${req.move ? "move" : "copy"} ${src} to ${paths.stage}, then write the recovery settings there`);
+  say(
+    `${req.repo !== undefined ? `materialize the block repository's set ${src} into` : `${req.move ? "move" : "copy"} ${src} to`} ${paths.stage}, then write the recovery settings there`,
+  );
   if (existsSync(req.dst))
     say(
       ctx.config.bool("backup_datadir")
@@ -359,4 +373,44 @@ async function dryRun(ctx: Context, req: Request, paths: RestorePaths, fullBacku
         : `remove the old data directory ${req.dst}`,
     );
   say(`rename ${paths.stage} to ${req.dst}${req.standbyRestore ? " and start it" : ""}`);
+}
+
+/**
+ * The block repository's set a restore takes: `setArg` when it names one of its sets, the newest
+ * when no set is named and backup_format is repo; undefined otherwise (a plain set). Exit 1 when
+ * the repository format is in use and holds no set, or a set name of its kind is not there.
+ */
+async function repoSetFor(ctx: Context, setArg: string | undefined): Promise<string | undefined> {
+  const { REPO_SET_NAME } = await import("../../repo/sets.js");
+  const byName = setArg !== undefined && REPO_SET_NAME.test(setArg);
+  if (!byName && (setArg !== undefined || ctx.config.choice("backup_format") !== "repo")) return undefined;
+  const { repoSets, openRepo } = await import("../backup/repo.js");
+  const { driver, layout, where } = openRepo(ctx);
+  const sets = await repoSets(driver, layout);
+  if (setArg === undefined) {
+    const newest = sets[sets.length - 1];
+    if (newest === undefined)
+      throw new WalmgrError(
+        `no backup set in the block repository ${where}`,
+        ExitCode.NOT_AVAILABLE,
+        "take one with `wal-backup CONFIG`",
+      );
+    return newest;
+  }
+  if (!sets.includes(setArg))
+    throw new WalmgrError(
+      `${setArg} is not a set of the block repository ${where}`,
+      ExitCode.NOT_AVAILABLE,
+      `sets: ${sets.join(", ") || "none"}`,
+    );
+  return setArg;
+}
+
+/** The first WAL segment the repository's set `name` needs (its manifest's end line). */
+async function repoSetStartWal(ctx: Context, name: string): Promise<string | undefined> {
+  const { openRepo } = await import("../backup/repo.js");
+  const { repoSetInfo } = await import("../../repo/sets.js");
+  const { driver, layout } = openRepo(ctx);
+  const wal = (await repoSetInfo(driver, layout, name))?.startWal;
+  return typeof wal === "string" ? wal : undefined;
 }

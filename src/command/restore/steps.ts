@@ -192,6 +192,23 @@ async function stage(
     // A moved set keeps whatever it holds: checked again where nobody else writes (the set was
     // checked before it was taken, but it stayed writable in the slave directory until the move).
     refuseUnplainTree(paths.stage);
+  } else if (j.repo === true) {
+    // From the block repository: materialized, every block checked against its sha256.
+    io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));
+    const { openRepo } = await import("../backup/repo.js");
+    const { materializeSet } = await import("../../repo/materialize.js");
+    const repo = openRepo(ctx);
+    progress.stage(`materializing set ${j.set} from ${repo.where}`);
+    const got = await materializeSet(repo.driver, repo.layout, j.set, paths.stage, onProgress);
+    if (got === undefined)
+      throw new WalmgrError(
+        `the set ${j.set} is gone from ${repo.where}`,
+        ExitCode.NOT_AVAILABLE,
+        `remove ${paths.journal} and restore again`,
+      );
+    ctx.log.info(
+      `materialized set ${j.set} (${got.stats.files} files, ${(got.stats.bytes / 1048576).toFixed(1)} MiB) from ${repo.where} into ${paths.stage}`,
+    );
   } else if (j.stored) {
     // From an object store: fetched file by file, each checked against the set's manifest.
     io("cannot remove", paths.stage, () => rmSync(paths.stage, { recursive: true, force: true }));

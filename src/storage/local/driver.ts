@@ -96,7 +96,9 @@ export class LocalDriver implements StorageDriver {
         try {
           if (!fstatSync(fd).isFile()) throw new IoError(`cannot read ${path}: not a regular file`);
           const buf = Buffer.allocUnsafe(length);
-          const got = await readAt(fd, buf, offset).catch((err: unknown) => Promise.reject(ioError("cannot read", path, err)));
+          const got = await readAt(fd, buf, offset).catch((err: unknown) =>
+            Promise.reject(ioError("cannot read", path, err)),
+          );
           if (got !== length)
             throw new IoError(`cannot read ${path}: ${length} bytes wanted at ${offset}, the file ends after ${got}`);
           return buf;
