@@ -7,11 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster, freePort } from "../helpers/cluster";
-import { ok, removeTempDir, RUN_AS, runBin, waitFor } from "../helpers/env";
+import Ajv2020 from "ajv/dist/2020";
+import { ok, REPO_ROOT, removeTempDir, RUN_AS, runBin, waitFor } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 import { RepoLayout } from "../../src/repo/layout";
 import { readSetInfo } from "../../src/repo/manifest";
@@ -20,6 +21,9 @@ import { LocalDriver } from "../../src/storage/local/driver";
 
 let p: Pair;
 const restored: Cluster[] = [];
+const validList = new Ajv2020({ allErrors: true }).compile(
+  JSON.parse(readFileSync(join(REPO_ROOT, "schemas", "listbackups.schema.json"), "utf8")) as object,
+);
 
 before(async () => {
   p = await createPair("repobackup", {
@@ -96,6 +100,37 @@ test("two repo backups: the second stores a fraction; each set recovers to its o
     written(secondOut) < written(firstOut) / 2,
     `the second backup wrote ${written(secondOut)} MiB, the first ${written(firstOut)} MiB`,
   );
+  // listbackups: both sets, newest first, with what each stored; --json valid against its schema.
+  const table = ok(runBin("wal-ctl", [p.masterIni, "listbackups"]), "listbackups").stdout;
+  assert.match(table, /NAME\s+START TIME\s+LABEL\s+START WAL\s+SIZE\s+STORED\s+FORMAT/);
+  const lines = table.split("\n").filter((l) => /^\d{8}T\d{6}Z/.test(l));
+  assert.deepEqual(
+    lines.map((l) => l.split(/\s+/)[0]),
+    [set2, set1],
+  );
+  assert.ok(
+    lines.every((l) => /MiB \([\d.]+×\)\s+repo$/.test(l)),
+    table,
+  );
+  const rowsJson = JSON.parse(ok(runBin("wal-ctl", [p.masterIni, "listbackups", "--json"]), "--json").stdout) as {
+    name: string;
+    format: string;
+    storedBytes: number;
+    bytes: number;
+    startWal: string;
+    stopWal: string;
+  }[];
+  assert.ok(validList(rowsJson), `listbackups --json against its schema: ${JSON.stringify(validList.errors)}`);
+  assert.deepEqual(
+    rowsJson.map((r) => [r.name, r.format]),
+    [
+      [set2, "repo"],
+      [set1, "repo"],
+    ],
+  );
+  assert.ok((rowsJson[0]?.storedBytes ?? 0) < (rowsJson[1]?.storedBytes ?? 0) / 2);
+  assert.match(rowsJson[0]?.stopWal ?? "", /^[0-9A-F]{24}$/);
+
   // Nothing after backup 2 is in the archive but the switch that ended it.
   await p.master.query("SELECT pg_switch_wal()");
 

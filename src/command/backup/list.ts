@@ -20,6 +20,16 @@ interface Row {
   problem?: string;
   /** Not a set any more: taken by a restore that has not finished (its WAL is kept meanwhile). */
   pendingRestore?: PendingRow;
+  /** "plain" (a data directory) or "repo" (a set of the block repository). */
+  format?: "plain" | "repo";
+  /** repo: the last WAL segment the set needs (its backup's end). */
+  stopWal?: string;
+  /** repo: bytes this set's backup wrote into the repository (compressed: what it cost). */
+  storedBytes?: number;
+  /** repo: raw bytes of blocks this set's backup stored (the rest was already there). */
+  newBytes?: number;
+  /** repo: new bytes / stored bytes. */
+  compressionRatio?: number | null;
 }
 
 interface PendingRow {
@@ -141,6 +151,10 @@ export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
     }
     rows.push(row);
   }
+  for (const r of rows) r.format = "plain";
+  // Then the block repository's, newest first (a slave directory may hold both after
+  // backup_format changed).
+  rows.push(...(await repoRows(ctx)).reverse());
   // Hidden leftovers of backups that did not finish: not sets, but the operator should know.
   const dir = posix.dirname(full.path);
   for (const name of (await layout.driver.list(dir)) ?? []) {
@@ -165,14 +179,24 @@ export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
     ctx.out(`no backup sets in ${posix.dirname(full.path)}${pendingText}`);
     return code;
   }
-  const table = [["NAME", "START TIME", "LABEL", "START WAL", "SIZE"]];
+  // The repository's columns only where it has sets: a plain slave directory's table is as it was.
+  const repo = rows.some((r) => r.format === "repo");
+  const table = [["NAME", "START TIME", "LABEL", "START WAL", "SIZE", ...(repo ? ["STORED", "FORMAT"] : [])]];
   for (const r of rows) {
     table.push([
-      r.problem ? `${r.name} (DAMAGED ${BACKUP_INFO})` : r.name,
+      r.problem ? `${r.name} (DAMAGED ${r.format === "repo" ? "manifest" : BACKUP_INFO})` : r.name,
       r.startTime,
       r.label,
       r.startWal,
       r.bytes === null ? "?" : `${(r.bytes / 1048576).toFixed(1)} MiB`,
+      ...(repo
+        ? [
+            r.format === "repo"
+              ? `${((r.storedBytes ?? 0) / 1048576).toFixed(1)} MiB${r.compressionRatio ? ` (${r.compressionRatio.toFixed(1)}×)` : ""}`
+              : "",
+            r.format ?? "",
+          ]
+        : []),
     ]);
   }
   const widths = (table[0] ?? []).map((_, i) => Math.max(...table.map((row) => (row[i] ?? "").length)));
@@ -187,4 +211,43 @@ export async function listBackups(ctx: Context): Promise<ExitCodeValue> {
       .join("\n") + pendingText,
   );
   return code;
+}
+
+/** The block repository's sets as rows (none when it does not exist); a damaged one is listed with its problem. */
+async function repoRows(ctx: Context): Promise<Row[]> {
+  const loc = ctx.config.location("backup_repo");
+  if (loc === undefined) return [];
+  const { openRepo } = await import("./repo.js");
+  const { listRepoSets, repoSetInfo } = await import("../../repo/sets.js");
+  const { driver, layout } = openRepo(ctx);
+  const out: Row[] = [];
+  for (const set of await listRepoSets(driver, layout)) {
+    const row: Row = {
+      name: set,
+      path: layout.manifestPath(set),
+      startTime: "",
+      label: "",
+      startWal: "",
+      bytes: null,
+      format: "repo",
+    };
+    try {
+      const info = await repoSetInfo(driver, layout, set);
+      const str = (k: string): string => (typeof info?.[k] === "string" ? (info[k] as string) : "");
+      const num = (k: string): number | undefined => (typeof info?.[k] === "number" ? (info[k] as number) : undefined);
+      Object.assign(row, { startTime: str("startTime"), label: str("label"), startWal: str("startWal") });
+      row.bytes = num("bytes") ?? null;
+      if (str("stopWal")) row.stopWal = str("stopWal");
+      const stored = num("storedBytes");
+      const fresh = num("newBytes");
+      if (stored !== undefined) row.storedBytes = stored;
+      if (fresh !== undefined) row.newBytes = fresh;
+      row.compressionRatio = stored && fresh ? Math.round((fresh / stored) * 100) / 100 : null;
+    } catch (err) {
+      row.problem = (err as Error).message;
+      ctx.log.error(row.problem);
+    }
+    out.push(row);
+  }
+  return out;
 }
