@@ -233,8 +233,8 @@ async function repoRows(ctx: Context): Promise<Row[]> {
     };
     try {
       const info = await repoSetInfo(driver, layout, set);
-      const str = (k: string): string => (typeof info?.[k] === "string" ? (info[k] as string) : "");
-      const num = (k: string): number | undefined => (typeof info?.[k] === "number" ? (info[k] as number) : undefined);
+      const str = (k: string): string => (typeof info?.[k] === "string" ? info[k] : "");
+      const num = (k: string): number | undefined => (typeof info?.[k] === "number" ? info[k] : undefined);
       Object.assign(row, { startTime: str("startTime"), label: str("label"), startWal: str("startWal") });
       row.bytes = num("bytes") ?? null;
       if (str("stopWal")) row.stopWal = str("stopWal");
