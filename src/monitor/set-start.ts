@@ -19,6 +19,21 @@ export interface SetStart extends ChainStart {
  */
 export async function setStart(driver: StorageDriver, set: string, segSize: number): Promise<SetStart | undefined> {
   const info = await readBackupInfo(driver, set);
+  const fromInfo = startFromInfo(info, segSize);
+  if (fromInfo !== undefined) return fromInfo;
+  const label = await readBytes(driver, posix.join(set, "backup_label"));
+  const m = label && /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(label.toString("utf8"));
+  const wal = m?.[1];
+  if (wal === undefined) return undefined;
+  const tli = /START TIMELINE: (\d+)/.exec(label?.toString("utf8") ?? "")?.[1];
+  return { timeline: tli !== undefined ? Number(tli) : (parseWalName(wal)?.timeline ?? 1), startWal: wal };
+}
+
+/**
+ * A set's place in the WAL from its metadata (a plain set's .walmgr-backup.json, or a block
+ * repository set's info): undefined when it does not name a start segment.
+ */
+export function startFromInfo(info: Record<string, unknown> | undefined, segSize: number): SetStart | undefined {
   const start =
     typeof info?.startWal === "string" && parseWalName(info.startWal)?.kind === "segment" ? info.startWal : undefined;
   if (info !== undefined && start !== undefined) {
@@ -38,10 +53,5 @@ export async function setStart(driver: StorageDriver, set: string, segSize: numb
       ...(typeof info.systemIdentifier === "string" ? { systemIdentifier: info.systemIdentifier } : {}),
     };
   }
-  const label = await readBytes(driver, posix.join(set, "backup_label"));
-  const m = label && /START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)/.exec(label.toString("utf8"));
-  const wal = m?.[1];
-  if (wal === undefined) return undefined;
-  const tli = /START TIMELINE: (\d+)/.exec(label?.toString("utf8") ?? "")?.[1];
-  return { timeline: tli !== undefined ? Number(tli) : (parseWalName(wal)?.timeline ?? 1), startWal: wal };
+  return undefined;
 }

@@ -134,7 +134,15 @@ async function writeFile(
         const t = e.f[b[0]];
         if (t === undefined)
           throw new IoError(`set ${set}: ${e.p} block ${k} names a frame its manifest lacks (damaged)`);
-        const raw = await frameData(frameRef(t));
+        let raw: Buffer;
+        try {
+          raw = await frameData(frameRef(t));
+        } catch (err) {
+          throw new IoError(
+            `set ${set}: ${e.p} at offset ${k * bs}: ${(err as Error).message}: refusing to restore it`,
+            "run `wal-ctl CONFIG verify` to see what else is damaged, and restore another set",
+          );
+        }
         data = raw.subarray(b[1], b[1] + len);
         if (data.length !== len || sha256(data) !== b[2]) {
           throw new IoError(

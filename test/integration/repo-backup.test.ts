@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Cluster, freePort } from "../helpers/cluster";
@@ -15,7 +15,7 @@ import Ajv2020 from "ajv/dist/2020";
 import { ok, REPO_ROOT, removeTempDir, RUN_AS, runBin, waitFor } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
 import { RepoLayout } from "../../src/repo/layout";
-import { readSetInfo } from "../../src/repo/manifest";
+import { openManifest, readSetInfo } from "../../src/repo/manifest";
 import { materializeSet } from "../../src/repo/materialize";
 import { LocalDriver } from "../../src/storage/local/driver";
 
@@ -207,4 +207,50 @@ test("restore of repo sets: the newest into slave_data as a standby (not consume
   const missing = runBin("wal-ctl", [p.slaveIni, "restore", "20000101T000000Z", join(p.base, "none")]);
   assert.equal(missing.status, 1, missing.stderr);
   assert.match(missing.stderr, /20000101T000000Z is not a set of the block repository/);
+});
+
+test("verify re-reads every block: a damaged one is named (set, file, offset), exit 9; restore of that set refuses it", async () => {
+  const all = sets();
+  const v = ok(runBin("wal-ctl", [p.slaveIni, "verify"]), "verify");
+  assert.match(v.stdout + v.stderr, new RegExp(all[0] ?? "x"));
+  const layout = new RepoLayout(join(p.slaveDir, "repo"));
+  const newest = all[all.length - 1] ?? "";
+  const m = await openManifest(new LocalDriver(), layout.manifestPath(newest));
+  let hit: { path: string; offset: number; pack: string; at: number } | undefined;
+  for await (const e of m?.entries ?? []) {
+    if (hit !== undefined || e.d === 1 || !e.p.startsWith("base/")) continue;
+    const k = e.b.findIndex((b) => b !== 0);
+    const b = e.b[k];
+    if (b === undefined || b === 0) continue;
+    const f = e.f[b[0]];
+    if (f === undefined) continue;
+    hit = { path: e.p, offset: k * 65536, pack: f[0], at: f[1] + Math.floor(f[2] / 2) };
+  }
+  assert.ok(hit !== undefined, "a stored block of the newest set");
+  const packFile = layout.packPath(hit.pack);
+  const bytes = readFileSync(packFile);
+  bytes.writeUInt8(bytes.readUInt8(hit.at) ^ 0xff, hit.at);
+  writeFileSync(packFile, bytes);
+
+  const bad = runBin("wal-ctl", [p.slaveIni, "verify", newest]);
+  assert.equal(bad.status, 9, bad.stdout + bad.stderr);
+  assert.ok((bad.stdout + bad.stderr).includes(hit.path), `verify names ${hit.path}:\n${bad.stdout}${bad.stderr}`);
+  const json = runBin("wal-ctl", [p.slaveIni, "verify", newest, "--json"]);
+  const report = JSON.parse(json.stdout) as {
+    ok: boolean;
+    sets: { name: string; restorable: boolean; problems: string[] }[];
+  };
+  assert.equal(report.ok, false);
+  assert.equal(report.sets[0]?.name, newest);
+  assert.equal(report.sets[0]?.restorable, false);
+  assert.ok(
+    report.sets[0]?.problems.some((x) => x.startsWith(`${hit?.path ?? ""} at offset `)),
+    JSON.stringify(report.sets[0]),
+  );
+
+  const dst = join(p.base, "from-damaged");
+  const r = runBin("wal-ctl", [p.slaveIni, "restore", newest, dst]);
+  assert.equal(r.status, 9, r.stdout + r.stderr);
+  assert.match(r.stderr, new RegExp(`set ${newest}: ${hit.path.replace(/[/.]/g, "\\$&")} at offset \\d+`));
+  assert.equal(existsSync(dst), false, "nothing left at DST");
 });

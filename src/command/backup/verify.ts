@@ -10,7 +10,10 @@ import { hashStream } from "../../storage/sha256";
 import { parseManifest } from "../../storage/manifest";
 import { archiveGaps, reach, type Gap, type Reach } from "../../monitor/chain";
 import { checkArchivedFile, listArchive, type BadFile } from "../../monitor/wal-scan";
-import { setStart } from "../../monitor/set-start";
+import { setStart, startFromInfo, type SetStart } from "../../monitor/set-start";
+import { checkRepoSet } from "../../repo/check";
+import { listRepoSets, REPO_SET_NAME, repoSetInfo } from "../../repo/sets";
+import { openRepo } from "./repo";
 import { findTwoWriters, type TwoWriters } from "../../monitor/two-writers";
 import { unsafeFiles, type UnsafeFile } from "../../monitor/owners-scan";
 import { comparePosition, parseWalName } from "../../wal/names";
@@ -140,8 +143,22 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
   const driver = layout.driver;
   const full = ctx.config.requireLocation("full_backup", "verify");
   const [setArg] = ctx.args;
-  const sets = setArg ? [namedSet(full, setArg)] : await listSets(driver, full.path);
-  if (setArg && (await driver.info(sets[0] ?? "")) === undefined) {
+  // The block repository's sets (backup_format = repo) beside the plain ones; one named by its
+  // time is the repository's.
+  const repo = ctx.config.location("backup_repo") !== undefined ? openRepo(ctx) : undefined;
+  const repoNamed = setArg !== undefined && REPO_SET_NAME.test(setArg);
+  const repoSets =
+    repo === undefined || (setArg !== undefined && !repoNamed) ? [] : await listRepoSets(repo.driver, repo.layout);
+  if (repoNamed && !repoSets.includes(setArg)) {
+    throw new WalmgrError(
+      `no backup set ${setArg} in the block repository`,
+      ExitCode.NOT_AVAILABLE,
+      "see wal-ctl CONFIG listbackups",
+    );
+  }
+  const chosenRepoSets = repoNamed ? [setArg] : repoSets;
+  const sets = repoNamed ? [] : setArg ? [namedSet(full, setArg)] : await listSets(driver, full.path);
+  if (setArg && !repoNamed && (await driver.info(sets[0] ?? "")) === undefined) {
     throw new WalmgrError(`no backup set ${sets[0]}`, ExitCode.NOT_AVAILABLE, "see wal-ctl CONFIG listbackups");
   }
   // What another user could have written is refused by every reader: found first, named once.
@@ -149,9 +166,19 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
   const unsafePaths = new Set(unsafe.map((u) => u.path));
   const completedUnsafe = unsafePaths.has(layout.completed.path);
   const listing = await listArchive(driver, layout.completed.path);
-  const starts = await Promise.all(
+  const starts: { set: string; repo?: string; start: SetStart | undefined }[] = await Promise.all(
     sets.map(async (s) => ({ set: s, start: await setStart(driver, s, listing.segSize) })),
   );
+  for (const name of chosenRepoSets) {
+    if (repo === undefined) break;
+    let info: Record<string, unknown> | undefined;
+    try {
+      info = await repoSetInfo(repo.driver, repo.layout, name);
+    } catch {
+      info = undefined; // reported by its check below
+    }
+    starts.push({ set: repo.layout.manifestPath(name), repo: name, start: startFromInfo(info, listing.segSize) });
+  }
   const systemIds = new Set(starts.flatMap((s) => (s.start?.systemIdentifier ? [s.start.systemIdentifier] : [])));
   const systemId = systemIds.size === 1 ? [...systemIds][0] : undefined;
   // With a set named, the WAL it needs (from its start on); otherwise the whole archive.
@@ -206,9 +233,12 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
   const newest = [...usable].reverse().find((n) => parseWalName(n)?.kind === "segment") ?? null;
   const gaps = archiveGaps(usable, listing.segSize);
   const setReports: SetReport[] = [];
-  for (const { set, start } of starts) {
+  for (const { set, repo: repoSet, start } of starts) {
     const problems: string[] = [];
-    const m = await checkManifest(driver, set, problems, progress);
+    const m =
+      repoSet !== undefined && repo !== undefined
+        ? await checkRepoSet(repo.driver, repo.layout, repoSet, problems, onBytes)
+        : await checkManifest(driver, set, problems, progress);
     let r: Reach | null = null;
     if (start === undefined) problems.push("no .walmgr-backup.json or backup_label: where its WAL starts is unknown");
     else {
@@ -224,7 +254,7 @@ export async function runVerify(ctx: Context, progress?: Progress): Promise<Veri
       }
     }
     setReports.push({
-      name: posix.basename(set),
+      name: repoSet ?? posix.basename(set),
       path: set,
       files: m.files,
       bytes: m.bytes,
