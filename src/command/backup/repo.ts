@@ -11,6 +11,7 @@ import { storeTree, type StoreShape, type StoreStats } from "../../repo/store";
 import type { BackupInfo } from "../../slavedir/backup-sets";
 import type { StorageDriver } from "../../storage/driver";
 import { driverFor } from "../../storage/open";
+import { readJson, writeBytes } from "../../storage/bytes";
 import { keepInBackup } from "./exclude";
 import type { SetSink } from "./sink";
 
@@ -66,6 +67,22 @@ export async function repoSink(
   const shape = repoShape(ctx);
   await driver.pathCreate(layout.setsDir);
   await driver.pathCreate(layout.packsDir);
+  // The repository's block size is its own, recorded by its first backup: a later default
+  // never splits one repository into two block sizes (which would store everything again).
+  const format = await readJson<{ format?: string; version?: number; blockSize?: number }>(driver, layout.formatFile);
+  if (format === undefined) {
+    await writeBytes(
+      driver,
+      layout.formatFile,
+      Buffer.from(`${JSON.stringify({ format: "walmgr-repo", version: 1, blockSize: shape.blockSize })}\n`),
+      { exclusive: true },
+    );
+  } else if (format.format !== "walmgr-repo" || format.version !== 1 || typeof format.blockSize !== "number") {
+    throw new IoError(
+      `${posix.join(where, "format")} is not a block repository's format record this version reads`,
+      "point backup_repo at an empty folder or a repository of walmgr-ts",
+    );
+  } else shape.blockSize = format.blockSize;
   const sets = await repoSets(driver, layout);
   const newest = sets[sets.length - 1];
   let name = setName(new Date());
