@@ -277,16 +277,16 @@ export const SETTINGS = {
   },
   compress_type: {
     kind: "choice",
-    choices: ["none", "gzip"],
-    default: "gzip",
+    choices: ["none", "lz4", "zstd", "gzip"],
+    default: "zstd",
     role: "both",
     doc: "`repo` format: how new blocks are compressed (runs of blocks together)",
   },
   compress_level: {
     kind: "int",
     role: "both",
-    shownDefault: "the compression's own (gzip: 6)",
-    range: { min: 0, max: 9, text: "a number from 0 to 9" },
+    shownDefault: "zstd: 1, gzip: 6",
+    range: { min: 0, max: 19, text: "a number from 0 to 19 (zstd: 1-19, gzip: 1-9, lz4 and none: their one level)" },
     doc: "`repo` format: the compression level",
   },
   backup_parallel: {

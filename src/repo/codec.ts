@@ -1,17 +1,17 @@
-import { gunzip, gzip, constants as zlibConstants } from "node:zlib";
-import { ConfigError, IoError } from "../errors";
+import { IoError } from "../errors";
+import { COMPRESS_TYPES, makeCodec, type CompressType } from "../codec";
 
 /** The compressions a frame may have; recorded per frame, so a repository may hold several. */
-export const CODECS = ["none", "gzip"] as const;
-export type CodecName = (typeof CODECS)[number];
+export const CODECS = COMPRESS_TYPES;
+export type CodecName = CompressType;
 
 /** One byte per frame in a pack's index names its codec: never renumber. */
-export const CODEC_IDS: Record<CodecName, number> = { none: 0, gzip: 1 };
+export const CODEC_IDS: Record<CodecName, number> = { none: 0, gzip: 1, zstd: 2, lz4: 3 };
 
 /**
  * Compresses and decompresses whole frames (a run of blocks, at most a few MiB: bounded by the
- * repository's frame size, never a file). Both run on libuv's thread pool, so parallel backup
- * workers compress on every core while the event loop reads and hashes.
+ * repository's frame size, never a file), on libuv's thread pool, so parallel backup workers
+ * compress on every core while the event loop reads and hashes (src/codec.ts does the work).
  */
 export interface Codec {
   readonly name: CodecName;
@@ -20,46 +20,14 @@ export interface Codec {
   decompress(data: Buffer, rawLength: number): Promise<Buffer>;
 }
 
-const none: Codec = {
-  name: "none",
-  compress: (raw) => Promise.resolve(raw),
-  decompress: (data, rawLength) => {
-    if (data.length !== rawLength)
-      return Promise.reject(new IoError(`a stored frame holds ${data.length} bytes, its index says ${rawLength}`));
-    return Promise.resolve(data);
-  },
-};
-
-function gzipCodec(level: number): Codec {
-  return {
-    name: "gzip",
-    compress: (raw) => new Promise((res, rej) => gzip(raw, { level }, (err, out) => (err ? rej(err) : res(out)))),
-    decompress: (data, rawLength) =>
-      new Promise((res, rej) =>
-        // maxOutputLength bounds what a damaged or hostile frame can make us allocate.
-        gunzip(data, { maxOutputLength: Math.max(1, rawLength) }, (err, out) => {
-          if (err || out.length !== rawLength) {
-            rej(
-              new IoError(
-                `a stored frame does not decompress (gzip) to the ${rawLength} bytes its index says${err ? `: ${err.message}` : `: ${out.length} bytes`}`,
-              ),
-            );
-          } else res(out);
-        }),
-      ),
-  };
-}
-
 /** The codec `name` at `level` (undefined: the codec's default); a ConfigError for others. */
 export function codecFor(name: string, level?: number): Codec {
-  switch (name) {
-    case "none":
-      return none;
-    case "gzip":
-      return gzipCodec(level ?? zlibConstants.Z_DEFAULT_COMPRESSION);
-    default:
-      throw new ConfigError(`compress_type ${name} is not one of ${CODECS.join(", ")}`);
+  if (!(CODECS as readonly string[]).includes(name)) {
+    // The config loader refuses other words first; this guards the callers that pass their own.
+    throw new IoError(`compress_type ${name} is not one of ${CODECS.join(", ")}`);
   }
+  const c = makeCodec(name as CodecName, level);
+  return { name: c.type, compress: (raw) => c.compress(raw), decompress: (data, n) => c.decompress(data, n) };
 }
 
 /** The codec of a frame whose index byte is `id`; an IoError for an id this version does not know. */

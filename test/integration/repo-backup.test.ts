@@ -27,7 +27,8 @@ const validList = new Ajv2020({ allErrors: true }).compile(
 
 before(async () => {
   p = await createPair("repobackup", {
-    master: "backup_format = repo\ncompress_type = gzip\nbackup_parallel = 2",
+    // compress_type: zstd, the default.
+    master: "backup_format = repo\nbackup_parallel = 2",
     slave: "backup_format = repo",
   });
   ok(runBin("wal-ctl", [p.masterIni, "setup"]), "setup");

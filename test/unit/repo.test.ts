@@ -117,6 +117,33 @@ test("a tree stored and materialized comes back byte for byte, modes included", 
   assert.equal(await materializeSet(driver, layout, "nosuchset", join(dir, "none")), undefined);
 });
 
+test("every compression round-trips, and frames record theirs (a repository may hold several)", async () => {
+  const src = makeSource();
+  const layout = new RepoLayout(join(dir, "repo"));
+  for (const [i, c] of (["zstd", "lz4", "none", "gzip"] as const).entries()) {
+    const set = `c${i}`;
+    await driver.pathCreate(layout.setsDir);
+    const w = await ManifestWriter.create(driver, layout.manifestPath(set), {
+      format: "walmgr-repo-manifest",
+      v: 1,
+      set,
+      blockSize: shape.blockSize,
+    });
+    await storeTree(
+      driver,
+      layout,
+      src,
+      () => true,
+      { ...shape, codec: codecFor(c) },
+      undefined,
+      (e) => w.add(e),
+    );
+    assert.equal(await w.commit({}), true);
+    await materializeSet(driver, layout, set, join(dir, `out-${c}`));
+    assert.deepEqual(snapshot(join(dir, `out-${c}`)), snapshot(src), c);
+  }
+});
+
 test("the second store keeps only changed blocks; both sets stay whole", async () => {
   const src = makeSource();
   const first = await store(src, "s1");

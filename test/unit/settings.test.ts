@@ -53,7 +53,7 @@ describe("ranges, held when the file is loaded", () => {
 
   test("a word setting takes only its words (exit 3 naming them); unset is its default", () => {
     refused("[wal-master]\nslave = /s\nbackup_format = blocks\n", ["backup_format", "plain, repo"]);
-    refused("[wal-master]\nslave = /s\ncompress_type = zip\n", ["compress_type", "none, gzip"]);
+    refused("[wal-master]\nslave = /s\ncompress_type = zip\n", ["compress_type", "none, lz4, zstd, gzip"]);
     refused("[wal-master]\nslave = /s\nbackup_parallel = 0\n", ["backup_parallel", "1 to 64"]);
     assert.equal(load("[wal-master]\nslave = /s\n").choice("backup_format"), "plain");
     assert.equal(load("[wal-master]\nslave = /s\nbackup_format = repo\n").choice("backup_format"), "repo");
