@@ -378,6 +378,22 @@ does, with whether it runs and the command that finishes it.`,
     ],
     exit: [[9, "a set is DAMAGED"]],
   },
+  expire: {
+    synopsis: [""],
+    description: `Retention of the block repository (backup_format = repo): keeps the
+newest keep_backups sets (at least one) and, with keep_days, every set needed
+to restore to any moment of the last keep_days days; drops the others, then
+removes every pack no kept set references, then (keep_backups above 0) the WAL
+no kept set, pending restore or live standby needs. Runs under BACKUPLOCK (never
+beside a backup) and after every repo backup. Killed at any point, every kept
+set stays restorable; the next run finishes the work. With -n it says what it
+would remove and changes nothing.`,
+    examples: [
+      ["wal-ctl -n /etc/walmgr/master.ini expire", "what retention would remove now"],
+      ["wal-ctl /etc/walmgr/master.ini expire", "apply it (a backup does this after each set)"],
+    ],
+    exit: [[4, "a backup (or another expire) holds BACKUPLOCK"]],
+  },
   verify: {
     synopsis: ["[--json]"],
     arguments: [["SET", "one backup set (name or path); default: every set"]],

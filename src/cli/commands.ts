@@ -171,6 +171,15 @@ export const CTL_COMMANDS = {
     options: [["--json", "an array of sets (pending restores last, with pendingRestore), for scripts"]],
     run: async (ctx) => (await import("../command/backup/list.js")).listBackups(ctx),
   },
+  expire: {
+    roles: ["master", "slave"],
+    args: "",
+    summary: "apply keep_backups and keep_days to the block repository (backup_format = repo)",
+    options: [],
+    run: async (ctx) => {
+      await (await import("../command/backup/expire.js")).expireSets(ctx);
+    },
+  },
   verify: {
     roles: ["master", "slave"],
     args: "[SET]",

@@ -302,6 +302,12 @@ export const SETTINGS = {
     role: "both",
     doc: "sets to keep (0: only the newest); with 0, `wal-restore` drops WAL before `%r` no set needs",
   },
+  keep_days: {
+    kind: "float",
+    default: "0",
+    role: "both",
+    doc: "`repo` format: keep every set needed to restore to any moment of the last N days (0: off), beside `keep_backups`",
+  },
   keep_symlinks: { kind: "bool", default: "1", role: "both", doc: "skytools-3: keep symlinks in backups (accepted)" },
   backup_archive_timeout: {
     kind: "float",

@@ -28,7 +28,7 @@ const validList = new Ajv2020({ allErrors: true }).compile(
 before(async () => {
   p = await createPair("repobackup", {
     // compress_type: zstd, the default.
-    master: "backup_format = repo\nbackup_parallel = 2",
+    master: "backup_format = repo\nbackup_parallel = 2\nkeep_backups = 9",
     slave: "backup_format = repo",
   });
   ok(runBin("wal-ctl", [p.masterIni, "setup"]), "setup");
@@ -254,4 +254,44 @@ test("verify re-reads every block: a damaged one is named (set, file, offset), e
   assert.equal(r.status, 9, r.stdout + r.stderr);
   assert.match(r.stderr, new RegExp(`set ${newest}: ${hit.path.replace(/[/.]/g, "\\$&")} at offset \\d+`));
   assert.equal(existsSync(dst), false, "nothing left at DST");
+  // Put the byte back: later backups would reference the block as it was stored.
+  bytes.writeUInt8(bytes.readUInt8(hit.at) ^ 0xff, hit.at);
+  writeFileSync(packFile, bytes);
+  ok(runBin("wal-ctl", [p.slaveIni, "verify", newest]), "verify after the repair");
+});
+
+test("retention: keep_backups = 2 drops the oldest set, its packs and the WAL only it needed; -n changes nothing", async () => {
+  const before = sets();
+  assert.equal(before.length, 2);
+  const packsOf = (): string[] =>
+    readdirSync(join(p.slaveDir, "repo", "packs")).flatMap((d) => readdirSync(join(p.slaveDir, "repo", "packs", d)));
+  const keepBackups = (n: number): void =>
+    writeFileAs(p.masterIni, readFileSync(p.masterIni, "utf8").replace(/^keep_backups = \d+$/m, `keep_backups = ${n}`));
+  keepBackups(2);
+  await p.master.query("INSERT INTO t SELECT g, 'third' FROM generate_series(400001, 400100) g");
+  const third = ok(runBin("wal-backup", [p.masterIni]), "backup 3");
+  const out = `${third.stdout}${third.stderr}`;
+  const after = sets();
+  assert.equal(after.length, 2, out);
+  assert.deepEqual(after[0], before[1], "the oldest set went, the second stayed");
+  assert.match(out, new RegExp(`dropping set ${before[0] ?? "x"}`));
+  assert.match(out, /removed 1 set\(s\) and \d+ pack\(s\)/);
+  // Every pack left is one a kept set references (verify reads them all), and both sets are whole.
+  ok(runBin("wal-ctl", [p.slaveIni, "verify"]), "verify after expire");
+  const layout = new RepoLayout(join(p.slaveDir, "repo"));
+  const startOf = async (set: string): Promise<string> =>
+    String((await readSetInfo(new LocalDriver(), layout.manifestPath(set)))?.info.startWal);
+  const oldestStart = await startOf(after[0] ?? "");
+  const older = readdirSync(join(p.slaveDir, "logs.complete")).filter(
+    (n) => /^[0-9A-F]{24}$/.test(n) && n.slice(8) < oldestStart.slice(8),
+  );
+  assert.deepEqual(older, [], "WAL older than the oldest kept set is purged");
+
+  // -n with keep_backups = 1: says what would go, changes nothing.
+  const packs = packsOf().sort();
+  keepBackups(1);
+  const dry = ok(runBin("wal-ctl", ["-n", p.masterIni, "expire"]), "expire -n");
+  assert.match(dry.stdout, new RegExp(`would drop set ${after[0] ?? "x"}`));
+  assert.deepEqual(sets(), after);
+  assert.deepEqual(packsOf().sort(), packs);
 });

@@ -38,7 +38,7 @@ const WALMGR_PY_NAMES = [
   "xpartialsync",
   "xhelper",
 ];
-const OUR_NAMES = ["status", "check", "verify"];
+const OUR_NAMES = ["status", "check", "verify", "expire"];
 
 interface Ran {
   status: number | null;

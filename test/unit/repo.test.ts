@@ -16,6 +16,7 @@ import { RepoLayout } from "../../src/repo/layout";
 import { ManifestWriter, openManifest, type FileEntry } from "../../src/repo/manifest";
 import { materializeSet } from "../../src/repo/materialize";
 import { readPackIndex } from "../../src/repo/pack";
+import { setsToKeep } from "../../src/repo/expire";
 import { storeTree, type StoreShape } from "../../src/repo/store";
 import { LocalDriver } from "../../src/storage/local/driver";
 
@@ -195,4 +196,22 @@ test("a damaged stored block is refused, naming the set, the file and the offset
     assert.match(err.message, /set s1: base\/1\/2608 at offset 8192 fails its checksum/);
     return true;
   });
+});
+
+test("retention keeps the newest keep_backups sets and, with keep_days, the window and the set before it", () => {
+  const day = 86_400_000;
+  const now = Date.parse("2026-12-08T00:00:00Z");
+  const sets = [10, 8, 6, 4, 2, 1].map((d, i) => ({ name: `s${i}`, stopTime: now - d * day }));
+  const keep = (keepBackups: number, keepDays: number): string[] =>
+    [...setsToKeep(sets, { keepBackups, keepDays, now })].sort();
+  assert.deepEqual(keep(0, 0), ["s5"], "0: the newest only");
+  assert.deepEqual(keep(2, 0), ["s4", "s5"]);
+  // 5 days: s3 (4 days), s4, s5 inside; s2 (6 days ago) is where recovery to 5 days ago starts.
+  assert.deepEqual(keep(1, 5), ["s2", "s3", "s4", "s5"]);
+  assert.deepEqual(keep(1, 100), ["s0", "s1", "s2", "s3", "s4", "s5"]);
+  // A set whose time is unknown is never dropped on a guess.
+  assert.deepEqual(
+    [...setsToKeep([{ name: "x", stopTime: Number.NaN }, ...sets], { keepBackups: 1, keepDays: 0, now })].sort(),
+    ["s5", "x"],
+  );
 });

@@ -135,6 +135,9 @@ export async function backup(ctx: Context): Promise<void> {
         await db.close();
       }
       committing = true;
+      // Retention of the repository, still under this backup's lock.
+      progress.stage("expiring sets out of keep_backups/keep_days");
+      await (await import("./expire.js")).expireSets(ctx, { locked: true });
     } else {
       await layout.driver.pathCreate(posix.dirname(full));
       await clearLeftovers(ctx, layout.driver, full);
