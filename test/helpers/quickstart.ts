@@ -46,6 +46,8 @@ export interface QuickStartSite {
   afterRestore(t: TestContext): Promise<void>;
   /** Stops both servers and removes everything the site made (a Swift or sshd included). */
   stop(): Promise<void>;
+  /** backup_format of both configs (default plain): where the backup's set is looked for. */
+  format?: "plain" | "repo";
 }
 
 async function count(c: Cluster, tag: string): Promise<number> {
@@ -97,13 +99,20 @@ export async function quickStart(t: TestContext, s: QuickStartSite): Promise<voi
     await s.master.query("INSERT INTO shipped (tag) SELECT 'base' FROM generate_series(1, 100)");
     await s.master.query("CHECKPOINT");
     const res = ok(runBin("wal-backup", [s.masterIni]), "wal-backup");
-    assert.match(await s.read("data.master/backup_label"), /START WAL LOCATION/);
-    for (const k of [".walmgr-backup.json", ".walmgr-manifest.json", "global/pg_control", "PG_VERSION"])
-      assert.ok(await s.has(`data.master/${k}`), `${k} in the set`);
-    assert.ok(!(await s.has("data.master/postmaster.pid")), "postmaster.pid must be excluded");
+    // A plain set is a folder data.master; a repo set a manifest named by its time in repo/sets.
+    const listed = s.format === "repo" ? /\d{8}T\d{6}Z\s.*\srepo/ : /data\.master/;
+    if (s.format === "repo") {
+      assert.ok(await s.has("repo/format"), "the repository's format record");
+      assert.match(`${res.stdout}${res.stderr}`, /backup set \d{8}T\d{6}Z written/);
+    } else {
+      assert.match(await s.read("data.master/backup_label"), /START WAL LOCATION/);
+      for (const k of [".walmgr-backup.json", ".walmgr-manifest.json", "global/pg_control", "PG_VERSION"])
+        assert.ok(await s.has(`data.master/${k}`), `${k} in the set`);
+      assert.ok(!(await s.has("data.master/postmaster.pid")), "postmaster.pid must be excluded");
+    }
     assert.ok(!(await s.has("logs.complete/BACKUPLOCK")), "BACKUPLOCK must be released");
-    assert.match(ok(runBin("wal-ctl", [s.masterIni, "listbackups"]), "listbackups").stdout, /data\.master/);
-    assert.match(ok(s.slaveBin("wal-ctl", [s.slaveIni, "listbackups"]), "listbackups").stdout, /data\.master/);
+    assert.match(ok(runBin("wal-ctl", [s.masterIni, "listbackups"]), "listbackups").stdout, listed);
+    assert.match(ok(s.slaveBin("wal-ctl", [s.slaveIni, "listbackups"]), "listbackups").stdout, listed);
     await s.afterBackup(t, res);
   });
 
