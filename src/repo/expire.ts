@@ -1,5 +1,6 @@
 import { posix } from "node:path";
 import { IoError } from "../errors";
+import { TMP_PREFIX } from "../storage/durable";
 import type { StorageDriver } from "../storage/driver";
 import { isPackId, type RepoLayout } from "./layout";
 import { openManifest } from "./manifest";
@@ -79,6 +80,12 @@ export async function expireRepo(
     await driver.remove(layout.manifestPath(s));
     await driver.remove(infoPath(layout, s));
   }
+  for (const name of (await driver.list(layout.setsDir)) ?? []) {
+    // A manifest a killed backup was writing; a set's info copy whose manifest is gone.
+    const orphanInfo = name.endsWith(".info") && !sets.includes(name.slice(0, -".info".length));
+    if ((name.startsWith(TMP_PREFIX) || orphanInfo) && opts.dryRun !== true)
+      await driver.remove(posix.join(layout.setsDir, name));
+  }
   const referenced = new Set<string>();
   for (const s of sets.filter((x) => keep.has(x))) {
     const m = await openManifest(driver, layout.manifestPath(s));
@@ -90,6 +97,11 @@ export async function expireRepo(
     if (!/^[0-9a-f]{2}$/.test(fan)) continue;
     const dir = posix.join(layout.packsDir, fan);
     for (const name of (await driver.list(dir)) ?? []) {
+      if (name.startsWith(TMP_PREFIX)) {
+        // Half-written by a killed backup (under BACKUPLOCK nothing else writes here).
+        if (opts.dryRun !== true) await driver.remove(posix.join(dir, name));
+        continue;
+      }
       const id = name.endsWith(".pack") ? name.slice(0, -".pack".length) : "";
       if (!isPackId(id) || id.slice(0, 2) !== fan) continue;
       const size = (await driver.info(posix.join(dir, name)))?.size ?? 0;

@@ -96,7 +96,7 @@ export class ManifestWriter {
   }
 
   static async create(driver: StorageDriver, path: string, header: ManifestHeader): Promise<ManifestWriter> {
-    const handle = await driver.newWrite(path, { exclusive: true });
+    const handle = await driver.newWrite(path, { exclusive: true, sweepDeadWriters: true });
     const w = new ManifestWriter(handle, path);
     await w.line(header);
     return w;

@@ -71,7 +71,11 @@ export class PackWriter {
     }
     if (this.handle === undefined) {
       await this.driver.pathCreate(this.layout.packPath(this.id).slice(0, -`/${this.id}.pack`.length));
-      this.handle = await this.driver.newWrite(this.layout.packPath(this.id), { exclusive: true });
+      // What a killed backup left half-written beside it goes first (its pid is gone).
+      this.handle = await this.driver.newWrite(this.layout.packPath(this.id), {
+        exclusive: true,
+        sweepDeadWriters: true,
+      });
       this.handle.on("error", () => undefined); // reported through the write callbacks
     }
     await write(this.handle, data, this.layout.packPath(this.id));
