@@ -13,6 +13,7 @@ import { after, test } from "node:test";
 import { Cluster, freePort } from "../helpers/cluster";
 import { ok, removeTempDir, runBin, sleep, spawnBin, waitFor } from "../helpers/env";
 import { createPair, stopPair, type Pair } from "../helpers/walmgr";
+import { seededRandom } from "../helpers/seeded";
 
 let p: Pair | undefined;
 let restored: Cluster | undefined;
@@ -25,23 +26,11 @@ after(() => {
   }
 });
 
-/** A small seeded generator (mulberry32): the same seed, the same kill times. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 test("repo backups killed with SIGKILL at random moments: listed sets stay whole, the next backup succeeds and tidies up", async () => {
   const seed = Number(process.env.WALMGR_REPO_CRASH_SEED ?? Date.now() % 1_000_000);
   const rounds = Number(process.env.WALMGR_REPO_CRASH_ROUNDS ?? 8);
   process.stdout.write(`# seed ${seed} (WALMGR_REPO_CRASH_SEED=${seed} replays it), ${rounds} rounds\n`);
-  const random = rng(seed);
+  const random = seededRandom(seed);
   p = await createPair("repo-crash", { master: "backup_format = repo\nkeep_backups = 50\nbackup_parallel = 2" });
   const pair = p;
   ok(runBin("wal-ctl", [pair.masterIni, "setup"]), "setup");

@@ -21,25 +21,14 @@ import { RESTORE_CRASH_POINTS } from "../../src/command/restore/journal";
 import { runUntilPause, signalPaused } from "../helpers/crash";
 import { ok, removeTempDir, runBin, sleep, spawnBin, waitFor } from "../helpers/env";
 import { createPair, stopPair, writeFileAs, type Pair } from "../helpers/walmgr";
+import { seededRandom } from "../helpers/seeded";
 
 const SEED = Number(process.env.WALMGR_TORTURE_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const ROUNDS = Number(process.env.WALMGR_TORTURE_ROUNDS ?? 20);
 const ROWS = "SELECT tag, count(*)::text AS n FROM t GROUP BY tag ORDER BY tag";
 
-/** mulberry32: a small seeded generator, so that a failing run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 let p: Pair;
-const random = rng(SEED);
+const random = seededRandom(SEED);
 /** The shortest clean run seen (ms): measured in `before`, lowered by every clean rerun. */
 let backupMs = 0;
 let restoreMs = 0;
