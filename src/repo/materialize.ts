@@ -41,7 +41,7 @@ export async function materializeSet(
   const m = await openManifest(driver, layout.manifestPath(set));
   if (m === undefined) return undefined;
   const { header } = m;
-  mkdirSync(dest, { mode: 0o700 });
+  makeDir(dest, false);
   const stats: MaterializeStats = { files: 0, bytes: 0 };
   const dirs: { path: string; mode: number; mtime: number }[] = [];
   // Consecutive blocks of a file are mostly in one frame: the last one decoded is kept.
@@ -57,11 +57,11 @@ export async function materializeSet(
     const rel = checkedRel(e, set);
     const path = join(dest, rel);
     if (e.d === 1) {
-      mkdirSync(path, { recursive: true, mode: 0o700 });
+      makeDir(path, true);
       dirs.push({ path, mode: e.m, mtime: e.t });
       continue;
     }
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    makeDir(dirname(path), true);
     await writeFile(path, e, header, set, frameData);
     stats.files++;
     stats.bytes += e.s;
@@ -97,6 +97,15 @@ export async function materializeSet(
   fsyncDir(dest);
   fsyncDir(dirname(dest));
   return { header, info, stats };
+}
+
+/** mkdir (private), its failure an IoError naming the folder (exit 9). */
+function makeDir(path: string, recursive: boolean): void {
+  try {
+    mkdirSync(path, { recursive, mode: 0o700 });
+  } catch (err) {
+    throw ioError("cannot create", path, err);
+  }
 }
 
 function checkedRel(e: FileEntry, set: string): string {
