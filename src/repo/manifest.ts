@@ -1,7 +1,9 @@
 import { StringDecoder } from "node:string_decoder";
+import { pipeline } from "node:stream";
 import { createGunzip, createGzip, type Gzip } from "node:zlib";
 import { IoError, ioError } from "../errors";
 import type { StorageDriver, WriteHandle } from "../storage/driver";
+import { isPackId } from "./layout";
 import type { FrameRef } from "./pack";
 
 /**
@@ -64,7 +66,10 @@ export interface FileEntry {
   b: BlockRef[];
 }
 
+/** The frame a manifest names; an IoError when its pack is not a pack id (a manifest is read from storage: never a path). */
 export function frameRef(t: FrameTuple): FrameRef {
+  if (!isPackId(t[0]))
+    throw new IoError(`a manifest names the pack ${JSON.stringify(t[0])}, which is not a pack id (damaged)`);
   return { pack: t[0], offset: t[1], length: t[2], codec: t[3], rawLength: t[4] };
 }
 
@@ -93,6 +98,9 @@ export class ManifestWriter {
       this.gzip.on("error", rej);
       handle.on("error", rej);
     });
+    // Awaited by commit, and raced by every write that waits for room: never unhandled (an
+    // unhandled rejection would end the process before the backup's cleanup and lock release).
+    this.done.catch(() => undefined);
   }
 
   static async create(driver: StorageDriver, path: string, header: ManifestHeader): Promise<ManifestWriter> {
@@ -109,7 +117,14 @@ export class ManifestWriter {
   private line(obj: unknown): Promise<void> {
     const text = `${JSON.stringify(obj)}\n`;
     if (this.gzip.write(text)) return Promise.resolve();
-    return new Promise((res) => this.gzip.once("drain", res));
+    // A failed write unpipes: 'drain' would never come, the failure settles `done` instead.
+    return Promise.race([
+      new Promise<void>((res) => this.gzip.once("drain", res)),
+      this.done.then(
+        () => undefined,
+        (err: unknown) => Promise.reject(ioError("cannot write", this.path, err)),
+      ),
+    ]);
   }
 
   /** Writes the end line with `info`, then publishes the manifest (see the class). */
@@ -148,11 +163,16 @@ export interface OpenManifest {
 export async function openManifest(driver: StorageDriver, path: string): Promise<OpenManifest | undefined> {
   const stream = await driver.newRead(path);
   if (stream === undefined) return undefined;
-  const lines = readLines(stream.pipe(createGunzip()), path);
+  // pipeline: an error of the source (EIO, a dropped connection) reaches the reader, and both
+  // streams are destroyed when the reader stops early (a bad header, a reference left unread).
+  const gunzip = createGunzip();
+  pipeline(stream, gunzip, () => undefined);
+  const lines = readLines(gunzip, path);
   const first = await lines.next();
   if (first.done === true) throw new IoError(`manifest ${path} is empty`);
   const header = first.value as ManifestHeader;
   if (header.format !== "walmgr-repo-manifest" || header.v !== 1) {
+    gunzip.destroy();
     throw new IoError(
       `${path} is not a manifest this version reads (format ${String(header.format)} ${String(header.v)})`,
     );

@@ -73,8 +73,8 @@ export async function storeTree(
   opts: {
     onProgress?: (bytes: number, files: number) => void;
     /**
-     * Files read after every other (pg_control, as pg_basebackup copies it), still emitted in
-     * path order (the entries after them wait); they are stored whole, without the reference.
+     * Files read after every other (pg_control, as pg_basebackup copies it), and listed at the
+     * manifest's end (so no entry waits for them in memory); stored without the reference.
      */
     last?: readonly string[];
   } = {},
@@ -89,8 +89,10 @@ export async function storeTree(
     items.push({ rel: e.rel, path: e.path, dir, mode: e.st.mode & 0o7777, mtime: Math.trunc(e.st.mtimeMs) });
     return true;
   });
-  // Manifests are in this order; the reference was written in it too, so one pass merges them.
-  items.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  // Manifests are in this order (path order, the `last` files at the end); the reference was
+  // written in it too (or in plain path order), so one forward pass merges them.
+  const rank = (rel: string): number => (last.has(rel) ? 1 : 0);
+  items.sort((a, b) => rank(a.rel) - rank(b.rel) || (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
   const stats: StoreStats = {
     files: 0,
     bytes: 0,
@@ -117,9 +119,8 @@ export async function storeTree(
     refChain = p.catch(() => undefined);
     return p;
   };
-  // The order work is taken in: path order, the `last` files at the end.
-  const order = [...items.keys()].filter((i) => !last.has(items[i]?.rel ?? ""));
-  order.push(...[...items.keys()].filter((i) => last.has(items[i]?.rel ?? "")));
+  // Work is taken in manifest order: only what runs at once waits in `done` to be emitted.
+  const order = [...items.keys()];
   // Workers take items in order; results wait in `done` until every earlier one is emitted.
   const done = new Map<number, FileEntry | undefined>();
   let emitted = 0;

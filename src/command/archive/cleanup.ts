@@ -44,13 +44,17 @@ export async function cleanupBefore(
     return;
   }
   const expireSeconds = standbyExpireSeconds(ctx.config);
+  // The block repository's sets need their WAL too: where they cannot be read with this
+  // storage, nothing is removed (as for full_backup above).
   const repo = ctx.config.location("backup_repo");
+  if (repo && !sameStorage(repo, ctx.config.requireLocation("completed_wals", "wal-restore"))) {
+    ctx.log.warn(`backup_repo ${repo.path} is not where completed_wals is: no WAL cleaned up`);
+    return;
+  }
   const r = await walToKeep(driver, {
     walDir: archive.completedDir,
     fullBackup: full?.path,
-    ...(repo && sameStorage(repo, ctx.config.requireLocation("completed_wals", "wal-restore"))
-      ? { repoRoot: repo.path }
-      : {}),
+    ...(repo ? { repoRoot: repo.path } : {}),
     bound: keep.name,
     exceptStandby: own?.name,
     expireSeconds,

@@ -5,6 +5,7 @@ import { acquireBackupLock, releaseBackupLock } from "../../slavedir/control";
 import { controlFilesFor, slaveLayout } from "../../slavedir/layout";
 import { sameStorage } from "../../config/load";
 import { purgeWal } from "./purge";
+import { alsoArchiveTo } from "../archive/repositories";
 import { openRepo } from "./repo";
 
 /**
@@ -46,9 +47,14 @@ export async function expireSets(ctx: Context, opts: { locked?: boolean } = {}):
     if (!ctx.dryRun && keepBackups > 0) {
       const full = ctx.config.requireLocation("full_backup", "expire");
       const loc = ctx.config.requireLocation("backup_repo", "expire");
-      await purgeWal(ctx, layout.driver, layout.completed.path, full.path, {
-        ...(sameStorage(loc, layout.completed) ? { repoRoot: loc.path } : {}),
-      });
+      // WAL goes only where the rule can read every set that needs it.
+      if (!sameStorage(loc, layout.completed))
+        ctx.log.warn(`backup_repo ${loc.path} is not where completed_wals is: no WAL purged`);
+      else
+        await purgeWal(ctx, layout.driver, layout.completed.path, full.path, {
+          repoRoot: loc.path,
+          also: alsoArchiveTo(ctx.config, layout.completed),
+        });
     }
     return r;
   } finally {

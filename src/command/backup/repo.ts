@@ -85,9 +85,13 @@ export async function repoSink(
   } else shape.blockSize = format.blockSize;
   const sets = await repoSets(driver, layout);
   const newest = sets[sets.length - 1];
-  let name = setName(new Date());
-  for (let k = 1; sets.includes(name) || (await driver.info(layout.manifestPath(name))) !== undefined; k++) {
-    name = `${setName(new Date())}-${k}`;
+  // After the newest, whatever the clock says (stepped back, or a master's and a standby's
+  // clocks apart): "newest" is by name, and retention keeps the newest.
+  const base =
+    newest !== undefined && setName(new Date()) <= newest ? newest.replace(/-\d+$/, "") : setName(new Date());
+  let name = base;
+  for (let k = 1; name <= (newest ?? "") || (await driver.info(layout.manifestPath(name))) !== undefined; k++) {
+    name = `${base}-${k}`;
   }
   const writer = await ManifestWriter.create(driver, layout.manifestPath(name), {
     format: "walmgr-repo-manifest",
@@ -98,6 +102,7 @@ export async function repoSink(
   let stored: StoreStats | undefined;
   return {
     where: `${where} (set ${name})`,
+    publishesOnFinish: true,
     stats: () => stored,
     copy: async (source, _sysid, onProgress) => {
       const ref = newest === undefined ? undefined : await openManifest(driver, layout.manifestPath(newest));

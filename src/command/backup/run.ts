@@ -161,10 +161,14 @@ export async function backup(ctx: Context): Promise<void> {
       if (keep > 0) {
         progress.stage("purging WAL");
         const repo = ctx.config.location("backup_repo");
-        await purgeWal(ctx, layout.driver, layout.completed.path, full, {
-          also: alsoArchiveTo(ctx.config, layout.completed),
-          ...(repo && sameStorage(repo, layout.completed) ? { repoRoot: repo.path } : {}),
-        });
+        // WAL goes only where the rule can read every set that needs it (repo sets too).
+        if (repo && !sameStorage(repo, layout.completed))
+          ctx.log.warn(`backup_repo ${repo.path} is not where completed_wals is: no WAL purged`);
+        else
+          await purgeWal(ctx, layout.driver, layout.completed.path, full, {
+            also: alsoArchiveTo(ctx.config, layout.completed),
+            ...(repo ? { repoRoot: repo.path } : {}),
+          });
       }
     }
   } finally {
@@ -402,6 +406,10 @@ async function takeBackup(
     files: stats.files,
     source: fromStandby ? "slave" : "master",
   };
+  if (sink.publishesOnFinish === true) {
+    if (!waited) progress.stage("waiting for WAL to be archived");
+    await archived;
+  }
   await sink.finish(stop.labelfile, stop.spcmapfile, info);
   if (!fromStandby) await saveConfigFiles(ctx, db, driver);
   // Mostly archived by now (the manifest took a while); a stage only when it is not.

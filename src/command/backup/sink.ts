@@ -8,6 +8,12 @@ import type { TreeProgress, TreeStats } from "../../storage/driver";
 export interface SetSink {
   /** For messages: where the copy goes. */
   readonly where: string;
+  /**
+   * `finish` makes the set visible (the repository's manifest): it is called only once the
+   * backup's WAL is archived, so a backup that fails waiting for it lists no set. (A plain set
+   * becomes visible only when the caller puts its folder in place, after all of this.)
+   */
+  readonly publishesOnFinish?: boolean;
   /** Copies the data directory `source` (pg_control last); what was copied. */
   copy(source: string, systemIdentifier: string, onProgress: TreeProgress): Promise<TreeStats>;
   /** After pg_backup_stop: the label, the tablespace map and the set's info complete the set. */

@@ -279,8 +279,10 @@ async function plan(
     move: req.move,
     ...(req.move ? { claimed: claimedName(src) } : {}),
     // Beside the sets while the restore is pending: keeps the set's WAL (slavedir/pending-restores.ts).
-    // (Not yet for a repository's set: its retention is still to come.)
-    ...(req.stored || req.repo !== undefined ? {} : { pending: pendingPath(src) }),
+    // A repository's set's record goes beside the plain sets too: the one retention rule reads it there.
+    ...(req.stored
+      ? {}
+      : { pending: pendingPath(req.repo !== undefined ? posix.join(posix.dirname(fullBackup), src) : src) }),
     ...(startWal !== undefined ? { startWal } : {}),
     dst: req.dst,
     target: req.target,
@@ -289,7 +291,7 @@ async function plan(
     keepOld: ctx.config.bool("backup_datadir"),
     startedAt: new Date().toISOString(),
   };
-  if (!req.stored && req.repo === undefined) await dropAbandonedPending(ctx, fullBackup, paths);
+  if (!req.stored) await dropAbandonedPending(ctx, fullBackup, paths);
   writeJournal(paths, j);
   crashPoint("journal");
   return j;
