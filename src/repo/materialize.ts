@@ -1,18 +1,10 @@
-import {
-  chmodSync,
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  utimesSync,
-  write as fsWrite,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { IoError, ioError } from "../errors";
 import type { StorageDriver } from "../storage/driver";
 import { fsyncDir } from "../storage/durable";
 import { isSafeRelPath } from "../storage/rel-path";
+import { writeAt } from "../storage/positional";
 import { sha256 } from "../storage/sha256";
 import type { RepoLayout } from "./layout";
 import { frameRef, openManifest, type FileEntry, type ManifestHeader } from "./manifest";
@@ -160,7 +152,7 @@ async function writeFile(
           );
         }
       }
-      await writeAt(fd, data, k * bs, path);
+      await writeAt(fd, data, k * bs).catch((err: unknown) => Promise.reject(ioError("cannot write", path, err)));
     }
     fsyncSync(fd);
   } finally {
@@ -171,16 +163,5 @@ async function writeFile(
     utimesSync(path, e.t / 1000, e.t / 1000);
   } catch (err) {
     throw ioError("cannot write", path, err);
-  }
-}
-
-async function writeAt(fd: number, data: Buffer, pos: number, path: string): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    off += await new Promise<number>((res, rej) =>
-      fsWrite(fd, data, off, data.length - off, pos + off, (err, n) =>
-        err ? rej(ioError("cannot write", path, err)) : res(n),
-      ),
-    );
   }
 }

@@ -1,6 +1,7 @@
-import { closeSync, fstatSync, openSync, read as fsRead, constants } from "node:fs";
+import { closeSync, fstatSync, openSync, constants } from "node:fs";
 import { ioError, isErrno } from "../errors";
 import type { StorageDriver } from "../storage/driver";
+import { readAt } from "../storage/positional";
 import { sha256 } from "../storage/sha256";
 import { walkTree } from "../storage/tree-walk";
 import type { Codec } from "./codec";
@@ -232,7 +233,7 @@ async function storeFile(
     const buf = Buffer.allocUnsafe(shape.blockSize);
     let size = 0;
     for (let k = 0; ; k++) {
-      const n = await readFull(fd, buf, size, path);
+      const n = await readAt(fd, buf, size).catch((err: unknown) => Promise.reject(ioError("cannot read", path, err)));
       if (n === 0) break;
       size += n;
       const data = buf.subarray(0, n);
@@ -262,19 +263,4 @@ async function storeFile(
   } finally {
     closeSync(fd);
   }
-}
-
-/** Reads up to `buf.length` bytes at `pos`, fewer only at the end of the file. */
-async function readFull(fd: number, buf: Buffer, pos: number, path: string): Promise<number> {
-  let got = 0;
-  while (got < buf.length) {
-    const n = await new Promise<number>((res, rej) =>
-      fsRead(fd, buf, got, buf.length - got, pos + got, (err, k) =>
-        err ? rej(ioError("cannot read", path, err)) : res(k),
-      ),
-    );
-    if (n === 0) break;
-    got += n;
-  }
-  return got;
 }

@@ -15,7 +15,6 @@ import {
   chownSync,
   existsSync,
   read as fsRead,
-  write as fsWrite,
   fsync as fsFsync,
   ftruncateSync,
   copyFile as fsCopyFile,
@@ -48,6 +47,7 @@ import {
   writeAtDurable,
 } from "../durable";
 import { expectedOwner, foreignFile, foreignFolder } from "../owners";
+import { readAt, writeAt } from "../positional";
 import { walkTree, walkTreeSync } from "../tree-walk";
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
@@ -370,7 +370,7 @@ class LocalWrite extends Writable implements WriteHandle {
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     const fd = this.fd;
     if (fd === undefined) return cb(new IoError(`cannot write ${this.path}: already closed`));
-    writeFully(fd, chunk).then(
+    writeAt(fd, chunk, null).then(
       () => {
         this.written += chunk.length;
         cb();
@@ -388,7 +388,7 @@ class LocalWrite extends Writable implements WriteHandle {
         const zeros = Buffer.alloc(Math.min(CHUNK, padTo - this.written));
         while (this.written < padTo) {
           const n = Math.min(zeros.length, padTo - this.written);
-          await writeFully(fd, zeros.subarray(0, n));
+          await writeAt(fd, zeros.subarray(0, n), null);
           this.written += n;
         }
       }
@@ -457,19 +457,6 @@ async function endsInZeros(fd: number, size: number): Promise<boolean> {
   return (await readAt(fd, tail, size - ZERO_SPAN)) === ZERO_SPAN && tail.equals(ZEROS);
 }
 
-/** Reads up to `buf.length` bytes at `pos` (fewer only at the end of the file), on the thread pool. */
-async function readAt(fd: number, buf: Buffer, pos: number): Promise<number> {
-  let got = 0;
-  while (got < buf.length) {
-    const n = await new Promise<number>((res, rej) =>
-      fsRead(fd, buf, got, buf.length - got, pos + got, (err, k) => (err ? rej(err) : res(k))),
-    );
-    if (n === 0) break;
-    got += n;
-  }
-  return got;
-}
-
 /** The unit of holes: a file system block (ext4's, xfs's); a WAL page is two. */
 const HOLE_BLOCK = 4096;
 /** Zeros are looked for this many bytes at a time first (fewer comparisons), then block by block. */
@@ -503,24 +490,6 @@ async function writeDataBlocks(fd: number, data: Buffer, pos: number): Promise<v
   }
   if (runStart >= 0) runs.push([runStart, data.length]);
   for (const [from, to] of runs) await writeAt(fd, data.subarray(from, to), pos + from);
-}
-
-async function writeAt(fd: number, data: Buffer, pos: number): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    off += await new Promise<number>((res, rej) =>
-      fsWrite(fd, data, off, data.length - off, pos + off, (err, n) => (err ? rej(err) : res(n))),
-    );
-  }
-}
-
-async function writeFully(fd: number, data: Buffer): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    off += await new Promise<number>((res, rej) =>
-      fsWrite(fd, data, off, data.length - off, null, (err, n) => (err ? rej(err) : res(n))),
-    );
-  }
 }
 
 /**
