@@ -1,8 +1,7 @@
-import { sha256 } from "../storage/sha256";
 import type { StorageDriver } from "../storage/driver";
+import { blockReader } from "./blocks";
 import type { RepoLayout } from "./layout";
-import { frameRef, openManifest } from "./manifest";
-import { decodeFrame, readFrameBytes, type FrameRef } from "./pack";
+import { openManifest } from "./manifest";
 
 /**
  * Re-reads every block of the set `set` from its packs, decompresses each frame and checks each
@@ -20,19 +19,7 @@ export async function checkRepoSet(
 ): Promise<{ files: number | null; bytes: number }> {
   let files = 0;
   let bytes = 0;
-  // A frame is decoded once however many blocks of it are checked; one that cannot be is
-  // remembered so that each of its blocks is not reported again.
-  let cached: { key: string; raw?: Buffer; error?: string } | undefined;
-  const frame = async (ref: FrameRef): Promise<{ raw?: Buffer; error?: string }> => {
-    const key = `${ref.pack}:${ref.offset}`;
-    if (cached?.key === key) return cached;
-    try {
-      cached = { key, raw: await decodeFrame(ref, await readFrameBytes(driver, layout, ref)) };
-    } catch (err) {
-      cached = { key, error: (err as Error).message };
-    }
-    return cached;
-  };
+  const readBlock = blockReader(driver, layout);
   try {
     const m = await openManifest(driver, layout.manifestPath(set));
     if (m === undefined) {
@@ -46,24 +33,17 @@ export async function checkRepoSet(
       let reported = 0;
       for (let k = 0; k * bs < e.s; k++) {
         const len = Math.min(bs, e.s - k * bs);
-        const b = e.b[k];
         onBytes?.(len);
         bytes += len;
-        if (b === 0) continue;
-        const t = b === undefined ? undefined : e.f[b[0]];
         let problem: string | undefined;
-        if (b === undefined || t === undefined) problem = "its manifest entry lacks the block";
-        else {
-          const got = await frame(frameRef(t));
-          if (got.error !== undefined) problem = got.error;
-          else {
-            const data = (got.raw as Buffer).subarray(b[1], b[1] + len);
-            if (data.length !== len || sha256(data) !== b[2]) problem = "fails its checksum (stored block damaged)";
-          }
+        try {
+          await readBlock(e, k, len);
+        } catch (err) {
+          problem = (err as Error).message;
         }
         if (problem !== undefined) {
           // One line per file beyond the first few blocks: a lost pack would name every block.
-          if (reported < 3) problems.push(`${e.p} at offset ${k * bs}: ${problem}`);
+          if (reported < 3) problems.push(`${e.p} at offset ${k * bs} ${problem}`);
           else if (reported === 3) problems.push(`${e.p}: more blocks damaged after offset ${k * bs}`);
           reported++;
         }

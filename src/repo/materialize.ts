@@ -5,10 +5,9 @@ import type { StorageDriver } from "../storage/driver";
 import { fsyncDir } from "../storage/durable";
 import { isSafeRelPath } from "../storage/rel-path";
 import { writeAt } from "../storage/positional";
-import { sha256 } from "../storage/sha256";
 import type { RepoLayout } from "./layout";
-import { frameRef, openManifest, type FileEntry, type ManifestHeader } from "./manifest";
-import { decodeFrame, readFrameBytes, type FrameRef } from "./pack";
+import { blockReader } from "./blocks";
+import { openManifest, type FileEntry, type ManifestHeader } from "./manifest";
 
 /** What a materialization wrote. */
 export interface MaterializeStats {
@@ -36,15 +35,7 @@ export async function materializeSet(
   makeDir(dest, false);
   const stats: MaterializeStats = { files: 0, bytes: 0 };
   const dirs: { path: string; mode: number; mtime: number }[] = [];
-  // Consecutive blocks of a file are mostly in one frame: the last one decoded is kept.
-  let cached: { key: string; raw: Buffer } | undefined;
-  const frameData = async (ref: FrameRef): Promise<Buffer> => {
-    const key = `${ref.pack}:${ref.offset}`;
-    if (cached?.key === key) return cached.raw;
-    const raw = await decodeFrame(ref, await readFrameBytes(driver, layout, ref));
-    cached = { key, raw };
-    return raw;
-  };
+  const readBlock = blockReader(driver, layout);
   for await (const e of m.entries) {
     const rel = checkedRel(e, set);
     const path = join(dest, rel);
@@ -54,7 +45,7 @@ export async function materializeSet(
       continue;
     }
     makeDir(dirname(path), true);
-    await writeFile(path, e, header, set, frameData);
+    await writeFile(path, e, header, set, readBlock);
     stats.files++;
     stats.bytes += e.s;
     onProgress?.(e.s, 1);
@@ -114,7 +105,7 @@ async function writeFile(
   e: FileEntry,
   header: ManifestHeader,
   set: string,
-  frameData: (ref: FrameRef) => Promise<Buffer>,
+  readBlock: ReturnType<typeof blockReader>,
 ): Promise<void> {
   const bs = header.blockSize;
   let fd: number;
@@ -127,30 +118,14 @@ async function writeFile(
     const zeros = Buffer.alloc(bs);
     for (let k = 0; k * bs < e.s; k++) {
       const len = Math.min(bs, e.s - k * bs);
-      const b = e.b[k];
       let data: Buffer;
-      if (b === 0) data = zeros.subarray(0, len);
-      else if (b === undefined) throw new IoError(`set ${set}: ${e.p} has no block ${k} in its manifest (damaged)`);
-      else {
-        const t = e.f[b[0]];
-        if (t === undefined)
-          throw new IoError(`set ${set}: ${e.p} block ${k} names a frame its manifest lacks (damaged)`);
-        let raw: Buffer;
-        try {
-          raw = await frameData(frameRef(t));
-        } catch (err) {
-          throw new IoError(
-            `set ${set}: ${e.p} at offset ${k * bs}: ${(err as Error).message}: refusing to restore it`,
-            "run `wal-ctl CONFIG verify` to see what else is damaged, and restore another set",
-          );
-        }
-        data = raw.subarray(b[1], b[1] + len);
-        if (data.length !== len || sha256(data) !== b[2]) {
-          throw new IoError(
-            `set ${set}: ${e.p} at offset ${k * bs} fails its checksum (stored block damaged): refusing to restore it`,
-            "run `wal-ctl CONFIG verify` to see what else is damaged, and restore another set",
-          );
-        }
+      try {
+        data = (await readBlock(e, k, len)) ?? zeros.subarray(0, len);
+      } catch (err) {
+        throw new IoError(
+          `set ${set}: ${e.p} at offset ${k * bs} ${(err as Error).message}: refusing to restore it`,
+          "run `wal-ctl CONFIG verify` to see what else is damaged, and restore another set",
+        );
       }
       await writeAt(fd, data, k * bs).catch((err: unknown) => Promise.reject(ioError("cannot write", path, err)));
     }

@@ -61,6 +61,7 @@ async function store(
   src: string,
   set: string,
   reference?: string,
+  codec: StoreShape["codec"] = shape.codec,
 ): Promise<{ packs: string[]; newBytes: number; reusedBytes: number; storedBytes: number }> {
   const layout = new RepoLayout(join(dir, "repo"));
   await driver.pathCreate(layout.setsDir);
@@ -76,9 +77,11 @@ async function store(
     layout,
     src,
     () => true,
-    shape,
+    { ...shape, codec },
     ref?.entries,
     (e) => w.add(e),
+    // As wal-backup reads pg_control: last, listed at the manifest's end.
+    { last: ["PG_VERSION"] },
   );
   assert.equal(await w.commit({ label: set }), true);
   return stats;
@@ -123,23 +126,7 @@ test("every compression round-trips, and frames record theirs (a repository may 
   const layout = new RepoLayout(join(dir, "repo"));
   for (const [i, c] of (["zstd", "lz4", "none", "gzip"] as const).entries()) {
     const set = `c${i}`;
-    await driver.pathCreate(layout.setsDir);
-    const w = await ManifestWriter.create(driver, layout.manifestPath(set), {
-      format: "walmgr-repo-manifest",
-      v: 1,
-      set,
-      blockSize: shape.blockSize,
-    });
-    await storeTree(
-      driver,
-      layout,
-      src,
-      () => true,
-      { ...shape, codec: codecFor(c) },
-      undefined,
-      (e) => w.add(e),
-    );
-    assert.equal(await w.commit({}), true);
+    await store(src, set, undefined, codecFor(c));
     await materializeSet(driver, layout, set, join(dir, `out-${c}`));
     assert.deepEqual(snapshot(join(dir, `out-${c}`)), snapshot(src), c);
   }

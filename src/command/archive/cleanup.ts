@@ -2,6 +2,7 @@ import { posix } from "node:path";
 import type { Context } from "../../context";
 import { controlFilesFor } from "../../slavedir/layout";
 import { sameStorage } from "../../config/load";
+import { repoBeside } from "../backup/purge";
 import type { WalArchive } from "../../storage/archive";
 import type { StorageDriver } from "../../storage/driver";
 import { describeStandby, standbyExpireSeconds, usableRestartPoint, type StandbyEntry } from "../../slavedir/standbys";
@@ -46,15 +47,15 @@ export async function cleanupBefore(
   const expireSeconds = standbyExpireSeconds(ctx.config);
   // The block repository's sets need their WAL too: where they cannot be read with this
   // storage, nothing is removed (as for full_backup above).
-  const repo = ctx.config.location("backup_repo");
-  if (repo && !sameStorage(repo, ctx.config.requireLocation("completed_wals", "wal-restore"))) {
-    ctx.log.warn(`backup_repo ${repo.path} is not where completed_wals is: no WAL cleaned up`);
+  const repo = repoBeside(ctx.config, ctx.config.requireLocation("completed_wals", "wal-restore"));
+  if ("elsewhere" in repo) {
+    ctx.log.warn(`backup_repo ${repo.elsewhere} is not where completed_wals is: no WAL cleaned up`);
     return;
   }
   const r = await walToKeep(driver, {
     walDir: archive.completedDir,
     fullBackup: full?.path,
-    ...(repo ? { repoRoot: repo.path } : {}),
+    ...repo,
     bound: keep.name,
     exceptStandby: own?.name,
     expireSeconds,

@@ -3,9 +3,7 @@ import { expireRepo, setsToKeep, type ExpireResult } from "../../repo/expire";
 import { listRepoSets, repoSetInfo } from "../../repo/sets";
 import { acquireBackupLock, releaseBackupLock } from "../../slavedir/control";
 import { controlFilesFor, slaveLayout } from "../../slavedir/layout";
-import { sameStorage } from "../../config/load";
-import { purgeWal } from "./purge";
-import { alsoArchiveTo } from "../archive/repositories";
+import { purgeAfterSets } from "./purge";
 import { openRepo } from "./repo";
 
 /**
@@ -44,18 +42,8 @@ export async function expireSets(ctx: Context, opts: { locked?: boolean } = {}):
     log(
       `${ctx.dryRun ? "would keep" : "kept"} ${keep.size} set(s) in ${repo.where}; ${ctx.dryRun ? "would remove" : "removed"} ${r.droppedSets.length} set(s) and ${r.removedPacks.length} pack(s) (${(r.removedBytes / 1048576).toFixed(1)} MiB); the kept sets use ${r.keptPacks} pack(s), ${(r.keptBytes / 1048576).toFixed(1)} MiB`,
     );
-    if (!ctx.dryRun && keepBackups > 0) {
-      const full = ctx.config.requireLocation("full_backup", "expire");
-      const loc = ctx.config.requireLocation("backup_repo", "expire");
-      // WAL goes only where the rule can read every set that needs it.
-      if (!sameStorage(loc, layout.completed))
-        ctx.log.warn(`backup_repo ${loc.path} is not where completed_wals is: no WAL purged`);
-      else
-        await purgeWal(ctx, layout.driver, layout.completed.path, full.path, {
-          repoRoot: loc.path,
-          also: alsoArchiveTo(ctx.config, layout.completed),
-        });
-    }
+    if (!ctx.dryRun && keepBackups > 0)
+      await purgeAfterSets(ctx, layout, ctx.config.requireLocation("full_backup", "expire").path);
     return r;
   } finally {
     if (lock !== undefined) await releaseBackupLock(control, lock);

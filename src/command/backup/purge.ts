@@ -1,7 +1,8 @@
 import { posix } from "node:path";
-import { formatLocation } from "../../config/load";
+import { formatLocation, sameStorage, type Config, type Location } from "../../config/load";
+import type { SlaveLayout } from "../../slavedir/layout";
 import type { Context } from "../../context";
-import type { Repository } from "../archive/repositories";
+import { alsoArchiveTo, type Repository } from "../archive/repositories";
 import type { StorageDriver } from "../../storage/driver";
 import type { RestoreHold } from "../../slavedir/pending-restores";
 import { PURGE_KINDS, removeWalBefore, walToKeep } from "../../slavedir/retention";
@@ -136,4 +137,32 @@ export async function purgeRepository(
     );
     return 0;
   }
+}
+
+/**
+ * backup_repo as the one retention rule needs it: `repoRoot` when the repository is on
+ * completed_wals' storage (the rule reads its sets' needs there; none when unset), `elsewhere`
+ * when it is not: then no WAL may be removed, as the sets there cannot be read.
+ */
+export function repoBeside(config: Config, completed: Location): { repoRoot?: string } | { elsewhere: string } {
+  const repo = config.location("backup_repo");
+  if (repo === undefined) return {};
+  return sameStorage(repo, completed) ? { repoRoot: repo.path } : { elsewhere: repo.path };
+}
+
+/**
+ * The purge after a backup or an expire (keep_backups above 0): purgeWal over completed_wals and
+ * the also_archive_to repositories, counting the sets of `fullBackup` and of the block
+ * repository; nothing, with a warning, when the repository is not on completed_wals' storage.
+ */
+export async function purgeAfterSets(ctx: Context, layout: SlaveLayout, fullBackup: string): Promise<void> {
+  const repo = repoBeside(ctx.config, layout.completed);
+  if ("elsewhere" in repo) {
+    ctx.log.warn(`backup_repo ${repo.elsewhere} is not where completed_wals is: no WAL purged`);
+    return;
+  }
+  await purgeWal(ctx, layout.driver, layout.completed.path, fullBackup, {
+    also: alsoArchiveTo(ctx.config, layout.completed),
+    ...repo,
+  });
 }

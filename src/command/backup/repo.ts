@@ -43,9 +43,6 @@ export function openRepo(ctx: Context): { driver: StorageDriver; layout: RepoLay
   return { driver: driverFor(loc, ctx.config), layout: new RepoLayout(loc.path), where: formatLocation(loc) };
 }
 
-/** Names of the complete sets in the repository, oldest first (names sort as times). */
-export const repoSets = listRepoSets;
-
 /** A new set's name: the time it began, UTC (sorts as times; a clash gets `-N`). */
 function setName(now: Date): string {
   return now
@@ -83,7 +80,7 @@ export async function repoSink(
       "point backup_repo at an empty folder or a repository of walmgr-ts",
     );
   } else shape.blockSize = format.blockSize;
-  const sets = await repoSets(driver, layout);
+  const sets = await listRepoSets(driver, layout);
   const newest = sets[sets.length - 1];
   // After the newest, whatever the clock says (stepped back, or a master's and a standby's
   // clocks apart): "newest" is by name, and retention keeps the newest.

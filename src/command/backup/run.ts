@@ -2,7 +2,7 @@ import { existsSync, readFileSync, rmSync, unlinkSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { hostname } from "node:os";
 import { basename, join, posix } from "node:path";
-import { formatLocation, isLocal, loadConfig, sameStorage, type Config } from "../../config/load";
+import { formatLocation, isLocal, loadConfig, type Config } from "../../config/load";
 import type { Context } from "../../context";
 import { acquireBackupLock, releaseBackupLock } from "../../slavedir/control";
 import { ConfigError, DatabaseError, IoError, UsageError } from "../../errors";
@@ -17,8 +17,7 @@ import { removeStaleTemps } from "../../storage/durable";
 import { releaseRemoteNow } from "../../storage/release-sync";
 import { parseLsn, lsnToSegment } from "../../wal/names";
 import { keepInBackup } from "./exclude";
-import { purgeWal } from "./purge";
-import { alsoArchiveTo } from "../archive/repositories";
+import { purgeAfterSets } from "./purge";
 import {
   BACKUP_INFO,
   BACKUP_MANIFEST,
@@ -160,15 +159,7 @@ export async function backup(ctx: Context): Promise<void> {
       }
       if (keep > 0) {
         progress.stage("purging WAL");
-        const repo = ctx.config.location("backup_repo");
-        // WAL goes only where the rule can read every set that needs it (repo sets too).
-        if (repo && !sameStorage(repo, layout.completed))
-          ctx.log.warn(`backup_repo ${repo.path} is not where completed_wals is: no WAL purged`);
-        else
-          await purgeWal(ctx, layout.driver, layout.completed.path, full, {
-            also: alsoArchiveTo(ctx.config, layout.completed),
-            ...(repo ? { repoRoot: repo.path } : {}),
-          });
+        await purgeAfterSets(ctx, layout, full);
       }
     }
   } finally {

@@ -383,12 +383,12 @@ async function dryRun(ctx: Context, req: Request, paths: RestorePaths, fullBacku
  * the repository format is in use and holds no set, or a set name of its kind is not there.
  */
 async function repoSetFor(ctx: Context, setArg: string | undefined): Promise<string | undefined> {
-  const { REPO_SET_NAME } = await import("../../repo/sets.js");
+  const { REPO_SET_NAME, listRepoSets } = await import("../../repo/sets.js");
   const byName = setArg !== undefined && REPO_SET_NAME.test(setArg);
   if (!byName && (setArg !== undefined || ctx.config.choice("backup_format") !== "repo")) return undefined;
-  const { repoSets, openRepo } = await import("../backup/repo.js");
+  const { openRepo } = await import("../backup/repo.js");
   const { driver, layout, where } = openRepo(ctx);
-  const sets = await repoSets(driver, layout);
+  const sets = await listRepoSets(driver, layout);
   if (setArg === undefined) {
     const newest = sets[sets.length - 1];
     if (newest === undefined)
